@@ -1,0 +1,33 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * struct bfs_err carries the human reason beside a -errno (redis's char *err): the errno goes
+ * to the syscall, the text goes to the batch's status. Every function taking one accepts NULL.
+ */
+#ifndef BATCHFS_ERR_H
+#define BATCHFS_ERR_H
+
+#include <stdbool.h>
+
+#define BFS_ERR_MSG_MAX 1024
+
+struct bfs_err {
+	char msg[BFS_ERR_MSG_MAX];	/* "" when no error was recorded */
+	long line;			/* 1-based input line the error is about, 0 when none */
+	int attempt;			/* HTTP attempt count when the error came from retries, else 0 */
+};
+
+#define BFS_ERR_INIT { .msg = "", .line = 0, .attempt = 0 }
+
+/* Empties err. NULL-safe. */
+void err_clear(struct bfs_err *err);
+/* Records a message (replacing any earlier one), line 0. NULL-safe. */
+void err_set(struct bfs_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Records a message about input line `line`. NULL-safe. */
+void err_set_line(struct bfs_err *err, long line, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* Puts "prefix: " in front of the recorded message (or sets it if empty). NULL-safe. */
+void err_prefix(struct bfs_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* True when a message is recorded. */
+bool err_is_set(const struct bfs_err *err);
+
+#endif

@@ -1,0 +1,98 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * JSON Lines, streamed: a splitter that turns chunks of bytes (a spool file, an HTTP body)
+ * into lines of any length up to a cap, and the per-format validator of request lines
+ * (CONTRACT "requests.jsonl and submission"). Pure: no I/O, no global state.
+ */
+#ifndef BATCHFS_JSONL_H
+#define BATCHFS_JSONL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+
+struct bfs_err;
+
+/*
+ * Called for each line with its 1-based number, the terminator ("\n" or "\r\n") removed.
+ * Blank lines (empty or only spaces/tabs) are passed too, flagged by the validator, not here.
+ * `line` is valid only during the call. Return 0 to go on, a -errno to stop feeding (the
+ * splitter returns it).
+ */
+typedef int (*jsonl_line_fn)(void *ctx, const char *line, size_t len, long lineno);
+
+struct jsonl_splitter {
+	struct buf partial;	/* bytes of a line not yet terminated; capped at max_line */
+	long lineno;		/* number of the last line delivered */
+	bool cr_pending;	/* chunk ended in '\r' (it may be half of a CRLF) */
+	jsonl_line_fn fn;
+	void *ctx;
+};
+
+/* Sets up a splitter delivering lines of at most max_line bytes to fn(ctx, ...). */
+void jsonl_splitter_init(struct jsonl_splitter *s, size_t max_line, jsonl_line_fn fn, void *ctx);
+/*
+ * Feeds n bytes. A CRLF may be split across chunks; a lone '\r' not followed by '\n' stays
+ * part of the line. Lines wholly inside the chunk are passed without copying. Returns 0,
+ * -E2BIG when a line exceeds max_line (err names the line), or the callback's -errno.
+ */
+int jsonl_splitter_feed(struct jsonl_splitter *s, const char *data, size_t n,
+			struct bfs_err *err);
+/* Delivers a last line that lacks its newline. Returns as jsonl_splitter_feed(). */
+int jsonl_splitter_finish(struct jsonl_splitter *s, struct bfs_err *err);
+/* Frees the partial-line storage. Restart with jsonl_splitter_init(). */
+void jsonl_splitter_release(struct jsonl_splitter *s);
+
+enum jsonl_format {
+	JSONL_ANTHROPIC,	/* {"custom_id", "params": {model, max_tokens, messages}} */
+	JSONL_OPENAI,		/* {"custom_id", "method": "POST", "url", "body": {model}} */
+	JSONL_AZURE,		/* as OPENAI; body.model (the deployment) the same on every line */
+	JSONL_VERTEX,		/* {"custom_id", "request": {messages, max_tokens, ...}} */
+};
+
+struct jsonl_limits {
+	uint64_t max_requests;	/* 0 = no limit */
+	uint64_t max_bytes;	/* of the whole file, blank lines included; 0 = no limit */
+};
+
+#define JSONL_COMMON_MAX 256
+
+struct jsonl_validator {
+	enum jsonl_format fmt;
+	struct jsonl_limits lim;
+	uint64_t count;		/* requests (non-blank lines) accepted so far */
+	uint64_t bytes;		/* bytes seen so far, terminators included */
+	/*
+	 * The value every line must share: OpenAI/Azure "url" (the endpoint, normalised to
+	 * "/v1/..."), and for Azure also body.model; "" until the first request line.
+	 */
+	char endpoint[JSONL_COMMON_MAX];
+	char model[JSONL_COMMON_MAX];
+	long common_line;	/* line that set endpoint/model */
+};
+
+/* Sets up a validator for one file. */
+void jsonl_validator_init(struct jsonl_validator *v, enum jsonl_format fmt,
+			  const struct jsonl_limits *lim);
+/*
+ * Checks one line of the file (terminator length term_len, 0 for a last line without one, so
+ * byte limits count exactly). Blank lines return 0 with *custom_id NULL. A valid request line
+ * returns 0 with *custom_id a malloc'd copy (the caller frees it; it may hold any bytes but
+ * NUL) and *id_len its length. Otherwise returns -EINVAL (or -ENOMEM) and err says why, with
+ * err->line = lineno. Uniqueness of custom_id is the caller's job (it needs storage).
+ * Reasons, in order: too many bytes; not JSON; not an object; custom_id missing/not a
+ * string/refused by the provider; format fields missing or wrong-typed; mixed endpoint/model;
+ * too many requests.
+ */
+int jsonl_validator_line(struct jsonl_validator *v, const char *line, size_t len,
+			 size_t term_len, long lineno, char **custom_id, size_t *id_len,
+			 struct bfs_err *err);
+/* Whole-file checks after the last line. Returns 0, or -ENODATA when no request was seen. */
+int jsonl_validator_finish(struct jsonl_validator *v, struct bfs_err *err);
+
+/* The Batch API endpoints OpenAI and Azure accept (CONTRACT: "url" of each line). */
+bool jsonl_is_openai_endpoint(const char *url);
+
+#endif

@@ -1,0 +1,22 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Logging with syslog levels: stderr in the foreground, syslog otherwise. Never log keys,
+ * auth headers or request/response bodies; debug lines carry sizes and ids only.
+ */
+#ifndef BATCHFS_LOG_H
+#define BATCHFS_LOG_H
+
+#include <stdbool.h>
+#include <syslog.h>
+
+/* Chooses the sink and the most verbose level printed (LOG_DEBUG with -d). Not thread-safe:
+ * call once before any thread starts. */
+void log_init(bool foreground, int max_level);
+void log_msg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#define log_err(...) log_msg(LOG_ERR, __VA_ARGS__)
+#define log_warn(...) log_msg(LOG_WARNING, __VA_ARGS__)
+#define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)
+#define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)
+
+#endif
