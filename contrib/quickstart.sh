@@ -1,0 +1,45 @@
+#!/bin/sh
+# Quick start: installs what is missing, builds batchfs, mounts it (the offline 'mock'
+# remote when no API key is set), runs a tiny demo batch on mock, and says what to try.
+# Usage: bash contrib/quickstart.sh [MOUNTPOINT]     (default ~/batchfs)
+set -eu
+cd "$(dirname "$0")/.."
+sh contrib/deps.sh
+[ -d build ] || meson setup build --buildtype=release >/dev/null
+meson compile -C build >/dev/null
+mnt="${1:-$HOME/batchfs}"
+mkdir -p "$mnt"
+if grep -q " $(realpath "$mnt") " /proc/self/mountinfo; then
+	fusermount3 -u "$mnt"
+fi
+./build/src/batchfs "$mnt"
+i=0
+until grep -q " $(realpath "$mnt") " /proc/self/mountinfo; do
+	i=$((i + 1)); [ $i -gt 100 ] && { echo "batchfs did not mount"; exit 1; }
+	sleep 0.1
+done
+echo "batchfs is mounted on $mnt; remotes: $(ls "$mnt" | tr '\n' ' ')"
+if [ -d "$mnt/mock" ]; then
+	b="$mnt/mock/demo-$(date +%H%M%S)"
+	mkdir "$b"
+	for q in "What is FUSE?" "Say hello" "Name a prime"; do
+		printf '{"custom_id":"q%s","params":{"model":"mock","max_tokens":64,"messages":[{"role":"user","content":"%s"}]}}\n' \
+			"$(echo "$q" | tr -cd 'a-z')" "$q"
+	done > "$b/requests.jsonl"
+	echo "submitted $b:"; cat "$b/status"
+	i=0
+	until [ -d "$b/results" ]; do
+		i=$((i + 1)); [ $i -gt 200 ] && { echo "no results yet; see $b/status"; exit 1; }
+		sleep 0.1
+	done
+	echo "results:"; ls -l "$b/results"; cat "$b/results.jsonl"
+fi
+cat <<MSG
+
+Try:
+  mkdir $mnt/mock/mine && cp your-requests.jsonl $mnt/mock/mine/requests.jsonl
+  cat $mnt/mock/mine/status;  ls $mnt/mock/mine/results/
+  echo cancel > $mnt/mock/mine/ctl
+Set ANTHROPIC_API_KEY (or OPENAI_API_KEY, or a config file) and remount for real batches.
+Unmount with: fusermount3 -u $mnt
+MSG

@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The life of a batch between the files and the provider: commit (validate + submit exactly
+ * once), cancel, refresh, results ingest, crash reconciliation and discovery of batches made
+ * elsewhere. Called by fs (commit, cancel, refresh: the only fs paths allowed to reach a
+ * provider) and by the poller. Every function records what the user must know in the batch's
+ * status, and returns 0 or -errno with the reason in err.
+ */
+#ifndef BATCHFS_BATCH_H
+#define BATCHFS_BATCH_H
+
+#include <stdint.h>
+
+struct bfs;
+struct bfs_err;
+struct remote;
+
+/*
+ * The commit point for file_id (requests.jsonl of batch_id): validates the spool data and
+ * submits it. An empty file leaves a draft (returns 0). Invalid -> state rejected, -EINVAL;
+ * provider refusal or network failure -> state failed, -EIO; success -> 0 with the provider
+ * id stored. Blocks on the network.
+ */
+int batch_commit(struct bfs *b, struct remote *r, int64_t batch_id, int64_t file_id,
+		 struct bfs_err *err);
+/* Asks the provider to cancel batch_id. -EINVAL for a batch never submitted. */
+int batch_cancel(struct bfs *b, struct remote *r, int64_t batch_id, struct bfs_err *err);
+/* Polls batch_id once now (or reconciles an interrupted submission) and stores the state. */
+int batch_refresh(struct bfs *b, struct remote *r, int64_t batch_id, struct bfs_err *err);
+/* Downloads every result of an ended batch into the store (one transaction). */
+int batch_fetch_results(struct bfs *b, struct remote *r, int64_t batch_id, struct bfs_err *err);
+/* Lists the provider's batches and adds those not known here as foreign batches. */
+int batch_discover(struct bfs *b, struct remote *r, struct bfs_err *err);
+/* At start: every batch left in `submitting` by an earlier run is made due for
+ * reconciliation, and every unfinished one for polling. */
+int batch_resume_all(struct bfs *b);
+
+#endif

@@ -1,0 +1,58 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The INI config (CONTRACT "Starting it"): one section per remote. Parsed with inih. Without a
+ * config file, remotes come from the environment, else one "mock" remote. Secrets are never
+ * stored here: only where to find them (api_key_env, api_key_command), resolved on demand.
+ */
+#ifndef BATCHFS_CONF_H
+#define BATCHFS_CONF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct bfs_err;
+
+#define CONF_NAME_MAX 64
+
+struct conf_kv {
+	char *key;
+	char *value;
+};
+
+struct remote_conf {
+	char name[CONF_NAME_MAX];	/* section name = top-level directory */
+	char *provider;			/* "anthropic", "openai", "azure", "vertex", "mock" */
+	double poll_interval;		/* seconds between polls of an unfinished batch */
+	double list_interval;		/* seconds between listings of the provider's batches */
+	struct conf_kv *kv;		/* every key of the section, in file order */
+	size_t nkv;
+};
+
+struct conf {
+	struct remote_conf *remotes;
+	size_t nremotes;
+	char *source;			/* the config file, or "environment" / "default" */
+};
+
+/*
+ * Loads path (NULL: the default location; a missing default file falls back to the
+ * environment). Returns 0 or -errno with the reason (file, line) in err. Remote names must be
+ * batch-name-like and unique.
+ */
+int conf_load(struct conf **out, const char *path, struct bfs_err *err);
+void conf_free(struct conf *c);
+/* A key's value in a remote's section, or def when absent. The string belongs to rc. */
+const char *conf_get(const struct remote_conf *rc, const char *key, const char *def);
+/* A numeric key; def when absent; -EINVAL in *errp (if non-NULL) when not a number. */
+double conf_get_double(const struct remote_conf *rc, const char *key, double def);
+/*
+ * Resolves the remote's API key: api_key_env (name of an environment variable), else
+ * api_key_command (run with /bin/sh, first line of stdout), else `api_key` in the file is
+ * refused (keys do not belong in config files shared with the mount). envname is the
+ * provider's default variable (e.g. ANTHROPIC_API_KEY), used when neither is set; may be
+ * NULL. Returns a malloc'd key (the caller wipes and frees it), or NULL with err set.
+ */
+char *conf_secret(const struct remote_conf *rc, const char *env_key, const char *cmd_key,
+		  const char *default_env, struct bfs_err *err);
+
+#endif

@@ -1,0 +1,143 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The HTTP layer every provider shares: libcurl with keep-alive (a share handle for
+ * connections and DNS), timeouts, User-Agent batchfs/<version>, bodies streamed from disk,
+ * responses streamed to a line callback or collected in a capped buffer, retries with
+ * jittered exponential backoff honouring retry-after-ms / retry-after / x-should-retry, and
+ * the providers' error envelopes turned into one readable message. curl and HTTP codes are
+ * mapped to -errno here and nowhere else. Never logs headers or bodies.
+ */
+#ifndef BATCHFS_HTTP_H
+#define BATCHFS_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "jsonl.h"
+
+struct bfs_err;
+struct buf;
+struct http;
+
+struct http_opts {
+	long connect_timeout_ms; /* default 10000 */
+	long low_speed_time_s;	 /* abort when < 1 byte/s for this long; default 60 */
+	long total_timeout_ms;	 /* JSON calls only (not streams); default 600000 */
+	int max_attempts;	 /* including the first; default 5 */
+	long backoff_base_ms;	 /* first retry delay; default 500, doubled, capped at 8000 */
+	long backoff_max_ms;	 /* default 8000 */
+	long max_hint_ms;	 /* retry-after hints above this fall back to backoff; 60000 */
+};
+
+/*
+ * curl_global_init(), once per process (pthread_once); http_new() calls it too. Returns 0 or
+ * -ENOMEM. Call it from main before threads start; http_global_cleanup() after the last
+ * http_free(), at exit.
+ */
+int http_global_init(void);
+void http_global_cleanup(void);
+
+/* Creates a client; NULL opts means defaults. Thread-safe to use from many threads. */
+int http_new(struct http **out, const struct http_opts *opts, struct bfs_err *err);
+void http_free(struct http *h);
+
+enum http_method {
+	HTTP_GET,
+	HTTP_POST,
+	HTTP_PUT,
+	HTTP_PATCH,
+	HTTP_DELETE,
+};
+
+/* A request body produced on demand (read callback), so files are never held in memory. */
+struct http_body {
+	/* Copies up to n bytes into dst; returns the count, 0 at the end, -errno on failure. */
+	long (*read)(void *ctx, char *dst, size_t n);
+	/* Starts over from the first byte (for a retry); returns 0 or -errno. */
+	int (*rewind)(void *ctx);
+	void *ctx;
+	int64_t length; /* exact byte count, or -1 for chunked transfer encoding */
+};
+
+/* A body that is a whole file (or a range of one), streamed. */
+struct http_file_body {
+	int fd;
+	int64_t start; /* first byte */
+	int64_t pos;
+	int64_t len; /* bytes in the range */
+};
+/* Opens path for a file body covering [start, start+len) (len -1: to the end). Fills body.
+ * Returns 0 or -errno. Release with http_file_body_release(). */
+int http_file_body_open(struct http_file_body *fb, struct http_body *body, const char *path,
+			int64_t start, int64_t len);
+void http_file_body_release(struct http_file_body *fb);
+/* A body from memory (not copied: mem must outlive the request). */
+struct http_mem_body {
+	const char *mem;
+	size_t len, pos;
+};
+void http_mem_body_init(struct http_mem_body *mb, struct http_body *body, const char *mem,
+			size_t len);
+
+enum http_retry {
+	/* Idempotent request (GET, cancel, a file download): retry connection errors, 408, 409,
+	 * 429, 5xx, 529, and whatever says x-should-retry: true. */
+	HTTP_RETRY_IDEMPOTENT,
+	/* A create: retry only when the request certainly had no effect (could not connect,
+	 * or the server answered 408/409/429/529 or x-should-retry: true). A lost answer, a
+	 * timeout after sending, or a 5xx returns -EAGAIN: "may have happened". */
+	HTTP_RETRY_CREATE,
+	/* No retries at all. */
+	HTTP_RETRY_NONE,
+};
+
+struct http_request {
+	enum http_method method;
+	const char *url;
+	const char *const *headers;   /* NULL-terminated "Name: value" list; may be NULL */
+	const struct http_body *body; /* NULL: no body */
+	enum http_retry retry;
+
+	/* Where a 2xx response body goes: exactly one of these, or none (body discarded). */
+	struct buf *resp;      /* collected, up to the buf's cap (-EFBIG beyond) */
+	jsonl_line_fn line_fn; /* streamed as lines (CRLF ok, last line w/o newline ok) */
+	void *line_ctx;
+	size_t max_line;	 /* line cap for line_fn; 0 = 64 MiB */
+	int (*reset)(void *ctx); /* called with line_ctx before a retried stream restarts */
+	bool stream;		 /* long download: no total timeout, only the low-speed one */
+
+	/* Optional: told about each retry (attempt number, reason) so status can show it. */
+	void (*on_retry)(void *ctx, int attempt, const char *reason);
+	void *retry_ctx;
+};
+
+struct http_response {
+	long status;	      /* last HTTP status, 0 when no answer */
+	int attempts;	      /* attempts made */
+	char request_id[128]; /* request-id / x-request-id / x-goog-request-id header */
+	char location[2048];  /* Location header (resumable uploads), "" when absent */
+	char content_type[128];
+};
+
+/*
+ * Performs rq, retrying per rq->retry. Returns 0 on a 2xx answer. Otherwise a -errno:
+ * -ENOENT 404, -EACCES 401/403, -EINVAL 400/413/422, -EAGAIN for a create that may have
+ * happened, -EBUSY 409, -ETIMEDOUT, -ECONNREFUSED / -EHOSTUNREACH, -EPROTO for a cut stream,
+ * -EIO for 5xx and the rest; err then holds e.g. "HTTP 429 rate_limit_error: Too many requests
+ * (request_id req_...)" built from the error envelope of Anthropic ({type, error: {type,
+ * message}, request_id}), OpenAI/Azure ({error: {code, message, type}}) or Google ({error:
+ * {code, message, status}}), or from the body's first line when it is not JSON. rs may be
+ * NULL. Blocks; network I/O.
+ */
+int http_perform(struct http *h, const struct http_request *rq, struct http_response *rs,
+		 struct bfs_err *err);
+
+/* Percent-encodes s for a URL path segment or query value into out. Returns 0 or -EFBIG. */
+int http_url_escape(const char *s, struct buf *out);
+
+/* True when both absolute URLs have the same scheme, host and port (default ports filled in),
+ * e.g. to follow a results URL a provider sends only to the configured host. Pure. */
+bool http_is_same_origin(const char *a, const char *b);
+
+#endif

@@ -1,0 +1,119 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The provider interface: the only thing fs, batch and poller see of a provider. A provider
+ * turns batch operations into its API calls and its answers into struct provider_batch; it
+ * knows nothing of FUSE, of the store or of file names. Every op may block on the network,
+ * must be callable from several threads at once on the same struct provider, and reports
+ * failure as -errno plus a human reason in err (the text goes to status).
+ */
+#ifndef BATCHFS_PROVIDER_H
+#define BATCHFS_PROVIDER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "jsonl.h"
+#include "state.h"
+
+struct bfs_err;
+struct remote_conf;
+struct provider;
+
+#define PROVIDER_ID_MAX 128	/* a provider's batch id; must be a safe file name */
+#define PROVIDER_WORD_MAX 64
+#define PROVIDER_REF_MAX 2048	/* provider-private text kept with a batch (e.g. results_url) */
+
+struct batch_counts {
+	int64_t total, processing, succeeded, errored, canceled, expired;
+};
+
+/* One batch as the provider describes it. Times are ms since the epoch, 0 when unknown. */
+struct provider_batch {
+	char id[PROVIDER_ID_MAX];		/* [A-Za-z0-9._-], usable as a directory name */
+	char provider_state[PROVIDER_WORD_MAX];	/* the provider's own word, verbatim */
+	enum batch_state state;			/* mapped with state.h */
+	struct batch_counts counts;
+	int64_t created_at, ended_at, expires_at;
+	bool results_available;	/* results can be fetched now (ended, not archived) */
+	bool results_gone;	/* ended but results will never be available (archived, none) */
+	char error[1024];	/* batch-level failure message, "" when none */
+	long error_line;	/* input line the failure is about, 0 when none */
+	/* The local identity given at submit, when the provider echoes it (metadata, labels). */
+	char identity[64];
+	/* Opaque to everyone but the provider: passed back to results(); kept in the store. */
+	char ref[PROVIDER_REF_MAX];
+};
+
+/* What submit() gets: a validated spool file and what validation learnt of it. */
+struct provider_submit {
+	const char *path;	/* the requests file, validated; read-only; streamed, never slurped */
+	uint64_t nrequests;	/* non-blank lines */
+	uint64_t nbytes;	/* file size */
+	const char *endpoint;	/* OpenAI/Azure: the url shared by every line, "/v1/..."; else "" */
+	const char *model;	/* Azure: the deployment shared by every line; else "" */
+	const char *identity;	/* unique local identity of this submission ("bfs-..."): providers
+				 * store it where the API allows (metadata, labels, display name) so
+				 * find() can recognise the batch after a crash */
+	const char *name;	/* the batch directory's name, for display names */
+	int64_t intent_at;	/* ms, recorded before the first request that could create it */
+};
+
+/*
+ * Called once per result line, in the provider's order. line is exactly the provider's line
+ * (no terminator), custom_id its custom_id (any bytes but NUL). Return 0 or -errno to stop.
+ */
+typedef int (*provider_result_fn)(void *ctx, const char *custom_id, const char *line, size_t len);
+/* Called by results() before it starts over (a retried download): drop what was delivered. */
+typedef int (*provider_reset_fn)(void *ctx);
+/* Called by list() once per batch. Return 0 or -errno to stop. */
+typedef int (*provider_batch_fn)(void *ctx, const struct provider_batch *b);
+/* Called while an HTTP request is being retried, so status can show it. */
+typedef void (*provider_retry_fn)(void *ctx, int attempt, const char *reason);
+
+struct provider_ops {
+	const char *name;		/* "mock", "anthropic", "openai", "azure", "vertex" */
+	enum jsonl_format format;	/* the line format of requests.jsonl */
+	struct jsonl_limits limits;	/* per batch, checked locally before submit */
+
+	/* Builds a provider from its remote's config; state_dir is private to it (may be
+	 * unused). Returns 0 or -errno (-EINVAL for a bad config) with the reason in err. */
+	int (*open)(struct provider **out, const struct remote_conf *conf, const char *state_dir,
+		    struct bfs_err *err);
+	void (*free)(struct provider *p);
+
+	/*
+	 * Creates the batch. Exactly once: it must not create a second batch when unsure
+	 * whether a first attempt did (answer lost); then it returns -EAGAIN and the caller
+	 * reconciles with find(). -EIO (or another -errno) means certainly not created.
+	 */
+	int (*submit)(struct provider *p, const struct provider_submit *s, struct provider_batch *out,
+		      provider_retry_fn on_retry, void *retry_ctx, struct bfs_err *err);
+	/*
+	 * Looks for a batch created for s (same identity where the provider keeps it, else
+	 * created at or after s->intent_at with s->nrequests requests). Returns 0 and fills out
+	 * when found, -ENOENT when certainly not there, another -errno when it cannot tell.
+	 */
+	int (*find)(struct provider *p, const struct provider_submit *s, struct provider_batch *out,
+		    struct bfs_err *err);
+	/* Retrieves one batch by id. -ENOENT when the provider does not know it. */
+	int (*get)(struct provider *p, const char *id, struct provider_batch *out,
+		   struct bfs_err *err);
+	/* Calls fn for every batch the credentials can see, all pages, newest first. */
+	int (*list)(struct provider *p, provider_batch_fn fn, void *ctx, struct bfs_err *err);
+	/* Asks the provider to cancel; fills out with the batch as the answer shows it. */
+	int (*cancel)(struct provider *p, const char *id, struct provider_batch *out,
+		      struct bfs_err *err);
+	/*
+	 * Streams every result line of an ended batch b (as returned by get) to fn, line by
+	 * line, never holding the whole body. Calls reset before starting over after a retry.
+	 * -ENODATA when the provider has no results (archived/expired at the provider).
+	 */
+	int (*results)(struct provider *p, const struct provider_batch *b, provider_result_fn fn,
+		       provider_reset_fn reset, void *ctx, struct bfs_err *err);
+};
+
+/* The ops for a provider name ("anthropic", ...), or NULL when unknown. */
+const struct provider_ops *provider_lookup(const char *name);
+
+#endif

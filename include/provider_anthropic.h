@@ -1,0 +1,10 @@
+/* SPDX-License-Identifier: MIT */
+/* provider = anthropic, the Message Batches API: see src/provider_anthropic.c. */
+#ifndef BATCHFS_PROVIDER_ANTHROPIC_H
+#define BATCHFS_PROVIDER_ANTHROPIC_H
+
+#include "provider.h"
+
+extern const struct provider_ops provider_anthropic_ops;
+
+#endif

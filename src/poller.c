@@ -1,0 +1,227 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Background threads, one per remote: they poll unfinished batches when due, download the
+ * results of ended ones, reconcile submissions a crash interrupted, and list the provider
+ * every list_interval so batches made elsewhere appear. FUSE threads never wait for them:
+ * they only kick. Never holds a lock across a provider call.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "batch.h"
+#include "bfs.h"
+#include "conf.h"
+#include "err.h"
+#include "log.h"
+#include "poller.h"
+#include "store.h"
+#include "timefmt.h"
+
+#define POLLER_BATCH_MAX 256	/* batches looked at per round; the rest wait for the next */
+
+struct poller_thread {
+	struct poller *p;
+	struct remote *r;
+	pthread_t tid;
+	bool started;
+};
+
+struct poller {
+	struct bfs *b;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool stop;		/* protected by lock */
+	unsigned kicks;		/* protected by lock: bumped by poller_kick() */
+	struct poller_thread *threads;
+	size_t nthreads;
+};
+
+struct due_list {
+	int64_t ids[POLLER_BATCH_MAX];
+	size_t n;
+};
+
+static int collect_due(void *ctx, const struct store_batch *row)
+{
+	struct due_list *d = ctx;
+
+	if (d->n == POLLER_BATCH_MAX)
+		return 1; /* enough for one round */
+	d->ids[d->n++] = row->id;
+	return 0;
+}
+
+static bool poller_stopping(struct poller *p)
+{
+	bool stop;
+
+	pthread_mutex_lock(&p->lock);
+	stop = p->stop;
+	pthread_mutex_unlock(&p->lock);
+	return stop;
+}
+
+/* One due batch: decide what it needs from its row alone. */
+static void poller_visit(struct poller_thread *t, int64_t id)
+{
+	struct bfs *b = t->p->b;
+	struct bfs_err err = BFS_ERR_INIT;
+	struct store_batch row;
+	int rc;
+
+	if (store_batch_get(b->store, id, &row))
+		return;
+	if (row.state == BATCH_SUBMITTING || (row.pid[0] && !state_is_terminal(row.state))) {
+		rc = batch_refresh(b, t->r, id, &err);
+		if (rc)
+			log_warn("%s", err.msg);
+		if (store_batch_get(b->store, id, &row))
+			return;
+	}
+	if (row.pid[0] && state_is_terminal(row.state) && row.results != RESULTS_READY &&
+	    row.results != RESULTS_UNAVAILABLE && (!row.foreign || row.results_wanted)) {
+		rc = batch_fetch_results(b, t->r, id, &err);
+		if (rc)
+			log_warn("%s", err.msg);
+		return;
+	}
+	/* Nothing left to do with it: keep it off the due list. */
+	if (row.next_poll_at && row.next_poll_at <= timefmt_now_ms()) {
+		pthread_mutex_lock(&b->lock);
+		if (!store_batch_get(b->store, id, &row) && row.next_poll_at &&
+		    row.next_poll_at <= timefmt_now_ms()) {
+			row.next_poll_at = 0;
+			(void)store_batch_put(b->store, &row); /* retried next round if it fails */
+		}
+		pthread_mutex_unlock(&b->lock);
+	}
+}
+
+static void *poller_main(void *arg)
+{
+	struct poller_thread *t = arg;
+	struct poller *p = t->p;
+	struct bfs *b = p->b;
+	int64_t next_list = 0;
+
+	while (!poller_stopping(p)) {
+		struct due_list due = {.n = 0};
+		struct timespec ts;
+		int64_t now = timefmt_now_ms(), wake;
+		unsigned kicks;
+
+		pthread_mutex_lock(&p->lock);
+		kicks = p->kicks;
+		pthread_mutex_unlock(&p->lock);
+
+		if (now >= next_list) {
+			struct bfs_err err = BFS_ERR_INIT;
+
+			if (batch_discover(b, t->r, &err))
+				log_warn("cannot list the batches of '%s': %s", t->r->conf->name,
+					 err.msg);
+			next_list = timefmt_now_ms() + (int64_t)(t->r->conf->list_interval * 1000);
+		}
+		if (store_batch_due(b->store, t->r->conf->name, timefmt_now_ms(), collect_due,
+				    &due) < 0)
+			log_warn("cannot read the cache");
+		for (size_t i = 0; i < due.n && !poller_stopping(p); i++)
+			poller_visit(t, due.ids[i]);
+		if (due.n == POLLER_BATCH_MAX)
+			continue;
+
+		wake = next_list;
+		{
+			int64_t d = store_batch_next_due(b->store, t->r->conf->name);
+
+			if (d && d < wake)
+				wake = d;
+		}
+		now = timefmt_now_ms();
+		if (wake <= now)
+			continue;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		{
+			int64_t ms = wake - now;
+
+			ts.tv_sec += ms / 1000;
+			ts.tv_nsec += (ms % 1000) * 1000000;
+			if (ts.tv_nsec >= 1000000000) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000;
+			}
+		}
+		pthread_mutex_lock(&p->lock);
+		while (!p->stop && p->kicks == kicks) {
+			if (pthread_cond_timedwait(&p->cond, &p->lock, &ts) == ETIMEDOUT)
+				break;
+		}
+		pthread_mutex_unlock(&p->lock);
+	}
+	return NULL;
+}
+
+int poller_start(struct poller **out, struct bfs *b, struct bfs_err *err)
+{
+	struct poller *p = calloc(1, sizeof(*p));
+	int rc;
+
+	if (!p)
+		return -ENOMEM;
+	p->b = b;
+	pthread_mutex_init(&p->lock, NULL);
+	pthread_cond_init(&p->cond, NULL);
+	p->threads = calloc(b->nremotes, sizeof(*p->threads));
+	if (!p->threads) {
+		poller_stop(p);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < b->nremotes; i++) {
+		struct poller_thread *t = &p->threads[i];
+
+		t->p = p;
+		t->r = &b->remotes[i];
+		rc = pthread_create(&t->tid, NULL, poller_main, t);
+		if (rc) {
+			err_set(err, "cannot start the poller: %s", strerror(rc));
+			poller_stop(p);
+			return -rc;
+		}
+		t->started = true;
+		p->nthreads++;
+	}
+	*out = p;
+	return 0;
+}
+
+void poller_kick(struct poller *p)
+{
+	if (!p)
+		return;
+	pthread_mutex_lock(&p->lock);
+	p->kicks++;
+	pthread_cond_broadcast(&p->cond);
+	pthread_mutex_unlock(&p->lock);
+}
+
+void poller_stop(struct poller *p)
+{
+	if (!p)
+		return;
+	pthread_mutex_lock(&p->lock);
+	p->stop = true;
+	pthread_cond_broadcast(&p->cond);
+	pthread_mutex_unlock(&p->lock);
+	for (size_t i = 0; i < p->nthreads; i++)
+		if (p->threads[i].started)
+			pthread_join(p->threads[i].tid, NULL);
+	free(p->threads);
+	pthread_cond_destroy(&p->cond);
+	pthread_mutex_destroy(&p->lock);
+	free(p);
+}

@@ -1,0 +1,61 @@
+"""The command line and config, without a mount (errors must reach the terminal)."""
+import subprocess
+
+
+def run(batchfs_bin, *args, env=None):
+    return subprocess.run([batchfs_bin, *args], capture_output=True, text=True, timeout=30,
+                          env=env)
+
+
+def test_version_prints_version(batchfs_bin):
+    r = run(batchfs_bin, "--version")
+    assert r.returncode == 0
+    assert r.stdout.startswith("batchfs ")
+
+
+def test_help_lists_batchfs_options(batchfs_bin):
+    r = run(batchfs_bin, "--help")
+    assert r.returncode == 0
+    assert "config=FILE" in r.stdout and "cache=DIR" in r.stdout
+
+
+def test_missing_mountpoint_is_an_error(batchfs_bin):
+    r = run(batchfs_bin)
+    assert r.returncode != 0
+    assert "mountpoint" in r.stderr
+
+
+def test_missing_config_file_is_named(batchfs_bin, tmp_path):
+    (tmp_path / "m").mkdir()
+    r = run(batchfs_bin, "-f", "-o", f"config={tmp_path}/nope,cache={tmp_path}/c",
+            str(tmp_path / "m"))
+    assert r.returncode != 0
+    assert f"{tmp_path}/nope" in r.stderr
+
+
+def test_unknown_provider_is_refused(batchfs_bin, tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "cfg").write_text("[x]\nprovider = bogus\n")
+    r = run(batchfs_bin, "-f", "-o", f"config={tmp_path}/cfg,cache={tmp_path}/c",
+            str(tmp_path / "m"))
+    assert r.returncode != 0
+    assert "unknown provider 'bogus'" in r.stderr
+
+
+def test_key_in_config_file_is_refused(batchfs_bin, tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "cfg").write_text("[c]\nprovider = anthropic\napi_key = sk-secret\n")
+    r = run(batchfs_bin, "-f", "-o", f"config={tmp_path}/cfg,cache={tmp_path}/c",
+            str(tmp_path / "m"))
+    assert r.returncode != 0
+    assert "api_key_env" in r.stderr
+    assert "sk-secret" not in r.stderr
+
+
+def test_bad_poll_interval_is_refused(batchfs_bin, tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "cfg").write_text("[m]\nprovider = mock\npoll_interval = soon\n")
+    r = run(batchfs_bin, "-f", "-o", f"config={tmp_path}/cfg,cache={tmp_path}/c",
+            str(tmp_path / "m"))
+    assert r.returncode != 0
+    assert "poll_interval" in r.stderr
