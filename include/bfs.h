@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "spool.h"
 
@@ -34,6 +35,7 @@ struct bfs {
 	size_t nremotes;
 	struct poller *poller;
 	char cache_dir[4096];
+	int64_t mount_time;			/* ms; mtime of the root and remote dirs */
 	/*
 	 * Serialises read-modify-write of batch rows (store_batch_get ... store_batch_put) between
 	 * FUSE threads and pollers. Never held across network I/O. Lock order: before any

@@ -40,6 +40,7 @@ void http_global_cleanup(void);
 
 /* Creates a client; NULL opts means defaults. Thread-safe to use from many threads. */
 int http_new(struct http **out, const struct http_opts *opts, struct bfs_err *err);
+/* Frees h and its idle connections; no request may be in flight. NULL-safe. */
 void http_free(struct http *h);
 
 enum http_method {

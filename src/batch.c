@@ -365,8 +365,8 @@ static int submit_once(struct bfs *b, struct remote *r, const struct provider_su
 			return 0;
 		if (rc != -ENOENT) {
 			err_set(err, "cannot tell whether the batch was created (%s; then: %s); "
-				"batchfs will not resubmit it on its own: check the provider, then "
-				"'echo refresh > ctl' to look again or rewrite requests.jsonl",
+				"batchfs will not resubmit it on its own: 'echo refresh > ctl' looks "
+				"again",
 				err->msg[0] ? err->msg : "answer lost", ferr.msg);
 			return -EAGAIN;
 		}
@@ -385,15 +385,21 @@ int batch_commit(struct bfs *b, struct remote *r, int64_t batch_id, int64_t file
 	struct intent_ctx ic;
 	char path[PATH_MAX], identity[64];
 	struct apply_ctx ac;
+	struct stat st;
 	int fd = -1, rc;
 
+	spool_path(&b->spool, file_id, path, sizeof(path));
 	pthread_mutex_lock(&b->lock);
 	rc = store_batch_get(b->store, batch_id, &row);
 	if (!rc)
 		rc = store_file_get(b->store, file_id, &f);
-	if (!rc && !state_is_writable(row.state, row.pid[0] != '\0'))
+	/* An unknown outcome keeps the batch: only `refresh` may settle it (exactly once). */
+	if (!rc && (!state_is_writable(row.state, row.pid[0] != '\0') ||
+		    (row.state == BATCH_FAILED && row.identity[0])))
 		rc = -EACCES;
-	if (!rc && f.size == 0) {
+	if (!rc && stat(path, &st))
+		rc = -errno;
+	if (!rc && st.st_size == 0) {
 		/* An empty file is not submitted (CONTRACT): `touch` keeps a draft. */
 		row.state = BATCH_DRAFT;
 		set_error(&row, NULL, 0);
@@ -407,6 +413,7 @@ int batch_commit(struct bfs *b, struct remote *r, int64_t batch_id, int64_t file
 		row.state = BATCH_SUBMITTING;
 		row.identity[0] = '\0';
 		row.intent_at = 0;
+		row.next_poll_at = 0;
 		set_error(&row, NULL, 0);
 		row.updated_at = timefmt_now_ms();
 		rc = store_batch_put(b->store, &row);
@@ -417,7 +424,6 @@ int batch_commit(struct bfs *b, struct remote *r, int64_t batch_id, int64_t file
 		return rc;
 	}
 
-	spool_path(&b->spool, file_id, path, sizeof(path));
 	fd = spool_open(&b->spool, file_id, O_RDONLY);
 	if (fd < 0) {
 		rc = fd;

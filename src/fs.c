@@ -176,12 +176,12 @@ static int node_stat(struct bfs *b, fuse_ino_t ino, struct stat *st, double *tim
 	*timeout = TIMEOUT_DIR;
 	switch (n.kind) {
 	case FS_ROOT:
-		fill_common(st, ino, S_IFDIR | 0755, 0);
+		fill_common(st, ino, S_IFDIR | 0755, b->mount_time);
 		return 0;
 	case FS_REMOTE:
 		if ((size_t)n.id >= b->nremotes)
 			return -ENOENT;
-		fill_common(st, ino, S_IFDIR | 0755, 0);
+		fill_common(st, ino, S_IFDIR | 0755, b->mount_time);
 		return 0;
 	case FS_LINK:
 		rc = store_batch_get(b->store, n.id, &row);
@@ -922,6 +922,7 @@ static int do_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	struct store_batch row;
 	struct store_file f;
 	struct fs_handle *h;
+	bool existed = false;
 	double timeout;
 	int64_t id;
 	int rc, fd;
@@ -942,6 +943,7 @@ static int do_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 			return -EEXIST;
 		/* Open of an existing file through create (O_CREAT without O_EXCL). */
 		id = f.id;
+		existed = true;
 	} else {
 		rc = store_file_create(b->store, n.id, name, mode & 07777, timefmt_now_ms() * 1000000,
 				       &id);
@@ -966,7 +968,8 @@ static int do_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 		return -ENOMEM;
 	}
 	h->fd = fd;
-	h->wrote = (fi->flags & O_TRUNC) != 0 && !strcmp(name, "requests.jsonl") && f.id == id;
+	/* Truncating an existing requests.jsonl is a write (it may become empty: a draft). */
+	h->wrote = existed && (fi->flags & O_TRUNC) != 0;
 	fi->fh = (uint64_t)(uintptr_t)h;
 	if (fuse_reply_create(req, &e, fi) == -ENOENT)
 		handle_free(h);

@@ -24,6 +24,7 @@
 #include "poller.h"
 #include "provider.h"
 #include "store.h"
+#include "timefmt.h"
 
 struct main_opts {
 	char *config;
@@ -167,6 +168,7 @@ int main(int argc, char *argv[])
 	memset(&b, 0, sizeof(b));
 	memset(&fo, 0, sizeof(fo));
 	pthread_mutex_init(&b.lock, NULL);
+	b.mount_time = timefmt_now_ms();
 	if (fuse_opt_parse(&args, &mo, main_opt_spec, NULL) == -1)
 		goto out;
 	if (fuse_parse_cmdline(&args, &fo) != 0)

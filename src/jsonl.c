@@ -1,0 +1,394 @@
+// SPDX-License-Identifier: MIT
+/*
+ * JSON Lines, streamed: the splitter turns chunks (a spool file, an HTTP body) into lines of
+ * bounded length, passing lines wholly inside a chunk without a copy; the validator checks one
+ * request line at a time against a provider's format and limits. Pure: no I/O, no globals.
+ */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+#include "jsonl.h"
+
+void jsonl_splitter_init(struct jsonl_splitter *s, size_t max_line, jsonl_line_fn fn, void *ctx)
+{
+	buf_init(&s->partial, max_line);
+	s->lineno = 0;
+	s->cr_pending = false;
+	s->fn = fn;
+	s->ctx = ctx;
+}
+
+void jsonl_splitter_release(struct jsonl_splitter *s)
+{
+	buf_release(&s->partial);
+}
+
+static int too_long(struct jsonl_splitter *s, struct bfs_err *err)
+{
+	err_set_line(err, s->lineno + 1, "line %ld: longer than %zu bytes", s->lineno + 1,
+		     s->partial.cap);
+	return -E2BIG;
+}
+
+/* Delivers one line (terminator already removed), dropping one trailing '\r' of a CRLF. */
+static int deliver(struct jsonl_splitter *s, const char *line, size_t len, bool had_newline)
+{
+	if (had_newline && len && line[len - 1] == '\r')
+		len--;
+	s->lineno++;
+	return s->fn(s->ctx, line, len, s->lineno);
+}
+
+int jsonl_splitter_feed(struct jsonl_splitter *s, const char *data, size_t n,
+			struct bfs_err *err)
+{
+	size_t pos = 0;
+	int rc;
+
+	(void)s->cr_pending; /* CRLF split across chunks: the '\r' waits in partial */
+	while (pos < n) {
+		const char *nl = memchr(data + pos, '\n', n - pos);
+		size_t len = nl ? (size_t)(nl - (data + pos)) : n - pos;
+
+		if (!nl) {
+			if (s->partial.len + len > s->partial.cap)
+				return too_long(s, err);
+			rc = buf_add(&s->partial, data + pos, len);
+			return rc == -EFBIG ? too_long(s, err) : rc;
+		}
+		if (s->partial.len) {
+			if (s->partial.len + len > s->partial.cap + 1)
+				return too_long(s, err);
+			rc = buf_add(&s->partial, data + pos, len);
+			if (rc == -EFBIG && len && data[pos + len - 1] == '\r') {
+				/* The cap counts the line without its CR. */
+				rc = buf_add(&s->partial, data + pos, len - 1);
+			}
+			if (rc)
+				return rc == -EFBIG ? too_long(s, err) : rc;
+			rc = deliver(s, s->partial.data, s->partial.len, true);
+			buf_reset(&s->partial);
+		} else {
+			size_t real = len && data[pos + len - 1] == '\r' ? len - 1 : len;
+
+			if (real > s->partial.cap)
+				return too_long(s, err);
+			rc = deliver(s, data + pos, len, true);
+		}
+		if (rc)
+			return rc;
+		pos += len + 1;
+	}
+	return 0;
+}
+
+int jsonl_splitter_finish(struct jsonl_splitter *s, struct bfs_err *err)
+{
+	int rc;
+
+	(void)err;
+	if (!s->partial.len)
+		return 0;
+	rc = deliver(s, s->partial.data, s->partial.len, false);
+	buf_reset(&s->partial);
+	return rc;
+}
+
+void jsonl_validator_init(struct jsonl_validator *v, enum jsonl_format fmt,
+			  const struct jsonl_limits *lim)
+{
+	memset(v, 0, sizeof(*v));
+	v->fmt = fmt;
+	if (lim)
+		v->lim = *lim;
+}
+
+static const char *const openai_endpoints[] = {
+	"/v1/responses",       "/v1/chat/completions", "/v1/embeddings",
+	"/v1/completions",     "/v1/moderations",      "/v1/images/generations",
+	"/v1/images/edits",    "/v1/videos",
+};
+
+bool jsonl_is_openai_endpoint(const char *url)
+{
+	for (size_t i = 0; i < sizeof(openai_endpoints) / sizeof(openai_endpoints[0]); i++)
+		if (!strcmp(url, openai_endpoints[i]))
+			return true;
+	return false;
+}
+
+static bool is_blank(const char *line, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (line[i] != ' ' && line[i] != '\t' && line[i] != '\r')
+			return false;
+	return true;
+}
+
+/* Anthropic's custom_id rule: ^[a-zA-Z0-9_-]{1,64}$, length checked first (as the API). */
+static int check_anthropic_id(const char *id, long lineno, struct bfs_err *err)
+{
+	size_t n = strlen(id);
+
+	if (n == 0 || n > 64) {
+		err_set_line(err, lineno, "line %ld: custom_id must be 1 to 64 characters (has %zu)",
+			     lineno, n);
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < n; i++) {
+		char c = id[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '_' || c == '-')) {
+			err_set_line(err, lineno,
+				     "line %ld: custom_id '%.64s' is not accepted by the provider: "
+				     "must match ^[a-zA-Z0-9_-]{1,64}$",
+				     lineno, id);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+static int need_object(const cJSON *o, const char *what, long lineno, struct bfs_err *err)
+{
+	if (!o) {
+		err_set_line(err, lineno, "line %ld: %s is missing", lineno, what);
+		return -EINVAL;
+	}
+	if (!cJSON_IsObject(o)) {
+		err_set_line(err, lineno, "line %ld: %s must be an object", lineno, what);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int need_string(const cJSON *o, const char *what, long lineno, struct bfs_err *err)
+{
+	if (!o) {
+		err_set_line(err, lineno, "line %ld: %s is missing", lineno, what);
+		return -EINVAL;
+	}
+	if (!cJSON_IsString(o) || !o->valuestring[0]) {
+		err_set_line(err, lineno, "line %ld: %s must be a non-empty string", lineno, what);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int need_max_tokens(const cJSON *o, const char *what, long lineno, struct bfs_err *err)
+{
+	if (!o) {
+		err_set_line(err, lineno, "line %ld: %s is missing", lineno, what);
+		return -EINVAL;
+	}
+	if (!cJSON_IsNumber(o) || o->valuedouble < 1 || o->valuedouble != (double)(int64_t)o->valuedouble) {
+		err_set_line(err, lineno, "line %ld: %s must be an integer >= 1", lineno, what);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int need_array(const cJSON *o, const char *what, long lineno, struct bfs_err *err)
+{
+	if (!o) {
+		err_set_line(err, lineno, "line %ld: %s is missing", lineno, what);
+		return -EINVAL;
+	}
+	if (!cJSON_IsArray(o)) {
+		err_set_line(err, lineno, "line %ld: %s must be an array", lineno, what);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static const cJSON *field(const cJSON *o, const char *key)
+{
+	return cJSON_GetObjectItemCaseSensitive(o, key);
+}
+
+static int check_anthropic(const cJSON *root, long lineno, struct bfs_err *err)
+{
+	const cJSON *params = field(root, "params");
+	int rc;
+
+	rc = need_object(params, "params", lineno, err);
+	if (!rc)
+		rc = need_string(field(params, "model"), "params.model", lineno, err);
+	if (!rc)
+		rc = need_max_tokens(field(params, "max_tokens"), "params.max_tokens", lineno, err);
+	if (!rc)
+		rc = need_array(field(params, "messages"), "params.messages", lineno, err);
+	return rc;
+}
+
+static int check_vertex(const cJSON *root, long lineno, struct bfs_err *err)
+{
+	const cJSON *req = field(root, "request");
+	const cJSON *ver;
+	int rc;
+
+	rc = need_object(req, "request", lineno, err);
+	if (!rc)
+		rc = need_array(field(req, "messages"), "request.messages", lineno, err);
+	if (!rc)
+		rc = need_max_tokens(field(req, "max_tokens"), "request.max_tokens", lineno, err);
+	ver = req ? field(req, "anthropic_version") : NULL;
+	if (!rc && ver && !cJSON_IsString(ver)) {
+		err_set_line(err, lineno, "line %ld: request.anthropic_version must be a string",
+			     lineno);
+		rc = -EINVAL;
+	}
+	return rc;
+}
+
+/* OpenAI and Azure: method POST, a Batch API url shared by all lines, body.model. */
+static int check_openai(struct jsonl_validator *v, const cJSON *root, long lineno,
+			struct bfs_err *err)
+{
+	const cJSON *method = field(root, "method"), *url = field(root, "url");
+	const cJSON *body = field(root, "body"), *model;
+	char ep[JSONL_COMMON_MAX];
+	int rc;
+
+	rc = need_string(method, "method", lineno, err);
+	if (rc)
+		return rc;
+	if (strcmp(method->valuestring, "POST")) {
+		err_set_line(err, lineno, "line %ld: method must be \"POST\"", lineno);
+		return -EINVAL;
+	}
+	rc = need_string(url, "url", lineno, err);
+	if (rc)
+		return rc;
+	/* Azure accepts the url with or without the /v1 prefix; compare in one form. */
+	if (strncmp(url->valuestring, "/v1/", 4) && url->valuestring[0] == '/')
+		snprintf(ep, sizeof(ep), "/v1%s", url->valuestring);
+	else
+		snprintf(ep, sizeof(ep), "%s", url->valuestring);
+	if (!jsonl_is_openai_endpoint(ep)) {
+		err_set_line(err, lineno, "line %ld: url '%.100s' is not an endpoint the Batch API "
+			     "accepts", lineno, url->valuestring);
+		return -EINVAL;
+	}
+	if (v->endpoint[0] && strcmp(v->endpoint, ep)) {
+		err_set_line(err, lineno, "line %ld: url '%s' differs from '%s' on line %ld (a batch "
+			     "has one endpoint)", lineno, ep, v->endpoint, v->common_line);
+		return -EINVAL;
+	}
+	rc = need_object(body, "body", lineno, err);
+	if (rc)
+		return rc;
+	model = field(body, "model");
+	rc = need_string(model, "body.model", lineno, err);
+	if (rc)
+		return rc;
+	if (v->fmt == JSONL_AZURE && v->model[0] && strcmp(v->model, model->valuestring)) {
+		err_set_line(err, lineno, "line %ld: body.model '%.100s' differs from '%s' on line %ld "
+			     "(an Azure batch uses one deployment)", lineno, model->valuestring,
+			     v->model, v->common_line);
+		return -EINVAL;
+	}
+	if (!v->endpoint[0]) {
+		snprintf(v->endpoint, sizeof(v->endpoint), "%s", ep);
+		if (v->fmt == JSONL_AZURE)
+			snprintf(v->model, sizeof(v->model), "%s", model->valuestring);
+		v->common_line = lineno;
+	}
+	return 0;
+}
+
+int jsonl_validator_line(struct jsonl_validator *v, const char *line, size_t len,
+			 size_t term_len, long lineno, char **custom_id, size_t *id_len,
+			 struct bfs_err *err)
+{
+	const cJSON *id;
+	cJSON *root = NULL;
+	int rc = 0;
+
+	*custom_id = NULL;
+	*id_len = 0;
+	v->bytes += len + term_len;
+	if (v->lim.max_bytes && v->bytes > v->lim.max_bytes) {
+		err_set_line(err, lineno, "line %ld: file exceeds the provider's limit of %" PRIu64
+			     " bytes", lineno, v->lim.max_bytes);
+		return -EINVAL;
+	}
+	if (is_blank(line, len))
+		return 0;
+	root = cJSON_ParseWithLength(line, len);
+	if (!root) {
+		err_set_line(err, lineno, "line %ld: not valid JSON", lineno);
+		return -EINVAL;
+	}
+	if (!cJSON_IsObject(root)) {
+		err_set_line(err, lineno, "line %ld: not a JSON object", lineno);
+		rc = -EINVAL;
+		goto out;
+	}
+	id = field(root, "custom_id");
+	if (!id) {
+		err_set_line(err, lineno, "line %ld: custom_id is missing", lineno);
+		rc = -EINVAL;
+		goto out;
+	}
+	if (!cJSON_IsString(id)) {
+		err_set_line(err, lineno, "line %ld: custom_id must be a string", lineno);
+		rc = -EINVAL;
+		goto out;
+	}
+	switch (v->fmt) {
+	case JSONL_ANTHROPIC:
+		rc = check_anthropic_id(id->valuestring, lineno, err);
+		if (!rc)
+			rc = check_anthropic(root, lineno, err);
+		break;
+	case JSONL_VERTEX:
+		rc = id->valuestring[0] ? 0 : -EINVAL;
+		if (rc)
+			err_set_line(err, lineno, "line %ld: custom_id must not be empty", lineno);
+		else
+			rc = check_vertex(root, lineno, err);
+		break;
+	case JSONL_OPENAI:
+	case JSONL_AZURE:
+		rc = id->valuestring[0] ? 0 : -EINVAL;
+		if (rc)
+			err_set_line(err, lineno, "line %ld: custom_id must not be empty", lineno);
+		else
+			rc = check_openai(v, root, lineno, err);
+		break;
+	}
+	if (rc)
+		goto out;
+	if (v->lim.max_requests && v->count + 1 > v->lim.max_requests) {
+		err_set_line(err, lineno, "line %ld: too many requests: the provider accepts at most %"
+			     PRIu64 " per batch", lineno, v->lim.max_requests);
+		rc = -EINVAL;
+		goto out;
+	}
+	*id_len = strlen(id->valuestring);
+	*custom_id = strdup(id->valuestring);
+	if (!*custom_id) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	v->count++;
+out:
+	cJSON_Delete(root);
+	return rc;
+}
+
+int jsonl_validator_finish(struct jsonl_validator *v, struct bfs_err *err)
+{
+	if (v->count == 0) {
+		err_set_line(err, 1, "line 1: no requests: the file has only blank lines");
+		return -ENODATA;
+	}
+	return 0;
+}
