@@ -16,7 +16,8 @@
 
 void jsonl_splitter_init(struct jsonl_splitter *s, size_t max_line, jsonl_line_fn fn, void *ctx)
 {
-	buf_init(&s->partial, max_line);
+	/* One byte more than a line may hold: the '\r' of a CRLF waits here for its '\n'. */
+	buf_init(&s->partial, max_line + 1);
 	s->lineno = 0;
 	s->cr_pending = false;
 	s->fn = fn;
@@ -31,15 +32,18 @@ void jsonl_splitter_release(struct jsonl_splitter *s)
 static int too_long(struct jsonl_splitter *s, struct bfs_err *err)
 {
 	err_set_line(err, s->lineno + 1, "line %ld: longer than %zu bytes", s->lineno + 1,
-		     s->partial.cap);
+		     s->partial.cap - 1);
 	return -E2BIG;
 }
 
-/* Delivers one line (terminator already removed), dropping one trailing '\r' of a CRLF. */
-static int deliver(struct jsonl_splitter *s, const char *line, size_t len, bool had_newline)
+/* Delivers one line (terminator removed), dropping the '\r' of a CRLF, checking the cap. */
+static int deliver(struct jsonl_splitter *s, const char *line, size_t len, bool had_newline,
+		   struct bfs_err *err)
 {
 	if (had_newline && len && line[len - 1] == '\r')
 		len--;
+	if (len > s->partial.cap - 1)
+		return too_long(s, err);
 	s->lineno++;
 	return s->fn(s->ctx, line, len, s->lineno);
 }
@@ -50,35 +54,24 @@ int jsonl_splitter_feed(struct jsonl_splitter *s, const char *data, size_t n,
 	size_t pos = 0;
 	int rc;
 
-	(void)s->cr_pending; /* CRLF split across chunks: the '\r' waits in partial */
 	while (pos < n) {
 		const char *nl = memchr(data + pos, '\n', n - pos);
 		size_t len = nl ? (size_t)(nl - (data + pos)) : n - pos;
 
 		if (!nl) {
-			if (s->partial.len + len > s->partial.cap)
-				return too_long(s, err);
+			/* An unterminated tail waits in partial, bounded by the cap. */
 			rc = buf_add(&s->partial, data + pos, len);
 			return rc == -EFBIG ? too_long(s, err) : rc;
 		}
 		if (s->partial.len) {
-			if (s->partial.len + len > s->partial.cap + 1)
-				return too_long(s, err);
 			rc = buf_add(&s->partial, data + pos, len);
-			if (rc == -EFBIG && len && data[pos + len - 1] == '\r') {
-				/* The cap counts the line without its CR. */
-				rc = buf_add(&s->partial, data + pos, len - 1);
-			}
 			if (rc)
 				return rc == -EFBIG ? too_long(s, err) : rc;
-			rc = deliver(s, s->partial.data, s->partial.len, true);
+			rc = deliver(s, s->partial.data, s->partial.len, true, err);
 			buf_reset(&s->partial);
 		} else {
-			size_t real = len && data[pos + len - 1] == '\r' ? len - 1 : len;
-
-			if (real > s->partial.cap)
-				return too_long(s, err);
-			rc = deliver(s, data + pos, len, true);
+			/* The whole line is in this chunk: no copy. */
+			rc = deliver(s, data + pos, len, true, err);
 		}
 		if (rc)
 			return rc;
@@ -91,10 +84,9 @@ int jsonl_splitter_finish(struct jsonl_splitter *s, struct bfs_err *err)
 {
 	int rc;
 
-	(void)err;
 	if (!s->partial.len)
 		return 0;
-	rc = deliver(s, s->partial.data, s->partial.len, false);
+	rc = deliver(s, s->partial.data, s->partial.len, false, err);
 	buf_reset(&s->partial);
 	return rc;
 }

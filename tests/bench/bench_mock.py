@@ -68,7 +68,7 @@ def main():
         sys.exit("bench: run as root (it loop-mounts a fresh ext4 image)")
     work = tempfile.mkdtemp(prefix="bfsbench-")
     img, disk = os.path.join(work, "disk.img"), os.path.join(work, "disk")
-    size_mb = max(512, n * 12 // 1000 + 512)
+    size_mb = max(1024, n * 40 // 1000 + 1024)  # sparse; inputs, spool, cache, local copies
     os.mkdir(disk)
     sh(f"truncate -s {size_mb}M {img} && mkfs.ext4 -q -F {img} && mount -o loop {img} {disk}")
     proc = None

@@ -1,0 +1,230 @@
+// SPDX-License-Identifier: MIT
+/* Unit tests: the streaming line splitter and the per-format request validator. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+#include "jsonl.h"
+#include "tap.h"
+
+struct collect {
+	char text[4096];	/* lines joined with '|' */
+	long last;
+	int count;
+};
+
+static int collect_line(void *ctx, const char *line, size_t len, long lineno)
+{
+	struct collect *c = ctx;
+	size_t n = strlen(c->text);
+
+	if (n)
+		c->text[n++] = '|';
+	memcpy(c->text + n, line, len);
+	c->text[n + len] = '\0';
+	c->last = lineno;
+	c->count++;
+	return 0;
+}
+
+/* Feeds data in chunks of `step` bytes (0: one chunk). */
+static int split(const char *data, size_t step, size_t cap, struct collect *c,
+		 struct bfs_err *err)
+{
+	struct jsonl_splitter s;
+	size_t n = strlen(data), pos = 0;
+	int rc = 0;
+
+	memset(c, 0, sizeof(*c));
+	jsonl_splitter_init(&s, cap, collect_line, c);
+	while (!rc && pos < n) {
+		size_t k = step && step < n - pos ? step : n - pos;
+
+		rc = jsonl_splitter_feed(&s, data + pos, k, err);
+		pos += k;
+	}
+	if (!rc)
+		rc = jsonl_splitter_finish(&s, err);
+	jsonl_splitter_release(&s);
+	return rc;
+}
+
+static void test_splitter(void)
+{
+	static const char *const input = "a\r\nbb\n\n ccc\r\nlast";
+	struct bfs_err err = BFS_ERR_INIT;
+	struct collect c;
+	char big[300];
+
+	for (size_t step = 0; step <= 7; step++) {
+		is_int(split(input, step, 100, &c, &err), 0, "split in chunks of %zu", step);
+		is_str(c.text, "a|bb|| ccc|last", "lines in chunks of %zu (CRLF split too)", step);
+		is_int(c.last, 5, "5 lines numbered in chunks of %zu", step);
+	}
+	srand(7);
+	for (int round = 0; round < 50; round++) {
+		struct jsonl_splitter s;
+		size_t n = strlen(input), pos = 0;
+
+		memset(&c, 0, sizeof(c));
+		jsonl_splitter_init(&s, 100, collect_line, &c);
+		while (pos < n) {
+			size_t k = (size_t)(rand() % 4) + 1;
+
+			k = k < n - pos ? k : n - pos;
+			jsonl_splitter_feed(&s, input + pos, k, &err);
+			pos += k;
+		}
+		jsonl_splitter_finish(&s, &err);
+		jsonl_splitter_release(&s);
+		if (strcmp(c.text, "a|bb|| ccc|last"))
+			break;
+	}
+	is_str(c.text, "a|bb|| ccc|last", "random chunk sizes give the same lines");
+
+	is_int(split("x\ry\n", 0, 100, &c, &err), 0, "lone CR");
+	is_str(c.text, "x\ry", "a lone CR stays in the line");
+
+	memset(big, 'z', sizeof(big) - 2);
+	big[sizeof(big) - 2] = '\n';
+	big[sizeof(big) - 1] = '\0';
+	err_clear(&err);
+	is_int(split(big, 0, 100, &c, &err), -E2BIG, "a line over the cap is -E2BIG");
+	is_int(err.line, 1, "the error names line 1");
+	is_int(split(big, 13, 100, &c, &err), -E2BIG, "... also when it arrives in pieces");
+	is_int(split("ok\n0123456789\n", 3, 10, &c, &err), 0, "a line of exactly the cap");
+	is_int(split("ok\r\n0123456789\r\n", 5, 10, &c, &err), 0, "... with CRLF");
+	is_str(c.text, "ok|0123456789", "CR is not counted against the cap");
+	is_int(split("", 0, 10, &c, &err), 0, "empty input");
+	is_int(c.count, 0, "gives no line");
+}
+
+#define A_OK "{\"custom_id\":\"a\",\"params\":{\"model\":\"m\",\"max_tokens\":5,\"messages\":[]}}"
+
+static int check(enum jsonl_format fmt, const char *const *lines, long *bad_line, char *msg,
+		 uint64_t max_requests, uint64_t max_bytes)
+{
+	struct jsonl_limits lim = {max_requests, max_bytes};
+	struct jsonl_validator v;
+	struct bfs_err err = BFS_ERR_INIT;
+	int rc = 0;
+
+	jsonl_validator_init(&v, fmt, &lim);
+	for (long i = 0; lines[i] && !rc; i++) {
+		char *id = NULL;
+		size_t idlen;
+
+		rc = jsonl_validator_line(&v, lines[i], strlen(lines[i]), 1, i + 1, &id, &idlen,
+					  &err);
+		free(id);
+	}
+	if (!rc)
+		rc = jsonl_validator_finish(&v, &err);
+	*bad_line = err.line;
+	strcpy(msg, err.msg);
+	return rc;
+}
+
+struct vcase {
+	const char *name;
+	enum jsonl_format fmt;
+	const char *lines[4];
+	long line;
+	const char *word;
+};
+
+static const struct vcase cases[] = {
+	{"not JSON", JSONL_ANTHROPIC, {A_OK, "{oops"}, 2, "not valid JSON"},
+	{"not an object", JSONL_ANTHROPIC, {"[1]"}, 1, "object"},
+	{"custom_id missing", JSONL_ANTHROPIC, {"{\"params\":{}}"}, 1, "custom_id is missing"},
+	{"custom_id not a string", JSONL_ANTHROPIC, {"{\"custom_id\":1}"}, 1, "must be a string"},
+	{"custom_id pattern", JSONL_ANTHROPIC,
+	 {"{\"custom_id\":\"a b\",\"params\":{\"model\":\"m\",\"max_tokens\":1,\"messages\":[]}}"},
+	 1, "^[a-zA-Z0-9_-]{1,64}$"},
+	{"custom_id too long", JSONL_ANTHROPIC,
+	 {"{\"custom_id\":\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\","
+	  "\"params\":{}}"},
+	 1, "1 to 64"},
+	{"params missing", JSONL_ANTHROPIC, {"{\"custom_id\":\"a\"}"}, 1, "params is missing"},
+	{"model wrong type", JSONL_ANTHROPIC,
+	 {"{\"custom_id\":\"a\",\"params\":{\"model\":1,\"max_tokens\":1,\"messages\":[]}}"}, 1,
+	 "params.model"},
+	{"max_tokens zero", JSONL_ANTHROPIC,
+	 {"{\"custom_id\":\"a\",\"params\":{\"model\":\"m\",\"max_tokens\":0,\"messages\":[]}}"}, 1,
+	 "params.max_tokens must be an integer >= 1"},
+	{"messages missing", JSONL_ANTHROPIC,
+	 {"{\"custom_id\":\"a\",\"params\":{\"model\":\"m\",\"max_tokens\":3}}"}, 1,
+	 "params.messages is missing"},
+	{"only blank lines", JSONL_ANTHROPIC, {"", "  "}, 1, "no requests"},
+	{"openai bad method", JSONL_OPENAI,
+	 {"{\"custom_id\":\"a\",\"method\":\"GET\",\"url\":\"/v1/embeddings\",\"body\":{\"model\":"
+	  "\"m\"}}"},
+	 1, "POST"},
+	{"openai unknown endpoint", JSONL_OPENAI,
+	 {"{\"custom_id\":\"a\",\"method\":\"POST\",\"url\":\"/v1/files\",\"body\":{\"model\":"
+	  "\"m\"}}"},
+	 1, "not an endpoint"},
+	{"openai mixed endpoints", JSONL_OPENAI,
+	 {"{\"custom_id\":\"a\",\"method\":\"POST\",\"url\":\"/v1/embeddings\",\"body\":{\"model\":"
+	  "\"m\"}}",
+	  "",
+	  "{\"custom_id\":\"b\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":"
+	  "{\"model\":\"m\"}}"},
+	 3, "on line 1"},
+	{"openai body missing model", JSONL_OPENAI,
+	 {"{\"custom_id\":\"a\",\"method\":\"POST\",\"url\":\"/v1/embeddings\",\"body\":{}}"}, 1,
+	 "body.model"},
+	{"azure mixed models", JSONL_AZURE,
+	 {"{\"custom_id\":\"a\",\"method\":\"POST\",\"url\":\"/chat/completions\",\"body\":"
+	  "{\"model\":\"d1\"}}",
+	  "{\"custom_id\":\"b\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":"
+	  "{\"model\":\"d2\"}}"},
+	 2, "one deployment"},
+	{"vertex request missing", JSONL_VERTEX, {"{\"custom_id\":\"a\"}"}, 1, "request"},
+	{"vertex max_tokens", JSONL_VERTEX,
+	 {"{\"custom_id\":\"a\",\"request\":{\"messages\":[],\"max_tokens\":\"1\"}}"}, 1,
+	 "request.max_tokens"},
+};
+
+static void test_validator(void)
+{
+	const char *const many[] = {A_OK,
+				    "{\"custom_id\":\"b\",\"params\":{\"model\":\"m\",\"max_tokens\":"
+				    "5,\"messages\":[]}}",
+				    "{\"custom_id\":\"c\",\"params\":{\"model\":\"m\",\"max_tokens\":"
+				    "5,\"messages\":[]}}",
+				    NULL};
+	const char *const good_openai[] = {
+		"{\"custom_id\":\"a/b ..\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\","
+		"\"body\":{\"model\":\"gpt\"}}",
+		NULL};
+	char msg[BFS_ERR_MSG_MAX];
+	long line;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int rc = check(cases[i].fmt, cases[i].lines, &line, msg, 0, 0);
+
+		ok(rc == -EINVAL || rc == -ENODATA, "%s is refused", cases[i].name);
+		is_int(line, cases[i].line, "%s names line %ld", cases[i].name, cases[i].line);
+		ok(strstr(msg, cases[i].word) != NULL, "%s says '%s' (%s)", cases[i].name,
+		   cases[i].word, msg);
+	}
+	is_int(check(JSONL_ANTHROPIC, many, &line, msg, 0, 0), 0, "three good lines pass");
+	is_int(check(JSONL_ANTHROPIC, many, &line, msg, 2, 0), -EINVAL, "max_requests 2");
+	is_int(line, 3, "too many requests names the first line over");
+	ok(strstr(msg, "at most 2") != NULL, "and the limit (%s)", msg);
+	is_int(check(JSONL_ANTHROPIC, many, &line, msg, 0, 100), -EINVAL, "max_bytes 100");
+	is_int(line, 2, "too many bytes names the line that crosses the limit");
+	is_int(check(JSONL_OPENAI, good_openai, &line, msg, 0, 0), 0,
+	       "openai custom_ids may be any string");
+	ok(jsonl_is_openai_endpoint("/v1/embeddings") && !jsonl_is_openai_endpoint("/embeddings"),
+	   "endpoint list is of /v1 urls");
+}
+
+int main(void)
+{
+	test_splitter();
+	test_validator();
+	return tap_done();
+}

@@ -1,0 +1,94 @@
+// SPDX-License-Identifier: MIT
+/* Unit tests: state names and the mapping of every provider's words. */
+#include <errno.h>
+
+#include "state.h"
+#include "tap.h"
+
+static enum batch_state map(int (*fn)(const char *, enum batch_state *), const char *w, int *rc)
+{
+	enum batch_state s = BATCH_DRAFT;
+
+	*rc = fn(w, &s);
+	return s;
+}
+
+int main(void)
+{
+	enum batch_state s;
+	enum results_state r;
+	int rc;
+
+	for (int i = BATCH_DRAFT; i <= BATCH_FAILED; i++) {
+		ok(state_parse(state_name((enum batch_state)i), &s) == 0 && s == (enum batch_state)i,
+		   "state '%s' round-trips", state_name((enum batch_state)i));
+	}
+	for (int i = RESULTS_PENDING; i <= RESULTS_UNAVAILABLE; i++) {
+		ok(results_state_parse(results_state_name((enum results_state)i), &r) == 0 &&
+			   r == (enum results_state)i,
+		   "results '%s' round-trips", results_state_name((enum results_state)i));
+	}
+	is_int(state_parse("bogus", &s), -EINVAL, "unknown state name is -EINVAL");
+
+	is_int(state_from_anthropic("in_progress", false, &s), 0, "anthropic in_progress");
+	is_int(s, BATCH_IN_PROGRESS, "-> in_progress");
+	state_from_anthropic("canceling", true, &s);
+	is_int(s, BATCH_CANCELING, "anthropic canceling -> canceling");
+	state_from_anthropic("ended", false, &s);
+	is_int(s, BATCH_COMPLETED, "anthropic ended without cancel -> completed");
+	state_from_anthropic("ended", true, &s);
+	is_int(s, BATCH_CANCELED, "anthropic ended after a cancel -> canceled");
+	is_int(state_from_anthropic("Ended", false, &s), -EINVAL, "anthropic words are exact");
+
+	s = map(state_from_openai, "validating", &rc);
+	ok(!rc && s == BATCH_VALIDATING, "openai validating");
+	s = map(state_from_openai, "Validating", &rc);
+	ok(!rc && s == BATCH_VALIDATING, "azure Validating (capitalised)");
+	s = map(state_from_openai, "in_progress", &rc);
+	ok(!rc && s == BATCH_IN_PROGRESS, "openai in_progress");
+	s = map(state_from_openai, "finalizing", &rc);
+	ok(!rc && s == BATCH_FINALIZING, "openai finalizing");
+	s = map(state_from_openai, "cancelling", &rc);
+	ok(!rc && s == BATCH_CANCELING, "openai cancelling");
+	s = map(state_from_openai, "completed", &rc);
+	ok(!rc && s == BATCH_COMPLETED, "openai completed");
+	s = map(state_from_openai, "cancelled", &rc);
+	ok(!rc && s == BATCH_CANCELED, "openai cancelled");
+	s = map(state_from_openai, "Expired", &rc);
+	ok(!rc && s == BATCH_EXPIRED, "azure Expired");
+	s = map(state_from_openai, "failed", &rc);
+	ok(!rc && s == BATCH_FAILED, "openai failed");
+	map(state_from_openai, "paused", &rc);
+	is_int(rc, -EINVAL, "unknown openai word is -EINVAL");
+	map(state_from_openai, NULL, &rc);
+	is_int(rc, -EINVAL, "null openai status is -EINVAL");
+
+	s = map(state_from_vertex, "JOB_STATE_QUEUED", &rc);
+	ok(!rc && s == BATCH_VALIDATING, "vertex queued");
+	s = map(state_from_vertex, "JOB_STATE_RUNNING", &rc);
+	ok(!rc && s == BATCH_IN_PROGRESS, "vertex running");
+	s = map(state_from_vertex, "JOB_STATE_CANCELLING", &rc);
+	ok(!rc && s == BATCH_CANCELING, "vertex cancelling");
+	s = map(state_from_vertex, "JOB_STATE_SUCCEEDED", &rc);
+	ok(!rc && s == BATCH_COMPLETED, "vertex succeeded");
+	s = map(state_from_vertex, "JOB_STATE_PARTIALLY_SUCCEEDED", &rc);
+	ok(!rc && s == BATCH_COMPLETED, "vertex partially succeeded");
+	s = map(state_from_vertex, "JOB_STATE_CANCELLED", &rc);
+	ok(!rc && s == BATCH_CANCELED, "vertex cancelled");
+	s = map(state_from_vertex, "JOB_STATE_FAILED", &rc);
+	ok(!rc && s == BATCH_FAILED, "vertex failed");
+	s = map(state_from_vertex, "JOB_STATE_EXPIRED", &rc);
+	ok(!rc && s == BATCH_EXPIRED, "vertex expired");
+	map(state_from_vertex, "JOB_STATE_UNSPECIFIED", &rc);
+	is_int(rc, -EINVAL, "vertex unspecified is -EINVAL");
+
+	ok(state_is_terminal(BATCH_COMPLETED) && state_is_terminal(BATCH_FAILED) &&
+		   !state_is_terminal(BATCH_CANCELING) && !state_is_terminal(BATCH_DRAFT),
+	   "terminal states");
+	ok(state_is_writable(BATCH_DRAFT, false) && state_is_writable(BATCH_REJECTED, false) &&
+		   state_is_writable(BATCH_FAILED, false) && !state_is_writable(BATCH_FAILED, true) &&
+		   !state_is_writable(BATCH_IN_PROGRESS, true) &&
+		   !state_is_writable(BATCH_SUBMITTING, false),
+	   "writable states");
+	return tap_done();
+}
