@@ -21,10 +21,10 @@ struct remote_conf;
 struct store;
 
 struct remote {
-	const struct remote_conf *conf;		/* name, intervals, keys */
+	const struct remote_conf *conf; /* name, intervals, keys */
 	const struct provider_ops *ops;
-	struct provider *prov;			/* owned; thread-safe by contract */
-	unsigned idx;				/* position in bfs.remotes (inode numbers use it) */
+	struct provider *prov; /* owned; thread-safe by contract */
+	unsigned idx;	       /* position in bfs.remotes (inode numbers use it) */
 };
 
 struct bfs {
@@ -35,7 +35,7 @@ struct bfs {
 	size_t nremotes;
 	struct poller *poller;
 	char cache_dir[4096];
-	int64_t mount_time;			/* ms; mtime of the root and remote dirs */
+	int64_t mount_time; /* ms; mtime of the root and remote dirs */
 	/*
 	 * Serialises read-modify-write of batch rows (store_batch_get ... store_batch_put) between
 	 * FUSE threads and pollers. Never held across network I/O. Lock order: before any

@@ -10,13 +10,16 @@
 #include <stddef.h>
 
 struct buf {
-	char *data;	/* NULL until the first add; NUL-terminated after */
-	size_t len;	/* bytes in use, not counting the NUL */
-	size_t alloc;	/* bytes allocated */
-	size_t cap;	/* hard limit on len */
+	char *data;   /* NULL until the first add; NUL-terminated after */
+	size_t len;   /* bytes in use, not counting the NUL */
+	size_t alloc; /* bytes allocated */
+	size_t cap;   /* hard limit on len */
 };
 
-#define BUF_INIT(c) { .data = NULL, .len = 0, .alloc = 0, .cap = (c) }
+#define BUF_INIT(c)                                            \
+	{                                                      \
+		.data = NULL, .len = 0, .alloc = 0, .cap = (c) \
+	}
 
 /* Sets up an empty buffer that will never hold more than cap bytes. */
 void buf_init(struct buf *b, size_t cap);

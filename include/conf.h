@@ -20,18 +20,18 @@ struct conf_kv {
 };
 
 struct remote_conf {
-	char name[CONF_NAME_MAX];	/* section name = top-level directory */
-	char *provider;			/* "anthropic", "openai", "azure", "vertex", "mock" */
-	double poll_interval;		/* seconds between polls of an unfinished batch */
-	double list_interval;		/* seconds between listings of the provider's batches */
-	struct conf_kv *kv;		/* every key of the section, in file order */
+	char name[CONF_NAME_MAX]; /* section name = top-level directory */
+	char *provider;		  /* "anthropic", "openai", "azure", "vertex", "mock" */
+	double poll_interval;	  /* seconds between polls of an unfinished batch */
+	double list_interval;	  /* seconds between listings of the provider's batches */
+	struct conf_kv *kv;	  /* every key of the section, in file order */
 	size_t nkv;
 };
 
 struct conf {
 	struct remote_conf *remotes;
 	size_t nremotes;
-	char *source;			/* the config file, or "environment" / "default" */
+	char *source; /* the config file, or "environment" / "default" */
 };
 
 /*

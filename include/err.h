@@ -11,12 +11,15 @@
 #define BFS_ERR_MSG_MAX 1024
 
 struct bfs_err {
-	char msg[BFS_ERR_MSG_MAX];	/* "" when no error was recorded */
-	long line;			/* 1-based input line the error is about, 0 when none */
-	int attempt;			/* HTTP attempt count when the error came from retries, else 0 */
+	char msg[BFS_ERR_MSG_MAX]; /* "" when no error was recorded */
+	long line;		   /* 1-based input line the error is about, 0 when none */
+	int attempt;		   /* HTTP attempt count when the error came from retries, else 0 */
 };
 
-#define BFS_ERR_INIT { .msg = "", .line = 0, .attempt = 0 }
+#define BFS_ERR_INIT                               \
+	{                                          \
+		.msg = "", .line = 0, .attempt = 0 \
+	}
 
 /* Empties err. NULL-safe. */
 void err_clear(struct bfs_err *err);

@@ -13,7 +13,7 @@
 #include <stddef.h>
 
 #define ESCAPE_NAME_LIMIT 240
-#define ESCAPE_NAME_SIZE (ESCAPE_NAME_LIMIT + 1)
+#define ESCAPE_NAME_SIZE  (ESCAPE_NAME_LIMIT + 1)
 
 /* Escapes id[0..len) into out (NUL-terminated). Returns the name's length (> 0), or -EINVAL
  * for an empty id. Pure. */

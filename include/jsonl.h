@@ -24,9 +24,9 @@ struct bfs_err;
 typedef int (*jsonl_line_fn)(void *ctx, const char *line, size_t len, long lineno);
 
 struct jsonl_splitter {
-	struct buf partial;	/* bytes of a line not yet terminated; capped at max_line */
-	long lineno;		/* number of the last line delivered */
-	bool cr_pending;	/* chunk ended in '\r' (it may be half of a CRLF) */
+	struct buf partial; /* bytes of a line not yet terminated; capped at max_line */
+	long lineno;	    /* number of the last line delivered */
+	bool cr_pending;    /* chunk ended in '\r' (it may be half of a CRLF) */
 	jsonl_line_fn fn;
 	void *ctx;
 };
@@ -38,23 +38,22 @@ void jsonl_splitter_init(struct jsonl_splitter *s, size_t max_line, jsonl_line_f
  * part of the line. Lines wholly inside the chunk are passed without copying. Returns 0,
  * -E2BIG when a line exceeds max_line (err names the line), or the callback's -errno.
  */
-int jsonl_splitter_feed(struct jsonl_splitter *s, const char *data, size_t n,
-			struct bfs_err *err);
+int jsonl_splitter_feed(struct jsonl_splitter *s, const char *data, size_t n, struct bfs_err *err);
 /* Delivers a last line that lacks its newline. Returns as jsonl_splitter_feed(). */
 int jsonl_splitter_finish(struct jsonl_splitter *s, struct bfs_err *err);
 /* Frees the partial-line storage. Restart with jsonl_splitter_init(). */
 void jsonl_splitter_release(struct jsonl_splitter *s);
 
 enum jsonl_format {
-	JSONL_ANTHROPIC,	/* {"custom_id", "params": {model, max_tokens, messages}} */
-	JSONL_OPENAI,		/* {"custom_id", "method": "POST", "url", "body": {model}} */
-	JSONL_AZURE,		/* as OPENAI; body.model (the deployment) the same on every line */
-	JSONL_VERTEX,		/* {"custom_id", "request": {messages, max_tokens, ...}} */
+	JSONL_ANTHROPIC, /* {"custom_id", "params": {model, max_tokens, messages}} */
+	JSONL_OPENAI,	 /* {"custom_id", "method": "POST", "url", "body": {model}} */
+	JSONL_AZURE,	 /* as OPENAI; body.model (the deployment) the same on every line */
+	JSONL_VERTEX,	 /* {"custom_id", "request": {messages, max_tokens, ...}} */
 };
 
 struct jsonl_limits {
-	uint64_t max_requests;	/* 0 = no limit */
-	uint64_t max_bytes;	/* of the whole file, blank lines included; 0 = no limit */
+	uint64_t max_requests; /* 0 = no limit */
+	uint64_t max_bytes;    /* of the whole file, blank lines included; 0 = no limit */
 };
 
 #define JSONL_COMMON_MAX 256
@@ -62,15 +61,15 @@ struct jsonl_limits {
 struct jsonl_validator {
 	enum jsonl_format fmt;
 	struct jsonl_limits lim;
-	uint64_t count;		/* requests (non-blank lines) accepted so far */
-	uint64_t bytes;		/* bytes seen so far, terminators included */
+	uint64_t count; /* requests (non-blank lines) accepted so far */
+	uint64_t bytes; /* bytes seen so far, terminators included */
 	/*
 	 * The value every line must share: OpenAI/Azure "url" (the endpoint, normalised to
 	 * "/v1/..."), and for Azure also body.model; "" until the first request line.
 	 */
 	char endpoint[JSONL_COMMON_MAX];
 	char model[JSONL_COMMON_MAX];
-	long common_line;	/* line that set endpoint/model */
+	long common_line; /* line that set endpoint/model */
 };
 
 /* Sets up a validator for one file. */
@@ -86,9 +85,8 @@ void jsonl_validator_init(struct jsonl_validator *v, enum jsonl_format fmt,
  * string/refused by the provider; format fields missing or wrong-typed; mixed endpoint/model;
  * too many requests.
  */
-int jsonl_validator_line(struct jsonl_validator *v, const char *line, size_t len,
-			 size_t term_len, long lineno, char **custom_id, size_t *id_len,
-			 struct bfs_err *err);
+int jsonl_validator_line(struct jsonl_validator *v, const char *line, size_t len, size_t term_len,
+			 long lineno, char **custom_id, size_t *id_len, struct bfs_err *err);
 /* Whole-file checks after the last line. Returns 0, or -ENODATA when no request was seen. */
 int jsonl_validator_finish(struct jsonl_validator *v, struct bfs_err *err);
 

@@ -20,9 +20,9 @@ struct bfs_err;
 struct remote_conf;
 struct provider;
 
-#define PROVIDER_ID_MAX 128	/* a provider's batch id; must be a safe file name */
+#define PROVIDER_ID_MAX	  128 /* a provider's batch id; must be a safe file name */
 #define PROVIDER_WORD_MAX 64
-#define PROVIDER_REF_MAX 2048	/* provider-private text kept with a batch (e.g. results_url) */
+#define PROVIDER_REF_MAX  2048 /* provider-private text kept with a batch (e.g. results_url) */
 
 struct batch_counts {
 	int64_t total, processing, succeeded, errored, canceled, expired;
@@ -31,11 +31,11 @@ struct batch_counts {
 /* One batch as the provider describes it. Times are ms since the epoch, 0 when unknown. */
 struct provider_batch {
 	char id[PROVIDER_ID_MAX];		/* [A-Za-z0-9._-], usable as a directory name */
-	char provider_state[PROVIDER_WORD_MAX];	/* the provider's own word, verbatim */
+	char provider_state[PROVIDER_WORD_MAX]; /* the provider's own word, verbatim */
 	enum batch_state state;			/* mapped with state.h */
 	struct batch_counts counts;
 	int64_t created_at, ended_at, expires_at;
-	bool results_available;	/* results can be fetched now (ended, not archived) */
+	bool results_available; /* results can be fetched now (ended, not archived) */
 	bool results_gone;	/* ended but results will never be available (archived, none) */
 	char error[1024];	/* batch-level failure message, "" when none */
 	long error_line;	/* input line the failure is about, 0 when none */
@@ -47,16 +47,16 @@ struct provider_batch {
 
 /* What submit() gets: a validated spool file and what validation learnt of it. */
 struct provider_submit {
-	const char *path;	/* the requests file, validated; read-only; streamed, never slurped */
-	uint64_t nrequests;	/* non-blank lines */
-	uint64_t nbytes;	/* file size */
-	const char *endpoint;	/* OpenAI/Azure: the url shared by every line, "/v1/..."; else "" */
-	const char *model;	/* Azure: the deployment shared by every line; else "" */
-	const char *identity;	/* unique local identity of this submission ("bfs-..."): providers
+	const char *path;     /* the requests file, validated; read-only; streamed, never slurped */
+	uint64_t nrequests;   /* non-blank lines */
+	uint64_t nbytes;      /* file size */
+	const char *endpoint; /* OpenAI/Azure: the url shared by every line, "/v1/..."; else "" */
+	const char *model;    /* Azure: the deployment shared by every line; else "" */
+	const char *identity; /* unique local identity of this submission ("bfs-..."): providers
 				 * store it where the API allows (metadata, labels, display name) so
 				 * find() can recognise the batch after a crash */
-	const char *name;	/* the batch directory's name, for display names */
-	int64_t intent_at;	/* ms, recorded before the first request that could create it */
+	const char *name;     /* the batch directory's name, for display names */
+	int64_t intent_at;    /* ms, recorded before the first request that could create it */
 };
 
 /*
@@ -72,9 +72,9 @@ typedef int (*provider_batch_fn)(void *ctx, const struct provider_batch *b);
 typedef void (*provider_retry_fn)(void *ctx, int attempt, const char *reason);
 
 struct provider_ops {
-	const char *name;		/* "mock", "anthropic", "openai", "azure", "vertex" */
-	enum jsonl_format format;	/* the line format of requests.jsonl */
-	struct jsonl_limits limits;	/* per batch, checked locally before submit */
+	const char *name;	    /* "mock", "anthropic", "openai", "azure", "vertex" */
+	enum jsonl_format format;   /* the line format of requests.jsonl */
+	struct jsonl_limits limits; /* per batch, checked locally before submit */
 
 	/* Builds a provider from its remote's config; state_dir is private to it (may be
 	 * unused). Returns 0 or -errno (-EINVAL for a bad config) with the reason in err. */
@@ -87,8 +87,9 @@ struct provider_ops {
 	 * whether a first attempt did (answer lost); then it returns -EAGAIN and the caller
 	 * reconciles with find(). -EIO (or another -errno) means certainly not created.
 	 */
-	int (*submit)(struct provider *p, const struct provider_submit *s, struct provider_batch *out,
-		      provider_retry_fn on_retry, void *retry_ctx, struct bfs_err *err);
+	int (*submit)(struct provider *p, const struct provider_submit *s,
+		      struct provider_batch *out, provider_retry_fn on_retry, void *retry_ctx,
+		      struct bfs_err *err);
 	/*
 	 * Looks for a batch created for s (same identity where the provider keeps it, else
 	 * created at or after s->intent_at with s->nrequests requests). Returns 0 and fills out

@@ -24,29 +24,29 @@ struct store;
 
 /* One batch directory. Times in ms since the epoch, 0 = null. */
 struct store_batch {
-	int64_t id;			/* rowid, never reused */
+	int64_t id; /* rowid, never reused */
 	char remote[64];
-	char name[STORE_NAME_MAX];	/* the directory name; for a foreign batch = pid */
-	bool foreign;			/* made elsewhere: shown as <pid>/ */
-	char pid[PROVIDER_ID_MAX];	/* provider's batch id, "" until known */
+	char name[STORE_NAME_MAX]; /* the directory name; for a foreign batch = pid */
+	bool foreign;		   /* made elsewhere: shown as <pid>/ */
+	char pid[PROVIDER_ID_MAX]; /* provider's batch id, "" until known */
 	enum batch_state state;
 	char provider_state[PROVIDER_WORD_MAX];
 	struct batch_counts counts;
 	enum results_state results;
-	char error[1024];		/* "" = null */
+	char error[1024]; /* "" = null */
 	long error_line;
-	int error_attempt;		/* > 0 while an HTTP call is being retried */
+	int error_attempt; /* > 0 while an HTTP call is being retried */
 	int64_t created_at, ended_at, expires_at, updated_at;
-	int64_t dir_mtime;		/* mkdir time, then last change of the directory */
+	int64_t dir_mtime; /* mkdir time, then last change of the directory */
 	bool cancel_requested;
-	bool results_wanted;		/* foreign batch: someone looked, fetch its results */
-	char identity[64];		/* submission identity ("" before submit) */
-	int64_t intent_at;		/* when the submit intent was recorded */
-	int64_t nrequests, nbytes;	/* of the submitted requests.jsonl */
-	char endpoint[256], model[256];	/* what validation learnt (OpenAI/Azure) */
-	char ref[PROVIDER_REF_MAX];	/* provider-private, from provider_batch.ref */
-	int64_t next_poll_at;		/* poller: when to look at it again; 0 = never */
-	int64_t results_count, results_size;	/* once results are ready */
+	bool results_wanted;		     /* foreign batch: someone looked, fetch its results */
+	char identity[64];		     /* submission identity ("" before submit) */
+	int64_t intent_at;		     /* when the submit intent was recorded */
+	int64_t nrequests, nbytes;	     /* of the submitted requests.jsonl */
+	char endpoint[256], model[256];	     /* what validation learnt (OpenAI/Azure) */
+	char ref[PROVIDER_REF_MAX];	     /* provider-private, from provider_batch.ref */
+	int64_t next_poll_at;		     /* poller: when to look at it again; 0 = never */
+	int64_t results_count, results_size; /* once results are ready */
 };
 
 /* One regular file inside a batch directory (requests.jsonl and any user file). Its data is
@@ -55,7 +55,7 @@ struct store_file {
 	int64_t id;
 	int64_t batch_id;
 	char name[STORE_NAME_MAX];
-	uint32_t mode;		/* permission bits */
+	uint32_t mode; /* permission bits */
 	int64_t size;
 	int64_t mtime_ns;
 };
@@ -64,8 +64,9 @@ struct store_file {
 struct store_result {
 	int64_t id;
 	int64_t batch_id;
-	char fname[STORE_NAME_MAX];	/* escaped custom_id + ".json" */
-	int64_t size;			/* line length + 1 (the newline) */
+	char fname[STORE_NAME_MAX]; /* escaped custom_id + ".json" */
+	int64_t size;		    /* line length + 1 (the newline) */
+	int64_t mtime;		    /* the batch's ended_at (ms) */
 };
 
 /* Opens (creating it mode 0600, migrating it) the cache database in dir. */
@@ -117,8 +118,8 @@ int store_file_rename(struct store *st, int64_t id, const char *newname, int64_t
 int store_file_delete(struct store *st, int64_t id);
 typedef int (*store_file_fn)(void *ctx, const struct store_file *f);
 /* Files of batch_id with id > after, in id order, at most limit (limit <= 0: all). */
-int store_file_list(struct store *st, int64_t batch_id, int64_t after, int limit,
-		    store_file_fn fn, void *ctx);
+int store_file_list(struct store *st, int64_t batch_id, int64_t after, int limit, store_file_fn fn,
+		    void *ctx);
 
 /* Request order, written while a requests.jsonl is validated. One transaction. */
 struct store_reqs;
@@ -136,8 +137,7 @@ struct store_ingest;
 int store_ingest_begin(struct store *st, int64_t batch_id, struct store_ingest **out);
 /* Adds one result line (without terminator). A repeated custom_id replaces the earlier line
  * (a retried download). */
-int store_ingest_add(struct store_ingest *in, const char *custom_id, const char *line,
-		     size_t len);
+int store_ingest_add(struct store_ingest *in, const char *custom_id, const char *line, size_t len);
 /* Forgets the lines added so far (a download that starts over). */
 int store_ingest_reset(struct store_ingest *in);
 /* Orders the results as the requests were (unknown ids last, in arrival order), computes

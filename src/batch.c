@@ -30,9 +30,9 @@
 #include "store.h"
 #include "timefmt.h"
 
-#define BATCH_READ_CHUNK (256 * 1024)
+#define BATCH_READ_CHUNK   (256 * 1024)
 #define BATCH_SUBMIT_TRIES 3
-#define BATCH_RECORD_MAX (512u << 20)
+#define BATCH_RECORD_MAX   (512u << 20)
 
 static int64_t poll_delay_ms(const struct remote *r)
 {
@@ -94,7 +94,7 @@ static void apply_provider(struct store_batch *row, const struct provider_batch 
 	if (row->results == RESULTS_READY) {
 		row->next_poll_at = 0;
 	} else if (pb->results_gone || (!pb->results_available && row->state == BATCH_FAILED &&
-					 !row->counts.succeeded && !row->counts.errored)) {
+					!row->counts.succeeded && !row->counts.errored)) {
 		row->results = RESULTS_UNAVAILABLE;
 		row->next_poll_at = 0;
 	} else if (pb->results_available) {
@@ -121,7 +121,7 @@ struct state_ctx {
 	enum batch_state state;
 	const char *msg;
 	long line;
-	int64_t next_poll_at;	/* -1: leave as is */
+	int64_t next_poll_at; /* -1: leave as is */
 };
 
 static void do_state(struct store_batch *row, void *ctx)
@@ -134,8 +134,8 @@ static void do_state(struct store_batch *row, void *ctx)
 		row->next_poll_at = s->next_poll_at;
 }
 
-static int set_state(struct bfs *b, int64_t id, enum batch_state state, const char *msg,
-		     long line, int64_t next_poll_at)
+static int set_state(struct bfs *b, int64_t id, enum batch_state state, const char *msg, long line,
+		     int64_t next_poll_at)
 {
 	struct state_ctx s = {state, msg, line, next_poll_at};
 
@@ -185,7 +185,7 @@ struct validate_ctx {
 	struct jsonl_validator v;
 	struct store_reqs *reqs;
 	struct bfs_err *err;
-	size_t pending_term;	/* terminator length of the line being delivered */
+	size_t pending_term; /* terminator length of the line being delivered */
 };
 
 static int validate_line(void *ctx, const char *line, size_t len, long lineno)
@@ -202,12 +202,14 @@ static int validate_line(void *ctx, const char *line, size_t len, long lineno)
 		return rc;
 	rc = store_reqs_add(vc->reqs, id, idlen, lineno, &dup);
 	if (rc == -EEXIST) {
-		err_set_line(vc->err, lineno, "line %ld: duplicate custom_id '%.*s' (first on line %ld)",
-			     lineno, (int)(idlen > 80 ? 80 : idlen), id, dup);
+		err_set_line(vc->err, lineno,
+			     "line %ld: duplicate custom_id '%.*s' (first on line %ld)", lineno,
+			     (int)(idlen > 80 ? 80 : idlen), id, dup);
 		rc = -EINVAL;
 	} else if (rc) {
-		err_set_line(vc->err, lineno, "line %ld: cannot record the request in the cache: %s",
-			     lineno, strerror(-rc));
+		err_set_line(vc->err, lineno,
+			     "line %ld: cannot record the request in the cache: %s", lineno,
+			     strerror(-rc));
 	}
 	free(id);
 	return rc;
@@ -311,8 +313,8 @@ static int make_identity(int64_t batch_id, char *out, size_t size)
 
 	if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
 		return -EIO;
-	snprintf(out, size, "bfs-%02x%02x%02x%02x%02x%02x-%" PRId64, rnd[0], rnd[1], rnd[2],
-		 rnd[3], rnd[4], rnd[5], batch_id);
+	snprintf(out, size, "bfs-%02x%02x%02x%02x%02x%02x-%" PRId64, rnd[0], rnd[1], rnd[2], rnd[3],
+		 rnd[4], rnd[5], batch_id);
 	return 0;
 }
 
@@ -324,11 +326,11 @@ static void set_file_mode(struct bfs *b, int64_t file_id, uint32_t mode)
 	if (store_file_get(b->store, file_id, &f))
 		return;
 	f.mode = mode;
-	(void)store_file_put(b->store, &f); /* a wrong mode is cosmetic; writes are checked by state */
+	(void)store_file_put(b->store,
+			     &f); /* a wrong mode is cosmetic; writes are checked by state */
 }
 
-static void submit_desc(const struct store_batch *row, const char *path,
-			struct provider_submit *s)
+static void submit_desc(const struct store_batch *row, const char *path, struct provider_submit *s)
 {
 	memset(s, 0, sizeof(*s));
 	s->path = path;
@@ -359,13 +361,16 @@ static int submit_once(struct bfs *b, struct remote *r, const struct provider_su
 		rc = r->ops->submit(r->prov, s, pb, note_retry, &rctx, err);
 		if (rc != -EAGAIN)
 			return rc;
-		log_warn("batch '%s': the answer to its creation was lost; looking for it", s->name);
+		log_warn("batch '%s': the answer to its creation was lost; looking for it",
+			 s->name);
 		rc = r->ops->find(r->prov, s, pb, &ferr);
 		if (rc == 0)
 			return 0;
 		if (rc != -ENOENT) {
-			err_set(err, "cannot tell whether the batch was created (%s; then: %s); "
-				"batchfs will not resubmit it on its own: 'echo refresh > ctl' looks "
+			err_set(err,
+				"cannot tell whether the batch was created (%s; then: %s); "
+				"batchfs will not resubmit it on its own: 'echo refresh > ctl' "
+				"looks "
 				"again",
 				err->msg[0] ? err->msg : "answer lost", ferr.msg);
 			return -EAGAIN;
@@ -545,8 +550,10 @@ static int reconcile(struct bfs *b, struct remote *r, const struct store_batch *
 	int rc;
 
 	if (!row->identity[0]) {
-		err_set(err, "submission of '%s' was interrupted before anything was sent; write "
-			"requests.jsonl again to submit", row->name);
+		err_set(err,
+			"submission of '%s' was interrupted before anything was sent; write "
+			"requests.jsonl again to submit",
+			row->name);
 		rc = set_state(b, row->id, BATCH_FAILED, err->msg, 0, 0);
 		return rc ? rc : -EIO;
 	}
@@ -562,16 +569,20 @@ static int reconcile(struct bfs *b, struct remote *r, const struct store_batch *
 	if (rc == -ENOENT) {
 		struct bfs_err e = BFS_ERR_INIT;
 
-		err_set(&e, "submission of '%s' was interrupted and the provider has no such "
-			"batch: nothing was created; write requests.jsonl again to submit", row->name);
+		err_set(&e,
+			"submission of '%s' was interrupted and the provider has no such "
+			"batch: nothing was created; write requests.jsonl again to submit",
+			row->name);
 		(void)batch_update(b, row->id, do_failed, &e); /* logged inside */
 		if (!store_file_by_name(b->store, row->id, "requests.jsonl", &f))
 			set_file_mode(b, f.id, 0644);
 		err_set(err, "%s", e.msg);
 		return -EIO;
 	}
-	err_prefix(err, "cannot tell whether batch '%s' was created; batchfs will not resubmit "
-		   "it on its own; 'echo refresh > ctl' looks again", row->name);
+	err_prefix(err,
+		   "cannot tell whether batch '%s' was created; batchfs will not resubmit "
+		   "it on its own; 'echo refresh > ctl' looks again",
+		   row->name);
 	(void)set_state(b, row->id, BATCH_FAILED, err->msg, 0, 0);
 	return rc;
 }
@@ -764,8 +775,8 @@ int batch_fetch_results(struct bfs *b, struct remote *r, int64_t batch_id, struc
 	}
 	rc = r->ops->results(r->prov, &pb, dl_line, dl_reset, &d, err);
 	if (rc == -ENODATA) {
-		(void)set_results(b, batch_id, RESULTS_UNAVAILABLE,
-				  err->msg[0] ? err->msg : NULL, 0); /* logged inside */
+		(void)set_results(b, batch_id, RESULTS_UNAVAILABLE, err->msg[0] ? err->msg : NULL,
+				  0); /* logged inside */
 		rc = 0;
 		goto out;
 	}
@@ -836,8 +847,8 @@ static int count_submitting(void *ctx, const struct store_batch *row)
 {
 	int *n = ctx;
 
-	if (row->state == BATCH_SUBMITTING || (row->state == BATCH_FAILED && !row->pid[0] &&
-					       row->identity[0]))
+	if (row->state == BATCH_SUBMITTING ||
+	    (row->state == BATCH_FAILED && !row->pid[0] && row->identity[0]))
 		(*n)++;
 	return 0;
 }

@@ -105,8 +105,10 @@ static int conf_ini_handler(void *user, const char *section, const char *name, c
 		return 0;
 	}
 	if (!strcmp(name, "api_key") || !strcmp(name, "token") || !strcmp(name, "access_token")) {
-		err_set(p->err, "[%s] %s: keys do not belong in the config file; use api_key_env or "
-			"api_key_command", section, name);
+		err_set(p->err,
+			"[%s] %s: keys do not belong in the config file; use api_key_env or "
+			"api_key_command",
+			section, name);
 		p->rc = -EINVAL;
 		return 0;
 	}
@@ -157,7 +159,8 @@ static int conf_finish_remote(struct remote_conf *r, struct bfs_err *err)
 	for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
 		ok |= !strcmp(p, known[i]);
 	if (!ok) {
-		err_set(err, "[%s] unknown provider '%s' (anthropic, openai, azure, vertex or mock)",
+		err_set(err,
+			"[%s] unknown provider '%s' (anthropic, openai, azure, vertex or mock)",
 			r->name, p);
 		return -EINVAL;
 	}

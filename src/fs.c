@@ -37,11 +37,11 @@
  */
 enum fs_kind {
 	FS_ROOT = 0,
-	FS_REMOTE = 1,	/* id: remote index */
-	FS_BATCH = 2,	/* id: batch row; sub: which node of the batch */
-	FS_LINK = 3,	/* id: batch row: <pid> -> <name> */
-	FS_FILE = 4,	/* id: files row (spool data) */
-	FS_RESULT = 5,	/* id: results row */
+	FS_REMOTE = 1, /* id: remote index */
+	FS_BATCH = 2,  /* id: batch row; sub: which node of the batch */
+	FS_LINK = 3,   /* id: batch row: <pid> -> <name> */
+	FS_FILE = 4,   /* id: files row (spool data) */
+	FS_RESULT = 5, /* id: results row */
 };
 
 enum fs_sub {
@@ -53,10 +53,10 @@ enum fs_sub {
 	SUB_RESULTS_DIR = 5,
 };
 
-#define FS_ROOT_INO 1
-#define TIMEOUT_LIVE 0.0	/* things that change behind the kernel's back */
-#define TIMEOUT_DIR 1.0
-#define TIMEOUT_FIXED 3600.0	/* results never change */
+#define FS_ROOT_INO   1
+#define TIMEOUT_LIVE  0.0 /* things that change behind the kernel's back */
+#define TIMEOUT_DIR   1.0
+#define TIMEOUT_FIXED 3600.0 /* results never change */
 
 struct fs_node {
 	enum fs_kind kind;
@@ -67,9 +67,9 @@ struct fs_node {
 /* An open file. */
 struct fs_handle {
 	struct fs_node node;
-	int fd;			/* spool data (FS_FILE), else -1 */
-	bool wrote;		/* data written since the last commit attempt */
-	struct buf text;	/* status / id: the snapshot taken at open */
+	int fd;		 /* spool data (FS_FILE), else -1 */
+	bool wrote;	 /* data written since the last commit attempt */
+	struct buf text; /* status / id: the snapshot taken at open */
 };
 
 static const char *const reserved[] = {"status", "id", "ctl", "results.jsonl", "results"};
@@ -115,8 +115,8 @@ static bool is_batch_name(const char *s)
 		return false;
 	for (size_t i = 0; i < n; i++) {
 		char c = s[i];
-		bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-			     (c >= '0' && c <= '9');
+		bool alnum =
+			(c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
 
 		if (!alnum && (i == 0 || (c != '.' && c != '_' && c != '-')))
 			return false;
@@ -210,10 +210,7 @@ static int node_stat(struct bfs *b, fuse_ino_t ino, struct stat *st, double *tim
 		rc = store_result_get(b->store, n.id, &res);
 		if (rc)
 			return rc;
-		rc = store_batch_get(b->store, res.batch_id, &row);
-		if (rc)
-			return rc;
-		fill_common(st, ino, S_IFREG | 0444, row.ended_at);
+		fill_common(st, ino, S_IFREG | 0444, res.mtime);
 		st->st_size = res.size;
 		st->st_blocks = (res.size + 511) / 512;
 		*timeout = TIMEOUT_FIXED;
@@ -410,29 +407,36 @@ struct dir_fill {
 	struct bfs *b;
 	char *buf;
 	size_t size, len;
-	off_t off;		/* entries with a cookie <= off were sent already */
+	off_t off; /* entries with a cookie <= off were sent already */
 	bool plus;
 	bool full;
 };
 
-/* Adds one entry with its cookie; false once the reply buffer is full. */
-static bool dir_add(struct dir_fill *d, const char *name, fuse_ino_t ino, off_t cookie)
+/*
+ * Adds one entry with its cookie; false once the reply buffer is full. known, when given, are
+ * the entry's attributes already at hand (results): no query per entry.
+ */
+static bool dir_add_st(struct dir_fill *d, const char *name, fuse_ino_t ino, off_t cookie,
+		       const struct stat *known, double known_timeout)
 {
+	struct fuse_entry_param e;
+	double timeout = known_timeout;
 	size_t n;
 
 	if (cookie <= d->off || d->full)
 		return !d->full;
+	memset(&e, 0, sizeof(e));
+	if (!strcmp(name, ".") || !strcmp(name, "..")) {
+		e.attr.st_ino = ino;
+		e.attr.st_mode = S_IFDIR;
+	} else if (known) {
+		e.attr = *known;
+	} else if (node_stat(d->b, ino, &e.attr, &timeout)) {
+		return true; /* vanished meanwhile: skip it */
+	}
 	if (d->plus) {
-		struct fuse_entry_param e;
-		double timeout;
-
-		memset(&e, 0, sizeof(e));
-		if (!strcmp(name, ".") || !strcmp(name, "..")) {
-			e.attr.st_ino = ino;
-			e.attr.st_mode = S_IFDIR;
-		} else if (node_stat(d->b, ino, &e.attr, &timeout)) {
-			return true; /* vanished meanwhile: skip it */
-		} else {
+		/* "." and ".." carry no entry (and so no lookup count) */
+		if (strcmp(name, ".") && strcmp(name, "..")) {
 			e.ino = ino;
 			e.attr_timeout = timeout;
 			e.entry_timeout = timeout > 0 ? timeout : TIMEOUT_DIR;
@@ -440,16 +444,8 @@ static bool dir_add(struct dir_fill *d, const char *name, fuse_ino_t ino, off_t 
 		n = fuse_add_direntry_plus(d->req, d->buf + d->len, d->size - d->len, name, &e,
 					   cookie);
 	} else {
-		struct stat st = {.st_ino = ino};
-		double timeout;
-
-		if (strcmp(name, ".") && strcmp(name, "..")) {
-			if (node_stat(d->b, ino, &st, &timeout))
-				return true;
-		} else {
-			st.st_mode = S_IFDIR;
-		}
-		n = fuse_add_direntry(d->req, d->buf + d->len, d->size - d->len, name, &st, cookie);
+		n = fuse_add_direntry(d->req, d->buf + d->len, d->size - d->len, name, &e.attr,
+				      cookie);
 	}
 	if (n > d->size - d->len) {
 		d->full = true;
@@ -459,6 +455,11 @@ static bool dir_add(struct dir_fill *d, const char *name, fuse_ino_t ino, off_t 
 	return true;
 }
 
+static bool dir_add(struct dir_fill *d, const char *name, fuse_ino_t ino, off_t cookie)
+{
+	return dir_add_st(d, name, ino, cookie, NULL, 0);
+}
+
 static int dir_batch_cb(void *ctx, const struct store_batch *row)
 {
 	struct dir_fill *d = ctx;
@@ -466,8 +467,8 @@ static int dir_batch_cb(void *ctx, const struct store_batch *row)
 
 	if (!dir_add(d, row->name, ino_make(FS_BATCH, row->id, SUB_DIR), base + 1))
 		return 1;
-	if (!row->foreign && row->pid[0] && !dir_add(d, row->pid, ino_make(FS_LINK, row->id, 0),
-						      base + 2))
+	if (!row->foreign && row->pid[0] &&
+	    !dir_add(d, row->pid, ino_make(FS_LINK, row->id, 0), base + 2))
 		return 1;
 	return 0;
 }
@@ -482,8 +483,13 @@ static int dir_file_cb(void *ctx, const struct store_file *f)
 static int dir_result_cb(void *ctx, const struct store_result *r)
 {
 	struct dir_fill *d = ctx;
+	fuse_ino_t ino = ino_make(FS_RESULT, r->id, 0);
+	struct stat st;
 
-	return dir_add(d, r->fname, ino_make(FS_RESULT, r->id, 0), 2 + (off_t)r->id) ? 0 : 1;
+	fill_common(&st, ino, S_IFREG | 0444, r->mtime);
+	st.st_size = r->size;
+	st.st_blocks = (r->size + 511) / 512;
+	return dir_add_st(d, r->fname, ino, 2 + (off_t)r->id, &st, TIMEOUT_FIXED) ? 0 : 1;
 }
 
 /* Rough lower bound of an entry's size in the reply, to size each query's LIMIT. */
@@ -511,8 +517,8 @@ static int do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bo
 	switch (n.kind) {
 	case FS_ROOT:
 		for (size_t i = 0; i < b->nremotes; i++)
-			if (!dir_add(&d, b->remotes[i].conf->name, ino_make(FS_REMOTE, (int64_t)i, 0),
-				     3 + (off_t)i))
+			if (!dir_add(&d, b->remotes[i].conf->name,
+				     ino_make(FS_REMOTE, (int64_t)i, 0), 3 + (off_t)i))
 				break;
 		break;
 	case FS_REMOTE:
@@ -620,6 +626,13 @@ static struct fs_handle *handle_new(struct fs_node n)
 
 static int reply_open(fuse_req_t req, struct fs_handle *h, struct fuse_file_info *fi)
 {
+	/*
+	 * Only a writer of a draft file has anything to do at close() (the commit point); for
+	 * every other handle the kernel may skip the flush round trip (cat of many results).
+	 */
+	if (!(h->node.kind == FS_FILE && (fi->flags & O_ACCMODE) != O_RDONLY) &&
+	    !(h->node.kind == FS_BATCH && h->node.sub == SUB_CTL))
+		fi->noflush = 1;
 	fi->fh = (uint64_t)(uintptr_t)h;
 	if (fuse_reply_open(req, fi) == -ENOENT) {
 		/* The opener was interrupted: nobody will release this handle. */
@@ -790,7 +803,8 @@ static int do_ctl(struct bfs *b, int64_t batch_id, const char *data, size_t size
 	size_t i = 0, j;
 	int rc;
 
-	while (i < size && (data[i] == ' ' || data[i] == '\t' || data[i] == '\n' || data[i] == '\r'))
+	while (i < size &&
+	       (data[i] == ' ' || data[i] == '\t' || data[i] == '\n' || data[i] == '\r'))
 		i++;
 	j = size;
 	while (j > i && (data[j - 1] == ' ' || data[j - 1] == '\t' || data[j - 1] == '\n' ||
@@ -818,8 +832,7 @@ static int do_ctl(struct bfs *b, int64_t batch_id, const char *data, size_t size
 	return rc;
 }
 
-static int do_write(fuse_req_t req, struct fs_handle *h, const char *data, size_t size,
-		    off_t off)
+static int do_write(fuse_req_t req, struct fs_handle *h, const char *data, size_t size, off_t off)
 {
 	struct bfs *b = fs_ctx(req);
 	ssize_t n;
@@ -945,8 +958,8 @@ static int do_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 		id = f.id;
 		existed = true;
 	} else {
-		rc = store_file_create(b->store, n.id, name, mode & 07777, timefmt_now_ms() * 1000000,
-				       &id);
+		rc = store_file_create(b->store, n.id, name, mode & 07777,
+				       timefmt_now_ms() * 1000000, &id);
 		if (rc)
 			return rc;
 	}
@@ -998,8 +1011,9 @@ static int do_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_
 
 	if (n.kind == FS_BATCH && n.sub == SUB_CTL) {
 		/* `echo cancel > ctl` truncates first: accept it, there is nothing to cut. */
-		if (to_set & ~(FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME |
-			       FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW | FUSE_SET_ATTR_CTIME))
+		if (to_set &
+		    ~(FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME |
+		      FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW | FUSE_SET_ATTR_CTIME))
 			return -EACCES;
 	} else if (n.kind == FS_FILE) {
 		rc = file_writable(b, n.id, &f, &row);
@@ -1119,8 +1133,7 @@ static int do_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 		rc = store_batch_delete(b->store, row.id);
 	}
 	pthread_mutex_unlock(&b->lock);
-	if (rc == -ENOENT &&
-	    !store_batch_by_pid(b->store, b->remotes[n.id].conf->name, name, &row))
+	if (rc == -ENOENT && !store_batch_by_pid(b->store, b->remotes[n.id].conf->name, name, &row))
 		return -ENOTDIR; /* the <pid> symlink */
 	return rc;
 }
@@ -1260,8 +1273,9 @@ static void fs_access(fuse_req_t req, fuse_ino_t ino, int mask)
 		if (n.kind == FS_FILE)
 			rc = file_writable(b, n.id, &f, &row);
 		else if (n.kind == FS_BATCH && n.sub == SUB_DIR)
-			rc = store_batch_get(b->store, n.id, &row) ? -ENOENT :
-			     batch_is_writable(&row) ? 0 : -EACCES;
+			rc = store_batch_get(b->store, n.id, &row) ? -ENOENT
+			     : batch_is_writable(&row)		   ? 0
+								   : -EACCES;
 		else if (!(st.st_mode & 0222))
 			rc = -EACCES;
 	}
@@ -1290,6 +1304,13 @@ static void fs_init(void *userdata, struct fuse_conn_info *conn)
 	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
 		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
 	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
+	/*
+	 * Always readdirplus, never the kernel's adaptive switch back to plain readdir: `ls -l`
+	 * of 100,000 results must not turn into 100,000 lookups.
+	 */
+	if (conn->capable & FUSE_CAP_READDIRPLUS)
+		conn->want |= FUSE_CAP_READDIRPLUS;
+	conn->want &= ~(unsigned)FUSE_CAP_READDIRPLUS_AUTO;
 	conn->max_write = 1u << 20;
 }
 
@@ -1350,8 +1371,12 @@ int fs_main(struct bfs *b, struct fuse_args *args, const char *mountpoint, bool 
 			rc = -ENOMEM;
 			goto out_unmount;
 		}
-		fuse_loop_cfg_set_max_threads(lc, 16);
-		fuse_loop_cfg_set_idle_threads(lc, 4);
+		/*
+		 * Idle workers stay: each thread owns an SQLite connection (STYLE: one per thread),
+		 * and a pool that shrinks and grows would reopen them all the time.
+		 */
+		fuse_loop_cfg_set_max_threads(lc, 8);
+		fuse_loop_cfg_set_idle_threads(lc, 8);
 		rc = fuse_session_loop_mt(se, lc);
 		fuse_loop_cfg_destroy(lc);
 	}

@@ -48,8 +48,7 @@ static int deliver(struct jsonl_splitter *s, const char *line, size_t len, bool 
 	return s->fn(s->ctx, line, len, s->lineno);
 }
 
-int jsonl_splitter_feed(struct jsonl_splitter *s, const char *data, size_t n,
-			struct bfs_err *err)
+int jsonl_splitter_feed(struct jsonl_splitter *s, const char *data, size_t n, struct bfs_err *err)
 {
 	size_t pos = 0;
 	int rc;
@@ -101,9 +100,8 @@ void jsonl_validator_init(struct jsonl_validator *v, enum jsonl_format fmt,
 }
 
 static const char *const openai_endpoints[] = {
-	"/v1/responses",       "/v1/chat/completions", "/v1/embeddings",
-	"/v1/completions",     "/v1/moderations",      "/v1/images/generations",
-	"/v1/images/edits",    "/v1/videos",
+	"/v1/responses",   "/v1/chat/completions",   "/v1/embeddings",	 "/v1/completions",
+	"/v1/moderations", "/v1/images/generations", "/v1/images/edits", "/v1/videos",
 };
 
 bool jsonl_is_openai_endpoint(const char *url)
@@ -128,8 +126,8 @@ static int check_anthropic_id(const char *id, long lineno, struct bfs_err *err)
 	size_t n = strlen(id);
 
 	if (n == 0 || n > 64) {
-		err_set_line(err, lineno, "line %ld: custom_id must be 1 to 64 characters (has %zu)",
-			     lineno, n);
+		err_set_line(err, lineno,
+			     "line %ld: custom_id must be 1 to 64 characters (has %zu)", lineno, n);
 		return -EINVAL;
 	}
 	for (size_t i = 0; i < n; i++) {
@@ -179,7 +177,8 @@ static int need_max_tokens(const cJSON *o, const char *what, long lineno, struct
 		err_set_line(err, lineno, "line %ld: %s is missing", lineno, what);
 		return -EINVAL;
 	}
-	if (!cJSON_IsNumber(o) || o->valuedouble < 1 || o->valuedouble != (double)(int64_t)o->valuedouble) {
+	if (!cJSON_IsNumber(o) || o->valuedouble < 1 ||
+	    o->valuedouble != (double)(int64_t)o->valuedouble) {
 		err_set_line(err, lineno, "line %ld: %s must be an integer >= 1", lineno, what);
 		return -EINVAL;
 	}
@@ -264,13 +263,17 @@ static int check_openai(struct jsonl_validator *v, const cJSON *root, long linen
 	else
 		snprintf(ep, sizeof(ep), "%s", url->valuestring);
 	if (!jsonl_is_openai_endpoint(ep)) {
-		err_set_line(err, lineno, "line %ld: url '%.100s' is not an endpoint the Batch API "
-			     "accepts", lineno, url->valuestring);
+		err_set_line(err, lineno,
+			     "line %ld: url '%.100s' is not an endpoint the Batch API "
+			     "accepts",
+			     lineno, url->valuestring);
 		return -EINVAL;
 	}
 	if (v->endpoint[0] && strcmp(v->endpoint, ep)) {
-		err_set_line(err, lineno, "line %ld: url '%s' differs from '%s' on line %ld (a batch "
-			     "has one endpoint)", lineno, ep, v->endpoint, v->common_line);
+		err_set_line(err, lineno,
+			     "line %ld: url '%s' differs from '%s' on line %ld (a batch "
+			     "has one endpoint)",
+			     lineno, ep, v->endpoint, v->common_line);
 		return -EINVAL;
 	}
 	rc = need_object(body, "body", lineno, err);
@@ -281,9 +284,10 @@ static int check_openai(struct jsonl_validator *v, const cJSON *root, long linen
 	if (rc)
 		return rc;
 	if (v->fmt == JSONL_AZURE && v->model[0] && strcmp(v->model, model->valuestring)) {
-		err_set_line(err, lineno, "line %ld: body.model '%.100s' differs from '%s' on line %ld "
-			     "(an Azure batch uses one deployment)", lineno, model->valuestring,
-			     v->model, v->common_line);
+		err_set_line(err, lineno,
+			     "line %ld: body.model '%.100s' differs from '%s' on line %ld "
+			     "(an Azure batch uses one deployment)",
+			     lineno, model->valuestring, v->model, v->common_line);
 		return -EINVAL;
 	}
 	if (!v->endpoint[0]) {
@@ -295,9 +299,8 @@ static int check_openai(struct jsonl_validator *v, const cJSON *root, long linen
 	return 0;
 }
 
-int jsonl_validator_line(struct jsonl_validator *v, const char *line, size_t len,
-			 size_t term_len, long lineno, char **custom_id, size_t *id_len,
-			 struct bfs_err *err)
+int jsonl_validator_line(struct jsonl_validator *v, const char *line, size_t len, size_t term_len,
+			 long lineno, char **custom_id, size_t *id_len, struct bfs_err *err)
 {
 	const cJSON *id;
 	cJSON *root = NULL;
@@ -307,8 +310,9 @@ int jsonl_validator_line(struct jsonl_validator *v, const char *line, size_t len
 	*id_len = 0;
 	v->bytes += len + term_len;
 	if (v->lim.max_bytes && v->bytes > v->lim.max_bytes) {
-		err_set_line(err, lineno, "line %ld: file exceeds the provider's limit of %" PRIu64
-			     " bytes", lineno, v->lim.max_bytes);
+		err_set_line(err, lineno,
+			     "line %ld: file exceeds the provider's limit of %" PRIu64 " bytes",
+			     lineno, v->lim.max_bytes);
 		return -EINVAL;
 	}
 	if (is_blank(line, len))
@@ -359,8 +363,10 @@ int jsonl_validator_line(struct jsonl_validator *v, const char *line, size_t len
 	if (rc)
 		goto out;
 	if (v->lim.max_requests && v->count + 1 > v->lim.max_requests) {
-		err_set_line(err, lineno, "line %ld: too many requests: the provider accepts at most %"
-			     PRIu64 " per batch", lineno, v->lim.max_requests);
+		err_set_line(err, lineno,
+			     "line %ld: too many requests: the provider accepts at most %" PRIu64
+			     " per batch",
+			     lineno, v->lim.max_requests);
 		rc = -EINVAL;
 		goto out;
 	}

@@ -20,6 +20,7 @@
 #include "conf.h"
 #include "err.h"
 #include "fs.h"
+#include "http.h"
 #include "log.h"
 #include "poller.h"
 #include "provider.h"
@@ -31,7 +32,10 @@ struct main_opts {
 	char *cache;
 };
 
-#define MAIN_OPT(t, p) {t, offsetof(struct main_opts, p), 1}
+#define MAIN_OPT(t, p)                              \
+	{                                           \
+		t, offsetof(struct main_opts, p), 1 \
+	}
 
 static const struct fuse_opt main_opt_spec[] = {
 	MAIN_OPT("config=%s", config),
@@ -54,7 +58,8 @@ static void main_usage(const char *prog)
 	       "    -h, --help       this help\n"
 	       "    -V, --version    version\n\n"
 	       "Without a config file, remotes come from ANTHROPIC_API_KEY, OPENAI_API_KEY or\n"
-	       "AZURE_OPENAI_API_KEY + AZURE_OPENAI_ENDPOINT; with none of them, one offline remote\n"
+	       "AZURE_OPENAI_API_KEY + AZURE_OPENAI_ENDPOINT; with none of them, one offline "
+	       "remote\n"
 	       "'mock'. See batchfs(1) and docs/semantics.md.\n\n"
 	       "FUSE options:\n",
 	       prog);
@@ -98,9 +103,9 @@ static int cache_default(char *out, size_t size)
 	if (xdg && *xdg)
 		return snprintf(out, size, "%s/batchfs", xdg) < (int)size ? 0 : -ENAMETOOLONG;
 	if (home && *home)
-		return snprintf(out, size, "%s/.local/state/batchfs", home) < (int)size ?
-			       0 :
-			       -ENAMETOOLONG;
+		return snprintf(out, size, "%s/.local/state/batchfs", home) < (int)size
+			       ? 0
+			       : -ENAMETOOLONG;
 	return -ENOENT;
 }
 
@@ -215,6 +220,10 @@ int main(int argc, char *argv[])
 		goto out;
 	}
 	store_free(probe);
+	if (http_global_init()) {
+		fprintf(stderr, "batchfs: cannot initialise libcurl\n");
+		goto out;
+	}
 	if (open_remotes(&b, &err)) {
 		fprintf(stderr, "batchfs: %s\n", err.msg);
 		goto out;
@@ -230,6 +239,7 @@ out:
 	for (size_t i = 0; i < b.nremotes; i++)
 		b.remotes[i].ops->free(b.remotes[i].prov);
 	free(b.remotes);
+	http_global_cleanup();
 	store_free(b.store);
 	conf_free(b.conf);
 	free(fo.mountpoint);

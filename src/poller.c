@@ -22,7 +22,7 @@
 #include "store.h"
 #include "timefmt.h"
 
-#define POLLER_BATCH_MAX 256	/* batches looked at per round; the rest wait for the next */
+#define POLLER_BATCH_MAX 256 /* batches looked at per round; the rest wait for the next */
 
 struct poller_thread {
 	struct poller *p;
@@ -35,8 +35,8 @@ struct poller {
 	struct bfs *b;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	bool stop;		/* protected by lock */
-	unsigned kicks;		/* protected by lock: bumped by poller_kick() */
+	bool stop;	/* protected by lock */
+	unsigned kicks; /* protected by lock: bumped by poller_kick() */
 	struct poller_thread *threads;
 	size_t nthreads;
 };

@@ -6,10 +6,12 @@
 #include <string.h>
 
 #include "provider.h"
+#include "provider_anthropic.h"
 #include "provider_mock.h"
 
 static const struct provider_ops *const providers[] = {
 	&provider_mock_ops,
+	&provider_anthropic_ops,
 };
 
 const struct provider_ops *provider_lookup(const char *name)

@@ -28,7 +28,7 @@
 #include "provider_mock.h"
 #include "timefmt.h"
 
-#define MOCK_META_MAX 4096
+#define MOCK_META_MAX	     4096
 #define MOCK_CANCEL_DRAIN_MS 500
 
 struct provider {
@@ -41,10 +41,10 @@ struct mock_meta {
 	char id[PROVIDER_ID_MAX];
 	char identity[64];
 	int64_t created_at;
-	int64_t cancel_at;	/* 0: never canceled */
+	int64_t cancel_at; /* 0: never canceled */
 	int64_t delay_ms;
 	int64_t n;
-	int64_t errored;	/* -1 until counted, once the batch has ended */
+	int64_t errored; /* -1 until counted, once the batch has ended */
 };
 
 static int mock_open(struct provider **out, const struct remote_conf *conf, const char *state_dir,
@@ -368,8 +368,7 @@ static int mock_get(struct provider *p, const char *id, struct provider_batch *o
 }
 
 /* Calls fn(ctx, meta) for every batch in the state directory. */
-static int mock_each(struct provider *p, int (*fn)(void *ctx, const struct mock_meta *m),
-		     void *ctx)
+static int mock_each(struct provider *p, int (*fn)(void *ctx, const struct mock_meta *m), void *ctx)
 {
 	struct dirent *de;
 	DIR *d = opendir(p->dir);
@@ -474,9 +473,9 @@ struct mock_results {
 	const struct mock_meta *m;
 	provider_result_fn fn;
 	void *ctx;
-	int64_t index;		/* request index of the line being handled */
-	int pass;		/* 0: odd-numbered requests, 1: even: results come out of order */
-	int64_t done;		/* requests that ran before a cancel */
+	int64_t index; /* request index of the line being handled */
+	int pass;      /* 0: odd-numbered requests, 1: even: results come out of order */
+	int64_t done;  /* requests that ran before a cancel */
 	struct buf out;
 };
 

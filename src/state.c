@@ -145,11 +145,11 @@ int state_from_openai(const char *status, enum batch_state *out)
 {
 	/* Azure capitalises ("Validating"); spellings with one 'l' seen in Azure docs too. */
 	static const struct word_map map[] = {
-		{"validating", BATCH_VALIDATING}, {"in_progress", BATCH_IN_PROGRESS},
-		{"finalizing", BATCH_FINALIZING}, {"cancelling", BATCH_CANCELING},
-		{"canceling", BATCH_CANCELING},	  {"completed", BATCH_COMPLETED},
-		{"cancelled", BATCH_CANCELED},	  {"canceled", BATCH_CANCELED},
-		{"expired", BATCH_EXPIRED},	  {"failed", BATCH_FAILED},
+		{"validating", BATCH_VALIDATING},  {"in_progress", BATCH_IN_PROGRESS},
+		{"finalizing", BATCH_FINALIZING},  {"cancelling", BATCH_CANCELING},
+		{"canceling", BATCH_CANCELING},	   {"completed", BATCH_COMPLETED},
+		{"cancelled", BATCH_CANCELED},	   {"canceled", BATCH_CANCELED},
+		{"expired", BATCH_EXPIRED},	   {"failed", BATCH_FAILED},
 		{"inprogress", BATCH_IN_PROGRESS},
 	};
 

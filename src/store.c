@@ -22,23 +22,23 @@
 #include "store.h"
 
 #define STORE_SCHEMA_VERSION 1
-#define STORE_STMT_MAX 64
+#define STORE_STMT_MAX	     64
 
 struct store_conn {
 	sqlite3 *db;
 	struct store *st;
 	struct {
-		const char *sql;	/* the static string it was made from: compared by address */
+		const char *sql; /* the static string it was made from: compared by address */
 		sqlite3_stmt *stmt;
 	} stmts[STORE_STMT_MAX];
 	int nstmts;
-	struct store_conn *next;	/* in st->conns, protected by st->lock */
+	struct store_conn *next; /* in st->conns, protected by st->lock */
 };
 
 struct store {
 	char path[PATH_MAX];
 	pthread_key_t key;
-	pthread_mutex_t lock;		/* protects conns */
+	pthread_mutex_t lock; /* protects conns */
 	struct store_conn *conns;
 };
 
@@ -130,7 +130,8 @@ static int conn_open(struct store *st, struct store_conn **out)
 		return -ENOMEM;
 	c->st = st;
 	rc = sqlite3_open_v2(st->path, &c->db,
-			     SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+			     SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+			     NULL);
 	if (rc != SQLITE_OK) {
 		log_err("cannot open cache '%s': %s", st->path, sqlite3_errstr(rc));
 		rc = store_errno(rc);
@@ -208,7 +209,8 @@ static const char *const schema_v1 =
 	"CREATE TABLE batches ("
 	" id INTEGER PRIMARY KEY AUTOINCREMENT,"
 	" remote TEXT NOT NULL, name TEXT NOT NULL, is_foreign INTEGER NOT NULL DEFAULT 0,"
-	" pid TEXT NOT NULL DEFAULT '', state TEXT NOT NULL, provider_state TEXT NOT NULL DEFAULT '',"
+	" pid TEXT NOT NULL DEFAULT '', state TEXT NOT NULL,"
+	" provider_state TEXT NOT NULL DEFAULT '',"
 	" total INTEGER NOT NULL DEFAULT 0, processing INTEGER NOT NULL DEFAULT 0,"
 	" succeeded INTEGER NOT NULL DEFAULT 0, errored INTEGER NOT NULL DEFAULT 0,"
 	" canceled INTEGER NOT NULL DEFAULT 0, expired INTEGER NOT NULL DEFAULT 0,"
@@ -237,6 +239,8 @@ static const char *const schema_v1 =
 	" custom_id BLOB NOT NULL, fname TEXT NOT NULL, seq INTEGER, off INTEGER,"
 	" line BLOB NOT NULL, UNIQUE (batch_id, custom_id));"
 	"CREATE INDEX results_fname ON results (batch_id, fname);"
+	"CREATE INDEX results_batch ON results (batch_id, id);"
+	"CREATE INDEX batches_remote ON batches (remote, id);"
 	"CREATE INDEX results_off ON results (batch_id, off);";
 
 /* Brings the schema to STORE_SCHEMA_VERSION, one step per version, each in a transaction. */
@@ -362,11 +366,11 @@ static void copy_text(char *dst, size_t size, sqlite3_stmt *stmt, int col)
 
 /* Batches */
 
-#define BATCH_COLS                                                                               \
+#define BATCH_COLS                                                                                \
 	"id, remote, name, is_foreign, pid, state, provider_state, total, processing, succeeded," \
-	" errored, canceled, expired, results, error, error_line, error_attempt, created_at,"    \
-	" ended_at, expires_at, updated_at, dir_mtime, cancel_requested, results_wanted,"        \
-	" identity, intent_at, nrequests, nbytes, endpoint, model, ref, next_poll_at,"           \
+	" errored, canceled, expired, results, error, error_line, error_attempt, created_at,"     \
+	" ended_at, expires_at, updated_at, dir_mtime, cancel_requested, results_wanted,"         \
+	" identity, intent_at, nrequests, nbytes, endpoint, model, ref, next_poll_at,"            \
 	" results_count, results_size"
 
 static void batch_from_row(sqlite3_stmt *s, struct store_batch *b)
@@ -477,8 +481,9 @@ int store_batch_create(struct store *st, const char *remote, const char *name, i
 int store_batch_add_foreign(struct store *st, const char *remote, const struct provider_batch *pb,
 			    int64_t now, int64_t *id)
 {
-	static const char sql[] = "INSERT INTO batches (remote, name, is_foreign, pid, state,"
-				  " updated_at, dir_mtime) VALUES (?1, ?2, 1, ?2, 'in_progress', ?3, ?3)";
+	static const char sql[] =
+		"INSERT INTO batches (remote, name, is_foreign, pid, state,"
+		" updated_at, dir_mtime) VALUES (?1, ?2, 1, ?2, 'in_progress', ?3, ?3)";
 	struct store_conn *c = conn_get(st);
 	struct store_batch b;
 	sqlite3_stmt *s;
@@ -520,7 +525,8 @@ int store_batch_get(struct store *st, int64_t id, struct store_batch *out)
 int store_batch_by_name(struct store *st, const char *remote, const char *name,
 			struct store_batch *out)
 {
-	static const char sql[] = "SELECT " BATCH_COLS " FROM batches WHERE remote = ?1 AND name = ?2";
+	static const char sql[] =
+		"SELECT " BATCH_COLS " FROM batches WHERE remote = ?1 AND name = ?2";
 	struct store_conn *c = conn_get(st);
 	sqlite3_stmt *s;
 
@@ -534,8 +540,8 @@ int store_batch_by_name(struct store *st, const char *remote, const char *name,
 int store_batch_by_pid(struct store *st, const char *remote, const char *pid,
 		       struct store_batch *out)
 {
-	static const char sql[] = "SELECT " BATCH_COLS
-				  " FROM batches WHERE remote = ?1 AND pid = ?2 AND pid <> ''";
+	static const char sql[] =
+		"SELECT " BATCH_COLS " FROM batches WHERE remote = ?1 AND pid = ?2 AND pid <> ''";
 	struct store_conn *c = conn_get(st);
 	sqlite3_stmt *s;
 
@@ -664,8 +670,7 @@ int store_batch_list(struct store *st, const char *remote, int64_t after, int li
 	return batch_query_each(c, s, fn, ctx);
 }
 
-int store_batch_due(struct store *st, const char *remote, int64_t now, store_batch_fn fn,
-		    void *ctx)
+int store_batch_due(struct store *st, const char *remote, int64_t now, store_batch_fn fn, void *ctx)
 {
 	static const char sql[] = "SELECT " BATCH_COLS " FROM batches WHERE remote = ?1 AND"
 				  " next_poll_at > 0 AND next_poll_at <= ?2"
@@ -757,8 +762,7 @@ int store_file_get(struct store *st, int64_t id, struct store_file *out)
 	return file_query_one(c, s, out);
 }
 
-int store_file_by_name(struct store *st, int64_t batch_id, const char *name,
-		       struct store_file *out)
+int store_file_by_name(struct store *st, int64_t batch_id, const char *name, struct store_file *out)
 {
 	static const char sql[] = "SELECT id, batch_id, name, mode, size, mtime_ns FROM files"
 				  " WHERE batch_id = ?1 AND name = ?2";
@@ -853,8 +857,8 @@ int store_file_delete(struct store *st, int64_t id)
 	return stmt_run(c, s);
 }
 
-int store_file_list(struct store *st, int64_t batch_id, int64_t after, int limit,
-		    store_file_fn fn, void *ctx)
+int store_file_list(struct store *st, int64_t batch_id, int64_t after, int limit, store_file_fn fn,
+		    void *ctx)
 {
 	static const char sql[] = "SELECT id, batch_id, name, mode, size, mtime_ns FROM files"
 				  " WHERE batch_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3";
@@ -923,7 +927,8 @@ int store_reqs_add(struct store_reqs *r, const char *custom_id, size_t len, long
 {
 	static const char ins[] = "INSERT INTO requests (batch_id, custom_id, seq, line)"
 				  " VALUES (?1, ?2, ?3, ?4)";
-	static const char dup[] = "SELECT line FROM requests WHERE batch_id = ?1 AND custom_id = ?2";
+	static const char dup[] =
+		"SELECT line FROM requests WHERE batch_id = ?1 AND custom_id = ?2";
 	sqlite3_stmt *s = conn_stmt(r->c, ins);
 	int rc;
 
@@ -992,11 +997,11 @@ int store_ingest_begin(struct store *st, int64_t batch_id, struct store_ingest *
 	return 0;
 }
 
-int store_ingest_add(struct store_ingest *in, const char *custom_id, const char *line,
-		     size_t len)
+int store_ingest_add(struct store_ingest *in, const char *custom_id, const char *line, size_t len)
 {
-	static const char sql[] = "INSERT OR REPLACE INTO results (batch_id, custom_id, fname, line)"
-				  " VALUES (?1, ?2, ?3, ?4)";
+	static const char sql[] =
+		"INSERT OR REPLACE INTO results (batch_id, custom_id, fname, line)"
+		" VALUES (?1, ?2, ?3, ?4)";
 	char name[ESCAPE_NAME_SIZE + 5];
 	size_t idlen = strlen(custom_id);
 	sqlite3_stmt *s;
@@ -1109,6 +1114,7 @@ static void result_from_row(sqlite3_stmt *s, struct store_result *r)
 	r->batch_id = sqlite3_column_int64(s, 1);
 	copy_text(r->fname, sizeof(r->fname), s, 2);
 	r->size = sqlite3_column_int64(s, 3) + 1;
+	r->mtime = sqlite3_column_int64(s, 4);
 }
 
 static int result_query_one(struct store_conn *c, sqlite3_stmt *s, struct store_result *out)
@@ -1127,8 +1133,9 @@ static int result_query_one(struct store_conn *c, sqlite3_stmt *s, struct store_
 int store_result_by_name(struct store *st, int64_t batch_id, const char *fname,
 			 struct store_result *out)
 {
-	static const char sql[] = "SELECT id, batch_id, fname, length(line) FROM results"
-				  " WHERE batch_id = ?1 AND fname = ?2";
+	static const char sql[] = "SELECT r.id, r.batch_id, r.fname, length(r.line), b.ended_at"
+				  " FROM results r JOIN batches b ON b.id = r.batch_id"
+				  " WHERE r.batch_id = ?1 AND r.fname = ?2";
 	struct store_conn *c = conn_get(st);
 	sqlite3_stmt *s;
 
@@ -1141,8 +1148,9 @@ int store_result_by_name(struct store *st, int64_t batch_id, const char *fname,
 
 int store_result_get(struct store *st, int64_t id, struct store_result *out)
 {
-	static const char sql[] = "SELECT id, batch_id, fname, length(line) FROM results"
-				  " WHERE id = ?1";
+	static const char sql[] =
+		"SELECT r.id, r.batch_id, r.fname, length(r.line), b.ended_at"
+		" FROM results r JOIN batches b ON b.id = r.batch_id WHERE r.id = ?1";
 	struct store_conn *c = conn_get(st);
 	sqlite3_stmt *s;
 
@@ -1155,8 +1163,9 @@ int store_result_get(struct store *st, int64_t id, struct store_result *out)
 int store_result_list(struct store *st, int64_t batch_id, int64_t after, int limit,
 		      store_result_fn fn, void *ctx)
 {
-	static const char sql[] = "SELECT id, batch_id, fname, length(line) FROM results"
-				  " WHERE batch_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3";
+	static const char sql[] = "SELECT r.id, r.batch_id, r.fname, length(r.line), b.ended_at"
+				  " FROM results r JOIN batches b ON b.id = r.batch_id"
+				  " WHERE r.batch_id = ?1 AND r.id > ?2 ORDER BY r.id LIMIT ?3";
 	struct store_conn *c = conn_get(st);
 	struct store_result r;
 	sqlite3_stmt *s;
@@ -1211,23 +1220,41 @@ static long result_copy(struct store_conn *c, int64_t id, int64_t len, int64_t o
 
 long store_result_read(struct store *st, int64_t id, int64_t off, size_t size, char *dst)
 {
-	static const char sql[] = "SELECT length(line) FROM results WHERE id = ?1";
+	/* One cached statement per read: substr() hands back only the slice asked for. */
+	static const char sql[] = "SELECT substr(line, ?2, ?3), length(line) FROM results"
+				  " WHERE id = ?1";
 	struct store_conn *c = conn_get(st);
 	sqlite3_stmt *s;
+	const void *p;
 	int64_t len;
+	size_t n, done;
 	int rc;
 
 	if (!c || !(s = conn_stmt(c, sql)))
 		return -EIO;
 	sqlite3_bind_int64(s, 1, id);
+	sqlite3_bind_int64(s, 2, off + 1);
+	sqlite3_bind_int64(s, 3, (int64_t)size);
 	rc = sqlite3_step(s);
 	if (rc != SQLITE_ROW) {
 		stmt_done(c, s);
 		return rc == SQLITE_DONE ? -ENOENT : -EIO;
 	}
-	len = sqlite3_column_int64(s, 0);
+	len = sqlite3_column_int64(s, 1);
+	p = sqlite3_column_blob(s, 0);
+	n = (size_t)sqlite3_column_bytes(s, 0);
+	if (off >= len)
+		n = 0;
+	if (n > size)
+		n = size;
+	if (n)
+		memcpy(dst, p, n);
+	done = n;
+	/* The file is the line plus a newline. */
+	if (done < size && off + (int64_t)done == len)
+		dst[done++] = '\n';
 	stmt_done(c, s);
-	return result_copy(c, id, len, off, size, dst);
+	return (long)done;
 }
 
 long store_results_jsonl_read(struct store *st, int64_t batch_id, int64_t off, size_t size,

@@ -9,7 +9,7 @@
 #include "tap.h"
 
 struct collect {
-	char text[4096];	/* lines joined with '|' */
+	char text[4096]; /* lines joined with '|' */
 	long last;
 	int count;
 };
@@ -29,8 +29,7 @@ static int collect_line(void *ctx, const char *line, size_t len, long lineno)
 }
 
 /* Feeds data in chunks of `step` bytes (0: one chunk). */
-static int split(const char *data, size_t step, size_t cap, struct collect *c,
-		 struct bfs_err *err)
+static int split(const char *data, size_t step, size_t cap, struct collect *c, struct bfs_err *err)
 {
 	struct jsonl_splitter s;
 	size_t n = strlen(data), pos = 0;
@@ -139,62 +138,85 @@ static const struct vcase cases[] = {
 	{"not an object", JSONL_ANTHROPIC, {"[1]"}, 1, "object"},
 	{"custom_id missing", JSONL_ANTHROPIC, {"{\"params\":{}}"}, 1, "custom_id is missing"},
 	{"custom_id not a string", JSONL_ANTHROPIC, {"{\"custom_id\":1}"}, 1, "must be a string"},
-	{"custom_id pattern", JSONL_ANTHROPIC,
+	{"custom_id pattern",
+	 JSONL_ANTHROPIC,
 	 {"{\"custom_id\":\"a b\",\"params\":{\"model\":\"m\",\"max_tokens\":1,\"messages\":[]}}"},
-	 1, "^[a-zA-Z0-9_-]{1,64}$"},
-	{"custom_id too long", JSONL_ANTHROPIC,
+	 1,
+	 "^[a-zA-Z0-9_-]{1,64}$"},
+	{"custom_id too long",
+	 JSONL_ANTHROPIC,
 	 {"{\"custom_id\":\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\","
 	  "\"params\":{}}"},
-	 1, "1 to 64"},
+	 1,
+	 "1 to 64"},
 	{"params missing", JSONL_ANTHROPIC, {"{\"custom_id\":\"a\"}"}, 1, "params is missing"},
-	{"model wrong type", JSONL_ANTHROPIC,
-	 {"{\"custom_id\":\"a\",\"params\":{\"model\":1,\"max_tokens\":1,\"messages\":[]}}"}, 1,
+	{"model wrong type",
+	 JSONL_ANTHROPIC,
+	 {"{\"custom_id\":\"a\",\"params\":{\"model\":1,\"max_tokens\":1,\"messages\":[]}}"},
+	 1,
 	 "params.model"},
-	{"max_tokens zero", JSONL_ANTHROPIC,
-	 {"{\"custom_id\":\"a\",\"params\":{\"model\":\"m\",\"max_tokens\":0,\"messages\":[]}}"}, 1,
+	{"max_tokens zero",
+	 JSONL_ANTHROPIC,
+	 {"{\"custom_id\":\"a\",\"params\":{\"model\":\"m\",\"max_tokens\":0,\"messages\":[]}}"},
+	 1,
 	 "params.max_tokens must be an integer >= 1"},
-	{"messages missing", JSONL_ANTHROPIC,
-	 {"{\"custom_id\":\"a\",\"params\":{\"model\":\"m\",\"max_tokens\":3}}"}, 1,
+	{"messages missing",
+	 JSONL_ANTHROPIC,
+	 {"{\"custom_id\":\"a\",\"params\":{\"model\":\"m\",\"max_tokens\":3}}"},
+	 1,
 	 "params.messages is missing"},
 	{"only blank lines", JSONL_ANTHROPIC, {"", "  "}, 1, "no requests"},
-	{"openai bad method", JSONL_OPENAI,
+	{"openai bad method",
+	 JSONL_OPENAI,
 	 {"{\"custom_id\":\"a\",\"method\":\"GET\",\"url\":\"/v1/embeddings\",\"body\":{\"model\":"
 	  "\"m\"}}"},
-	 1, "POST"},
-	{"openai unknown endpoint", JSONL_OPENAI,
+	 1,
+	 "POST"},
+	{"openai unknown endpoint",
+	 JSONL_OPENAI,
 	 {"{\"custom_id\":\"a\",\"method\":\"POST\",\"url\":\"/v1/files\",\"body\":{\"model\":"
 	  "\"m\"}}"},
-	 1, "not an endpoint"},
-	{"openai mixed endpoints", JSONL_OPENAI,
+	 1,
+	 "not an endpoint"},
+	{"openai mixed endpoints",
+	 JSONL_OPENAI,
 	 {"{\"custom_id\":\"a\",\"method\":\"POST\",\"url\":\"/v1/embeddings\",\"body\":{\"model\":"
 	  "\"m\"}}",
 	  "",
 	  "{\"custom_id\":\"b\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":"
 	  "{\"model\":\"m\"}}"},
-	 3, "on line 1"},
-	{"openai body missing model", JSONL_OPENAI,
-	 {"{\"custom_id\":\"a\",\"method\":\"POST\",\"url\":\"/v1/embeddings\",\"body\":{}}"}, 1,
+	 3,
+	 "on line 1"},
+	{"openai body missing model",
+	 JSONL_OPENAI,
+	 {"{\"custom_id\":\"a\",\"method\":\"POST\",\"url\":\"/v1/embeddings\",\"body\":{}}"},
+	 1,
 	 "body.model"},
-	{"azure mixed models", JSONL_AZURE,
+	{"azure mixed models",
+	 JSONL_AZURE,
 	 {"{\"custom_id\":\"a\",\"method\":\"POST\",\"url\":\"/chat/completions\",\"body\":"
 	  "{\"model\":\"d1\"}}",
 	  "{\"custom_id\":\"b\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":"
 	  "{\"model\":\"d2\"}}"},
-	 2, "one deployment"},
+	 2,
+	 "one deployment"},
 	{"vertex request missing", JSONL_VERTEX, {"{\"custom_id\":\"a\"}"}, 1, "request"},
-	{"vertex max_tokens", JSONL_VERTEX,
-	 {"{\"custom_id\":\"a\",\"request\":{\"messages\":[],\"max_tokens\":\"1\"}}"}, 1,
+	{"vertex max_tokens",
+	 JSONL_VERTEX,
+	 {"{\"custom_id\":\"a\",\"request\":{\"messages\":[],\"max_tokens\":\"1\"}}"},
+	 1,
 	 "request.max_tokens"},
 };
 
 static void test_validator(void)
 {
-	const char *const many[] = {A_OK,
-				    "{\"custom_id\":\"b\",\"params\":{\"model\":\"m\",\"max_tokens\":"
-				    "5,\"messages\":[]}}",
-				    "{\"custom_id\":\"c\",\"params\":{\"model\":\"m\",\"max_tokens\":"
-				    "5,\"messages\":[]}}",
-				    NULL};
+	const char *const many[] = {
+		A_OK,
+		"{\"custom_id\":\"b\",\"params\":{\"model\":\"m\",\"max_tokens\":"
+		"5,\"messages\":[]}}",
+		"{\"custom_id\":\"c\",\"params\":{\"model\":\"m\",\"max_tokens\":"
+		"5,\"messages\":[]}}",
+		NULL};
 	const char *const good_openai[] = {
 		"{\"custom_id\":\"a/b ..\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\","
 		"\"body\":{\"model\":\"gpt\"}}",

@@ -20,7 +20,8 @@ int main(void)
 	int rc;
 
 	for (int i = BATCH_DRAFT; i <= BATCH_FAILED; i++) {
-		ok(state_parse(state_name((enum batch_state)i), &s) == 0 && s == (enum batch_state)i,
+		ok(state_parse(state_name((enum batch_state)i), &s) == 0 &&
+			   s == (enum batch_state)i,
 		   "state '%s' round-trips", state_name((enum batch_state)i));
 	}
 	for (int i = RESULTS_PENDING; i <= RESULTS_UNAVAILABLE; i++) {
@@ -86,7 +87,8 @@ int main(void)
 		   !state_is_terminal(BATCH_CANCELING) && !state_is_terminal(BATCH_DRAFT),
 	   "terminal states");
 	ok(state_is_writable(BATCH_DRAFT, false) && state_is_writable(BATCH_REJECTED, false) &&
-		   state_is_writable(BATCH_FAILED, false) && !state_is_writable(BATCH_FAILED, true) &&
+		   state_is_writable(BATCH_FAILED, false) &&
+		   !state_is_writable(BATCH_FAILED, true) &&
 		   !state_is_writable(BATCH_IN_PROGRESS, true) &&
 		   !state_is_writable(BATCH_SUBMITTING, false),
 	   "writable states");

@@ -1,0 +1,833 @@
+// SPDX-License-Identifier: MIT
+/*
+ * provider = anthropic: the Message Batches API (shared/specs/anthropic-batches.md). Streams
+ * the create body from the spool file, maps MessageBatch onto struct provider_batch, pages
+ * through listings and streams results line by line. The API key lives only in this struct's
+ * memory: it must never be logged, nor any header or body. A create whose answer may have
+ * been lost is never sent again here: it returns -EAGAIN and the caller runs find().
+ */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "conf.h"
+#include "err.h"
+#include "http.h"
+#include "log.h"
+#include "provider_anthropic.h"
+#include "state.h"
+#include "timefmt.h"
+
+#define ANTH_BASE_DEFAULT    "https://api.anthropic.com"
+#define ANTH_VERSION_DEFAULT "2023-06-01"
+#define ANTH_PATH	     "/v1/messages/batches"
+#define ANTH_URL_MAX	     4096
+#define ANTH_PAGE	     100	     /* batches per listing page (the API allows 1..1000) */
+#define ANTH_SKEW_MS	     (5 * 60 * 1000) /* our clock against the API's, for find() */
+#define ANTH_FIND_PAGES_MAX  100	     /* find() gives up after this many newer batches */
+#define ANTH_LIST_PAGES_MAX  100000	     /* a loop guard, not a limit anyone should reach */
+#define ANTH_RESP_MAX	     (8u * 1024 * 1024) /* one JSON answer; a page of 100 is ~50 KiB */
+#define ANTH_CHUNK	     (64 * 1024)
+/* Above this a create body relies on the low-speed timeout, not the total one: a 256 MB
+ * upload on a slow link takes longer than any fixed deadline we would pick for JSON calls. */
+#define ANTH_BIG_BODY (32 * 1024 * 1024)
+
+struct provider {
+	struct http *http;
+	char base[1024];   /* base_url without trailing slash */
+	char *hdr_key;	   /* "x-api-key: ..." (secret: wiped at free, never logged) */
+	char *hdr_version; /* "anthropic-version: ..." */
+	char *hdr_beta;	   /* "anthropic-beta: ...", NULL when not configured */
+	/* NULL-terminated header lists, pointing at the strings above. */
+	const char *hdr_json[6];    /* requests with a JSON body */
+	const char *hdr_plain[5];   /* GET and bodiless POST, JSON answer */
+	const char *hdr_results[4]; /* the results download */
+};
+
+/* Helpers */
+
+static bool is_safe_id(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n >= PROVIDER_ID_MAX || s[0] == '.' || s[0] == '-')
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '.' || c == '_' || c == '-'))
+			return false;
+	}
+	return true;
+}
+
+static bool has_ctl(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			return true;
+	return false;
+}
+
+/* url = base + ANTH_PATH [+ "/" + id [+ tail]]. Returns 0 or -errno. */
+static int batch_url(const struct provider *p, const char *id, const char *tail, struct buf *url)
+{
+	int rc = buf_addf(url, "%s%s", p->base, ANTH_PATH);
+
+	if (!rc && id) {
+		rc = buf_addstr(url, "/");
+		if (!rc)
+			rc = http_url_escape(id, url);
+	}
+	if (!rc && tail)
+		rc = buf_addstr(url, tail);
+	return rc;
+}
+
+static const char *json_str(const cJSON *o, const char *key)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+
+	return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static int64_t json_count(const cJSON *o, const char *key)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+
+	return cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble < 9e15
+		       ? (int64_t)v->valuedouble
+		       : 0;
+}
+
+/* A time field: ms since the epoch, 0 when null, absent or unreadable. */
+static int64_t json_time(const cJSON *o, const char *key)
+{
+	const char *s = json_str(o, key);
+	int64_t ms;
+
+	return s && !timefmt_parse(s, &ms) ? ms : 0;
+}
+
+static bool json_is_set(const cJSON *o, const char *key)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+
+	return v && !cJSON_IsNull(v);
+}
+
+/* MessageBatch (spec section 3) -> provider_batch. -EBADMSG when it is not one. */
+static int batch_from_json(const cJSON *o, struct provider_batch *out, struct bfs_err *err)
+{
+	struct provider_batch b;
+	const char *id = json_str(o, "id");
+	const char *ps = json_str(o, "processing_status");
+	const char *url = json_str(o, "results_url");
+	const cJSON *rc = cJSON_GetObjectItemCaseSensitive(o, "request_counts");
+	bool canceled = json_is_set(o, "cancel_initiated_at");
+	bool archived = json_is_set(o, "archived_at");
+	bool ended;
+
+	if (!cJSON_IsObject(o) || !id || !ps) {
+		err_set(err, "the answer is not a message batch");
+		return -EBADMSG;
+	}
+	if (!is_safe_id(id)) {
+		err_set(err, "the batch id is not a safe file name");
+		return -EBADMSG;
+	}
+	memset(&b, 0, sizeof(b));
+	snprintf(b.id, sizeof(b.id), "%s", id);
+	snprintf(b.provider_state, sizeof(b.provider_state), "%s", ps);
+	if (state_from_anthropic(ps, canceled, &b.state)) {
+		/* A word this version does not know: keep polling, show the word verbatim. */
+		log_debug("anthropic: batch %s has unknown processing_status", b.id);
+		b.state = BATCH_IN_PROGRESS;
+	}
+	b.counts.processing = json_count(rc, "processing");
+	b.counts.succeeded = json_count(rc, "succeeded");
+	b.counts.errored = json_count(rc, "errored");
+	b.counts.canceled = json_count(rc, "canceled");
+	b.counts.expired = json_count(rc, "expired");
+	b.counts.total = b.counts.processing + b.counts.succeeded + b.counts.errored +
+			 b.counts.canceled + b.counts.expired;
+	b.created_at = json_time(o, "created_at");
+	b.ended_at = json_time(o, "ended_at");
+	b.expires_at = json_time(o, "expires_at");
+	ended = !strcmp(ps, "ended");
+	/* Results stay downloadable from the end until archived_at is set (spec section 7). */
+	b.results_available = ended && !archived;
+	b.results_gone = archived;
+	if (url && strlen(url) < sizeof(b.ref) && !has_ctl(url))
+		snprintf(b.ref, sizeof(b.ref), "%s", url);
+	*out = b;
+	return 0;
+}
+
+/* Performs a JSON call and parses the answer into *root (the caller frees it). */
+static int call_json(struct provider *p, enum http_method m, const char *url,
+		     const char *const *headers, const struct http_body *body,
+		     enum http_retry retry, provider_retry_fn on_retry, void *retry_ctx,
+		     cJSON **root, struct bfs_err *err)
+{
+	struct buf resp = BUF_INIT(ANTH_RESP_MAX);
+	struct http_request rq = {
+		.method = m,
+		.url = url,
+		.headers = headers,
+		.body = body,
+		.retry = retry,
+		.resp = &resp,
+		.stream = body && body->length > ANTH_BIG_BODY,
+		.on_retry = on_retry,
+		.retry_ctx = retry_ctx,
+	};
+	int rc = http_perform(p->http, &rq, NULL, err);
+
+	if (rc)
+		goto out;
+	*root = resp.data ? cJSON_ParseWithLength(resp.data, resp.len) : NULL;
+	if (!*root) {
+		err_set(err, "the answer is not JSON");
+		rc = -EBADMSG;
+	}
+out:
+	buf_release(&resp);
+	return rc;
+}
+
+/* open / free */
+
+static void anth_free(struct provider *p)
+{
+	if (!p)
+		return;
+	if (p->hdr_key) {
+		explicit_bzero(p->hdr_key, strlen(p->hdr_key));
+		free(p->hdr_key);
+	}
+	free(p->hdr_version);
+	free(p->hdr_beta);
+	http_free(p->http);
+	free(p);
+}
+
+static int anth_open(struct provider **out, const struct remote_conf *conf, const char *state_dir,
+		     struct bfs_err *err)
+{
+	const char *base = conf_get(conf, "base_url", NULL);
+	const char *version = conf_get(conf, "anthropic_version", ANTH_VERSION_DEFAULT);
+	const char *beta = conf_get(conf, "anthropic_beta", NULL);
+	struct provider *p = NULL;
+	char *key = NULL;
+	size_t n, scheme = 0;
+	int rc, i;
+
+	(void)state_dir; /* nothing to keep on disk: the API holds the batches */
+	if (!base || !*base)
+		base = getenv("ANTHROPIC_BASE_URL");
+	if (!base || !*base)
+		base = ANTH_BASE_DEFAULT;
+	n = strlen(base);
+	while (n && base[n - 1] == '/')
+		n--;
+	if (!strncasecmp(base, "http://", 7))
+		scheme = 7;
+	else if (!strncasecmp(base, "https://", 8))
+		scheme = 8;
+	if (!scheme || n <= scheme || n >= sizeof(p->base) || has_ctl(base) ||
+	    strpbrk(base, "?#")) {
+		err_set(err, "[%s] base_url '%.200s' is not an http:// or https:// URL", conf->name,
+			base);
+		return -EINVAL;
+	}
+	if (!*version || has_ctl(version) || (beta && has_ctl(beta))) {
+		err_set(err, "[%s] anthropic_version and anthropic_beta must be one-line words",
+			conf->name);
+		return -EINVAL;
+	}
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		goto nomem;
+	memcpy(p->base, base, n);
+	p->base[n] = '\0';
+	key = conf_secret(conf, "api_key_env", "api_key_command", "ANTHROPIC_API_KEY", err);
+	if (!key) {
+		rc = -EINVAL;
+		goto fail;
+	}
+	if (!*key || has_ctl(key)) {
+		err_set(err, "[%s] the API key is empty or spans lines", conf->name);
+		rc = -EINVAL;
+		goto fail;
+	}
+	if (asprintf(&p->hdr_key, "x-api-key: %s", key) < 0) {
+		p->hdr_key = NULL;
+		goto nomem;
+	}
+	if (asprintf(&p->hdr_version, "anthropic-version: %s", version) < 0) {
+		p->hdr_version = NULL;
+		goto nomem;
+	}
+	if (beta && *beta && asprintf(&p->hdr_beta, "anthropic-beta: %s", beta) < 0) {
+		p->hdr_beta = NULL;
+		goto nomem;
+	}
+	rc = http_new(&p->http, NULL, err);
+	if (rc)
+		goto fail;
+	i = 0;
+	p->hdr_results[i++] = p->hdr_key;
+	p->hdr_results[i++] = p->hdr_version;
+	if (p->hdr_beta)
+		p->hdr_results[i++] = p->hdr_beta;
+	p->hdr_results[i] = NULL;
+	memcpy(p->hdr_plain, p->hdr_results, sizeof(p->hdr_results));
+	p->hdr_plain[i] = "accept: application/json";
+	memcpy(p->hdr_json, p->hdr_plain, sizeof(p->hdr_plain));
+	p->hdr_json[i + 1] = "content-type: application/json";
+	explicit_bzero(key, strlen(key));
+	free(key);
+	*out = p;
+	return 0;
+nomem:
+	err_set(err, "[%s] out of memory", conf->name);
+	rc = -ENOMEM;
+fail:
+	if (key) {
+		explicit_bzero(key, strlen(key));
+		free(key);
+	}
+	anth_free(p);
+	return rc;
+}
+
+/* submit: the create body, streamed from the spool file */
+
+static const char body_head[] = "{\"requests\":[";
+static const char body_tail[] = "]}";
+
+/*
+ * The create body produced on demand: the spool file's non-blank lines joined with ',' inside
+ * {"requests":[...]}. Leading blanks of a line and the CR of a CRLF are dropped (JSON
+ * whitespace either way); nothing else of a line changes.
+ */
+struct spool_body {
+	int fd;
+	off_t off; /* next file byte to read */
+	char in[ANTH_CHUNK];
+	size_t in_len, in_pos;
+	bool eof;
+	enum {
+		SB_HEAD,
+		SB_LINES,
+		SB_TAIL,
+		SB_DONE
+	} phase;
+	size_t lit;	 /* bytes of body_head or body_tail given */
+	bool line_start; /* skipping the blanks that open a line */
+	bool cr;	 /* a '\r' held back: dropped if a '\n' follows */
+	bool comma;	 /* a ',' is owed before this line's first byte */
+	uint64_t lines;	 /* non-blank lines begun */
+};
+
+static int spool_rewind(void *ctx)
+{
+	struct spool_body *sb = ctx;
+
+	sb->off = 0;
+	sb->in_len = sb->in_pos = 0;
+	sb->eof = false;
+	sb->phase = SB_HEAD;
+	sb->lit = 0;
+	sb->line_start = true;
+	sb->cr = sb->comma = false;
+	sb->lines = 0;
+	return 0;
+}
+
+static size_t copy_lit(struct spool_body *sb, const char *lit, size_t litlen, char *dst, size_t n)
+{
+	size_t k = litlen - sb->lit < n ? litlen - sb->lit : n;
+
+	memcpy(dst, lit + sb->lit, k);
+	sb->lit += k;
+	return k;
+}
+
+static long spool_read(void *ctx, char *dst, size_t n)
+{
+	struct spool_body *sb = ctx;
+	size_t k = 0;
+
+	while (k < n) {
+		char c;
+
+		switch (sb->phase) {
+		case SB_HEAD:
+			k += copy_lit(sb, body_head, sizeof(body_head) - 1, dst + k, n - k);
+			if (sb->lit == sizeof(body_head) - 1) {
+				sb->phase = SB_LINES;
+				sb->lit = 0;
+			}
+			continue;
+		case SB_TAIL:
+			k += copy_lit(sb, body_tail, sizeof(body_tail) - 1, dst + k, n - k);
+			if (sb->lit == sizeof(body_tail) - 1)
+				sb->phase = SB_DONE;
+			continue;
+		case SB_DONE:
+			return (long)k;
+		case SB_LINES:
+			break;
+		}
+		if (sb->in_pos == sb->in_len) {
+			ssize_t r;
+
+			if (sb->eof) {
+				/* A CR still held back here ends the file: trailing space, dropped. */
+				sb->phase = SB_TAIL;
+				continue;
+			}
+			do
+				r = pread(sb->fd, sb->in, sizeof(sb->in), sb->off);
+			while (r < 0 && errno == EINTR);
+			if (r < 0)
+				return -errno;
+			sb->eof = r == 0;
+			sb->in_len = (size_t)r;
+			sb->in_pos = 0;
+			sb->off += r;
+			continue;
+		}
+		c = sb->in[sb->in_pos];
+		if (sb->line_start) {
+			if (c == ' ' || c == '\t' || c == '\r' || c == '\n') {
+				sb->in_pos++;
+				continue;
+			}
+			sb->line_start = false;
+			sb->comma = sb->lines++ > 0;
+		}
+		if (sb->comma) {
+			dst[k++] = ',';
+			sb->comma = false;
+		} else if (sb->cr) {
+			sb->cr = false;
+			if (c == '\n') {
+				sb->in_pos++;
+				sb->line_start = true;
+			} else {
+				dst[k++] = '\r';
+			}
+		} else if (c == '\n') {
+			sb->in_pos++;
+			sb->line_start = true;
+		} else if (c == '\r') {
+			sb->in_pos++;
+			sb->cr = true;
+		} else {
+			/* The common case: a run of ordinary bytes. */
+			size_t run = 1, room = n - k, avail = sb->in_len - sb->in_pos;
+			const char *s = sb->in + sb->in_pos;
+
+			while (run < avail && run < room && s[run] != '\n' && s[run] != '\r')
+				run++;
+			memcpy(dst + k, s, run);
+			k += run;
+			sb->in_pos += run;
+		}
+	}
+	return (long)k;
+}
+
+/* First pass: the exact body length and the number of requests, without keeping the body. */
+static int spool_measure(struct spool_body *sb, int64_t *length, uint64_t *lines)
+{
+	char scratch[ANTH_CHUNK];
+	int64_t total = 0;
+	long k;
+
+	spool_rewind(sb);
+	while ((k = spool_read(sb, scratch, sizeof(scratch))) > 0)
+		total += k;
+	if (k < 0)
+		return (int)k;
+	*length = total;
+	*lines = sb->lines;
+	return spool_rewind(sb);
+}
+
+static int anth_submit(struct provider *p, const struct provider_submit *s,
+		       struct provider_batch *out, provider_retry_fn on_retry, void *retry_ctx,
+		       struct bfs_err *err)
+{
+	struct spool_body *sb = calloc(1, sizeof(*sb));
+	struct buf url = BUF_INIT(ANTH_URL_MAX);
+	struct http_body body = {spool_read, spool_rewind, sb, -1};
+	struct provider_batch b;
+	cJSON *root = NULL;
+	uint64_t lines = 0;
+	int rc;
+
+	if (!sb) {
+		err_set(err, "cannot create batch: out of memory");
+		return -ENOMEM;
+	}
+	sb->fd = open(s->path, O_RDONLY | O_CLOEXEC);
+	if (sb->fd < 0) {
+		rc = -errno;
+		err_set(err, "cannot create batch: cannot open '%s': %s", s->path, strerror(errno));
+		goto out;
+	}
+	rc = spool_measure(sb, &body.length, &lines);
+	if (rc) {
+		err_set(err, "cannot create batch: cannot read '%s': %s", s->path, strerror(-rc));
+		goto out;
+	}
+	if (lines != s->nrequests) {
+		err_set(err,
+			"cannot create batch: '%s' has %" PRIu64 " requests, %" PRIu64
+			" were validated",
+			s->path, lines, s->nrequests);
+		rc = -EIO;
+		goto out;
+	}
+	rc = batch_url(p, NULL, NULL, &url);
+	if (rc) {
+		err_set(err, "cannot create batch: base_url too long");
+		goto out;
+	}
+	rc = call_json(p, HTTP_POST, url.data, p->hdr_json, &body, HTTP_RETRY_CREATE, on_retry,
+		       retry_ctx, &root, err);
+	if (rc == -EBADMSG) {
+		/* A 2xx came back: the batch exists, but we cannot tell which it is. */
+		rc = -EAGAIN;
+	} else if (!rc) {
+		rc = batch_from_json(root, &b, err);
+		if (rc)
+			rc = -EAGAIN; /* as above */
+	}
+	if (rc) {
+		err_prefix(err, "cannot create batch");
+		goto out;
+	}
+	log_debug("anthropic: created batch %s (%" PRIu64 " requests, %" PRId64 " bytes)", b.id,
+		  lines, body.length);
+	*out = b;
+out:
+	cJSON_Delete(root);
+	buf_release(&url);
+	if (sb->fd >= 0)
+		close(sb->fd);
+	free(sb);
+	return rc;
+}
+
+/* list / find */
+
+/* Calls fn for each batch, newest first; fn returns < 0 to fail, > 0 to stop early. */
+static int list_pages(struct provider *p, provider_batch_fn fn, void *ctx, long max_pages,
+		      struct bfs_err *err)
+{
+	char after[PROVIDER_ID_MAX] = "";
+	struct buf url = BUF_INIT(ANTH_URL_MAX);
+	cJSON *root = NULL;
+	int rc = 0;
+
+	for (long page = 0; page < max_pages; page++) {
+		const cJSON *data, *item;
+		const char *last;
+
+		buf_reset(&url);
+		rc = batch_url(p, NULL, NULL, &url);
+		if (!rc)
+			rc = buf_addf(&url, "?limit=%d", ANTH_PAGE);
+		if (!rc && after[0]) {
+			rc = buf_addstr(&url, "&after_id=");
+			if (!rc)
+				rc = http_url_escape(after, &url);
+		}
+		if (rc) {
+			err_set(err, "base_url too long");
+			goto out;
+		}
+		rc = call_json(p, HTTP_GET, url.data, p->hdr_plain, NULL, HTTP_RETRY_IDEMPOTENT,
+			       NULL, NULL, &root, err);
+		if (rc)
+			goto out;
+		data = cJSON_GetObjectItemCaseSensitive(root, "data");
+		if (!cJSON_IsArray(data)) {
+			err_set(err, "the answer is not a page of batches");
+			rc = -EBADMSG;
+			goto out;
+		}
+		cJSON_ArrayForEach(item, data)
+		{
+			struct provider_batch b;
+			struct bfs_err berr = BFS_ERR_INIT;
+
+			if (batch_from_json(item, &b, &berr)) {
+				/* One odd entry must not hide every other batch. */
+				log_warn("anthropic: skipping a listed batch: %s", berr.msg);
+				continue;
+			}
+			rc = fn(ctx, &b);
+			if (rc) {
+				rc = rc > 0 ? 0 : rc;
+				goto out;
+			}
+		}
+		last = json_str(root, "last_id");
+		if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "has_more")) || !last ||
+		    !is_safe_id(last) || !strcmp(last, after))
+			goto out;
+		snprintf(after, sizeof(after), "%s", last);
+		cJSON_Delete(root);
+		root = NULL;
+	}
+	err_set(err, "more than %ld pages of batches", max_pages);
+	rc = -E2BIG;
+out:
+	cJSON_Delete(root);
+	buf_release(&url);
+	return rc;
+}
+
+static int anth_list(struct provider *p, provider_batch_fn fn, void *ctx, struct bfs_err *err)
+{
+	int rc;
+
+	err_clear(err);
+	rc = list_pages(p, fn, ctx, ANTH_LIST_PAGES_MAX, err);
+	if (rc && !err_is_set(err))
+		err_set(err, "cannot list batches: %s", strerror(-rc));
+	else if (rc)
+		err_prefix(err, "cannot list batches");
+	return rc;
+}
+
+struct find_ctx {
+	int64_t intent, lo; /* lo: intent minus the clock-skew margin */
+	uint64_t n;
+	bool found, reached_lo;
+	struct provider_batch best;
+};
+
+/*
+ * A candidate has the submission's request count and was created at or after lo. The best
+ * is the oldest created at or after the intent; failing that, the newest before it (our clock
+ * may run ahead of the API's).
+ */
+static int find_one(void *ctx, const struct provider_batch *b)
+{
+	struct find_ctx *f = ctx;
+	bool after, best_after;
+
+	if (!b->created_at)
+		return 0;
+	if (b->created_at < f->lo) {
+		f->reached_lo = true;
+		return 1; /* newest first: every later entry is older still */
+	}
+	if (b->counts.total < 0 || (uint64_t)b->counts.total != f->n)
+		return 0;
+	after = b->created_at >= f->intent;
+	best_after = f->found && f->best.created_at >= f->intent;
+	if (!f->found || (after && (!best_after || b->created_at <= f->best.created_at)) ||
+	    (!after && !best_after && b->created_at > f->best.created_at)) {
+		f->best = *b;
+		f->found = true;
+	}
+	return 0;
+}
+
+static int anth_find(struct provider *p, const struct provider_submit *s,
+		     struct provider_batch *out, struct bfs_err *err)
+{
+	struct find_ctx f = {
+		.intent = s->intent_at, .lo = s->intent_at - ANTH_SKEW_MS, .n = s->nrequests};
+	int rc = list_pages(p, find_one, &f, ANTH_FIND_PAGES_MAX, err);
+
+	if (rc == -E2BIG && f.found)
+		rc = 0; /* the oldest candidates were not all seen; the best one seen will do */
+	if (rc) {
+		err_prefix(err, "cannot look for the created batch");
+		return rc;
+	}
+	if (!f.found) {
+		err_set(err, "no batch of %" PRIu64 " requests was created after the submission",
+			s->nrequests);
+		return -ENOENT;
+	}
+	log_debug("anthropic: found batch %s for a lost create", f.best.id);
+	*out = f.best;
+	return 0;
+}
+
+/* get / cancel */
+
+static int one_batch(struct provider *p, const char *what, const char *id, const char *tail,
+		     enum http_method m, struct provider_batch *out, struct bfs_err *err)
+{
+	struct buf url = BUF_INIT(ANTH_URL_MAX);
+	struct provider_batch b;
+	cJSON *root = NULL;
+	int rc;
+
+	if (!is_safe_id(id)) {
+		err_set(err, "cannot %s batch: '%.*s' is not a batch id", what, 64, id);
+		return -ENOENT;
+	}
+	rc = batch_url(p, id, tail, &url);
+	if (rc) {
+		err_set(err, "cannot %s batch '%s': base_url too long", what, id);
+		goto out;
+	}
+	rc = call_json(p, m, url.data, p->hdr_plain, NULL, HTTP_RETRY_IDEMPOTENT, NULL, NULL, &root,
+		       err);
+	if (!rc)
+		rc = batch_from_json(root, &b, err);
+	if (rc) {
+		err_prefix(err, "cannot %s batch '%s'", what, id);
+		goto out;
+	}
+	*out = b;
+out:
+	cJSON_Delete(root);
+	buf_release(&url);
+	return rc;
+}
+
+static int anth_get(struct provider *p, const char *id, struct provider_batch *out,
+		    struct bfs_err *err)
+{
+	return one_batch(p, "get", id, NULL, HTTP_GET, out, err);
+}
+
+static int anth_cancel(struct provider *p, const char *id, struct provider_batch *out,
+		       struct bfs_err *err)
+{
+	/* Cancel is a POST without a body (the SDKs send none); repeating it is harmless. */
+	return one_batch(p, "cancel", id, "/cancel", HTTP_POST, out, err);
+}
+
+/* results */
+
+struct results_ctx {
+	provider_result_fn fn;
+	provider_reset_fn reset;
+	void *ctx;
+	struct bfs_err err; /* why a line was refused */
+};
+
+static int results_line(void *ctx, const char *line, size_t len, long lineno)
+{
+	struct results_ctx *r = ctx;
+	const char *id;
+	cJSON *o;
+	size_t i;
+	int rc;
+
+	for (i = 0; i < len && (line[i] == ' ' || line[i] == '\t'); i++)
+		;
+	if (i == len)
+		return 0; /* blank */
+	o = cJSON_ParseWithLength(line, len);
+	id = o ? json_str(o, "custom_id") : NULL;
+	if (!id) {
+		err_set(&r->err, "result line %ld is not a JSON object with a custom_id", lineno);
+		cJSON_Delete(o);
+		return -EBADMSG;
+	}
+	rc = r->fn(r->ctx, id, line, len);
+	if (rc)
+		err_set(&r->err, "cannot keep result line %ld: %s", lineno, strerror(-rc));
+	cJSON_Delete(o);
+	return rc;
+}
+
+static int results_reset(void *ctx)
+{
+	struct results_ctx *r = ctx;
+
+	/* Without a reset, lines already delivered would be delivered twice: give up. */
+	return r->reset ? r->reset(r->ctx) : -ECANCELED;
+}
+
+static int anth_results(struct provider *p, const struct provider_batch *b, provider_result_fn fn,
+			provider_reset_fn reset, void *ctx, struct bfs_err *err)
+{
+	struct results_ctx r = {fn, reset, ctx, BFS_ERR_INIT};
+	struct buf url = BUF_INIT(ANTH_URL_MAX);
+	struct http_request rq = {
+		.method = HTTP_GET,
+		.headers = p->hdr_results,
+		.retry = HTTP_RETRY_IDEMPOTENT,
+		.line_fn = results_line,
+		.line_ctx = &r,
+		.reset = results_reset,
+		.stream = true,
+	};
+	int rc;
+
+	if (b->results_gone) {
+		err_set(err, "the results of batch '%s' were archived by the provider", b->id);
+		return -ENODATA;
+	}
+	if (!is_safe_id(b->id)) {
+		err_set(err, "cannot download results: '%.*s' is not a batch id", 64, b->id);
+		return -ENOENT;
+	}
+	/* results_url is absolute; follow it only to the configured host (spec section 2.6). */
+	if (b->ref[0] && http_is_same_origin(b->ref, p->base))
+		rc = buf_addstr(&url, b->ref);
+	else
+		rc = batch_url(p, b->id, "/results", &url);
+	if (rc) {
+		err_set(err, "cannot download results of batch '%s': URL too long", b->id);
+		goto out;
+	}
+	rq.url = url.data;
+	rc = http_perform(p->http, &rq, NULL, err);
+	if (!rc)
+		goto out;
+	if (err_is_set(&r.err)) {
+		err_set(err, "cannot download results of batch '%s': %s", b->id, r.err.msg);
+	} else if (rc == -ENOENT && state_is_terminal(b->state)) {
+		/* 404 "has no available results" after the end: archived or deleted. */
+		rc = -ENODATA;
+		err_prefix(err, "the results of batch '%s' are no longer available", b->id);
+	} else {
+		err_prefix(err, "cannot download results of batch '%s'", b->id);
+	}
+out:
+	buf_release(&url);
+	return rc;
+}
+
+const struct provider_ops provider_anthropic_ops = {
+	.name = "anthropic",
+	.format = JSONL_ANTHROPIC,
+	/*
+	 * 100,000 requests and 256 MB per create body (spec section 4). The body adds at most
+	 * 15 bytes to the file ({"requests":[ and ]} minus one terminator), hence the slack.
+	 */
+	.limits = {.max_requests = 100000, .max_bytes = 256u * 1000 * 1000 - 16},
+	.open = anth_open,
+	.free = anth_free,
+	.submit = anth_submit,
+	.find = anth_find,
+	.get = anth_get,
+	.list = anth_list,
+	.cancel = anth_cancel,
+	.results = anth_results,
+};
