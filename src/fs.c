@@ -753,20 +753,20 @@ static int do_read(fuse_req_t req, struct fs_handle *h, size_t size, off_t off)
 	char *dst = NULL;
 	long n;
 
-	if (h->node.kind == FS_BATCH && (h->node.sub == SUB_STATUS || h->node.sub == SUB_ID)) {
-		size_t len = h->text.len;
-
-		if ((size_t)off >= len)
-			fuse_reply_buf(req, NULL, 0);
-		else
-			fuse_reply_buf(req, h->text.data + off,
-				       size < len - (size_t)off ? size : len - (size_t)off);
-		return 0;
-	}
 	dst = malloc(size ? size : 1);
 	if (!dst)
 		return -ENOMEM;
-	if (h->node.kind == FS_FILE) {
+	if (h->node.kind == FS_BATCH && (h->node.sub == SUB_STATUS || h->node.sub == SUB_ID)) {
+		/*
+		 * Copied, not replied from h->text: the reader may close (and release may free
+		 * h) as soon as the kernel has the data, before fuse_reply_buf() returns.
+		 */
+		size_t len = h->text.len, k = (size_t)off >= len ? 0 : len - (size_t)off;
+
+		n = (long)(k < size ? k : size);
+		if (n)
+			memcpy(dst, h->text.data + off, (size_t)n);
+	} else if (h->node.kind == FS_FILE) {
 		ssize_t k = pread(h->fd, dst, size, off);
 
 		n = k < 0 ? -errno : (long)k;

@@ -8,6 +8,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "lib"))
 
+from fake_server import load_flavour  # noqa: E402
 from mount import Mount, wait_for  # noqa: E402
 
 _counter = itertools.count(1)
@@ -85,6 +86,22 @@ def mount_factory(batchfs_bin, tmp_path, request):
                              f"{m.read_log()}\n")
     if problems:
         pytest.fail("; ".join(problems))
+
+
+@pytest.fixture
+def fake_server():
+    """fake_server(flavour, **config) -> a started fake provider (tests/lib/fake_*.py) on a
+    free port of 127.0.0.1, in this process. Stopped afterwards."""
+    servers = []
+
+    def make(flavour, **config):
+        srv = load_flavour(flavour)(**config).start()
+        servers.append(srv)
+        return srv
+
+    yield make
+    for s in servers:
+        s.stop()
 
 
 @pytest.fixture

@@ -1,0 +1,423 @@
+#!/usr/bin/env python3
+"""The base of the fake providers: an HTTP/1.1 server on 127.0.0.1 (standard library only).
+
+A flavour (fake_anthropic.FakeAnthropic, ...) subclasses FakeServer, registers its routes with
+route() and describes its error envelope in error_body(). The base gives every flavour the same
+test surface, both as Python methods (tests run the server in-process) and over HTTP under
+/_control/ (for the CLI):
+
+  add_fault(rule)     inject a fault into matching requests (see Fault below)
+  clear_faults()
+  set_config(**kw)    change flavour settings (processing time, page size, ...)
+  requests            the log of requests served: dicts with method, path, query, headers, status
+  count(method, re)   how many logged requests matched
+  reset()             forget all state, faults and the log
+
+Run one from a shell:  python3 tests/lib/fake_server.py anthropic [--port N] [--set key=value]
+"""
+import argparse
+import importlib
+import json
+import os
+import re
+import socket
+import sys
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+FLAVOURS = {
+    "anthropic": ("fake_anthropic", "FakeAnthropic"),
+    "openai": ("fake_openai", "FakeOpenAI"),
+    "azure": ("fake_openai", "FakeAzure"),
+    "vertex": ("fake_vertex", "FakeVertex"),
+}
+
+
+class Response:
+    """What a route handler returns. body: bytes, a dict/list (sent as JSON), or an iterable
+    of bytes chunks (streamed with chunked transfer encoding)."""
+
+    def __init__(self, status=200, body=b"", headers=None, content_type=None):
+        self.status = status
+        self.headers = dict(headers or {})
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body).encode()
+            content_type = content_type or "application/json"
+        elif isinstance(body, str):
+            body = body.encode()
+        self.body = body
+        if content_type:
+            self.headers.setdefault("Content-Type", content_type)
+
+
+class Request:
+    """A parsed request given to route handlers. The body is read on first use of .body (or
+    streamed with .read()), so a handler can refuse by Content-Length before reading."""
+
+    def __init__(self, handler, match):
+        self._h = handler
+        self.method = handler.command
+        u = urllib.parse.urlsplit(handler.path)
+        self.path = u.path
+        self.raw_query = u.query
+        self.query = {k: v[-1] for k, v in urllib.parse.parse_qs(u.query,
+                                                                 keep_blank_values=True).items()}
+        self.headers = handler.headers
+        self.match = match
+        self._body = None
+        self._left = int(handler.headers.get("Content-Length") or 0)
+        self._chunked = "chunked" in (handler.headers.get("Transfer-Encoding") or "").lower()
+
+    @property
+    def content_length(self):
+        return self._left if not self._chunked else None
+
+    def read(self, n=65536):
+        """Next piece of the body, b"" at its end."""
+        if self._chunked:
+            return self._read_chunk()
+        if self._left <= 0:
+            return b""
+        data = self._h.rfile.read(min(n, self._left))
+        if not data:
+            raise ConnectionError("client closed the connection mid-body")
+        self._left -= len(data)
+        return data
+
+    def _read_chunk(self):
+        line = self._h.rfile.readline()
+        size = int(line.split(b";")[0].strip() or b"0", 16)
+        if size == 0:
+            while self._h.rfile.readline() not in (b"\r\n", b"\n", b""):
+                pass
+            self._chunked = False
+            self._left = 0
+            return b""
+        data = self._h.rfile.read(size)
+        self._h.rfile.readline()
+        return data
+
+    def drain(self):
+        while self.read():
+            pass
+
+    @property
+    def body(self):
+        if self._body is None:
+            parts = []
+            while True:
+                p = self.read()
+                if not p:
+                    break
+                parts.append(p)
+            self._body = b"".join(parts)
+        return self._body
+
+    def json(self):
+        return json.loads(self.body)
+
+
+class Fault:
+    """One injected fault. Fields of the rule dict:
+      method, path      which requests (path is a regex searched in the path); default all
+      action            "status": answer status/headers/body without touching state
+                        "drop_before": close the connection before doing anything
+                        "drop_after": do the request (state changes), then close unanswered
+                        "truncate": do it, send headers and only `after` bytes of the body
+                        "delay": sleep `seconds`, then do it normally
+      status, headers, body   for "status" (body defaults to the flavour's error envelope)
+      after             bytes sent before a "truncate" cuts the stream (default half)
+      seconds           for "delay"
+      times             how many requests it applies to (default 1; 0 = forever)
+    """
+
+    def __init__(self, rule):
+        self.method = rule.get("method")
+        self.path = re.compile(rule["path"]) if rule.get("path") else None
+        self.action = rule.get("action", "status")
+        if self.action not in ("status", "drop_before", "drop_after", "truncate", "delay"):
+            raise ValueError(f"unknown fault action {self.action!r}")
+        self.status = int(rule.get("status", 500))
+        self.headers = rule.get("headers") or {}
+        self.body = rule.get("body")
+        self.after = rule.get("after")
+        self.seconds = float(rule.get("seconds", 1.0))
+        self.times = int(rule.get("times", 1))
+        self.hits = 0
+
+    def matches(self, method, path):
+        if self.method and self.method != method:
+            return False
+        return not self.path or self.path.search(path)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "fake-provider"
+
+    def log_message(self, fmt, *args):  # quiet; the request log is in server.requests
+        pass
+
+    def _serve(self):
+        srv = self.server.fake
+        srv.dispatch(self)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
+
+
+class FakeServer:
+    """Base class. Subclasses call self.route(method, regex, fn) in routes() and override
+    error_body(), default_config() and reset_state()."""
+
+    name = "fake"
+
+    def __init__(self, port=0, **config):
+        self.lock = threading.RLock()
+        self._routes = []
+        self.faults = []
+        self.requests = []
+        self.config = self.default_config()
+        self.config.update(config)
+        self._request_seq = 0
+        self.routes()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
+        self.httpd.daemon_threads = True
+        self.httpd.fake = self
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = None
+        self.reset_state()
+
+    # --- for subclasses -------------------------------------------------------------------
+    def default_config(self):
+        return {}
+
+    def reset_state(self):
+        pass
+
+    def routes(self):
+        pass
+
+    def error_body(self, status, message, kind=None):
+        return {"error": {"message": message, "type": kind or "error", "code": status}}
+
+    def error(self, status, message, kind=None, headers=None):
+        return Response(status, self.error_body(status, message, kind), headers)
+
+    def route(self, method, pattern, fn):
+        self._routes.append((method, re.compile("^" + pattern + "$"), fn))
+
+    def next_request_id(self, prefix="req_"):
+        with self.lock:
+            self._request_seq += 1
+            return f"{prefix}{self._request_seq:012d}{os.urandom(4).hex()}"
+
+    def now(self):
+        return time.time()
+
+    # --- control surface ------------------------------------------------------------------
+    def add_fault(self, rule=None, **kw):
+        f = Fault(dict(rule or {}, **kw))
+        with self.lock:
+            self.faults.append(f)
+        return f
+
+    def clear_faults(self):
+        with self.lock:
+            self.faults = []
+
+    def set_config(self, **kw):
+        with self.lock:
+            self.config.update(kw)
+
+    def count(self, method=None, path=None):
+        rx = re.compile(path) if path else None
+        with self.lock:
+            return sum(1 for r in self.requests
+                       if (not method or r["method"] == method) and
+                       (not rx or rx.search(r["path"])))
+
+    def reset(self):
+        with self.lock:
+            self.faults = []
+            self.requests = []
+            self.config = self.default_config()
+            self.reset_state()
+
+    def start(self):
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True,
+                                        name=f"{self.name}-server")
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    # --- dispatch -------------------------------------------------------------------------
+    def _control(self, req):
+        what = req.path[len("/_control/"):]
+        if what == "faults" and req.method == "POST":
+            self.add_fault(req.json())
+            return Response(200, {"ok": True})
+        if what == "faults" and req.method == "DELETE":
+            self.clear_faults()
+            return Response(200, {"ok": True})
+        if what == "config" and req.method == "POST":
+            self.set_config(**req.json())
+            return Response(200, self.config)
+        if what == "reset" and req.method == "POST":
+            self.reset()
+            return Response(200, {"ok": True})
+        if what == "requests" and req.method == "GET":
+            with self.lock:
+                return Response(200, list(self.requests))
+        return self.control(req, what) or Response(404, {"error": "no such control"})
+
+    def control(self, req, what):
+        """Flavour-specific control endpoints (e.g. create a batch as another client)."""
+        return None
+
+    def _take_fault(self, method, path):
+        with self.lock:
+            for f in self.faults:
+                if f.matches(method, path):
+                    f.hits += 1
+                    if f.times and f.hits >= f.times:
+                        self.faults.remove(f)
+                    return f
+        return None
+
+    def dispatch(self, h):
+        path = urllib.parse.urlsplit(h.path).path
+        if path.startswith("/_control/"):
+            req = Request(h, None)
+            self._send(h, self._control(req), req)
+            return
+        entry = {"method": h.command, "path": path, "query": urllib.parse.urlsplit(h.path).query,
+                 "headers": dict(h.headers.items()), "status": None, "time": self.now()}
+        with self.lock:
+            self.requests.append(entry)
+        fault = self._take_fault(h.command, path)
+        if fault and fault.action == "drop_before":
+            entry["status"] = "dropped"
+            self._drop(h)
+            return
+        if fault and fault.action == "delay":
+            time.sleep(fault.seconds)
+        req = None
+        for method, rx, fn in self._routes:
+            m = rx.match(path)
+            if m and method == h.command:
+                req = Request(h, m)
+                if fault and fault.action == "status":
+                    req.drain()
+                    body = fault.body if fault.body is not None else \
+                        self.error_body(fault.status, "injected fault")
+                    resp = Response(fault.status, body, fault.headers)
+                else:
+                    try:
+                        resp = fn(req)
+                    except ConnectionError:
+                        entry["status"] = "client-gone"
+                        h.close_connection = True
+                        return
+                break
+        else:
+            req = Request(h, None)
+            req.drain()
+            known = any(rx.match(path) for _, rx, _ in self._routes)
+            resp = self.error(405 if known else 404,
+                              "Method not allowed" if known else f"Not found: {path}",
+                              "not_found_error" if not known else "invalid_request_error")
+        entry["status"] = resp.status
+        if fault and fault.action == "drop_after":
+            entry["status"] = f"{resp.status}-dropped"
+            self._drop(h)
+            return
+        self._send(h, resp, req, truncate=fault if fault and fault.action == "truncate"
+                   else None)
+
+    def _drop(self, h):
+        h.close_connection = True
+        try:
+            h.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _send(self, h, resp, req, truncate=None):
+        if req is not None and req.content_length:
+            req.drain()  # an unread body would be taken for the next request
+        h.send_response(resp.status)
+        rid = resp.headers.pop("request-id", None) or self.next_request_id()
+        h.send_header("request-id", rid)
+        for k, v in resp.headers.items():
+            h.send_header(k, str(v))
+        body = resp.body
+        if isinstance(body, bytes):
+            h.send_header("Content-Length", str(len(body)))
+            h.end_headers()
+            if truncate:
+                cut = truncate.after if truncate.after is not None else len(body) // 2
+                h.wfile.write(body[:cut])
+                h.wfile.flush()
+                self._drop(h)
+                return
+            if h.command != "HEAD":
+                h.wfile.write(body)
+            return
+        h.send_header("Transfer-Encoding", "chunked")
+        h.end_headers()
+        sent = 0
+        try:
+            for chunk in body:
+                if not chunk:
+                    continue
+                if truncate:
+                    cut = truncate.after if truncate.after is not None else 1024
+                    if sent + len(chunk) > cut:
+                        part = chunk[:cut - sent]
+                        if part:
+                            h.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+                        h.wfile.flush()
+                        self._drop(h)
+                        return
+                h.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                sent += len(chunk)
+            h.wfile.write(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            h.close_connection = True
+
+
+def load_flavour(name):
+    mod, cls = FLAVOURS[name]
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    return getattr(importlib.import_module(mod), cls)
+
+
+def main():
+    ap = argparse.ArgumentParser(description="Run a fake provider on 127.0.0.1.")
+    ap.add_argument("flavour", choices=sorted(FLAVOURS))
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config value (JSON or string)")
+    a = ap.parse_args()
+    config = {}
+    for kv in a.set:
+        k, _, v = kv.partition("=")
+        try:
+            config[k] = json.loads(v)
+        except ValueError:
+            config[k] = v
+    srv = load_flavour(a.flavour)(port=a.port, **config)
+    print(srv.url, flush=True)
+    try:
+        srv.httpd.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
