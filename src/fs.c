@@ -633,6 +633,10 @@ static int reply_open(fuse_req_t req, struct fs_handle *h, struct fuse_file_info
 	if (!(h->node.kind == FS_FILE && (fi->flags & O_ACCMODE) != O_RDONLY) &&
 	    !(h->node.kind == FS_BATCH && h->node.sub == SUB_CTL))
 		fi->noflush = 1;
+	/* Results never change once visible (row ids are never reused): keep the page cache. */
+	if (h->node.kind == FS_RESULT ||
+	    (h->node.kind == FS_BATCH && h->node.sub == SUB_RESULTS_JSONL))
+		fi->keep_cache = 1;
 	fi->fh = (uint64_t)(uintptr_t)h;
 	if (fuse_reply_open(req, fi) == -ENOENT) {
 		/* The opener was interrupted: nobody will release this handle. */
