@@ -118,7 +118,11 @@ struct http_response {
 	int attempts;	      /* attempts made */
 	char request_id[128]; /* request-id / x-request-id / x-goog-request-id header */
 	char location[2048];  /* Location header (resumable uploads), "" when absent */
+	char range[64];	      /* Range header (a resumable upload's 308), "" when absent */
 	char content_type[128];
+	/* The Date header (ms since the epoch, whole seconds, 0 when absent) and our clock when
+	 * the response headers arrived: together they bound the server's clock against ours. */
+	int64_t date_ms, local_ms;
 };
 
 /*

@@ -46,9 +46,10 @@ void jsonl_splitter_release(struct jsonl_splitter *s);
 
 enum jsonl_format {
 	JSONL_ANTHROPIC, /* {"custom_id", "params": {model, max_tokens, messages}} */
-	JSONL_OPENAI,	 /* {"custom_id", "method": "POST", "url", "body": {model}} */
-	JSONL_AZURE,	 /* as OPENAI; body.model (the deployment) the same on every line */
-	JSONL_VERTEX,	 /* {"custom_id", "request": {messages, max_tokens, ...}} */
+	JSONL_OPENAI,	 /* {"custom_id", "method": "POST", "url", "body": {model}}; one model */
+	JSONL_AZURE,	 /* as OPENAI; url with or without /v1; model = the deployment */
+	JSONL_VERTEX,	 /* {"custom_id", "request": {messages, max_tokens, anthropic_version}};
+			  * an optional request.model the same on every line */
 };
 
 struct jsonl_limits {
@@ -64,8 +65,9 @@ struct jsonl_validator {
 	uint64_t count; /* requests (non-blank lines) accepted so far */
 	uint64_t bytes; /* bytes seen so far, terminators included */
 	/*
-	 * The value every line must share: OpenAI/Azure "url" (the endpoint, normalised to
-	 * "/v1/..."), and for Azure also body.model; "" until the first request line.
+	 * The values every line must share: OpenAI/Azure "url" (the endpoint; Azure's is
+	 * normalised to "/v1/...") and body.model (Azure: the deployment); "" until the first
+	 * request line.
 	 */
 	char endpoint[JSONL_COMMON_MAX];
 	char model[JSONL_COMMON_MAX];

@@ -51,7 +51,8 @@ struct provider_submit {
 	uint64_t nrequests;   /* non-blank lines */
 	uint64_t nbytes;      /* file size */
 	const char *endpoint; /* OpenAI/Azure: the url shared by every line, "/v1/..."; else "" */
-	const char *model;    /* Azure: the deployment shared by every line; else "" */
+	const char *model;    /* OpenAI/Azure: the model (Azure: deployment) of every line;
+			       * Vertex: request.model when the lines give one, else "" */
 	const char *identity; /* unique local identity of this submission ("bfs-..."): providers
 				 * store it where the API allows (metadata, labels, display name) so
 				 * find() can recognise the batch after a crash */

@@ -33,6 +33,10 @@
 #define BATCH_READ_CHUNK   (256 * 1024)
 #define BATCH_SUBMIT_TRIES 3
 #define BATCH_RECORD_MAX   (512u << 20)
+/* How long an interrupted create may still take effect at the provider (reconcile_grace). */
+#define BATCH_RECONCILE_GRACE_S 300.0
+/* The provider's clock against ours, when telling a batch made just now from older ones. */
+#define BATCH_DISCOVER_SKEW_MS (10 * 60 * 1000)
 
 static int64_t poll_delay_ms(const struct remote *r)
 {
@@ -534,10 +538,17 @@ int batch_cancel(struct bfs *b, struct remote *r, int64_t batch_id, struct bfs_e
 	return rc;
 }
 
+static int64_t reconcile_grace_ms(const struct remote *r)
+{
+	return (int64_t)(conf_get_double(r->conf, "reconcile_grace", BATCH_RECONCILE_GRACE_S) *
+			 1000.0);
+}
+
 /*
  * An earlier submission of row may or may not have reached the provider: look for it
- * (CONTRACT "Exactly once"). Found: adopt it. Certainly absent: failed, nothing sent, the user
- * may write again. Cannot tell: failed, and nothing is resubmitted on its own.
+ * (CONTRACT "Exactly once"). Found: adopt it. Absent: still submitting while a late create
+ * could land (reconcile_grace after the intent), then failed, nothing sent, the user may write
+ * again. Cannot tell: failed, and nothing is resubmitted on its own.
  */
 static int reconcile(struct bfs *b, struct remote *r, const struct store_batch *row,
 		     struct bfs_err *err)
@@ -547,6 +558,7 @@ static int reconcile(struct bfs *b, struct remote *r, const struct store_batch *
 	struct store_file f;
 	char path[PATH_MAX] = "";
 	struct apply_ctx ac;
+	int64_t grace = reconcile_grace_ms(r);
 	int rc;
 
 	if (!row->identity[0]) {
@@ -565,6 +577,23 @@ static int reconcile(struct bfs *b, struct remote *r, const struct store_batch *
 		log_info("batch '%s': found its earlier submission '%s'", row->name, pb.id);
 		ac = (struct apply_ctx){&pb, poll_delay_ms(r)};
 		return batch_update(b, row->id, do_apply, &ac);
+	}
+	if (rc == -ENOENT && timefmt_now_ms() < row->intent_at + grace) {
+		char until[TIMEFMT_SIZE];
+
+		/*
+		 * A create sent just before a crash may still be on its way or in the works:
+		 * servers finish a request whose sender died. "Not there yet" becomes "never
+		 * there" only once the grace has passed; until then the poller looks again.
+		 */
+		timefmt_format(row->intent_at + grace, until);
+		err_set(err,
+			"submission of '%s' was interrupted; looking for it at the provider until "
+			"%s before concluding that nothing was created",
+			row->name, until);
+		(void)set_state(b, row->id, BATCH_SUBMITTING, err->msg, 0,
+				timefmt_now_ms() + poll_delay_ms(r)); /* logged inside */
+		return 0;
 	}
 	if (rc == -ENOENT) {
 		struct bfs_err e = BFS_ERR_INIT;
@@ -810,13 +839,25 @@ struct discover_ctx {
 	struct bfs *b;
 	struct remote *r;
 	int added;
+	int64_t started; /* when the listing was asked for */
 };
+
+static int count_submitting(void *ctx, const struct store_batch *row)
+{
+	int *n = ctx;
+
+	if (row->state == BATCH_SUBMITTING ||
+	    (row->state == BATCH_FAILED && !row->pid[0] && row->identity[0]))
+		(*n)++;
+	return 0;
+}
 
 static int discover_one(void *ctx, const struct provider_batch *pb)
 {
 	struct discover_ctx *dc = ctx;
 	struct store_batch row;
 	struct apply_ctx ac;
+	int pending = 0;
 	int64_t id;
 	int rc;
 
@@ -832,10 +873,23 @@ static int discover_one(void *ctx, const struct provider_batch *pb)
 			return 0;
 	}
 	pthread_mutex_lock(&dc->b->lock);
-	rc = store_batch_add_foreign(dc->b->store, dc->r->conf->name, pb, timefmt_now_ms(), &id);
+	/*
+	 * A submission that began after this listing was asked for may have created this very
+	 * batch, its pid not yet recorded (the create answered after the provider made the
+	 * listing). Under the lock no submission starts or ends, so a recent batch waits for the
+	 * next listing while one of ours is in flight. Older batches cannot be ours.
+	 */
+	if (!pb->created_at || pb->created_at >= dc->started - BATCH_DISCOVER_SKEW_MS)
+		rc = store_batch_list(dc->b->store, dc->r->conf->name, 0, 1 << 30, count_submitting,
+				      &pending);
+	else
+		rc = 0;
+	if (!rc && !pending)
+		rc = store_batch_add_foreign(dc->b->store, dc->r->conf->name, pb, timefmt_now_ms(),
+					     &id);
 	pthread_mutex_unlock(&dc->b->lock);
-	if (rc == -EEXIST)
-		return 0; /* a local batch already has that name: it stays hidden behind it */
+	if (rc == -EEXIST || (!rc && pending))
+		return 0; /* a local batch has that name or pid, or may be this batch */
 	if (rc)
 		return rc;
 	ac = (struct apply_ctx){pb, poll_delay_ms(dc->r)};
@@ -843,19 +897,9 @@ static int discover_one(void *ctx, const struct provider_batch *pb)
 	return batch_update(dc->b, id, do_apply, &ac);
 }
 
-static int count_submitting(void *ctx, const struct store_batch *row)
-{
-	int *n = ctx;
-
-	if (row->state == BATCH_SUBMITTING ||
-	    (row->state == BATCH_FAILED && !row->pid[0] && row->identity[0]))
-		(*n)++;
-	return 0;
-}
-
 int batch_discover(struct bfs *b, struct remote *r, struct bfs_err *err)
 {
-	struct discover_ctx dc = {b, r, 0};
+	struct discover_ctx dc = {b, r, 0, timefmt_now_ms()};
 	int pending = 0, rc;
 
 	/*

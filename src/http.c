@@ -69,7 +69,10 @@ struct xfer {
 	/* headers of the last response (earlier 1xx responses are forgotten) */
 	char request_id[128];
 	char location[2048];
+	char range[64];
 	char content_type[128];
+	char date[64];
+	int64_t local_ms; /* our clock when the status line arrived */
 	char retry_after_ms[32];
 	char retry_after[64];
 	int should_retry; /* x-should-retry: -1 absent, 0 false, 1 true */
@@ -628,7 +631,8 @@ static void header_copy(char *out, size_t size, const char *v, size_t n)
 
 static void headers_clear(struct xfer *x)
 {
-	x->request_id[0] = x->location[0] = x->content_type[0] = '\0';
+	x->request_id[0] = x->location[0] = x->content_type[0] = x->range[0] = '\0';
+	x->date[0] = '\0';
 	x->retry_after_ms[0] = x->retry_after[0] = '\0';
 	x->should_retry = -1;
 }
@@ -642,6 +646,7 @@ static size_t header_cb(char *data, size_t size, size_t nitems, void *user)
 
 	if (len >= 5 && !strncmp(data, "HTTP/", 5)) {
 		headers_clear(x); /* a new response: forget a 100 Continue's headers */
+		x->local_ms = timefmt_now_ms();
 		return len;
 	}
 	colon = memchr(data, ':', len);
@@ -655,8 +660,12 @@ static size_t header_cb(char *data, size_t size, size_t nitems, void *user)
 			header_copy(x->request_id, sizeof(x->request_id), colon, len - nlen - 1);
 	} else if (HDR_IS("location")) {
 		header_copy(x->location, sizeof(x->location), colon, len - nlen - 1);
+	} else if (HDR_IS("range")) {
+		header_copy(x->range, sizeof(x->range), colon, len - nlen - 1);
 	} else if (HDR_IS("content-type")) {
 		header_copy(x->content_type, sizeof(x->content_type), colon, len - nlen - 1);
+	} else if (HDR_IS("date")) {
+		header_copy(x->date, sizeof(x->date), colon, len - nlen - 1);
 	} else if (HDR_IS("retry-after-ms")) {
 		header_copy(x->retry_after_ms, sizeof(x->retry_after_ms), colon, len - nlen - 1);
 	} else if (HDR_IS("retry-after")) {
@@ -843,6 +852,7 @@ static int setup(struct http *h, struct xfer *x, struct curl_slist **hl)
 	CURLcode cc = CURLE_OK;
 	const struct http_body *body = rq->body;
 	struct curl_slist *l = NULL, *t;
+	bool has_type = false;
 
 #define SET(opt, val)                                       \
 	do {                                                \
@@ -900,12 +910,23 @@ static int setup(struct http *h, struct xfer *x, struct curl_slist **hl)
 		if (!t)
 			goto nomem;
 		l = t;
+		has_type |= !strncasecmp(*p, "content-type:", 13);
 	}
 	/* No 100-continue round trip: every body we send is one the server must read. */
 	t = curl_slist_append(l, "Expect:");
 	if (!t)
 		goto nomem;
 	l = t;
+	/*
+	 * curl labels an empty POST (Anthropic's cancel) as a form; a JSON API may refuse that
+	 * type. A request without a body and without a type of its caller's gets none.
+	 */
+	if (!body && !has_type && rq->method != HTTP_GET && rq->method != HTTP_DELETE) {
+		t = curl_slist_append(l, "Content-Type:");
+		if (!t)
+			goto nomem;
+		l = t;
+	}
 	*hl = l;
 	return curl_easy_setopt(c, CURLOPT_HTTPHEADER, l) == CURLE_OK ? 0 : -EINVAL;
 nomem:
@@ -1083,11 +1104,25 @@ out:
 		rs->attempts = attempt;
 		snprintf(rs->request_id, sizeof(rs->request_id), "%s", x.request_id);
 		snprintf(rs->location, sizeof(rs->location), "%s", x.location);
+		snprintf(rs->range, sizeof(rs->range), "%s", x.range);
 		snprintf(rs->content_type, sizeof(rs->content_type), "%s", x.content_type);
+		rs->date_ms = 0;
+		rs->local_ms = x.local_ms;
+		if (x.date[0]) {
+			time_t t = curl_getdate(x.date, NULL);
+
+			rs->date_ms = t > 0 ? (int64_t)t * 1000 : 0;
+		}
 	}
 	if (o.rc && err) {
 		*err = o.err;
 		err->attempt = attempt > 1 ? attempt : 0;
+		if (attempt > 1) {
+			size_t n = strlen(err->msg);
+
+			/* status keeps only the text: say that retrying did not help */
+			snprintf(err->msg + n, sizeof(err->msg) - n, " (%d attempts)", attempt);
+		}
 	}
 	pool_give(h, x.curl, keep); /* resets the handle: it no longer points at hl or x */
 	curl_slist_free_all(hl);

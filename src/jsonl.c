@@ -218,10 +218,16 @@ static int check_anthropic(const cJSON *root, long lineno, struct bfs_err *err)
 	return rc;
 }
 
-static int check_vertex(const cJSON *root, long lineno, struct bfs_err *err)
+/*
+ * Vertex (spec C.6): request is a Messages body with anthropic_version "vertex-..." and no
+ * model of its own; a request.model, if given, names the job's model and must be the same on
+ * every line (a job has one model, spec C.3).
+ */
+static int check_vertex(struct jsonl_validator *v, const cJSON *root, long lineno,
+			struct bfs_err *err)
 {
 	const cJSON *req = field(root, "request");
-	const cJSON *ver;
+	const cJSON *ver, *model;
 	int rc;
 
 	rc = need_object(req, "request", lineno, err);
@@ -229,13 +235,41 @@ static int check_vertex(const cJSON *root, long lineno, struct bfs_err *err)
 		rc = need_array(field(req, "messages"), "request.messages", lineno, err);
 	if (!rc)
 		rc = need_max_tokens(field(req, "max_tokens"), "request.max_tokens", lineno, err);
-	ver = req ? field(req, "anthropic_version") : NULL;
-	if (!rc && ver && !cJSON_IsString(ver)) {
-		err_set_line(err, lineno, "line %ld: request.anthropic_version must be a string",
+	if (rc)
+		return rc;
+	ver = field(req, "anthropic_version");
+	rc = need_string(ver, "request.anthropic_version", lineno, err);
+	if (rc)
+		return rc;
+	if (strncmp(ver->valuestring, "vertex-", 7)) {
+		err_set_line(err, lineno,
+			     "line %ld: request.anthropic_version must be a Vertex version such as "
+			     "\"vertex-2023-10-16\"",
 			     lineno);
-		rc = -EINVAL;
+		return -EINVAL;
 	}
-	return rc;
+	model = field(req, "model");
+	if (!model)
+		return 0;
+	rc = need_string(model, "request.model", lineno, err);
+	if (rc)
+		return rc;
+	if (strlen(model->valuestring) >= sizeof(v->model)) {
+		err_set_line(err, lineno, "line %ld: request.model is too long", lineno);
+		return -EINVAL;
+	}
+	if (v->common_line && strcmp(v->model, model->valuestring)) {
+		err_set_line(err, lineno,
+			     "line %ld: request.model '%.100s' differs from '%s' on line %ld (a "
+			     "Vertex job uses one model)",
+			     lineno, model->valuestring, v->model, v->common_line);
+		return -EINVAL;
+	}
+	if (!v->common_line) {
+		snprintf(v->model, sizeof(v->model), "%s", model->valuestring);
+		v->common_line = lineno;
+	}
+	return 0;
 }
 
 /* OpenAI and Azure: method POST, a Batch API url shared by all lines, body.model. */
@@ -257,8 +291,13 @@ static int check_openai(struct jsonl_validator *v, const cJSON *root, long linen
 	rc = need_string(url, "url", lineno, err);
 	if (rc)
 		return rc;
-	/* Azure accepts the url with or without the /v1 prefix; compare in one form. */
-	if (strncmp(url->valuestring, "/v1/", 4) && url->valuestring[0] == '/')
+	/*
+	 * Azure accepts the url with or without the /v1 prefix (shared/specs
+	 * openai-azure-vertex-batches.md B.4); compare in one form. OpenAI wants the line's url
+	 * to equal the batch's endpoint, one of the /v1/... values (A.4, A.7).
+	 */
+	if (v->fmt == JSONL_AZURE && strncmp(url->valuestring, "/v1/", 4) &&
+	    url->valuestring[0] == '/')
 		snprintf(ep, sizeof(ep), "/v1%s", url->valuestring);
 	else
 		snprintf(ep, sizeof(ep), "%s", url->valuestring);
@@ -283,17 +322,23 @@ static int check_openai(struct jsonl_validator *v, const cJSON *root, long linen
 	rc = need_string(model, "body.model", lineno, err);
 	if (rc)
 		return rc;
-	if (v->fmt == JSONL_AZURE && v->model[0] && strcmp(v->model, model->valuestring)) {
+	if (strlen(model->valuestring) >= sizeof(v->model)) {
+		err_set_line(err, lineno, "line %ld: body.model is too long", lineno);
+		return -EINVAL;
+	}
+	/* One model per input file: OpenAI's guide (A.7), Azure's deployment rule (B.4). */
+	if (v->model[0] && strcmp(v->model, model->valuestring)) {
 		err_set_line(err, lineno,
 			     "line %ld: body.model '%.100s' differs from '%s' on line %ld "
-			     "(an Azure batch uses one deployment)",
-			     lineno, model->valuestring, v->model, v->common_line);
+			     "(%s)",
+			     lineno, model->valuestring, v->model, v->common_line,
+			     v->fmt == JSONL_AZURE ? "an Azure batch uses one deployment"
+						   : "a batch uses one model");
 		return -EINVAL;
 	}
 	if (!v->endpoint[0]) {
 		snprintf(v->endpoint, sizeof(v->endpoint), "%s", ep);
-		if (v->fmt == JSONL_AZURE)
-			snprintf(v->model, sizeof(v->model), "%s", model->valuestring);
+		snprintf(v->model, sizeof(v->model), "%s", model->valuestring);
 		v->common_line = lineno;
 	}
 	return 0;
@@ -349,7 +394,7 @@ int jsonl_validator_line(struct jsonl_validator *v, const char *line, size_t len
 		if (rc)
 			err_set_line(err, lineno, "line %ld: custom_id must not be empty", lineno);
 		else
-			rc = check_vertex(root, lineno, err);
+			rc = check_vertex(v, root, lineno, err);
 		break;
 	case JSONL_OPENAI:
 	case JSONL_AZURE:

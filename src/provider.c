@@ -8,10 +8,12 @@
 #include "provider.h"
 #include "provider_anthropic.h"
 #include "provider_mock.h"
+#include "provider_openai.h"
+#include "provider_vertex.h"
 
 static const struct provider_ops *const providers[] = {
-	&provider_mock_ops,
-	&provider_anthropic_ops,
+	&provider_mock_ops,  &provider_anthropic_ops, &provider_openai_ops,
+	&provider_azure_ops, &provider_vertex_ops,
 };
 
 const struct provider_ops *provider_lookup(const char *name)

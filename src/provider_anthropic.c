@@ -35,6 +35,9 @@
 #define ANTH_LIST_PAGES_MAX  100000	     /* a loop guard, not a limit anyone should reach */
 #define ANTH_RESP_MAX	     (8u * 1024 * 1024) /* one JSON answer; a page of 100 is ~50 KiB */
 #define ANTH_CHUNK	     (64 * 1024)
+/* find() once the API's clock is known from its Date header: whole seconds, plus latency. */
+#define ANTH_DATE_MARGIN_MS 2000
+#define ANTH_NO_OFFSET	    INT64_MIN
 /* Above this a create body relies on the low-speed timeout, not the total one: a 256 MB
  * upload on a slow link takes longer than any fixed deadline we would pick for JSON calls. */
 #define ANTH_BIG_BODY (32 * 1024 * 1024)
@@ -176,7 +179,7 @@ static int batch_from_json(const cJSON *o, struct provider_batch *out, struct bf
 static int call_json(struct provider *p, enum http_method m, const char *url,
 		     const char *const *headers, const struct http_body *body,
 		     enum http_retry retry, provider_retry_fn on_retry, void *retry_ctx,
-		     cJSON **root, struct bfs_err *err)
+		     struct http_response *rs, cJSON **root, struct bfs_err *err)
 {
 	struct buf resp = BUF_INIT(ANTH_RESP_MAX);
 	struct http_request rq = {
@@ -190,7 +193,7 @@ static int call_json(struct provider *p, enum http_method m, const char *url,
 		.on_retry = on_retry,
 		.retry_ctx = retry_ctx,
 	};
-	int rc = http_perform(p->http, &rq, NULL, err);
+	int rc = http_perform(p->http, &rq, rs, err);
 
 	if (rc)
 		goto out;
@@ -507,7 +510,7 @@ static int anth_submit(struct provider *p, const struct provider_submit *s,
 		goto out;
 	}
 	rc = call_json(p, HTTP_POST, url.data, p->hdr_json, &body, HTTP_RETRY_CREATE, on_retry,
-		       retry_ctx, &root, err);
+		       retry_ctx, NULL, &root, err);
 	if (rc == -EBADMSG) {
 		/* A 2xx came back: the batch exists, but we cannot tell which it is. */
 		rc = -EAGAIN;
@@ -534,12 +537,17 @@ out:
 
 /* list / find */
 
-/* Calls fn for each batch, newest first; fn returns < 0 to fail, > 0 to stop early. */
+/*
+ * Calls fn for each batch, newest first; fn returns < 0 to fail, > 0 to stop early. When
+ * offset is not NULL and the first page has a Date header, *offset is set, before fn sees a
+ * batch, to a lower bound of the API's clock minus ours (ms).
+ */
 static int list_pages(struct provider *p, provider_batch_fn fn, void *ctx, long max_pages,
-		      struct bfs_err *err)
+		      int64_t *offset, struct bfs_err *err)
 {
 	char after[PROVIDER_ID_MAX] = "";
 	struct buf url = BUF_INIT(ANTH_URL_MAX);
+	struct http_response rs;
 	cJSON *root = NULL;
 	int rc = 0;
 
@@ -561,9 +569,12 @@ static int list_pages(struct provider *p, provider_batch_fn fn, void *ctx, long 
 			goto out;
 		}
 		rc = call_json(p, HTTP_GET, url.data, p->hdr_plain, NULL, HTTP_RETRY_IDEMPOTENT,
-			       NULL, NULL, &root, err);
+			       NULL, NULL, &rs, &root, err);
 		if (rc)
 			goto out;
+		/* Date has whole seconds and was stamped before we read it: a lower bound. */
+		if (offset && page == 0 && rs.date_ms && rs.local_ms)
+			*offset = rs.date_ms - rs.local_ms;
 		data = cJSON_GetObjectItemCaseSensitive(root, "data");
 		if (!cJSON_IsArray(data)) {
 			err_set(err, "the answer is not a page of batches");
@@ -607,7 +618,7 @@ static int anth_list(struct provider *p, provider_batch_fn fn, void *ctx, struct
 	int rc;
 
 	err_clear(err);
-	rc = list_pages(p, fn, ctx, ANTH_LIST_PAGES_MAX, err);
+	rc = list_pages(p, fn, ctx, ANTH_LIST_PAGES_MAX, NULL, err);
 	if (rc && !err_is_set(err))
 		err_set(err, "cannot list batches: %s", strerror(-rc));
 	else if (rc)
@@ -616,32 +627,36 @@ static int anth_list(struct provider *p, provider_batch_fn fn, void *ctx, struct
 }
 
 struct find_ctx {
-	int64_t intent, lo; /* lo: intent minus the clock-skew margin */
+	int64_t intent; /* by our clock */
 	uint64_t n;
-	bool found, reached_lo;
+	int64_t offset; /* API clock minus ours, a lower bound; ANTH_NO_OFFSET when unknown */
+	bool found;
 	struct provider_batch best;
 };
 
 /*
- * A candidate has the submission's request count and was created at or after lo. The best
- * is the oldest created at or after the intent; failing that, the newest before it (our clock
- * may run ahead of the API's).
+ * A candidate has the submission's request count and was created at or after lo: the intent
+ * by the API's clock (from its Date header) less a margin, or, when the API sends no date,
+ * the intent less a generous skew. The best is the oldest created at or after the intent;
+ * failing that, the newest before it (our clock may run ahead of the API's). Without the
+ * offset, a same-sized batch made elsewhere minutes before ours would pass for it.
  */
 static int find_one(void *ctx, const struct provider_batch *b)
 {
 	struct find_ctx *f = ctx;
+	bool known = f->offset != ANTH_NO_OFFSET;
+	int64_t intent = known ? f->intent + f->offset : f->intent;
+	int64_t lo = intent - (known ? ANTH_DATE_MARGIN_MS : ANTH_SKEW_MS);
 	bool after, best_after;
 
 	if (!b->created_at)
 		return 0;
-	if (b->created_at < f->lo) {
-		f->reached_lo = true;
+	if (b->created_at < lo)
 		return 1; /* newest first: every later entry is older still */
-	}
 	if (b->counts.total < 0 || (uint64_t)b->counts.total != f->n)
 		return 0;
-	after = b->created_at >= f->intent;
-	best_after = f->found && f->best.created_at >= f->intent;
+	after = b->created_at >= intent;
+	best_after = f->found && f->best.created_at >= intent;
 	if (!f->found || (after && (!best_after || b->created_at <= f->best.created_at)) ||
 	    (!after && !best_after && b->created_at > f->best.created_at)) {
 		f->best = *b;
@@ -653,9 +668,8 @@ static int find_one(void *ctx, const struct provider_batch *b)
 static int anth_find(struct provider *p, const struct provider_submit *s,
 		     struct provider_batch *out, struct bfs_err *err)
 {
-	struct find_ctx f = {
-		.intent = s->intent_at, .lo = s->intent_at - ANTH_SKEW_MS, .n = s->nrequests};
-	int rc = list_pages(p, find_one, &f, ANTH_FIND_PAGES_MAX, err);
+	struct find_ctx f = {.intent = s->intent_at, .n = s->nrequests, .offset = ANTH_NO_OFFSET};
+	int rc = list_pages(p, find_one, &f, ANTH_FIND_PAGES_MAX, &f.offset, err);
 
 	if (rc == -E2BIG && f.found)
 		rc = 0; /* the oldest candidates were not all seen; the best one seen will do */
@@ -692,8 +706,8 @@ static int one_batch(struct provider *p, const char *what, const char *id, const
 		err_set(err, "cannot %s batch '%s': base_url too long", what, id);
 		goto out;
 	}
-	rc = call_json(p, m, url.data, p->hdr_plain, NULL, HTTP_RETRY_IDEMPOTENT, NULL, NULL, &root,
-		       err);
+	rc = call_json(p, m, url.data, p->hdr_plain, NULL, HTTP_RETRY_IDEMPOTENT, NULL, NULL, NULL,
+		       &root, err);
 	if (!rc)
 		rc = batch_from_json(root, &b, err);
 	if (rc) {

@@ -206,6 +206,27 @@ static const struct vcase cases[] = {
 	 {"{\"custom_id\":\"a\",\"request\":{\"messages\":[],\"max_tokens\":\"1\"}}"},
 	 1,
 	 "request.max_tokens"},
+	{"vertex anthropic_version missing",
+	 JSONL_VERTEX,
+	 {"{\"custom_id\":\"a\",\"request\":{\"messages\":[],\"max_tokens\":1}}"},
+	 1,
+	 "request.anthropic_version is missing"},
+	{"vertex anthropic_version not vertex-",
+	 JSONL_VERTEX,
+	 {"{\"custom_id\":\"a\",\"request\":{\"messages\":[],\"max_tokens\":1,"
+	  "\"anthropic_version\":\"2023-06-01\"}}"},
+	 1,
+	 "vertex-2023-10-16"},
+	{"vertex mixed models",
+	 JSONL_VERTEX,
+	 {"{\"custom_id\":\"a\",\"request\":{\"messages\":[],\"max_tokens\":1,"
+	  "\"anthropic_version\":\"vertex-2023-10-16\"}}",
+	  "{\"custom_id\":\"b\",\"request\":{\"messages\":[],\"max_tokens\":1,"
+	  "\"anthropic_version\":\"vertex-2023-10-16\",\"model\":\"m1\"}}",
+	  "{\"custom_id\":\"c\",\"request\":{\"messages\":[],\"max_tokens\":1,"
+	  "\"anthropic_version\":\"vertex-2023-10-16\",\"model\":\"m2\"}}"},
+	 3,
+	 "on line 2"},
 };
 
 static void test_validator(void)

@@ -1,0 +1,1843 @@
+// SPDX-License-Identifier: MIT
+/*
+ * provider = openai and provider = azure: the Batch API on top of the Files API
+ * (shared/specs/openai-azure-vertex-batches.md, parts A and B). A submission uploads the spool
+ * file (multipart, streamed from disk) and creates a batch on it whose metadata carries the local
+ * identity. Until the create is settled the upload's id is recorded in the state directory, so
+ * neither a crash nor a lost answer leaves an upload nobody knows of: find() adopts the batch or
+ * deletes the upload. Results are the output and error files, streamed line by line. Keys and
+ * tokens live only in this struct's memory: never log them, nor any header or body.
+ */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "conf.h"
+#include "err.h"
+#include "http.h"
+#include "log.h"
+#include "provider_openai.h"
+#include "state.h"
+#include "timefmt.h"
+
+#define OAI_BASE_DEFAULT     "https://api.openai.com/v1"
+#define AZ_VERSION_DEFAULT   "2024-10-21" /* first GA api-version with Files and Batches (B.1) */
+#define OAI_META_IDENTITY    "batchfs_identity"
+#define OAI_META_NAME	     "batchfs_name"
+#define OAI_URL_MAX	     4096
+#define OAI_PAGE	     100	     /* batches per listing page (the API allows 1..100) */
+#define OAI_SKEW_MS	     (5 * 60 * 1000) /* our clock against the API's, for find() */
+#define OAI_FIND_PAGES_MAX   100	     /* find() gives up after this many newer batches */
+#define OAI_LIST_PAGES_MAX   100000	     /* a loop guard, not a limit anyone should reach */
+#define OAI_SWEEP_PAGES_MAX  20		     /* pages of files looked through for orphans */
+#define OAI_RESP_MAX	     (8u * 1024 * 1024) /* one JSON answer */
+#define OAI_CHUNK	     (64 * 1024)
+#define OAI_BIG_BODY	     (32 * 1024 * 1024) /* see provider_anthropic.c ANTH_BIG_BODY */
+#define OAI_RESTARTS_MAX     3			/* whole results downloads started over */
+#define OAI_UPLOAD_TRIES     3			/* uploads whose answers were all lost */
+#define AZ_FILE_WAIT_DEFAULT 300		/* s for an upload to become "processed" */
+#define AZ_TOKEN_TTL_DEFAULT 3000		/* s a token_command's token is reused */
+#define OAI_POLL_FIRST_MS    250
+#define OAI_POLL_MAX_MS	     5000
+#define OAI_RESTART_SENTINEL (-ECANCELED)
+
+struct provider {
+	bool azure;
+	struct http *http;
+	char remote[CONF_NAME_MAX];
+	char base[1024];    /* up to and including the API's version segment, no trailing '/' */
+	char version[128];  /* Azure dated API: "api-version=..." added to every URL; else "" */
+	char dir[PATH_MAX]; /* state dir: uploads/<identity> records, lines/<file id> maps */
+	char *hdr_key;	    /* "Authorization: Bearer ..." or "api-key: ..." (secret); NULL
+			     * when a token_command gives the bearer token */
+	char *hdr_org;	    /* "OpenAI-Organization: ...", NULL when not configured */
+	char *hdr_project;  /* "OpenAI-Project: ...", NULL when not configured */
+	int64_t file_wait_ms;
+	/* Azure Entra ID: a private one-key config holding token_command, run on demand. */
+	bool has_token_cmd;
+	struct remote_conf token_conf;
+	struct conf_kv token_kv;
+	int64_t token_ttl_ms;
+	pthread_mutex_t token_lock; /* protects token and token_at; taken alone */
+	char *token;		    /* the last token (secret), NULL before the first */
+	int64_t token_at;	    /* monotonic ms it was fetched */
+};
+
+/* Helpers */
+
+static bool is_safe_id(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n >= PROVIDER_ID_MAX || s[0] == '.' || s[0] == '-')
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '.' || c == '_' || c == '-'))
+			return false;
+	}
+	return true;
+}
+
+static bool has_ctl(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			return true;
+	return false;
+}
+
+static void free_secret(char *s)
+{
+	if (!s)
+		return;
+	explicit_bzero(s, strlen(s));
+	free(s);
+}
+
+static const char *json_str(const cJSON *o, const char *key)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+
+	return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/* A file or batch id: NULL when null, absent, "" (Azure right after create, A.6) or unsafe. */
+static const char *json_id(const cJSON *o, const char *key)
+{
+	const char *s = json_str(o, key);
+
+	return s && is_safe_id(s) ? s : NULL;
+}
+
+static int64_t json_count(const cJSON *o, const char *key)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+
+	return cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble < 9e15
+		       ? (int64_t)v->valuedouble
+		       : 0;
+}
+
+/* A time: unix seconds (OpenAI) or an ISO string (Azure, B.5); ms, 0 when null or unreadable. */
+static int64_t json_time(const cJSON *o, const char *key)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+	int64_t ms;
+
+	if (cJSON_IsNumber(v) && v->valuedouble > 0 && v->valuedouble < 1e13)
+		return (int64_t)(v->valuedouble * 1000);
+	if (cJSON_IsString(v) && !timefmt_parse(v->valuestring, &ms))
+		return ms;
+	return 0;
+}
+
+/* "name=value" out of a ref ("in=file-1 out=file-2 err=file-3"); false when absent. */
+static bool ref_get(const char *ref, const char *name, char out[PROVIDER_ID_MAX])
+{
+	size_t n = strlen(name);
+
+	for (const char *p = ref; *p;) {
+		size_t len = strcspn(p, " ");
+
+		if (len > n + 1 && !strncmp(p, name, n) && p[n] == '=' &&
+		    len - n - 1 < PROVIDER_ID_MAX) {
+			memcpy(out, p + n + 1, len - n - 1);
+			out[len - n - 1] = '\0';
+			return is_safe_id(out);
+		}
+		p += len;
+		while (*p == ' ')
+			p++;
+	}
+	return false;
+}
+
+/* url = base + path (printf) [+ '?' or '&' + api-version]. Returns 0 or -EFBIG/-ENOMEM. */
+static int make_url(const struct provider *p, struct buf *url, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int make_url(const struct provider *p, struct buf *url, const char *fmt, ...)
+{
+	va_list ap;
+	int rc;
+
+	buf_reset(url);
+	rc = buf_addstr(url, p->base);
+	if (!rc) {
+		va_start(ap, fmt);
+		rc = buf_vaddf(url, fmt, ap);
+		va_end(ap);
+	}
+	if (!rc && p->version[0])
+		rc = buf_addf(url, "%c%s", strchr(url->data, '?') ? '&' : '?', p->version);
+	return rc;
+}
+
+/* Authentication and calls */
+
+/* The bearer header from token_command, run again when older than token_ttl or refused. */
+static int token_header(struct provider *p, bool renew, char **out, struct bfs_err *err)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&p->token_lock);
+	if (renew || !p->token || timefmt_mono_ms() - p->token_at > p->token_ttl_ms) {
+		struct bfs_err e = BFS_ERR_INIT;
+		char *t = conf_secret(&p->token_conf, NULL, "token_command", NULL, &e);
+
+		if (!t || !*t || has_ctl(t)) {
+			err_set(err, "[%s] token_command: %s", p->remote,
+				t ? "the token is empty or spans lines" : e.msg);
+			free_secret(t);
+			rc = -EACCES;
+			goto out;
+		}
+		free_secret(p->token);
+		p->token = t;
+		p->token_at = timefmt_mono_ms();
+	}
+	if (asprintf(out, "Authorization: Bearer %s", p->token) < 0) {
+		*out = NULL;
+		err_set(err, "out of memory");
+		rc = -ENOMEM;
+	}
+out:
+	pthread_mutex_unlock(&p->token_lock);
+	return rc;
+}
+
+/*
+ * http_perform() with the auth headers and ctype (a "Content-Type: ..." line or NULL). With a
+ * token_command, a 401 fetches a new token and tries once more: a 401 had no effect.
+ */
+static int oai_perform(struct provider *p, struct http_request *rq, const char *ctype,
+		       struct http_response *rs, struct bfs_err *err)
+{
+	struct http_response r = {0};
+	int rc = 0;
+
+	for (int i = 0; i < 2; i++) {
+		const char *hdrs[6];
+		char *auth = NULL;
+		int n = 0;
+
+		if (p->has_token_cmd) {
+			rc = token_header(p, i > 0, &auth, err);
+			if (rc)
+				return rc;
+			hdrs[n++] = auth;
+		} else {
+			hdrs[n++] = p->hdr_key;
+		}
+		if (p->hdr_org)
+			hdrs[n++] = p->hdr_org;
+		if (p->hdr_project)
+			hdrs[n++] = p->hdr_project;
+		if (ctype)
+			hdrs[n++] = ctype;
+		hdrs[n] = NULL;
+		rq->headers = hdrs;
+		rc = http_perform(p->http, rq, &r, err);
+		rq->headers = NULL;
+		free_secret(auth);
+		if (!(rc == -EACCES && r.status == 401 && p->has_token_cmd))
+			break;
+	}
+	if (rs)
+		*rs = r;
+	return rc;
+}
+
+/* A JSON call; *root is the parsed answer (the caller frees it). */
+static int call_json(struct provider *p, enum http_method m, const char *url,
+		     const struct http_body *body, enum http_retry retry,
+		     provider_retry_fn on_retry, void *retry_ctx, cJSON **root,
+		     struct http_response *rs, struct bfs_err *err)
+{
+	struct buf resp = BUF_INIT(OAI_RESP_MAX);
+	struct http_request rq = {
+		.method = m,
+		.url = url,
+		.body = body,
+		.retry = retry,
+		.resp = &resp,
+		.on_retry = on_retry,
+		.retry_ctx = retry_ctx,
+	};
+	int rc = oai_perform(p, &rq, body ? "Content-Type: application/json" : NULL, rs, err);
+
+	if (rc)
+		goto out;
+	*root = resp.data ? cJSON_ParseWithLength(resp.data, resp.len) : NULL;
+	if (!*root) {
+		err_set(err, "the answer is not JSON");
+		rc = -EBADMSG;
+	}
+out:
+	buf_release(&resp);
+	return rc;
+}
+
+/* State directory: upload records and line maps */
+
+/*
+ * uploads/<identity> holds the id of the file uploaded for that submission ("" while the
+ * upload is under way) until its create is settled; find() uses it to adopt or clean up.
+ */
+static int record_path(const struct provider *p, const char *identity, char *out, size_t size)
+{
+	if (!is_safe_id(identity))
+		return -EINVAL;
+	snprintf(out, size, "%s/uploads/%s", p->dir, identity);
+	return 0;
+}
+
+static int write_small_file(const char *path, const char *text)
+{
+	char tmp[PATH_MAX + 160];
+	size_t n = strlen(text);
+	int fd, rc = 0;
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	if (write(fd, text, n) != (ssize_t)n || fsync(fd))
+		rc = errno ? -errno : -EIO;
+	if (close(fd) && !rc)
+		rc = -errno;
+	/* rename: the record is whole or absent, whenever the process dies. */
+	if (!rc && rename(tmp, path))
+		rc = -errno;
+	if (rc)
+		unlink(tmp);
+	return rc;
+}
+
+static int record_write(const struct provider *p, const char *identity, const char *file_id)
+{
+	char path[PATH_MAX + 128], text[PROVIDER_ID_MAX + 2];
+	int rc = record_path(p, identity, path, sizeof(path));
+
+	if (rc)
+		return rc;
+	snprintf(text, sizeof(text), "%s\n", file_id);
+	return write_small_file(path, text);
+}
+
+/* 0 with the recorded file id ("" while uploading), -ENOENT when there is no record. */
+static int record_read(const struct provider *p, const char *identity,
+		       char file_id[PROVIDER_ID_MAX])
+{
+	char path[PATH_MAX + 128], text[PROVIDER_ID_MAX + 2];
+	ssize_t n;
+	int fd, rc = record_path(p, identity, path, sizeof(path));
+
+	if (rc)
+		return -ENOENT;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	n = read(fd, text, sizeof(text) - 1);
+	close(fd);
+	if (n < 0)
+		return -EIO;
+	text[n] = '\0';
+	text[strcspn(text, "\n")] = '\0';
+	file_id[0] = '\0';
+	if (is_safe_id(text))
+		memcpy(file_id, text, strlen(text) + 1); /* is_safe_id: < PROVIDER_ID_MAX */
+	return 0;
+}
+
+static void record_remove(const struct provider *p, const char *identity)
+{
+	char path[PATH_MAX + 128];
+
+	if (!record_path(p, identity, path, sizeof(path)))
+		(void)unlink(path); /* absent already is fine */
+}
+
+/*
+ * lines/<input file id> lists (one per line, ascending) the user's line numbers of the blank
+ * lines that were not uploaded, so a provider error about uploaded line N names the user's
+ * line. Written only for files that had blank lines between requests.
+ */
+static long map_line(const struct provider *p, const char *input_file_id, long line)
+{
+	char path[PATH_MAX + 160];
+	long blank, orig = line;
+	FILE *f;
+
+	if (!input_file_id || line <= 0)
+		return line;
+	snprintf(path, sizeof(path), "%s/lines/%s", p->dir, input_file_id);
+	f = fopen(path, "re");
+	if (!f)
+		return line;
+	while (fscanf(f, "%ld", &blank) == 1 && blank <= orig)
+		orig++;
+	fclose(f);
+	return orig;
+}
+
+/* Batch objects */
+
+/* errors.data[] (A.5; Azure: maybe one object, line a string, B.5) -> error, error_line. */
+static void batch_errors(const struct provider *p, const cJSON *o, const char *input_file_id,
+			 struct provider_batch *b)
+{
+	const cJSON *errs = cJSON_GetObjectItemCaseSensitive(o, "errors");
+	const cJSON *data = cJSON_GetObjectItemCaseSensitive(errs, "data");
+	const cJSON *first = cJSON_IsArray(data) ? cJSON_GetArrayItem(data, 0) : data;
+	const cJSON *line;
+	const char *code, *msg;
+	int more = cJSON_IsArray(data) ? cJSON_GetArraySize(data) - 1 : 0;
+	long n = 0;
+
+	if (!cJSON_IsObject(first))
+		return;
+	code = json_str(first, "code");
+	msg = json_str(first, "message");
+	line = cJSON_GetObjectItemCaseSensitive(first, "line");
+	if (cJSON_IsNumber(line) && line->valuedouble >= 1 && line->valuedouble < 1e12)
+		n = (long)line->valuedouble;
+	else if (cJSON_IsString(line))
+		n = strtol(line->valuestring, NULL, 10);
+	if (n < 0)
+		n = 0;
+	snprintf(b->error, sizeof(b->error), "%s%s%.600s", code ? code : "",
+		 code && msg ? ": " : "", msg ? msg : (code ? "" : "the batch failed"));
+	b->error_line = map_line(p, input_file_id, n);
+	if (b->error_line) {
+		size_t len = strlen(b->error);
+
+		snprintf(b->error + len, sizeof(b->error) - len, " (line %ld)", b->error_line);
+	}
+	if (more > 0) {
+		size_t len = strlen(b->error);
+
+		snprintf(b->error + len, sizeof(b->error) - len, " and %d more error%s", more,
+			 more > 1 ? "s" : "");
+	}
+	for (char *c = b->error; *c; c++)
+		if ((unsigned char)*c < 0x20)
+			*c = ' ';
+}
+
+/* Batch (A.5, with B.5's Azure quirks) -> provider_batch. -EBADMSG when it is not one. */
+static int batch_from_json(const struct provider *p, const cJSON *o, struct provider_batch *out,
+			   struct bfs_err *err)
+{
+	static const char *const ends[] = {"completed_at", "failed_at", "cancelled_at",
+					   "expired_at"};
+	struct provider_batch b;
+	const char *id = json_str(o, "id");
+	const char *status = json_str(o, "status");
+	const char *in = json_id(o, "input_file_id");
+	const char *outf = json_id(o, "output_file_id");
+	const char *errf = json_id(o, "error_file_id");
+	const cJSON *rc = cJSON_GetObjectItemCaseSensitive(o, "request_counts");
+	const cJSON *meta = cJSON_GetObjectItemCaseSensitive(o, "metadata");
+	const char *ident = json_str(meta, OAI_META_IDENTITY);
+	int64_t rest;
+	bool terminal;
+	size_t len;
+
+	if (!cJSON_IsObject(o) || !id || !status) {
+		err_set(err, "the answer is not a batch");
+		return -EBADMSG;
+	}
+	if (!is_safe_id(id)) {
+		err_set(err, "the batch id is not a safe file name");
+		return -EBADMSG;
+	}
+	memset(&b, 0, sizeof(b));
+	snprintf(b.id, sizeof(b.id), "%s", id);
+	snprintf(b.provider_state, sizeof(b.provider_state), "%s", status);
+	if (state_from_openai(status, &b.state)) {
+		/* A word this version does not know: keep polling, show the word verbatim. */
+		log_debug("%s: batch %s has an unknown status", p->remote, b.id);
+		b.state = BATCH_IN_PROGRESS;
+	}
+	terminal = state_is_terminal(b.state);
+	/* request_counts may be null while validating (Azure, B.5). */
+	b.counts.total = json_count(rc, "total");
+	b.counts.succeeded = json_count(rc, "completed");
+	b.counts.errored = json_count(rc, "failed");
+	rest = b.counts.total - b.counts.succeeded - b.counts.errored;
+	if (rest < 0)
+		rest = 0;
+	if (b.state == BATCH_CANCELED)
+		b.counts.canceled = rest;
+	else if (b.state == BATCH_EXPIRED)
+		b.counts.expired = rest;
+	else if (!terminal)
+		b.counts.processing = rest;
+	b.created_at = json_time(o, "created_at");
+	b.expires_at = json_time(o, "expires_at");
+	if (terminal) {
+		/* The stamp of the state reached, else the latest (a failed batch may also carry
+		 * completed_at, B.5). */
+		int own = b.state == BATCH_COMPLETED  ? 0
+			  : b.state == BATCH_FAILED   ? 1
+			  : b.state == BATCH_CANCELED ? 2
+						      : 3;
+
+		b.ended_at = json_time(o, ends[own]);
+		for (size_t i = 0; !b.ended_at && i < sizeof(ends) / sizeof(ends[0]); i++) {
+			int64_t t = json_time(o, ends[i]);
+
+			if (t > b.ended_at)
+				b.ended_at = t;
+		}
+	}
+	/* A batch ends with an output file (successes), an error file (failures, cancelled and
+	 * expired requests), both or none (A.6: all failed -> output_file_id null). */
+	b.results_available = terminal && (outf || errf);
+	b.results_gone = terminal && !outf && !errf;
+	if (ident && strlen(ident) < sizeof(b.identity))
+		snprintf(b.identity, sizeof(b.identity), "%s", ident);
+	len = 0;
+	if (in)
+		len += (size_t)snprintf(b.ref + len, sizeof(b.ref) - len, "in=%s ", in);
+	if (outf)
+		len += (size_t)snprintf(b.ref + len, sizeof(b.ref) - len, "out=%s ", outf);
+	if (errf)
+		len += (size_t)snprintf(b.ref + len, sizeof(b.ref) - len, "err=%s ", errf);
+	if (len)
+		b.ref[len - 1] = '\0';
+	batch_errors(p, o, in, &b);
+	*out = b;
+	return 0;
+}
+
+/* Files */
+
+static int file_delete(struct provider *p, const char *file_id, struct bfs_err *err)
+{
+	struct buf url = BUF_INIT(OAI_URL_MAX);
+	struct http_request rq = {.method = HTTP_DELETE, .retry = HTTP_RETRY_IDEMPOTENT};
+	int rc = make_url(p, &url, "/files/%s", file_id);
+
+	if (!rc) {
+		rq.url = url.data;
+		rc = oai_perform(p, &rq, NULL, NULL, err);
+	}
+	if (rc == -ENOENT)
+		rc = 0; /* gone already */
+	buf_release(&url);
+	return rc;
+}
+
+/* Deletes a file this mount uploaded and no batch uses; says so in the log when it cannot. */
+static void file_discard(struct provider *p, const char *file_id, const char *why)
+{
+	struct bfs_err e = BFS_ERR_INIT;
+
+	if (file_delete(p, file_id, &e))
+		log_warn("%s: cannot delete uploaded file '%s' (%s); it stays at the provider: %s",
+			 p->remote, file_id, why, e.msg);
+	else
+		log_info("%s: deleted uploaded file '%s' (%s)", p->remote, file_id, why);
+}
+
+/*
+ * Goes through the files named <identity>.jsonl: the uploads of one submission whose answers
+ * were lost. With adopt >= 0 the first one of adopt bytes that is not in error is kept and its
+ * id put in found; every other one is deleted (counted in *ndel, if given). Returns 0, or the
+ * -errno of the listing.
+ */
+static int files_sweep(struct provider *p, const char *identity, int64_t adopt,
+		       char found[PROVIDER_ID_MAX], int *ndel, struct bfs_err *err)
+{
+	char name[128], after[PROVIDER_ID_MAX] = "";
+	struct buf url = BUF_INIT(OAI_URL_MAX);
+	cJSON *root = NULL;
+	int rc = 0;
+
+	snprintf(name, sizeof(name), "%s.jsonl", identity);
+	for (int page = 0;; page++) {
+		const cJSON *data, *item;
+		const char *last = NULL;
+
+		if (page == OAI_SWEEP_PAGES_MAX) {
+			err_set(err, "more than %d pages of files", OAI_SWEEP_PAGES_MAX);
+			rc = -E2BIG;
+			goto out;
+		}
+		/* The dated Azure API pages no file listing (B.3): only purpose there. */
+		if (p->azure)
+			rc = make_url(p, &url, "/files?purpose=batch");
+		else
+			rc = make_url(p, &url, "/files?purpose=batch&limit=10000%s%s",
+				      after[0] ? "&after=" : "", after);
+		if (rc) {
+			err_set(err, "URL too long");
+			goto out;
+		}
+		rc = call_json(p, HTTP_GET, url.data, NULL, HTTP_RETRY_IDEMPOTENT, NULL, NULL,
+			       &root, NULL, err);
+		if (rc)
+			goto out;
+		data = cJSON_GetObjectItemCaseSensitive(root, "data");
+		if (!cJSON_IsArray(data)) {
+			err_set(err, "the answer is not a list of files");
+			rc = -EBADMSG;
+			goto out;
+		}
+		cJSON_ArrayForEach(item, data)
+		{
+			const char *id = json_id(item, "id");
+			const char *fn = json_str(item, "filename");
+			const char *st = json_str(item, "status");
+
+			last = id ? id : last;
+			if (!id || !fn || strcmp(fn, name))
+				continue;
+			if (adopt >= 0 && !found[0] && json_count(item, "bytes") == adopt &&
+			    (!st || strcasecmp(st, "error"))) {
+				memcpy(found, id, strlen(id) + 1); /* json_id: < PROVIDER_ID_MAX */
+				continue;
+			}
+			file_discard(p, id, "an upload whose answer was lost");
+			if (ndel)
+				(*ndel)++;
+		}
+		if (p->azure || !cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "has_more")) ||
+		    !last || !strcmp(last, after))
+			goto out;
+		snprintf(after, sizeof(after), "%s", last);
+		cJSON_Delete(root);
+		root = NULL;
+	}
+out:
+	cJSON_Delete(root);
+	buf_release(&url);
+	return rc;
+}
+
+/* Azure creates batches only on files that are "processed" (B.3): poll, bounded. */
+static int file_wait_processed(struct provider *p, const char *file_id, const char *status,
+			       struct bfs_err *err)
+{
+	struct buf url = BUF_INIT(OAI_URL_MAX);
+	int64_t deadline = timefmt_mono_ms() + p->file_wait_ms;
+	long delay = OAI_POLL_FIRST_MS;
+	char word[32];
+	int rc = 0;
+
+	snprintf(word, sizeof(word), "%s", status ? status : "");
+	for (;;) {
+		cJSON *root = NULL;
+		int64_t left;
+
+		if (!strcasecmp(word, "processed"))
+			break;
+		if (!strcasecmp(word, "error") || !strcasecmp(word, "deleted") ||
+		    !strcasecmp(word, "deleting")) {
+			err_set(err, "the provider could not process the uploaded file '%s' (%s)",
+				file_id, word);
+			rc = -EIO;
+			break;
+		}
+		left = deadline - timefmt_mono_ms();
+		if (left <= 0) {
+			err_set(err,
+				"the uploaded file '%s' was still '%s' after %" PRId64
+				" s (file_wait)",
+				file_id, word[0] ? word : "pending", p->file_wait_ms / 1000);
+			rc = -ETIMEDOUT;
+			break;
+		}
+		{
+			struct timespec ts;
+			long ms = delay < left ? delay : (long)left;
+
+			ts.tv_sec = ms / 1000;
+			ts.tv_nsec = (ms % 1000) * 1000000L;
+			while (nanosleep(&ts, &ts) && errno == EINTR)
+				;
+		}
+		delay = delay * 2 < OAI_POLL_MAX_MS ? delay * 2 : OAI_POLL_MAX_MS;
+		rc = make_url(p, &url, "/files/%s", file_id);
+		if (!rc)
+			rc = call_json(p, HTTP_GET, url.data, NULL, HTTP_RETRY_IDEMPOTENT, NULL,
+				       NULL, &root, NULL, err);
+		if (rc) {
+			err_prefix(err, "cannot check the uploaded file '%s'", file_id);
+			break;
+		}
+		status = json_str(root, "status");
+		snprintf(word, sizeof(word), "%s", status ? status : "");
+		if (!status) {
+			const char *d = json_str(root, "status_details");
+
+			err_set(err, "the uploaded file '%s' has no status%s%.200s", file_id,
+				d ? ": " : "", d ? d : "");
+			rc = -EBADMSG;
+		}
+		cJSON_Delete(root);
+		if (rc)
+			break;
+	}
+	buf_release(&url);
+	return rc;
+}
+
+/* submit: the upload body, streamed from the spool file */
+
+/*
+ * multipart/form-data (A.2): the purpose field, then the file part holding the spool file's
+ * non-blank lines, each ending in '\n'. Blank lines are dropped (CONTRACT: ignored) with the
+ * blanks that open a line and the CR of a CRLF, so the provider's line N is the user's N-th
+ * request (lines/ maps it back).
+ */
+struct upload_body {
+	int fd;
+	off_t off; /* next file byte to read */
+	char in[OAI_CHUNK];
+	size_t in_len, in_pos;
+	bool eof;
+	enum {
+		UB_HEAD,
+		UB_LINES,
+		UB_TAIL,
+		UB_DONE
+	} phase;
+	char head[512], tail[96];
+	size_t head_len, tail_len, lit;
+	bool line_start; /* skipping the blanks that open a line */
+	bool in_line;	 /* bytes of a non-blank line were given, its '\n' not yet */
+	bool cr;	 /* a '\r' held back: dropped if a '\n' follows */
+	uint64_t lines;	 /* non-blank lines begun */
+	long lineno;	 /* the user's line being read, 1-based */
+	/* measuring pass only: blank lines before a request go to map (opened on demand) */
+	bool measuring;
+	long blank_from, blank_n; /* a run of blank lines not yet known to precede a request */
+	FILE *map;
+	const char *map_path;
+	int map_rc;
+};
+
+static int upload_rewind(void *ctx)
+{
+	struct upload_body *ub = ctx;
+
+	ub->off = 0;
+	ub->in_len = ub->in_pos = 0;
+	ub->eof = false;
+	ub->phase = UB_HEAD;
+	ub->lit = 0;
+	ub->line_start = true;
+	ub->in_line = ub->cr = false;
+	ub->lines = 0;
+	ub->lineno = 1;
+	ub->blank_n = 0;
+	return 0;
+}
+
+static size_t copy_lit(struct upload_body *ub, const char *lit, size_t litlen, char *dst, size_t n)
+{
+	size_t k = litlen - ub->lit < n ? litlen - ub->lit : n;
+
+	memcpy(dst, lit + ub->lit, k);
+	ub->lit += k;
+	return k;
+}
+
+/* A blank line ended; it is recorded only once a request follows it. */
+static void note_blank(struct upload_body *ub)
+{
+	if (ub->measuring) {
+		if (!ub->blank_n)
+			ub->blank_from = ub->lineno;
+		ub->blank_n++;
+	}
+	ub->lineno++;
+}
+
+static void flush_blanks(struct upload_body *ub)
+{
+	if (!ub->measuring || !ub->blank_n)
+		return;
+	if (!ub->map && !ub->map_rc) {
+		ub->map = fopen(ub->map_path, "we");
+		if (!ub->map)
+			ub->map_rc = -errno;
+	}
+	for (long i = 0; ub->map && i < ub->blank_n; i++)
+		if (fprintf(ub->map, "%ld\n", ub->blank_from + i) < 0)
+			ub->map_rc = -EIO;
+	ub->blank_n = 0;
+}
+
+static long upload_read(void *ctx, char *dst, size_t n)
+{
+	struct upload_body *ub = ctx;
+	size_t k = 0;
+
+	while (k < n) {
+		char c;
+
+		switch (ub->phase) {
+		case UB_HEAD:
+			k += copy_lit(ub, ub->head, ub->head_len, dst + k, n - k);
+			if (ub->lit == ub->head_len) {
+				ub->phase = UB_LINES;
+				ub->lit = 0;
+			}
+			continue;
+		case UB_TAIL:
+			k += copy_lit(ub, ub->tail, ub->tail_len, dst + k, n - k);
+			if (ub->lit == ub->tail_len)
+				ub->phase = UB_DONE;
+			continue;
+		case UB_DONE:
+			return (long)k;
+		case UB_LINES:
+			break;
+		}
+		if (ub->in_pos == ub->in_len) {
+			ssize_t r;
+
+			if (ub->eof) {
+				/* The last line lacked its newline: give it one. A CR held back
+				 * here is trailing space, dropped. */
+				if (ub->in_line) {
+					dst[k++] = '\n';
+					ub->in_line = false;
+				}
+				ub->phase = UB_TAIL;
+				continue;
+			}
+			do
+				r = pread(ub->fd, ub->in, sizeof(ub->in), ub->off);
+			while (r < 0 && errno == EINTR);
+			if (r < 0)
+				return -errno;
+			ub->eof = r == 0;
+			ub->in_len = (size_t)r;
+			ub->in_pos = 0;
+			ub->off += r;
+			continue;
+		}
+		c = ub->in[ub->in_pos];
+		if (ub->line_start) {
+			ub->in_pos++;
+			if (c == '\n')
+				note_blank(ub);
+			else if (c != ' ' && c != '\t' && c != '\r') {
+				ub->in_pos--;
+				ub->line_start = false;
+				ub->in_line = true;
+				ub->lines++;
+				flush_blanks(ub);
+			}
+			continue;
+		}
+		if (ub->cr) {
+			ub->cr = false;
+			if (c != '\n')
+				dst[k++] = '\r';
+			continue; /* c itself is taken on the next turn */
+		}
+		if (c == '\n') {
+			dst[k++] = '\n';
+			ub->in_pos++;
+			ub->line_start = true;
+			ub->in_line = false;
+			ub->lineno++;
+		} else if (c == '\r') {
+			ub->in_pos++;
+			ub->cr = true;
+		} else {
+			/* The common case: a run of ordinary bytes. */
+			size_t run = 1, room = n - k, avail = ub->in_len - ub->in_pos;
+			const char *s = ub->in + ub->in_pos;
+
+			while (run < avail && run < room && s[run] != '\n' && s[run] != '\r')
+				run++;
+			memcpy(dst + k, s, run);
+			k += run;
+			ub->in_pos += run;
+		}
+	}
+	return (long)k;
+}
+
+/*
+ * First pass: the exact body length, the number of requests, and (map_path) the blank lines
+ * before requests, without keeping the body. *has_map tells whether map_path was written.
+ */
+static int upload_measure(struct upload_body *ub, int64_t *length, uint64_t *lines,
+			  const char *map_path, bool *has_map)
+{
+	char *scratch = malloc(OAI_CHUNK);
+	int64_t total = 0;
+	long k;
+	int rc;
+
+	if (!scratch)
+		return -ENOMEM;
+	upload_rewind(ub);
+	ub->measuring = true;
+	ub->map_path = map_path;
+	ub->map_rc = 0;
+	while ((k = upload_read(ub, scratch, OAI_CHUNK)) > 0)
+		total += k;
+	free(scratch);
+	ub->measuring = false;
+	rc = k < 0 ? (int)k : ub->map_rc;
+	if (ub->map) {
+		if ((fflush(ub->map) || fsync(fileno(ub->map))) && !rc)
+			rc = -EIO;
+		if (fclose(ub->map) && !rc)
+			rc = -EIO;
+		ub->map = NULL;
+		*has_map = true;
+	}
+	if (rc)
+		return rc;
+	*length = total;
+	*lines = ub->lines;
+	return upload_rewind(ub);
+}
+
+static int random_hex(char *out, size_t nbytes)
+{
+	unsigned char rnd[32];
+
+	if (nbytes > sizeof(rnd) || getrandom(rnd, nbytes, 0) != (ssize_t)nbytes)
+		return -EIO;
+	for (size_t i = 0; i < nbytes; i++)
+		snprintf(out + 2 * i, 3, "%02x", rnd[i]);
+	return 0;
+}
+
+/* POST /files (A.2). Fills file_id and status (the file's "status", "" when absent). */
+static int file_upload(struct provider *p, const struct http_body *body, const char *ctype,
+		       char file_id[PROVIDER_ID_MAX], char status[32], struct http_response *rs,
+		       provider_retry_fn on_retry, void *retry_ctx, struct bfs_err *err)
+{
+	struct buf url = BUF_INIT(OAI_URL_MAX);
+	struct buf resp = BUF_INIT(OAI_RESP_MAX);
+	struct http_request rq = {
+		.method = HTTP_POST,
+		.body = body,
+		/* As a create: libcurl must not repeat it on its own, and a lost answer is
+		 * settled by looking for the file by name (upload_settled). */
+		.retry = HTTP_RETRY_CREATE,
+		.resp = &resp,
+		.stream = body->length > OAI_BIG_BODY,
+		.on_retry = on_retry,
+		.retry_ctx = retry_ctx,
+	};
+	cJSON *root = NULL;
+	const char *id, *st;
+	int rc;
+
+	rc = make_url(p, &url, "/files");
+	if (rc) {
+		err_set(err, "URL too long");
+		goto out;
+	}
+	rq.url = url.data;
+	rc = oai_perform(p, &rq, ctype, rs, err);
+	if (rc)
+		goto out;
+	root = resp.data ? cJSON_ParseWithLength(resp.data, resp.len) : NULL;
+	id = json_id(root, "id");
+	if (!id) {
+		err_set(err, "the answer to the upload is not a file object");
+		rc = -EBADMSG;
+		goto out;
+	}
+	st = json_str(root, "status");
+	snprintf(file_id, PROVIDER_ID_MAX, "%s", id);
+	snprintf(status, 32, "%s", st ? st : "");
+out:
+	cJSON_Delete(root);
+	buf_release(&resp);
+	buf_release(&url);
+	return rc;
+}
+
+/*
+ * Uploads exactly once: when an answer is lost the file is looked for by its name (the
+ * identity) and adopted, or uploaded again when certainly absent. Returns 0 with file_id, or a
+ * -errno after which no file of this submission is left (or the log says which may be).
+ */
+static int upload_settled(struct provider *p, const struct provider_submit *s,
+			  const struct http_body *body, const char *ctype, int64_t bytes,
+			  char file_id[PROVIDER_ID_MAX], char status[32],
+			  provider_retry_fn on_retry, void *retry_ctx, struct bfs_err *err)
+{
+	int rc = -EIO;
+
+	for (int i = 0; i < OAI_UPLOAD_TRIES; i++) {
+		struct bfs_err e = BFS_ERR_INIT;
+		char found[PROVIDER_ID_MAX] = "";
+
+		rc = file_upload(p, body, ctype, file_id, status, NULL, on_retry, retry_ctx, err);
+		if (rc != -EAGAIN)
+			return rc;
+		rc = files_sweep(p, s->identity, bytes, found, NULL, &e);
+		if (rc) {
+			log_warn("%s: an upload of '%s' may be left at the provider as a file "
+				 "named '%s.jsonl': %s",
+				 p->remote, s->name, s->identity, e.msg);
+			err_prefix(err, "cannot tell whether the upload happened (then: %s)",
+				   e.msg);
+			return -EIO;
+		}
+		if (found[0]) {
+			log_debug("%s: adopted upload %s after a lost answer", p->remote, found);
+			memcpy(file_id, found, strlen(found) + 1);
+			status[0] = '\0'; /* unknown: Azure polls it */
+			return 0;
+		}
+	}
+	return -EIO; /* answers lost every time, and no file came of it */
+}
+
+/* POST /batches (A.4) on an uploaded file; metadata carries the identity for find(). */
+static int batch_create(struct provider *p, const struct provider_submit *s, const char *file_id,
+			struct provider_batch *out, provider_retry_fn on_retry, void *retry_ctx,
+			struct bfs_err *err)
+{
+	struct buf url = BUF_INIT(OAI_URL_MAX);
+	struct http_mem_body mb;
+	struct http_body body;
+	const char *endpoint = s->endpoint;
+	cJSON *req = cJSON_CreateObject(), *meta, *root = NULL;
+	char *text = NULL;
+	int rc;
+
+	/* Every Azure sample names the endpoint without /v1, also on the v1 API (B.4). */
+	if (p->azure && !strncmp(endpoint, "/v1/", 4))
+		endpoint += 3;
+	meta = cJSON_AddObjectToObject(req, "metadata");
+	if (!req || !meta || !cJSON_AddStringToObject(req, "input_file_id", file_id) ||
+	    !cJSON_AddStringToObject(req, "endpoint", endpoint) ||
+	    !cJSON_AddStringToObject(req, "completion_window", "24h") ||
+	    !cJSON_AddStringToObject(meta, OAI_META_IDENTITY, s->identity) ||
+	    !cJSON_AddStringToObject(meta, OAI_META_NAME, s->name) ||
+	    !(text = cJSON_PrintUnformatted(req))) {
+		err_set(err, "out of memory");
+		rc = -ENOMEM;
+		goto out;
+	}
+	http_mem_body_init(&mb, &body, text, strlen(text));
+	rc = make_url(p, &url, "/batches");
+	if (rc) {
+		err_set(err, "URL too long");
+		goto out;
+	}
+	rc = call_json(p, HTTP_POST, url.data, &body, HTTP_RETRY_CREATE, on_retry, retry_ctx, &root,
+		       NULL, err);
+	if (!rc)
+		rc = batch_from_json(p, root, out, err);
+	if (rc == -EBADMSG)
+		rc = -EAGAIN; /* a 2xx came back: the batch exists, but we cannot tell which */
+out:
+	cJSON_Delete(root);
+	cJSON_Delete(req);
+	free(text);
+	buf_release(&url);
+	return rc;
+}
+
+/* The earlier upload of this submission, if it is still whole at the provider. */
+static bool upload_reusable(struct provider *p, const char *file_id, int64_t bytes)
+{
+	struct buf url = BUF_INIT(OAI_URL_MAX);
+	cJSON *root = NULL;
+	const char *st;
+	bool ok = false;
+
+	if (!make_url(p, &url, "/files/%s", file_id) &&
+	    !call_json(p, HTTP_GET, url.data, NULL, HTTP_RETRY_IDEMPOTENT, NULL, NULL, &root, NULL,
+		       NULL)) {
+		st = json_str(root, "status");
+		ok = json_count(root, "bytes") == bytes && (!st || strcasecmp(st, "error")) &&
+		     (!json_str(root, "purpose") || !strcmp(json_str(root, "purpose"), "batch"));
+	}
+	cJSON_Delete(root);
+	buf_release(&url);
+	return ok;
+}
+
+static int oai_submit(struct provider *p, const struct provider_submit *s,
+		      struct provider_batch *out, provider_retry_fn on_retry, void *retry_ctx,
+		      struct bfs_err *err)
+{
+	struct upload_body *ub = calloc(1, sizeof(*ub));
+	struct http_body body = {upload_read, upload_rewind, ub, -1};
+	char boundary[64], ctype[128], file_id[PROVIDER_ID_MAX] = "", status[32] = "";
+	char map_tmp[PATH_MAX + 160], map_path[PATH_MAX + 160];
+	struct provider_batch b;
+	uint64_t lines = 0;
+	int64_t bytes;
+	bool has_map = false;
+	int rc;
+
+	if (!ub) {
+		err_set(err, "cannot create batch: out of memory");
+		return -ENOMEM;
+	}
+	ub->fd = -1;
+	if (!is_safe_id(s->identity)) {
+		err_set(err, "cannot create batch: bad identity");
+		rc = -EINVAL;
+		goto out;
+	}
+	snprintf(map_tmp, sizeof(map_tmp), "%s/lines/%s.tmp", p->dir, s->identity);
+	ub->fd = open(s->path, O_RDONLY | O_CLOEXEC);
+	if (ub->fd < 0) {
+		rc = -errno;
+		err_set(err, "cannot create batch: cannot open '%s': %s", s->path, strerror(errno));
+		goto out;
+	}
+	rc = random_hex(boundary + 8, 12);
+	if (rc) {
+		err_set(err, "cannot create batch: no random bytes");
+		goto out;
+	}
+	memcpy(boundary, "batchfs-", 8);
+	snprintf(ctype, sizeof(ctype), "Content-Type: multipart/form-data; boundary=%s", boundary);
+	ub->head_len = (size_t)snprintf(
+		ub->head, sizeof(ub->head),
+		"--%s\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n"
+		"--%s\r\nContent-Disposition: form-data; name=\"file\"; filename=\"%s.jsonl\"\r\n"
+		"Content-Type: application/octet-stream\r\n\r\n",
+		boundary, boundary, s->identity);
+	ub->tail_len = (size_t)snprintf(ub->tail, sizeof(ub->tail), "\r\n--%s--\r\n", boundary);
+	rc = upload_measure(ub, &body.length, &lines, map_tmp, &has_map);
+	if (rc) {
+		err_set(err, "cannot create batch: cannot read '%s': %s", s->path, strerror(-rc));
+		goto out;
+	}
+	if (lines != s->nrequests) {
+		err_set(err,
+			"cannot create batch: '%s' has %" PRIu64 " requests, %" PRIu64
+			" were validated",
+			s->path, lines, s->nrequests);
+		rc = -EIO;
+		goto out;
+	}
+
+	/* A record from an earlier attempt of this very submission: its upload may serve. */
+	bytes = body.length - (int64_t)(ub->head_len + ub->tail_len);
+	if (!record_read(p, s->identity, file_id) && file_id[0] &&
+	    !upload_reusable(p, file_id, bytes)) {
+		file_discard(p, file_id, "an earlier upload of the same requests");
+		file_id[0] = '\0';
+	}
+	if (!file_id[0]) {
+		/* Recorded before the first byte goes out: a crash mid-upload leaves a trace. */
+		rc = record_write(p, s->identity, "");
+		if (rc) {
+			err_set(err, "cannot create batch: cannot write to '%s': %s", p->dir,
+				strerror(-rc));
+			goto out;
+		}
+		rc = upload_settled(p, s, &body, ctype, bytes, file_id, status, on_retry, retry_ctx,
+				    err);
+		if (rc) {
+			/* Certainly no batch, and no upload left that nobody knows of. */
+			err_prefix(err, "cannot upload the requests");
+			record_remove(p, s->identity);
+			goto out;
+		}
+		rc = record_write(p, s->identity, file_id);
+		if (rc) {
+			err_set(err, "cannot create batch: cannot write to '%s': %s", p->dir,
+				strerror(-rc));
+			file_discard(p, file_id, "its record could not be written");
+			record_remove(p, s->identity);
+			goto out;
+		}
+		log_debug("%s: uploaded %s (%" PRId64 " bytes)", p->remote, file_id, bytes);
+	}
+	if (has_map) {
+		snprintf(map_path, sizeof(map_path), "%s/lines/%s", p->dir, file_id);
+		if (rename(map_tmp, map_path))
+			log_warn("%s: cannot keep the line map of '%s': %s", p->remote, s->name,
+				 strerror(errno));
+		has_map = false;
+	}
+	if (p->azure || !strcasecmp(status, "error")) {
+		rc = file_wait_processed(p, file_id, status, err);
+		if (rc) {
+			err_prefix(err, "cannot create batch");
+			file_discard(p, file_id, "no batch was created on it");
+			record_remove(p, s->identity);
+			rc = -EIO;
+			goto out;
+		}
+	}
+	rc = batch_create(p, s, file_id, &b, on_retry, retry_ctx, err);
+	if (rc == -EAGAIN) {
+		/* Keep the record: find() adopts the batch or deletes the upload. */
+		err_prefix(err, "cannot create batch");
+		goto out;
+	}
+	if (rc) {
+		err_prefix(err, "cannot create batch");
+		file_discard(p, file_id, "no batch was created on it");
+		record_remove(p, s->identity);
+		goto out;
+	}
+	record_remove(p, s->identity);
+	log_debug("%s: created batch %s on %s (%" PRIu64 " requests)", p->remote, b.id, file_id,
+		  lines);
+	*out = b;
+out:
+	if (has_map)
+		unlink(map_tmp);
+	if (ub->fd >= 0)
+		close(ub->fd);
+	free(ub);
+	return rc;
+}
+
+/* list / find */
+
+/* Calls fn for each batch, newest first; fn returns < 0 to fail, > 0 to stop early. */
+static int list_pages(struct provider *p, provider_batch_fn fn, void *ctx, long max_pages,
+		      struct bfs_err *err)
+{
+	char after[PROVIDER_ID_MAX] = "";
+	struct buf url = BUF_INIT(OAI_URL_MAX);
+	cJSON *root = NULL;
+	int rc = 0;
+
+	for (long page = 0; page < max_pages; page++) {
+		const cJSON *data, *item;
+		const char *last;
+
+		rc = make_url(p, &url, "/batches?limit=%d%s%s", OAI_PAGE, after[0] ? "&after=" : "",
+			      after);
+		if (rc) {
+			err_set(err, "URL too long");
+			goto out;
+		}
+		rc = call_json(p, HTTP_GET, url.data, NULL, HTTP_RETRY_IDEMPOTENT, NULL, NULL,
+			       &root, NULL, err);
+		if (rc)
+			goto out;
+		data = cJSON_GetObjectItemCaseSensitive(root, "data");
+		if (!cJSON_IsArray(data)) {
+			err_set(err, "the answer is not a page of batches");
+			rc = -EBADMSG;
+			goto out;
+		}
+		last = NULL;
+		cJSON_ArrayForEach(item, data)
+		{
+			struct provider_batch b;
+			struct bfs_err berr = BFS_ERR_INIT;
+
+			if (json_id(item, "id"))
+				last = json_id(item, "id");
+			if (batch_from_json(p, item, &b, &berr)) {
+				/* One odd entry must not hide every other batch. */
+				log_warn("%s: skipping a listed batch: %s", p->remote, berr.msg);
+				continue;
+			}
+			rc = fn(ctx, &b);
+			if (rc) {
+				rc = rc > 0 ? 0 : rc;
+				goto out;
+			}
+		}
+		/* last_id may be missing (Azure samples, B.5): the last item's id serves. */
+		if (json_id(root, "last_id"))
+			last = json_id(root, "last_id");
+		if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "has_more")) || !last ||
+		    !strcmp(last, after))
+			goto out;
+		snprintf(after, sizeof(after), "%s", last);
+		cJSON_Delete(root);
+		root = NULL;
+	}
+	err_set(err, "more than %ld pages of batches", max_pages);
+	rc = -E2BIG;
+out:
+	cJSON_Delete(root);
+	buf_release(&url);
+	return rc;
+}
+
+static int oai_list(struct provider *p, provider_batch_fn fn, void *ctx, struct bfs_err *err)
+{
+	int rc;
+
+	err_clear(err);
+	rc = list_pages(p, fn, ctx, OAI_LIST_PAGES_MAX, err);
+	if (rc && !err_is_set(err))
+		err_set(err, "cannot list batches: %s", strerror(-rc));
+	else if (rc)
+		err_prefix(err, "cannot list batches");
+	return rc;
+}
+
+struct find_ctx {
+	const char *identity;
+	const char *file_id; /* the recorded upload, "" when none */
+	int64_t lo;	     /* intent minus the clock-skew margin */
+	int64_t prev;	     /* created_at of the previous entry */
+	bool descending, found, reached_lo;
+	struct provider_batch best;
+};
+
+/* Ours: same identity in metadata, or built on the upload we recorded for it. */
+static int find_one(void *ctx, const struct provider_batch *b)
+{
+	struct find_ctx *f = ctx;
+	char in[PROVIDER_ID_MAX];
+
+	if (!strcmp(b->identity, f->identity) ||
+	    (f->file_id[0] && ref_get(b->ref, "in", in) && !strcmp(in, f->file_id))) {
+		f->best = *b;
+		f->found = true;
+		return 1;
+	}
+	if (f->prev && b->created_at > f->prev)
+		f->descending = false;
+	if (b->created_at)
+		f->prev = b->created_at;
+	/* The order is newest first [I]: stop below the intent, unless it proved otherwise. */
+	if (f->descending && b->created_at && b->created_at < f->lo) {
+		f->reached_lo = true;
+		return 1;
+	}
+	return 0;
+}
+
+static int oai_find(struct provider *p, const struct provider_submit *s, struct provider_batch *out,
+		    struct bfs_err *err)
+{
+	char file_id[PROVIDER_ID_MAX] = "";
+	struct find_ctx f = {
+		.identity = s->identity,
+		.file_id = file_id,
+		.lo = s->intent_at - OAI_SKEW_MS,
+		.descending = true,
+	};
+	bool recorded = !record_read(p, s->identity, file_id);
+	int rc = list_pages(p, find_one, &f, OAI_FIND_PAGES_MAX, err);
+
+	if (rc && !f.found) {
+		err_prefix(err, "cannot look for the created batch");
+		return rc;
+	}
+	if (f.found) {
+		log_debug("%s: found batch %s for a lost create", p->remote, f.best.id);
+		record_remove(p, s->identity);
+		*out = f.best;
+		return 0;
+	}
+	/*
+	 * No batch: what was uploaded for it serves nothing (no orphan uploads). Deleting the
+	 * input also means that a create still in flight, or a listing that lags, can never
+	 * give a second batch that runs: such a batch fails for want of its file.
+	 */
+	if (recorded) {
+		struct bfs_err e = BFS_ERR_INIT;
+		int ndel = 0;
+
+		if (file_id[0])
+			file_discard(p, file_id, "its batch was never created");
+		if (files_sweep(p, s->identity, -1, NULL, &ndel, &e))
+			log_warn("%s: uploads for '%s' may be left at the provider as files named "
+				 "'%s.jsonl': %s",
+				 p->remote, s->name, s->identity, e.msg);
+		else if (!file_id[0] && !ndel)
+			/* A server may still finish an upload whose sender died: say what to
+			 * look for, since nothing here will look again. */
+			log_info(
+				"%s: the interrupted upload of '%s' is not at the provider; should "
+				"it land late, it is a file named '%s.jsonl'",
+				p->remote, s->name, s->identity);
+		record_remove(p, s->identity);
+	}
+	err_set(err, "no batch was created for this submission");
+	return -ENOENT;
+}
+
+/* get / cancel */
+
+static int one_batch(struct provider *p, const char *what, const char *id, const char *tail,
+		     enum http_method m, struct provider_batch *out, struct bfs_err *err)
+{
+	struct buf url = BUF_INIT(OAI_URL_MAX);
+	struct provider_batch b;
+	cJSON *root = NULL;
+	int rc;
+
+	if (!is_safe_id(id)) {
+		err_set(err, "cannot %s batch: '%.*s' is not a batch id", what, 64, id);
+		return -ENOENT;
+	}
+	rc = make_url(p, &url, "/batches/%s%s", id, tail);
+	if (rc) {
+		err_set(err, "cannot %s batch '%s': URL too long", what, id);
+		goto out;
+	}
+	rc = call_json(p, m, url.data, NULL, HTTP_RETRY_IDEMPOTENT, NULL, NULL, &root, NULL, err);
+	if (!rc)
+		rc = batch_from_json(p, root, &b, err);
+	if (rc) {
+		err_prefix(err, "cannot %s batch '%s'", what, id);
+		goto out;
+	}
+	*out = b;
+out:
+	cJSON_Delete(root);
+	buf_release(&url);
+	return rc;
+}
+
+static int oai_get(struct provider *p, const char *id, struct provider_batch *out,
+		   struct bfs_err *err)
+{
+	return one_batch(p, "get", id, "", HTTP_GET, out, err);
+}
+
+static int oai_cancel(struct provider *p, const char *id, struct provider_batch *out,
+		      struct bfs_err *err)
+{
+	/* POST without a body (A.4); repeating it is harmless. */
+	return one_batch(p, "cancel", id, "/cancel", HTTP_POST, out, err);
+}
+
+/* results */
+
+struct results_ctx {
+	provider_result_fn fn;
+	provider_reset_fn reset;
+	void *ctx;
+	int64_t delivered;   /* lines given to fn since the last reset */
+	int64_t before_file; /* of those, from files before the current one */
+	bool restart;	     /* a later file needs a retry: start over from the first */
+	struct bfs_err err;  /* why a line was refused */
+};
+
+static int results_line(void *ctx, const char *line, size_t len, long lineno)
+{
+	struct results_ctx *r = ctx;
+	const char *id;
+	cJSON *o;
+	size_t i;
+	int rc;
+
+	for (i = 0; i < len && (line[i] == ' ' || line[i] == '\t'); i++)
+		;
+	if (i == len)
+		return 0; /* blank */
+	o = cJSON_ParseWithLength(line, len);
+	id = o ? json_str(o, "custom_id") : NULL;
+	if (!id) {
+		err_set(&r->err, "result line %ld is not a JSON object with a custom_id", lineno);
+		cJSON_Delete(o);
+		return -EBADMSG;
+	}
+	rc = r->fn(r->ctx, id, line, len);
+	if (rc)
+		err_set(&r->err, "cannot keep result line %ld: %s", lineno, strerror(-rc));
+	else
+		r->delivered++;
+	cJSON_Delete(o);
+	return rc;
+}
+
+/*
+ * A download is retried from its first byte. The caller's reset drops every line delivered,
+ * those of earlier files too: then the whole download starts over instead.
+ */
+static int results_reset(void *ctx)
+{
+	struct results_ctx *r = ctx;
+	int rc;
+
+	if (r->before_file) {
+		r->restart = true;
+		return OAI_RESTART_SENTINEL;
+	}
+	/* Without a reset, lines already delivered would be delivered twice: give up. */
+	rc = r->reset ? r->reset(r->ctx) : -ECANCELED;
+	if (!rc)
+		r->delivered = 0;
+	return rc;
+}
+
+static int download_file(struct provider *p, const char *file_id, struct results_ctx *r,
+			 struct bfs_err *err)
+{
+	struct buf url = BUF_INIT(OAI_URL_MAX);
+	struct http_request rq = {
+		.method = HTTP_GET,
+		.retry = HTTP_RETRY_IDEMPOTENT,
+		.line_fn = results_line,
+		.line_ctx = r,
+		.reset = results_reset,
+		.stream = true,
+	};
+	int rc = make_url(p, &url, "/files/%s/content", file_id);
+
+	if (rc) {
+		err_set(err, "URL too long");
+		goto out;
+	}
+	rq.url = url.data;
+	r->before_file = r->delivered;
+	rc = oai_perform(p, &rq, NULL, NULL, err);
+out:
+	buf_release(&url);
+	return rc;
+}
+
+static int oai_results(struct provider *p, const struct provider_batch *b, provider_result_fn fn,
+		       provider_reset_fn reset, void *ctx, struct bfs_err *err)
+{
+	struct results_ctx r = {.fn = fn, .reset = reset, .ctx = ctx, .err = BFS_ERR_INIT};
+	char files[2][PROVIDER_ID_MAX];
+	const char *names[2];
+	int nfiles = 0, rc = 0, i = 0;
+
+	/* Output first (successes), then errors (failed, cancelled, expired requests). */
+	if (ref_get(b->ref, "out", files[nfiles]))
+		names[nfiles++] = "output";
+	if (ref_get(b->ref, "err", files[nfiles]))
+		names[nfiles++] = "error";
+	if (!nfiles) {
+		err_set(err, "batch '%s' has no output or error file", b->id);
+		return -ENODATA;
+	}
+	for (int round = 0; round <= OAI_RESTARTS_MAX; round++) {
+		r.restart = false;
+		for (i = 0; i < nfiles; i++) {
+			rc = download_file(p, files[i], &r, err);
+			if (rc)
+				break;
+		}
+		if (!rc || !r.restart || round == OAI_RESTARTS_MAX)
+			break;
+		log_debug("%s: results of %s: starting the download over", p->remote, b->id);
+		rc = reset ? reset(ctx) : -ECANCELED;
+		if (rc) {
+			err_set(err, "cannot restart the download: %s", strerror(-rc));
+			break;
+		}
+		r.delivered = 0;
+		err_clear(&r.err);
+	}
+	if (!rc && !r.delivered) {
+		err_set(err, "the result files of batch '%s' are empty", b->id);
+		return -ENODATA;
+	}
+	if (!rc)
+		return 0;
+	if (err_is_set(&r.err) && !r.restart) {
+		err_set(err, "cannot download the %s file of batch '%s': %s", names[i], b->id,
+			r.err.msg);
+	} else if (rc == -ENOENT && state_is_terminal(b->state)) {
+		/* Output files are deleted after 30 days (A.8). */
+		rc = -ENODATA;
+		err_prefix(err, "the %s file of batch '%s' is no longer available", names[i],
+			   b->id);
+	} else {
+		err_prefix(err, "cannot download the %s file of batch '%s'", names[i], b->id);
+	}
+	return rc;
+}
+
+/* open / free */
+
+static void oai_free(struct provider *p)
+{
+	if (!p)
+		return;
+	free_secret(p->hdr_key);
+	free(p->hdr_org);
+	free(p->hdr_project);
+	free_secret(p->token);
+	free(p->token_kv.key);
+	free(p->token_kv.value);
+	pthread_mutex_destroy(&p->token_lock);
+	http_free(p->http);
+	free(p);
+}
+
+/* Copies an http(s) URL without trailing '/' into out; *path_at: where its path starts. */
+static int url_copy(const char *url, char *out, size_t size, size_t *path_at)
+{
+	size_t n = strlen(url), scheme = 0;
+
+	while (n && url[n - 1] == '/')
+		n--;
+	if (!strncasecmp(url, "http://", 7))
+		scheme = 7;
+	else if (!strncasecmp(url, "https://", 8))
+		scheme = 8;
+	if (!scheme || n <= scheme || n >= size || has_ctl(url) || strpbrk(url, "?# "))
+		return -EINVAL;
+	memcpy(out, url, n);
+	out[n] = '\0';
+	*path_at = scheme + strcspn(out + scheme, "/");
+	return 0;
+}
+
+static bool ends_with(const char *s, const char *tail)
+{
+	size_t n = strlen(s), t = strlen(tail);
+
+	return n >= t && !strcasecmp(s + n - t, tail);
+}
+
+static int header_dup(char **out, const char *name, const char *value)
+{
+	if (asprintf(out, "%s: %s", name, value) < 0) {
+		*out = NULL;
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+/*
+ * OpenAI: base_url as the SDKs take it ("https://api.openai.com/v1"); a bare host gets /v1
+ * (there is nothing at the root), so "https://api.openai.com" works too.
+ */
+static int openai_config(struct provider *p, const struct remote_conf *conf, struct bfs_err *err)
+{
+	const char *base = conf_get(conf, "base_url", NULL);
+	const char *org = conf_get(conf, "organization", NULL);
+	const char *project = conf_get(conf, "project", NULL);
+	size_t path_at;
+
+	if (!base || !*base)
+		base = getenv("OPENAI_BASE_URL");
+	if (!base || !*base)
+		base = OAI_BASE_DEFAULT;
+	if (url_copy(base, p->base, sizeof(p->base) - 4, &path_at)) {
+		err_set(err, "[%s] base_url '%.200s' is not an http:// or https:// URL", conf->name,
+			base);
+		return -EINVAL;
+	}
+	if (!p->base[path_at])
+		strcat(p->base, "/v1");
+	if ((org && has_ctl(org)) || (project && has_ctl(project))) {
+		err_set(err, "[%s] organization and project must be one-line words", conf->name);
+		return -EINVAL;
+	}
+	if ((org && *org && header_dup(&p->hdr_org, "OpenAI-Organization", org)) ||
+	    (project && *project && header_dup(&p->hdr_project, "OpenAI-Project", project))) {
+		err_set(err, "[%s] out of memory", conf->name);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+/*
+ * Azure (B.1): {endpoint}/openai/... with ?api-version=, or the v1 API {endpoint}/openai/v1/...
+ * (api_version = v1, or an endpoint ending in /openai/v1) without one.
+ */
+static int azure_config(struct provider *p, const struct remote_conf *conf, struct bfs_err *err)
+{
+	const char *ep = conf_get(conf, "endpoint", NULL);
+	const char *ver = conf_get(conf, "api_version", NULL);
+	size_t path_at;
+	bool v1;
+
+	if (!ep || !*ep)
+		ep = getenv("AZURE_OPENAI_ENDPOINT");
+	if (!ep || !*ep) {
+		err_set(err, "[%s] endpoint is not set (https://RESOURCE.openai.azure.com)",
+			conf->name);
+		return -EINVAL;
+	}
+	if (!ver || !*ver)
+		ver = getenv("OPENAI_API_VERSION");
+	if (!ver || !*ver)
+		ver = AZ_VERSION_DEFAULT;
+	if (strlen(ver) > 64 ||
+	    strspn(ver, "abcdefghijklmnopqrstuvwxyz0123456789-.") != strlen(ver)) {
+		err_set(err, "[%s] api_version '%.64s' is not a version like %s", conf->name, ver,
+			AZ_VERSION_DEFAULT);
+		return -EINVAL;
+	}
+	if (url_copy(ep, p->base, sizeof(p->base) - 16, &path_at)) {
+		err_set(err, "[%s] endpoint '%.200s' is not an http:// or https:// URL", conf->name,
+			ep);
+		return -EINVAL;
+	}
+	v1 = !strcmp(ver, "v1") || ends_with(p->base, "/openai/v1");
+	if (ends_with(p->base, "/openai/v1"))
+		p->base[strlen(p->base) - 3] = '\0';
+	if (!ends_with(p->base, "/openai"))
+		strcat(p->base, "/openai");
+	if (v1)
+		strcat(p->base, "/v1");
+	else
+		snprintf(p->version, sizeof(p->version), "api-version=%s", ver);
+	return 0;
+}
+
+static int oai_open_common(struct provider **out, const struct remote_conf *conf,
+			   const char *state_dir, bool azure, struct bfs_err *err)
+{
+	const char *tcmd = azure ? conf_get(conf, "token_command", NULL) : NULL;
+	static const char *const subdirs[] = {"", "/uploads", "/lines"};
+	struct provider *p = calloc(1, sizeof(*p));
+	char *key = NULL;
+	int rc;
+
+	if (!p) {
+		err_set(err, "[%s] out of memory", conf->name);
+		return -ENOMEM;
+	}
+	pthread_mutex_init(&p->token_lock, NULL);
+	p->azure = azure;
+	snprintf(p->remote, sizeof(p->remote), "%s", conf->name);
+	rc = azure ? azure_config(p, conf, err) : openai_config(p, conf, err);
+	if (rc)
+		goto fail;
+	p->file_wait_ms =
+		(int64_t)(conf_get_double(conf, "file_wait", AZ_FILE_WAIT_DEFAULT) * 1000);
+	p->token_ttl_ms =
+		(int64_t)(conf_get_double(conf, "token_ttl", AZ_TOKEN_TTL_DEFAULT) * 1000);
+	if (strlen(state_dir) + 32 > sizeof(p->dir)) {
+		err_set(err, "[%s] cache path too long", conf->name);
+		rc = -ENAMETOOLONG;
+		goto fail;
+	}
+	for (size_t i = 0; i < sizeof(subdirs) / sizeof(subdirs[0]); i++) {
+		snprintf(p->dir, sizeof(p->dir), "%s%s", state_dir, subdirs[i]);
+		if (mkdir(p->dir, 0700) && errno != EEXIST) {
+			rc = -errno;
+			err_set(err, "cannot create '%s': %s", p->dir, strerror(errno));
+			goto fail;
+		}
+	}
+	snprintf(p->dir, sizeof(p->dir), "%s", state_dir);
+
+	if (tcmd && *tcmd) {
+		/* Entra ID (B.2): the command prints a bearer token; run it now to fail early. */
+		char *hdr = NULL;
+
+		p->has_token_cmd = true;
+		snprintf(p->token_conf.name, sizeof(p->token_conf.name), "%s", conf->name);
+		p->token_kv.key = strdup("token_command");
+		p->token_kv.value = strdup(tcmd);
+		if (!p->token_kv.key || !p->token_kv.value) {
+			err_set(err, "[%s] out of memory", conf->name);
+			rc = -ENOMEM;
+			goto fail;
+		}
+		p->token_conf.kv = &p->token_kv;
+		p->token_conf.nkv = 1;
+		rc = token_header(p, true, &hdr, err);
+		free_secret(hdr);
+		if (rc)
+			goto fail;
+	} else {
+		key = conf_secret(conf, "api_key_env", "api_key_command",
+				  azure ? "AZURE_OPENAI_API_KEY" : "OPENAI_API_KEY", err);
+		if (!key) {
+			rc = -EINVAL;
+			goto fail;
+		}
+		if (!*key || has_ctl(key)) {
+			err_set(err, "[%s] the API key is empty or spans lines", conf->name);
+			rc = -EINVAL;
+			goto fail;
+		}
+		/* OpenAI: a bearer token (A.1); Azure: the api-key header (B.2). */
+		rc = azure ? header_dup(&p->hdr_key, "api-key", key)
+			   : header_dup(&p->hdr_key, "Authorization", "Bearer ");
+		if (!rc && !azure) {
+			char *h = NULL;
+
+			rc = asprintf(&h, "%s%s", p->hdr_key, key) < 0 ? -ENOMEM : 0;
+			free_secret(p->hdr_key);
+			p->hdr_key = rc ? NULL : h;
+		}
+		if (rc) {
+			err_set(err, "[%s] out of memory", conf->name);
+			goto fail;
+		}
+	}
+	rc = http_new(&p->http, NULL, err);
+	if (rc)
+		goto fail;
+	free_secret(key);
+	*out = p;
+	return 0;
+fail:
+	free_secret(key);
+	oai_free(p);
+	return rc;
+}
+
+static int openai_open(struct provider **out, const struct remote_conf *conf, const char *state_dir,
+		       struct bfs_err *err)
+{
+	return oai_open_common(out, conf, state_dir, false, err);
+}
+
+static int azure_open(struct provider **out, const struct remote_conf *conf, const char *state_dir,
+		      struct bfs_err *err)
+{
+	return oai_open_common(out, conf, state_dir, true, err);
+}
+
+/*
+ * Limits (A.9, B.8): 50,000 requests (OpenAI) or 100,000 (Azure) and 200 MB per input file,
+ * counted in decimal megabytes to be on the safe side; blank lines count though they are not
+ * uploaded, so a file near the limit fails here rather than at the provider.
+ */
+const struct provider_ops provider_openai_ops = {
+	.name = "openai",
+	.format = JSONL_OPENAI,
+	.limits = {.max_requests = 50000, .max_bytes = 200u * 1000 * 1000},
+	.open = openai_open,
+	.free = oai_free,
+	.submit = oai_submit,
+	.find = oai_find,
+	.get = oai_get,
+	.list = oai_list,
+	.cancel = oai_cancel,
+	.results = oai_results,
+};
+
+const struct provider_ops provider_azure_ops = {
+	.name = "azure",
+	.format = JSONL_AZURE,
+	.limits = {.max_requests = 100000, .max_bytes = 200u * 1000 * 1000},
+	.open = azure_open,
+	.free = oai_free,
+	.submit = oai_submit,
+	.find = oai_find,
+	.get = oai_get,
+	.list = oai_list,
+	.cancel = oai_cancel,
+	.results = oai_results,
+};
