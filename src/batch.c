@@ -828,8 +828,12 @@ out:
 	if (rc)
 		(void)set_results(b, batch_id, RESULTS_PENDING, err->msg,
 				  timefmt_now_ms() + poll_delay_ms(r)); /* logged inside */
-	else if (count)
+	else if (count || !row.counts.total)
 		(void)set_results(b, batch_id, RESULTS_READY, NULL, 0); /* logged inside */
+	else
+		/* An empty answer for a batch that had requests: say so rather than wait forever. */
+		(void)set_results(b, batch_id, RESULTS_UNAVAILABLE,
+				  "the provider returned no result lines", 0); /* logged inside */
 	return rc;
 }
 

@@ -206,8 +206,17 @@ static const cJSON *field(const cJSON *o, const char *key)
 static int check_anthropic(const cJSON *root, long lineno, struct bfs_err *err)
 {
 	const cJSON *params = field(root, "params");
+	const cJSON *it;
 	int rc;
 
+	/* The API refuses the whole batch for an unknown field beside custom_id and params. */
+	cJSON_ArrayForEach(it, root) {
+		if (strcmp(it->string, "custom_id") && strcmp(it->string, "params")) {
+			err_set_line(err, lineno, "line %ld: unexpected field '%.64s' beside %s",
+				     lineno, it->string, "custom_id and params");
+			return -EINVAL;
+		}
+	}
 	rc = need_object(params, "params", lineno, err);
 	if (!rc)
 		rc = need_string(field(params, "model"), "params.model", lineno, err);

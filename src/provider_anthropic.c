@@ -581,8 +581,7 @@ static int list_pages(struct provider *p, provider_batch_fn fn, void *ctx, long 
 			rc = -EBADMSG;
 			goto out;
 		}
-		cJSON_ArrayForEach(item, data)
-		{
+		cJSON_ArrayForEach(item, data) {
 			struct provider_batch b;
 			struct bfs_err berr = BFS_ERR_INIT;
 

@@ -484,8 +484,7 @@ static void last_user_text(const cJSON *messages, struct buf *text)
 {
 	const cJSON *msg, *last = NULL, *content, *block;
 
-	cJSON_ArrayForEach(msg, messages)
-	{
+	cJSON_ArrayForEach(msg, messages) {
 		const cJSON *role = cJSON_GetObjectItemCaseSensitive(msg, "role");
 
 		if (cJSON_IsString(role) && !strcmp(role->valuestring, "user"))
@@ -498,8 +497,7 @@ static void last_user_text(const cJSON *messages, struct buf *text)
 		(void)buf_addstr(text, content->valuestring); /* capped: a long echo is cut */
 		return;
 	}
-	cJSON_ArrayForEach(block, content)
-	{
+	cJSON_ArrayForEach(block, content) {
 		const cJSON *t = cJSON_GetObjectItemCaseSensitive(block, "text");
 
 		if (cJSON_IsString(t))

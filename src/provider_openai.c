@@ -602,8 +602,7 @@ static int files_sweep(struct provider *p, const char *identity, int64_t adopt,
 			rc = -EBADMSG;
 			goto out;
 		}
-		cJSON_ArrayForEach(item, data)
-		{
+		cJSON_ArrayForEach(item, data) {
 			const char *id = json_id(item, "id");
 			const char *fn = json_str(item, "filename");
 			const char *st = json_str(item, "status");
@@ -1250,8 +1249,7 @@ static int list_pages(struct provider *p, provider_batch_fn fn, void *ctx, long 
 			goto out;
 		}
 		last = NULL;
-		cJSON_ArrayForEach(item, data)
-		{
+		cJSON_ArrayForEach(item, data) {
 			struct provider_batch b;
 			struct bfs_err berr = BFS_ERR_INIT;
 

@@ -851,8 +851,7 @@ static int list_jobs(struct provider *p, bool claude_only, provider_batch_fn fn,
 			goto out;
 		}
 		/* Empty fields are omitted (spec C.1): no batchPredictionJobs, no jobs. */
-		cJSON_ArrayForEach(item, jobs)
-		{
+		cJSON_ArrayForEach(item, jobs) {
 			struct provider_batch b;
 			struct bfs_err berr = BFS_ERR_INIT;
 
@@ -1159,8 +1158,7 @@ static int results_pass(struct provider *p, const char *bucket, const char *pref
 		}
 		/* Every .jsonl the job wrote (predictions*, errors*): never a constructed name
 		 * (spec C.7). Listings come in name order. */
-		cJSON_ArrayForEach(item, items)
-		{
+		cJSON_ArrayForEach(item, items) {
 			const char *name = json_str(item, "name");
 
 			if (!name || strncmp(name, prefix, strlen(prefix)) || !is_jsonl_name(name))

@@ -44,6 +44,8 @@ CASES = {
                               ' "messages": []}}\n', 1, "max_tokens"),
     "messages_missing": ('{"custom_id": "a", "params": {"model": "m", "max_tokens": 1}}\n', 1,
                          "messages"),
+    "unknown_top_level_field": ('{"custom_id": "a", "params": {"model": "m", "max_tokens": 1,'
+                                ' "messages": []}, "betas": ["x"]}\n', 1, "unexpected field"),
     "duplicate_custom_id": (GOOD + "\n\n" + anthropic_line("b") + "\n" + GOOD + "\n", 4,
                             "duplicate"),
 }

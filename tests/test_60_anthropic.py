@@ -301,6 +301,20 @@ def test_results_archived_at_the_provider_are_unavailable(fake_server, mount_fac
     assert srv.count("GET", f"^{API}/{bid}/results$") == 0
 
 
+def test_an_empty_results_answer_is_unavailable_with_a_reason(fake_server, mount_factory):
+    # A 200 with no lines for a batch that had requests must not leave results "downloading".
+    srv = fake_server("anthropic", processing_s=0.1)
+    srv.add_fault(method="GET", path=r"/results$", action="status", status=200, body=b"",
+                  headers={"Content-Type": "application/binary"}, times=0)
+    m = mount_remote(mount_factory, srv)
+    d = submit(m, line("one") + "\n")
+    s = wait_for(lambda: (lambda s: s if s["results"] == "unavailable" else None)(
+        read_status(d)), 15, what="results unavailable")
+    assert s["state"] == "completed"
+    assert "no result lines" in s["error"]["message"]
+    assert "results" not in os.listdir(d)
+
+
 def test_requests_unfinished_at_the_time_limit_come_back_expired(fake_server, mount_factory):
     srv = fake_server("anthropic", processing_s=60)
     m = mount_remote(mount_factory, srv)

@@ -348,6 +348,12 @@ class FakeServer:
             pass
 
     def _send(self, h, resp, req, truncate=None):
+        try:
+            self._send_answer(h, resp, req, truncate)
+        except (BrokenPipeError, ConnectionResetError):
+            h.close_connection = True  # the client went away (a killed daemon): not an error
+
+    def _send_answer(self, h, resp, req, truncate):
         if req is not None and req.content_length:
             req.drain()  # an unread body would be taken for the next request
         h.send_response(resp.status)

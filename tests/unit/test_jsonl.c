@@ -165,6 +165,12 @@ static const struct vcase cases[] = {
 	 {"{\"custom_id\":\"a\",\"params\":{\"model\":\"m\",\"max_tokens\":3}}"},
 	 1,
 	 "params.messages is missing"},
+	{"unknown field beside params",
+	 JSONL_ANTHROPIC,
+	 {"{\"custom_id\":\"a\",\"params\":{\"model\":\"m\",\"max_tokens\":3,\"messages\":[]},"
+	  "\"betas\":[]}"},
+	 1,
+	 "unexpected field 'betas'"},
 	{"only blank lines", JSONL_ANTHROPIC, {"", "  "}, 1, "no requests"},
 	{"openai bad method",
 	 JSONL_OPENAI,
