@@ -115,6 +115,32 @@ struct provider_ops {
 		       provider_reset_fn reset, void *ctx, struct bfs_err *err);
 };
 
+/*
+ * Result lines arriving as one or more JSONL downloads, shared by the HTTP providers: each
+ * line's custom_id is parsed and the line handed to fn; blank lines are skipped. Put
+ * provider_results_line / provider_results_reset in the http_request (line_fn, reset, with
+ * the struct as ctx) and call provider_results_next_file() before each file. A download
+ * retried inside the first file resets through the caller's reset. Past the first file, the
+ * earlier files' lines would go too, so the reset refuses with -ERESTART: the provider then
+ * calls provider_results_restart() and downloads every file again.
+ */
+struct provider_results {
+	provider_result_fn fn;
+	provider_reset_fn reset;
+	void *ctx;
+	uint64_t delivered;	  /* lines given to fn since the last reset */
+	uint64_t before_file;	  /* of which from files before the current one */
+	struct bfs_err *line_err; /* why a line was refused ("" when none) */
+};
+
+void provider_results_init(struct provider_results *r, provider_result_fn fn,
+			   provider_reset_fn reset, void *ctx, struct bfs_err *line_err);
+int provider_results_line(void *ctx, const char *line, size_t len, long lineno);
+int provider_results_reset(void *ctx);
+void provider_results_next_file(struct provider_results *r);
+/* Drops everything delivered (the caller's reset) before a new pass. 0 or -errno. */
+int provider_results_restart(struct provider_results *r);
+
 /* The ops for a provider name ("anthropic", ...), or NULL when unknown. */
 const struct provider_ops *provider_lookup(const char *name);
 

@@ -1,10 +1,14 @@
 // SPDX-License-Identifier: MIT
 /*
- * The provider registry: maps a config's `provider = NAME` to its ops table. The only file
- * besides the providers themselves that includes provider_*.h.
+ * The provider registry: maps a config's `provider = NAME` to its ops table (the only file
+ * besides the providers themselves that includes provider_*.h), and the result-line intake
+ * every HTTP provider shares.
  */
+#include <cjson/cJSON.h>
+#include <errno.h>
 #include <string.h>
 
+#include "err.h"
 #include "provider.h"
 #include "provider_anthropic.h"
 #include "provider_mock.h"
@@ -22,4 +26,73 @@ const struct provider_ops *provider_lookup(const char *name)
 		if (!strcmp(providers[i]->name, name))
 			return providers[i];
 	return NULL;
+}
+
+void provider_results_init(struct provider_results *r, provider_result_fn fn,
+			   provider_reset_fn reset, void *ctx, struct bfs_err *line_err)
+{
+	memset(r, 0, sizeof(*r));
+	r->fn = fn;
+	r->reset = reset;
+	r->ctx = ctx;
+	r->line_err = line_err;
+	err_clear(line_err);
+}
+
+int provider_results_line(void *ctx, const char *line, size_t len, long lineno)
+{
+	struct provider_results *r = ctx;
+	const cJSON *id;
+	cJSON *o;
+	size_t i;
+	int rc;
+
+	for (i = 0; i < len && (line[i] == ' ' || line[i] == '\t'); i++)
+		;
+	if (i == len)
+		return 0; /* blank */
+	o = cJSON_ParseWithLength(line, len);
+	id = cJSON_GetObjectItemCaseSensitive(o, "custom_id");
+	if (!cJSON_IsString(id)) {
+		err_set(r->line_err, "result line %ld is not a JSON object with a custom_id",
+			lineno);
+		cJSON_Delete(o);
+		return -EBADMSG;
+	}
+	rc = r->fn(r->ctx, id->valuestring, line, len);
+	if (rc)
+		err_set(r->line_err, "cannot keep result line %ld: %s", lineno, strerror(-rc));
+	else
+		r->delivered++;
+	cJSON_Delete(o);
+	return rc;
+}
+
+int provider_results_reset(void *ctx)
+{
+	struct provider_results *r = ctx;
+	int rc;
+
+	if (r->before_file)
+		return -ERESTART;
+	/* Without a reset, lines already delivered would be delivered twice: give up. */
+	rc = r->reset ? r->reset(r->ctx) : -ECANCELED;
+	if (!rc)
+		r->delivered = 0;
+	return rc;
+}
+
+void provider_results_next_file(struct provider_results *r)
+{
+	r->before_file = r->delivered;
+}
+
+int provider_results_restart(struct provider_results *r)
+{
+	int rc = r->reset ? r->reset(r->ctx) : -ECANCELED;
+
+	if (!rc)
+		r->delivered = r->before_file = 0;
+	err_clear(r->line_err);
+	return rc;
 }

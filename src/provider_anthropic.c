@@ -735,63 +735,24 @@ static int anth_cancel(struct provider *p, const char *id, struct provider_batch
 
 /* results */
 
-struct results_ctx {
-	provider_result_fn fn;
-	provider_reset_fn reset;
-	void *ctx;
-	struct bfs_err err; /* why a line was refused */
-};
-
-static int results_line(void *ctx, const char *line, size_t len, long lineno)
-{
-	struct results_ctx *r = ctx;
-	const char *id;
-	cJSON *o;
-	size_t i;
-	int rc;
-
-	for (i = 0; i < len && (line[i] == ' ' || line[i] == '\t'); i++)
-		;
-	if (i == len)
-		return 0; /* blank */
-	o = cJSON_ParseWithLength(line, len);
-	id = o ? json_str(o, "custom_id") : NULL;
-	if (!id) {
-		err_set(&r->err, "result line %ld is not a JSON object with a custom_id", lineno);
-		cJSON_Delete(o);
-		return -EBADMSG;
-	}
-	rc = r->fn(r->ctx, id, line, len);
-	if (rc)
-		err_set(&r->err, "cannot keep result line %ld: %s", lineno, strerror(-rc));
-	cJSON_Delete(o);
-	return rc;
-}
-
-static int results_reset(void *ctx)
-{
-	struct results_ctx *r = ctx;
-
-	/* Without a reset, lines already delivered would be delivered twice: give up. */
-	return r->reset ? r->reset(r->ctx) : -ECANCELED;
-}
-
 static int anth_results(struct provider *p, const struct provider_batch *b, provider_result_fn fn,
 			provider_reset_fn reset, void *ctx, struct bfs_err *err)
 {
-	struct results_ctx r = {fn, reset, ctx, BFS_ERR_INIT};
+	struct bfs_err line_err = BFS_ERR_INIT;
+	struct provider_results r;
 	struct buf url = BUF_INIT(ANTH_URL_MAX);
 	struct http_request rq = {
 		.method = HTTP_GET,
 		.headers = p->hdr_results,
 		.retry = HTTP_RETRY_IDEMPOTENT,
-		.line_fn = results_line,
+		.line_fn = provider_results_line,
 		.line_ctx = &r,
-		.reset = results_reset,
+		.reset = provider_results_reset,
 		.stream = true,
 	};
 	int rc;
 
+	provider_results_init(&r, fn, reset, ctx, &line_err);
 	if (b->results_gone) {
 		err_set(err, "the results of batch '%s' were archived by the provider", b->id);
 		return -ENODATA;
@@ -813,8 +774,8 @@ static int anth_results(struct provider *p, const struct provider_batch *b, prov
 	rc = http_perform(p->http, &rq, NULL, err);
 	if (!rc)
 		goto out;
-	if (err_is_set(&r.err)) {
-		err_set(err, "cannot download results of batch '%s': %s", b->id, r.err.msg);
+	if (err_is_set(&line_err)) {
+		err_set(err, "cannot download results of batch '%s': %s", b->id, line_err.msg);
 	} else if (rc == -ENOENT && state_is_terminal(b->state)) {
 		/* 404 "has no available results" after the end: archived or deleted. */
 		rc = -ENODATA;

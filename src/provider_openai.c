@@ -52,7 +52,6 @@
 #define AZ_TOKEN_TTL_DEFAULT 3000		/* s a token_command's token is reused */
 #define OAI_POLL_FIRST_MS    250
 #define OAI_POLL_MAX_MS	     5000
-#define OAI_RESTART_SENTINEL (-ECANCELED)
 
 struct provider {
 	bool azure;
@@ -1429,74 +1428,16 @@ static int oai_cancel(struct provider *p, const char *id, struct provider_batch 
 
 /* results */
 
-struct results_ctx {
-	provider_result_fn fn;
-	provider_reset_fn reset;
-	void *ctx;
-	int64_t delivered;   /* lines given to fn since the last reset */
-	int64_t before_file; /* of those, from files before the current one */
-	bool restart;	     /* a later file needs a retry: start over from the first */
-	struct bfs_err err;  /* why a line was refused */
-};
-
-static int results_line(void *ctx, const char *line, size_t len, long lineno)
-{
-	struct results_ctx *r = ctx;
-	const char *id;
-	cJSON *o;
-	size_t i;
-	int rc;
-
-	for (i = 0; i < len && (line[i] == ' ' || line[i] == '\t'); i++)
-		;
-	if (i == len)
-		return 0; /* blank */
-	o = cJSON_ParseWithLength(line, len);
-	id = o ? json_str(o, "custom_id") : NULL;
-	if (!id) {
-		err_set(&r->err, "result line %ld is not a JSON object with a custom_id", lineno);
-		cJSON_Delete(o);
-		return -EBADMSG;
-	}
-	rc = r->fn(r->ctx, id, line, len);
-	if (rc)
-		err_set(&r->err, "cannot keep result line %ld: %s", lineno, strerror(-rc));
-	else
-		r->delivered++;
-	cJSON_Delete(o);
-	return rc;
-}
-
-/*
- * A download is retried from its first byte. The caller's reset drops every line delivered,
- * those of earlier files too: then the whole download starts over instead.
- */
-static int results_reset(void *ctx)
-{
-	struct results_ctx *r = ctx;
-	int rc;
-
-	if (r->before_file) {
-		r->restart = true;
-		return OAI_RESTART_SENTINEL;
-	}
-	/* Without a reset, lines already delivered would be delivered twice: give up. */
-	rc = r->reset ? r->reset(r->ctx) : -ECANCELED;
-	if (!rc)
-		r->delivered = 0;
-	return rc;
-}
-
-static int download_file(struct provider *p, const char *file_id, struct results_ctx *r,
+static int download_file(struct provider *p, const char *file_id, struct provider_results *r,
 			 struct bfs_err *err)
 {
 	struct buf url = BUF_INIT(OAI_URL_MAX);
 	struct http_request rq = {
 		.method = HTTP_GET,
 		.retry = HTTP_RETRY_IDEMPOTENT,
-		.line_fn = results_line,
+		.line_fn = provider_results_line,
 		.line_ctx = r,
-		.reset = results_reset,
+		.reset = provider_results_reset,
 		.stream = true,
 	};
 	int rc = make_url(p, &url, "/files/%s/content", file_id);
@@ -1506,7 +1447,7 @@ static int download_file(struct provider *p, const char *file_id, struct results
 		goto out;
 	}
 	rq.url = url.data;
-	r->before_file = r->delivered;
+	provider_results_next_file(r);
 	rc = oai_perform(p, &rq, NULL, NULL, err);
 out:
 	buf_release(&url);
@@ -1516,11 +1457,13 @@ out:
 static int oai_results(struct provider *p, const struct provider_batch *b, provider_result_fn fn,
 		       provider_reset_fn reset, void *ctx, struct bfs_err *err)
 {
-	struct results_ctx r = {.fn = fn, .reset = reset, .ctx = ctx, .err = BFS_ERR_INIT};
+	struct bfs_err line_err = BFS_ERR_INIT;
+	struct provider_results r;
 	char files[2][PROVIDER_ID_MAX];
 	const char *names[2];
 	int nfiles = 0, rc = 0, i = 0;
 
+	provider_results_init(&r, fn, reset, ctx, &line_err);
 	/* Output first (successes), then errors (failed, cancelled, expired requests). */
 	if (ref_get(b->ref, "out", files[nfiles]))
 		names[nfiles++] = "output";
@@ -1531,22 +1474,19 @@ static int oai_results(struct provider *p, const struct provider_batch *b, provi
 		return -ENODATA;
 	}
 	for (int round = 0; round <= OAI_RESTARTS_MAX; round++) {
-		r.restart = false;
 		for (i = 0; i < nfiles; i++) {
 			rc = download_file(p, files[i], &r, err);
 			if (rc)
 				break;
 		}
-		if (!rc || !r.restart || round == OAI_RESTARTS_MAX)
+		if (rc != -ERESTART || round == OAI_RESTARTS_MAX)
 			break;
 		log_debug("%s: results of %s: starting the download over", p->remote, b->id);
-		rc = reset ? reset(ctx) : -ECANCELED;
+		rc = provider_results_restart(&r);
 		if (rc) {
 			err_set(err, "cannot restart the download: %s", strerror(-rc));
 			break;
 		}
-		r.delivered = 0;
-		err_clear(&r.err);
 	}
 	if (!rc && !r.delivered) {
 		err_set(err, "the result files of batch '%s' are empty", b->id);
@@ -1554,9 +1494,12 @@ static int oai_results(struct provider *p, const struct provider_batch *b, provi
 	}
 	if (!rc)
 		return 0;
-	if (err_is_set(&r.err) && !r.restart) {
+	if (rc == -ERESTART) {
+		err_set(err, "the download of batch '%s' was cut short %d times", b->id,
+			OAI_RESTARTS_MAX + 1);
+	} else if (err_is_set(&line_err)) {
 		err_set(err, "cannot download the %s file of batch '%s': %s", names[i], b->id,
-			r.err.msg);
+			line_err.msg);
 	} else if (rc == -ENOENT && state_is_terminal(b->state)) {
 		/* Output files are deleted after 30 days (A.8). */
 		rc = -ENODATA;

@@ -1016,61 +1016,6 @@ static int vtx_cancel(struct provider *p, const char *id, struct provider_batch 
 
 /* results */
 
-struct results_ctx {
-	provider_result_fn fn;
-	provider_reset_fn reset;
-	void *ctx;
-	uint64_t delivered;   /* lines given to fn in this pass */
-	uint64_t before_file; /* of which before the current file */
-	struct bfs_err err;   /* why a line was refused */
-};
-
-static int results_line(void *ctx, const char *line, size_t len, long lineno)
-{
-	struct results_ctx *r = ctx;
-	const char *id;
-	cJSON *o;
-	size_t i;
-	int rc;
-
-	for (i = 0; i < len && (line[i] == ' ' || line[i] == '\t'); i++)
-		;
-	if (i == len)
-		return 0;
-	o = cJSON_ParseWithLength(line, len);
-	id = json_str(o, "custom_id");
-	if (!id) {
-		err_set(&r->err, "predictions line %ld is not a JSON object with a custom_id",
-			lineno);
-		cJSON_Delete(o);
-		return -EBADMSG;
-	}
-	rc = r->fn(r->ctx, id, line, len);
-	if (rc)
-		err_set(&r->err, "cannot keep predictions line %ld: %s", lineno, strerror(-rc));
-	else
-		r->delivered++;
-	cJSON_Delete(o);
-	return rc;
-}
-
-/*
- * A file's download starts over: within the first file the caller's reset drops all that was
- * delivered; past it, earlier files' lines would go too, so the whole pass starts over.
- */
-static int results_reset(void *ctx)
-{
-	struct results_ctx *r = ctx;
-	int rc;
-
-	if (r->before_file)
-		return -ERESTART;
-	rc = r->reset ? r->reset(r->ctx) : -ECANCELED;
-	if (!rc)
-		r->delivered = 0;
-	return rc;
-}
-
 static bool is_jsonl_name(const char *name)
 {
 	size_t n = strlen(name);
@@ -1079,15 +1024,15 @@ static bool is_jsonl_name(const char *name)
 }
 
 static int download_object(struct provider *p, const char *bucket, const char *name,
-			   struct results_ctx *r, struct bfs_err *err)
+			   struct provider_results *r, struct bfs_err *err)
 {
 	struct buf url = BUF_INIT(VTX_URL_MAX);
 	struct http_request rq = {
 		.method = HTTP_GET,
 		.retry = HTTP_RETRY_IDEMPOTENT,
-		.line_fn = results_line,
+		.line_fn = provider_results_line,
 		.line_ctx = r,
-		.reset = results_reset,
+		.reset = provider_results_reset,
 		.stream = true,
 	};
 	int rc = buf_addf(&url, "%s/storage/v1/b/", p->storage);
@@ -1104,11 +1049,11 @@ static int download_object(struct provider *p, const char *bucket, const char *n
 		err_set(err, "object name too long");
 		goto out;
 	}
-	r->before_file = r->delivered;
+	provider_results_next_file(r);
 	rq.url = url.data;
 	rc = vtx_perform(p, &rq, NULL, NULL, err);
-	if (rc && err_is_set(&r->err))
-		err_set(err, "%s", r->err.msg);
+	if (rc && err_is_set(r->line_err))
+		err_set(err, "%s", r->line_err->msg);
 	if (rc)
 		err_prefix(err, "gs://%s/%.300s", bucket, name);
 out:
@@ -1118,7 +1063,7 @@ out:
 
 /* One pass over the output directory: list it page by page, stream each .jsonl object. */
 static int results_pass(struct provider *p, const char *bucket, const char *prefix,
-			struct results_ctx *r, struct bfs_err *err)
+			struct provider_results *r, struct bfs_err *err)
 {
 	struct buf url = BUF_INIT(VTX_URL_MAX);
 	char *token = NULL;
@@ -1196,13 +1141,15 @@ out:
 static int vtx_results(struct provider *p, const struct provider_batch *b, provider_result_fn fn,
 		       provider_reset_fn reset, void *ctx, struct bfs_err *err)
 {
-	struct results_ctx r = {.fn = fn, .reset = reset, .ctx = ctx, .err = BFS_ERR_INIT};
+	struct bfs_err line_err = BFS_ERR_INIT;
+	struct provider_results r;
 	struct buf prefix = BUF_INIT(PROVIDER_REF_MAX + 2);
 	struct provider_batch now;
 	const char *dir = b->ref;
 	char bucket[256];
 	int rc = 0;
 
+	provider_results_init(&r, fn, reset, ctx, &line_err);
 	if (b->results_gone) {
 		err_set(err, "job '%s' wrote no results", b->id);
 		return -ENODATA;
@@ -1225,14 +1172,12 @@ static int vtx_results(struct provider *p, const struct provider_batch *b, provi
 		goto out;
 	}
 	for (int pass = 0; pass < VTX_RESTARTS; pass++) {
-		r.delivered = r.before_file = 0;
-		err_clear(&r.err);
 		err_clear(err);
 		rc = results_pass(p, bucket, prefix.data, &r, err);
 		if (rc != -ERESTART)
 			break;
 		log_debug("vertex: results of job %s: a file was cut short; starting over", b->id);
-		rc = reset ? reset(ctx) : -ECANCELED;
+		rc = provider_results_restart(&r);
 		if (rc) {
 			err_set(err, "cannot start the download over: %s", strerror(-rc));
 			break;
