@@ -23,6 +23,9 @@ struct remote;
  */
 int batch_commit(struct bfs *b, struct remote *r, int64_t batch_id, int64_t file_id,
 		 struct bfs_err *err);
+/* Records on a batch not submitted why its requests.jsonl was not (e.g. its writer was
+ * killed): the state stays, status shows msg. Local only. */
+int batch_note_unsubmitted(struct bfs *b, int64_t batch_id, const char *msg);
 /* Asks the provider to cancel batch_id. -EINVAL for a batch never submitted. */
 int batch_cancel(struct bfs *b, struct remote *r, int64_t batch_id, struct bfs_err *err);
 /* Polls batch_id once now (or reconciles an interrupted submission) and stores the state. */

@@ -70,6 +70,17 @@ static void set_error(struct store_batch *row, const char *msg, long line)
 	row->error_attempt = 0;
 }
 
+static void do_note(struct store_batch *row, void *ctx)
+{
+	if (!row->pid[0] && row->state != BATCH_SUBMITTING)
+		set_error(row, ctx, 0);
+}
+
+int batch_note_unsubmitted(struct bfs *b, int64_t batch_id, const char *msg)
+{
+	return batch_update(b, batch_id, do_note, (void *)msg);
+}
+
 /* Copies what the provider says of a batch into its row and schedules the next look. */
 static void apply_provider(struct store_batch *row, const struct provider_batch *pb,
 			   int64_t poll_ms)

@@ -11,6 +11,7 @@
 #include <fuse_lowlevel.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,7 @@
 #include "batch.h"
 #include "bfs.h"
 #include "buf.h"
+#include "caller.h"
 #include "conf.h"
 #include "err.h"
 #include "fs.h"
@@ -64,13 +66,23 @@ struct fs_node {
 	enum fs_sub sub;
 };
 
+#define FS_WRITERS_MAX 8
+
 /* An open file. */
 struct fs_handle {
 	struct fs_node node;
 	int fd;		 /* spool data (FS_FILE), else -1 */
 	bool wrote;	 /* data written since the last commit attempt */
 	struct buf text; /* status / id: the snapshot taken at open */
+	/* Processes (thread group ids) that wrote since the last commit attempt; nwriters -1:
+	 * more than FS_WRITERS_MAX, any close commits. Under writers_lock. */
+	pid_t writers[FS_WRITERS_MAX];
+	int nwriters;
+	pid_t last_tid, last_tgid; /* the last writer thread seen, to skip /proc lookups */
 };
+
+/* Protects the writer sets of all handles (short sections, no I/O inside). */
+static pthread_mutex_t writers_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static const char *const reserved[] = {"status", "id", "ctl", "results.jsonl", "results"};
 
@@ -663,6 +675,43 @@ static int file_writable(struct bfs *b, int64_t file_id, struct store_file *f,
 	return batch_is_writable(row) ? 0 : -EACCES;
 }
 
+/*
+ * The commit point is the close() of a writer (CONTRACT), but a close() reaches us as FLUSH
+ * from whichever process closes a copy of the descriptor: in `for ...; done > requests.jsonl`
+ * every `$(...)` subshell closes its inherited copy while the loop is still writing. So a
+ * handle remembers the processes that wrote through it, and only their closes commit.
+ */
+static void writer_add(fuse_req_t req, struct fs_handle *h)
+{
+	pid_t tid = fuse_req_ctx(req)->pid, tgid = 0;
+	struct caller_info ci;
+	bool known;
+
+	pthread_mutex_lock(&writers_lock);
+	known = tid && h->last_tid == tid;
+	if (known)
+		tgid = h->last_tgid;
+	pthread_mutex_unlock(&writers_lock);
+	if (!known && !caller_get(tid, false, &ci))
+		tgid = ci.tgid; /* else 0: unknown (another pid namespace) */
+
+	pthread_mutex_lock(&writers_lock);
+	h->last_tid = tid;
+	h->last_tgid = tgid;
+	h->wrote = true;
+	if (h->nwriters >= 0) {
+		int i;
+
+		for (i = 0; i < h->nwriters && h->writers[i] != tgid; i++)
+			;
+		if (!tgid || (i == h->nwriters && i == FS_WRITERS_MAX))
+			h->nwriters = -1; /* cannot tell writers apart: any close commits */
+		else if (i == h->nwriters)
+			h->writers[h->nwriters++] = tgid;
+	}
+	pthread_mutex_unlock(&writers_lock);
+}
+
 static int do_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct bfs *b = fs_ctx(req);
@@ -689,7 +738,8 @@ static int do_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		}
 		h->fd = fd;
 		/* A truncating open is a write even if nothing follows (`: > requests.jsonl`). */
-		h->wrote = (fi->flags & O_TRUNC) != 0;
+		if (fi->flags & O_TRUNC)
+			writer_add(req, h);
 		return reply_open(req, h, fi);
 	case FS_RESULT:
 		if (wants_write(fi->flags))
@@ -839,6 +889,8 @@ static int do_ctl(struct bfs *b, int64_t batch_id, const char *data, size_t size
 static int do_write(fuse_req_t req, struct fs_handle *h, const char *data, size_t size, off_t off)
 {
 	struct bfs *b = fs_ctx(req);
+	struct store_batch row;
+	struct store_file f;
 	ssize_t n;
 	int rc;
 
@@ -851,10 +903,14 @@ static int do_write(fuse_req_t req, struct fs_handle *h, const char *data, size_
 	}
 	if (h->node.kind != FS_FILE || h->fd < 0)
 		return -EBADF;
+	/* A descriptor opened before the commit must not change what was submitted. */
+	rc = file_writable(b, h->node.id, &f, &row);
+	if (rc)
+		return rc;
 	n = pwrite(h->fd, data, size, off);
 	if (n < 0)
 		return -errno;
-	h->wrote = true;
+	writer_add(req, h);
 	fuse_reply_write(req, (size_t)n);
 	return 0;
 }
@@ -874,7 +930,7 @@ static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t si
  * The commit point (CONTRACT): the close() of a writer of requests.jsonl that wrote data.
  * flush is where close() gets its return value (release's is lost), so commit here.
  */
-static int commit_if_requests(struct bfs *b, int64_t file_id)
+static int commit_if_requests(struct bfs *b, int64_t file_id, const struct caller_info *closer)
 {
 	struct bfs_err err = BFS_ERR_INIT;
 	struct store_file f;
@@ -893,10 +949,48 @@ static int commit_if_requests(struct bfs *b, int64_t file_id)
 	r = remote_of(b, &row);
 	if (!r)
 		return -EIO;
+	if (closer && closer->signal) {
+		/* A writer killed mid-file (cp interrupted): half a file never becomes a batch. */
+		err_set(&err,
+			"requests.jsonl was not submitted: its writer (pid %d) was killed by "
+			"signal "
+			"%d (%s) before closing it; write it again",
+			(int)closer->tgid, closer->signal, strsignal(closer->signal));
+		log_info("batch '%s': %s", row.name, err.msg);
+		return batch_note_unsubmitted(b, row.id, err.msg);
+	}
 	rc = batch_commit(b, r, row.id, file_id, &err);
 	if (rc)
 		log_info("commit of '%s' failed: %s", row.name, err.msg);
 	return rc;
+}
+
+static int do_flush(fuse_req_t req, struct fs_handle *h)
+{
+	struct caller_info ci;
+	bool wrote, mine = true;
+	int known;
+
+	pthread_mutex_lock(&writers_lock);
+	wrote = h->wrote;
+	pthread_mutex_unlock(&writers_lock);
+	if (!wrote)
+		return 0;
+	known = !caller_get(fuse_req_ctx(req)->pid, true, &ci);
+	pthread_mutex_lock(&writers_lock);
+	if (known && h->nwriters >= 0) {
+		mine = false;
+		for (int i = 0; i < h->nwriters; i++)
+			mine |= h->writers[i] == ci.tgid;
+	}
+	if (mine) {
+		h->wrote = false;
+		h->nwriters = 0;
+	}
+	pthread_mutex_unlock(&writers_lock);
+	if (!mine)
+		return 0; /* a copy closed by a process that never wrote through it */
+	return commit_if_requests(fs_ctx(req), h->node.id, known ? &ci : NULL);
 }
 
 static void fs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -905,10 +999,8 @@ static void fs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	int rc = 0;
 
 	(void)ino;
-	if (h->node.kind == FS_FILE && h->wrote) {
-		h->wrote = false;
-		rc = commit_if_requests(fs_ctx(req), h->node.id);
-	}
+	if (h->node.kind == FS_FILE)
+		rc = do_flush(req, h);
 	fuse_reply_err(req, -rc);
 }
 
@@ -986,7 +1078,8 @@ static int do_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	}
 	h->fd = fd;
 	/* Truncating an existing requests.jsonl is a write (it may become empty: a draft). */
-	h->wrote = existed && (fi->flags & O_TRUNC) != 0;
+	if (existed && (fi->flags & O_TRUNC))
+		writer_add(req, h);
 	fi->fh = (uint64_t)(uintptr_t)h;
 	if (fuse_reply_create(req, &e, fi) == -ENOENT)
 		handle_free(h);

@@ -189,3 +189,61 @@ def test_refresh_through_ctl_updates_status(mount_factory):
     assert read_status(d)["state"] == "in_progress"
     subprocess.run(["sh", "-c", f"echo refresh > {d}/ctl"], check=True)
     assert read_status(d)["state"] == "completed"
+
+
+def test_a_shell_loop_with_command_substitutions_submits_the_whole_file_once(mock_mount):
+    # Each $(...) subshell inherits the loop's descriptor and closes it while the loop is still
+    # writing: those closes are not the writer's and must not commit a partial file.
+    d = new_batch(mock_mount)
+    script = r'''
+for q in "What is FUSE?" "Say hello" "Name a prime"; do
+    printf '{"custom_id":"q%s","params":{"model":"m","max_tokens":9,"messages":[{"role":"user","content":"%s"}]}}\n' \
+        "$(echo "$q" | tr -cd 'a-z')" "$q"
+done > requests.jsonl
+'''
+    subprocess.run(["sh", "-c", script], cwd=d, check=True)
+    s = read_status(d)
+    assert s["counts"]["total"] == 3, s
+    assert len(mock_batches(mock_mount)) == 1
+    wait_results(d)
+    assert sorted(os.listdir(os.path.join(d, "results"))) == \
+        ["qameaprime.json", "qayhello.json", "qhatis.json"]
+
+
+def test_a_descriptor_opened_before_the_commit_cannot_change_the_batch(mock_mount):
+    d = new_batch(mock_mount)
+    p = os.path.join(d, "requests.jsonl")
+    late = os.open(p, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        with open(p, "w") as f:
+            f.write(anthropic_requests(2))
+        assert read_status(d)["counts"]["total"] == 2
+        with pytest.raises(PermissionError):
+            os.pwrite(late, b"{}\n", 0)
+    finally:
+        os.close(late)
+    with open(p) as f:
+        assert f.read() == anthropic_requests(2)
+    assert len(mock_batches(mock_mount)) == 1
+
+
+def test_a_writer_killed_before_closing_leaves_a_draft_that_says_why(mock_mount):
+    # cp interrupted: the file holds whole, valid lines, but it is not what the user meant.
+    d = new_batch(mock_mount)
+    p = os.path.join(d, "requests.jsonl")
+    code = ("import os, signal, sys\n"
+            "fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)\n"
+            "os.write(fd, sys.argv[2].encode())\n"
+            "os.kill(os.getpid(), signal.SIGKILL)\n")
+    r = subprocess.run(["/usr/bin/python3", "-c", code, p, anthropic_requests(2)])
+    assert r.returncode == -9
+    s = read_status(d)
+    assert s["state"] == "draft" and s["id"] is None
+    assert "killed by signal 9" in s["error"]["message"]
+    assert mock_batches(mock_mount) == []
+    # Written again, by a writer that closes it, it submits.
+    with open(p, "w") as f:
+        f.write(anthropic_requests(3))
+    s = read_status(d)
+    assert s["counts"]["total"] == 3 and s["error"] is None
+    assert len(mock_batches(mock_mount)) == 1
