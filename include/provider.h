@@ -98,9 +98,10 @@ struct provider_ops {
 	 */
 	int (*find)(struct provider *p, const struct provider_submit *s, struct provider_batch *out,
 		    struct bfs_err *err);
-	/* Retrieves one batch by id. -ENOENT when the provider does not know it. */
+	/* Retrieves one batch by id. -ENOENT when the provider does not know it. on_retry
+	 * (may be NULL) is told of HTTP retries while they happen, as for submit. */
 	int (*get)(struct provider *p, const char *id, struct provider_batch *out,
-		   struct bfs_err *err);
+		   provider_retry_fn on_retry, void *retry_ctx, struct bfs_err *err);
 	/* Calls fn for every batch the credentials can see, all pages, newest first. */
 	int (*list)(struct provider *p, provider_batch_fn fn, void *ctx, struct bfs_err *err);
 	/* Asks the provider to cancel; fills out with the batch as the answer shows it. */
@@ -112,7 +113,8 @@ struct provider_ops {
 	 * -ENODATA when the provider has no results (archived/expired at the provider).
 	 */
 	int (*results)(struct provider *p, const struct provider_batch *b, provider_result_fn fn,
-		       provider_reset_fn reset, void *ctx, struct bfs_err *err);
+		       provider_reset_fn reset, void *ctx, provider_retry_fn on_retry,
+		       void *retry_ctx, struct bfs_err *err);
 };
 
 /*
@@ -128,13 +130,16 @@ struct provider_results {
 	provider_result_fn fn;
 	provider_reset_fn reset;
 	void *ctx;
-	uint64_t delivered;	  /* lines given to fn since the last reset */
-	uint64_t before_file;	  /* of which from files before the current one */
-	struct bfs_err *line_err; /* why a line was refused ("" when none) */
+	uint64_t delivered;	    /* lines given to fn since the last reset */
+	uint64_t before_file;	    /* of which from files before the current one */
+	struct bfs_err *line_err;   /* why a line was refused ("" when none) */
+	provider_retry_fn on_retry; /* for the downloads' http_request.on_retry; may be NULL */
+	void *retry_ctx;
 };
 
 void provider_results_init(struct provider_results *r, provider_result_fn fn,
-			   provider_reset_fn reset, void *ctx, struct bfs_err *line_err);
+			   provider_reset_fn reset, void *ctx, provider_retry_fn on_retry,
+			   void *retry_ctx, struct bfs_err *line_err);
 int provider_results_line(void *ctx, const char *line, size_t len, long lineno);
 int provider_results_reset(void *ctx);
 void provider_results_next_file(struct provider_results *r);

@@ -629,6 +629,7 @@ static int reconcile(struct bfs *b, struct remote *r, const struct store_batch *
 
 int batch_refresh(struct bfs *b, struct remote *r, int64_t batch_id, struct bfs_err *err)
 {
+	struct retry_ctx rctx;
 	struct provider_batch pb;
 	struct store_batch row;
 	struct apply_ctx ac;
@@ -644,7 +645,8 @@ int batch_refresh(struct bfs *b, struct remote *r, int64_t batch_id, struct bfs_
 		err_set(err, "batch '%s' has not been submitted", row.name);
 		return -EINVAL;
 	}
-	rc = r->ops->get(r->prov, row.pid, &pb, err);
+	rctx = (struct retry_ctx){b, batch_id, "polling"};
+	rc = r->ops->get(r->prov, row.pid, &pb, note_retry, &rctx, err);
 	if (rc) {
 		err_prefix(err, "cannot poll batch '%s'", row.name);
 		(void)set_state(b, batch_id, row.state, err->msg, 0,
@@ -783,6 +785,7 @@ static int set_results(struct bfs *b, int64_t id, enum results_state st, const c
 
 int batch_fetch_results(struct bfs *b, struct remote *r, int64_t batch_id, struct bfs_err *err)
 {
+	struct retry_ctx rctx = {b, batch_id, "downloading the results"};
 	struct dl_ctx d = {.fd = -1};
 	struct provider_batch pb;
 	struct store_batch row;
@@ -813,7 +816,7 @@ int batch_fetch_results(struct bfs *b, struct remote *r, int64_t batch_id, struc
 		err_set(err, "cannot create '%s': %s", path, strerror(errno));
 		goto out;
 	}
-	rc = r->ops->results(r->prov, &pb, dl_line, dl_reset, &d, err);
+	rc = r->ops->results(r->prov, &pb, dl_line, dl_reset, &d, note_retry, &rctx, err);
 	if (rc == -ENODATA) {
 		(void)set_results(b, batch_id, RESULTS_UNAVAILABLE, err->msg[0] ? err->msg : NULL,
 				  0); /* logged inside */

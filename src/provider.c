@@ -29,13 +29,16 @@ const struct provider_ops *provider_lookup(const char *name)
 }
 
 void provider_results_init(struct provider_results *r, provider_result_fn fn,
-			   provider_reset_fn reset, void *ctx, struct bfs_err *line_err)
+			   provider_reset_fn reset, void *ctx, provider_retry_fn on_retry,
+			   void *retry_ctx, struct bfs_err *line_err)
 {
 	memset(r, 0, sizeof(*r));
 	r->fn = fn;
 	r->reset = reset;
 	r->ctx = ctx;
 	r->line_err = line_err;
+	r->on_retry = on_retry;
+	r->retry_ctx = retry_ctx;
 	err_clear(line_err);
 }
 

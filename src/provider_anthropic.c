@@ -689,7 +689,8 @@ static int anth_find(struct provider *p, const struct provider_submit *s,
 /* get / cancel */
 
 static int one_batch(struct provider *p, const char *what, const char *id, const char *tail,
-		     enum http_method m, struct provider_batch *out, struct bfs_err *err)
+		     enum http_method m, provider_retry_fn on_retry, void *retry_ctx,
+		     struct provider_batch *out, struct bfs_err *err)
 {
 	struct buf url = BUF_INIT(ANTH_URL_MAX);
 	struct provider_batch b;
@@ -705,8 +706,8 @@ static int one_batch(struct provider *p, const char *what, const char *id, const
 		err_set(err, "cannot %s batch '%s': base_url too long", what, id);
 		goto out;
 	}
-	rc = call_json(p, m, url.data, p->hdr_plain, NULL, HTTP_RETRY_IDEMPOTENT, NULL, NULL, NULL,
-		       &root, err);
+	rc = call_json(p, m, url.data, p->hdr_plain, NULL, HTTP_RETRY_IDEMPOTENT, on_retry,
+		       retry_ctx, NULL, &root, err);
 	if (!rc)
 		rc = batch_from_json(root, &b, err);
 	if (rc) {
@@ -721,22 +722,23 @@ out:
 }
 
 static int anth_get(struct provider *p, const char *id, struct provider_batch *out,
-		    struct bfs_err *err)
+		    provider_retry_fn on_retry, void *retry_ctx, struct bfs_err *err)
 {
-	return one_batch(p, "get", id, NULL, HTTP_GET, out, err);
+	return one_batch(p, "get", id, NULL, HTTP_GET, on_retry, retry_ctx, out, err);
 }
 
 static int anth_cancel(struct provider *p, const char *id, struct provider_batch *out,
 		       struct bfs_err *err)
 {
 	/* Cancel is a POST without a body (the SDKs send none); repeating it is harmless. */
-	return one_batch(p, "cancel", id, "/cancel", HTTP_POST, out, err);
+	return one_batch(p, "cancel", id, "/cancel", HTTP_POST, NULL, NULL, out, err);
 }
 
 /* results */
 
 static int anth_results(struct provider *p, const struct provider_batch *b, provider_result_fn fn,
-			provider_reset_fn reset, void *ctx, struct bfs_err *err)
+			provider_reset_fn reset, void *ctx, provider_retry_fn on_retry,
+			void *retry_ctx, struct bfs_err *err)
 {
 	struct bfs_err line_err = BFS_ERR_INIT;
 	struct provider_results r;
@@ -749,10 +751,12 @@ static int anth_results(struct provider *p, const struct provider_batch *b, prov
 		.line_ctx = &r,
 		.reset = provider_results_reset,
 		.stream = true,
+		.on_retry = on_retry,
+		.retry_ctx = retry_ctx,
 	};
 	int rc;
 
-	provider_results_init(&r, fn, reset, ctx, &line_err);
+	provider_results_init(&r, fn, reset, ctx, on_retry, retry_ctx, &line_err);
 	if (b->results_gone) {
 		err_set(err, "the results of batch '%s' were archived by the provider", b->id);
 		return -ENODATA;

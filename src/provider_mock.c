@@ -348,12 +348,14 @@ static void mock_count_errored(const struct provider *p, struct mock_meta *m)
 }
 
 static int mock_get(struct provider *p, const char *id, struct provider_batch *out,
-		    struct bfs_err *err)
+		    provider_retry_fn on_retry, void *retry_ctx, struct bfs_err *err)
 {
 	struct mock_meta m;
 	int64_t now;
 	int rc = meta_read(p, id, &m);
 
+	(void)on_retry; /* no network: nothing is ever retried */
+	(void)retry_ctx;
 	if (rc) {
 		err_set(err, "mock: batch '%s' not found", id);
 		return rc == -ENOENT ? -ENOENT : -EIO;
@@ -586,13 +588,17 @@ static int mock_results_line(void *ctx, const char *line, size_t len, long linen
 }
 
 static int mock_results(struct provider *p, const struct provider_batch *b, provider_result_fn fn,
-			provider_reset_fn reset, void *ctx, struct bfs_err *err)
+			provider_reset_fn reset, void *ctx, provider_retry_fn on_retry,
+			void *retry_ctx, struct bfs_err *err)
 {
 	struct mock_results r = {.fn = fn, .ctx = ctx};
 	struct jsonl_splitter sp;
 	char path[PATH_MAX + 64], chunk[65536];
 	struct mock_meta m;
 	int fd = -1, rc;
+
+	(void)on_retry;
+	(void)retry_ctx;
 	ssize_t n;
 
 	(void)reset; /* local file: never starts over */

@@ -1383,7 +1383,8 @@ static int oai_find(struct provider *p, const struct provider_submit *s, struct 
 /* get / cancel */
 
 static int one_batch(struct provider *p, const char *what, const char *id, const char *tail,
-		     enum http_method m, struct provider_batch *out, struct bfs_err *err)
+		     provider_retry_fn on_retry, void *retry_ctx, enum http_method m,
+		     struct provider_batch *out, struct bfs_err *err)
 {
 	struct buf url = BUF_INIT(OAI_URL_MAX);
 	struct provider_batch b;
@@ -1399,7 +1400,8 @@ static int one_batch(struct provider *p, const char *what, const char *id, const
 		err_set(err, "cannot %s batch '%s': URL too long", what, id);
 		goto out;
 	}
-	rc = call_json(p, m, url.data, NULL, HTTP_RETRY_IDEMPOTENT, NULL, NULL, &root, NULL, err);
+	rc = call_json(p, m, url.data, NULL, HTTP_RETRY_IDEMPOTENT, on_retry, retry_ctx, &root,
+		       NULL, err);
 	if (!rc)
 		rc = batch_from_json(p, root, &b, err);
 	if (rc) {
@@ -1414,16 +1416,16 @@ out:
 }
 
 static int oai_get(struct provider *p, const char *id, struct provider_batch *out,
-		   struct bfs_err *err)
+		   provider_retry_fn on_retry, void *retry_ctx, struct bfs_err *err)
 {
-	return one_batch(p, "get", id, "", HTTP_GET, out, err);
+	return one_batch(p, "get", id, "", on_retry, retry_ctx, HTTP_GET, out, err);
 }
 
 static int oai_cancel(struct provider *p, const char *id, struct provider_batch *out,
 		      struct bfs_err *err)
 {
 	/* POST without a body (A.4); repeating it is harmless. */
-	return one_batch(p, "cancel", id, "/cancel", HTTP_POST, out, err);
+	return one_batch(p, "cancel", id, "/cancel", NULL, NULL, HTTP_POST, out, err);
 }
 
 /* results */
@@ -1439,6 +1441,8 @@ static int download_file(struct provider *p, const char *file_id, struct provide
 		.line_ctx = r,
 		.reset = provider_results_reset,
 		.stream = true,
+		.on_retry = r->on_retry,
+		.retry_ctx = r->retry_ctx,
 	};
 	int rc = make_url(p, &url, "/files/%s/content", file_id);
 
@@ -1455,7 +1459,8 @@ out:
 }
 
 static int oai_results(struct provider *p, const struct provider_batch *b, provider_result_fn fn,
-		       provider_reset_fn reset, void *ctx, struct bfs_err *err)
+		       provider_reset_fn reset, void *ctx, provider_retry_fn on_retry,
+		       void *retry_ctx, struct bfs_err *err)
 {
 	struct bfs_err line_err = BFS_ERR_INIT;
 	struct provider_results r;
@@ -1463,7 +1468,7 @@ static int oai_results(struct provider *p, const struct provider_batch *b, provi
 	const char *names[2];
 	int nfiles = 0, rc = 0, i = 0;
 
-	provider_results_init(&r, fn, reset, ctx, &line_err);
+	provider_results_init(&r, fn, reset, ctx, on_retry, retry_ctx, &line_err);
 	/* Output first (successes), then errors (failed, cancelled, expired requests). */
 	if (ref_get(b->ref, "out", files[nfiles]))
 		names[nfiles++] = "output";

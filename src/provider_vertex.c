@@ -957,7 +957,7 @@ static bool is_job_id(const char *id)
 }
 
 static int vtx_get(struct provider *p, const char *id, struct provider_batch *out,
-		   struct bfs_err *err)
+		   provider_retry_fn on_retry, void *retry_ctx, struct bfs_err *err)
 {
 	struct buf url = BUF_INIT(VTX_URL_MAX);
 	struct provider_batch b;
@@ -970,8 +970,8 @@ static int vtx_get(struct provider *p, const char *id, struct provider_batch *ou
 	}
 	rc = buf_addf(&url, "%s/%s", p->jobs, id);
 	if (!rc)
-		rc = call_json(p, HTTP_GET, url.data, NULL, HTTP_RETRY_IDEMPOTENT, NULL, NULL,
-			       &root, err);
+		rc = call_json(p, HTTP_GET, url.data, NULL, HTTP_RETRY_IDEMPOTENT, on_retry,
+			       retry_ctx, &root, err);
 	if (!rc)
 		rc = job_from_json(root, &b, err);
 	if (rc) {
@@ -1011,7 +1011,7 @@ static int vtx_cancel(struct provider *p, const char *id, struct provider_batch 
 		err_prefix(err, "cannot cancel job '%s'", id);
 		return rc;
 	}
-	return vtx_get(p, id, out, err);
+	return vtx_get(p, id, out, NULL, NULL, err);
 }
 
 /* results */
@@ -1033,6 +1033,8 @@ static int download_object(struct provider *p, const char *bucket, const char *n
 		.line_fn = provider_results_line,
 		.line_ctx = r,
 		.reset = provider_results_reset,
+		.on_retry = r->on_retry,
+		.retry_ctx = r->retry_ctx,
 		.stream = true,
 	};
 	int rc = buf_addf(&url, "%s/storage/v1/b/", p->storage);
@@ -1091,8 +1093,8 @@ static int results_pass(struct provider *p, const char *bucket, const char *pref
 			err_set(err, "the listing URL is too long");
 			goto out;
 		}
-		rc = call_json(p, HTTP_GET, url.data, NULL, HTTP_RETRY_IDEMPOTENT, NULL, NULL,
-			       &root, err);
+		rc = call_json(p, HTTP_GET, url.data, NULL, HTTP_RETRY_IDEMPOTENT, r->on_retry,
+			       r->retry_ctx, &root, err);
 		if (rc)
 			goto out;
 		items = cJSON_GetObjectItemCaseSensitive(root, "items");
@@ -1139,7 +1141,8 @@ out:
 }
 
 static int vtx_results(struct provider *p, const struct provider_batch *b, provider_result_fn fn,
-		       provider_reset_fn reset, void *ctx, struct bfs_err *err)
+		       provider_reset_fn reset, void *ctx, provider_retry_fn on_retry,
+		       void *retry_ctx, struct bfs_err *err)
 {
 	struct bfs_err line_err = BFS_ERR_INIT;
 	struct provider_results r;
@@ -1149,14 +1152,14 @@ static int vtx_results(struct provider *p, const struct provider_batch *b, provi
 	char bucket[256];
 	int rc = 0;
 
-	provider_results_init(&r, fn, reset, ctx, &line_err);
+	provider_results_init(&r, fn, reset, ctx, on_retry, retry_ctx, &line_err);
 	if (b->results_gone) {
 		err_set(err, "job '%s' wrote no results", b->id);
 		return -ENODATA;
 	}
 	if (!dir[0]) {
 		/* Not known when the job was last seen: ask for outputInfo now. */
-		rc = vtx_get(p, b->id, &now, err);
+		rc = vtx_get(p, b->id, &now, r.on_retry, r.retry_ctx, err);
 		if (rc)
 			return rc;
 		dir = now.ref;

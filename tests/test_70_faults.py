@@ -133,6 +133,31 @@ def test_status_shows_the_attempt_while_a_create_is_retried(fake_server, mount_f
     assert srv.count("POST", f"^{API}$") == 4
 
 
+@pytest.mark.parametrize("where, what", [(POLL, "polling"),
+                                         (RESULTS, "downloading the results")])
+def test_status_shows_the_attempt_while_a_poll_or_download_is_retried(fake_server,
+                                                                     mount_factory, where,
+                                                                     what):
+    srv = fake_server("anthropic", processing_s=0.3)
+    m = mount_remote(mount_factory, srv)
+    d = new_batch(m)
+    with open(os.path.join(d, "requests.jsonl"), "w") as f:
+        f.write(anthropic_requests(N))
+    srv.add_fault(rule(where, status=529, headers={"retry-after": "0.6"}, times=3,
+                       body={"type": "error", "error": {"type": "overloaded_error",
+                                                        "message": "Overloaded"}}))
+
+    def retrying():
+        e = read_status(d)["error"]
+        return e if e and e.get("attempt", 0) >= 2 else None
+    e = wait_for(retrying, 15, what=f"status to show a retried {what}")
+    assert e["message"].startswith(what + ": ")
+    assert "529 overloaded_error" in e["message"]
+    assert f"(retrying, attempt {e['attempt']})" in e["message"]
+    s = check_all_results(d, srv)
+    assert s["error"] is None
+
+
 def test_reads_stay_fast_while_a_create_is_slow(fake_server, mount_factory):
     srv = fake_server("anthropic", processing_s=0.3)
     m = mount_remote(mount_factory, srv)
