@@ -55,4 +55,7 @@ double conf_get_double(const struct remote_conf *rc, const char *key, double def
 char *conf_secret(const struct remote_conf *rc, const char *env_key, const char *cmd_key,
 		  const char *default_env, struct bfs_err *err);
 
+/* Wipes a secret (from conf_secret() or derived from one) and frees it. NULL-safe. */
+void conf_secret_free(char *s);
+
 #endif

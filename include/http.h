@@ -138,6 +138,9 @@ struct http_response {
 int http_perform(struct http *h, const struct http_request *rq, struct http_response *rs,
 		 struct bfs_err *err);
 
+/* True when s holds a control byte (< 0x20 or DEL): it cannot go in a header value. Pure. */
+bool http_has_ctl(const char *s);
+
 /* Percent-encodes s for a URL path segment or query value into out. Returns 0 or -EFBIG. */
 int http_url_escape(const char *s, struct buf *out);
 

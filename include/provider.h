@@ -146,6 +146,10 @@ void provider_results_next_file(struct provider_results *r);
 /* Drops everything delivered (the caller's reset) before a new pass. 0 or -errno. */
 int provider_results_restart(struct provider_results *r);
 
+/* True when id can be a batch directory's name: [A-Za-z0-9._-], not starting with '.' or
+ * '-', shorter than PROVIDER_ID_MAX. Pure. */
+bool provider_id_is_safe(const char *id);
+
 /* The ops for a provider name ("anthropic", ...), or NULL when unknown. */
 const struct provider_ops *provider_lookup(const char *name);
 

@@ -371,3 +371,11 @@ char *conf_secret(const struct remote_conf *rc, const char *env_key, const char 
 		err_set(err, "out of memory");
 	return s;
 }
+
+void conf_secret_free(char *s)
+{
+	if (!s)
+		return;
+	explicit_bzero(s, strlen(s));
+	free(s);
+}

@@ -26,6 +26,7 @@
 #include "err.h"
 #include "gauth.h"
 #include "http.h"
+#include "json.h"
 #include "log.h"
 #include "timefmt.h"
 
@@ -66,14 +67,6 @@ struct gauth {
 
 /* Secrets */
 
-static void wipe_free(char *s)
-{
-	if (!s)
-		return;
-	explicit_bzero(s, strlen(s));
-	free(s);
-}
-
 /* Wipes every string of a parsed document before freeing it (it held a key or a token). */
 static void json_wipe(cJSON *o)
 {
@@ -90,21 +83,6 @@ static void json_wipe_delete(cJSON *o)
 {
 	json_wipe(o);
 	cJSON_Delete(o);
-}
-
-static bool has_ctl(const char *s)
-{
-	for (; *s; s++)
-		if ((unsigned char)*s < 0x20 || *s == 0x7f)
-			return true;
-	return false;
-}
-
-static const char *json_str(const cJSON *o, const char *key)
-{
-	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-
-	return cJSON_IsString(v) && v->valuestring[0] ? v->valuestring : NULL;
 }
 
 /* base64url and the JWT */
@@ -242,7 +220,7 @@ out:
 static int dup_field(const cJSON *o, const char *key, bool required, const char *path, char **out,
 		     struct bfs_err *err)
 {
-	const char *v = json_str(o, key);
+	const char *v = json_nonempty(o, key);
 
 	if (!v) {
 		if (!required)
@@ -250,7 +228,7 @@ static int dup_field(const cJSON *o, const char *key, bool required, const char 
 		err_set(err, "credentials '%s' have no '%s'", path, key);
 		return -EINVAL;
 	}
-	if (has_ctl(v) && strcmp(key, "private_key")) {
+	if (http_has_ctl(v) && strcmp(key, "private_key")) {
 		err_set(err, "credentials '%s': '%s' spans lines", path, key);
 		return -EINVAL;
 	}
@@ -328,7 +306,7 @@ static int load_credentials(struct gauth *g, const char *path, struct bfs_err *e
 	root = cJSON_Parse(text);
 	explicit_bzero(text, strlen(text));
 	free(text);
-	type = json_str(root, "type");
+	type = json_nonempty(root, "type");
 	if (!cJSON_IsObject(root) || !type) {
 		err_set(err, "credentials '%s' is not a JSON object with a 'type'", path);
 		rc = -EINVAL;
@@ -473,13 +451,13 @@ void gauth_free(struct gauth *g)
 {
 	if (!g)
 		return;
-	wipe_free(g->token);
-	wipe_free(g->client_id);
-	wipe_free(g->client_secret);
-	wipe_free(g->refresh_token);
-	wipe_free(g->client_email);
-	wipe_free(g->key_id);
-	wipe_free(g->private_key);
+	conf_secret_free(g->token);
+	conf_secret_free(g->client_id);
+	conf_secret_free(g->client_secret);
+	conf_secret_free(g->refresh_token);
+	conf_secret_free(g->client_email);
+	conf_secret_free(g->key_id);
+	conf_secret_free(g->private_key);
 	free(g->token_uri);
 	pthread_mutex_destroy(&g->lock);
 	free(g);
@@ -536,7 +514,7 @@ static char *form_body(const char *const *kv)
 static int take_token(struct gauth *g, const struct buf *resp, int64_t now, struct bfs_err *err)
 {
 	cJSON *root = resp->data ? cJSON_ParseWithLength(resp->data, resp->len) : NULL;
-	const char *tok = json_str(root, "access_token");
+	const char *tok = json_nonempty(root, "access_token");
 	const cJSON *exp = cJSON_GetObjectItemCaseSensitive(root, "expires_in");
 	double secs = GAUTH_EXPIRES_DEF_S;
 	int64_t life_ms, early_ms;
@@ -546,12 +524,13 @@ static int take_token(struct gauth *g, const struct buf *resp, int64_t now, stru
 		secs = exp->valuedouble;
 	else if (cJSON_IsString(exp))
 		secs = strtod(exp->valuestring, NULL);
-	if (!tok || has_ctl(tok) || strlen(tok) > GAUTH_TOKEN_MAX || !(secs > 0 && secs < 1e7)) {
+	if (!tok || http_has_ctl(tok) || strlen(tok) > GAUTH_TOKEN_MAX ||
+	    !(secs > 0 && secs < 1e7)) {
 		err_set(err, "the token endpoint's answer has no usable access_token/expires_in");
 		rc = -EBADMSG;
 		goto out;
 	}
-	wipe_free(g->token);
+	conf_secret_free(g->token);
 	g->token = strdup(tok);
 	if (!g->token) {
 		rc = -ENOMEM;
@@ -624,8 +603,8 @@ out:
 	if (resp.data)
 		explicit_bzero(resp.data, resp.len);
 	buf_release(&resp);
-	wipe_free(form);
-	wipe_free(jwt);
+	conf_secret_free(form);
+	conf_secret_free(jwt);
 	return rc;
 }
 
@@ -637,12 +616,12 @@ static int fetch_command(struct gauth *g, struct bfs_err *err)
 
 	if (!tok)
 		return -EACCES;
-	if (!*tok || has_ctl(tok) || strlen(tok) > GAUTH_TOKEN_MAX) {
-		wipe_free(tok);
+	if (!*tok || http_has_ctl(tok) || strlen(tok) > GAUTH_TOKEN_MAX) {
+		conf_secret_free(tok);
 		err_set(err, "access_token_command printed no usable token");
 		return -EACCES;
 	}
-	wipe_free(g->token);
+	conf_secret_free(g->token);
 	g->token = tok;
 	g->refresh_at = now + g->command_ttl_ms;
 	log_debug("remote '%s': new Google access token (access_token_command)", g->name);
@@ -669,7 +648,7 @@ int gauth_header(struct gauth *g, char **hdr, struct bfs_err *err)
 
 void gauth_header_free(char *hdr)
 {
-	wipe_free(hdr);
+	conf_secret_free(hdr);
 }
 
 void gauth_reject(struct gauth *g, const char *hdr)

@@ -26,6 +26,7 @@
 #include "buf.h"
 #include "err.h"
 #include "http.h"
+#include "json.h"
 #include "log.h"
 #include "timefmt.h"
 
@@ -697,13 +698,6 @@ static void add_clean(struct buf *out, const char *s, size_t max)
 		(void)buf_addstr(out, "..."); /* as above */
 }
 
-static const char *json_str(const cJSON *o, const char *key)
-{
-	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-
-	return cJSON_IsString(v) && v->valuestring[0] ? v->valuestring : NULL;
-}
-
 /*
  * Builds "HTTP 429 rate_limit_error: message (request_id req_...)" from a non-2xx body:
  * Anthropic {type, error: {type, message}, request_id}, OpenAI/Azure {error: {code, message,
@@ -727,19 +721,19 @@ static void describe_status(const struct xfer *x, struct bfs_err *err, bool *spe
 	if (cJSON_IsObject(e)) {
 		const cJSON *code = cJSON_GetObjectItemCaseSensitive(e, "code");
 		const cJSON *det = cJSON_GetObjectItemCaseSensitive(e, "details");
-		const char *dcode = cJSON_IsObject(det) ? json_str(det, "error_code") : NULL;
+		const char *dcode = cJSON_IsObject(det) ? json_nonempty(det, "error_code") : NULL;
 
-		type = json_str(e, "type");
+		type = json_nonempty(e, "type");
 		if (!type)
-			type = json_str(e, "status");
+			type = json_nonempty(e, "status");
 		if (!type)
-			type = json_str(e, "code");
+			type = json_nonempty(e, "code");
 		if (!type && cJSON_IsNumber(code)) {
 			snprintf(codebuf, sizeof(codebuf), "%d", code->valueint);
 			type = codebuf;
 		}
-		msg = json_str(e, "message");
-		rid = json_str(o, "request_id");
+		msg = json_nonempty(e, "message");
+		rid = json_nonempty(o, "request_id");
 		*spend_cap = dcode && !strcmp(dcode, "enforced_spend_limit_reached");
 	} else if (cJSON_IsString(e)) {
 		msg = e->valuestring;
@@ -1128,6 +1122,14 @@ out:
 	curl_slist_free_all(hl);
 	buf_release(&x.errbody);
 	return o.rc;
+}
+
+bool http_has_ctl(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			return true;
+	return false;
 }
 
 int http_url_escape(const char *s, struct buf *out)

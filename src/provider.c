@@ -99,3 +99,19 @@ int provider_results_restart(struct provider_results *r)
 	err_clear(r->line_err);
 	return rc;
 }
+
+bool provider_id_is_safe(const char *id)
+{
+	size_t n = strlen(id);
+
+	if (n == 0 || n >= PROVIDER_ID_MAX || id[0] == '.' || id[0] == '-')
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = id[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '.' || c == '_' || c == '-'))
+			return false;
+	}
+	return true;
+}

@@ -20,6 +20,7 @@
 #include "conf.h"
 #include "err.h"
 #include "http.h"
+#include "json.h"
 #include "log.h"
 #include "provider_anthropic.h"
 #include "state.h"
@@ -56,30 +57,6 @@ struct provider {
 
 /* Helpers */
 
-static bool is_safe_id(const char *s)
-{
-	size_t n = strlen(s);
-
-	if (n == 0 || n >= PROVIDER_ID_MAX || s[0] == '.' || s[0] == '-')
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		char c = s[i];
-
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-		      c == '.' || c == '_' || c == '-'))
-			return false;
-	}
-	return true;
-}
-
-static bool has_ctl(const char *s)
-{
-	for (; *s; s++)
-		if ((unsigned char)*s < 0x20 || *s == 0x7f)
-			return true;
-	return false;
-}
-
 /* url = base + ANTH_PATH [+ "/" + id [+ tail]]. Returns 0 or -errno. */
 static int batch_url(const struct provider *p, const char *id, const char *tail, struct buf *url)
 {
@@ -95,22 +72,6 @@ static int batch_url(const struct provider *p, const char *id, const char *tail,
 	return rc;
 }
 
-static const char *json_str(const cJSON *o, const char *key)
-{
-	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-
-	return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
-static int64_t json_count(const cJSON *o, const char *key)
-{
-	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-
-	return cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble < 9e15
-		       ? (int64_t)v->valuedouble
-		       : 0;
-}
-
 /* A time field: ms since the epoch, 0 when null, absent or unreadable. */
 static int64_t json_time(const cJSON *o, const char *key)
 {
@@ -118,13 +79,6 @@ static int64_t json_time(const cJSON *o, const char *key)
 	int64_t ms;
 
 	return s && !timefmt_parse(s, &ms) ? ms : 0;
-}
-
-static bool json_is_set(const cJSON *o, const char *key)
-{
-	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-
-	return v && !cJSON_IsNull(v);
 }
 
 /* MessageBatch (spec section 3) -> provider_batch. -EBADMSG when it is not one. */
@@ -143,7 +97,7 @@ static int batch_from_json(const cJSON *o, struct provider_batch *out, struct bf
 		err_set(err, "the answer is not a message batch");
 		return -EBADMSG;
 	}
-	if (!is_safe_id(id)) {
+	if (!provider_id_is_safe(id)) {
 		err_set(err, "the batch id is not a safe file name");
 		return -EBADMSG;
 	}
@@ -169,7 +123,7 @@ static int batch_from_json(const cJSON *o, struct provider_batch *out, struct bf
 	/* Results stay downloadable from the end until archived_at is set (spec section 7). */
 	b.results_available = ended && !archived;
 	b.results_gone = archived;
-	if (url && strlen(url) < sizeof(b.ref) && !has_ctl(url))
+	if (url && strlen(url) < sizeof(b.ref) && !http_has_ctl(url))
 		snprintf(b.ref, sizeof(b.ref), "%s", url);
 	*out = b;
 	return 0;
@@ -246,13 +200,13 @@ static int anth_open(struct provider **out, const struct remote_conf *conf, cons
 		scheme = 7;
 	else if (!strncasecmp(base, "https://", 8))
 		scheme = 8;
-	if (!scheme || n <= scheme || n >= sizeof(p->base) || has_ctl(base) ||
+	if (!scheme || n <= scheme || n >= sizeof(p->base) || http_has_ctl(base) ||
 	    strpbrk(base, "?#")) {
 		err_set(err, "[%s] base_url '%.200s' is not an http:// or https:// URL", conf->name,
 			base);
 		return -EINVAL;
 	}
-	if (!*version || has_ctl(version) || (beta && has_ctl(beta))) {
+	if (!*version || http_has_ctl(version) || (beta && http_has_ctl(beta))) {
 		err_set(err, "[%s] anthropic_version and anthropic_beta must be one-line words",
 			conf->name);
 		return -EINVAL;
@@ -267,7 +221,7 @@ static int anth_open(struct provider **out, const struct remote_conf *conf, cons
 		rc = -EINVAL;
 		goto fail;
 	}
-	if (!*key || has_ctl(key)) {
+	if (!*key || http_has_ctl(key)) {
 		err_set(err, "[%s] the API key is empty or spans lines", conf->name);
 		rc = -EINVAL;
 		goto fail;
@@ -598,7 +552,7 @@ static int list_pages(struct provider *p, provider_batch_fn fn, void *ctx, long 
 		}
 		last = json_str(root, "last_id");
 		if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "has_more")) || !last ||
-		    !is_safe_id(last) || !strcmp(last, after))
+		    !provider_id_is_safe(last) || !strcmp(last, after))
 			goto out;
 		snprintf(after, sizeof(after), "%s", last);
 		cJSON_Delete(root);
@@ -697,7 +651,7 @@ static int one_batch(struct provider *p, const char *what, const char *id, const
 	cJSON *root = NULL;
 	int rc;
 
-	if (!is_safe_id(id)) {
+	if (!provider_id_is_safe(id)) {
 		err_set(err, "cannot %s batch: '%.*s' is not a batch id", what, 64, id);
 		return -ENOENT;
 	}
@@ -761,7 +715,7 @@ static int anth_results(struct provider *p, const struct provider_batch *b, prov
 		err_set(err, "the results of batch '%s' were archived by the provider", b->id);
 		return -ENODATA;
 	}
-	if (!is_safe_id(b->id)) {
+	if (!provider_id_is_safe(b->id)) {
 		err_set(err, "cannot download results: '%.*s' is not a batch id", 64, b->id);
 		return -ENOENT;
 	}

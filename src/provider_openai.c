@@ -28,6 +28,7 @@
 #include "conf.h"
 #include "err.h"
 #include "http.h"
+#include "json.h"
 #include "log.h"
 #include "provider_openai.h"
 #include "state.h"
@@ -77,60 +78,12 @@ struct provider {
 
 /* Helpers */
 
-static bool is_safe_id(const char *s)
-{
-	size_t n = strlen(s);
-
-	if (n == 0 || n >= PROVIDER_ID_MAX || s[0] == '.' || s[0] == '-')
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		char c = s[i];
-
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-		      c == '.' || c == '_' || c == '-'))
-			return false;
-	}
-	return true;
-}
-
-static bool has_ctl(const char *s)
-{
-	for (; *s; s++)
-		if ((unsigned char)*s < 0x20 || *s == 0x7f)
-			return true;
-	return false;
-}
-
-static void free_secret(char *s)
-{
-	if (!s)
-		return;
-	explicit_bzero(s, strlen(s));
-	free(s);
-}
-
-static const char *json_str(const cJSON *o, const char *key)
-{
-	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-
-	return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
 /* A file or batch id: NULL when null, absent, "" (Azure right after create, A.6) or unsafe. */
 static const char *json_id(const cJSON *o, const char *key)
 {
 	const char *s = json_str(o, key);
 
-	return s && is_safe_id(s) ? s : NULL;
-}
-
-static int64_t json_count(const cJSON *o, const char *key)
-{
-	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-
-	return cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble < 9e15
-		       ? (int64_t)v->valuedouble
-		       : 0;
+	return s && provider_id_is_safe(s) ? s : NULL;
 }
 
 /* A time: unix seconds (OpenAI) or an ISO string (Azure, B.5); ms, 0 when null or unreadable. */
@@ -158,7 +111,7 @@ static bool ref_get(const char *ref, const char *name, char out[PROVIDER_ID_MAX]
 		    len - n - 1 < PROVIDER_ID_MAX) {
 			memcpy(out, p + n + 1, len - n - 1);
 			out[len - n - 1] = '\0';
-			return is_safe_id(out);
+			return provider_id_is_safe(out);
 		}
 		p += len;
 		while (*p == ' ')
@@ -200,14 +153,14 @@ static int token_header(struct provider *p, bool renew, char **out, struct bfs_e
 		struct bfs_err e = BFS_ERR_INIT;
 		char *t = conf_secret(&p->token_conf, NULL, "token_command", NULL, &e);
 
-		if (!t || !*t || has_ctl(t)) {
+		if (!t || !*t || http_has_ctl(t)) {
 			err_set(err, "[%s] token_command: %s", p->remote,
 				t ? "the token is empty or spans lines" : e.msg);
-			free_secret(t);
+			conf_secret_free(t);
 			rc = -EACCES;
 			goto out;
 		}
-		free_secret(p->token);
+		conf_secret_free(p->token);
 		p->token = t;
 		p->token_at = timefmt_mono_ms();
 	}
@@ -254,7 +207,7 @@ static int oai_perform(struct provider *p, struct http_request *rq, const char *
 		rq->headers = hdrs;
 		rc = http_perform(p->http, rq, &r, err);
 		rq->headers = NULL;
-		free_secret(auth);
+		conf_secret_free(auth);
 		if (!(rc == -EACCES && r.status == 401 && p->has_token_cmd))
 			break;
 	}
@@ -301,7 +254,7 @@ out:
  */
 static int record_path(const struct provider *p, const char *identity, char *out, size_t size)
 {
-	if (!is_safe_id(identity))
+	if (!provider_id_is_safe(identity))
 		return -EINVAL;
 	snprintf(out, size, "%s/uploads/%s", p->dir, identity);
 	return 0;
@@ -360,7 +313,7 @@ static int record_read(const struct provider *p, const char *identity,
 	text[n] = '\0';
 	text[strcspn(text, "\n")] = '\0';
 	file_id[0] = '\0';
-	if (is_safe_id(text))
+	if (provider_id_is_safe(text))
 		memcpy(file_id, text, strlen(text) + 1); /* is_safe_id: < PROVIDER_ID_MAX */
 	return 0;
 }
@@ -463,7 +416,7 @@ static int batch_from_json(const struct provider *p, const cJSON *o, struct prov
 		err_set(err, "the answer is not a batch");
 		return -EBADMSG;
 	}
-	if (!is_safe_id(id)) {
+	if (!provider_id_is_safe(id)) {
 		err_set(err, "the batch id is not a safe file name");
 		return -EBADMSG;
 	}
@@ -1101,7 +1054,7 @@ static int oai_submit(struct provider *p, const struct provider_submit *s,
 		return -ENOMEM;
 	}
 	ub->fd = -1;
-	if (!is_safe_id(s->identity)) {
+	if (!provider_id_is_safe(s->identity)) {
 		err_set(err, "cannot create batch: bad identity");
 		rc = -EINVAL;
 		goto out;
@@ -1391,7 +1344,7 @@ static int one_batch(struct provider *p, const char *what, const char *id, const
 	cJSON *root = NULL;
 	int rc;
 
-	if (!is_safe_id(id)) {
+	if (!provider_id_is_safe(id)) {
 		err_set(err, "cannot %s batch: '%.*s' is not a batch id", what, 64, id);
 		return -ENOENT;
 	}
@@ -1522,10 +1475,10 @@ static void oai_free(struct provider *p)
 {
 	if (!p)
 		return;
-	free_secret(p->hdr_key);
+	conf_secret_free(p->hdr_key);
 	free(p->hdr_org);
 	free(p->hdr_project);
-	free_secret(p->token);
+	conf_secret_free(p->token);
 	free(p->token_kv.key);
 	free(p->token_kv.value);
 	pthread_mutex_destroy(&p->token_lock);
@@ -1544,7 +1497,7 @@ static int url_copy(const char *url, char *out, size_t size, size_t *path_at)
 		scheme = 7;
 	else if (!strncasecmp(url, "https://", 8))
 		scheme = 8;
-	if (!scheme || n <= scheme || n >= size || has_ctl(url) || strpbrk(url, "?# "))
+	if (!scheme || n <= scheme || n >= size || http_has_ctl(url) || strpbrk(url, "?# "))
 		return -EINVAL;
 	memcpy(out, url, n);
 	out[n] = '\0';
@@ -1590,7 +1543,7 @@ static int openai_config(struct provider *p, const struct remote_conf *conf, str
 	}
 	if (!p->base[path_at])
 		strcat(p->base, "/v1");
-	if ((org && has_ctl(org)) || (project && has_ctl(project))) {
+	if ((org && http_has_ctl(org)) || (project && http_has_ctl(project))) {
 		err_set(err, "[%s] organization and project must be one-line words", conf->name);
 		return -EINVAL;
 	}
@@ -1701,7 +1654,7 @@ static int oai_open_common(struct provider **out, const struct remote_conf *conf
 		p->token_conf.kv = &p->token_kv;
 		p->token_conf.nkv = 1;
 		rc = token_header(p, true, &hdr, err);
-		free_secret(hdr);
+		conf_secret_free(hdr);
 		if (rc)
 			goto fail;
 	} else {
@@ -1711,7 +1664,7 @@ static int oai_open_common(struct provider **out, const struct remote_conf *conf
 			rc = -EINVAL;
 			goto fail;
 		}
-		if (!*key || has_ctl(key)) {
+		if (!*key || http_has_ctl(key)) {
 			err_set(err, "[%s] the API key is empty or spans lines", conf->name);
 			rc = -EINVAL;
 			goto fail;
@@ -1723,7 +1676,7 @@ static int oai_open_common(struct provider **out, const struct remote_conf *conf
 			char *h = NULL;
 
 			rc = asprintf(&h, "%s%s", p->hdr_key, key) < 0 ? -ENOMEM : 0;
-			free_secret(p->hdr_key);
+			conf_secret_free(p->hdr_key);
 			p->hdr_key = rc ? NULL : h;
 		}
 		if (rc) {
@@ -1734,11 +1687,11 @@ static int oai_open_common(struct provider **out, const struct remote_conf *conf
 	rc = http_new(&p->http, NULL, err);
 	if (rc)
 		goto fail;
-	free_secret(key);
+	conf_secret_free(key);
 	*out = p;
 	return 0;
 fail:
-	free_secret(key);
+	conf_secret_free(key);
 	oai_free(p);
 	return rc;
 }

@@ -22,6 +22,7 @@
 #include "err.h"
 #include "gauth.h"
 #include "http.h"
+#include "json.h"
 #include "log.h"
 #include "provider_vertex.h"
 #include "state.h"
@@ -66,14 +67,6 @@ static const char *const hdr_accept[] = {"Accept: application/json", NULL};
 
 /* Helpers */
 
-static bool has_ctl(const char *s)
-{
-	for (; *s; s++)
-		if ((unsigned char)*s < 0x20 || *s == 0x7f)
-			return true;
-	return false;
-}
-
 /* Non-empty, at most max bytes, every byte in the set (letters are lowercase unless upper). */
 static bool is_word(const char *s, size_t max, const char *extra, bool upper)
 {
@@ -89,13 +82,6 @@ static bool is_word(const char *s, size_t max, const char *extra, bool upper)
 			return false;
 	}
 	return true;
-}
-
-static const char *json_str(const cJSON *o, const char *key)
-{
-	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-
-	return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
 /* A proto3 int64: a JSON string (the mapping's rule) or a number; def when absent/odd. */
@@ -276,7 +262,7 @@ static int job_from_json(const cJSON *o, struct provider_batch *out, struct bfs_
 	snprintf(b.id, sizeof(b.id), "%s", id);
 	/* proto3 JSON omits an enum at its default: JOB_STATE_UNSPECIFIED (spec C.1). */
 	snprintf(b.provider_state, sizeof(b.provider_state), "%s",
-		 st && *st && !has_ctl(st) ? st : "JOB_STATE_UNSPECIFIED");
+		 st && *st && !http_has_ctl(st) ? st : "JOB_STATE_UNSPECIFIED");
 	if (state_from_vertex(b.provider_state, &b.state)) {
 		/* Unknown or newer than this code (spec C.5): keep polling, show the word. */
 		log_debug("vertex: job %s has unknown state", b.id);
@@ -322,7 +308,7 @@ static int job_from_json(const cJSON *o, struct provider_batch *out, struct bfs_
 	b.ended_at = json_time(o, "endTime");
 	if (state_is_terminal(b.state) && !b.ended_at)
 		b.ended_at = json_time(o, "updateTime");
-	if (dir && *dir && strlen(dir) < sizeof(b.ref) && !has_ctl(dir))
+	if (dir && *dir && strlen(dir) < sizeof(b.ref) && !http_has_ctl(dir))
 		snprintf(b.ref, sizeof(b.ref), "%s", dir);
 	b.results_available = state_is_terminal(b.state) && b.ref[0];
 	/* A job that failed or expired before writing anything has nothing to fetch. */
@@ -336,7 +322,7 @@ static int job_from_json(const cJSON *o, struct provider_batch *out, struct bfs_
 			if ((unsigned char)*c < 0x20)
 				*c = ' ';
 	}
-	if (ident && *ident && strlen(ident) < sizeof(b.identity) && !has_ctl(ident))
+	if (ident && *ident && strlen(ident) < sizeof(b.identity) && !http_has_ctl(ident))
 		snprintf(b.identity, sizeof(b.identity), "%s", ident);
 	*out = b;
 	return 0;
@@ -362,7 +348,7 @@ static int take_url(const struct remote_conf *conf, const char *key, const char 
 	while (n && url[n - 1] == '/')
 		n--;
 	if ((strncasecmp(url, "http://", 7) && strncasecmp(url, "https://", 8)) || n < 8 ||
-	    n >= size || has_ctl(url) || strpbrk(url, "?# ")) {
+	    n >= size || http_has_ctl(url) || strpbrk(url, "?# ")) {
 		err_set(err, "[%s] %s '%.200s' is not an http:// or https:// URL", conf->name, key,
 			url);
 		return -EINVAL;
@@ -403,7 +389,8 @@ static int vtx_open(struct provider **out, const struct remote_conf *conf, const
 			conf->name);
 		return -EINVAL;
 	}
-	if (has_ctl(prefix) || prefix[0] == '/' || strlen(prefix) > 400 || strstr(prefix, "//")) {
+	if (http_has_ctl(prefix) || prefix[0] == '/' || strlen(prefix) > 400 ||
+	    strstr(prefix, "//")) {
 		err_set(err, "[%s] prefix must be an object name prefix without '//'", conf->name);
 		return -EINVAL;
 	}
@@ -641,7 +628,7 @@ static int upload_resumable(struct provider *p, const char *path, const char *ob
 	if (rc)
 		goto out;
 	/* The session URI is where the file goes: only to the configured host (and token). */
-	if (!rs.location[0] || has_ctl(rs.location) ||
+	if (!rs.location[0] || http_has_ctl(rs.location) ||
 	    !http_is_same_origin(rs.location, p->storage)) {
 		err_set(err, "the bucket gave no usable resumable session");
 		rc = -EPROTO;
