@@ -1400,6 +1400,8 @@ static void fs_init(void *userdata, struct fuse_conn_info *conn)
 	 * requests.jsonl is one writer, and of ctl needs no setattr. */
 	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
 		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+	/* Writes must come from the writer itself (not the kernel's flusher): the commit point
+	 * knows its writers by the process behind each write. */
 	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
 	/*
 	 * Always readdirplus, never the kernel's adaptive switch back to plain readdir: `ls -l`
