@@ -2,7 +2,8 @@
 # Installs what batchfs needs to build, run and test on Debian 12 (as root, or with sudo).
 set -eu
 pkgs="meson ninja-build pkg-config gcc libfuse3-dev fuse3 libcurl4-openssl-dev libcjson-dev
-libsqlite3-dev libinih-dev libssl-dev python3-pytest rsync openssl clang-format"
+libsqlite3-dev libinih-dev libssl-dev python3-pytest rsync openssl clang-format vim-tiny
+bsdutils"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

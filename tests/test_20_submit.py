@@ -247,3 +247,23 @@ def test_a_writer_killed_before_closing_leaves_a_draft_that_says_why(mock_mount)
     s = read_status(d)
     assert s["counts"]["total"] == 3 and s["error"] is None
     assert len(mock_batches(mock_mount)) == 1
+
+
+def test_vim_writes_submits_once_and_removes_its_swap_file(mock_mount, tmp_path):
+    # vim keeps .requests.jsonl.swp open and writes it after `:w` has submitted; its `:wq`
+    # must end cleanly (exit 0, no "E297: Write error in swap file") with the swap file gone.
+    vim = shutil.which("vim.tiny") or shutil.which("vim")
+    assert vim, "vim-tiny is missing (contrib/deps.sh installs it)"
+    src = tmp_path / "lines.jsonl"
+    src.write_text(anthropic_requests(2))
+    d = new_batch(mock_mount)
+    cmd = f"{vim} -N -u NONE -i NONE -c '0r {src}' -c '$d' -c 'wq' requests.jsonl"
+    r = subprocess.run(["script", "-qec", cmd, "/dev/null"], cwd=d, timeout=30,
+                       stdin=subprocess.DEVNULL, capture_output=True)
+    assert r.returncode == 0, r.stdout[-500:]
+    assert b"E297" not in r.stdout
+    assert not [f for f in os.listdir(d) if f.endswith(".swp")]
+    with open(os.path.join(d, "requests.jsonl")) as f:
+        assert f.read() == anthropic_requests(2)
+    assert read_status(d)["counts"]["total"] == 2
+    assert len(mock_batches(mock_mount)) == 1
