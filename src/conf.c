@@ -148,7 +148,7 @@ static int conf_finish_remote(struct remote_conf *r, struct bfs_err *err)
 {
 	static const char *const known[] = {"anthropic", "openai", "azure", "vertex", "mock"};
 	const char *p = conf_get(r, "provider", NULL);
-	const char *keys[] = {"poll_interval", "list_interval"};
+	const char *keys[] = {"poll_interval", "list_interval", "reconcile_grace"};
 	bool ok = false;
 
 	if (!p) {
@@ -164,7 +164,7 @@ static int conf_finish_remote(struct remote_conf *r, struct bfs_err *err)
 			r->name, p);
 		return -EINVAL;
 	}
-	for (size_t i = 0; i < 2; i++) {
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
 		const char *v = conf_get(r, keys[i], NULL);
 		char *end;
 

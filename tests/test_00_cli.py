@@ -1,6 +1,8 @@
 """The command line and config, without a mount (errors must reach the terminal)."""
 import subprocess
 
+import pytest
+
 
 def run(batchfs_bin, *args, env=None):
     return subprocess.run([batchfs_bin, *args], capture_output=True, text=True, timeout=30,
@@ -52,10 +54,12 @@ def test_key_in_config_file_is_refused(batchfs_bin, tmp_path):
     assert "sk-secret" not in r.stderr
 
 
-def test_bad_poll_interval_is_refused(batchfs_bin, tmp_path):
+@pytest.mark.parametrize("key, value", [("poll_interval", "soon"), ("list_interval", "-1"),
+                                        ("reconcile_grace", "5m")])
+def test_bad_interval_is_refused(batchfs_bin, tmp_path, key, value):
     (tmp_path / "m").mkdir()
-    (tmp_path / "cfg").write_text("[m]\nprovider = mock\npoll_interval = soon\n")
+    (tmp_path / "cfg").write_text(f"[m]\nprovider = mock\n{key} = {value}\n")
     r = run(batchfs_bin, "-f", "-o", f"config={tmp_path}/cfg,cache={tmp_path}/c",
             str(tmp_path / "m"))
     assert r.returncode != 0
-    assert "poll_interval" in r.stderr
+    assert f"{key} must be a positive number of seconds, not '{value}'" in r.stderr
