@@ -76,6 +76,8 @@ struct provider_ops {
 	const char *name;	    /* "mock", "anthropic", "openai", "azure", "vertex" */
 	enum jsonl_format format;   /* the line format of requests.jsonl */
 	struct jsonl_limits limits; /* per batch, checked locally before submit */
+	/* The config keys it reads besides the common ones (provider_check_keys), NULL-ended. */
+	const char *const *keys;
 
 	/* Builds a provider from its remote's config; state_dir is private to it (may be
 	 * unused). Returns 0 or -errno (-EINVAL for a bad config) with the reason in err. */
@@ -149,6 +151,14 @@ int provider_results_restart(struct provider_results *r);
 /* True when id can be a batch directory's name: [A-Za-z0-9._-], not starting with '.' or
  * '-', shorter than PROVIDER_ID_MAX. Pure. */
 bool provider_id_is_safe(const char *id);
+
+/*
+ * Refuses a key of rc that neither every remote (provider, poll_interval, list_interval,
+ * reconcile_grace) nor ops reads: a misspelt key must not silently fall back to a default
+ * (an `api_key_evn` would quietly use another key). -EINVAL with the key named in err.
+ */
+int provider_check_keys(const struct provider_ops *ops, const struct remote_conf *rc,
+			struct bfs_err *err);
 
 /* The ops for a provider name ("anthropic", ...), or NULL when unknown. */
 const struct provider_ops *provider_lookup(const char *name);

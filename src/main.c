@@ -127,6 +127,9 @@ static int open_remotes(struct bfs *b, struct bfs_err *err)
 				r->conf->name, r->conf->provider);
 			return -EINVAL;
 		}
+		rc = provider_check_keys(r->ops, r->conf, err);
+		if (rc)
+			return rc;
 		snprintf(state_dir, sizeof(state_dir), "%s/%s", b->cache_dir, r->ops->name);
 		if (mkdir(state_dir, 0700) && errno != EEXIST) {
 			err_set(err, "cannot create '%s': %s", state_dir, strerror(errno));

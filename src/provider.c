@@ -8,6 +8,8 @@
 #include <errno.h>
 #include <string.h>
 
+#include "conf.h"
+#include "buf.h"
 #include "err.h"
 #include "provider.h"
 #include "provider_anthropic.h"
@@ -114,4 +116,34 @@ bool provider_id_is_safe(const char *id)
 			return false;
 	}
 	return true;
+}
+
+static bool key_in(const char *key, const char *const *keys)
+{
+	for (; keys && *keys; keys++)
+		if (!strcmp(key, *keys))
+			return true;
+	return false;
+}
+
+int provider_check_keys(const struct provider_ops *ops, const struct remote_conf *rc,
+			struct bfs_err *err)
+{
+	static const char *const common[] = {"provider", "poll_interval", "list_interval",
+					     "reconcile_grace", NULL};
+
+	for (size_t i = 0; i < rc->nkv; i++) {
+		const char *key = rc->kv[i].key;
+		struct buf known = BUF_INIT(1024);
+
+		if (key_in(key, common) || key_in(key, ops->keys))
+			continue;
+		for (const char *const *k = ops->keys; k && *k; k++)
+			(void)buf_addf(&known, "%s%s", known.len ? ", " : "", *k);
+		err_set(err, "[%s] unknown key '%s' for provider %s (it reads: %s)", rc->name, key,
+			ops->name, known.len ? known.data : "nothing else");
+		buf_release(&known);
+		return -EINVAL;
+	}
+	return 0;
 }

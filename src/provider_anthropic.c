@@ -746,6 +746,10 @@ out:
 	return rc;
 }
 
+static const char *const provider_anthropic_keys[] = {
+	"base_url", "api_key_env", "api_key_command", "anthropic_version", "anthropic_beta", NULL,
+};
+
 const struct provider_ops provider_anthropic_ops = {
 	.name = "anthropic",
 	.format = JSONL_ANTHROPIC,
@@ -754,6 +758,7 @@ const struct provider_ops provider_anthropic_ops = {
 	 * 15 bytes to the file ({"requests":[ and ]} minus one terminator), hence the slack.
 	 */
 	.limits = {.max_requests = 100000, .max_bytes = 256u * 1000 * 1000 - 16},
+	.keys = provider_anthropic_keys,
 	.open = anth_open,
 	.free = anth_free,
 	.submit = anth_submit,

@@ -631,10 +631,13 @@ static int mock_results(struct provider *p, const struct provider_batch *b, prov
 	return 0;
 }
 
+static const char *const provider_mock_keys[] = {"mock_delay", NULL};
+
 const struct provider_ops provider_mock_ops = {
 	.name = "mock",
 	.format = JSONL_ANTHROPIC,
 	.limits = {.max_requests = 100000, .max_bytes = 256ull << 20},
+	.keys = provider_mock_keys,
 	.open = mock_open,
 	.free = mock_free,
 	.submit = mock_submit,

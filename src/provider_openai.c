@@ -1708,6 +1708,15 @@ static int azure_open(struct provider **out, const struct remote_conf *conf, con
 	return oai_open_common(out, conf, state_dir, true, err);
 }
 
+/* The config keys each reads (see include/provider_openai.h). */
+static const char *const provider_openai_keys[] = {
+	"base_url", "api_key_env", "api_key_command", "organization", "project", NULL,
+};
+static const char *const provider_azure_keys[] = {
+	"endpoint",	 "api_version", "api_key_env", "api_key_command",
+	"token_command", "token_ttl",	"file_wait",   NULL,
+};
+
 /*
  * Limits (A.9, B.8): 50,000 requests (OpenAI) or 100,000 (Azure) and 200 MB per input file,
  * counted in decimal megabytes to be on the safe side; blank lines count though they are not
@@ -1717,6 +1726,7 @@ const struct provider_ops provider_openai_ops = {
 	.name = "openai",
 	.format = JSONL_OPENAI,
 	.limits = {.max_requests = 50000, .max_bytes = 200u * 1000 * 1000},
+	.keys = provider_openai_keys,
 	.open = openai_open,
 	.free = oai_free,
 	.submit = oai_submit,
@@ -1731,6 +1741,7 @@ const struct provider_ops provider_azure_ops = {
 	.name = "azure",
 	.format = JSONL_AZURE,
 	.limits = {.max_requests = 100000, .max_bytes = 200u * 1000 * 1000},
+	.keys = provider_azure_keys,
 	.open = azure_open,
 	.free = oai_free,
 	.submit = oai_submit,

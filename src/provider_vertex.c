@@ -1187,6 +1187,22 @@ out:
 	return rc;
 }
 
+static const char *const provider_vertex_keys[] = {
+	"project",
+	"location",
+	"bucket",
+	"prefix",
+	"model",
+	"aiplatform_url",
+	"storage_url",
+	"resumable_threshold",
+	"upload_chunk_size",
+	"access_token_command",
+	"access_token_ttl",
+	"credentials",
+	NULL,
+};
+
 const struct provider_ops provider_vertex_ops = {
 	.name = "vertex",
 	.format = JSONL_VERTEX,
@@ -1195,6 +1211,7 @@ const struct provider_ops provider_vertex_ops = {
 	 * Vertex batch prediction's published ones (200,000 requests, 1 GB input file).
 	 */
 	.limits = {.max_requests = 200000, .max_bytes = 1000u * 1000 * 1000},
+	.keys = provider_vertex_keys,
 	.open = vtx_open,
 	.free = vtx_free,
 	.submit = vtx_submit,

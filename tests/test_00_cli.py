@@ -63,3 +63,14 @@ def test_bad_interval_is_refused(batchfs_bin, tmp_path, key, value):
             str(tmp_path / "m"))
     assert r.returncode != 0
     assert f"{key} must be a positive number of seconds, not '{value}'" in r.stderr
+
+
+def test_a_misspelt_key_is_refused_with_the_keys_the_provider_reads(batchfs_bin, tmp_path):
+    # A typo must not silently fall back to a default (here: another API key variable).
+    (tmp_path / "m").mkdir()
+    (tmp_path / "cfg").write_text("[claude]\nprovider = anthropic\napi_key_evn = MY_KEY\n")
+    r = run(batchfs_bin, "-f", "-o", f"config={tmp_path}/cfg,cache={tmp_path}/c",
+            str(tmp_path / "m"), env={"ANTHROPIC_API_KEY": "x", "PATH": "/usr/bin:/bin"})
+    assert r.returncode != 0
+    assert "[claude] unknown key 'api_key_evn' for provider anthropic" in r.stderr
+    assert "api_key_env" in r.stderr
