@@ -974,8 +974,7 @@ static int commit_if_requests(struct bfs *b, int64_t file_id, const struct calle
 static int do_flush(fuse_req_t req, struct fs_handle *h)
 {
 	struct caller_info ci;
-	bool wrote, mine = true;
-	int known;
+	bool wrote, known, mine = true;
 
 	pthread_mutex_lock(&writers_lock);
 	wrote = h->wrote;
