@@ -246,6 +246,23 @@ out:
 	return rc;
 }
 
+/* GETs one page of a list (files, batches): *root is the caller's to free, *data its array. */
+static int get_list_page(struct provider *p, const char *url, const char *what, cJSON **root,
+			 const cJSON **data, struct bfs_err *err)
+{
+	int rc = call_json(p, HTTP_GET, url, NULL, HTTP_RETRY_IDEMPOTENT, NULL, NULL, root, NULL,
+			   err);
+
+	if (rc)
+		return rc;
+	*data = cJSON_GetObjectItemCaseSensitive(*root, "data");
+	if (!cJSON_IsArray(*data)) {
+		err_set(err, "the answer is not a page of %s", what);
+		return -EBADMSG;
+	}
+	return 0;
+}
+
 /* State directory: upload records and line maps */
 
 /*
@@ -544,16 +561,9 @@ static int files_sweep(struct provider *p, const char *identity, int64_t adopt,
 			err_set(err, "URL too long");
 			goto out;
 		}
-		rc = call_json(p, HTTP_GET, url.data, NULL, HTTP_RETRY_IDEMPOTENT, NULL, NULL,
-			       &root, NULL, err);
+		rc = get_list_page(p, url.data, "files", &root, &data, err);
 		if (rc)
 			goto out;
-		data = cJSON_GetObjectItemCaseSensitive(root, "data");
-		if (!cJSON_IsArray(data)) {
-			err_set(err, "the answer is not a list of files");
-			rc = -EBADMSG;
-			goto out;
-		}
 		cJSON_ArrayForEach(item, data) {
 			const char *id = json_id(item, "id");
 			const char *fn = json_str(item, "filename");
@@ -1190,16 +1200,9 @@ static int list_pages(struct provider *p, provider_batch_fn fn, void *ctx, long 
 			err_set(err, "URL too long");
 			goto out;
 		}
-		rc = call_json(p, HTTP_GET, url.data, NULL, HTTP_RETRY_IDEMPOTENT, NULL, NULL,
-			       &root, NULL, err);
+		rc = get_list_page(p, url.data, "batches", &root, &data, err);
 		if (rc)
 			goto out;
-		data = cJSON_GetObjectItemCaseSensitive(root, "data");
-		if (!cJSON_IsArray(data)) {
-			err_set(err, "the answer is not a page of batches");
-			rc = -EBADMSG;
-			goto out;
-		}
 		last = NULL;
 		cJSON_ArrayForEach(item, data) {
 			struct provider_batch b;

@@ -801,6 +801,29 @@ out:
 /* list / find */
 
 /*
+ * Moves *token on to the page after root's (Google's nextPageToken): 1 when there is one, 0
+ * after the last page, -errno with err set for a token that is too long or would loop.
+ */
+static int next_page(const cJSON *root, char **token, struct bfs_err *err)
+{
+	const char *next = json_str(root, "nextPageToken");
+	char *copy;
+
+	if (!next || !*next)
+		return 0;
+	if (strlen(next) > VTX_TOKEN_MAX || (*token && !strcmp(*token, next))) {
+		err_set(err, "the listing's nextPageToken is unusable");
+		return -EBADMSG;
+	}
+	copy = strdup(next);
+	if (!copy)
+		return -ENOMEM;
+	free(*token);
+	*token = copy;
+	return 1;
+}
+
+/*
  * Calls fn for each job (only Claude ones when claude_only); fn returns < 0 to fail, > 0 to
  * stop early.
  */
@@ -814,7 +837,6 @@ static int list_jobs(struct provider *p, bool claude_only, provider_batch_fn fn,
 
 	for (long page = 0; page < VTX_PAGES_MAX; page++) {
 		const cJSON *jobs, *item;
-		const char *next;
 
 		buf_reset(&url);
 		rc = buf_addf(&url, "%s?pageSize=%d", p->jobs, VTX_JOB_PAGE);
@@ -855,20 +877,9 @@ static int list_jobs(struct provider *p, bool claude_only, provider_batch_fn fn,
 				goto out;
 			}
 		}
-		next = json_str(root, "nextPageToken");
-		if (!next || !*next)
+		rc = next_page(root, &token, err);
+		if (rc <= 0)
 			goto out;
-		if (strlen(next) > VTX_TOKEN_MAX || (token && !strcmp(token, next))) {
-			err_set(err, "the listing's nextPageToken is unusable");
-			rc = -EBADMSG;
-			goto out;
-		}
-		free(token);
-		token = strdup(next);
-		if (!token) {
-			rc = -ENOMEM;
-			goto out;
-		}
 		cJSON_Delete(root);
 		root = NULL;
 	}
@@ -1061,7 +1072,6 @@ static int results_pass(struct provider *p, const char *bucket, const char *pref
 
 	for (long page = 0; page < VTX_PAGES_MAX; page++) {
 		const cJSON *items, *item;
-		const char *next;
 
 		buf_reset(&url);
 		rc = buf_addf(&url, "%s/storage/v1/b/", p->storage);
@@ -1101,20 +1111,9 @@ static int results_pass(struct provider *p, const char *bucket, const char *pref
 			if (rc)
 				goto out;
 		}
-		next = json_str(root, "nextPageToken");
-		if (!next || !*next)
+		rc = next_page(root, &token, err);
+		if (rc <= 0)
 			goto out;
-		if (strlen(next) > VTX_TOKEN_MAX || (token && !strcmp(token, next))) {
-			err_set(err, "the listing's nextPageToken is unusable");
-			rc = -EBADMSG;
-			goto out;
-		}
-		free(token);
-		token = strdup(next);
-		if (!token) {
-			rc = -ENOMEM;
-			goto out;
-		}
 		cJSON_Delete(root);
 		root = NULL;
 	}
