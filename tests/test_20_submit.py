@@ -267,3 +267,43 @@ def test_vim_writes_submits_once_and_removes_its_swap_file(mock_mount, tmp_path)
         assert f.read() == anthropic_requests(2)
     assert read_status(d)["counts"]["total"] == 2
     assert len(mock_batches(mock_mount)) == 1
+
+
+@pytest.mark.parametrize("tool", [
+    "cp -p {src} requests.jsonl",
+    "cp -a {src} requests.jsonl",
+    "rsync -a {src} requests.jsonl",
+    "dd status=none if={src} of=requests.jsonl",
+    "cat {src} > requests.jsonl",
+    "tee requests.jsonl < {src} > /dev/null",
+    "jq -c . {src} > requests.jsonl",
+    "mv {src} requests.jsonl",  # from another file system: mv copies, then unlinks
+])
+def test_common_tools_submit_once_and_exit_cleanly(mock_mount, tmp_path, tool):
+    exe = tool.split()[0]
+    if not shutil.which(exe):
+        pytest.fail(f"{exe} is missing (contrib/deps.sh installs it)")
+    src = tmp_path / "in.jsonl"
+    src.write_text(anthropic_requests(3))
+    d = new_batch(mock_mount)
+    r = subprocess.run(["sh", "-c", tool.format(src=src)], cwd=d, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    s = read_status(d)
+    assert s["state"] in ("in_progress", "completed") and s["counts"]["total"] == 3, s
+    with open(os.path.join(d, "requests.jsonl")) as f:
+        assert f.read() == anthropic_requests(3)
+    assert len(mock_batches(mock_mount)) == 1
+
+
+def test_install_submits_but_its_chmod_after_close_is_refused(mock_mount, tmp_path):
+    # install chmods after it closed the file: by then the batch is submitted and
+    # requests.jsonl is read-only, so install reports an error (docs/semantics.md, setattr).
+    src = tmp_path / "in.jsonl"
+    src.write_text(anthropic_requests(2))
+    d = new_batch(mock_mount)
+    r = subprocess.run(["install", "-m", "644", str(src), "requests.jsonl"], cwd=d,
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "Permission denied" in r.stderr
+    assert read_status(d)["counts"]["total"] == 2
+    assert os.stat(os.path.join(d, "requests.jsonl")).st_mode & 0o777 == 0o444
+    assert len(mock_batches(mock_mount)) == 1
