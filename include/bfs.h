@@ -19,6 +19,10 @@ struct provider;
 struct provider_ops;
 struct remote_conf;
 struct store;
+struct worker;
+
+/* Draft locks: one of BFS_DRAFT_LOCKS mutexes per batch (striped by row id). */
+#define BFS_DRAFT_LOCKS 64
 
 struct remote {
 	const struct remote_conf *conf; /* name, intervals, keys */
@@ -34,6 +38,7 @@ struct bfs {
 	struct remote *remotes;
 	size_t nremotes;
 	struct poller *poller;
+	struct worker *worker; /* commits and ctl actions, off the FUSE threads */
 	char cache_dir[4096];
 	int64_t mount_time; /* ms; mtime of the root and remote dirs */
 	/*
@@ -42,7 +47,22 @@ struct bfs {
 	 * store transaction.
 	 */
 	pthread_mutex_t lock;
+	/*
+	 * The draft rule (one lock for every change of a draft and for the commit point): a
+	 * write, truncate, create, rename or unlink in a batch directory checks that the batch
+	 * is writable and acts while holding bfs_draft_lock(b, batch_id); the commit claims the
+	 * batch (state submitting) under the same lock, so once claimed nothing changes the
+	 * file. Lock order: a draft lock, then bfs.lock, then a store transaction. Never held
+	 * across network I/O.
+	 */
+	pthread_mutex_t draft_locks[BFS_DRAFT_LOCKS];
 };
+
+/* The draft lock of batch_id (see struct bfs). */
+pthread_mutex_t *bfs_draft_lock(struct bfs *b, int64_t batch_id);
+/* Initialises / destroys the locks of b. */
+void bfs_locks_init(struct bfs *b);
+void bfs_locks_release(struct bfs *b);
 
 /* The remote called name, or NULL. */
 struct remote *bfs_remote(struct bfs *b, const char *name);

@@ -175,7 +175,7 @@ int main(int argc, char *argv[])
 
 	memset(&b, 0, sizeof(b));
 	memset(&fo, 0, sizeof(fo));
-	pthread_mutex_init(&b.lock, NULL);
+	bfs_locks_init(&b);
 	b.mount_time = timefmt_now_ms();
 	if (fuse_opt_parse(&args, &mo, main_opt_spec, NULL) == -1)
 		goto out;
@@ -249,6 +249,6 @@ out:
 	free(mo.config);
 	free(mo.cache);
 	fuse_opt_free_args(&args);
-	pthread_mutex_destroy(&b.lock);
+	bfs_locks_release(&b);
 	return rc;
 }
