@@ -9,6 +9,7 @@
 #ifndef BATCHFS_BATCH_H
 #define BATCHFS_BATCH_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 struct bfs;
@@ -16,10 +17,12 @@ struct bfs_err;
 struct remote;
 
 /*
- * The commit point for file_id (requests.jsonl of batch_id): validates the spool data and
- * submits it. An empty file leaves a draft (returns 0). Invalid -> state rejected, -EINVAL;
- * provider refusal or network failure -> state failed, -EIO; success -> 0 with the provider
- * id stored. Blocks on the network.
+ * The commit point for file_id (requests.jsonl of batch_id): claims the batch under its draft
+ * lock (the caller must not hold it), validates the whole spool file, splits it into parts
+ * that fit the remote's limits and submits each exactly once. An empty file leaves a draft
+ * (returns 0). Invalid -> state rejected, -EINVAL, nothing sent; a part refused or a network
+ * failure -> failed (the part named), -EIO; success -> 0 with every part's id stored. Blocks
+ * on the network; never kicks the poller (the caller does).
  */
 int batch_commit(struct bfs *b, struct remote *r, int64_t batch_id, int64_t file_id,
 		 struct bfs_err *err);
@@ -30,12 +33,16 @@ int batch_note_unsubmitted(struct bfs *b, int64_t batch_id, const char *msg);
 int batch_cancel(struct bfs *b, struct remote *r, int64_t batch_id, struct bfs_err *err);
 /* Polls batch_id once now (or reconciles an interrupted submission) and stores the state. */
 int batch_refresh(struct bfs *b, struct remote *r, int64_t batch_id, struct bfs_err *err);
-/* Downloads every result of an ended batch into the store (one transaction). */
-int batch_fetch_results(struct bfs *b, struct remote *r, int64_t batch_id, struct bfs_err *err);
+/* Downloads every result of an ended part into the store (one transaction). */
+int batch_fetch_results(struct bfs *b, struct remote *r, int64_t part_id, struct bfs_err *err);
+/* The poller's look at a due part: resumes an interrupted commit, polls, or fetches results. */
+int batch_visit(struct bfs *b, struct remote *r, int64_t part_id, struct bfs_err *err);
+/* True while this process is submitting batch_id (a commit, or a resumed one). */
+bool batch_is_in_flight(struct bfs *b, int64_t batch_id);
 /* Lists the provider's batches and adds those not known here as foreign batches. */
 int batch_discover(struct bfs *b, struct remote *r, struct bfs_err *err);
-/* At start: every batch left in `submitting` by an earlier run is made due for
- * reconciliation, and every unfinished one for polling. */
+/* At start: every part left in `submitting` by an earlier run is made due for
+ * reconciliation (or its commit resumed), and every unfinished one for polling. */
 int batch_resume_all(struct bfs *b);
 
 #endif

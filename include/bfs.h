@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "jsonl.h"
 #include "spool.h"
 
 struct conf;
@@ -23,12 +24,21 @@ struct worker;
 
 /* Draft locks: one of BFS_DRAFT_LOCKS mutexes per batch (striped by row id). */
 #define BFS_DRAFT_LOCKS 64
+/* Batches with a commit (or a resumed one) in flight in this process, at most. */
+#define BFS_INFLIGHT_MAX 256
 
 struct remote {
 	const struct remote_conf *conf; /* name, intervals, keys */
 	const struct provider_ops *ops;
-	struct provider *prov; /* owned; thread-safe by contract */
-	unsigned idx;	       /* position in bfs.remotes (inode numbers use it) */
+	struct provider *prov;	    /* owned; thread-safe by contract */
+	unsigned idx;		    /* position in bfs.remotes (inode numbers use it) */
+	struct jsonl_limits limits; /* per batch: the provider's, lowered by the config */
+	/*
+	 * Held across each create of a part and each look for a lost one (batch.c): a remote
+	 * has one create in flight at a time, so an answer that is lost has a single candidate
+	 * where the provider keeps no identity (Anthropic). Taken after no other lock.
+	 */
+	pthread_mutex_t create_lock;
 };
 
 struct bfs {
@@ -56,6 +66,14 @@ struct bfs {
 	 * across network I/O.
 	 */
 	pthread_mutex_t draft_locks[BFS_DRAFT_LOCKS];
+	/*
+	 * The registry of submissions in flight in this process (batch.c): a refresh or the
+	 * poller leaves such a batch to its commit, and reconciliation runs only for commits
+	 * that died with an earlier process. Under inflight_lock (a leaf lock).
+	 */
+	pthread_mutex_t inflight_lock;
+	int64_t inflight[BFS_INFLIGHT_MAX];
+	size_t ninflight;
 };
 
 /* The draft lock of batch_id (see struct bfs). */

@@ -27,6 +27,7 @@ struct jsonl_splitter {
 	struct buf partial; /* bytes of a line not yet terminated; capped at max_line */
 	long lineno;	    /* number of the last line delivered */
 	bool cr_pending;    /* chunk ended in '\r' (it may be half of a CRLF) */
+	size_t term;	    /* during fn: the terminator length of the line (0, 1 or 2) */
 	jsonl_line_fn fn;
 	void *ctx;
 };

@@ -45,11 +45,26 @@ struct provider_batch {
 	char ref[PROVIDER_REF_MAX];
 };
 
-/* What submit() gets: a validated spool file and what validation learnt of it. */
+/*
+ * Tells find() whether a provider batch id already belongs to a batch directory of this
+ * cache (another part, another directory, or a batch made elsewhere): such a batch is never
+ * a candidate.
+ */
+typedef bool (*provider_owned_fn)(void *ctx, const char *id);
+
+/*
+ * What submit() gets: one part of a validated spool file and what validation learnt of it.
+ * A part is the whole lines in bytes [offset, offset + length) of path; first_line is the
+ * file's line number of its first byte, so errors about the part's line N name the user's
+ * line (first_line - 1 + N, blank lines counted).
+ */
 struct provider_submit {
 	const char *path;     /* the requests file, validated; read-only; streamed, never slurped */
-	uint64_t nrequests;   /* non-blank lines */
-	uint64_t nbytes;      /* file size */
+	int64_t offset;	      /* the part's first byte in path */
+	int64_t length;	      /* the part's bytes (blank lines included) */
+	long first_line;      /* the line of path at offset (1 for the first part) */
+	uint64_t nrequests;   /* non-blank lines of the part */
+	uint64_t nbytes;      /* = length */
 	const char *endpoint; /* OpenAI/Azure: the url shared by every line, "/v1/..."; else "" */
 	const char *model;    /* OpenAI/Azure: the model (Azure: deployment) of every line;
 			       * Vertex: request.model when the lines give one, else "" */
@@ -58,6 +73,8 @@ struct provider_submit {
 				 * find() can recognise the batch after a crash */
 	const char *name;     /* the batch directory's name, for display names */
 	int64_t intent_at;    /* ms, recorded before the first request that could create it */
+	provider_owned_fn owned; /* find(): ids already taken here (may be NULL: none) */
+	void *owned_ctx;
 };
 
 /*
@@ -94,9 +111,11 @@ struct provider_ops {
 		      struct provider_batch *out, provider_retry_fn on_retry, void *retry_ctx,
 		      struct bfs_err *err);
 	/*
-	 * Looks for a batch created for s (same identity where the provider keeps it, else
-	 * created at or after s->intent_at with s->nrequests requests). Returns 0 and fills out
-	 * when found, -ENOENT when certainly not there, another -errno when it cannot tell.
+	 * Looks for a batch created for s: same identity where the provider keeps it (and
+	 * nothing else then), else created at or after s->intent_at with s->nrequests requests.
+	 * Batches s->owned claims are never candidates. Returns 0 and fills out when found,
+	 * -ENOENT when certainly not there, -ENOTUNIQ when more than one candidate remains
+	 * ("cannot tell which batch is ours"), another -errno when it cannot tell.
 	 */
 	int (*find)(struct provider *p, const struct provider_submit *s, struct provider_batch *out,
 		    struct bfs_err *err);
@@ -159,6 +178,14 @@ bool provider_id_is_safe(const char *id);
  */
 int provider_check_keys(const struct provider_ops *ops, const struct remote_conf *rc,
 			struct bfs_err *err);
+
+/*
+ * The per-batch limits of a remote: the provider's, lowered by the remote's max_requests and
+ * max_bytes keys. A value above the provider's limit (or not a positive integer) is refused:
+ * -EINVAL with the reason in err.
+ */
+int provider_limits(const struct provider_ops *ops, const struct remote_conf *rc,
+		    struct jsonl_limits *out, struct bfs_err *err);
 
 /* The ops for a provider name ("anthropic", ...), or NULL when unknown. */
 const struct provider_ops *provider_lookup(const char *name);

@@ -22,13 +22,19 @@ struct store;
 
 #define STORE_NAME_MAX 256
 
-/* One batch directory. Times in ms since the epoch, 0 = null. */
+/*
+ * One batch directory. Times in ms since the epoch, 0 = null. Once the directory has parts,
+ * its provider view (state, provider_state, counts, results, error, times, pid, identity,
+ * cancel_requested) is the aggregate of its parts, kept by this module in the transaction
+ * of every part change (docs/semantics.md "Parts"); before that, it is the directory's own
+ * state (draft, rejected, submitting, failed).
+ */
 struct store_batch {
 	int64_t id; /* rowid, never reused */
 	char remote[64];
 	char name[STORE_NAME_MAX]; /* the directory name; for a foreign batch = pid */
 	bool foreign;		   /* made elsewhere: shown as <pid>/ */
-	char pid[PROVIDER_ID_MAX]; /* provider's batch id, "" until known */
+	char pid[PROVIDER_ID_MAX]; /* the first part's provider id, "" until one is known */
 	enum batch_state state;
 	char provider_state[PROVIDER_WORD_MAX];
 	struct batch_counts counts;
@@ -39,14 +45,49 @@ struct store_batch {
 	int64_t created_at, ended_at, expires_at, updated_at;
 	int64_t dir_mtime; /* mkdir time, then last change of the directory */
 	bool cancel_requested;
-	bool results_wanted;		     /* foreign batch: someone looked, fetch its results */
-	char identity[64];		     /* submission identity ("" before submit) */
-	int64_t intent_at;		     /* when the submit intent was recorded */
-	int64_t nrequests, nbytes;	     /* of the submitted requests.jsonl */
+	bool results_wanted;	   /* foreign batch: someone looked, fetch its results */
+	char identity[64];	   /* a part's identity while its creation is unsettled, else "" */
+	int64_t intent_at;	   /* when the submit intent was recorded */
+	int64_t nrequests, nbytes; /* of the submitted requests.jsonl */
 	char endpoint[256], model[256];	     /* what validation learnt (OpenAI/Azure) */
 	char ref[PROVIDER_REF_MAX];	     /* provider-private, from provider_batch.ref */
-	int64_t next_poll_at;		     /* poller: when to look at it again; 0 = never */
+	int64_t next_poll_at;		     /* unused since parts (kept for old caches) */
 	int64_t results_count, results_size; /* once results are ready */
+	int nparts;			     /* parts (provider batches, or to be) */
+	int nparts_sent;		     /* of which known at the provider (a pid) */
+};
+
+/*
+ * One part of a batch directory: one provider batch (to be) made of the whole lines
+ * [first_line, last_line] of requests.jsonl, bytes [off, off + len). A batch made elsewhere
+ * is one part. A part's provider id belongs to no other part (a unique index).
+ */
+struct store_part {
+	int64_t id;
+	int64_t batch_id;
+	int idx; /* 0-based, in file order */
+	char remote[64];
+	char pid[PROVIDER_ID_MAX]; /* "" until known */
+	enum batch_state state;	   /* submitting until the provider knows it */
+	char provider_state[PROVIDER_WORD_MAX];
+	struct batch_counts counts;
+	enum results_state results;
+	char error[1024];
+	long error_line;
+	int error_attempt;
+	int64_t created_at, ended_at, expires_at, updated_at;
+	bool cancel_requested;
+	char identity[64]; /* "" until the intent to create it is recorded */
+	int64_t intent_at;
+	int64_t first_line, last_line, off, len, nrequests;
+	char ref[PROVIDER_REF_MAX];
+	int64_t next_poll_at; /* poller: when to look at it again; 0 = never */
+	int64_t results_count;
+};
+
+/* The plan of one part, made at the commit point. */
+struct store_part_plan {
+	int64_t first_line, last_line, off, len, nrequests;
 };
 
 /* One regular file inside a batch directory (requests.jsonl and any user file). Its data is
@@ -79,30 +120,98 @@ void store_free(struct store *st);
  * already uses it. Sets *id. */
 int store_batch_create(struct store *st, const char *remote, const char *name, int64_t now,
 		       int64_t *id);
-/* Adds a batch made elsewhere (state from pb); -EEXIST when the pid is already known. */
+/* Adds a batch made elsewhere as a directory of one part (state from pb); -EEXIST when the
+ * pid is already owned or names a directory; with recent, -EBUSY while a part of remote has
+ * an unsettled create (it may be this very batch). Sets *id and *part_id. */
 int store_batch_add_foreign(struct store *st, const char *remote, const struct provider_batch *pb,
-			    int64_t now, int64_t *id);
+			    bool recent, int64_t now, int64_t *id, int64_t *part_id);
 int store_batch_get(struct store *st, int64_t id, struct store_batch *out);
 /* Finds a batch of remote by directory name (a local name, or the pid of a foreign batch);
  * -ENOENT when none. */
 int store_batch_by_name(struct store *st, const char *remote, const char *name,
 			struct store_batch *out);
-/* Finds a batch of remote by provider id (local or foreign); -ENOENT when none. */
+/* Finds the batch of remote that has a part of provider id pid (local or foreign); -ENOENT
+ * when none. */
 int store_batch_by_pid(struct store *st, const char *remote, const char *pid,
 		       struct store_batch *out);
-/* Writes every mutable field of b back (by b->id). */
-int store_batch_put(struct store *st, const struct store_batch *b);
+/*
+ * Guarded changes of a directory's own state (no parts at the provider). Each names the state
+ * it expects and returns -ESTALE (nothing written) when the row is in another.
+ * store_batch_claim: the commit point's claim: a local batch in draft, rejected or failed
+ * with nothing possibly at the provider becomes submitting, its old (never created) parts are
+ * dropped; -EACCES when it cannot be claimed.
+ */
+int store_batch_claim(struct store *st, int64_t id);
+/* The state of a batch with no part at the provider: draft/rejected/failed after a claim
+ * (expect submitting), or a note (state unchanged: pass the current). Drops its parts when
+ * drop_parts. msg NULL clears the error. */
+int store_batch_set_state(struct store *st, int64_t id, enum batch_state expect,
+			  enum batch_state state, const char *msg, long line, bool drop_parts);
+/* A note on a batch not submitted (its state stays): only while no part exists. */
+int store_batch_note(struct store *st, int64_t id, const char *msg);
+/* A foreign batch was looked at: fetch its results (results_wanted), its ended parts now. */
+int store_batch_want_results(struct store *st, int64_t id);
 /* Deletes a batch and its files, requests and results rows (spool data is the caller's). */
 int store_batch_delete(struct store *st, int64_t id);
 typedef int (*store_batch_fn)(void *ctx, const struct store_batch *b);
 /* Calls fn for the batches of remote with id > after, in id order, at most limit of them. */
 int store_batch_list(struct store *st, const char *remote, int64_t after, int limit,
 		     store_batch_fn fn, void *ctx);
-/* Calls fn for every batch of remote that the poller must look at: next_poll_at in (0, now]. */
-int store_batch_due(struct store *st, const char *remote, int64_t now, store_batch_fn fn,
-		    void *ctx);
-/* Earliest next_poll_at > 0 of remote's batches, 0 when none. */
-int64_t store_batch_next_due(struct store *st, const char *remote);
+
+/* Parts */
+/*
+ * Replaces the parts of a claimed batch (state submitting, nothing at the provider) by n new
+ * ones in state submitting without identity, and records what validation learnt. One
+ * transaction.
+ */
+int store_parts_create(struct store *st, int64_t batch_id, const char *remote,
+		       const struct store_part_plan *plans, size_t n, const char *endpoint,
+		       const char *model, int64_t nrequests, int64_t nbytes);
+int store_part_get(struct store *st, int64_t id, struct store_part *out);
+typedef int (*store_part_fn)(void *ctx, const struct store_part *p);
+/* The parts of batch_id in file order. */
+int store_part_list(struct store *st, int64_t batch_id, store_part_fn fn, void *ctx);
+/* True when pid is the provider id of a part of remote (provider_owned_fn's question). */
+bool store_pid_is_owned(struct store *st, const char *remote, const char *pid);
+/* Calls fn for every part of remote that the poller must look at: next_poll_at in (0, now]. */
+int store_part_due(struct store *st, const char *remote, int64_t now, store_part_fn fn, void *ctx);
+/* Earliest next_poll_at > 0 of remote's parts, 0 when none. */
+int64_t store_part_next_due(struct store *st, const char *remote);
+/*
+ * Guarded part changes (compare-and-set: each names the state it expects and returns
+ * -ESTALE, writing nothing, when the part is in another). Each also brings the directory's
+ * aggregate up to date in the same transaction.
+ * store_part_intent: records identity and intent_at before the first request that could
+ * create it (expects submitting, no identity yet).
+ */
+int store_part_intent(struct store *st, int64_t id, const char *identity, int64_t intent_at);
+/*
+ * The provider's view of a part (p's pid, state, provider_state, counts, times, ref, error,
+ * next_poll_at and results): -EEXIST when p->pid belongs to another part. A results state
+ * already ready is never taken back.
+ */
+int store_part_apply(struct store *st, const struct store_part *p, enum batch_state expect);
+/* Certainly not created: failed with msg, identity forgotten, results unavailable. */
+int store_part_fail(struct store *st, int64_t id, enum batch_state expect, const char *msg);
+/* The state stays; error (msg, attempt) and, when next_poll_at >= 0, the schedule change. */
+int store_part_note(struct store *st, int64_t id, const char *msg, int attempt,
+		    int64_t next_poll_at);
+/* results: expects one of the states in expect_mask (1 << RESULTS_x); msg NULL clears. */
+int store_part_set_results(struct store *st, int64_t id, unsigned expect_mask,
+			   enum results_state results, const char *msg, int64_t next_poll_at);
+int store_part_cancel_requested(struct store *st, int64_t id);
+/* A part whose create certainly never happened goes back to "not sent" (identity forgotten;
+ * expects submitting without an id). */
+int store_part_unsend(struct store *st, int64_t id);
+/* Sets next_poll_at = next if it still is expect (what the caller saw: a kick that came
+ * meanwhile is never lost). Only schedules. */
+int store_part_schedule(struct store *st, int64_t id, int64_t expect, int64_t next);
+/* True when some part of this cache was submitted with identity (provider_batch.identity). */
+bool store_identity_is_ours(struct store *st, const char *identity);
+/* At start: makes every part that still has work (submitting, unfinished, results to fetch)
+ * due now, a results download cut by a crash pending again, and a batch claimed but never
+ * split into parts failed with msg (nothing was sent; requests.jsonl writable again). */
+int store_parts_resume(struct store *st, const char *msg);
 
 /* Draft files */
 int store_file_create(struct store *st, int64_t batch_id, const char *name, uint32_t mode,
@@ -132,17 +241,22 @@ int store_reqs_add(struct store_reqs *r, const char *custom_id, size_t len, long
 /* Commits (commit true) or rolls back, and frees r. */
 int store_reqs_end(struct store_reqs *r, bool commit);
 
-/* Results ingest: one transaction per batch. */
+/* Results ingest: one transaction per part. */
 struct store_ingest;
-int store_ingest_begin(struct store *st, int64_t batch_id, struct store_ingest **out);
+int store_ingest_begin(struct store *st, int64_t part_id, struct store_ingest **out);
 /* Adds one result line (without terminator). A repeated custom_id replaces the earlier line
  * (a retried download). */
 int store_ingest_add(struct store_ingest *in, const char *custom_id, const char *line, size_t len);
 /* Forgets the lines added so far (a download that starts over). */
 int store_ingest_reset(struct store_ingest *in);
-/* Orders the results as the requests were (unknown ids last, in arrival order), computes
- * results.jsonl offsets, writes count/size/results=ready into the batch, commits, frees in. */
-int store_ingest_commit(struct store_ingest *in, int64_t *count, int64_t *size);
+/*
+ * Ends a part's ingest: results whose custom_id is not among the part's requests (when the
+ * requests are known) are dropped and named in *stray_msg (size 512, "" when none); the part
+ * becomes results ready; once every part of the directory is settled the results are put in
+ * request order across parts (unknown ids last, in arrival order) with their results.jsonl
+ * offsets, and the directory's results are ready. Commits and frees in.
+ */
+int store_ingest_commit(struct store_ingest *in, int64_t *count, int64_t *stray, char *stray_msg);
 /* Rolls back and frees in. NULL-safe. */
 void store_ingest_abort(struct store_ingest *in);
 

@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: MIT
 /*
- * The life of a batch between its files and its provider: the commit point (validate, record
- * the intent, submit exactly once), cancel, polling, results download and ingest, crash
- * reconciliation and discovery of batches made elsewhere. Every outcome a user must know is
- * written to the batch's row, which status renders. Rows are read-modified-written under
- * bfs.lock, which is never held across network I/O.
+ * The life of a batch directory between its files and its provider: the commit point
+ * (validate the whole file, split it into parts that fit the remote's per-batch limits,
+ * submit each part exactly once), cancel, polling, results download and ingest, crash
+ * reconciliation and discovery of batches made elsewhere. Every change of a row is a guarded
+ * store update that names the state it expects, so actions racing each other (a refresh, a
+ * cancel, an ingest, a commit) never roll one another back. Never holds a lock across a
+ * network call, except a remote's create_lock around its creates.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -24,7 +26,6 @@
 #include "err.h"
 #include "jsonl.h"
 #include "log.h"
-#include "poller.h"
 #include "provider.h"
 #include "spool.h"
 #include "store.h"
@@ -43,145 +44,127 @@ static int64_t poll_delay_ms(const struct remote *r)
 	return (int64_t)(r->conf->poll_interval * 1000.0);
 }
 
-/* Applies fn to batch id's row under the lock: read, change, write back. */
-static int batch_update(struct bfs *b, int64_t id, void (*fn)(struct store_batch *, void *),
-			void *ctx)
-{
-	struct store_batch row;
-	int rc;
+/* The registry of submissions in flight (struct bfs). */
 
-	pthread_mutex_lock(&b->lock);
-	rc = store_batch_get(b->store, id, &row);
-	if (!rc) {
-		fn(&row, ctx);
-		row.updated_at = timefmt_now_ms();
-		rc = store_batch_put(b->store, &row);
+/* Claims batch_id for this thread's submission; false when one is already in flight. */
+static bool inflight_claim(struct bfs *b, int64_t batch_id)
+{
+	bool ok = true;
+
+	pthread_mutex_lock(&b->inflight_lock);
+	for (size_t i = 0; i < b->ninflight && ok; i++)
+		ok = b->inflight[i] != batch_id;
+	if (ok && b->ninflight == BFS_INFLIGHT_MAX)
+		ok = false; /* cannot be tracked: do not act on it now (tried again later) */
+	if (ok)
+		b->inflight[b->ninflight++] = batch_id;
+	pthread_mutex_unlock(&b->inflight_lock);
+	return ok;
+}
+
+static void inflight_release(struct bfs *b, int64_t batch_id)
+{
+	pthread_mutex_lock(&b->inflight_lock);
+	for (size_t i = 0; i < b->ninflight; i++) {
+		if (b->inflight[i] == batch_id) {
+			b->inflight[i] = b->inflight[--b->ninflight];
+			break;
+		}
 	}
-	pthread_mutex_unlock(&b->lock);
-	if (rc)
-		log_err("cannot update batch %" PRId64 " in the cache: %s", id, strerror(-rc));
-	return rc;
+	pthread_mutex_unlock(&b->inflight_lock);
 }
 
-static void set_error(struct store_batch *row, const char *msg, long line)
+bool batch_is_in_flight(struct bfs *b, int64_t batch_id)
 {
-	snprintf(row->error, sizeof(row->error), "%s", msg ? msg : "");
-	row->error_line = line;
-	row->error_attempt = 0;
+	bool found = false;
+
+	pthread_mutex_lock(&b->inflight_lock);
+	for (size_t i = 0; i < b->ninflight && !found; i++)
+		found = b->inflight[i] == batch_id;
+	pthread_mutex_unlock(&b->inflight_lock);
+	return found;
 }
 
-static void do_note(struct store_batch *row, void *ctx)
+static void log_store_err(const char *what, int64_t id, int rc)
 {
-	if (!row->pid[0] && row->state != BATCH_SUBMITTING)
-		set_error(row, ctx, 0);
+	if (rc && rc != -ESTALE)
+		log_err("cannot record %s of %" PRId64 " in the cache: %s", what, id,
+			strerror(-rc));
 }
 
 int batch_note_unsubmitted(struct bfs *b, int64_t batch_id, const char *msg)
 {
-	return batch_update(b, batch_id, do_note, (void *)msg);
+	int rc = store_batch_note(b->store, batch_id, msg);
+
+	return rc == -ESTALE ? 0 : rc; /* submitted meanwhile: the note no longer applies */
 }
 
-/* Copies what the provider says of a batch into its row and schedules the next look. */
-static void apply_provider(struct store_batch *row, const struct provider_batch *pb,
-			   int64_t poll_ms)
+/*
+ * The provider's view of a part, computed from the part as it was and pb, with the next look
+ * scheduled: unfinished parts are polled, ended ones fetch their results (a foreign batch's
+ * only once someone looked), parts whose results will never come are settled.
+ */
+static void part_from_provider(const struct store_part *old, const struct store_batch *row,
+			       const struct provider_batch *pb, int64_t poll_ms,
+			       struct store_part *out)
 {
 	int64_t now = timefmt_now_ms();
 
-	snprintf(row->pid, sizeof(row->pid), "%s", pb->id);
-	row->state = pb->state;
-	snprintf(row->provider_state, sizeof(row->provider_state), "%s", pb->provider_state);
-	row->counts = pb->counts;
+	*out = *old;
+	snprintf(out->pid, sizeof(out->pid), "%s", pb->id);
+	out->state = pb->state;
+	snprintf(out->provider_state, sizeof(out->provider_state), "%s", pb->provider_state);
+	out->counts = pb->counts;
 	if (pb->created_at)
-		row->created_at = pb->created_at;
-	row->ended_at = pb->ended_at;
+		out->created_at = pb->created_at;
+	out->ended_at = pb->ended_at;
 	if (pb->expires_at)
-		row->expires_at = pb->expires_at;
+		out->expires_at = pb->expires_at;
 	if (pb->ref[0])
-		snprintf(row->ref, sizeof(row->ref), "%s", pb->ref);
-	if (pb->error[0])
-		set_error(row, pb->error, pb->error_line);
-	else
-		set_error(row, NULL, 0);
-	if (!state_is_terminal(row->state)) {
-		row->next_poll_at = now + poll_ms;
+		snprintf(out->ref, sizeof(out->ref), "%s", pb->ref);
+	snprintf(out->error, sizeof(out->error), "%s", pb->error);
+	out->error_line = pb->error_line; /* the file's line: providers know first_line */
+	if (!state_is_terminal(out->state)) {
+		out->next_poll_at = now + poll_ms;
 		return;
 	}
-	if (row->results == RESULTS_READY) {
-		row->next_poll_at = 0;
-	} else if (pb->results_gone || (!pb->results_available && row->state == BATCH_FAILED &&
-					!row->counts.succeeded && !row->counts.errored)) {
-		row->results = RESULTS_UNAVAILABLE;
-		row->next_poll_at = 0;
+	if (out->results == RESULTS_READY) {
+		out->next_poll_at = 0;
+	} else if (pb->results_gone || (!pb->results_available && out->state == BATCH_FAILED &&
+					!out->counts.succeeded && !out->counts.errored)) {
+		out->results = RESULTS_UNAVAILABLE;
+		out->next_poll_at = 0;
 	} else if (pb->results_available) {
-		/* A foreign batch's results wait for someone to look (results_wanted). */
-		row->next_poll_at = row->foreign && !row->results_wanted ? 0 : now;
+		out->next_poll_at = row->foreign && !row->results_wanted ? 0 : now;
 	} else {
-		row->next_poll_at = now + poll_ms;
+		out->next_poll_at = now + poll_ms;
 	}
 }
 
-struct apply_ctx {
-	const struct provider_batch *pb;
-	int64_t poll_ms;
-};
-
-static void do_apply(struct store_batch *row, void *ctx)
+/* Applies pb to part id if it is still in state expect (else a newer view won: -ESTALE). */
+static int apply_part(struct bfs *b, struct remote *r, int64_t part_id, enum batch_state expect,
+		      const struct provider_batch *pb)
 {
-	struct apply_ctx *a = ctx;
+	struct store_part old, nw;
+	struct store_batch row;
+	int rc;
 
-	apply_provider(row, a->pb, a->poll_ms);
-}
-
-struct state_ctx {
-	enum batch_state state;
-	const char *msg;
-	long line;
-	int64_t next_poll_at; /* -1: leave as is */
-};
-
-static void do_state(struct store_batch *row, void *ctx)
-{
-	struct state_ctx *s = ctx;
-
-	row->state = s->state;
-	set_error(row, s->msg, s->line);
-	if (s->next_poll_at >= 0)
-		row->next_poll_at = s->next_poll_at;
-}
-
-static int set_state(struct bfs *b, int64_t id, enum batch_state state, const char *msg, long line,
-		     int64_t next_poll_at)
-{
-	struct state_ctx s = {state, msg, line, next_poll_at};
-
-	return batch_update(b, id, do_state, &s);
-}
-
-static void do_failed(struct store_batch *row, void *ctx)
-{
-	const struct bfs_err *e = ctx;
-
-	row->state = BATCH_FAILED;
-	set_error(row, e->msg, 0);
-	row->identity[0] = '\0';
-	row->intent_at = 0;
-	row->next_poll_at = 0;
+	rc = store_part_get(b->store, part_id, &old);
+	if (!rc)
+		rc = store_batch_get(b->store, old.batch_id, &row);
+	if (rc)
+		return rc;
+	part_from_provider(&old, &row, pb, poll_delay_ms(r), &nw);
+	rc = store_part_apply(b->store, &nw, expect);
+	log_store_err("the provider's view", part_id, rc);
+	return rc;
 }
 
 struct retry_ctx {
 	struct bfs *b;
-	int64_t id;
+	int64_t part_id;
 	const char *what;
 };
-
-static void do_retry_note(struct store_batch *row, void *ctx)
-{
-	const struct bfs_err *e = ctx;
-
-	snprintf(row->error, sizeof(row->error), "%s", e->msg);
-	row->error_line = 0;
-	row->error_attempt = e->attempt;
-}
 
 /* HTTP retries show in status while they happen (provider_retry_fn). */
 static void note_retry(void *ctx, int attempt, const char *reason)
@@ -190,76 +173,138 @@ static void note_retry(void *ctx, int attempt, const char *reason)
 	struct bfs_err e = BFS_ERR_INIT;
 
 	err_set(&e, "%s: %s (retrying, attempt %d)", rc->what, reason, attempt);
-	e.attempt = attempt;
-	(void)batch_update(rc->b, rc->id, do_retry_note, &e); /* logged inside */
+	log_store_err("a retry", rc->part_id,
+		      store_part_note(rc->b->store, rc->part_id, e.msg, attempt, -1));
 }
 
-/* Validation */
+/* Validation and the plan of parts */
+
+struct plan {
+	struct store_part_plan *parts;
+	size_t n, alloc;
+	struct jsonl_limits lim;
+	int64_t off;	   /* file offset of the line being delivered */
+	int64_t part_off;  /* where the current part starts */
+	uint64_t part_n;   /* its requests */
+	long part_first;   /* its first line */
+	long last_request; /* the last request line seen */
+};
+
+static int plan_close(struct plan *pl, int64_t end)
+{
+	struct store_part_plan *p;
+
+	if (!pl->part_n)
+		return 0;
+	if (pl->n == pl->alloc) {
+		size_t na = pl->alloc ? 2 * pl->alloc : 4;
+
+		p = realloc(pl->parts, na * sizeof(*p));
+		if (!p)
+			return -ENOMEM;
+		pl->parts = p;
+		pl->alloc = na;
+	}
+	p = &pl->parts[pl->n++];
+	p->first_line = pl->part_first;
+	p->last_line = pl->last_request;
+	p->off = pl->part_off;
+	p->len = end - pl->part_off;
+	p->nrequests = (int64_t)pl->part_n;
+	pl->part_off = end;
+	pl->part_n = 0;
+	return 0;
+}
+
+/*
+ * A request line [off, off + size) joins the current part unless it would take the part over
+ * a limit; then the part ends before it (parts split at request lines, in file order, as few
+ * as fit).
+ */
+static int plan_request(struct plan *pl, long lineno, int64_t size)
+{
+	bool over =
+		pl->part_n && ((pl->lim.max_requests && pl->part_n + 1 > pl->lim.max_requests) ||
+			       (pl->lim.max_bytes &&
+				(uint64_t)(pl->off + size - pl->part_off) > pl->lim.max_bytes));
+	int rc = 0;
+
+	if (over) {
+		rc = plan_close(pl, pl->off);
+		pl->part_first = lineno;
+	}
+	if (!pl->part_n && !over && !pl->n)
+		pl->part_first = 1; /* the first part starts with the file */
+	pl->part_n++;
+	pl->last_request = lineno;
+	return rc;
+}
 
 struct validate_ctx {
 	struct jsonl_validator v;
+	struct jsonl_splitter sp;
 	struct store_reqs *reqs;
+	struct plan plan;
 	struct bfs_err *err;
-	size_t pending_term; /* terminator length of the line being delivered */
 };
 
 static int validate_line(void *ctx, const char *line, size_t len, long lineno)
 {
 	struct validate_ctx *vc = ctx;
+	int64_t size = (int64_t)(len + vc->sp.term);
 	char *id = NULL;
 	size_t idlen = 0;
 	long dup = 0;
 	int rc;
 
-	rc = jsonl_validator_line(&vc->v, line, len, vc->pending_term, lineno, &id, &idlen,
-				  vc->err);
-	if (rc || !id)
-		return rc;
-	rc = store_reqs_add(vc->reqs, id, idlen, lineno, &dup);
-	if (rc == -EEXIST) {
-		err_set_line(vc->err, lineno,
-			     "line %ld: duplicate custom_id '%.*s' (first on line %ld)", lineno,
-			     (int)(idlen > 80 ? 80 : idlen), id, dup);
-		rc = -EINVAL;
-	} else if (rc) {
-		err_set_line(vc->err, lineno,
-			     "line %ld: cannot record the request in the cache: %s", lineno,
-			     strerror(-rc));
+	rc = jsonl_validator_line(&vc->v, line, len, vc->sp.term, lineno, &id, &idlen, vc->err);
+	if (!rc && id) {
+		rc = store_reqs_add(vc->reqs, id, idlen, lineno, &dup);
+		if (rc == -EEXIST) {
+			err_set_line(vc->err, lineno,
+				     "line %ld: duplicate custom_id '%.*s' (first on line %ld)",
+				     lineno, (int)(idlen > 80 ? 80 : idlen), id, dup);
+			rc = -EINVAL;
+		} else if (rc) {
+			err_set_line(vc->err, lineno,
+				     "line %ld: cannot record the request in the cache: %s", lineno,
+				     strerror(-rc));
+		}
+		if (!rc)
+			rc = plan_request(&vc->plan, lineno, size);
 	}
 	free(id);
+	vc->plan.off += size;
 	return rc;
 }
 
 /*
  * Streams the spool file through the splitter and validator, recording request order and
- * catching duplicate custom_ids in the store (disk, not RAM). Commits the request list only
- * when the whole file is valid.
+ * catching duplicate custom_ids in the store (disk, not RAM), and plans the parts. The whole
+ * file is checked before anything is sent: one bad line anywhere means no part at all. The
+ * request list is committed only when the file is valid.
  */
 static int validate_file(struct bfs *b, const struct remote *r, int64_t batch_id, int fd,
-			 struct jsonl_validator *out, struct bfs_err *err)
+			 struct validate_ctx *vc, struct bfs_err *err)
 {
-	struct validate_ctx vc = {.err = err};
-	struct jsonl_splitter sp;
+	/* Counts and bytes are what parts are for; only a line must fit in one part. */
+	struct jsonl_limits unlimited = {0, 0};
 	char *chunk = malloc(BATCH_READ_CHUNK);
-	size_t max_line = r->ops->limits.max_bytes ? r->ops->limits.max_bytes : (512u << 20);
+	size_t max_line = r->limits.max_bytes ? r->limits.max_bytes : (512u << 20);
 	int rc;
 
 	if (!chunk)
 		return -ENOMEM;
-	jsonl_validator_init(&vc.v, r->ops->format, &r->ops->limits);
-	rc = store_reqs_begin(b->store, batch_id, &vc.reqs);
+	vc->err = err;
+	vc->plan.lim = r->limits;
+	jsonl_validator_init(&vc->v, r->ops->format, &unlimited);
+	rc = store_reqs_begin(b->store, batch_id, &vc->reqs);
 	if (rc) {
 		err_set(err, "cannot write to the cache: %s", strerror(-rc));
 		free(chunk);
 		return rc;
 	}
-	/*
-	 * Terminator lengths matter for the byte limit; the splitter does not report them, so
-	 * count bytes from the file size instead: the validator's byte check gets term_len 1
-	 * per line and the exact total is compared with the limit below.
-	 */
-	vc.pending_term = 1;
-	jsonl_splitter_init(&sp, max_line, validate_line, &vc);
+	jsonl_splitter_init(&vc->sp, max_line, validate_line, vc);
 	for (;;) {
 		ssize_t n = read(fd, chunk, BATCH_READ_CHUNK);
 
@@ -269,127 +314,367 @@ static int validate_file(struct bfs *b, const struct remote *r, int64_t batch_id
 			break;
 		}
 		if (n == 0) {
-			rc = jsonl_splitter_finish(&sp, err);
+			rc = jsonl_splitter_finish(&vc->sp, err);
 			break;
 		}
-		rc = jsonl_splitter_feed(&sp, chunk, (size_t)n, err);
+		rc = jsonl_splitter_feed(&vc->sp, chunk, (size_t)n, err);
 		if (rc)
 			break;
 	}
 	if (rc == -E2BIG) {
-		/* A line over the cap is over the provider's byte limit too. */
+		/* A line over the cap cannot fit in any part. */
 		rc = -EINVAL;
 	}
 	if (!rc)
-		rc = jsonl_validator_finish(&vc.v, err);
-	jsonl_splitter_release(&sp);
+		rc = jsonl_validator_finish(&vc->v, err);
+	if (!rc)
+		rc = plan_close(&vc->plan, vc->plan.off);
+	jsonl_splitter_release(&vc->sp);
 	free(chunk);
 	if (rc) {
-		(void)store_reqs_end(vc.reqs, false); /* the validation error is the one to show */
+		(void)store_reqs_end(vc->reqs, false); /* the validation error is the one to show */
 		return rc;
 	}
-	rc = store_reqs_end(vc.reqs, true);
-	if (rc) {
+	rc = store_reqs_end(vc->reqs, true);
+	if (rc)
 		err_set(err, "cannot write to the cache: %s", strerror(-rc));
-		return rc;
-	}
-	*out = vc.v;
-	return 0;
+	return rc;
 }
 
-/* Commit */
+/* Submission of parts */
 
-struct intent_ctx {
-	const struct jsonl_validator *v;
-	const char *identity;
-	int64_t intent_at;
-	int64_t nbytes;
-};
-
-static void do_intent(struct store_batch *row, void *ctx)
-{
-	struct intent_ctx *ic = ctx;
-
-	row->state = BATCH_SUBMITTING;
-	set_error(row, NULL, 0);
-	snprintf(row->identity, sizeof(row->identity), "%s", ic->identity);
-	row->intent_at = ic->intent_at;
-	row->nrequests = (int64_t)ic->v->count;
-	row->nbytes = ic->nbytes;
-	row->counts = (struct batch_counts){.total = (int64_t)ic->v->count};
-	snprintf(row->endpoint, sizeof(row->endpoint), "%s", ic->v->endpoint);
-	snprintf(row->model, sizeof(row->model), "%s", ic->v->model);
-	row->next_poll_at = 0; /* the commit itself drives it; the poller keeps off */
-}
-
-static int make_identity(int64_t batch_id, char *out, size_t size)
+static int make_identity(int64_t batch_id, int idx, char *out, size_t size)
 {
 	unsigned char rnd[6];
 
 	if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
 		return -EIO;
-	snprintf(out, size, "bfs-%02x%02x%02x%02x%02x%02x-%" PRId64, rnd[0], rnd[1], rnd[2], rnd[3],
-		 rnd[4], rnd[5], batch_id);
+	snprintf(out, size, "bfs-%02x%02x%02x%02x%02x%02x-%" PRId64 "-%d", rnd[0], rnd[1], rnd[2],
+		 rnd[3], rnd[4], rnd[5], batch_id, idx);
 	return 0;
 }
 
 /* Sets the mode of requests.jsonl: read-only once submitted (CONTRACT), writable otherwise. */
-static void set_file_mode(struct bfs *b, int64_t file_id, uint32_t mode)
+static void set_file_mode(struct bfs *b, int64_t batch_id, uint32_t mode)
 {
 	struct store_file f;
 
-	if (store_file_get(b->store, file_id, &f))
+	if (store_file_by_name(b->store, batch_id, "requests.jsonl", &f))
 		return;
 	f.mode = mode;
-	(void)store_file_put(b->store,
-			     &f); /* a wrong mode is cosmetic; writes are checked by state */
+	(void)store_file_put(b->store, &f); /* a wrong mode is cosmetic; writes check state */
 }
 
-static void submit_desc(const struct store_batch *row, const char *path, struct provider_submit *s)
+struct owned_ctx {
+	struct store *st;
+	const char *remote;
+};
+
+static bool is_owned(void *ctx, const char *id)
+{
+	struct owned_ctx *o = ctx;
+
+	return store_pid_is_owned(o->st, o->remote, id);
+}
+
+static void submit_desc(const struct store_batch *row, const struct store_part *p, const char *path,
+			struct owned_ctx *oc, struct provider_submit *s)
 {
 	memset(s, 0, sizeof(*s));
 	s->path = path;
-	s->nrequests = (uint64_t)row->nrequests;
-	s->nbytes = (uint64_t)row->nbytes;
+	s->offset = p->off;
+	s->length = p->len;
+	s->first_line = (long)p->first_line;
+	s->nrequests = (uint64_t)p->nrequests;
+	s->nbytes = (uint64_t)p->len;
 	s->endpoint = row->endpoint;
 	s->model = row->model;
-	s->identity = row->identity;
+	s->identity = p->identity;
 	s->name = row->name;
-	s->intent_at = row->intent_at;
+	s->intent_at = p->intent_at;
+	s->owned = is_owned;
+	s->owned_ctx = oc;
+}
+
+static int64_t reconcile_grace_ms(const struct remote *r)
+{
+	return (int64_t)(conf_get_double(r->conf, "reconcile_grace", BATCH_RECONCILE_GRACE_S) *
+			 1000.0);
+}
+
+enum part_outcome {
+	PART_CREATED, /* at the provider, its id recorded */
+	PART_ABSENT,  /* certainly not created: may be sent (again) */
+	PART_FAILED,  /* certainly not created, and the provider refused it: stop */
+	PART_UNKNOWN, /* cannot tell yet: stays submitting, looked for again later */
+};
+
+/* Records the id of a created part; an id another part owns is never adopted. */
+static enum part_outcome adopt(struct bfs *b, struct remote *r, const struct store_part *p,
+			       const struct provider_batch *pb, struct bfs_err *err)
+{
+	int rc = apply_part(b, r, p->id, BATCH_SUBMITTING, pb);
+
+	if (!rc)
+		return PART_CREATED;
+	if (rc == -EEXIST)
+		err_set(err, "the provider's batch '%s' belongs to another batch directory here",
+			pb->id);
+	else
+		err_set(err, "batch '%s' was created but the cache could not record it: %s", pb->id,
+			strerror(-rc));
+	return PART_UNKNOWN;
 }
 
 /*
- * Submits exactly once: a create whose answer may have been lost (-EAGAIN) is followed by a
- * find(); only a certain "not there" allows another attempt. Returns 0 with pb filled, or
- * -EAGAIN when it cannot tell (never resubmitted on its own), or the failure.
+ * Settles a part whose create may or may not have reached the provider (its identity is
+ * recorded, its id not): found -> adopted; certainly absent once reconcile_grace has passed
+ * since the intent -> absent; else unknown (nothing is ever resent on a guess).
  */
-static int submit_once(struct bfs *b, struct remote *r, const struct provider_submit *s,
-		       int64_t batch_id, struct provider_batch *pb, struct bfs_err *err)
+static enum part_outcome settle_part(struct bfs *b, struct remote *r, const struct store_batch *row,
+				     const struct store_part *p, const char *path,
+				     struct bfs_err *err)
 {
-	struct retry_ctx rctx = {b, batch_id, "submitting"};
+	struct owned_ctx oc = {b->store, r->conf->name};
+	struct provider_submit s;
+	struct provider_batch pb;
+	char until[TIMEFMT_SIZE];
+	int64_t grace = reconcile_grace_ms(r);
+	int rc;
+
+	submit_desc(row, p, path, &oc, &s);
+	pthread_mutex_lock(&r->create_lock);
+	rc = r->ops->find(r->prov, &s, &pb, err);
+	pthread_mutex_unlock(&r->create_lock);
+	if (rc == 0) {
+		log_info("batch '%s': found part %d's earlier submission '%s'", row->name,
+			 p->idx + 1, pb.id);
+		return adopt(b, r, p, &pb, err);
+	}
+	if (rc == -ENOENT && timefmt_now_ms() >= p->intent_at + grace)
+		return PART_ABSENT;
+	if (rc == -ENOENT) {
+		/*
+		 * A create sent just before a crash may still be on its way or in the works:
+		 * servers finish a request whose sender died. "Not there yet" becomes "never
+		 * there" only once the grace has passed; until then the poller looks again.
+		 */
+		timefmt_format(p->intent_at + grace, until);
+		err_set(err,
+			"submission of '%s' was interrupted; looking for it at the provider until "
+			"%s "
+			"before concluding that nothing was created",
+			row->name, until);
+		return PART_UNKNOWN;
+	}
+	err_prefix(err,
+		   "cannot tell whether batch '%s' was created; batchfs will not resubmit it on "
+		   "its own; 'echo refresh > ctl' looks again",
+		   row->name);
+	return PART_UNKNOWN;
+}
+
+/*
+ * Sends one part exactly once: the intent (identity) is durable before the first byte goes
+ * out; a create whose answer may have been lost (-EAGAIN) is followed by a find(); only a
+ * certain "not there" allows another attempt.
+ */
+static enum part_outcome send_part(struct bfs *b, struct remote *r, const struct store_batch *row,
+				   const struct store_part *p0, const char *path,
+				   struct bfs_err *err)
+{
+	struct retry_ctx rctx = {b, p0->id, "submitting"};
+	struct owned_ctx oc = {b->store, r->conf->name};
+	struct provider_submit s;
+	struct provider_batch pb;
+	struct store_part p = *p0;
 	int rc = -EIO;
 
+	rc = make_identity(row->id, p.idx, p.identity, sizeof(p.identity));
+	p.intent_at = timefmt_now_ms();
+	if (!rc)
+		rc = store_part_intent(b->store, p.id, p.identity, p.intent_at);
+	if (rc) {
+		err_set(err, "cannot record the submission in the cache: %s", strerror(-rc));
+		return PART_FAILED;
+	}
+	submit_desc(row, &p, path, &oc, &s);
+	log_info("batch '%s': submitting part %d (%" PRId64 " requests, %" PRId64 " bytes) to '%s'",
+		 row->name, p.idx + 1, p.nrequests, p.len, r->conf->name);
+	pthread_mutex_lock(&r->create_lock);
 	for (int i = 0; i < BATCH_SUBMIT_TRIES; i++) {
 		struct bfs_err ferr = BFS_ERR_INIT;
 
 		err_clear(err);
-		rc = r->ops->submit(r->prov, s, pb, note_retry, &rctx, err);
+		rc = r->ops->submit(r->prov, &s, &pb, note_retry, &rctx, err);
 		if (rc != -EAGAIN)
-			return rc;
-		log_warn("batch '%s': the answer to its creation was lost; looking for it",
-			 s->name);
-		rc = r->ops->find(r->prov, s, pb, &ferr);
+			break;
+		log_warn("batch '%s': the answer to the creation of part %d was lost; looking for "
+			 "it",
+			 row->name, p.idx + 1);
+		rc = r->ops->find(r->prov, &s, &pb, &ferr);
 		if (rc == 0)
-			return 0;
+			break;
 		if (rc != -ENOENT) {
 			err_set(err,
-				"cannot tell whether the batch was created (%s; then: %s); "
-				"batchfs will not resubmit it on its own: 'echo refresh > ctl' "
-				"looks "
-				"again",
+				"cannot tell whether the batch was created (%s; then: %s); batchfs "
+				"will not resubmit it on its own: 'echo refresh > ctl' looks again",
 				err->msg[0] ? err->msg : "answer lost", ferr.msg);
-			return -EAGAIN;
+			rc = -EAGAIN;
+			break;
 		}
+		rc = -EAGAIN; /* certainly absent: try again */
+	}
+	pthread_mutex_unlock(&r->create_lock);
+	if (rc == 0)
+		return adopt(b, r, &p, &pb, err);
+	if (rc == -EAGAIN && !err->msg[0])
+		err_set(err, "the answers to %d creates were lost", BATCH_SUBMIT_TRIES);
+	if (rc == -EAGAIN)
+		return PART_UNKNOWN;
+	err_prefix(err, "cannot submit batch '%s'", row->name);
+	return PART_FAILED;
+}
+
+struct part_list {
+	struct store_part *v;
+	size_t n, alloc;
+};
+
+static int collect_part(void *ctx, const struct store_part *p)
+{
+	struct part_list *l = ctx;
+
+	if (l->n == l->alloc) {
+		size_t na = l->alloc ? 2 * l->alloc : 4;
+		struct store_part *v = realloc(l->v, na * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		l->v = v;
+		l->alloc = na;
+	}
+	l->v[l->n++] = *p;
+	return 0;
+}
+
+/* True when a part other than l[skip] is, or may be, at the provider. */
+static bool others_sent(const struct store_part *l, size_t n, size_t skip)
+{
+	for (size_t i = 0; i < n; i++)
+		if (i != skip && (l[i].pid[0] || l[i].identity[0]))
+			return true;
+	return false;
+}
+
+static int load_parts(struct bfs *b, int64_t batch_id, struct part_list *l)
+{
+	l->v = NULL;
+	l->n = l->alloc = 0;
+	return store_part_list(b->store, batch_id, collect_part, l);
+}
+
+/*
+ * Drives every part of a claimed batch that has no provider id yet, in file order: settles
+ * the ones whose create may have happened, sends the others. One remote's creates go one at
+ * a time. Stops at the first part that cannot be settled (looked for again by the poller);
+ * after a refusal, the parts not yet sent are failed too ("not submitted"). Returns 0 when
+ * every part is at the provider, -EIO otherwise (err says why).
+ */
+static int submit_parts(struct bfs *b, struct remote *r, int64_t batch_id, struct bfs_err *err)
+{
+	struct store_batch row;
+	struct part_list l;
+	struct store_file f;
+	char path[PATH_MAX] = "";
+	int failed = -1, rc;
+
+	rc = store_batch_get(b->store, batch_id, &row);
+	if (!rc)
+		rc = load_parts(b, batch_id, &l);
+	if (rc) {
+		err_set(err, "cannot read the cache: %s", strerror(-rc));
+		return -EIO;
+	}
+	if (!store_file_by_name(b->store, batch_id, "requests.jsonl", &f))
+		spool_path(&b->spool, f.id, path, sizeof(path));
+	for (size_t i = 0; i < l.n && !rc; i++) {
+		struct store_part *p = &l.v[i];
+		struct bfs_err perr = BFS_ERR_INIT;
+		enum part_outcome o = PART_ABSENT;
+
+		if (p->pid[0] || p->state != BATCH_SUBMITTING)
+			continue;
+		if (failed >= 0) {
+			err_set(&perr, "not submitted: part %d could not be", failed + 1);
+			log_store_err("a part's failure", p->id,
+				      store_part_fail(b->store, p->id, BATCH_SUBMITTING, perr.msg));
+			continue;
+		}
+		if (p->identity[0]) {
+			o = settle_part(b, r, &row, p, path, &perr);
+			if (o == PART_ABSENT && !others_sent(l.v, l.n, i)) {
+				/* Nothing of this directory is at the provider: let the user decide
+				 * (CONTRACT: the file may be written again). */
+				err_set(&perr,
+					"submission of '%s' was interrupted and the provider has "
+					"no "
+					"such batch: nothing was created; write requests.jsonl "
+					"again "
+					"to submit",
+					row.name);
+				o = PART_FAILED;
+			} else if (o == PART_ABSENT) {
+				log_info("batch '%s': part %d was never created; sending it now",
+					 row.name, p->idx + 1);
+				p->identity[0] = '\0';
+				rc = store_part_unsend(b->store, p->id);
+				if (rc) {
+					err_set(&perr, "cannot write to the cache: %s",
+						strerror(-rc));
+					o = PART_UNKNOWN;
+				}
+			}
+		}
+		if (o == PART_ABSENT && !path[0]) {
+			err_set(&perr, "requests.jsonl is gone from the cache");
+			o = PART_FAILED;
+		}
+		if (o == PART_ABSENT)
+			o = send_part(b, r, &row, p, path, &perr);
+		switch (o) {
+		case PART_CREATED:
+			(void)store_part_get(b->store, p->id, p); /* others_sent() sees its id */
+			continue;
+		case PART_ABSENT:
+			continue;
+		case PART_FAILED:
+			log_err("batch '%s' part %d: %s", row.name, p->idx + 1, perr.msg);
+			log_store_err("a part's failure", p->id,
+				      store_part_fail(b->store, p->id, BATCH_SUBMITTING, perr.msg));
+			failed = p->idx;
+			if (!err->msg[0])
+				err_set(err, "%s", perr.msg);
+			continue;
+		case PART_UNKNOWN:
+			log_warn("batch '%s' part %d: %s", row.name, p->idx + 1, perr.msg);
+			log_store_err("a note", p->id,
+				      store_part_note(b->store, p->id, perr.msg, 0,
+						      timefmt_now_ms() + poll_delay_ms(r)));
+			err_set(err, "%s", perr.msg);
+			rc = -EIO;
+			break;
+		}
+	}
+	free(l.v);
+	if (!rc && failed >= 0)
+		rc = -EIO;
+	if (failed >= 0 && !store_batch_get(b->store, batch_id, &row) && !row.nparts_sent &&
+	    !row.identity[0]) {
+		/* Nothing at the provider: the file may be written again (CONTRACT). */
+		(void)store_batch_set_state(b->store, batch_id, BATCH_FAILED, BATCH_FAILED,
+					    err->msg, 0, true); /* logged above */
+		set_file_mode(b, batch_id, 0644);
 	}
 	return rc;
 }
@@ -397,48 +682,37 @@ static int submit_once(struct bfs *b, struct remote *r, const struct provider_su
 int batch_commit(struct bfs *b, struct remote *r, int64_t batch_id, int64_t file_id,
 		 struct bfs_err *err)
 {
-	struct jsonl_validator v;
-	struct provider_batch pb;
-	struct provider_submit s;
+	pthread_mutex_t *dl = bfs_draft_lock(b, batch_id);
+	struct validate_ctx vc;
 	struct store_batch row;
-	struct store_file f;
-	struct intent_ctx ic;
-	char path[PATH_MAX], identity[64];
-	struct apply_ctx ac;
+	char path[PATH_MAX];
 	struct stat st;
 	int fd = -1, rc;
 
+	memset(&vc, 0, sizeof(vc));
 	spool_path(&b->spool, file_id, path, sizeof(path));
-	pthread_mutex_lock(&b->lock);
+	/* The draft rule (bfs.h): once claimed under the draft lock, nothing changes the file. */
+	pthread_mutex_lock(dl);
 	rc = store_batch_get(b->store, batch_id, &row);
-	if (!rc)
-		rc = store_file_get(b->store, file_id, &f);
-	/* An unknown outcome keeps the batch: only `refresh` may settle it (exactly once). */
-	if (!rc && (!state_is_writable(row.state, row.pid[0] != '\0') ||
-		    (row.state == BATCH_FAILED && row.identity[0])))
+	if (!rc && (row.foreign || !state_is_writable(row.state, row.pid[0] != '\0')))
 		rc = -EACCES;
 	if (!rc && stat(path, &st))
 		rc = -errno;
 	if (!rc && st.st_size == 0) {
 		/* An empty file is not submitted (CONTRACT): `touch` keeps a draft. */
-		row.state = BATCH_DRAFT;
-		set_error(&row, NULL, 0);
-		row.updated_at = timefmt_now_ms();
-		rc = store_batch_put(b->store, &row);
-		pthread_mutex_unlock(&b->lock);
-		return rc;
+		rc = store_batch_set_state(b->store, batch_id, row.state, BATCH_DRAFT, NULL, 0,
+					   true);
+		pthread_mutex_unlock(dl);
+		return rc == -ESTALE ? -EACCES : rc;
 	}
-	if (!rc) {
-		/* Claim the batch: writers are refused from here on (state not writable). */
-		row.state = BATCH_SUBMITTING;
-		row.identity[0] = '\0';
-		row.intent_at = 0;
-		row.next_poll_at = 0;
-		set_error(&row, NULL, 0);
-		row.updated_at = timefmt_now_ms();
-		rc = store_batch_put(b->store, &row);
+	if (!rc)
+		rc = store_batch_claim(b->store, batch_id);
+	if (!rc && !inflight_claim(b, batch_id)) {
+		(void)store_batch_set_state(b->store, batch_id, BATCH_SUBMITTING, row.state,
+					    row.error, row.error_line, false); /* undo the claim */
+		rc = -EBUSY;
 	}
-	pthread_mutex_unlock(&b->lock);
+	pthread_mutex_unlock(dl);
 	if (rc) {
 		err_set(err, "cannot commit: %s", strerror(-rc));
 		return rc;
@@ -450,81 +724,88 @@ int batch_commit(struct bfs *b, struct remote *r, int64_t batch_id, int64_t file
 		err_set(err, "cannot read requests.jsonl: %s", strerror(-fd));
 		goto failed;
 	}
-	rc = validate_file(b, r, batch_id, fd, &v, err);
+	rc = validate_file(b, r, batch_id, fd, &vc, err);
 	close(fd);
 	if (rc == -EINVAL || rc == -ENODATA) {
-		(void)set_state(b, batch_id, BATCH_REJECTED, err->msg, err->line, 0);
+		log_store_err("a rejection", batch_id,
+			      store_batch_set_state(b->store, batch_id, BATCH_SUBMITTING,
+						    BATCH_REJECTED, err->msg, err->line, false));
 		log_info("batch '%s' rejected: %s", row.name, err->msg);
-		return -EINVAL;
+		rc = -EINVAL;
+		goto out;
 	}
 	if (rc)
 		goto failed;
-
-	/* The intent is durable before the first byte goes out (exactly once, CONTRACT). */
-	rc = make_identity(batch_id, identity, sizeof(identity));
-	if (rc)
-		goto failed;
-	ic = (struct intent_ctx){&v, identity, timefmt_now_ms(), (int64_t)v.bytes};
-	rc = batch_update(b, batch_id, do_intent, &ic);
+	rc = store_parts_create(b->store, batch_id, r->conf->name, vc.plan.parts, vc.plan.n,
+				vc.v.endpoint, vc.v.model, (int64_t)vc.v.count,
+				(int64_t)st.st_size);
 	if (rc) {
 		err_set(err, "cannot record the submission in the cache: %s", strerror(-rc));
 		goto failed;
 	}
-	set_file_mode(b, file_id, 0444);
-	rc = store_batch_get(b->store, batch_id, &row);
-	if (rc)
-		goto failed;
-	submit_desc(&row, path, &s);
-	log_info("batch '%s': submitting %" PRId64 " requests (%" PRId64 " bytes) to '%s'",
-		 row.name, row.nrequests, row.nbytes, r->conf->name);
-	rc = submit_once(b, r, &s, batch_id, &pb, err);
-	if (rc == -EAGAIN) {
-		/* Unknown outcome: failed, but the intent stays so refresh can still find it. */
-		(void)set_state(b, batch_id, BATCH_FAILED, err->msg, 0, 0);
-		log_err("batch '%s': %s", row.name, err->msg);
-		return -EIO;
-	}
-	if (rc) {
-		err_prefix(err, "cannot submit batch '%s'", row.name);
-		goto failed;
-	}
-	ac = (struct apply_ctx){&pb, poll_delay_ms(r)};
-	rc = batch_update(b, batch_id, do_apply, &ac);
-	if (rc) {
-		/* Created at the provider, but the cache lost it: the identity lets the next
-		 * start find it again. */
-		err_set(err, "batch created as '%s' but the cache could not record it", pb.id);
-		return -EIO;
-	}
-	log_info("batch '%s' submitted as '%s'", row.name, pb.id);
-	if (b->poller)
-		poller_kick(b->poller);
-	return 0;
+	set_file_mode(b, batch_id, 0444);
+	if (vc.plan.n > 1)
+		log_info("batch '%s': %" PRIu64 " requests in %zu parts (limits: %" PRIu64
+			 " requests, %" PRIu64 " bytes per batch)",
+			 row.name, vc.v.count, vc.plan.n, r->limits.max_requests,
+			 r->limits.max_bytes);
+	rc = submit_parts(b, r, batch_id, err);
+	if (!rc)
+		log_info("batch '%s' submitted", row.name);
+	goto out;
 
 failed:
 	if (!err->msg[0])
 		err_set(err, "cannot submit: %s", strerror(-rc));
-	/* Certainly not created: forget the intent so nothing ever looks for it. */
-	(void)batch_update(b, batch_id, do_failed, err);
-	set_file_mode(b, file_id, 0644);
+	/* Certainly nothing created: the file may be written again. */
+	log_store_err("a failure", batch_id,
+		      store_batch_set_state(b->store, batch_id, BATCH_SUBMITTING, BATCH_FAILED,
+					    err->msg, 0, true));
+	set_file_mode(b, batch_id, 0644);
 	log_err("%s", err->msg);
-	return -EIO;
+	rc = -EIO;
+out:
+	free(vc.plan.parts);
+	inflight_release(b, batch_id);
+	return rc;
 }
 
-/* Cancel, refresh, reconcile */
-
-static void do_cancel_requested(struct store_batch *row, void *ctx)
+/*
+ * After a crash (or when a create could not be settled): carries on with a batch's commit in
+ * this process. Nothing sent at all: failed, nothing at the provider, the user may write again.
+ */
+static int resume_commit(struct bfs *b, struct remote *r, int64_t batch_id, struct bfs_err *err)
 {
-	(void)ctx;
-	row->cancel_requested = true;
+	struct store_batch row;
+	int rc;
+
+	if (!inflight_claim(b, batch_id))
+		return 0; /* its commit is running: it reports for itself */
+	rc = store_batch_get(b->store, batch_id, &row);
+	if (!rc && row.state == BATCH_SUBMITTING && !row.nparts_sent && !row.identity[0]) {
+		err_set(err,
+			"submission of '%s' was interrupted before anything was sent; write "
+			"requests.jsonl again to submit",
+			row.name);
+		rc = store_batch_set_state(b->store, batch_id, BATCH_SUBMITTING, BATCH_FAILED,
+					   err->msg, 0, true);
+		if (!rc)
+			set_file_mode(b, batch_id, 0644);
+		rc = rc ? rc : -EIO;
+	} else if (!rc) {
+		rc = submit_parts(b, r, batch_id, err);
+	}
+	inflight_release(b, batch_id);
+	return rc;
 }
+
+/* Cancel, refresh */
 
 int batch_cancel(struct bfs *b, struct remote *r, int64_t batch_id, struct bfs_err *err)
 {
-	struct provider_batch pb;
 	struct store_batch row;
-	struct apply_ctx ac;
-	int rc;
+	struct part_list l;
+	int rc, failures = 0;
 
 	rc = store_batch_get(b->store, batch_id, &row);
 	if (rc)
@@ -533,128 +814,97 @@ int batch_cancel(struct bfs *b, struct remote *r, int64_t batch_id, struct bfs_e
 		err_set(err, "cannot cancel batch '%s': it was never submitted", row.name);
 		return -EINVAL;
 	}
-	if (state_is_terminal(row.state))
-		return 0; /* nothing left to cancel; not an error for `echo cancel > ctl` twice */
-	(void)batch_update(b, batch_id, do_cancel_requested, NULL); /* logged inside */
-	rc = r->ops->cancel(r->prov, row.pid, &pb, err);
-	if (rc) {
-		err_prefix(err, "cannot cancel batch '%s'", row.name);
-		(void)set_state(b, batch_id, row.state, err->msg, 0, -1);
-		return -EIO;
+	rc = load_parts(b, batch_id, &l);
+	if (rc)
+		return rc;
+	for (size_t i = 0; i < l.n; i++) {
+		struct store_part *p = &l.v[i];
+		struct provider_batch pb;
+		struct bfs_err perr = BFS_ERR_INIT;
+
+		if (!p->pid[0] || state_is_terminal(p->state))
+			continue; /* nothing left to cancel; `echo cancel > ctl` twice is fine */
+		log_store_err("a cancel", p->id, store_part_cancel_requested(b->store, p->id));
+		if (r->ops->cancel(r->prov, p->pid, &pb, &perr)) {
+			/* The state stays what the provider last said: only the reason is new. */
+			err_prefix(&perr, "cannot cancel batch '%s'", row.name);
+			log_store_err("a note", p->id,
+				      store_part_note(b->store, p->id, perr.msg, 0, -1));
+			if (!failures++)
+				err_set(err, "%s", perr.msg);
+			continue;
+		}
+		/* A view newer than the one we had (the poller's) is kept: -ESTALE is fine. */
+		(void)apply_part(b, r, p->id, p->state, &pb); /* logged inside */
 	}
-	ac = (struct apply_ctx){&pb, poll_delay_ms(r)};
-	rc = batch_update(b, batch_id, do_apply, &ac);
-	if (b->poller)
-		poller_kick(b->poller);
-	return rc;
+	free(l.v);
+	return failures ? -EIO : 0;
 }
 
-static int64_t reconcile_grace_ms(const struct remote *r)
-{
-	return (int64_t)(conf_get_double(r->conf, "reconcile_grace", BATCH_RECONCILE_GRACE_S) *
-			 1000.0);
-}
-
-/*
- * An earlier submission of row may or may not have reached the provider: look for it
- * (CONTRACT "Exactly once"). Found: adopt it. Absent: still submitting while a late create
- * could land (reconcile_grace after the intent), then failed, nothing sent, the user may write
- * again. Cannot tell: failed, and nothing is resubmitted on its own.
- */
-static int reconcile(struct bfs *b, struct remote *r, const struct store_batch *row,
+static int poll_part(struct bfs *b, struct remote *r, const struct store_part *p,
 		     struct bfs_err *err)
 {
-	struct provider_submit s;
+	struct retry_ctx rctx = {b, p->id, "polling"};
 	struct provider_batch pb;
-	struct store_file f;
-	char path[PATH_MAX] = "";
-	struct apply_ctx ac;
-	int64_t grace = reconcile_grace_ms(r);
 	int rc;
 
-	if (!row->identity[0]) {
-		err_set(err,
-			"submission of '%s' was interrupted before anything was sent; write "
-			"requests.jsonl again to submit",
-			row->name);
-		rc = set_state(b, row->id, BATCH_FAILED, err->msg, 0, 0);
-		return rc ? rc : -EIO;
+	rc = r->ops->get(r->prov, p->pid, &pb, note_retry, &rctx, err);
+	if (rc) {
+		err_prefix(err, "cannot poll batch '%s'", p->pid);
+		log_store_err("a note", p->id,
+			      store_part_note(b->store, p->id, err->msg, 0,
+					      timefmt_now_ms() + poll_delay_ms(r)));
+		return rc;
 	}
-	if (!store_file_by_name(b->store, row->id, "requests.jsonl", &f))
-		spool_path(&b->spool, f.id, path, sizeof(path));
-	submit_desc(row, path, &s);
-	rc = r->ops->find(r->prov, &s, &pb, err);
-	if (rc == 0) {
-		log_info("batch '%s': found its earlier submission '%s'", row->name, pb.id);
-		ac = (struct apply_ctx){&pb, poll_delay_ms(r)};
-		return batch_update(b, row->id, do_apply, &ac);
-	}
-	if (rc == -ENOENT && timefmt_now_ms() < row->intent_at + grace) {
-		char until[TIMEFMT_SIZE];
-
-		/*
-		 * A create sent just before a crash may still be on its way or in the works:
-		 * servers finish a request whose sender died. "Not there yet" becomes "never
-		 * there" only once the grace has passed; until then the poller looks again.
-		 */
-		timefmt_format(row->intent_at + grace, until);
-		err_set(err,
-			"submission of '%s' was interrupted; looking for it at the provider until "
-			"%s before concluding that nothing was created",
-			row->name, until);
-		(void)set_state(b, row->id, BATCH_SUBMITTING, err->msg, 0,
-				timefmt_now_ms() + poll_delay_ms(r)); /* logged inside */
-		return 0;
-	}
-	if (rc == -ENOENT) {
-		struct bfs_err e = BFS_ERR_INIT;
-
-		err_set(&e,
-			"submission of '%s' was interrupted and the provider has no such "
-			"batch: nothing was created; write requests.jsonl again to submit",
-			row->name);
-		(void)batch_update(b, row->id, do_failed, &e); /* logged inside */
-		if (!store_file_by_name(b->store, row->id, "requests.jsonl", &f))
-			set_file_mode(b, f.id, 0644);
-		err_set(err, "%s", e.msg);
-		return -EIO;
-	}
-	err_prefix(err,
-		   "cannot tell whether batch '%s' was created; batchfs will not resubmit "
-		   "it on its own; 'echo refresh > ctl' looks again",
-		   row->name);
-	(void)set_state(b, row->id, BATCH_FAILED, err->msg, 0, 0);
-	return rc;
+	rc = apply_part(b, r, p->id, p->state, &pb);
+	return rc == -ESTALE ? 0 : rc; /* a newer view came first */
 }
 
 int batch_refresh(struct bfs *b, struct remote *r, int64_t batch_id, struct bfs_err *err)
 {
-	struct retry_ctx rctx;
-	struct provider_batch pb;
 	struct store_batch row;
-	struct apply_ctx ac;
-	int rc;
+	struct part_list l;
+	bool submitting = false;
+	int rc, first = 0;
 
 	rc = store_batch_get(b->store, batch_id, &row);
 	if (rc)
 		return rc;
-	if (row.state == BATCH_SUBMITTING ||
-	    (row.state == BATCH_FAILED && !row.pid[0] && row.identity[0]))
-		return reconcile(b, r, &row, err);
-	if (!row.pid[0]) {
+	if (batch_is_in_flight(b, batch_id))
+		return 0; /* its submission is running here: status shows it, nothing to add */
+	if (!row.nparts) {
 		err_set(err, "batch '%s' has not been submitted", row.name);
 		return -EINVAL;
 	}
-	rctx = (struct retry_ctx){b, batch_id, "polling"};
-	rc = r->ops->get(r->prov, row.pid, &pb, note_retry, &rctx, err);
-	if (rc) {
-		err_prefix(err, "cannot poll batch '%s'", row.name);
-		(void)set_state(b, batch_id, row.state, err->msg, 0,
-				timefmt_now_ms() + poll_delay_ms(r));
+	rc = load_parts(b, batch_id, &l);
+	if (rc)
 		return rc;
+	for (size_t i = 0; i < l.n; i++) {
+		struct bfs_err perr = BFS_ERR_INIT;
+
+		if (l.v[i].state == BATCH_SUBMITTING) {
+			submitting = true;
+			continue;
+		}
+		if (!l.v[i].pid[0] || state_is_terminal(l.v[i].state))
+			continue;
+		rc = poll_part(b, r, &l.v[i], &perr);
+		if (rc && !first) {
+			first = rc;
+			err_set(err, "%s", perr.msg);
+		}
 	}
-	ac = (struct apply_ctx){&pb, poll_delay_ms(r)};
-	return batch_update(b, batch_id, do_apply, &ac);
+	free(l.v);
+	if (submitting) {
+		struct bfs_err serr = BFS_ERR_INIT;
+
+		rc = resume_commit(b, r, batch_id, &serr);
+		if (rc && !first) {
+			first = rc;
+			err_set(err, "%s", serr.msg);
+		}
+	}
+	return first;
 }
 
 /* Results: download to a local file first, then ingest it in one short transaction, so the
@@ -710,7 +960,8 @@ static int read_full(int fd, void *dst, size_t n)
 	return 0;
 }
 
-static int ingest_file(struct bfs *b, int64_t batch_id, int fd, int64_t *count, int64_t *size)
+static int ingest_file(struct bfs *b, int64_t part_id, int fd, int64_t *count, int64_t *stray,
+		       char *stray_msg)
 {
 	struct store_ingest *in = NULL;
 	char *rec = NULL;
@@ -719,7 +970,7 @@ static int ingest_file(struct bfs *b, int64_t batch_id, int fd, int64_t *count, 
 
 	if (lseek(fd, 0, SEEK_SET))
 		return -errno;
-	rc = store_ingest_begin(b->store, batch_id, &in);
+	rc = store_ingest_begin(b->store, part_id, &in);
 	if (rc)
 		return rc;
 	for (;;) {
@@ -760,56 +1011,44 @@ static int ingest_file(struct bfs *b, int64_t batch_id, int fd, int64_t *count, 
 		store_ingest_abort(in);
 		return rc;
 	}
-	return store_ingest_commit(in, count, size);
+	return store_ingest_commit(in, count, stray, stray_msg);
 }
 
-static void do_results_state(struct store_batch *row, void *ctx)
+#define RESULTS_BIT(s) (1u << (s))
+
+int batch_fetch_results(struct bfs *b, struct remote *r, int64_t part_id, struct bfs_err *err)
 {
-	const struct state_ctx *s = ctx;
-
-	row->results = (enum results_state)s->state;
-	set_error(row, s->msg, 0);
-	if (s->next_poll_at >= 0)
-		row->next_poll_at = s->next_poll_at;
-	if (row->results == RESULTS_UNAVAILABLE)
-		row->results_wanted = false;
-}
-
-static int set_results(struct bfs *b, int64_t id, enum results_state st, const char *msg,
-		       int64_t next_poll_at)
-{
-	struct state_ctx s = {(enum batch_state)st, msg, 0, next_poll_at};
-
-	return batch_update(b, id, do_results_state, &s);
-}
-
-int batch_fetch_results(struct bfs *b, struct remote *r, int64_t batch_id, struct bfs_err *err)
-{
-	struct retry_ctx rctx = {b, batch_id, "downloading the results"};
+	struct retry_ctx rctx = {b, part_id, "downloading the results"};
 	struct dl_ctx d = {.fd = -1};
 	struct provider_batch pb;
-	struct store_batch row;
-	char path[PATH_MAX];
-	int64_t count = 0, size = 0;
+	struct store_part p;
+	char path[PATH_MAX], stray_msg[512] = "";
+	int64_t count = 0, stray = 0;
 	int rc;
 
-	rc = store_batch_get(b->store, batch_id, &row);
+	rc = store_part_get(b->store, part_id, &p);
 	if (rc)
 		return rc;
-	if (row.results == RESULTS_READY)
+	if (p.results == RESULTS_READY || p.results == RESULTS_UNAVAILABLE)
 		return 0;
-	(void)set_results(b, batch_id, RESULTS_DOWNLOADING, NULL, 0); /* logged inside */
+	rc = store_part_set_results(b->store, part_id,
+				    RESULTS_BIT(RESULTS_PENDING) | RESULTS_BIT(RESULTS_DOWNLOADING),
+				    RESULTS_DOWNLOADING, NULL, 0);
+	if (rc) {
+		log_store_err("a download", part_id, rc);
+		return rc == -ESTALE ? 0 : rc;
+	}
 	memset(&pb, 0, sizeof(pb));
-	snprintf(pb.id, sizeof(pb.id), "%s", row.pid);
-	snprintf(pb.ref, sizeof(pb.ref), "%s", row.ref);
-	snprintf(pb.provider_state, sizeof(pb.provider_state), "%s", row.provider_state);
-	pb.state = row.state;
-	pb.counts = row.counts;
-	pb.created_at = row.created_at;
-	pb.ended_at = row.ended_at;
+	snprintf(pb.id, sizeof(pb.id), "%s", p.pid);
+	snprintf(pb.ref, sizeof(pb.ref), "%s", p.ref);
+	snprintf(pb.provider_state, sizeof(pb.provider_state), "%s", p.provider_state);
+	pb.state = p.state;
+	pb.counts = p.counts;
+	pb.created_at = p.created_at;
+	pb.ended_at = p.ended_at;
 	pb.results_available = true;
 
-	snprintf(path, sizeof(path), "%s/download-%" PRId64, b->cache_dir, batch_id);
+	snprintf(path, sizeof(path), "%s/download-%" PRId64, b->cache_dir, part_id);
 	d.fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (d.fd < 0) {
 		rc = -errno;
@@ -818,36 +1057,46 @@ int batch_fetch_results(struct bfs *b, struct remote *r, int64_t batch_id, struc
 	}
 	rc = r->ops->results(r->prov, &pb, dl_line, dl_reset, &d, note_retry, &rctx, err);
 	if (rc == -ENODATA) {
-		(void)set_results(b, batch_id, RESULTS_UNAVAILABLE, err->msg[0] ? err->msg : NULL,
-				  0); /* logged inside */
+		log_store_err("results", part_id,
+			      store_part_set_results(
+				      b->store, part_id, RESULTS_BIT(RESULTS_DOWNLOADING),
+				      RESULTS_UNAVAILABLE, err->msg[0] ? err->msg : NULL, 0));
 		rc = 0;
-		goto out;
+		goto out_close;
 	}
 	if (rc) {
-		err_prefix(err, "cannot download the results of '%s'", row.name);
+		err_prefix(err, "cannot download the results of '%s'", p.pid);
 		goto out;
 	}
-	rc = ingest_file(b, batch_id, d.fd, &count, &size);
+	if (!d.count && p.counts.total) {
+		/* An empty answer for a batch that had requests: say so rather than wait forever. */
+		log_store_err("results", part_id,
+			      store_part_set_results(b->store, part_id,
+						     RESULTS_BIT(RESULTS_DOWNLOADING),
+						     RESULTS_UNAVAILABLE,
+						     "the provider returned no result lines", 0));
+		goto out_close;
+	}
+	rc = ingest_file(b, part_id, d.fd, &count, &stray, stray_msg);
 	if (rc) {
-		err_set(err, "cannot store the results of '%s': %s", row.name, strerror(-rc));
+		err_set(err, "cannot store the results of '%s': %s", p.pid, strerror(-rc));
 		goto out;
 	}
-	log_info("batch '%s': %" PRId64 " results stored (%" PRId64 " bytes)", row.name, count,
-		 size);
+	if (stray)
+		log_warn("batch '%s': %s", p.pid, stray_msg);
+	log_info("batch '%s': %" PRId64 " results stored", p.pid, count);
 out:
+	if (rc)
+		log_store_err("results", part_id,
+			      store_part_set_results(b->store, part_id,
+						     RESULTS_BIT(RESULTS_DOWNLOADING),
+						     RESULTS_PENDING, err->msg,
+						     timefmt_now_ms() + poll_delay_ms(r)));
+out_close:
 	if (d.fd >= 0) {
 		close(d.fd);
 		unlink(path);
 	}
-	if (rc)
-		(void)set_results(b, batch_id, RESULTS_PENDING, err->msg,
-				  timefmt_now_ms() + poll_delay_ms(r)); /* logged inside */
-	else if (count || !row.counts.total)
-		(void)set_results(b, batch_id, RESULTS_READY, NULL, 0); /* logged inside */
-	else
-		/* An empty answer for a batch that had requests: say so rather than wait forever. */
-		(void)set_results(b, batch_id, RESULTS_UNAVAILABLE,
-				  "the provider returned no result lines", 0); /* logged inside */
 	return rc;
 }
 
@@ -860,131 +1109,83 @@ struct discover_ctx {
 	int64_t started; /* when the listing was asked for */
 };
 
-static int count_submitting(void *ctx, const struct store_batch *row)
-{
-	int *n = ctx;
-
-	if (row->state == BATCH_SUBMITTING ||
-	    (row->state == BATCH_FAILED && !row->pid[0] && row->identity[0]))
-		(*n)++;
-	return 0;
-}
-
 static int discover_one(void *ctx, const struct provider_batch *pb)
 {
 	struct discover_ctx *dc = ctx;
-	struct store_batch row;
-	struct apply_ctx ac;
-	int pending = 0;
-	int64_t id;
+	bool recent;
+	int64_t id, part_id;
 	int rc;
 
-	if (!store_batch_by_pid(dc->b->store, dc->r->conf->name, pb->id, &row))
+	if (store_pid_is_owned(dc->b->store, dc->r->conf->name, pb->id))
 		return 0;
-	/* One of ours whose create answer was lost is adopted by reconcile, not shown twice. */
-	if (pb->identity[0] && !strncmp(pb->identity, "bfs-", 4)) {
-		const char *dash = strrchr(pb->identity, '-');
-		int64_t local = dash ? strtoll(dash + 1, NULL, 10) : 0;
-
-		if (local && !store_batch_get(dc->b->store, local, &row) &&
-		    !strcmp(row.identity, pb->identity))
-			return 0;
-	}
-	pthread_mutex_lock(&dc->b->lock);
+	/* One of ours whose create answer was lost is adopted by its part, not shown twice. */
+	if (pb->identity[0] && store_identity_is_ours(dc->b->store, pb->identity))
+		return 0;
 	/*
 	 * A submission that began after this listing was asked for may have created this very
-	 * batch, its pid not yet recorded (the create answered after the provider made the
-	 * listing). Under the lock no submission starts or ends, so a recent batch waits for the
-	 * next listing while one of ours is in flight. Older batches cannot be ours.
+	 * batch, its id not yet recorded (the create answered after the provider made the
+	 * listing); its intent was recorded before the create was sent, so the store refuses
+	 * a recent batch while such an intent is unsettled. Older batches cannot be ours.
 	 */
-	if (!pb->created_at || pb->created_at >= dc->started - BATCH_DISCOVER_SKEW_MS)
-		rc = store_batch_list(dc->b->store, dc->r->conf->name, 0, 1 << 30, count_submitting,
-				      &pending);
-	else
-		rc = 0;
-	if (!rc && !pending)
-		rc = store_batch_add_foreign(dc->b->store, dc->r->conf->name, pb, timefmt_now_ms(),
-					     &id);
-	pthread_mutex_unlock(&dc->b->lock);
-	if (rc == -EEXIST || (!rc && pending))
-		return 0; /* a local batch has that name or pid, or may be this batch */
+	recent = !pb->created_at || pb->created_at >= dc->started - BATCH_DISCOVER_SKEW_MS;
+	rc = store_batch_add_foreign(dc->b->store, dc->r->conf->name, pb, recent, timefmt_now_ms(),
+				     &id, &part_id);
+	if (rc == -EEXIST || rc == -EBUSY)
+		return 0; /* known here, or may be ours: the next listing looks again */
 	if (rc)
 		return rc;
-	ac = (struct apply_ctx){pb, poll_delay_ms(dc->r)};
 	dc->added++;
-	return batch_update(dc->b, id, do_apply, &ac);
+	rc = apply_part(dc->b, dc->r, part_id, pb->state, pb);
+	return rc == -ESTALE ? 0 : rc;
 }
 
 int batch_discover(struct bfs *b, struct remote *r, struct bfs_err *err)
 {
 	struct discover_ctx dc = {b, r, 0, timefmt_now_ms()};
-	int pending = 0, rc;
+	int rc;
 
-	/*
-	 * While a submission of ours has an unknown outcome, a batch at the provider might be
-	 * it: adding it as foreign would show it twice. Wait for reconciliation first.
-	 */
-	rc = store_batch_list(b->store, r->conf->name, 0, 1 << 30, count_submitting, &pending);
-	if (rc)
-		return rc;
-	if (pending)
-		return 0;
 	rc = r->ops->list(r->prov, discover_one, &dc, err);
 	if (dc.added)
 		log_info("remote '%s': %d batch(es) made elsewhere found", r->conf->name, dc.added);
 	return rc;
 }
 
-struct id_list {
-	int64_t *ids;
-	size_t n, alloc;
-};
-
-static int resume_collect(void *ctx, const struct store_batch *row)
+/* The poller's visit of one due part: decide what it needs from the store alone. */
+int batch_visit(struct bfs *b, struct remote *r, int64_t part_id, struct bfs_err *err)
 {
-	struct id_list *l = ctx;
-	bool due = false;
+	int64_t now = timefmt_now_ms();
+	struct store_batch row;
+	struct store_part p;
+	int rc = 0;
 
-	if (row->state == BATCH_SUBMITTING)
-		due = true; /* reconcile before anything could submit again */
-	else if (row->pid[0] && !state_is_terminal(row->state))
-		due = true;
-	else if (row->pid[0] && row->results != RESULTS_READY &&
-		 row->results != RESULTS_UNAVAILABLE && (!row->foreign || row->results_wanted))
-		due = true;
-	if (!due)
+	if (store_part_get(b->store, part_id, &p) || store_batch_get(b->store, p.batch_id, &row))
 		return 0;
-	if (l->n == l->alloc) {
-		size_t na = l->alloc ? 2 * l->alloc : 64;
-		int64_t *p = realloc(l->ids, na * sizeof(*p));
-
-		if (!p)
-			return -ENOMEM;
-		l->ids = p;
-		l->alloc = na;
+	if (batch_is_in_flight(b, p.batch_id)) {
+		/* Its commit is running: look after it later, never meanwhile. */
+		(void)store_part_schedule(b->store, part_id, p.next_poll_at,
+					  now + poll_delay_ms(r)); /* else someone rescheduled it */
+		return 0;
 	}
-	l->ids[l->n++] = row->id;
-	return 0;
-}
-
-static void do_resume(struct store_batch *row, void *ctx)
-{
-	(void)ctx;
-	if (row->results == RESULTS_DOWNLOADING)
-		row->results = RESULTS_PENDING;
-	row->next_poll_at = 1;
+	if (p.state == BATCH_SUBMITTING) {
+		rc = resume_commit(b, r, p.batch_id, err);
+	} else if (p.pid[0] && !state_is_terminal(p.state)) {
+		rc = poll_part(b, r, &p, err);
+	}
+	if (store_part_get(b->store, part_id, &p) || store_batch_get(b->store, p.batch_id, &row))
+		return rc;
+	if (p.pid[0] && state_is_terminal(p.state) && p.results != RESULTS_READY &&
+	    p.results != RESULTS_UNAVAILABLE && (!row.foreign || row.results_wanted) &&
+	    p.next_poll_at && p.next_poll_at <= timefmt_now_ms())
+		return batch_fetch_results(b, r, part_id, err);
+	/* Nothing left to do with it now: keep it off the due list, unless rescheduled since. */
+	if (p.next_poll_at && p.next_poll_at <= timefmt_now_ms())
+		(void)store_part_schedule(b->store, part_id, p.next_poll_at, 0);
+	return rc;
 }
 
 int batch_resume_all(struct bfs *b)
 {
-	struct id_list l = {0};
-	int rc = 0;
-
-	for (size_t i = 0; i < b->nremotes && !rc; i++)
-		rc = store_batch_list(b->store, b->remotes[i].conf->name, 0, 1 << 30,
-				      resume_collect, &l);
-	for (size_t i = 0; i < l.n && !rc; i++)
-		rc = batch_update(b, l.ids[i], do_resume, NULL);
-	free(l.ids);
-	return rc;
+	return store_parts_resume(b->store,
+				  "submission was interrupted before anything was sent; write "
+				  "requests.jsonl again to submit");
 }

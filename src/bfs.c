@@ -15,6 +15,7 @@ pthread_mutex_t *bfs_draft_lock(struct bfs *b, int64_t batch_id)
 void bfs_locks_init(struct bfs *b)
 {
 	pthread_mutex_init(&b->lock, NULL);
+	pthread_mutex_init(&b->inflight_lock, NULL);
 	for (size_t i = 0; i < BFS_DRAFT_LOCKS; i++)
 		pthread_mutex_init(&b->draft_locks[i], NULL);
 }
@@ -22,6 +23,7 @@ void bfs_locks_init(struct bfs *b)
 void bfs_locks_release(struct bfs *b)
 {
 	pthread_mutex_destroy(&b->lock);
+	pthread_mutex_destroy(&b->inflight_lock);
 	for (size_t i = 0; i < BFS_DRAFT_LOCKS; i++)
 		pthread_mutex_destroy(&b->draft_locks[i]);
 }

@@ -167,11 +167,45 @@ static void fill_common(struct stat *st, fuse_ino_t ino, mode_t mode, int64_t mt
 	st->st_atim = st->st_mtim;
 }
 
-static int status_text(struct bfs *b, const struct store_batch *row, struct buf *out)
+struct part_arr {
+	struct store_part *v;
+	size_t n, alloc;
+};
+
+static int part_collect(void *ctx, const struct store_part *p)
+{
+	struct part_arr *a = ctx;
+
+	if (a->n == a->alloc) {
+		size_t na = a->alloc ? 2 * a->alloc : 4;
+		struct store_part *v = realloc(a->v, na * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		a->v = v;
+		a->alloc = na;
+	}
+	a->v[a->n++] = *p;
+	return 0;
+}
+
+/* status (ids false) or id (ids true) of a batch, from the store. */
+static int batch_text(struct bfs *b, const struct store_batch *row, bool ids, struct buf *out)
 {
 	struct remote *r = remote_of(b, row);
+	struct part_arr a = {0};
+	int rc = row->nparts ? store_part_list(b->store, row->id, part_collect, &a) : 0;
 
-	return statusfmt_batch(row, r ? r->conf->provider : "?", out);
+	if (!rc)
+		rc = ids ? statusfmt_ids(a.v, a.n, out)
+			 : statusfmt_batch(row, a.v, a.n, r ? r->conf->provider : "?", out);
+	free(a.v);
+	return rc;
+}
+
+static int status_text(struct bfs *b, const struct store_batch *row, struct buf *out)
+{
+	return batch_text(b, row, false, out);
 }
 
 /* The attributes of any node, from the store (and the spool file's own size and times). */
@@ -250,12 +284,18 @@ static int node_stat(struct bfs *b, fuse_ino_t ino, struct stat *st, double *tim
 		*timeout = TIMEOUT_LIVE;
 		return rc;
 	}
-	case SUB_ID:
+	case SUB_ID: {
+		struct buf text = BUF_INIT(1 << 20);
+
 		if (!row.pid[0])
 			return -ENOENT;
+		rc = batch_text(b, &row, true, &text);
 		fill_common(st, ino, S_IFREG | 0444, row.created_at);
-		st->st_size = (off_t)strlen(row.pid) + 1;
-		return 0;
+		st->st_size = (off_t)text.len;
+		buf_release(&text);
+		*timeout = TIMEOUT_LIVE; /* parts are created one after the other */
+		return rc;
+	}
 	case SUB_CTL:
 		fill_common(st, ino, S_IFREG | 0200, row.dir_mtime);
 		*timeout = TIMEOUT_LIVE;
@@ -298,17 +338,7 @@ static int reply_entry(fuse_req_t req, struct bfs *b, fuse_ino_t ino)
 /* A foreign batch's results are fetched on first access (not at discovery). */
 static void want_results(struct bfs *b, int64_t id)
 {
-	struct store_batch row;
-
-	pthread_mutex_lock(&b->lock);
-	if (!store_batch_get(b->store, id, &row) && row.foreign && !row.results_wanted &&
-	    row.results == RESULTS_PENDING) {
-		row.results_wanted = true;
-		if (state_is_terminal(row.state))
-			row.next_poll_at = 1;
-		(void)store_batch_put(b->store, &row); /* tried again at the next access */
-	}
-	pthread_mutex_unlock(&b->lock);
+	(void)store_batch_want_results(b->store, id); /* tried again at the next access */
 	poller_kick(b->poller);
 }
 
@@ -781,7 +811,8 @@ static int do_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		rc = status_text(b, &row, &h->text);
 		fi->direct_io = 1;
 	} else if (n.sub == SUB_ID) {
-		rc = row.pid[0] ? buf_addf(&h->text, "%s\n", row.pid) : -ENOENT;
+		rc = row.pid[0] ? batch_text(b, &row, true, &h->text) : -ENOENT;
+		fi->direct_io = 1; /* grows as parts are created */
 	} else if (n.sub == SUB_RESULTS_JSONL) {
 		rc = row.results == RESULTS_READY ? 0 : -ENOENT;
 		fi->keep_cache = 1;
@@ -966,6 +997,7 @@ static int commit_if_requests(struct bfs *b, int64_t file_id, const struct calle
 		return batch_note_unsubmitted(b, row.id, err.msg);
 	}
 	rc = batch_commit(b, r, row.id, file_id, &err);
+	poller_kick(b->poller); /* the caller kicks (batch.c never calls the poller) */
 	if (rc)
 		log_info("commit of '%s' failed: %s", row.name, err.msg);
 	return rc;
@@ -1331,6 +1363,7 @@ static int do_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_i
 	if (!r)
 		return -EIO;
 	rc = batch_commit(b, r, row.id, f.id, &err);
+	poller_kick(b->poller); /* the caller kicks (batch.c never calls the poller) */
 	if (rc)
 		log_info("commit of '%s' failed: %s", row.name, err.msg);
 	return rc;

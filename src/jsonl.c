@@ -20,6 +20,7 @@ void jsonl_splitter_init(struct jsonl_splitter *s, size_t max_line, jsonl_line_f
 	buf_init(&s->partial, max_line + 1);
 	s->lineno = 0;
 	s->cr_pending = false;
+	s->term = 0;
 	s->fn = fn;
 	s->ctx = ctx;
 }
@@ -40,8 +41,11 @@ static int too_long(struct jsonl_splitter *s, struct bfs_err *err)
 static int deliver(struct jsonl_splitter *s, const char *line, size_t len, bool had_newline,
 		   struct bfs_err *err)
 {
-	if (had_newline && len && line[len - 1] == '\r')
+	s->term = had_newline ? 1 : 0;
+	if (had_newline && len && line[len - 1] == '\r') {
 		len--;
+		s->term = 2;
+	}
 	if (len > s->partial.cap - 1)
 		return too_long(s, err);
 	s->lineno++;

@@ -128,8 +128,11 @@ static int open_remotes(struct bfs *b, struct bfs_err *err)
 			return -EINVAL;
 		}
 		rc = provider_check_keys(r->ops, r->conf, err);
+		if (!rc)
+			rc = provider_limits(r->ops, r->conf, &r->limits, err);
 		if (rc)
 			return rc;
+		pthread_mutex_init(&r->create_lock, NULL);
 		snprintf(state_dir, sizeof(state_dir), "%s/%s", b->cache_dir, r->ops->name);
 		if (mkdir(state_dir, 0700) && errno != EEXIST) {
 			err_set(err, "cannot create '%s': %s", state_dir, strerror(errno));
@@ -239,8 +242,10 @@ int main(int argc, char *argv[])
 	rc = rc ? 1 : 0;
 out:
 	poller_stop(b.poller);
-	for (size_t i = 0; i < b.nremotes; i++)
+	for (size_t i = 0; i < b.nremotes; i++) {
 		b.remotes[i].ops->free(b.remotes[i].prov);
+		pthread_mutex_destroy(&b.remotes[i].create_lock);
+	}
 	free(b.remotes);
 	http_global_cleanup();
 	store_free(b.store);

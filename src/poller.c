@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 /*
- * Background threads, one per remote: they poll unfinished batches when due, download the
+ * Background threads, one per remote: they poll unfinished parts when due, download the
  * results of ended ones, reconcile submissions a crash interrupted, and list the provider
  * every list_interval so batches made elsewhere appear. FUSE threads never wait for them:
  * they only kick. Never holds a lock across a provider call.
@@ -46,13 +46,13 @@ struct due_list {
 	size_t n;
 };
 
-static int collect_due(void *ctx, const struct store_batch *row)
+static int collect_due(void *ctx, const struct store_part *p)
 {
 	struct due_list *d = ctx;
 
 	if (d->n == POLLER_BATCH_MAX)
 		return 1; /* enough for one round */
-	d->ids[d->n++] = row->id;
+	d->ids[d->n++] = p->id;
 	return 0;
 }
 
@@ -66,40 +66,13 @@ static bool poller_stopping(struct poller *p)
 	return stop;
 }
 
-/* One due batch: decide what it needs from its row alone. */
-static void poller_visit(struct poller_thread *t, int64_t id)
+/* One due part: batch.c decides what it needs from the store alone. */
+static void poller_visit(struct poller_thread *t, int64_t part_id)
 {
-	struct bfs *b = t->p->b;
 	struct bfs_err err = BFS_ERR_INIT;
-	struct store_batch row;
-	int rc;
 
-	if (store_batch_get(b->store, id, &row))
-		return;
-	if (row.state == BATCH_SUBMITTING || (row.pid[0] && !state_is_terminal(row.state))) {
-		rc = batch_refresh(b, t->r, id, &err);
-		if (rc)
-			log_warn("%s", err.msg);
-		if (store_batch_get(b->store, id, &row))
-			return;
-	}
-	if (row.pid[0] && state_is_terminal(row.state) && row.results != RESULTS_READY &&
-	    row.results != RESULTS_UNAVAILABLE && (!row.foreign || row.results_wanted)) {
-		rc = batch_fetch_results(b, t->r, id, &err);
-		if (rc)
-			log_warn("%s", err.msg);
-		return;
-	}
-	/* Nothing left to do with it: keep it off the due list. */
-	if (row.next_poll_at && row.next_poll_at <= timefmt_now_ms()) {
-		pthread_mutex_lock(&b->lock);
-		if (!store_batch_get(b->store, id, &row) && row.next_poll_at &&
-		    row.next_poll_at <= timefmt_now_ms()) {
-			row.next_poll_at = 0;
-			(void)store_batch_put(b->store, &row); /* retried next round if it fails */
-		}
-		pthread_mutex_unlock(&b->lock);
-	}
+	if (batch_visit(t->p->b, t->r, part_id, &err) && err.msg[0])
+		log_warn("%s", err.msg);
 }
 
 static void *poller_main(void *arg)
@@ -127,8 +100,8 @@ static void *poller_main(void *arg)
 					 err.msg);
 			next_list = timefmt_now_ms() + (int64_t)(t->r->conf->list_interval * 1000);
 		}
-		if (store_batch_due(b->store, t->r->conf->name, timefmt_now_ms(), collect_due,
-				    &due) < 0)
+		if (store_part_due(b->store, t->r->conf->name, timefmt_now_ms(), collect_due,
+				   &due) < 0)
 			log_warn("cannot read the cache");
 		for (size_t i = 0; i < due.n && !poller_stopping(p); i++)
 			poller_visit(t, due.ids[i]);
@@ -137,7 +110,7 @@ static void *poller_main(void *arg)
 
 		wake = next_list;
 		{
-			int64_t d = store_batch_next_due(b->store, t->r->conf->name);
+			int64_t d = store_part_next_due(b->store, t->r->conf->name);
 
 			if (d && d < wake)
 				wake = d;

@@ -6,6 +6,8 @@
  */
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "conf.h"
@@ -129,8 +131,13 @@ static bool key_in(const char *key, const char *const *keys)
 int provider_check_keys(const struct provider_ops *ops, const struct remote_conf *rc,
 			struct bfs_err *err)
 {
-	static const char *const common[] = {"provider", "poll_interval", "list_interval",
-					     "reconcile_grace", NULL};
+	static const char *const common[] = {"provider",
+					     "poll_interval",
+					     "list_interval",
+					     "reconcile_grace",
+					     "max_requests",
+					     "max_bytes",
+					     NULL};
 
 	for (size_t i = 0; i < rc->nkv; i++) {
 		const char *key = rc->kv[i].key;
@@ -145,5 +152,48 @@ int provider_check_keys(const struct provider_ops *ops, const struct remote_conf
 		buf_release(&known);
 		return -EINVAL;
 	}
+	return 0;
+}
+
+/* One limit key: absent keeps the provider's; otherwise a whole number in (0, provider's]. */
+static int limit_key(const struct provider_ops *ops, const struct remote_conf *rc, const char *key,
+		     uint64_t provider_max, uint64_t *out, struct bfs_err *err)
+{
+	const char *v = conf_get(rc, key, NULL);
+	unsigned long long n;
+	char *end;
+
+	*out = provider_max;
+	if (!v)
+		return 0;
+	errno = 0;
+	n = strtoull(v, &end, 10);
+	if (errno || end == v || *end || *v == '-' || n == 0) {
+		err_set(err, "[%s] %s = '%s' is not a positive whole number", rc->name, key, v);
+		return -EINVAL;
+	}
+	if (provider_max && n > provider_max) {
+		err_set(err,
+			"[%s] %s = %llu is above the %s limit of %" PRIu64
+			" per batch (it can only lower it)",
+			rc->name, key, n, ops->name, provider_max);
+		return -EINVAL;
+	}
+	*out = n;
+	return 0;
+}
+
+int provider_limits(const struct provider_ops *ops, const struct remote_conf *rc,
+		    struct jsonl_limits *out, struct bfs_err *err)
+{
+	struct jsonl_limits lim;
+	int rc2;
+
+	rc2 = limit_key(ops, rc, "max_requests", ops->limits.max_requests, &lim.max_requests, err);
+	if (!rc2)
+		rc2 = limit_key(ops, rc, "max_bytes", ops->limits.max_bytes, &lim.max_bytes, err);
+	if (rc2)
+		return rc2;
+	*out = lim;
 	return 0;
 }

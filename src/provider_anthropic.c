@@ -279,7 +279,8 @@ static const char body_tail[] = "]}";
  */
 struct spool_body {
 	int fd;
-	off_t off; /* next file byte to read */
+	off_t start, end; /* the part: file bytes [start, end) */
+	off_t off;	  /* next file byte to read */
 	char in[ANTH_CHUNK];
 	size_t in_len, in_pos;
 	bool eof;
@@ -300,7 +301,7 @@ static int spool_rewind(void *ctx)
 {
 	struct spool_body *sb = ctx;
 
-	sb->off = 0;
+	sb->off = sb->start;
 	sb->in_len = sb->in_pos = 0;
 	sb->eof = false;
 	sb->phase = SB_HEAD;
@@ -355,7 +356,11 @@ static long spool_read(void *ctx, char *dst, size_t n)
 				continue;
 			}
 			do
-				r = pread(sb->fd, sb->in, sizeof(sb->in), sb->off);
+				r = pread(sb->fd, sb->in,
+					  sb->end - sb->off < (off_t)sizeof(sb->in)
+						  ? (size_t)(sb->end - sb->off)
+						  : sizeof(sb->in),
+					  sb->off);
 			while (r < 0 && errno == EINTR);
 			if (r < 0)
 				return -errno;
@@ -439,6 +444,8 @@ static int anth_submit(struct provider *p, const struct provider_submit *s,
 		err_set(err, "cannot create batch: out of memory");
 		return -ENOMEM;
 	}
+	sb->start = s->offset;
+	sb->end = s->offset + s->length;
 	sb->fd = open(s->path, O_RDONLY | O_CLOEXEC);
 	if (sb->fd < 0) {
 		rc = -errno;
@@ -580,19 +587,21 @@ static int anth_list(struct provider *p, provider_batch_fn fn, void *ctx, struct
 }
 
 struct find_ctx {
+	const struct provider_submit *s;
 	int64_t intent; /* by our clock */
 	uint64_t n;
 	int64_t offset; /* API clock minus ours, a lower bound; ANTH_NO_OFFSET when unknown */
-	bool found;
-	struct provider_batch best;
+	unsigned n_after, n_before; /* candidates at/after the intent, and just before it */
+	struct provider_batch after, before; /* the last of each seen */
 };
 
 /*
- * A candidate has the submission's request count and was created at or after lo: the intent
- * by the API's clock (from its Date header) less a margin, or, when the API sends no date,
- * the intent less a generous skew. The best is the oldest created at or after the intent;
- * failing that, the newest before it (our clock may run ahead of the API's). Without the
- * offset, a same-sized batch made elsewhere minutes before ours would pass for it.
+ * The API keeps no identity, so a candidate is a batch with the submission's request count,
+ * created at or after lo (the intent by the API's clock, from its Date header, less a margin;
+ * without a date, the intent less a generous skew) and not owned by a batch directory here.
+ * Exactly one candidate at or after the intent is ours; failing any, exactly one just before
+ * it (our clock may run ahead of the API's). Two or more: nobody can tell which is ours, and
+ * picking one could take another client's batch (and give its results to this directory).
  */
 static int find_one(void *ctx, const struct provider_batch *b)
 {
@@ -600,7 +609,6 @@ static int find_one(void *ctx, const struct provider_batch *b)
 	bool known = f->offset != ANTH_NO_OFFSET;
 	int64_t intent = known ? f->intent + f->offset : f->intent;
 	int64_t lo = intent - (known ? ANTH_DATE_MARGIN_MS : ANTH_SKEW_MS);
-	bool after, best_after;
 
 	if (!b->created_at)
 		return 0;
@@ -608,12 +616,13 @@ static int find_one(void *ctx, const struct provider_batch *b)
 		return 1; /* newest first: every later entry is older still */
 	if (b->counts.total < 0 || (uint64_t)b->counts.total != f->n)
 		return 0;
-	after = b->created_at >= intent;
-	best_after = f->found && f->best.created_at >= intent;
-	if (!f->found || (after && (!best_after || b->created_at <= f->best.created_at)) ||
-	    (!after && !best_after && b->created_at > f->best.created_at)) {
-		f->best = *b;
-		f->found = true;
+	if (f->s->owned && f->s->owned(f->s->owned_ctx, b->id))
+		return 0;
+	if (b->created_at >= intent) {
+		f->n_after++;
+		f->after = *b;
+	} else if (!f->n_before++) {
+		f->before = *b; /* newest first: the first seen is the newest */
 	}
 	return 0;
 }
@@ -621,22 +630,32 @@ static int find_one(void *ctx, const struct provider_batch *b)
 static int anth_find(struct provider *p, const struct provider_submit *s,
 		     struct provider_batch *out, struct bfs_err *err)
 {
-	struct find_ctx f = {.intent = s->intent_at, .n = s->nrequests, .offset = ANTH_NO_OFFSET};
+	struct find_ctx f = {
+		.s = s, .intent = s->intent_at, .n = s->nrequests, .offset = ANTH_NO_OFFSET};
+	unsigned n;
 	int rc = list_pages(p, find_one, &f, ANTH_FIND_PAGES_MAX, &f.offset, err);
 
-	if (rc == -E2BIG && f.found)
-		rc = 0; /* the oldest candidates were not all seen; the best one seen will do */
+	if (rc == -E2BIG && (f.n_after || f.n_before))
+		rc = 0; /* the oldest were not all seen; those seen are the newest */
 	if (rc) {
 		err_prefix(err, "cannot look for the created batch");
 		return rc;
 	}
-	if (!f.found) {
+	n = f.n_after ? f.n_after : f.n_before;
+	if (n == 0) {
 		err_set(err, "no batch of %" PRIu64 " requests was created after the submission",
 			s->nrequests);
 		return -ENOENT;
 	}
-	log_debug("anthropic: found batch %s for a lost create", f.best.id);
-	*out = f.best;
+	if (n > 1) {
+		err_set(err,
+			"cannot tell which batch is ours: %u batches of %" PRIu64
+			" requests made since the submission belong to no batch directory here",
+			n, s->nrequests);
+		return -ENOTUNIQ;
+	}
+	*out = f.n_after ? f.after : f.before;
+	log_debug("anthropic: found batch %s for a lost create", out->id);
 	return 0;
 }
 

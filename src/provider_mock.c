@@ -225,12 +225,15 @@ static int mock_new_id(char *out, size_t size)
 	return 0;
 }
 
-/* Copies src to dst through a bounded buffer (when a hard link is not possible). */
-static int copy_file(const char *src, const char *dst)
+/*
+ * Copies bytes [off, off + len) of src to dst through a bounded buffer (a part of a file, or
+ * a whole file that cannot be hard-linked). copy_file_range lets the kernel do it where it can.
+ */
+static int copy_range(const char *src, int64_t off, int64_t len, const char *dst)
 {
 	char chunk[65536];
 	int in, out, rc = 0;
-	ssize_t n;
+	off_t pos = off;
 
 	in = open(src, O_RDONLY | O_CLOEXEC);
 	if (in < 0)
@@ -241,18 +244,34 @@ static int copy_file(const char *src, const char *dst)
 		close(in);
 		return rc;
 	}
-	while ((n = read(in, chunk, sizeof(chunk))) > 0) {
+	while (len > 0) {
+		size_t want = len < (int64_t)sizeof(chunk) ? (size_t)len : sizeof(chunk);
+		ssize_t n = pread(in, chunk, want, pos);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			rc = n < 0 ? -errno : -EIO; /* the file is shorter than validated */
+			break;
+		}
 		if (write(out, chunk, (size_t)n) != n) {
 			rc = -EIO;
 			break;
 		}
+		pos += n;
+		len -= n;
 	}
-	if (n < 0)
-		rc = -errno;
 	close(in);
 	if (close(out) && !rc)
 		rc = -errno;
 	return rc;
+}
+
+static bool is_whole_file(const struct provider_submit *s)
+{
+	struct stat st;
+
+	return s->offset == 0 && !stat(s->path, &st) && st.st_size == s->length;
 }
 
 static int mock_submit(struct provider *p, const struct provider_submit *s,
@@ -271,9 +290,12 @@ static int mock_submit(struct provider *p, const struct provider_submit *s,
 		return rc;
 	}
 	mock_path(p, m.id, "jsonl", data, sizeof(data));
-	/* The spool file is read-only from now on, so a link is a faithful copy for free. */
-	if (link(s->path, data)) {
-		rc = copy_file(s->path, data);
+	/*
+	 * The spool file is read-only from now on, so for a whole file a link is a faithful copy
+	 * for free; a part is copied.
+	 */
+	if (!is_whole_file(s) || link(s->path, data)) {
+		rc = copy_range(s->path, s->offset, s->length, data);
 		if (rc) {
 			err_set(err, "mock: cannot store the requests: %s", strerror(-rc));
 			return -EIO;
@@ -404,7 +426,8 @@ static int mock_find_one(void *ctx, const struct mock_meta *m)
 {
 	struct mock_find *f = ctx;
 
-	if (f->found || strcmp(m->identity, f->s->identity))
+	if (f->found || strcmp(m->identity, f->s->identity) ||
+	    (f->s->owned && f->s->owned(f->s->owned_ctx, m->id)))
 		return 0;
 	mock_describe(m, timefmt_now_ms(), f->out);
 	f->found = true;

@@ -346,7 +346,8 @@ static void record_remove(const struct provider *p, const char *identity)
 /*
  * lines/<input file id> lists (one per line, ascending) the user's line numbers of the blank
  * lines that were not uploaded, so a provider error about uploaded line N names the user's
- * line. Written only for files that had blank lines between requests.
+ * line, after "@N" when the upload is a part whose first line is the file's line N + 1.
+ * Written only for uploads that had blank lines between requests or are later parts.
  */
 static long map_line(const struct provider *p, const char *input_file_id, long line)
 {
@@ -360,6 +361,8 @@ static long map_line(const struct provider *p, const char *input_file_id, long l
 	f = fopen(path, "re");
 	if (!f)
 		return line;
+	if (fscanf(f, "@%ld", &blank) == 1)
+		orig += blank; /* a part: its line 1 is the file's line blank + 1 */
 	while (fscanf(f, "%ld", &blank) == 1 && blank <= orig)
 		orig++;
 	fclose(f);
@@ -672,7 +675,9 @@ static int file_wait_processed(struct provider *p, const char *file_id, const ch
  */
 struct upload_body {
 	int fd;
-	off_t off; /* next file byte to read */
+	off_t start, end; /* the part: file bytes [start, end) */
+	long first_line;  /* the file's line at start */
+	off_t off;	  /* next file byte to read */
 	char in[OAI_CHUNK];
 	size_t in_len, in_pos;
 	bool eof;
@@ -701,7 +706,7 @@ static int upload_rewind(void *ctx)
 {
 	struct upload_body *ub = ctx;
 
-	ub->off = 0;
+	ub->off = ub->start;
 	ub->in_len = ub->in_pos = 0;
 	ub->eof = false;
 	ub->phase = UB_HEAD;
@@ -709,7 +714,7 @@ static int upload_rewind(void *ctx)
 	ub->line_start = true;
 	ub->in_line = ub->cr = false;
 	ub->lines = 0;
-	ub->lineno = 1;
+	ub->lineno = ub->first_line;
 	ub->blank_n = 0;
 	return 0;
 }
@@ -734,15 +739,23 @@ static void note_blank(struct upload_body *ub)
 	ub->lineno++;
 }
 
+/* The map starts with "@N": the part's first line is the file's line N + 1. */
+static void map_open(struct upload_body *ub)
+{
+	if (ub->map || ub->map_rc)
+		return;
+	ub->map = fopen(ub->map_path, "we");
+	if (!ub->map)
+		ub->map_rc = -errno;
+	else if (fprintf(ub->map, "@%ld\n", ub->first_line - 1) < 0)
+		ub->map_rc = -EIO;
+}
+
 static void flush_blanks(struct upload_body *ub)
 {
 	if (!ub->measuring || !ub->blank_n)
 		return;
-	if (!ub->map && !ub->map_rc) {
-		ub->map = fopen(ub->map_path, "we");
-		if (!ub->map)
-			ub->map_rc = -errno;
-	}
+	map_open(ub);
 	for (long i = 0; ub->map && i < ub->blank_n; i++)
 		if (fprintf(ub->map, "%ld\n", ub->blank_from + i) < 0)
 			ub->map_rc = -EIO;
@@ -789,7 +802,11 @@ static long upload_read(void *ctx, char *dst, size_t n)
 				continue;
 			}
 			do
-				r = pread(ub->fd, ub->in, sizeof(ub->in), ub->off);
+				r = pread(ub->fd, ub->in,
+					  ub->end - ub->off < (off_t)sizeof(ub->in)
+						  ? (size_t)(ub->end - ub->off)
+						  : sizeof(ub->in),
+					  ub->off);
 			while (r < 0 && errno == EINTR);
 			if (r < 0)
 				return -errno;
@@ -864,6 +881,8 @@ static int upload_measure(struct upload_body *ub, int64_t *length, uint64_t *lin
 	while ((k = upload_read(ub, scratch, OAI_CHUNK)) > 0)
 		total += k;
 	free(scratch);
+	if (k >= 0 && ub->first_line > 1)
+		map_open(ub); /* a later part: its line numbers start past 1 */
 	ub->measuring = false;
 	rc = k < 0 ? (int)k : ub->map_rc;
 	if (ub->map) {
@@ -1070,6 +1089,9 @@ static int oai_submit(struct provider *p, const struct provider_submit *s,
 		goto out;
 	}
 	snprintf(map_tmp, sizeof(map_tmp), "%s/lines/%s.tmp", p->dir, s->identity);
+	ub->start = s->offset;
+	ub->end = s->offset + s->length;
+	ub->first_line = s->first_line > 0 ? s->first_line : 1;
 	ub->fd = open(s->path, O_RDONLY | O_CLOEXEC);
 	if (ub->fd < 0) {
 		rc = -errno;
@@ -1253,6 +1275,7 @@ static int oai_list(struct provider *p, provider_batch_fn fn, void *ctx, struct 
 }
 
 struct find_ctx {
+	const struct provider_submit *s;
 	const char *identity;
 	const char *file_id; /* the recorded upload, "" when none */
 	int64_t lo;	     /* intent minus the clock-skew margin */
@@ -1267,6 +1290,8 @@ static int find_one(void *ctx, const struct provider_batch *b)
 	struct find_ctx *f = ctx;
 	char in[PROVIDER_ID_MAX];
 
+	if (f->s->owned && f->s->owned(f->s->owned_ctx, b->id))
+		return 0; /* another directory's (cannot share our identity; belt and braces) */
 	if (!strcmp(b->identity, f->identity) ||
 	    (f->file_id[0] && ref_get(b->ref, "in", in) && !strcmp(in, f->file_id))) {
 		f->best = *b;
@@ -1290,6 +1315,7 @@ static int oai_find(struct provider *p, const struct provider_submit *s, struct 
 {
 	char file_id[PROVIDER_ID_MAX] = "";
 	struct find_ctx f = {
+		.s = s,
 		.identity = s->identity,
 		.file_id = file_id,
 		.lo = s->intent_at - OAI_SKEW_MS,

@@ -473,8 +473,9 @@ static int check_object(const cJSON *o, int64_t size, struct bfs_err *err)
 	return 0;
 }
 
-static int upload_simple(struct provider *p, const char *path, const char *object, int64_t size,
-			 provider_retry_fn on_retry, void *retry_ctx, struct bfs_err *err)
+static int upload_simple(struct provider *p, const char *path, int64_t base, const char *object,
+			 int64_t size, provider_retry_fn on_retry, void *retry_ctx,
+			 struct bfs_err *err)
 {
 	static const char *const hdrs[] = {"Content-Type: " VTX_CONTENT_TYPE,
 					   "Accept: application/json", NULL};
@@ -499,7 +500,7 @@ static int upload_simple(struct provider *p, const char *path, const char *objec
 		err_set(err, "the upload URL is too long");
 		goto out;
 	}
-	rc = http_file_body_open(&fb, &body, path, 0, size);
+	rc = http_file_body_open(&fb, &body, path, base, size);
 	if (rc) {
 		err_set(err, "cannot read '%s': %s", path, strerror(-rc));
 		goto out;
@@ -539,9 +540,9 @@ static bool is_resumable_failure(int rc, const struct http_response *rs)
  * One PUT to the session: a chunk [off, off+len) or, with len 0, a status query. Sets *done
  * when the object is complete, else *off to the next byte the server wants.
  */
-static int session_put(struct provider *p, const char *session, const char *path, int64_t size,
-		       int64_t *off, int64_t len, bool *done, struct http_response *rs,
-		       struct bfs_err *err)
+static int session_put(struct provider *p, const char *session, const char *path, int64_t base,
+		       int64_t size, int64_t *off, int64_t len, bool *done,
+		       struct http_response *rs, struct bfs_err *err)
 {
 	struct buf resp = BUF_INIT(VTX_RESP_MAX);
 	struct http_file_body fb = {.fd = -1};
@@ -565,7 +566,7 @@ static int session_put(struct provider *p, const char *session, const char *path
 		snprintf(range, sizeof(range),
 			 "Content-Range: bytes %" PRId64 "-%" PRId64 "/%" PRId64, *off,
 			 *off + len - 1, size);
-		rc = http_file_body_open(&fb, &body, path, *off, len);
+		rc = http_file_body_open(&fb, &body, path, base + *off, len);
 		if (rc) {
 			err_set(err, "cannot read '%s': %s", path, strerror(-rc));
 			return rc;
@@ -593,8 +594,9 @@ static int session_put(struct provider *p, const char *session, const char *path
 	return rc;
 }
 
-static int upload_resumable(struct provider *p, const char *path, const char *object, int64_t size,
-			    provider_retry_fn on_retry, void *retry_ctx, struct bfs_err *err)
+static int upload_resumable(struct provider *p, const char *path, int64_t base, const char *object,
+			    int64_t size, provider_retry_fn on_retry, void *retry_ctx,
+			    struct bfs_err *err)
 {
 	char len_hdr[64];
 	const char *hdrs[] = {"X-Upload-Content-Type: " VTX_CONTENT_TYPE, len_hdr,
@@ -643,7 +645,7 @@ static int upload_resumable(struct provider *p, const char *path, const char *ob
 		int64_t len = size - off < p->chunk ? size - off : p->chunk;
 
 		memset(&rs, 0, sizeof(rs));
-		rc = session_put(p, session, path, size, &off, len, &done, &rs, err);
+		rc = session_put(p, session, path, base, size, &off, len, &done, &rs, err);
 		if (!rc)
 			continue;
 		if (!is_resumable_failure(rc, &rs) || ++failures > VTX_UPLOAD_FAILURES)
@@ -655,7 +657,7 @@ static int upload_resumable(struct provider *p, const char *path, const char *ob
 			  "; asking what arrived",
 			  size, off);
 		memset(&rs, 0, sizeof(rs));
-		rc = session_put(p, session, path, size, &off, 0, &done, &rs, err);
+		rc = session_put(p, session, path, base, size, &off, 0, &done, &rs, err);
 		if (rc)
 			goto out;
 	}
@@ -761,11 +763,16 @@ static int vtx_submit(struct provider *p, const struct provider_submit *s,
 		err_set(err, "cannot create batch: object name too long");
 		goto out;
 	}
-	if ((int64_t)st.st_size > p->resumable_threshold)
-		rc = upload_resumable(p, s->path, object.data, (int64_t)st.st_size, on_retry,
+	if (s->offset < 0 || s->length <= 0 || s->offset + s->length > (int64_t)st.st_size) {
+		err_set(err, "cannot create batch: the part is not within '%s'", s->path);
+		rc = -EINVAL;
+		goto out;
+	}
+	if (s->length > p->resumable_threshold)
+		rc = upload_resumable(p, s->path, s->offset, object.data, s->length, on_retry,
 				      retry_ctx, err);
 	else
-		rc = upload_simple(p, s->path, object.data, (int64_t)st.st_size, on_retry,
+		rc = upload_simple(p, s->path, s->offset, object.data, s->length, on_retry,
 				   retry_ctx, err);
 	if (rc) {
 		err_prefix(err, "cannot upload the requests to gs://%s", p->bucket);
@@ -788,8 +795,8 @@ static int vtx_submit(struct provider *p, const struct provider_submit *s,
 		err_prefix(err, "cannot create batch");
 		goto out;
 	}
-	log_debug("vertex: created job %s (%" PRIu64 " requests, %lld bytes)", b.id, s->nrequests,
-		  (long long)st.st_size);
+	log_debug("vertex: created job %s (%" PRIu64 " requests, %" PRId64 " bytes)", b.id,
+		  s->nrequests, s->length);
 	*out = b;
 out:
 	cJSON_Delete(root);
@@ -904,6 +911,7 @@ static int vtx_list(struct provider *p, provider_batch_fn fn, void *ctx, struct 
 }
 
 struct find_ctx {
+	const struct provider_submit *s;
 	char label[64];
 	bool found;
 	struct provider_batch b;
@@ -913,7 +921,7 @@ static int find_one(void *ctx, const struct provider_batch *b)
 {
 	struct find_ctx *f = ctx;
 
-	if (strcmp(b->identity, f->label))
+	if (strcmp(b->identity, f->label) || (f->s->owned && f->s->owned(f->s->owned_ctx, b->id)))
 		return 0;
 	f->b = *b;
 	f->found = true;
@@ -928,7 +936,7 @@ static int find_one(void *ctx, const struct provider_batch *b)
 static int vtx_find(struct provider *p, const struct provider_submit *s, struct provider_batch *out,
 		    struct bfs_err *err)
 {
-	struct find_ctx f = {.found = false};
+	struct find_ctx f = {.s = s, .found = false};
 	int rc;
 
 	label_safe(s->identity, f.label, sizeof(f.label));

@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdint.h>
 
 #include "buf.h"
 #include "statusfmt.h"
@@ -30,7 +31,66 @@ static int add_str_or_null(struct buf *out, const char *key, const char *v)
 	return *v ? buf_add_json_string(out, v) : buf_addstr(out, "null");
 }
 
-int statusfmt_batch(const struct store_batch *b, const char *provider, struct buf *out)
+static int add_counts(struct buf *out, const struct batch_counts *c)
+{
+	return buf_addf(out,
+			", \"counts\": {\"total\": %" PRId64 ", \"processing\": %" PRId64
+			", \"succeeded\": %" PRId64 ", \"errored\": %" PRId64
+			", \"canceled\": %" PRId64 ", \"expired\": %" PRId64 "}",
+			c->total, c->processing, c->succeeded, c->errored, c->canceled, c->expired);
+}
+
+static int add_error(struct buf *out, const char *msg, long line, int attempt)
+{
+	int rc = 0;
+
+	if (!msg[0])
+		return buf_addstr(out, ", \"error\": null");
+	rc |= buf_addstr(out, ", \"error\": {\"message\": ");
+	rc |= buf_add_json_string(out, msg);
+	if (line)
+		rc |= buf_addf(out, ", \"line\": %ld", line);
+	if (attempt)
+		rc |= buf_addf(out, ", \"attempt\": %d", attempt);
+	rc |= buf_addstr(out, "}");
+	return rc;
+}
+
+/* One part: what a user needs to find it at the provider and to see how far it got. */
+static int add_part(struct buf *out, const struct store_part *p)
+{
+	int rc = 0;
+
+	rc |= buf_addf(out, "{\"part\": %d", p->idx + 1);
+	rc |= add_str_or_null(out, "id", p->pid);
+	rc |= buf_addf(out, ", \"state\": \"%s\"", state_name(p->state));
+	rc |= add_str_or_null(out, "provider_state", p->provider_state);
+	rc |= add_counts(out, &p->counts);
+	rc |= buf_addf(out, ", \"results\": \"%s\"", results_state_name(p->results));
+	if (p->last_line < INT64_MAX)
+		rc |= buf_addf(out, ", \"first_line\": %" PRId64 ", \"last_line\": %" PRId64,
+			       p->first_line, p->last_line);
+	else
+		rc |= buf_addstr(out, ", \"first_line\": null, \"last_line\": null");
+	rc |= add_error(out, p->error, p->error_line, p->error_attempt);
+	rc |= add_time(out, "created_at", p->created_at);
+	rc |= add_time(out, "ended_at", p->ended_at);
+	rc |= buf_addstr(out, "}");
+	return rc;
+}
+
+int statusfmt_ids(const struct store_part *parts, size_t n, struct buf *out)
+{
+	int rc = 0;
+
+	for (size_t i = 0; i < n; i++)
+		if (parts[i].pid[0])
+			rc |= buf_addf(out, "%s\n", parts[i].pid);
+	return rc ? -EFBIG : 0;
+}
+
+int statusfmt_batch(const struct store_batch *b, const struct store_part *parts, size_t n,
+		    const char *provider, struct buf *out)
 {
 	const struct batch_counts *c = &b->counts;
 	int rc = 0;
@@ -44,27 +104,22 @@ int statusfmt_batch(const struct store_batch *b, const char *provider, struct bu
 	rc |= add_str_or_null(out, "id", b->pid);
 	rc |= buf_addf(out, ", \"state\": \"%s\"", state_name(b->state));
 	rc |= add_str_or_null(out, "provider_state", b->provider_state);
-	rc |= buf_addf(out,
-		       ", \"counts\": {\"total\": %" PRId64 ", \"processing\": %" PRId64
-		       ", \"succeeded\": %" PRId64 ", \"errored\": %" PRId64
-		       ", \"canceled\": %" PRId64 ", \"expired\": %" PRId64 "}",
-		       c->total, c->processing, c->succeeded, c->errored, c->canceled, c->expired);
+	rc |= add_counts(out, c);
 	rc |= buf_addf(out, ", \"results\": \"%s\"", results_state_name(b->results));
-	if (b->error[0]) {
-		rc |= buf_addstr(out, ", \"error\": {\"message\": ");
-		rc |= buf_add_json_string(out, b->error);
-		if (b->error_line)
-			rc |= buf_addf(out, ", \"line\": %ld", b->error_line);
-		if (b->error_attempt)
-			rc |= buf_addf(out, ", \"attempt\": %d", b->error_attempt);
-		rc |= buf_addstr(out, "}");
-	} else {
-		rc |= buf_addstr(out, ", \"error\": null");
-	}
+	rc |= add_error(out, b->error, b->error_line, b->error_attempt);
 	rc |= add_time(out, "created_at", b->created_at);
 	rc |= add_time(out, "ended_at", b->ended_at);
 	rc |= add_time(out, "expires_at", b->expires_at);
 	rc |= add_time(out, "updated_at", b->updated_at);
+	if (n) {
+		rc |= buf_addstr(out, ", \"parts\": [");
+		for (size_t i = 0; i < n; i++) {
+			if (i)
+				rc |= buf_addstr(out, ", ");
+			rc |= add_part(out, &parts[i]);
+		}
+		rc |= buf_addstr(out, "]");
+	}
 	rc |= buf_addstr(out, "}\n");
 	/* Each add returns 0 or one -errno; any failure means the buffer is incomplete. */
 	return rc ? -EFBIG : 0;

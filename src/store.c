@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
 #include <sqlite3.h>
@@ -20,9 +21,10 @@
 #include "escape.h"
 #include "log.h"
 #include "store.h"
+#include "timefmt.h"
 
-#define STORE_SCHEMA_VERSION 1
-#define STORE_STMT_MAX	     64
+#define STORE_SCHEMA_VERSION 2
+#define STORE_STMT_MAX	     128
 
 struct store_conn {
 	sqlite3 *db;
@@ -50,7 +52,11 @@ struct store_reqs {
 
 struct store_ingest {
 	struct store_conn *c;
-	int64_t batch_id;
+	int64_t part_id, batch_id;
+	int64_t first_line, last_line; /* the part's lines: its requests */
+	bool has_requests;	       /* a local batch: results are checked against them */
+	int64_t count, stray;
+	char stray_id[80];
 };
 
 static int store_errno(int rc)
@@ -243,6 +249,55 @@ static const char *const schema_v1 =
 	"CREATE INDEX batches_remote ON batches (remote, id);"
 	"CREATE INDEX results_off ON results (batch_id, off);";
 
+/*
+ * v2: a batch directory owns parts (one provider batch each). A provider id belongs to one
+ * part at most (the partial unique index), so no two directories can adopt the same batch.
+ * The v1 provider view of each submitted batch becomes its part 0; rows that shared a
+ * provider id with an older row (a v1 bug) keep no part and are failed with the reason.
+ */
+static const char *const schema_v2 =
+	"CREATE TABLE parts ("
+	" id INTEGER PRIMARY KEY AUTOINCREMENT, batch_id INTEGER NOT NULL, idx INTEGER NOT NULL,"
+	" remote TEXT NOT NULL, pid TEXT NOT NULL DEFAULT '', state TEXT NOT NULL,"
+	" provider_state TEXT NOT NULL DEFAULT '',"
+	" total INTEGER NOT NULL DEFAULT 0, processing INTEGER NOT NULL DEFAULT 0,"
+	" succeeded INTEGER NOT NULL DEFAULT 0, errored INTEGER NOT NULL DEFAULT 0,"
+	" canceled INTEGER NOT NULL DEFAULT 0, expired INTEGER NOT NULL DEFAULT 0,"
+	" results TEXT NOT NULL DEFAULT 'pending', error TEXT NOT NULL DEFAULT '',"
+	" error_line INTEGER NOT NULL DEFAULT 0, error_attempt INTEGER NOT NULL DEFAULT 0,"
+	" created_at INTEGER NOT NULL DEFAULT 0, ended_at INTEGER NOT NULL DEFAULT 0,"
+	" expires_at INTEGER NOT NULL DEFAULT 0, updated_at INTEGER NOT NULL DEFAULT 0,"
+	" cancel_requested INTEGER NOT NULL DEFAULT 0, identity TEXT NOT NULL DEFAULT '',"
+	" intent_at INTEGER NOT NULL DEFAULT 0, first_line INTEGER NOT NULL DEFAULT 1,"
+	" last_line INTEGER NOT NULL DEFAULT 9223372036854775807,"
+	" off INTEGER NOT NULL DEFAULT 0, len INTEGER NOT NULL DEFAULT 0,"
+	" nrequests INTEGER NOT NULL DEFAULT 0, ref TEXT NOT NULL DEFAULT '',"
+	" next_poll_at INTEGER NOT NULL DEFAULT 0, results_count INTEGER NOT NULL DEFAULT 0,"
+	" UNIQUE (batch_id, idx));"
+	"CREATE UNIQUE INDEX parts_pid ON parts (remote, pid) WHERE pid <> '';"
+	"CREATE INDEX parts_due ON parts (remote, next_poll_at) WHERE next_poll_at > 0;"
+	"ALTER TABLE batches ADD COLUMN nparts INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE batches ADD COLUMN nparts_sent INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE results ADD COLUMN part_id INTEGER NOT NULL DEFAULT 0;"
+	"CREATE INDEX results_part ON results (part_id);"
+	"INSERT OR IGNORE INTO parts (batch_id, idx, remote, pid, state, provider_state, total,"
+	" processing, succeeded, errored, canceled, expired, results, error, error_line,"
+	" created_at, ended_at, expires_at, updated_at, cancel_requested, identity, intent_at,"
+	" len, nrequests, ref, next_poll_at, results_count)"
+	" SELECT id, 0, remote, pid, state, provider_state, total, processing, succeeded,"
+	" errored, canceled, expired, results, error, error_line, created_at, ended_at,"
+	" expires_at, updated_at, cancel_requested, identity, intent_at, nbytes, nrequests, ref,"
+	" next_poll_at, results_count FROM batches WHERE pid <> '' OR identity <> '' ORDER BY id;"
+	"UPDATE batches SET nparts = 1, nparts_sent = (pid <> ''), next_poll_at = 0"
+	" WHERE id IN (SELECT batch_id FROM parts);"
+	"UPDATE batches SET state = 'failed', next_poll_at = 0, results = 'unavailable',"
+	" error = 'this directory had adopted the provider batch of an older directory (a bug"
+	" of batchfs before 0.2); it owns nothing at the provider' WHERE (pid <> '' OR"
+	" identity <> '') AND id NOT IN (SELECT batch_id FROM parts);"
+	"DELETE FROM results WHERE batch_id NOT IN (SELECT batch_id FROM parts);"
+	"UPDATE results SET part_id = (SELECT p.id FROM parts p WHERE p.batch_id ="
+	" results.batch_id AND p.idx = 0);";
+
 /* Brings the schema to STORE_SCHEMA_VERSION, one step per version, each in a transaction. */
 static int store_migrate(struct store_conn *c, struct bfs_err *err)
 {
@@ -274,7 +329,20 @@ static int store_migrate(struct store_conn *c, struct bfs_err *err)
 			return rc;
 		}
 	}
-	/* Future versions: if (version < 2) { ALTER ...; PRAGMA user_version = 2 } */
+	if (version < 2) {
+		rc = conn_exec(c, "BEGIN IMMEDIATE");
+		if (!rc)
+			rc = conn_exec(c, schema_v2);
+		if (!rc)
+			rc = conn_exec(c, "PRAGMA user_version = 2; COMMIT");
+		if (rc) {
+			(void)conn_exec(c, "ROLLBACK"); /* the error above is the one to report */
+			err_set(err, "cannot bring the cache schema to version 2: %s",
+				sqlite3_errmsg(c->db));
+			return rc;
+		}
+	}
+	/* Future versions: if (version < 3) { ALTER ...; PRAGMA user_version = 3 } */
 	return 0;
 }
 
@@ -371,7 +439,7 @@ static void copy_text(char *dst, size_t size, sqlite3_stmt *stmt, int col)
 	" errored, canceled, expired, results, error, error_line, error_attempt, created_at,"     \
 	" ended_at, expires_at, updated_at, dir_mtime, cancel_requested, results_wanted,"         \
 	" identity, intent_at, nrequests, nbytes, endpoint, model, ref, next_poll_at,"            \
-	" results_count, results_size"
+	" results_count, results_size, nparts, nparts_sent"
 
 static void batch_from_row(sqlite3_stmt *s, struct store_batch *b)
 {
@@ -416,6 +484,8 @@ static void batch_from_row(sqlite3_stmt *s, struct store_batch *b)
 	b->next_poll_at = sqlite3_column_int64(s, 31);
 	b->results_count = sqlite3_column_int64(s, 32);
 	b->results_size = sqlite3_column_int64(s, 33);
+	b->nparts = sqlite3_column_int(s, 34);
+	b->nparts_sent = sqlite3_column_int(s, 35);
 }
 
 /* Runs a query expected to return at most one batch. */
@@ -436,8 +506,8 @@ static int batch_query_one(struct store_conn *c, sqlite3_stmt *s, struct store_b
 
 static int name_taken(struct store_conn *c, const char *remote, const char *name)
 {
-	static const char sql[] =
-		"SELECT 1 FROM batches WHERE remote = ?1 AND (name = ?2 OR pid = ?2) LIMIT 1";
+	static const char sql[] = "SELECT 1 FROM batches WHERE remote = ?1 AND name = ?2 UNION ALL"
+				  " SELECT 1 FROM parts WHERE remote = ?1 AND pid = ?2 LIMIT 1";
 	sqlite3_stmt *s = conn_stmt(c, sql);
 	int rc;
 
@@ -452,6 +522,25 @@ static int name_taken(struct store_conn *c, const char *remote, const char *name
 	return rc == SQLITE_DONE ? 0 : -EIO;
 }
 
+/* Transactions: BEGIN IMMEDIATE, so a read-check-write inside is atomic among writers. */
+static int txn_begin(struct store_conn *c)
+{
+	return conn_exec(c, "BEGIN IMMEDIATE");
+}
+
+/* Commits when rc is 0, else rolls back; returns rc or the commit's failure. */
+static int txn_end(struct store_conn *c, int rc)
+{
+	if (rc) {
+		(void)conn_exec(c, "ROLLBACK"); /* rc is the error to report */
+		return rc;
+	}
+	rc = conn_exec(c, "COMMIT");
+	if (rc)
+		(void)conn_exec(c, "ROLLBACK"); /* the failed COMMIT is reported */
+	return rc;
+}
+
 int store_batch_create(struct store *st, const char *remote, const char *name, int64_t now,
 		       int64_t *id)
 {
@@ -463,51 +552,21 @@ int store_batch_create(struct store *st, const char *remote, const char *name, i
 
 	if (!c)
 		return -EIO;
-	rc = name_taken(c, remote, name);
+	rc = txn_begin(c);
 	if (rc)
 		return rc;
-	s = conn_stmt(c, sql);
-	if (!s)
-		return -EIO;
-	sqlite3_bind_text(s, 1, remote, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 3, now);
-	rc = stmt_run(c, s);
+	rc = name_taken(c, remote, name);
+	if (!rc && !(s = conn_stmt(c, sql)))
+		rc = -EIO;
+	if (!rc) {
+		sqlite3_bind_text(s, 1, remote, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 3, now);
+		rc = stmt_run(c, s);
+	}
 	if (!rc)
 		*id = sqlite3_last_insert_rowid(c->db);
-	return rc;
-}
-
-int store_batch_add_foreign(struct store *st, const char *remote, const struct provider_batch *pb,
-			    int64_t now, int64_t *id)
-{
-	static const char sql[] =
-		"INSERT INTO batches (remote, name, is_foreign, pid, state,"
-		" updated_at, dir_mtime) VALUES (?1, ?2, 1, ?2, 'in_progress', ?3, ?3)";
-	struct store_conn *c = conn_get(st);
-	struct store_batch b;
-	sqlite3_stmt *s;
-	int rc;
-
-	if (!c)
-		return -EIO;
-	rc = name_taken(c, remote, pb->id);
-	if (rc)
-		return rc;
-	s = conn_stmt(c, sql);
-	if (!s)
-		return -EIO;
-	sqlite3_bind_text(s, 1, remote, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, pb->id, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 3, now);
-	rc = stmt_run(c, s);
-	if (rc)
-		return rc;
-	*id = sqlite3_last_insert_rowid(c->db);
-	rc = store_batch_get(st, *id, &b);
-	if (rc)
-		return rc;
-	return 0;
+	return txn_end(c, rc);
 }
 
 int store_batch_get(struct store *st, int64_t id, struct store_batch *out)
@@ -517,6 +576,17 @@ int store_batch_get(struct store *st, int64_t id, struct store_batch *out)
 	sqlite3_stmt *s;
 
 	if (!c || !(s = conn_stmt(c, sql)))
+		return -EIO;
+	sqlite3_bind_int64(s, 1, id);
+	return batch_query_one(c, s, out);
+}
+
+static int batch_get_c(struct store_conn *c, int64_t id, struct store_batch *out)
+{
+	static const char sql[] = "SELECT " BATCH_COLS " FROM batches WHERE id = ?1";
+	sqlite3_stmt *s = conn_stmt(c, sql);
+
+	if (!s)
 		return -EIO;
 	sqlite3_bind_int64(s, 1, id);
 	return batch_query_one(c, s, out);
@@ -540,8 +610,9 @@ int store_batch_by_name(struct store *st, const char *remote, const char *name,
 int store_batch_by_pid(struct store *st, const char *remote, const char *pid,
 		       struct store_batch *out)
 {
-	static const char sql[] =
-		"SELECT " BATCH_COLS " FROM batches WHERE remote = ?1 AND pid = ?2 AND pid <> ''";
+	static const char sql[] = "SELECT " BATCH_COLS " FROM batches WHERE id ="
+				  " (SELECT batch_id FROM parts WHERE remote = ?1 AND pid = ?2"
+				  " AND pid <> '')";
 	struct store_conn *c = conn_get(st);
 	sqlite3_stmt *s;
 
@@ -552,54 +623,172 @@ int store_batch_by_pid(struct store *st, const char *remote, const char *pid,
 	return batch_query_one(c, s, out);
 }
 
-int store_batch_put(struct store *st, const struct store_batch *b)
+/* Runs a one-row UPDATE; -ESTALE when it changed nothing (the expected state was not there). */
+static int run_guarded(struct store_conn *c, sqlite3_stmt *s)
+{
+	int rc = stmt_run(c, s);
+
+	if (!rc && sqlite3_changes(c->db) == 0)
+		rc = -ESTALE;
+	return rc;
+}
+
+static int delete_parts(struct store_conn *c, int64_t batch_id)
+{
+	static const char *const sqls[] = {
+		"DELETE FROM results WHERE batch_id = ?1",
+		"DELETE FROM parts WHERE batch_id = ?1",
+		"UPDATE batches SET nparts = 0, nparts_sent = 0, pid = '', identity = '',"
+		" results = 'pending', results_count = 0, results_size = 0, provider_state = '',"
+		" cancel_requested = 0, created_at = 0, ended_at = 0, expires_at = 0 WHERE id = ?1",
+	};
+	int rc = 0;
+
+	for (size_t i = 0; i < sizeof(sqls) / sizeof(sqls[0]) && !rc; i++) {
+		sqlite3_stmt *s = conn_stmt(c, sqls[i]);
+
+		if (!s)
+			return -EIO;
+		sqlite3_bind_int64(s, 1, batch_id);
+		rc = stmt_run(c, s);
+	}
+	return rc;
+}
+
+/* A part that may exist at the provider: known, or its creation unsettled. */
+static int parts_at_provider(struct store_conn *c, int64_t batch_id, int *n)
+{
+	static const char sql[] = "SELECT count(*) FROM parts WHERE batch_id = ?1 AND"
+				  " (pid <> '' OR identity <> '')";
+	sqlite3_stmt *s = conn_stmt(c, sql);
+	int rc;
+
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, batch_id);
+	rc = sqlite3_step(s);
+	*n = rc == SQLITE_ROW ? sqlite3_column_int(s, 0) : 0;
+	stmt_done(c, s);
+	return rc == SQLITE_ROW ? 0 : -EIO;
+}
+
+int store_batch_claim(struct store *st, int64_t id)
 {
 	static const char sql[] =
-		"UPDATE batches SET pid = ?2, state = ?3, provider_state = ?4, total = ?5,"
-		" processing = ?6, succeeded = ?7, errored = ?8, canceled = ?9, expired = ?10,"
-		" results = ?11, error = ?12, error_line = ?13, error_attempt = ?14,"
-		" created_at = ?15, ended_at = ?16, expires_at = ?17, updated_at = ?18,"
-		" dir_mtime = ?19, cancel_requested = ?20, results_wanted = ?21, identity = ?22,"
-		" intent_at = ?23, nrequests = ?24, nbytes = ?25, endpoint = ?26, model = ?27,"
-		" ref = ?28, next_poll_at = ?29, results_count = ?30, results_size = ?31"
-		" WHERE id = ?1";
+		"UPDATE batches SET state = 'submitting', error = '',"
+		" error_line = 0, error_attempt = 0, updated_at = ?2 WHERE id = ?1"
+		" AND is_foreign = 0 AND state IN ('draft', 'rejected', 'failed')";
+	struct store_conn *c = conn_get(st);
+	sqlite3_stmt *s;
+	int n = 0, rc;
+
+	if (!c)
+		return -EIO;
+	rc = txn_begin(c);
+	if (rc)
+		return rc;
+	rc = parts_at_provider(c, id, &n);
+	if (!rc && n)
+		rc = -EACCES;
+	if (!rc)
+		rc = delete_parts(c, id);
+	if (!rc && !(s = conn_stmt(c, sql)))
+		rc = -EIO;
+	if (!rc) {
+		sqlite3_bind_int64(s, 1, id);
+		sqlite3_bind_int64(s, 2, timefmt_now_ms());
+		rc = run_guarded(c, s);
+		if (rc == -ESTALE)
+			rc = -EACCES;
+	}
+	return txn_end(c, rc);
+}
+
+int store_batch_set_state(struct store *st, int64_t id, enum batch_state expect,
+			  enum batch_state state, const char *msg, long line, bool drop_parts)
+{
+	static const char sql[] =
+		"UPDATE batches SET state = ?3, error = ?4, error_line = ?5,"
+		" error_attempt = 0, updated_at = ?6 WHERE id = ?1 AND state = ?2";
+	struct store_conn *c = conn_get(st);
+	sqlite3_stmt *s;
+	int n = 0, rc;
+
+	if (!c)
+		return -EIO;
+	rc = txn_begin(c);
+	if (rc)
+		return rc;
+	if (drop_parts) {
+		rc = parts_at_provider(c, id, &n);
+		if (!rc && n)
+			rc = -EACCES; /* never forget a part the provider may have */
+		if (!rc)
+			rc = delete_parts(c, id);
+	}
+	if (!rc && !(s = conn_stmt(c, sql)))
+		rc = -EIO;
+	if (!rc) {
+		sqlite3_bind_int64(s, 1, id);
+		sqlite3_bind_text(s, 2, state_name(expect), -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 3, state_name(state), -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 4, msg ? msg : "", -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 5, line);
+		sqlite3_bind_int64(s, 6, timefmt_now_ms());
+		rc = run_guarded(c, s);
+	}
+	return txn_end(c, rc);
+}
+
+int store_batch_note(struct store *st, int64_t id, const char *msg)
+{
+	static const char sql[] = "UPDATE batches SET error = ?2, error_line = 0,"
+				  " error_attempt = 0, updated_at = ?3 WHERE id = ?1 AND nparts = 0"
+				  " AND state <> 'submitting'";
 	struct store_conn *c = conn_get(st);
 	sqlite3_stmt *s;
 
 	if (!c || !(s = conn_stmt(c, sql)))
 		return -EIO;
-	sqlite3_bind_int64(s, 1, b->id);
-	sqlite3_bind_text(s, 2, b->pid, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 3, state_name(b->state), -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 4, b->provider_state, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 5, b->counts.total);
-	sqlite3_bind_int64(s, 6, b->counts.processing);
-	sqlite3_bind_int64(s, 7, b->counts.succeeded);
-	sqlite3_bind_int64(s, 8, b->counts.errored);
-	sqlite3_bind_int64(s, 9, b->counts.canceled);
-	sqlite3_bind_int64(s, 10, b->counts.expired);
-	sqlite3_bind_text(s, 11, results_state_name(b->results), -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 12, b->error, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 13, b->error_line);
-	sqlite3_bind_int(s, 14, b->error_attempt);
-	sqlite3_bind_int64(s, 15, b->created_at);
-	sqlite3_bind_int64(s, 16, b->ended_at);
-	sqlite3_bind_int64(s, 17, b->expires_at);
-	sqlite3_bind_int64(s, 18, b->updated_at);
-	sqlite3_bind_int64(s, 19, b->dir_mtime);
-	sqlite3_bind_int(s, 20, b->cancel_requested);
-	sqlite3_bind_int(s, 21, b->results_wanted);
-	sqlite3_bind_text(s, 22, b->identity, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 23, b->intent_at);
-	sqlite3_bind_int64(s, 24, b->nrequests);
-	sqlite3_bind_int64(s, 25, b->nbytes);
-	sqlite3_bind_text(s, 26, b->endpoint, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 27, b->model, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 28, b->ref, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 29, b->next_poll_at);
-	sqlite3_bind_int64(s, 30, b->results_count);
-	sqlite3_bind_int64(s, 31, b->results_size);
-	return stmt_run(c, s);
+	sqlite3_bind_int64(s, 1, id);
+	sqlite3_bind_text(s, 2, msg ? msg : "", -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 3, timefmt_now_ms());
+	return run_guarded(c, s);
+}
+
+int store_batch_want_results(struct store *st, int64_t id)
+{
+	static const char *const sqls[] = {
+		"UPDATE batches SET results_wanted = 1 WHERE id = ?1 AND is_foreign = 1 AND"
+		" results_wanted = 0 AND results = 'pending'",
+		"UPDATE parts SET next_poll_at = 1 WHERE batch_id = ?1 AND results = 'pending' AND"
+		" state IN ('completed', 'canceled', 'expired', 'failed') AND pid <> ''",
+	};
+	struct store_conn *c = conn_get(st);
+	int rc;
+
+	if (!c)
+		return -EIO;
+	rc = txn_begin(c);
+	for (size_t i = 0; i < 2 && !rc; i++) {
+		sqlite3_stmt *s = conn_stmt(c, sqls[i]);
+
+		if (!s) {
+			rc = -EIO;
+			break;
+		}
+		sqlite3_bind_int64(s, 1, id);
+		rc = run_guarded(c, s);
+		if (rc == -ESTALE && i == 0)
+			rc = -EALREADY; /* already wanted (or not foreign): nothing to do */
+		else if (rc == -ESTALE)
+			rc = 0;
+	}
+	if (rc == -EALREADY) {
+		(void)txn_end(c, rc);
+		return 0;
+	}
+	return txn_end(c, rc);
 }
 
 int store_batch_delete(struct store *st, int64_t id)
@@ -608,6 +797,7 @@ int store_batch_delete(struct store *st, int64_t id)
 		"DELETE FROM results WHERE batch_id = ?1",
 		"DELETE FROM requests WHERE batch_id = ?1",
 		"DELETE FROM files WHERE batch_id = ?1",
+		"DELETE FROM parts WHERE batch_id = ?1",
 		"DELETE FROM batches WHERE id = ?1",
 	};
 	struct store_conn *c = conn_get(st);
@@ -615,10 +805,10 @@ int store_batch_delete(struct store *st, int64_t id)
 
 	if (!c)
 		return -EIO;
-	rc = conn_exec(c, "BEGIN IMMEDIATE");
+	rc = txn_begin(c);
 	if (rc)
 		return rc;
-	for (size_t i = 0; i < sizeof(sqls) / sizeof(sqls[0]); i++) {
+	for (size_t i = 0; i < sizeof(sqls) / sizeof(sqls[0]) && !rc; i++) {
 		sqlite3_stmt *s = conn_stmt(c, sqls[i]);
 
 		if (!s) {
@@ -627,14 +817,8 @@ int store_batch_delete(struct store *st, int64_t id)
 		}
 		sqlite3_bind_int64(s, 1, id);
 		rc = stmt_run(c, s);
-		if (rc)
-			break;
 	}
-	if (rc) {
-		(void)conn_exec(c, "ROLLBACK"); /* rc says what went wrong */
-		return rc;
-	}
-	return conn_exec(c, "COMMIT");
+	return txn_end(c, rc);
 }
 
 static int batch_query_each(struct store_conn *c, sqlite3_stmt *s, store_batch_fn fn, void *ctx)
@@ -670,11 +854,145 @@ int store_batch_list(struct store *st, const char *remote, int64_t after, int li
 	return batch_query_each(c, s, fn, ctx);
 }
 
-int store_batch_due(struct store *st, const char *remote, int64_t now, store_batch_fn fn, void *ctx)
+/* Parts */
+
+#define PART_COLS                                                                               \
+	"id, batch_id, idx, remote, pid, state, provider_state, total, processing, succeeded,"  \
+	" errored, canceled, expired, results, error, error_line, error_attempt, created_at,"   \
+	" ended_at, expires_at, updated_at, cancel_requested, identity, intent_at, first_line," \
+	" last_line, off, len, nrequests, ref, next_poll_at, results_count"
+
+static void part_from_row(sqlite3_stmt *s, struct store_part *p)
 {
-	static const char sql[] = "SELECT " BATCH_COLS " FROM batches WHERE remote = ?1 AND"
-				  " next_poll_at > 0 AND next_poll_at <= ?2"
-				  " ORDER BY next_poll_at";
+	char word[32];
+
+	memset(p, 0, sizeof(*p));
+	p->id = sqlite3_column_int64(s, 0);
+	p->batch_id = sqlite3_column_int64(s, 1);
+	p->idx = sqlite3_column_int(s, 2);
+	copy_text(p->remote, sizeof(p->remote), s, 3);
+	copy_text(p->pid, sizeof(p->pid), s, 4);
+	copy_text(word, sizeof(word), s, 5);
+	if (state_parse(word, &p->state))
+		p->state = BATCH_FAILED;
+	copy_text(p->provider_state, sizeof(p->provider_state), s, 6);
+	p->counts.total = sqlite3_column_int64(s, 7);
+	p->counts.processing = sqlite3_column_int64(s, 8);
+	p->counts.succeeded = sqlite3_column_int64(s, 9);
+	p->counts.errored = sqlite3_column_int64(s, 10);
+	p->counts.canceled = sqlite3_column_int64(s, 11);
+	p->counts.expired = sqlite3_column_int64(s, 12);
+	copy_text(word, sizeof(word), s, 13);
+	if (results_state_parse(word, &p->results))
+		p->results = RESULTS_PENDING;
+	copy_text(p->error, sizeof(p->error), s, 14);
+	p->error_line = sqlite3_column_int64(s, 15);
+	p->error_attempt = sqlite3_column_int(s, 16);
+	p->created_at = sqlite3_column_int64(s, 17);
+	p->ended_at = sqlite3_column_int64(s, 18);
+	p->expires_at = sqlite3_column_int64(s, 19);
+	p->updated_at = sqlite3_column_int64(s, 20);
+	p->cancel_requested = sqlite3_column_int(s, 21);
+	copy_text(p->identity, sizeof(p->identity), s, 22);
+	p->intent_at = sqlite3_column_int64(s, 23);
+	p->first_line = sqlite3_column_int64(s, 24);
+	p->last_line = sqlite3_column_int64(s, 25);
+	p->off = sqlite3_column_int64(s, 26);
+	p->len = sqlite3_column_int64(s, 27);
+	p->nrequests = sqlite3_column_int64(s, 28);
+	copy_text(p->ref, sizeof(p->ref), s, 29);
+	p->next_poll_at = sqlite3_column_int64(s, 30);
+	p->results_count = sqlite3_column_int64(s, 31);
+}
+
+static int part_query_each(struct store_conn *c, sqlite3_stmt *s, store_part_fn fn, void *ctx)
+{
+	struct store_part *p = malloc(sizeof(*p));
+	int rc;
+
+	if (!p) {
+		stmt_done(c, s);
+		return -ENOMEM;
+	}
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		part_from_row(s, p);
+		rc = fn(ctx, p);
+		if (rc) {
+			stmt_done(c, s);
+			free(p);
+			return rc;
+		}
+	}
+	stmt_done(c, s);
+	free(p);
+	return rc == SQLITE_DONE ? 0 : (store_errno(rc) ? store_errno(rc) : -EIO);
+}
+
+static int part_get_c(struct store_conn *c, int64_t id, struct store_part *out)
+{
+	static const char sql[] = "SELECT " PART_COLS " FROM parts WHERE id = ?1";
+	sqlite3_stmt *s = conn_stmt(c, sql);
+	int rc;
+
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, id);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		part_from_row(s, out);
+	stmt_done(c, s);
+	if (rc == SQLITE_ROW)
+		return 0;
+	return rc == SQLITE_DONE ? -ENOENT : -EIO;
+}
+
+int store_part_get(struct store *st, int64_t id, struct store_part *out)
+{
+	struct store_conn *c = conn_get(st);
+
+	return c ? part_get_c(c, id, out) : -EIO;
+}
+
+static int part_list_c(struct store_conn *c, int64_t batch_id, store_part_fn fn, void *ctx)
+{
+	static const char sql[] = "SELECT " PART_COLS " FROM parts WHERE batch_id = ?1"
+				  " ORDER BY idx";
+	sqlite3_stmt *s = conn_stmt(c, sql);
+
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, batch_id);
+	return part_query_each(c, s, fn, ctx);
+}
+
+int store_part_list(struct store *st, int64_t batch_id, store_part_fn fn, void *ctx)
+{
+	struct store_conn *c = conn_get(st);
+
+	return c ? part_list_c(c, batch_id, fn, ctx) : -EIO;
+}
+
+bool store_pid_is_owned(struct store *st, const char *remote, const char *pid)
+{
+	static const char sql[] = "SELECT 1 FROM parts WHERE remote = ?1 AND pid = ?2";
+	struct store_conn *c = conn_get(st);
+	sqlite3_stmt *s;
+	int rc;
+
+	/* When the cache cannot answer, say owned: a candidate is never taken on a guess. */
+	if (!c || !(s = conn_stmt(c, sql)))
+		return true;
+	sqlite3_bind_text(s, 1, remote, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, pid, -1, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	stmt_done(c, s);
+	return rc != SQLITE_DONE;
+}
+
+int store_part_due(struct store *st, const char *remote, int64_t now, store_part_fn fn, void *ctx)
+{
+	static const char sql[] = "SELECT " PART_COLS " FROM parts WHERE remote = ?1 AND"
+				  " next_poll_at > 0 AND next_poll_at <= ?2 ORDER BY next_poll_at";
 	struct store_conn *c = conn_get(st);
 	sqlite3_stmt *s;
 
@@ -682,12 +1000,12 @@ int store_batch_due(struct store *st, const char *remote, int64_t now, store_bat
 		return -EIO;
 	sqlite3_bind_text(s, 1, remote, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 2, now);
-	return batch_query_each(c, s, fn, ctx);
+	return part_query_each(c, s, fn, ctx);
 }
 
-int64_t store_batch_next_due(struct store *st, const char *remote)
+int64_t store_part_next_due(struct store *st, const char *remote)
 {
-	static const char sql[] = "SELECT min(next_poll_at) FROM batches WHERE remote = ?1 AND"
+	static const char sql[] = "SELECT min(next_poll_at) FROM parts WHERE remote = ?1 AND"
 				  " next_poll_at > 0";
 	struct store_conn *c = conn_get(st);
 	sqlite3_stmt *s;
@@ -700,6 +1018,607 @@ int64_t store_batch_next_due(struct store *st, const char *remote)
 		v = sqlite3_column_int64(s, 0);
 	stmt_done(c, s);
 	return v;
+}
+
+/*
+ * The aggregate of a directory's parts (docs/semantics.md "Parts"): computed in C from the
+ * parts, in the transaction of the change that called it.
+ */
+struct agg {
+	int n, sent, running, settled, ready, downloading;
+	bool failed_unsent, cancel;
+	int state_rank;				    /* the least advanced running state */
+	bool any_failed, any_expired, any_canceled; /* among ended parts */
+	struct batch_counts counts;
+	int64_t created_at, ended_at, expires_at;
+	char pid[PROVIDER_ID_MAX];
+	char identity[64];
+	char words[PROVIDER_WORD_MAX];
+	const struct store_part *err_part; /* not kept past the callback: copied below */
+	int err_idx;
+	bool err_failed;
+	char error[1024];
+	long error_line;
+	int error_attempt;
+	int64_t err_first, err_last;
+};
+
+static const enum batch_state running_order[] = {
+	BATCH_SUBMITTING, BATCH_VALIDATING, BATCH_IN_PROGRESS, BATCH_FINALIZING, BATCH_CANCELING,
+};
+
+static int running_rank(enum batch_state s)
+{
+	for (size_t i = 0; i < sizeof(running_order) / sizeof(running_order[0]); i++)
+		if (running_order[i] == s)
+			return (int)i;
+	return -1;
+}
+
+static void agg_words(struct agg *a, const char *w)
+{
+	size_t n = strlen(a->words), k = strlen(w);
+
+	if (!*w || strstr(a->words, w))
+		return;
+	if (n + k + (n ? 2 : 0) >= sizeof(a->words))
+		return; /* a short summary; each part's word is in parts[] */
+	snprintf(a->words + n, sizeof(a->words) - n, "%s%s", n ? ", " : "", w);
+}
+
+static int agg_part(void *ctx, const struct store_part *p)
+{
+	struct agg *a = ctx;
+	int rank = running_rank(p->state);
+	bool failed_here = p->state == BATCH_FAILED;
+
+	a->n++;
+	a->sent += p->pid[0] != '\0';
+	if (rank >= 0) {
+		if (!a->running || rank < a->state_rank)
+			a->state_rank = rank;
+		a->running++;
+	} else {
+		a->any_failed |= p->state == BATCH_FAILED;
+		a->any_expired |= p->state == BATCH_EXPIRED;
+		a->any_canceled |= p->state == BATCH_CANCELED;
+	}
+	a->failed_unsent |= p->state == BATCH_FAILED && !p->pid[0];
+	a->cancel |= p->cancel_requested;
+	a->counts.total += p->counts.total;
+	a->counts.processing += p->counts.processing;
+	a->counts.succeeded += p->counts.succeeded;
+	a->counts.errored += p->counts.errored;
+	a->counts.canceled += p->counts.canceled;
+	a->counts.expired += p->counts.expired;
+	if (p->created_at && (!a->created_at || p->created_at < a->created_at))
+		a->created_at = p->created_at;
+	if (p->ended_at > a->ended_at)
+		a->ended_at = p->ended_at;
+	if (p->expires_at && (!a->expires_at || p->expires_at < a->expires_at))
+		a->expires_at = p->expires_at;
+	if (!a->pid[0] && p->pid[0])
+		snprintf(a->pid, sizeof(a->pid), "%s", p->pid);
+	if (!a->identity[0] && p->identity[0] && !p->pid[0])
+		snprintf(a->identity, sizeof(a->identity), "%s", p->identity);
+	agg_words(a, p->provider_state);
+	if (p->results == RESULTS_READY || p->results == RESULTS_UNAVAILABLE)
+		a->settled++;
+	a->ready += p->results == RESULTS_READY;
+	a->downloading += p->results == RESULTS_DOWNLOADING;
+	/* The error shown: a failed part's first, else the first part's that has one. */
+	if (p->error[0] && (!a->error[0] || (failed_here && !a->err_failed))) {
+		snprintf(a->error, sizeof(a->error), "%s", p->error);
+		a->error_line = p->error_line;
+		a->error_attempt = p->error_attempt;
+		a->err_idx = p->idx;
+		a->err_failed = failed_here;
+		a->err_first = p->first_line;
+		a->err_last = p->last_line;
+	}
+	return 0;
+}
+
+/* Orders a directory's results across its parts and gives each its results.jsonl offset. */
+static int results_merge(struct store_conn *c, int64_t batch_id, int64_t *count, int64_t *size)
+{
+	static const char offs[] =
+		"UPDATE results SET off = x.o FROM (SELECT id, sum(length(line) + 1) OVER (ORDER BY"
+		" seq ROWS UNBOUNDED PRECEDING) - length(line) - 1 AS o FROM results WHERE"
+		" batch_id = ?1) AS x WHERE results.id = x.id";
+	static const char totals[] = "SELECT count(*), coalesce(sum(length(line) + 1), 0) FROM"
+				     " results WHERE batch_id = ?1";
+	sqlite3_stmt *s = conn_stmt(c, offs);
+	int rc;
+
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, batch_id);
+	rc = stmt_run(c, s);
+	if (rc)
+		return rc;
+	s = conn_stmt(c, totals);
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, batch_id);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		*count = sqlite3_column_int64(s, 0);
+		*size = sqlite3_column_int64(s, 1);
+	}
+	stmt_done(c, s);
+	return rc == SQLITE_ROW ? 0 : -EIO;
+}
+
+static int aggregate(struct store_conn *c, int64_t batch_id)
+{
+	static const char sql[] =
+		"UPDATE batches SET state = ?2, provider_state = ?3, total = ?4, processing = ?5,"
+		" succeeded = ?6, errored = ?7, canceled = ?8, expired = ?9, results = ?10,"
+		" error = ?11, error_line = ?12, error_attempt = ?13, created_at = ?14,"
+		" ended_at = ?15, expires_at = ?16, updated_at = ?17, pid = ?18, identity = ?19,"
+		" cancel_requested = ?20, nparts = ?21, nparts_sent = ?22, results_count = ?23,"
+		" results_size = ?24, results_wanted = CASE WHEN ?10 = 'unavailable' THEN 0 ELSE"
+		" results_wanted END WHERE id = ?1";
+	struct agg *a = calloc(1, sizeof(*a));
+	struct store_batch *cur = malloc(sizeof(*cur));
+	enum batch_state state;
+	enum results_state results;
+	int64_t count, size;
+	char error[1100];
+	sqlite3_stmt *s;
+	int rc;
+
+	if (!a || !cur) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	rc = batch_get_c(c, batch_id, cur);
+	if (!rc)
+		rc = part_list_c(c, batch_id, agg_part, a);
+	if (rc || !a->n)
+		goto out; /* no parts: the directory keeps its own state */
+	if (a->failed_unsent)
+		state = BATCH_FAILED; /* a part could not be submitted: say so at once */
+	else if (a->running)
+		state = running_order[a->state_rank];
+	else if (a->any_failed)
+		state = BATCH_FAILED;
+	else if (a->any_expired)
+		state = BATCH_EXPIRED;
+	else if (a->any_canceled)
+		state = BATCH_CANCELED;
+	else
+		state = BATCH_COMPLETED;
+	count = cur->results_count;
+	size = cur->results_size;
+	if (a->settled == a->n && a->ready) {
+		results = RESULTS_READY;
+		if (cur->results != RESULTS_READY)
+			rc = results_merge(c, batch_id, &count, &size);
+		if (rc)
+			goto out;
+	} else if (a->settled == a->n) {
+		results = RESULTS_UNAVAILABLE;
+	} else {
+		results = a->downloading ? RESULTS_DOWNLOADING : RESULTS_PENDING;
+	}
+	if (a->error[0] && a->n > 1 && a->err_last < INT64_MAX)
+		snprintf(error, sizeof(error), "part %d of %d (lines %" PRId64 "-%" PRId64 "): %s",
+			 a->err_idx + 1, a->n, a->err_first, a->err_last, a->error);
+	else if (a->error[0] && a->n > 1)
+		snprintf(error, sizeof(error), "part %d of %d: %s", a->err_idx + 1, a->n, a->error);
+	else
+		snprintf(error, sizeof(error), "%s", a->error);
+	if (a->failed_unsent && a->sent) {
+		size_t len = strlen(error);
+
+		snprintf(error + len, sizeof(error) - len,
+			 "; requests.jsonl cannot be written again while %d part(s) of it exist at "
+			 "the provider",
+			 a->sent);
+	}
+	s = conn_stmt(c, sql);
+	if (!s) {
+		rc = -EIO;
+		goto out;
+	}
+	sqlite3_bind_int64(s, 1, batch_id);
+	sqlite3_bind_text(s, 2, state_name(state), -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 3, a->words, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 4, a->counts.total);
+	sqlite3_bind_int64(s, 5, a->counts.processing);
+	sqlite3_bind_int64(s, 6, a->counts.succeeded);
+	sqlite3_bind_int64(s, 7, a->counts.errored);
+	sqlite3_bind_int64(s, 8, a->counts.canceled);
+	sqlite3_bind_int64(s, 9, a->counts.expired);
+	sqlite3_bind_text(s, 10, results_state_name(results), -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 11, error, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 12, a->error_line);
+	sqlite3_bind_int(s, 13, a->error_attempt);
+	sqlite3_bind_int64(s, 14, a->created_at);
+	sqlite3_bind_int64(s, 15, a->running ? 0 : a->ended_at);
+	sqlite3_bind_int64(s, 16, a->expires_at);
+	sqlite3_bind_int64(s, 17, timefmt_now_ms());
+	sqlite3_bind_text(s, 18, a->pid, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 19, a->identity, -1, SQLITE_STATIC);
+	sqlite3_bind_int(s, 20, a->cancel);
+	sqlite3_bind_int(s, 21, a->n);
+	sqlite3_bind_int(s, 22, a->sent);
+	sqlite3_bind_int64(s, 23, count);
+	sqlite3_bind_int64(s, 24, size);
+	rc = stmt_run(c, s);
+out:
+	free(a);
+	free(cur);
+	return rc;
+}
+
+/* Runs a guarded part update s (bound by the caller) and the aggregate, in one transaction. */
+static int part_change(struct store_conn *c, int64_t part_id, sqlite3_stmt *s)
+{
+	struct store_part p;
+	int rc = run_guarded(c, s);
+
+	if (!rc)
+		rc = part_get_c(c, part_id, &p);
+	if (!rc)
+		rc = aggregate(c, p.batch_id);
+	return rc;
+}
+
+int store_parts_create(struct store *st, int64_t batch_id, const char *remote,
+		       const struct store_part_plan *plans, size_t n, const char *endpoint,
+		       const char *model, int64_t nrequests, int64_t nbytes)
+{
+	static const char ins[] =
+		"INSERT INTO parts (batch_id, idx, remote, state, total, first_line, last_line, "
+		"off,"
+		" len, nrequests, updated_at) VALUES (?1, ?2, ?3, 'submitting', ?4, ?5, ?6, ?7, ?8,"
+		" ?4, ?9)";
+	static const char info[] = "UPDATE batches SET endpoint = ?2, model = ?3, nrequests = ?4,"
+				   " nbytes = ?5 WHERE id = ?1 AND state = 'submitting'";
+	struct store_conn *c = conn_get(st);
+	sqlite3_stmt *s;
+	int n_at = 0, rc;
+
+	if (!c)
+		return -EIO;
+	rc = txn_begin(c);
+	if (rc)
+		return rc;
+	rc = parts_at_provider(c, batch_id, &n_at);
+	if (!rc && n_at)
+		rc = -EACCES;
+	if (!rc)
+		rc = delete_parts(c, batch_id);
+	if (!rc && !(s = conn_stmt(c, info)))
+		rc = -EIO;
+	if (!rc) {
+		sqlite3_bind_int64(s, 1, batch_id);
+		sqlite3_bind_text(s, 2, endpoint, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 3, model, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 4, nrequests);
+		sqlite3_bind_int64(s, 5, nbytes);
+		rc = run_guarded(c, s);
+	}
+	for (size_t i = 0; i < n && !rc; i++) {
+		if (!(s = conn_stmt(c, ins))) {
+			rc = -EIO;
+			break;
+		}
+		sqlite3_bind_int64(s, 1, batch_id);
+		sqlite3_bind_int(s, 2, (int)i);
+		sqlite3_bind_text(s, 3, remote, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 4, plans[i].nrequests);
+		sqlite3_bind_int64(s, 5, plans[i].first_line);
+		sqlite3_bind_int64(s, 6, plans[i].last_line);
+		sqlite3_bind_int64(s, 7, plans[i].off);
+		sqlite3_bind_int64(s, 8, plans[i].len);
+		sqlite3_bind_int64(s, 9, timefmt_now_ms());
+		rc = stmt_run(c, s);
+	}
+	if (!rc)
+		rc = aggregate(c, batch_id);
+	return txn_end(c, rc);
+}
+
+int store_part_intent(struct store *st, int64_t id, const char *identity, int64_t intent_at)
+{
+	static const char sql[] = "UPDATE parts SET identity = ?2, intent_at = ?3, error = '',"
+				  " error_line = 0, error_attempt = 0, next_poll_at = 0,"
+				  " updated_at = ?4 WHERE id = ?1 AND state = 'submitting' AND"
+				  " pid = '' AND identity = ''";
+	struct store_conn *c = conn_get(st);
+	sqlite3_stmt *s;
+	int rc;
+
+	if (!c)
+		return -EIO;
+	rc = txn_begin(c);
+	if (rc)
+		return rc;
+	if (!(s = conn_stmt(c, sql)))
+		return txn_end(c, -EIO);
+	sqlite3_bind_int64(s, 1, id);
+	sqlite3_bind_text(s, 2, identity, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 3, intent_at);
+	sqlite3_bind_int64(s, 4, timefmt_now_ms());
+	return txn_end(c, part_change(c, id, s));
+}
+
+int store_part_apply(struct store *st, const struct store_part *p, enum batch_state expect)
+{
+	static const char sql[] =
+		"UPDATE parts SET pid = ?3, state = ?4, provider_state = ?5, total = ?6,"
+		" processing = ?7, succeeded = ?8, errored = ?9, canceled = ?10, expired = ?11,"
+		" created_at = ?12, ended_at = ?13, expires_at = ?14, ref = ?15, error = ?16,"
+		" error_line = ?17, error_attempt = 0, next_poll_at = ?18, updated_at = ?19,"
+		" results = CASE WHEN results = 'ready' THEN results ELSE ?20 END"
+		" WHERE id = ?1 AND state = ?2 AND (pid = '' OR pid = ?3)";
+	struct store_conn *c = conn_get(st);
+	sqlite3_stmt *s;
+	int rc;
+
+	if (!c)
+		return -EIO;
+	rc = txn_begin(c);
+	if (rc)
+		return rc;
+	if (!(s = conn_stmt(c, sql)))
+		return txn_end(c, -EIO);
+	sqlite3_bind_int64(s, 1, p->id);
+	sqlite3_bind_text(s, 2, state_name(expect), -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 3, p->pid, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 4, state_name(p->state), -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 5, p->provider_state, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 6, p->counts.total);
+	sqlite3_bind_int64(s, 7, p->counts.processing);
+	sqlite3_bind_int64(s, 8, p->counts.succeeded);
+	sqlite3_bind_int64(s, 9, p->counts.errored);
+	sqlite3_bind_int64(s, 10, p->counts.canceled);
+	sqlite3_bind_int64(s, 11, p->counts.expired);
+	sqlite3_bind_int64(s, 12, p->created_at);
+	sqlite3_bind_int64(s, 13, p->ended_at);
+	sqlite3_bind_int64(s, 14, p->expires_at);
+	sqlite3_bind_text(s, 15, p->ref, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 16, p->error, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 17, p->error_line);
+	sqlite3_bind_int64(s, 18, p->next_poll_at);
+	sqlite3_bind_int64(s, 19, timefmt_now_ms());
+	sqlite3_bind_text(s, 20, results_state_name(p->results), -1, SQLITE_STATIC);
+	return txn_end(c, part_change(c, p->id, s));
+}
+
+int store_part_fail(struct store *st, int64_t id, enum batch_state expect, const char *msg)
+{
+	static const char sql[] = "UPDATE parts SET state = 'failed', error = ?3, error_line = 0,"
+				  " error_attempt = 0, identity = '', intent_at = 0,"
+				  " next_poll_at = 0, results = 'unavailable', updated_at = ?4"
+				  " WHERE id = ?1 AND state = ?2 AND pid = ''";
+	struct store_conn *c = conn_get(st);
+	sqlite3_stmt *s;
+	int rc;
+
+	if (!c)
+		return -EIO;
+	rc = txn_begin(c);
+	if (rc)
+		return rc;
+	if (!(s = conn_stmt(c, sql)))
+		return txn_end(c, -EIO);
+	sqlite3_bind_int64(s, 1, id);
+	sqlite3_bind_text(s, 2, state_name(expect), -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 3, msg ? msg : "", -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 4, timefmt_now_ms());
+	return txn_end(c, part_change(c, id, s));
+}
+
+int store_part_note(struct store *st, int64_t id, const char *msg, int attempt,
+		    int64_t next_poll_at)
+{
+	static const char sql[] = "UPDATE parts SET error = ?2, error_line = 0, error_attempt = ?3,"
+				  " next_poll_at = CASE WHEN ?4 >= 0 THEN ?4 ELSE next_poll_at END,"
+				  " updated_at = ?5 WHERE id = ?1";
+	struct store_conn *c = conn_get(st);
+	sqlite3_stmt *s;
+	int rc;
+
+	if (!c)
+		return -EIO;
+	rc = txn_begin(c);
+	if (rc)
+		return rc;
+	if (!(s = conn_stmt(c, sql)))
+		return txn_end(c, -EIO);
+	sqlite3_bind_int64(s, 1, id);
+	sqlite3_bind_text(s, 2, msg ? msg : "", -1, SQLITE_STATIC);
+	sqlite3_bind_int(s, 3, attempt);
+	sqlite3_bind_int64(s, 4, next_poll_at);
+	sqlite3_bind_int64(s, 5, timefmt_now_ms());
+	return txn_end(c, part_change(c, id, s));
+}
+
+int store_part_set_results(struct store *st, int64_t id, unsigned expect_mask,
+			   enum results_state results, const char *msg, int64_t next_poll_at)
+{
+	static const char sql[] =
+		"UPDATE parts SET results = ?2, error = ?3, error_line = 0, error_attempt = 0,"
+		" next_poll_at = CASE WHEN ?4 >= 0 THEN ?4 ELSE next_poll_at END, updated_at = ?5"
+		" WHERE id = ?1 AND ((?6 >> CASE results WHEN 'pending' THEN 0 WHEN 'downloading'"
+		" THEN 1 WHEN 'ready' THEN 2 ELSE 3 END) & 1) = 1";
+	struct store_conn *c = conn_get(st);
+	sqlite3_stmt *s;
+	int rc;
+
+	if (!c)
+		return -EIO;
+	rc = txn_begin(c);
+	if (rc)
+		return rc;
+	if (!(s = conn_stmt(c, sql)))
+		return txn_end(c, -EIO);
+	sqlite3_bind_int64(s, 1, id);
+	sqlite3_bind_text(s, 2, results_state_name(results), -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 3, msg ? msg : "", -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 4, next_poll_at);
+	sqlite3_bind_int64(s, 5, timefmt_now_ms());
+	sqlite3_bind_int64(s, 6, expect_mask);
+	return txn_end(c, part_change(c, id, s));
+}
+
+int store_part_cancel_requested(struct store *st, int64_t id)
+{
+	static const char sql[] = "UPDATE parts SET cancel_requested = 1 WHERE id = ?1";
+	struct store_conn *c = conn_get(st);
+	sqlite3_stmt *s;
+	int rc;
+
+	if (!c)
+		return -EIO;
+	rc = txn_begin(c);
+	if (rc)
+		return rc;
+	if (!(s = conn_stmt(c, sql)))
+		return txn_end(c, -EIO);
+	sqlite3_bind_int64(s, 1, id);
+	return txn_end(c, part_change(c, id, s));
+}
+
+int store_part_unsend(struct store *st, int64_t id)
+{
+	static const char sql[] = "UPDATE parts SET identity = '', intent_at = 0 WHERE id = ?1 AND"
+				  " state = 'submitting' AND pid = ''";
+	struct store_conn *c = conn_get(st);
+	sqlite3_stmt *s;
+	int rc;
+
+	if (!c)
+		return -EIO;
+	rc = txn_begin(c);
+	if (rc)
+		return rc;
+	if (!(s = conn_stmt(c, sql)))
+		return txn_end(c, -EIO);
+	sqlite3_bind_int64(s, 1, id);
+	return txn_end(c, part_change(c, id, s));
+}
+
+int store_part_schedule(struct store *st, int64_t id, int64_t expect, int64_t next)
+{
+	static const char sql[] = "UPDATE parts SET next_poll_at = ?3 WHERE id = ?1 AND"
+				  " next_poll_at = ?2";
+	struct store_conn *c = conn_get(st);
+	sqlite3_stmt *s;
+
+	if (!c || !(s = conn_stmt(c, sql)))
+		return -EIO;
+	sqlite3_bind_int64(s, 1, id);
+	sqlite3_bind_int64(s, 2, expect);
+	sqlite3_bind_int64(s, 3, next);
+	return stmt_run(c, s);
+}
+
+bool store_identity_is_ours(struct store *st, const char *identity)
+{
+	static const char sql[] = "SELECT 1 FROM parts WHERE identity = ?1 LIMIT 1";
+	struct store_conn *c = conn_get(st);
+	sqlite3_stmt *s;
+	int rc;
+
+	if (!c || !(s = conn_stmt(c, sql)))
+		return true; /* cannot tell: do not show it twice */
+	sqlite3_bind_text(s, 1, identity, -1, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	stmt_done(c, s);
+	return rc != SQLITE_DONE;
+}
+
+int store_parts_resume(struct store *st, const char *msg)
+{
+	static const char *const sqls[] = {
+		"UPDATE files SET mode = 420 WHERE name = 'requests.jsonl' AND batch_id IN"
+		" (SELECT id FROM batches WHERE state = 'submitting' AND nparts = 0)",
+		"UPDATE batches SET state = 'failed', error = ?1, error_line = 0, error_attempt = 0"
+		" WHERE state = 'submitting' AND nparts = 0",
+		"UPDATE parts SET results = 'pending' WHERE results = 'downloading'",
+		"UPDATE batches SET results = 'pending' WHERE results = 'downloading'",
+		"UPDATE parts SET next_poll_at = 1 WHERE state IN ('submitting', 'validating',"
+		" 'in_progress', 'finalizing', 'canceling') OR (pid <> '' AND results = 'pending'"
+		" AND (SELECT is_foreign = 0 OR results_wanted = 1 FROM batches b WHERE b.id ="
+		" parts.batch_id))",
+	};
+	struct store_conn *c = conn_get(st);
+	int rc;
+
+	if (!c)
+		return -EIO;
+	rc = txn_begin(c);
+	for (size_t i = 0; i < sizeof(sqls) / sizeof(sqls[0]) && !rc; i++) {
+		sqlite3_stmt *s = conn_stmt(c, sqls[i]);
+
+		if (s && sqlite3_bind_parameter_count(s) == 1)
+			sqlite3_bind_text(s, 1, msg, -1, SQLITE_STATIC);
+		rc = s ? stmt_run(c, s) : -EIO;
+	}
+	return txn_end(c, rc);
+}
+
+int store_batch_add_foreign(struct store *st, const char *remote, const struct provider_batch *pb,
+			    bool recent, int64_t now, int64_t *id, int64_t *part_id)
+{
+	static const char pending[] = "SELECT 1 FROM parts WHERE remote = ?1 AND"
+				      " state = 'submitting' AND identity <> '' LIMIT 1";
+	static const char sql[] = "INSERT INTO batches (remote, name, is_foreign, state,"
+				  " updated_at, dir_mtime) VALUES (?1, ?2, 1, ?3, ?4, ?4)";
+	static const char part[] = "INSERT INTO parts (batch_id, idx, remote, pid, state,"
+				   " updated_at) VALUES (?1, 0, ?2, ?3, ?4, ?5)";
+	struct store_conn *c = conn_get(st);
+	sqlite3_stmt *s;
+	int rc;
+
+	if (!c)
+		return -EIO;
+	rc = txn_begin(c);
+	if (rc)
+		return rc;
+	rc = name_taken(c, remote, pb->id);
+	if (!rc && recent) {
+		if (!(s = conn_stmt(c, pending))) {
+			rc = -EIO;
+		} else {
+			sqlite3_bind_text(s, 1, remote, -1, SQLITE_STATIC);
+			rc = sqlite3_step(s) == SQLITE_DONE ? 0 : -EBUSY;
+			stmt_done(c, s);
+		}
+	}
+	if (!rc && !(s = conn_stmt(c, sql)))
+		rc = -EIO;
+	if (!rc) {
+		sqlite3_bind_text(s, 1, remote, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 2, pb->id, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 3, state_name(pb->state), -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 4, now);
+		rc = stmt_run(c, s);
+	}
+	if (!rc) {
+		*id = sqlite3_last_insert_rowid(c->db);
+		if (!(s = conn_stmt(c, part)))
+			rc = -EIO;
+	}
+	if (!rc) {
+		sqlite3_bind_int64(s, 1, *id);
+		sqlite3_bind_text(s, 2, remote, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 3, pb->id, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 4, state_name(pb->state), -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 5, now);
+		rc = stmt_run(c, s);
+	}
+	if (!rc) {
+		*part_id = sqlite3_last_insert_rowid(c->db);
+		rc = aggregate(c, *id);
+	}
+	return txn_end(c, rc);
 }
 
 /* Files */
@@ -970,10 +1889,13 @@ int store_reqs_end(struct store_reqs *r, bool commit)
 
 /* Results */
 
-int store_ingest_begin(struct store *st, int64_t batch_id, struct store_ingest **out)
+int store_ingest_begin(struct store *st, int64_t part_id, struct store_ingest **out)
 {
+	static const char known[] = "SELECT EXISTS (SELECT 1 FROM requests WHERE batch_id = ?1)";
 	struct store_conn *c = conn_get(st);
 	struct store_ingest *in;
+	struct store_part p;
+	sqlite3_stmt *s;
 	int rc;
 
 	if (!c)
@@ -981,13 +1903,26 @@ int store_ingest_begin(struct store *st, int64_t batch_id, struct store_ingest *
 	in = calloc(1, sizeof(*in));
 	if (!in)
 		return -ENOMEM;
-	rc = conn_exec(c, "BEGIN IMMEDIATE");
+	rc = txn_begin(c);
 	if (rc) {
 		free(in);
 		return rc;
 	}
 	in->c = c;
-	in->batch_id = batch_id;
+	rc = part_get_c(c, part_id, &p);
+	if (!rc && !(s = conn_stmt(c, known)))
+		rc = -EIO;
+	if (rc) {
+		store_ingest_abort(in);
+		return rc;
+	}
+	sqlite3_bind_int64(s, 1, p.batch_id);
+	in->has_requests = sqlite3_step(s) == SQLITE_ROW && sqlite3_column_int(s, 0);
+	stmt_done(c, s);
+	in->part_id = part_id;
+	in->batch_id = p.batch_id;
+	in->first_line = p.first_line;
+	in->last_line = p.last_line;
 	rc = store_ingest_reset(in);
 	if (rc) {
 		store_ingest_abort(in);
@@ -999,14 +1934,40 @@ int store_ingest_begin(struct store *st, int64_t batch_id, struct store_ingest *
 
 int store_ingest_add(struct store_ingest *in, const char *custom_id, const char *line, size_t len)
 {
+	static const char req[] = "SELECT seq, line FROM requests WHERE batch_id = ?1 AND"
+				  " custom_id = ?2";
 	static const char sql[] =
-		"INSERT OR REPLACE INTO results (batch_id, custom_id, fname, line)"
-		" VALUES (?1, ?2, ?3, ?4)";
+		"INSERT OR REPLACE INTO results (batch_id, part_id, custom_id, fname, line, seq)"
+		" VALUES (?1, ?2, ?3, ?4, ?5, coalesce(?6, 4611686018427387904 +"
+		" (SELECT coalesce(max(id), 0) + 1 FROM results)))";
 	char name[ESCAPE_NAME_SIZE + 5];
 	size_t idlen = strlen(custom_id);
+	bool known = false;
+	int64_t seq = 0;
 	sqlite3_stmt *s;
 	int n;
 
+	if (in->has_requests) {
+		/* Only the part's own requests become files (a result of another batch never
+		 * does, whatever a provider or an adoption got wrong). */
+		s = conn_stmt(in->c, req);
+		if (!s)
+			return -EIO;
+		sqlite3_bind_int64(s, 1, in->batch_id);
+		sqlite3_bind_blob(s, 2, custom_id, (int)idlen, SQLITE_STATIC);
+		if (sqlite3_step(s) == SQLITE_ROW) {
+			int64_t l = sqlite3_column_int64(s, 1);
+
+			seq = sqlite3_column_int64(s, 0);
+			known = l >= in->first_line && l <= in->last_line;
+		}
+		stmt_done(in->c, s);
+		if (!known) {
+			if (!in->stray++)
+				snprintf(in->stray_id, sizeof(in->stray_id), "%s", custom_id);
+			return 0;
+		}
+	}
 	n = escape_name(custom_id, idlen, name);
 	if (n < 0)
 		return n;
@@ -1015,88 +1976,68 @@ int store_ingest_add(struct store_ingest *in, const char *custom_id, const char 
 	if (!s)
 		return -EIO;
 	sqlite3_bind_int64(s, 1, in->batch_id);
-	sqlite3_bind_blob(s, 2, custom_id, (int)idlen, SQLITE_STATIC);
-	sqlite3_bind_text(s, 3, name, -1, SQLITE_STATIC);
-	sqlite3_bind_blob(s, 4, line, (int)len, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, in->part_id);
+	sqlite3_bind_blob(s, 3, custom_id, (int)idlen, SQLITE_STATIC);
+	sqlite3_bind_text(s, 4, name, -1, SQLITE_STATIC);
+	sqlite3_bind_blob(s, 5, line, (int)len, SQLITE_STATIC);
+	if (known)
+		sqlite3_bind_int64(s, 6, seq);
+	else
+		sqlite3_bind_null(s, 6);
+	in->count++;
 	return stmt_run(in->c, s);
 }
 
 int store_ingest_reset(struct store_ingest *in)
 {
-	static const char sql[] = "DELETE FROM results WHERE batch_id = ?1";
+	static const char sql[] = "DELETE FROM results WHERE part_id = ?1";
 	sqlite3_stmt *s = conn_stmt(in->c, sql);
 
 	if (!s)
 		return -EIO;
-	sqlite3_bind_int64(s, 1, in->batch_id);
+	in->count = 0;
+	in->stray = 0;
+	in->stray_id[0] = '\0';
+	sqlite3_bind_int64(s, 1, in->part_id);
 	return stmt_run(in->c, s);
 }
 
-int store_ingest_commit(struct store_ingest *in, int64_t *count, int64_t *size)
+int store_ingest_commit(struct store_ingest *in, int64_t *count, int64_t *stray, char *stray_msg)
 {
-	/* Request order first (unknown ids after, in arrival order), then the byte offset of
-	 * each line in results.jsonl, so a read at any offset is one indexed lookup. */
-	static const char order[] =
-		"UPDATE results SET seq = coalesce((SELECT r.seq FROM requests r WHERE r.batch_id ="
-		" results.batch_id AND r.custom_id = results.custom_id), 4611686018427387904 + id)"
-		" WHERE batch_id = ?1";
-	static const char offs[] =
-		"UPDATE results SET off = x.o FROM (SELECT id, sum(length(line) + 1) OVER (ORDER BY"
-		" seq ROWS UNBOUNDED PRECEDING) - length(line) - 1 AS o FROM results WHERE"
-		" batch_id = ?1) AS x WHERE results.id = x.id";
-	static const char totals[] = "SELECT count(*), coalesce(sum(length(line) + 1), 0) FROM"
-				     " results WHERE batch_id = ?1";
-	static const char mark[] = "UPDATE batches SET results = 'ready', results_count = ?2,"
-				   " results_size = ?3, results_wanted = 0 WHERE id = ?1";
-	const char *const steps[] = {order, offs};
-	int64_t n = 0, bytes = 0;
+	static const char mark[] =
+		"UPDATE parts SET results = 'ready', results_count = ?2,"
+		" error = ?3, error_line = 0, error_attempt = 0, next_poll_at = 0,"
+		" updated_at = ?4 WHERE id = ?1 AND results <> 'ready'";
+	char msg[512] = "";
 	sqlite3_stmt *s;
-	int rc = 0;
+	int rc;
 
-	for (size_t i = 0; i < 2 && !rc; i++) {
-		s = conn_stmt(in->c, steps[i]);
-		if (!s) {
-			rc = -EIO;
-			break;
-		}
-		sqlite3_bind_int64(s, 1, in->batch_id);
-		rc = stmt_run(in->c, s);
-	}
-	if (rc)
-		goto out;
-	s = conn_stmt(in->c, totals);
-	if (!s) {
-		rc = -EIO;
-		goto out;
-	}
-	sqlite3_bind_int64(s, 1, in->batch_id);
-	if (sqlite3_step(s) == SQLITE_ROW) {
-		n = sqlite3_column_int64(s, 0);
-		bytes = sqlite3_column_int64(s, 1);
-	}
-	stmt_done(in->c, s);
+	if (in->stray)
+		snprintf(msg, sizeof(msg),
+			 "%" PRId64 " result(s) whose custom_id is not among the requests of this "
+			 "part were left out (the first: '%.64s')",
+			 in->stray, in->stray_id);
 	s = conn_stmt(in->c, mark);
 	if (!s) {
-		rc = -EIO;
-		goto out;
-	}
-	sqlite3_bind_int64(s, 1, in->batch_id);
-	sqlite3_bind_int64(s, 2, n);
-	sqlite3_bind_int64(s, 3, bytes);
-	rc = stmt_run(in->c, s);
-	if (!rc)
-		rc = conn_exec(in->c, "COMMIT");
-out:
-	if (rc) {
 		store_ingest_abort(in);
-		return rc;
+		return -EIO;
 	}
-	if (count)
-		*count = n;
-	if (size)
-		*size = bytes;
+	sqlite3_bind_int64(s, 1, in->part_id);
+	sqlite3_bind_int64(s, 2, in->count);
+	sqlite3_bind_text(s, 3, msg, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 4, timefmt_now_ms());
+	rc = part_change(in->c, in->part_id, s);
+	rc = txn_end(in->c, rc);
+	if (!rc) {
+		if (count)
+			*count = in->count;
+		if (stray)
+			*stray = in->stray;
+		if (stray_msg)
+			snprintf(stray_msg, 512, "%s", msg);
+	}
 	free(in);
-	return 0;
+	return rc;
 }
 
 void store_ingest_abort(struct store_ingest *in)

@@ -111,18 +111,6 @@ def test_only_blank_lines_is_rejected(mock_mount):
     assert s["state"] == "rejected" and "no request" in s["error"]["message"]
 
 
-@pytest.mark.slow
-def test_too_many_requests_is_rejected_at_the_first_line_over(mock_mount, tmp_path):
-    d = os.path.join(mock_mount.path, "mock", unique())
-    os.mkdir(d)
-    line = '{"custom_id":"r%d","params":{"model":"m","max_tokens":1,"messages":[]}}\n'
-    body = "".join(line % i for i in range(100001))
-    assert write_requests(d, body) == errno.EINVAL
-    s = read_status(d)
-    assert s["error"]["line"] == 100001
-    assert "100000" in s["error"]["message"]
-
-
 def test_invalid_json_never_becomes_a_batch_even_after_remount(mock_mount):
     d = os.path.join(mock_mount.path, "mock", unique())
     os.mkdir(d)
