@@ -442,15 +442,19 @@ static enum part_outcome settle_part(struct bfs *b, struct remote *r, const stru
 	int64_t grace = reconcile_grace_ms(r);
 	int rc;
 
+	enum part_outcome o;
+
 	submit_desc(row, p, path, &oc, &s);
 	pthread_mutex_lock(&r->create_lock);
 	rc = r->ops->find(r->prov, &s, &pb, err);
-	pthread_mutex_unlock(&r->create_lock);
 	if (rc == 0) {
 		log_info("batch '%s': found part %d's earlier submission '%s'", row->name,
 			 p->idx + 1, pb.id);
-		return adopt(b, r, p, &pb, err);
+		o = adopt(b, r, p, &pb, err); /* owned before another find can see it */
+		pthread_mutex_unlock(&r->create_lock);
+		return o;
 	}
+	pthread_mutex_unlock(&r->create_lock);
 	if (rc == -ENOENT && timefmt_now_ms() >= p->intent_at + grace)
 		return PART_ABSENT;
 	if (rc == -ENOENT) {
@@ -490,18 +494,26 @@ static enum part_outcome send_part(struct bfs *b, struct remote *r, const struct
 	struct store_part p = *p0;
 	int rc = -EIO;
 
+	enum part_outcome o;
+
+	/*
+	 * Under the remote's create lock from the intent to the recorded id: a later create's
+	 * intent is after every earlier batch of this remote was made and owned, so a lost
+	 * answer's find has one candidate where the provider keeps no identity.
+	 */
+	pthread_mutex_lock(&r->create_lock);
 	rc = make_identity(row->id, p.idx, p.identity, sizeof(p.identity));
 	p.intent_at = timefmt_now_ms();
 	if (!rc)
 		rc = store_part_intent(b->store, p.id, p.identity, p.intent_at);
 	if (rc) {
+		pthread_mutex_unlock(&r->create_lock);
 		err_set(err, "cannot record the submission in the cache: %s", strerror(-rc));
 		return PART_FAILED;
 	}
 	submit_desc(row, &p, path, &oc, &s);
 	log_info("batch '%s': submitting part %d (%" PRId64 " requests, %" PRId64 " bytes) to '%s'",
 		 row->name, p.idx + 1, p.nrequests, p.len, r->conf->name);
-	pthread_mutex_lock(&r->create_lock);
 	for (int i = 0; i < BATCH_SUBMIT_TRIES; i++) {
 		struct bfs_err ferr = BFS_ERR_INIT;
 
@@ -525,9 +537,10 @@ static enum part_outcome send_part(struct bfs *b, struct remote *r, const struct
 		}
 		rc = -EAGAIN; /* certainly absent: try again */
 	}
+	o = rc == 0 ? adopt(b, r, &p, &pb, err) : PART_UNKNOWN;
 	pthread_mutex_unlock(&r->create_lock);
 	if (rc == 0)
-		return adopt(b, r, &p, &pb, err);
+		return o;
 	if (rc == -EAGAIN && !err->msg[0])
 		err_set(err, "the answers to %d creates were lost", BATCH_SUBMIT_TRIES);
 	if (rc == -EAGAIN)

@@ -20,6 +20,7 @@ import importlib
 import json
 import os
 import re
+import select
 import socket
 import sys
 import threading
@@ -127,17 +128,22 @@ class Fault:
                         "drop_after": do the request (state changes), then close unanswered
                         "truncate": do it, send headers and only `after` bytes of the body
                         "delay": sleep `seconds`, then do it normally
+                        "hold": do it, then hold the answer for `seconds` (or until the
+                        client goes away) and close unanswered: a client killed meanwhile
+                        made a change it never heard of
       status, headers, body   for "status" (body defaults to the flavour's error envelope)
       after             bytes sent before a "truncate" cuts the stream (default half)
       seconds           for "delay"
       times             how many requests it applies to (default 1; 0 = forever)
+      skip              matching requests let through untouched before it applies (0)
     """
 
     def __init__(self, rule):
         self.method = rule.get("method")
         self.path = re.compile(rule["path"]) if rule.get("path") else None
         self.action = rule.get("action", "status")
-        if self.action not in ("status", "drop_before", "drop_after", "truncate", "delay"):
+        if self.action not in ("status", "drop_before", "drop_after", "truncate", "delay",
+                               "hold"):
             raise ValueError(f"unknown fault action {self.action!r}")
         self.status = int(rule.get("status", 500))
         self.headers = rule.get("headers") or {}
@@ -145,6 +151,7 @@ class Fault:
         self.after = rule.get("after")
         self.seconds = float(rule.get("seconds", 1.0))
         self.times = int(rule.get("times", 1))
+        self.skip = int(rule.get("skip", 0))
         self.hits = 0
 
     def matches(self, method, path):
@@ -284,6 +291,9 @@ class FakeServer:
         with self.lock:
             for f in self.faults:
                 if f.matches(method, path):
+                    if f.skip:
+                        f.skip -= 1
+                        return None
                     f.hits += 1
                     if f.times and f.hits >= f.times:
                         self.faults.remove(f)
@@ -337,8 +347,28 @@ class FakeServer:
             entry["status"] = f"{resp.status}-dropped"
             self._drop(h)
             return
+        if fault and fault.action == "hold":
+            entry["status"] = f"{resp.status}-held"
+            self._hold_silent(h, fault.seconds)
+            self._drop(h)
+            return
         self._send(h, resp, req, truncate=fault if fault and fault.action == "truncate"
                    else None)
+
+    @staticmethod
+    def _hold_silent(h, seconds):
+        """Waits up to seconds, returning early once the client has closed its end."""
+        deadline = time.monotonic() + seconds
+        sock = h.connection
+        while time.monotonic() < deadline:
+            r, _, _ = select.select([sock], [], [], 0.05)
+            if r:
+                try:
+                    if sock.recv(1, socket.MSG_PEEK) == b"":
+                        return
+                except OSError:
+                    return
+                time.sleep(0.05)  # data (pipelined?): keep holding, it is not ours to read
 
     def _drop(self, h):
         h.close_connection = True
