@@ -215,6 +215,36 @@ def scenario_failed_at_validation(fl):
         open(os.path.join(d, "requests.jsonl"), "w")
 
 
+def scenario_parts(fl):
+    """A file over max_requests goes in parts, one upload and one batch each; a part the
+    provider fails names the user's line (the part's line 1 is the file's line 6 here)."""
+    m = fl.mount(max_requests="2")
+    d = new_batch(m)
+    write(d, fl.line("a") + "\n" + fl.line("b") + "\n\n" + fl.line("c") + "\n" + fl.line("e") +
+          "\n" + fl.line("f", invalid=True) + "\n")
+    s = read_status(d)
+    assert [(p["first_line"], p["last_line"]) for p in s["parts"]] == [(1, 2), (4, 5), (6, 6)]
+    ids = [p["id"] for p in s["parts"]]
+    with fl.srv.lock:
+        assert sorted(fl.srv.batches) == sorted(ids)
+    assert len(fl.srv.uploads) == 3
+    with open(os.path.join(d, "id")) as f:
+        assert f.read().split() == ids
+    s = wait_for(lambda: (lambda s: s if s["results"] == "ready" else None)(read_status(d)),
+                 20, what="results of the parts that ran")
+    assert s["state"] == "failed"
+    assert [p["state"] for p in s["parts"]] == ["completed", "completed", "failed"]
+    assert s["parts"][2]["error"]["line"] == 6 and s["error"]["line"] == 6
+    assert s["error"]["message"].startswith("part 3 of 3 (lines 6-6): ")
+    assert [json.loads(x)["custom_id"] for x in
+            read(os.path.join(d, "results.jsonl")).splitlines()] == ["a", "b", "c", "e"]
+    for bid, want in zip(ids[:2], (["a", "b"], ["c", "e"])):
+        served = {json.loads(x)["custom_id"]: x for x in served_lines(fl.srv, bid)}
+        assert sorted(served) == want
+        for c in want:
+            assert read(os.path.join(d, "results", c + ".json")) == served[c] + b"\n"
+
+
 def scenario_custom_ids_escaped(fl):
     ids = ["a/b", "..", ".hidden", "with space", "ünïcödé ✓", "x" * 300, "%41", "plain-id_1.2"]
     m = fl.mount()
@@ -325,6 +355,10 @@ def test_cancel_keeps_partial_results(oai):
 
 def test_batch_failed_at_validation_names_the_users_line(oai):
     scenario_failed_at_validation(oai)
+
+
+def test_a_file_over_max_requests_goes_in_parts(oai):
+    scenario_parts(oai)
 
 
 def test_custom_ids_needing_escaping_round_trip(oai):

@@ -10,7 +10,8 @@ from bfs import read_status, wait_state
 from test_80_openai import (Flavour, new_batch, only_batch, scenario_cancel_keeps_partial_results,
                             scenario_custom_ids_escaped, scenario_failed_at_validation,
                             scenario_kill_before_create, scenario_kill_before_create_answer,
-                            scenario_made_elsewhere_appears, scenario_whole_life, write)
+                            scenario_made_elsewhere_appears, scenario_parts, scenario_whole_life,
+                            write)
 
 VERSION = "2024-10-21"
 
@@ -63,6 +64,10 @@ def test_cancel_keeps_partial_results(az):
 
 def test_batch_failed_at_validation_names_the_users_line(az):
     scenario_failed_at_validation(az)
+
+
+def test_a_file_over_max_requests_goes_in_parts(az):
+    scenario_parts(az)
 
 
 def test_custom_ids_needing_escaping_round_trip(az):

@@ -222,6 +222,28 @@ def test_fake_requires_a_live_token(fake_server):
 
 # --- through the mount ------------------------------------------------------------------------
 
+@pytest.mark.parametrize("resumable", [False, True], ids=["media", "resumable"])
+def test_a_file_over_max_bytes_goes_in_parts_each_its_own_object_and_job(vertex, resumable):
+    keys = {"resumable_threshold": 1, "upload_chunk_size": 256 * 1024} if resumable else {}
+    ids = [f"req-{i}" for i in range(6)]
+    lines = [vline(c, f"text {c} " + "x" * 300) + "\n" for c in ids]
+    srv, m = vertex(max_bytes=2 * len(lines[0]) + 1, **keys)
+    body = "".join(lines)
+    d = submit(m, body)
+    s = read_status(d)
+    assert [(p["first_line"], p["last_line"]) for p in s["parts"]] == [(1, 2), (3, 4), (5, 6)]
+    assert len(srv.create_bodies) == 3
+    for k, create in enumerate(srv.create_bodies):
+        ident = create["labels"]["batchfs_identity"]
+        assert create["labels"]["batchfs_requests"] == "2"
+        assert srv.object("b", f"batchfs/{ident}/requests.jsonl") == \
+            "".join(lines[2 * k:2 * k + 2]).encode()
+    s = wait_results(d, timeout=40)
+    assert s["state"] == "completed" and s["counts"]["succeeded"] == 6
+    got = [json.loads(x)["custom_id"] for x in read(os.path.join(d, "results.jsonl")).splitlines()]
+    assert got == ids
+
+
 def test_whole_life_with_a_service_account_key(vertex, sa_key):
     srv, m = vertex(opts=("debug",))  # debug: the most the log ever says
     ids = [f"req-{i}" for i in range(5)]
