@@ -252,7 +252,7 @@ int store_ingest_reset(struct store_ingest *in);
 /*
  * Ends a part's ingest: results whose custom_id is not among the part's requests (when the
  * requests are known) are dropped and named in *stray_msg (size 512, "" when none); the part
- * becomes results ready; once every part of the directory is settled the results are put in
+ * becomes results ready (unavailable when every line was such a stray); once every part of the directory is settled the results are put in
  * request order across parts (unknown ids last, in arrival order) with their results.jsonl
  * offsets, and the directory's results are ready. Commits and frees in.
  */

@@ -2005,7 +2005,7 @@ int store_ingest_reset(struct store_ingest *in)
 int store_ingest_commit(struct store_ingest *in, int64_t *count, int64_t *stray, char *stray_msg)
 {
 	static const char mark[] =
-		"UPDATE parts SET results = 'ready', results_count = ?2,"
+		"UPDATE parts SET results = ?5, results_count = ?2,"
 		" error = ?3, error_line = 0, error_attempt = 0, next_poll_at = 0,"
 		" updated_at = ?4 WHERE id = ?1 AND results <> 'ready'";
 	char msg[512] = "";
@@ -2026,6 +2026,9 @@ int store_ingest_commit(struct store_ingest *in, int64_t *count, int64_t *stray,
 	sqlite3_bind_int64(s, 2, in->count);
 	sqlite3_bind_text(s, 3, msg, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 4, timefmt_now_ms());
+	/* Not one of its own results: this part has none to show (never an empty "ready"). */
+	sqlite3_bind_text(s, 5, in->stray && !in->count ? "unavailable" : "ready", -1,
+			  SQLITE_STATIC);
 	rc = part_change(in->c, in->part_id, s);
 	rc = txn_end(in->c, rc);
 	if (!rc) {

@@ -244,3 +244,31 @@ def test_a_part_refused_leaves_the_others_running_and_names_itself(fake_server, 
     assert s["results"] == "ready"
     got = [json.loads(x)["custom_id"] for x in results_jsonl(d).splitlines()]
     assert got == ["req-0", "req-1"]
+
+
+def test_a_batch_taken_for_ours_by_mistake_never_gives_its_results_as_files(fake_server,
+                                                                           mount_factory):
+    # Our create never takes effect (the fake drops it when the client dies); while batchfs
+    # is down another client makes a batch of the same size. It is the only candidate, and
+    # the API keeps no identity: adopting it cannot be avoided, but its results are not our
+    # requests, so none of them becomes a file here and status says why.
+    srv = fake_server("anthropic", processing_s=0.3, create_delay_s=60)
+    m = mount_remote(mount_factory, srv)
+    m.expect_log(r"interrupted|not among")
+    d = new_batch(m)
+    w = Writer(d, anthropic_requests(4))
+    w.start()
+    wait_for(lambda: srv.count("POST", f"^{API}$") == 1, 10, what="the create to be sent")
+    m.kill()
+    w.join(10)
+    wait_for(lambda: any(r["method"] == "POST" and r["status"] == "client-gone"
+                         for r in srv.requests), 5, what="the fake to drop the create")
+    theirs = srv.create_batch(anthropic_requests(4, prefix="other"))
+    m.start()
+    s = wait_for(lambda: (lambda s: s if s["parts"][0]["results"] == "unavailable" else None)(
+        read_status(d)), 20, what="the part's results to be settled")
+    assert s["id"] == theirs
+    assert "not among the requests" in s["error"]["message"]
+    assert "other-" in s["error"]["message"]
+    assert "results" not in os.listdir(d) and "results.jsonl" not in os.listdir(d)
+    assert srv.count("POST", f"^{API}$") == 1
