@@ -764,15 +764,23 @@ int store_batch_want_results(struct store *st, int64_t id)
 		"UPDATE parts SET next_poll_at = 1 WHERE batch_id = ?1 AND results = 'pending' AND"
 		" state IN ('completed', 'canceled', 'expired', 'failed') AND pid <> ''",
 	};
+	static const char needed[] = "SELECT 1 FROM batches WHERE id = ?1 AND is_foreign = 1 AND"
+				     " results_wanted = 0 AND results = 'pending'";
 	struct store_conn *c = conn_get(st);
+	sqlite3_stmt *s;
 	int rc;
 
-	if (!c)
+	if (!c || !(s = conn_stmt(c, needed)))
 		return -EIO;
+	/* Every lookup asks: a read first, so the read path writes (and waits) only once. */
+	sqlite3_bind_int64(s, 1, id);
+	rc = sqlite3_step(s);
+	stmt_done(c, s);
+	if (rc != SQLITE_ROW)
+		return rc == SQLITE_DONE ? 0 : -EIO;
 	rc = txn_begin(c);
 	for (size_t i = 0; i < 2 && !rc; i++) {
-		sqlite3_stmt *s = conn_stmt(c, sqls[i]);
-
+		s = conn_stmt(c, sqls[i]);
 		if (!s) {
 			rc = -EIO;
 			break;
