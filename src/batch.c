@@ -217,26 +217,27 @@ static int plan_close(struct plan *pl, int64_t end)
 }
 
 /*
- * A request line [off, off + size) joins the current part unless it would take the part over
- * a limit; then the part ends before it (parts split at request lines, in file order, as few
- * as fit).
+ * A line [off, off + size) joins the current part unless it would take the part over a limit
+ * (requests, or bytes with terminators and blank lines: what a provider given the raw range
+ * counts); then the part ends before it. Parts split at line boundaries, in file order, as few
+ * as fit; each starts with the line that did not fit.
  */
-static int plan_request(struct plan *pl, long lineno, int64_t size)
+static int plan_line(struct plan *pl, long lineno, int64_t size, bool request)
 {
-	bool over =
-		pl->part_n && ((pl->lim.max_requests && pl->part_n + 1 > pl->lim.max_requests) ||
-			       (pl->lim.max_bytes &&
-				(uint64_t)(pl->off + size - pl->part_off) > pl->lim.max_bytes));
+	bool over = pl->part_n &&
+		    ((request && pl->lim.max_requests && pl->part_n + 1 > pl->lim.max_requests) ||
+		     (pl->lim.max_bytes &&
+		      (uint64_t)(pl->off + size - pl->part_off) > pl->lim.max_bytes));
 	int rc = 0;
 
 	if (over) {
 		rc = plan_close(pl, pl->off);
 		pl->part_first = lineno;
 	}
-	if (!pl->part_n && !over && !pl->n)
-		pl->part_first = 1; /* the first part starts with the file */
-	pl->part_n++;
-	pl->last_request = lineno;
+	if (request) {
+		pl->part_n++;
+		pl->last_request = lineno;
+	}
 	return rc;
 }
 
@@ -258,6 +259,15 @@ static int validate_line(void *ctx, const char *line, size_t len, long lineno)
 	int rc;
 
 	rc = jsonl_validator_line(&vc->v, line, len, vc->sp.term, lineno, &id, &idlen, vc->err);
+	if (!rc && vc->plan.lim.max_bytes && (uint64_t)size > vc->plan.lim.max_bytes) {
+		err_set_line(vc->err, lineno,
+			     "line %ld: %" PRId64 " bytes with its line end, more than a batch of "
+			     "this remote may hold (%" PRIu64 ")",
+			     lineno, size, vc->plan.lim.max_bytes);
+		rc = -EINVAL;
+	}
+	if (!rc && !id)
+		rc = plan_line(&vc->plan, lineno, size, false);
 	if (!rc && id) {
 		rc = store_reqs_add(vc->reqs, id, idlen, lineno, &dup);
 		if (rc == -EEXIST) {
@@ -271,7 +281,7 @@ static int validate_line(void *ctx, const char *line, size_t len, long lineno)
 				     strerror(-rc));
 		}
 		if (!rc)
-			rc = plan_request(&vc->plan, lineno, size);
+			rc = plan_line(&vc->plan, lineno, size, true);
 	}
 	free(id);
 	vc->plan.off += size;
@@ -297,6 +307,7 @@ static int validate_file(struct bfs *b, const struct remote *r, int64_t batch_id
 		return -ENOMEM;
 	vc->err = err;
 	vc->plan.lim = r->limits;
+	vc->plan.part_first = 1;
 	jsonl_validator_init(&vc->v, r->ops->format, &unlimited);
 	rc = store_reqs_begin(b->store, batch_id, &vc->reqs);
 	if (rc) {
@@ -413,8 +424,14 @@ enum part_outcome {
 static enum part_outcome adopt(struct bfs *b, struct remote *r, const struct store_part *p,
 			       const struct provider_batch *pb, struct bfs_err *err)
 {
-	int rc = apply_part(b, r, p->id, BATCH_SUBMITTING, pb);
+	int rc;
 
+	if (!provider_id_is_safe(pb->id)) {
+		/* Never record what could not be polled, cancelled or shown as a file name. */
+		err_set(err, "the provider answered with an unusable batch id '%.64s'", pb->id);
+		return PART_UNKNOWN;
+	}
+	rc = apply_part(b, r, p->id, BATCH_SUBMITTING, pb);
 	if (!rc)
 		return PART_CREATED;
 	if (rc == -EEXIST)

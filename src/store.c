@@ -640,6 +640,7 @@ static int delete_parts(struct store_conn *c, int64_t batch_id)
 		"DELETE FROM parts WHERE batch_id = ?1",
 		"UPDATE batches SET nparts = 0, nparts_sent = 0, pid = '', identity = '',"
 		" results = 'pending', results_count = 0, results_size = 0, provider_state = '',"
+		" total = 0, processing = 0, succeeded = 0, errored = 0, canceled = 0, expired = 0,"
 		" cancel_requested = 0, created_at = 0, ended_at = 0, expires_at = 0 WHERE id = ?1",
 	};
 	int rc = 0;
@@ -987,6 +988,8 @@ bool store_pid_is_owned(struct store *st, const char *remote, const char *pid)
 	sqlite3_stmt *s;
 	int rc;
 
+	if (!pid[0])
+		return false; /* no id: nothing to own */
 	/* When the cache cannot answer, say owned: a candidate is never taken on a guess. */
 	if (!c || !(s = conn_stmt(c, sql)))
 		return true;
@@ -2016,6 +2019,7 @@ int store_ingest_commit(struct store_ingest *in, int64_t *count, int64_t *stray,
 		"UPDATE parts SET results = ?5, results_count = ?2,"
 		" error = ?3, error_line = 0, error_attempt = 0, next_poll_at = 0,"
 		" updated_at = ?4 WHERE id = ?1 AND results <> 'ready'";
+	static const char stored[] = "SELECT count(*) FROM results WHERE part_id = ?1";
 	char msg[512] = "";
 	sqlite3_stmt *s;
 	int rc;
@@ -2025,7 +2029,15 @@ int store_ingest_commit(struct store_ingest *in, int64_t *count, int64_t *stray,
 			 "%" PRId64 " result(s) whose custom_id is not among the requests of this "
 			 "part were left out (the first: '%.64s')",
 			 in->stray, in->stray_id);
-	s = conn_stmt(in->c, mark);
+	/* What is stored, not what arrived: a repeated custom_id replaced its earlier line. */
+	s = conn_stmt(in->c, stored);
+	if (s) {
+		sqlite3_bind_int64(s, 1, in->part_id);
+		if (sqlite3_step(s) == SQLITE_ROW)
+			in->count = sqlite3_column_int64(s, 0);
+		stmt_done(in->c, s);
+		s = conn_stmt(in->c, mark);
+	}
 	if (!s) {
 		store_ingest_abort(in);
 		return -EIO;

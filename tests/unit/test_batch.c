@@ -583,16 +583,43 @@ static void test_split_bytes(void)
 		is_int(S.submits[i].nrequests, 2, "part %d: 2 requests", i + 1);
 	}
 
-	/*
-	 * BUG (checks left out, see the report): validate_file() caps a line's content at
-	 * max_bytes but its terminator is not counted, and plan_request() lets a part's first
-	 * line in whatever its size; so a request line of exactly max_bytes bytes plus "\n"
-	 * becomes a part of max_bytes + 1 bytes:
-	 *   R.limits.max_bytes = size1 - 1;  batch_commit -> 0 with 4 parts of size1 bytes
-	 * each, so a check "part length <= max_bytes" fails. Likewise blank lines after a part's last
-	 * request join that part unchecked ("r1\nr2\n   \n" + "r3\n" with max_bytes =
-	 * 2 * size1 gives a first part of 2 * size1 + 4 bytes).
-	 */
+	/* A request line whose bytes with its "\n" exceed max_bytes fits in no part. */
+	script_reset();
+	R.limits.max_bytes = (uint64_t)size1 - 1;
+	is_int(make_batch("bytes-edge", f.text, &id, &fid), 0, "a draft of 4 lines");
+	err_clear(&err);
+	is_int(batch_commit(&B, &R, id, fid, &err), -EINVAL,
+	       "a line of max_bytes + its newline: -EINVAL");
+	is_int(err.line, 1, "on line 1");
+	is_int(S.nsubmit, 0, "nothing sent");
+
+	/* A blank line that would take a part over max_bytes starts the next part. */
+	{
+		char line[256];
+		struct file g;
+
+		memset(&g, 0, sizeof(g));
+		for (int i = 1; i <= 3; i++) {
+			req_line(i, line, sizeof(line));
+			file_add(&g, line, "\n");
+			if (i == 2)
+				file_add(&g, "   ", "\n");
+		}
+		script_reset();
+		R.limits.max_bytes = 2 * (uint64_t)size1;
+		is_int(make_batch("bytes-blank", g.text, &id, &fid), 0, "r1 r2 blank r3");
+		push(&S.submit, 0, "sb-c", BATCH_IN_PROGRESS, false, NULL);
+		push(&S.submit, 0, "sb-d", BATCH_IN_PROGRESS, false, NULL);
+		err_clear(&err);
+		is_int(batch_commit(&B, &R, id, fid, &err), 0, "commit: %s", err.msg);
+		is_int(S.nsubmit, 2, "two parts");
+		for (int i = 0; i < S.nsubmit && i < 2; i++)
+			ok(S.submits[i].length <= (int64_t)R.limits.max_bytes,
+			   "part %d: %lld bytes, within max_bytes", i + 1,
+			   (long long)S.submits[i].length);
+		if (S.nsubmit == 2)
+			is_int(S.submits[1].first_line, 3, "part 2 starts at the blank line 3");
+	}
 
 	/* A line longer than max_bytes fits in no part: rejected, nothing sent. */
 	script_reset();
@@ -859,10 +886,7 @@ static void test_refused(void)
 	is_int(row.nparts, 0, "its parts are dropped (none exists)");
 	is_str(row.pid, "", "no pid");
 	is_int(file_mode(id), 0644, "requests.jsonl writable again");
-	/*
-	 * Doubtful (not checked, see the report): delete_parts() keeps the counts of the
-	 * dropped parts, so status shows total 7 for a batch that has nothing anywhere.
-	 */
+	is_int(row.counts.total, 0, "no counts for a batch that has nothing anywhere");
 	push(&S.submit, 0, "sr-b", BATCH_IN_PROGRESS, false, NULL);
 	push(&S.submit, 0, "sr-c", BATCH_IN_PROGRESS, false, NULL);
 	push(&S.submit, 0, "sr-d", BATCH_IN_PROGRESS, false, NULL);
