@@ -199,6 +199,13 @@ int store_part_note(struct store *st, int64_t id, const char *msg, int attempt,
 /* results: expects one of the states in expect_mask (1 << RESULTS_x); msg NULL clears. */
 int store_part_set_results(struct store *st, int64_t id, unsigned expect_mask,
 			   enum results_state results, const char *msg, int64_t next_poll_at);
+/*
+ * A results download or ingest failed: pending again with msg, looked at again after
+ * base_ms doubled for each failure in a row (at most max_ms); a success resets the count.
+ * Expects results downloading.
+ */
+int store_part_fetch_failed(struct store *st, int64_t id, const char *msg, int64_t base_ms,
+			    int64_t max_ms);
 int store_part_cancel_requested(struct store *st, int64_t id);
 /* A part whose create certainly never happened goes back to "not sent" (identity forgotten;
  * expects submitting without an id). */
@@ -241,12 +248,18 @@ int store_reqs_add(struct store_reqs *r, const char *custom_id, size_t len, long
 /* Commits (commit true) or rolls back, and frees r. */
 int store_reqs_end(struct store_reqs *r, bool commit);
 
-/* Results ingest: one transaction per part. */
+/*
+ * Results ingest, per part: begin creates the part's results file, add appends a line to it
+ * (no SQLite transaction is open meanwhile: a download may take long), commit indexes every
+ * line in one transaction and puts the fsync'd file in place just before it commits.
+ */
 struct store_ingest;
 int store_ingest_begin(struct store *st, int64_t part_id, struct store_ingest **out);
 /* Adds one result line (without terminator). A repeated custom_id replaces the earlier line
  * (a retried download). */
 int store_ingest_add(struct store_ingest *in, const char *custom_id, const char *line, size_t len);
+/* Lines added since begin or the last reset. */
+int64_t store_ingest_count(const struct store_ingest *in);
 /* Forgets the lines added so far (a download that starts over). */
 int store_ingest_reset(struct store_ingest *in);
 /*

@@ -33,11 +33,12 @@
 
 #define BATCH_READ_CHUNK   (256 * 1024)
 #define BATCH_SUBMIT_TRIES 3
-#define BATCH_RECORD_MAX   (512u << 20)
 /* How long an interrupted create may still take effect at the provider (reconcile_grace). */
 #define BATCH_RECONCILE_GRACE_S 300.0
 /* The provider's clock against ours, when telling a batch made just now from older ones. */
 #define BATCH_DISCOVER_SKEW_MS (10 * 60 * 1000)
+/* The longest wait between two attempts at a part's results after failures in a row. */
+#define BATCH_FETCH_BACKOFF_MAX_MS (60 * 60 * 1000)
 
 static int64_t poll_delay_ms(const struct remote *r)
 {
@@ -937,122 +938,37 @@ int batch_refresh(struct bfs *b, struct remote *r, int64_t batch_id, struct bfs_
 	return first;
 }
 
-/* Results: download to a local file first, then ingest it in one short transaction, so the
- * database is never locked for as long as a network transfer takes. */
+/*
+ * Results: the download streams into the part's results file (store_ingest_*: no SQLite
+ * transaction is open meanwhile), then one short transaction indexes it, so the database is
+ * never locked for as long as a network transfer takes and the bytes are written once.
+ */
 
-struct dl_ctx {
-	int fd;
-	int64_t count;
-};
-
-/* Record: u32 id length, u32 line length, id bytes, line bytes. */
 static int dl_line(void *ctx, const char *custom_id, const char *line, size_t len)
 {
-	struct dl_ctx *d = ctx;
-	uint32_t hdr[2];
-	size_t idlen = strlen(custom_id);
-
-	if (idlen > BATCH_RECORD_MAX || len > BATCH_RECORD_MAX)
-		return -E2BIG;
-	hdr[0] = (uint32_t)idlen;
-	hdr[1] = (uint32_t)len;
-	if (write(d->fd, hdr, sizeof(hdr)) != (ssize_t)sizeof(hdr) ||
-	    write(d->fd, custom_id, idlen) != (ssize_t)idlen ||
-	    write(d->fd, line, len) != (ssize_t)len)
-		return -EIO;
-	d->count++;
-	return 0;
+	return store_ingest_add(ctx, custom_id, line, len);
 }
 
 static int dl_reset(void *ctx)
 {
-	struct dl_ctx *d = ctx;
-
-	d->count = 0;
-	if (ftruncate(d->fd, 0) || lseek(d->fd, 0, SEEK_SET))
-		return -errno;
-	return 0;
-}
-
-static int read_full(int fd, void *dst, size_t n)
-{
-	size_t done = 0;
-
-	while (done < n) {
-		ssize_t k = read(fd, (char *)dst + done, n - done);
-
-		if (k < 0)
-			return -errno;
-		if (k == 0)
-			return done ? -EIO : -ENODATA;
-		done += (size_t)k;
-	}
-	return 0;
-}
-
-static int ingest_file(struct bfs *b, int64_t part_id, int fd, int64_t *count, int64_t *stray,
-		       char *stray_msg)
-{
-	struct store_ingest *in = NULL;
-	char *rec = NULL;
-	size_t alloc = 0;
-	int rc;
-
-	if (lseek(fd, 0, SEEK_SET))
-		return -errno;
-	rc = store_ingest_begin(b->store, part_id, &in);
-	if (rc)
-		return rc;
-	for (;;) {
-		uint32_t hdr[2];
-		size_t need;
-
-		rc = read_full(fd, hdr, sizeof(hdr));
-		if (rc == -ENODATA) {
-			rc = 0;
-			break;
-		}
-		if (rc)
-			break;
-		/* One record at a time: memory is bounded by the longest line, not the file. */
-		need = (size_t)hdr[0] + 1 + hdr[1] + 1;
-		if (need > alloc) {
-			char *p = realloc(rec, need);
-
-			if (!p) {
-				rc = -ENOMEM;
-				break;
-			}
-			rec = p;
-			alloc = need;
-		}
-		rc = read_full(fd, rec, hdr[0]);
-		if (!rc)
-			rc = read_full(fd, rec + hdr[0] + 1, hdr[1]);
-		if (rc)
-			break;
-		rec[hdr[0]] = '\0';
-		rc = store_ingest_add(in, rec, rec + hdr[0] + 1, hdr[1]);
-		if (rc)
-			break;
-	}
-	free(rec);
-	if (rc) {
-		store_ingest_abort(in);
-		return rc;
-	}
-	return store_ingest_commit(in, count, stray, stray_msg);
+	return store_ingest_reset(ctx);
 }
 
 #define RESULTS_BIT(s) (1u << (s))
 
+/* What a failure of the cache's disk means to a user (not "Input/output error"). */
+static const char *cache_reason(int rc)
+{
+	return rc == -ENOSPC ? "no space left on the cache's file system" : strerror(-rc);
+}
+
 int batch_fetch_results(struct bfs *b, struct remote *r, int64_t part_id, struct bfs_err *err)
 {
 	struct retry_ctx rctx = {b, part_id, "downloading the results"};
-	struct dl_ctx d = {.fd = -1};
+	struct store_ingest *in = NULL;
 	struct provider_batch pb;
 	struct store_part p;
-	char path[PATH_MAX], stray_msg[512] = "";
+	char stray_msg[512] = "";
 	int64_t count = 0, stray = 0;
 	int rc;
 
@@ -1078,55 +994,55 @@ int batch_fetch_results(struct bfs *b, struct remote *r, int64_t part_id, struct
 	pb.ended_at = p.ended_at;
 	pb.results_available = true;
 
-	snprintf(path, sizeof(path), "%s/download-%" PRId64, b->cache_dir, part_id);
-	d.fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (d.fd < 0) {
-		rc = -errno;
-		err_set(err, "cannot create '%s': %s", path, strerror(errno));
+	rc = store_ingest_begin(b->store, part_id, &in);
+	if (rc) {
+		err_set(err, "cannot store the results of '%s': %s", p.pid, cache_reason(rc));
 		goto out;
 	}
-	rc = r->ops->results(r->prov, &pb, dl_line, dl_reset, &d, note_retry, &rctx, err);
+	rc = r->ops->results(r->prov, &pb, dl_line, dl_reset, in, note_retry, &rctx, err);
 	if (rc == -ENODATA) {
 		log_store_err("results", part_id,
 			      store_part_set_results(
 				      b->store, part_id, RESULTS_BIT(RESULTS_DOWNLOADING),
 				      RESULTS_UNAVAILABLE, err->msg[0] ? err->msg : NULL, 0));
-		rc = 0;
-		goto out_close;
+		store_ingest_abort(in);
+		return 0;
+	}
+	if (rc == -ENOSPC) {
+		err_set(err, "cannot store the results of '%s': %s", p.pid, cache_reason(rc));
+		goto out;
 	}
 	if (rc) {
 		err_prefix(err, "cannot download the results of '%s'", p.pid);
 		goto out;
 	}
-	if (!d.count && p.counts.total) {
+	if (!store_ingest_count(in) && p.counts.total) {
 		/* An empty answer for a batch that had requests: say so rather than wait forever. */
 		log_store_err("results", part_id,
 			      store_part_set_results(b->store, part_id,
 						     RESULTS_BIT(RESULTS_DOWNLOADING),
 						     RESULTS_UNAVAILABLE,
 						     "the provider returned no result lines", 0));
-		goto out_close;
+		store_ingest_abort(in);
+		return 0;
 	}
-	rc = ingest_file(b, part_id, d.fd, &count, &stray, stray_msg);
+	rc = store_ingest_commit(in, &count, &stray, stray_msg);
+	in = NULL; /* freed by the commit, whatever it returned */
 	if (rc) {
-		err_set(err, "cannot store the results of '%s': %s", p.pid, strerror(-rc));
+		err_set(err, "cannot store the results of '%s': %s", p.pid, cache_reason(rc));
 		goto out;
 	}
 	if (stray)
 		log_warn("batch '%s': %s", p.pid, stray_msg);
 	log_info("batch '%s': %" PRId64 " results stored", p.pid, count);
 out:
+	store_ingest_abort(in);
 	if (rc)
+		/* A lasting cause (a full disk, a bad answer) must not cost a whole download
+		 * every poll_interval: each failure in a row doubles the wait. */
 		log_store_err("results", part_id,
-			      store_part_set_results(b->store, part_id,
-						     RESULTS_BIT(RESULTS_DOWNLOADING),
-						     RESULTS_PENDING, err->msg,
-						     timefmt_now_ms() + poll_delay_ms(r)));
-out_close:
-	if (d.fd >= 0) {
-		close(d.fd);
-		unlink(path);
-	}
+			      store_part_fetch_failed(b->store, part_id, err->msg, poll_delay_ms(r),
+						      BATCH_FETCH_BACKOFF_MAX_MS));
 	return rc;
 }
 

@@ -22,7 +22,8 @@
 #include "store.h"
 #include "timefmt.h"
 
-#define POLLER_BATCH_MAX 256 /* batches looked at per round; the rest wait for the next */
+#define POLLER_BATCH_MAX      256 /* parts looked at per round; the rest wait for the next */
+#define POLLER_BACKOFF_MAX_MS (60 * 60 * 1000)
 
 struct poller_thread {
 	struct poller *p;
@@ -66,13 +67,15 @@ static bool poller_stopping(struct poller *p)
 	return stop;
 }
 
-/* One due part: batch.c decides what it needs from the store alone. */
-static void poller_visit(struct poller_thread *t, int64_t part_id)
+/* One due part: batch.c decides what it needs from the store alone. 0 or -errno. */
+static int poller_visit(struct poller_thread *t, int64_t part_id)
 {
 	struct bfs_err err = BFS_ERR_INIT;
+	int rc = batch_visit(t->p->b, t->r, part_id, &err);
 
-	if (batch_visit(t->p->b, t->r, part_id, &err) && err.msg[0])
+	if (rc && err.msg[0])
 		log_warn("%s", err.msg);
+	return rc;
 }
 
 static void *poller_main(void *arg)
@@ -81,6 +84,7 @@ static void *poller_main(void *arg)
 	struct poller *p = t->p;
 	struct bfs *b = p->b;
 	int64_t next_list = 0;
+	int stuck = 0; /* rounds in a row that failed and left work due at once */
 
 	while (!poller_stopping(p)) {
 		struct due_list due = {.n = 0};
@@ -103,9 +107,11 @@ static void *poller_main(void *arg)
 		if (store_part_due(b->store, t->r->conf->name, timefmt_now_ms(), collect_due,
 				   &due) < 0)
 			log_warn("cannot read the cache");
+		bool failed = false;
+
 		for (size_t i = 0; i < due.n && !poller_stopping(p); i++)
-			poller_visit(t, due.ids[i]);
-		if (due.n == POLLER_BATCH_MAX)
+			failed |= poller_visit(t, due.ids[i]) != 0;
+		if (due.n == POLLER_BATCH_MAX && !failed)
 			continue;
 
 		wake = next_list;
@@ -116,6 +122,24 @@ static void *poller_main(void *arg)
 				wake = d;
 		}
 		now = timefmt_now_ms();
+		/*
+		 * A failure that could not even be recorded (a full disk under the cache) leaves
+		 * the part due: without a floor the poller would spin on it. Back off, doubling
+		 * per round in a row, up to an hour.
+		 */
+		if (failed && wake <= now) {
+			int64_t floor_ms = (int64_t)(t->r->conf->poll_interval * 1000.0);
+
+			for (int k = 0; k < stuck && floor_ms < POLLER_BACKOFF_MAX_MS; k++)
+				floor_ms *= 2;
+			if (floor_ms < 100)
+				floor_ms = 100;
+			wake = now + (floor_ms < POLLER_BACKOFF_MAX_MS ? floor_ms
+								       : POLLER_BACKOFF_MAX_MS);
+			stuck++;
+		} else {
+			stuck = 0;
+		}
 		if (wake <= now)
 			continue;
 		clock_gettime(CLOCK_REALTIME, &ts);

@@ -23,7 +23,7 @@
 #include "store.h"
 #include "timefmt.h"
 
-#define STORE_SCHEMA_VERSION 2
+#define STORE_SCHEMA_VERSION 3
 #define STORE_STMT_MAX	     128
 
 struct store_conn {
@@ -34,11 +34,14 @@ struct store_conn {
 		sqlite3_stmt *stmt;
 	} stmts[STORE_STMT_MAX];
 	int nstmts;
+	int rfd;		 /* a part's results data file, kept open for reads; -1 */
+	int64_t rfd_part;	 /* whose */
 	struct store_conn *next; /* in st->conns, protected by st->lock */
 };
 
 struct store {
 	char path[PATH_MAX];
+	char rdir[PATH_MAX]; /* results/: one write-once file per part */
 	pthread_key_t key;
 	pthread_mutex_t lock; /* protects conns */
 	struct store_conn *conns;
@@ -55,8 +58,11 @@ struct store_ingest {
 	int64_t part_id, batch_id;
 	int64_t first_line, last_line; /* the part's lines: its requests */
 	bool has_requests;	       /* a local batch: results are checked against them */
-	int64_t count, stray;
+	FILE *data, *index;	       /* results/<part>.tmp and .idx */
+	int64_t doff;		       /* bytes written to data */
+	int64_t added, count, stray;
 	char stray_id[80];
+	bool in_txn, published;
 };
 
 static int store_errno(int rc)
@@ -95,6 +101,8 @@ static void conn_close(struct store_conn *c)
 	for (int i = 0; i < c->nstmts; i++)
 		sqlite3_finalize(c->stmts[i].stmt);
 	sqlite3_close(c->db);
+	if (c->rfd >= 0)
+		close(c->rfd);
 	free(c);
 }
 
@@ -127,6 +135,13 @@ static int conn_exec(struct store_conn *c, const char *sql)
 	return store_errno(rc);
 }
 
+/* ROLLBACK, if a transaction is still open: SQLite ends one itself on a full disk. */
+static void conn_rollback(struct store_conn *c)
+{
+	if (!sqlite3_get_autocommit(c->db))
+		(void)conn_exec(c, "ROLLBACK"); /* the caller reports the error that led here */
+}
+
 static int conn_open(struct store *st, struct store_conn **out)
 {
 	struct store_conn *c = calloc(1, sizeof(*c));
@@ -135,6 +150,7 @@ static int conn_open(struct store *st, struct store_conn **out)
 	if (!c)
 		return -ENOMEM;
 	c->st = st;
+	c->rfd = -1;
 	rc = sqlite3_open_v2(st->path, &c->db,
 			     SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
 			     NULL);
@@ -298,6 +314,17 @@ static const char *const schema_v2 =
 	"UPDATE results SET part_id = (SELECT p.id FROM parts p WHERE p.batch_id ="
 	" results.batch_id AND p.idx = 0);";
 
+/*
+ * v3: result bodies live in one write-once file per part (results/<part id>.jsonl); a row
+ * keeps its line's length and offset there (doff). Rows of older caches keep their bytes in
+ * `line` (doff -1) and are read from there: nothing is moved, nothing lost.
+ */
+static const char *const schema_v3 =
+	"ALTER TABLE results ADD COLUMN len INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE results ADD COLUMN doff INTEGER NOT NULL DEFAULT -1;"
+	"UPDATE results SET len = length(line);"
+	"ALTER TABLE parts ADD COLUMN fetch_failures INTEGER NOT NULL DEFAULT 0;";
+
 /* Brings the schema to STORE_SCHEMA_VERSION, one step per version, each in a transaction. */
 static int store_migrate(struct store_conn *c, struct bfs_err *err)
 {
@@ -324,7 +351,7 @@ static int store_migrate(struct store_conn *c, struct bfs_err *err)
 		if (!rc)
 			rc = conn_exec(c, "PRAGMA user_version = 1; COMMIT");
 		if (rc) {
-			(void)conn_exec(c, "ROLLBACK"); /* the error above is the one to report */
+			conn_rollback(c); /* the error above is the one to report */
 			err_set(err, "cannot create the cache schema: %s", sqlite3_errmsg(c->db));
 			return rc;
 		}
@@ -336,13 +363,26 @@ static int store_migrate(struct store_conn *c, struct bfs_err *err)
 		if (!rc)
 			rc = conn_exec(c, "PRAGMA user_version = 2; COMMIT");
 		if (rc) {
-			(void)conn_exec(c, "ROLLBACK"); /* the error above is the one to report */
+			conn_rollback(c); /* the error above is the one to report */
 			err_set(err, "cannot bring the cache schema to version 2: %s",
 				sqlite3_errmsg(c->db));
 			return rc;
 		}
 	}
-	/* Future versions: if (version < 3) { ALTER ...; PRAGMA user_version = 3 } */
+	if (version < 3) {
+		rc = conn_exec(c, "BEGIN IMMEDIATE");
+		if (!rc)
+			rc = conn_exec(c, schema_v3);
+		if (!rc)
+			rc = conn_exec(c, "PRAGMA user_version = 3; COMMIT");
+		if (rc) {
+			conn_rollback(c); /* the error above is the one to report */
+			err_set(err, "cannot bring the cache schema to version 3: %s",
+				sqlite3_errmsg(c->db));
+			return rc;
+		}
+	}
+	/* Future versions: if (version < 4) { ALTER ...; PRAGMA user_version = 4 } */
 	return 0;
 }
 
@@ -355,7 +395,8 @@ int store_open(struct store **out, const char *dir, struct bfs_err *err)
 	st = calloc(1, sizeof(*st));
 	if (!st)
 		return -ENOMEM;
-	if ((size_t)snprintf(st->path, sizeof(st->path), "%s/cache.db", dir) >= sizeof(st->path)) {
+	if ((size_t)snprintf(st->path, sizeof(st->path), "%s/cache.db", dir) >= sizeof(st->path) ||
+	    (size_t)snprintf(st->rdir, sizeof(st->rdir), "%s/results", dir) >= sizeof(st->rdir)) {
 		err_set(err, "cache directory path too long");
 		free(st);
 		return -ENAMETOOLONG;
@@ -371,6 +412,12 @@ int store_open(struct store **out, const char *dir, struct bfs_err *err)
 	}
 	(void)fchmod(fd, 0600); /* an older cache may have a laxer mode; best effort */
 	close(fd);
+	if (mkdir(st->rdir, 0700) && errno != EEXIST) {
+		rc = -errno;
+		err_set(err, "cannot create '%s': %s", st->rdir, strerror(errno));
+		free(st);
+		return rc;
+	}
 	pthread_mutex_init(&st->lock, NULL);
 	if (pthread_key_create(&st->key, conn_destructor)) {
 		free(st);
@@ -532,12 +579,12 @@ static int txn_begin(struct store_conn *c)
 static int txn_end(struct store_conn *c, int rc)
 {
 	if (rc) {
-		(void)conn_exec(c, "ROLLBACK"); /* rc is the error to report */
+		conn_rollback(c); /* rc is the error to report */
 		return rc;
 	}
 	rc = conn_exec(c, "COMMIT");
 	if (rc)
-		(void)conn_exec(c, "ROLLBACK"); /* the failed COMMIT is reported */
+		conn_rollback(c); /* the failed COMMIT is reported */
 	return rc;
 }
 
@@ -800,6 +847,31 @@ int store_batch_want_results(struct store *st, int64_t id)
 	return txn_end(c, rc);
 }
 
+static int results_path(const struct store *st, int64_t part_id, const char *ext, char *out,
+			size_t size);
+
+static void unlink_results(struct store_conn *c, int64_t batch_id)
+{
+	static const char sql[] = "SELECT id FROM parts WHERE batch_id = ?1";
+	sqlite3_stmt *s = conn_stmt(c, sql);
+	char path[PATH_MAX];
+
+	if (!s)
+		return;
+	sqlite3_bind_int64(s, 1, batch_id);
+	while (sqlite3_step(s) == SQLITE_ROW) {
+		int64_t part = sqlite3_column_int64(s, 0);
+
+		if (c->rfd >= 0 && c->rfd_part == part) {
+			close(c->rfd);
+			c->rfd = -1;
+		}
+		if (!results_path(c->st, part, "jsonl", path, sizeof(path)))
+			(void)unlink(path); /* absent when the part had no results */
+	}
+	stmt_done(c, s);
+}
+
 int store_batch_delete(struct store *st, int64_t id)
 {
 	static const char *const sqls[] = {
@@ -817,6 +889,9 @@ int store_batch_delete(struct store *st, int64_t id)
 	rc = txn_begin(c);
 	if (rc)
 		return rc;
+	/* Its results files go first: the rows name them. A file left by a failed commit
+	 * is only space; a row never points at a missing file. */
+	unlink_results(c, id);
 	for (size_t i = 0; i < sizeof(sqls) / sizeof(sqls[0]) && !rc; i++) {
 		sqlite3_stmt *s = conn_stmt(c, sqls[i]);
 
@@ -1134,10 +1209,10 @@ static int agg_part(void *ctx, const struct store_part *p)
 static int results_merge(struct store_conn *c, int64_t batch_id, int64_t *count, int64_t *size)
 {
 	static const char offs[] =
-		"UPDATE results SET off = x.o FROM (SELECT id, sum(length(line) + 1) OVER (ORDER BY"
-		" seq ROWS UNBOUNDED PRECEDING) - length(line) - 1 AS o FROM results WHERE"
+		"UPDATE results SET off = x.o FROM (SELECT id, sum(len + 1) OVER (ORDER BY"
+		" seq ROWS UNBOUNDED PRECEDING) - len - 1 AS o FROM results WHERE"
 		" batch_id = ?1) AS x WHERE results.id = x.id";
-	static const char totals[] = "SELECT count(*), coalesce(sum(length(line) + 1), 0) FROM"
+	static const char totals[] = "SELECT count(*), coalesce(sum(len + 1), 0) FROM"
 				     " results WHERE batch_id = ?1";
 	sqlite3_stmt *s = conn_stmt(c, offs);
 	int rc;
@@ -1478,6 +1553,33 @@ int store_part_set_results(struct store *st, int64_t id, unsigned expect_mask,
 	return txn_end(c, part_change(c, id, s));
 }
 
+int store_part_fetch_failed(struct store *st, int64_t id, const char *msg, int64_t base_ms,
+			    int64_t max_ms)
+{
+	static const char sql[] =
+		"UPDATE parts SET results = 'pending', error = ?2, error_line = 0,"
+		" error_attempt = 0, fetch_failures = fetch_failures + 1, updated_at = ?3,"
+		" next_poll_at = ?3 + min(?5, ?4 * (1 << min(fetch_failures, 20)))"
+		" WHERE id = ?1 AND results = 'downloading'";
+	struct store_conn *c = conn_get(st);
+	sqlite3_stmt *s;
+	int rc;
+
+	if (!c)
+		return -EIO;
+	rc = txn_begin(c);
+	if (rc)
+		return rc;
+	if (!(s = conn_stmt(c, sql)))
+		return txn_end(c, -EIO);
+	sqlite3_bind_int64(s, 1, id);
+	sqlite3_bind_text(s, 2, msg ? msg : "", -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 3, timefmt_now_ms());
+	sqlite3_bind_int64(s, 4, base_ms > 0 ? base_ms : 1000);
+	sqlite3_bind_int64(s, 5, max_ms);
+	return txn_end(c, part_change(c, id, s));
+}
+
 int store_part_cancel_requested(struct store *st, int64_t id)
 {
 	static const char sql[] = "UPDATE parts SET cancel_requested = 1 WHERE id = ?1";
@@ -1766,7 +1868,7 @@ int store_file_rename(struct store *st, int64_t id, const char *newname, int64_t
 	rc = stmt_run(c, s);
 out:
 	if (rc) {
-		(void)conn_exec(c, "ROLLBACK"); /* rc is the error to report */
+		conn_rollback(c); /* rc is the error to report */
 		return rc;
 	}
 	rc = conn_exec(c, "COMMIT");
@@ -1835,14 +1937,14 @@ int store_reqs_begin(struct store *st, int64_t batch_id, struct store_reqs **out
 		return rc;
 	}
 	if (!(s = conn_stmt(c, sql))) {
-		(void)conn_exec(c, "ROLLBACK"); /* reporting the prepare failure */
+		conn_rollback(c); /* reporting the prepare failure */
 		free(r);
 		return -EIO;
 	}
 	sqlite3_bind_int64(s, 1, batch_id);
 	rc = stmt_run(c, s);
 	if (rc) {
-		(void)conn_exec(c, "ROLLBACK"); /* rc is the error */
+		conn_rollback(c); /* rc is the error */
 		free(r);
 		return rc;
 	}
@@ -1893,12 +1995,36 @@ int store_reqs_end(struct store_reqs *r, bool commit)
 		return 0;
 	rc = conn_exec(r->c, commit ? "COMMIT" : "ROLLBACK");
 	if (rc && commit)
-		(void)conn_exec(r->c, "ROLLBACK"); /* COMMIT failed: rc is reported */
+		conn_rollback(r->c); /* COMMIT failed: rc is reported */
 	free(r);
 	return rc;
 }
 
 /* Results */
+
+/*
+ * A part's results are one write-once file, results/<part id>.jsonl beside cache.db: every
+ * line as the provider sent it, plus "\n", in arrival order. SQLite keeps the index (custom_id,
+ * file name, the line's offset in that file, its length, its place in request order and in
+ * results.jsonl). The file is written during the download (no SQLite transaction is open
+ * meanwhile), with a side file of index records; the ingest reads those into SQLite in one
+ * transaction, renaming the fsync'd file into place just before it commits: a crash leaves
+ * either no results or all of them, and the bytes are written once.
+ */
+#define STORE_RFILE_BUF (1 << 20)
+
+static int results_path(const struct store *st, int64_t part_id, const char *ext, char *out,
+			size_t size)
+{
+	int n = snprintf(out, size, "%s/%" PRId64 ".%s", st->rdir, part_id, ext);
+
+	return n > 0 && (size_t)n < size ? 0 : -ENAMETOOLONG;
+}
+
+static int stdio_errno(void)
+{
+	return errno ? -errno : -EIO;
+}
 
 int store_ingest_begin(struct store *st, int64_t part_id, struct store_ingest **out)
 {
@@ -1906,35 +2032,41 @@ int store_ingest_begin(struct store *st, int64_t part_id, struct store_ingest **
 	struct store_conn *c = conn_get(st);
 	struct store_ingest *in;
 	struct store_part p;
+	char path[PATH_MAX];
 	sqlite3_stmt *s;
 	int rc;
 
 	if (!c)
 		return -EIO;
-	in = calloc(1, sizeof(*in));
-	if (!in)
-		return -ENOMEM;
-	rc = txn_begin(c);
-	if (rc) {
-		free(in);
-		return rc;
-	}
-	in->c = c;
 	rc = part_get_c(c, part_id, &p);
-	if (!rc && !(s = conn_stmt(c, known)))
-		rc = -EIO;
-	if (rc) {
-		store_ingest_abort(in);
+	if (rc)
 		return rc;
+	if (!(s = conn_stmt(c, known)))
+		return -EIO;
+	in = calloc(1, sizeof(*in));
+	if (!in) {
+		stmt_done(c, s);
+		return -ENOMEM;
 	}
 	sqlite3_bind_int64(s, 1, p.batch_id);
 	in->has_requests = sqlite3_step(s) == SQLITE_ROW && sqlite3_column_int(s, 0);
 	stmt_done(c, s);
+	in->c = c;
 	in->part_id = part_id;
 	in->batch_id = p.batch_id;
 	in->first_line = p.first_line;
 	in->last_line = p.last_line;
-	rc = store_ingest_reset(in);
+	rc = results_path(st, part_id, "tmp", path, sizeof(path));
+	if (!rc && !(in->data = fopen(path, "w+e")))
+		rc = stdio_errno();
+	if (!rc && results_path(st, part_id, "idx", path, sizeof(path)))
+		rc = -ENAMETOOLONG;
+	if (!rc && !(in->index = fopen(path, "w+e")))
+		rc = stdio_errno();
+	if (!rc) {
+		setvbuf(in->data, NULL, _IOFBF, STORE_RFILE_BUF);
+		setvbuf(in->index, NULL, _IOFBF, 64 * 1024);
+	}
 	if (rc) {
 		store_ingest_abort(in);
 		return rc;
@@ -1943,24 +2075,64 @@ int store_ingest_begin(struct store *st, int64_t part_id, struct store_ingest **
 	return 0;
 }
 
+/* Index record: u32 id length, u32 line length, i64 offset in the data file, id bytes. */
 int store_ingest_add(struct store_ingest *in, const char *custom_id, const char *line, size_t len)
+{
+	uint32_t hdr[2];
+	size_t idlen = strlen(custom_id);
+
+	if (idlen > UINT32_MAX || len > UINT32_MAX || len > INT32_MAX)
+		return -E2BIG;
+	hdr[0] = (uint32_t)idlen;
+	hdr[1] = (uint32_t)len;
+	errno = 0;
+	if (fwrite(hdr, sizeof(hdr), 1, in->index) != 1 ||
+	    fwrite(&in->doff, sizeof(in->doff), 1, in->index) != 1 ||
+	    fwrite(custom_id, 1, idlen, in->index) != idlen ||
+	    fwrite(line, 1, len, in->data) != len || fputc('\n', in->data) == EOF)
+		return stdio_errno();
+	in->doff += (int64_t)len + 1;
+	in->added++;
+	return 0;
+}
+
+int64_t store_ingest_count(const struct store_ingest *in)
+{
+	return in->added;
+}
+
+int store_ingest_reset(struct store_ingest *in)
+{
+	errno = 0;
+	if (fflush(in->data) || fflush(in->index) || ftruncate(fileno(in->data), 0) ||
+	    ftruncate(fileno(in->index), 0))
+		return stdio_errno();
+	rewind(in->data);
+	rewind(in->index);
+	in->doff = 0;
+	in->added = 0;
+	return 0;
+}
+
+/* One index record into SQLite: only the part's own requests (when they are known). */
+static int ingest_row(struct store_ingest *in, const char *custom_id, size_t idlen, int64_t doff,
+		      int64_t len)
 {
 	static const char req[] = "SELECT seq, line FROM requests WHERE batch_id = ?1 AND"
 				  " custom_id = ?2";
 	static const char sql[] =
-		"INSERT OR REPLACE INTO results (batch_id, part_id, custom_id, fname, line, seq)"
-		" VALUES (?1, ?2, ?3, ?4, ?5, coalesce(?6, 4611686018427387904 +"
-		" (SELECT coalesce(max(id), 0) + 1 FROM results)))";
+		"INSERT OR REPLACE INTO results (batch_id, part_id, custom_id, fname, line, seq,"
+		" len, doff) VALUES (?1, ?2, ?3, ?4, x'', coalesce(?5, 4611686018427387904 +"
+		" (SELECT coalesce(max(id), 0) + 1 FROM results)), ?6, ?7)";
 	char name[ESCAPE_NAME_SIZE + 5];
-	size_t idlen = strlen(custom_id);
 	bool known = false;
 	int64_t seq = 0;
 	sqlite3_stmt *s;
 	int n;
 
 	if (in->has_requests) {
-		/* Only the part's own requests become files (a result of another batch never
-		 * does, whatever a provider or an adoption got wrong). */
+		/* A result of another batch never becomes a file here, whatever a provider or an
+		 * adoption got wrong. */
 		s = conn_stmt(in->c, req);
 		if (!s)
 			return -EIO;
@@ -1990,27 +2162,79 @@ int store_ingest_add(struct store_ingest *in, const char *custom_id, const char 
 	sqlite3_bind_int64(s, 2, in->part_id);
 	sqlite3_bind_blob(s, 3, custom_id, (int)idlen, SQLITE_STATIC);
 	sqlite3_bind_text(s, 4, name, -1, SQLITE_STATIC);
-	sqlite3_bind_blob(s, 5, line, (int)len, SQLITE_STATIC);
 	if (known)
-		sqlite3_bind_int64(s, 6, seq);
+		sqlite3_bind_int64(s, 5, seq);
 	else
-		sqlite3_bind_null(s, 6);
-	in->count++;
+		sqlite3_bind_null(s, 5);
+	sqlite3_bind_int64(s, 6, len);
+	sqlite3_bind_int64(s, 7, doff);
 	return stmt_run(in->c, s);
 }
 
-int store_ingest_reset(struct store_ingest *in)
+/* Every index record of the side file into SQLite (inside the ingest transaction). */
+static int ingest_rows(struct store_ingest *in)
 {
-	static const char sql[] = "DELETE FROM results WHERE part_id = ?1";
-	sqlite3_stmt *s = conn_stmt(in->c, sql);
+	static const char del[] = "DELETE FROM results WHERE part_id = ?1";
+	char *id = NULL;
+	size_t alloc = 0;
+	sqlite3_stmt *s = conn_stmt(in->c, del);
+	int rc;
 
 	if (!s)
 		return -EIO;
-	in->count = 0;
-	in->stray = 0;
-	in->stray_id[0] = '\0';
 	sqlite3_bind_int64(s, 1, in->part_id);
-	return stmt_run(in->c, s);
+	rc = stmt_run(in->c, s);
+	rewind(in->index);
+	while (!rc) {
+		uint32_t hdr[2];
+		int64_t doff;
+
+		if (fread(hdr, sizeof(hdr), 1, in->index) != 1)
+			break; /* the end (checked below) */
+		if (fread(&doff, sizeof(doff), 1, in->index) != 1) {
+			rc = -EIO;
+			break;
+		}
+		if (hdr[0] + 1 > alloc) {
+			char *p = realloc(id, hdr[0] + 1);
+
+			if (!p) {
+				rc = -ENOMEM;
+				break;
+			}
+			id = p;
+			alloc = hdr[0] + 1;
+		}
+		if (fread(id, 1, hdr[0], in->index) != hdr[0]) {
+			rc = -EIO;
+			break;
+		}
+		id[hdr[0]] = '\0';
+		rc = ingest_row(in, id, hdr[0], doff, hdr[1]);
+	}
+	if (!rc && ferror(in->index))
+		rc = -EIO;
+	free(id);
+	return rc;
+}
+
+/* The data file, durable, then in place (a ready part's file is never rewritten after). */
+static int data_publish(struct store_ingest *in)
+{
+	char tmp[PATH_MAX], final[PATH_MAX];
+	int rc;
+
+	errno = 0;
+	if (fflush(in->data) || fsync(fileno(in->data)))
+		return stdio_errno();
+	rc = results_path(in->c->st, in->part_id, "tmp", tmp, sizeof(tmp));
+	if (!rc)
+		rc = results_path(in->c->st, in->part_id, "jsonl", final, sizeof(final));
+	if (!rc && rename(tmp, final))
+		rc = -errno;
+	if (!rc)
+		in->published = true;
+	return rc;
 }
 
 int store_ingest_commit(struct store_ingest *in, int64_t *count, int64_t *stray, char *stray_msg)
@@ -2018,39 +2242,56 @@ int store_ingest_commit(struct store_ingest *in, int64_t *count, int64_t *stray,
 	static const char mark[] =
 		"UPDATE parts SET results = ?5, results_count = ?2,"
 		" error = ?3, error_line = 0, error_attempt = 0, next_poll_at = 0,"
-		" updated_at = ?4 WHERE id = ?1 AND results <> 'ready'";
+		" fetch_failures = 0, updated_at = ?4 WHERE id = ?1 AND results <> 'ready'";
 	static const char stored[] = "SELECT count(*) FROM results WHERE part_id = ?1";
 	char msg[512] = "";
-	sqlite3_stmt *s;
+	sqlite3_stmt *s = NULL;
 	int rc;
 
-	if (in->stray)
+	errno = 0;
+	rc = fflush(in->index) ? stdio_errno() : 0;
+	if (!rc)
+		rc = txn_begin(in->c);
+	if (rc) {
+		store_ingest_abort(in);
+		return rc;
+	}
+	in->in_txn = true;
+	rc = ingest_rows(in);
+	if (!rc && in->stray)
 		snprintf(msg, sizeof(msg),
 			 "%" PRId64 " result(s) whose custom_id is not among the requests of this "
 			 "part were left out (the first: '%.64s')",
 			 in->stray, in->stray_id);
 	/* What is stored, not what arrived: a repeated custom_id replaced its earlier line. */
-	s = conn_stmt(in->c, stored);
-	if (s) {
+	if (!rc && !(s = conn_stmt(in->c, stored)))
+		rc = -EIO;
+	if (!rc) {
 		sqlite3_bind_int64(s, 1, in->part_id);
 		if (sqlite3_step(s) == SQLITE_ROW)
 			in->count = sqlite3_column_int64(s, 0);
 		stmt_done(in->c, s);
-		s = conn_stmt(in->c, mark);
+		if (!(s = conn_stmt(in->c, mark)))
+			rc = -EIO;
 	}
-	if (!s) {
+	if (!rc) {
+		sqlite3_bind_int64(s, 1, in->part_id);
+		sqlite3_bind_int64(s, 2, in->count);
+		sqlite3_bind_text(s, 3, msg, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 4, timefmt_now_ms());
+		/* Not one of its own results: the part has none to show (never an empty ready). */
+		sqlite3_bind_text(s, 5, in->stray && !in->count ? "unavailable" : "ready", -1,
+				  SQLITE_STATIC);
+		rc = part_change(in->c, in->part_id, s);
+	}
+	if (!rc)
+		rc = data_publish(in);
+	if (rc) {
 		store_ingest_abort(in);
-		return -EIO;
+		return rc;
 	}
-	sqlite3_bind_int64(s, 1, in->part_id);
-	sqlite3_bind_int64(s, 2, in->count);
-	sqlite3_bind_text(s, 3, msg, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 4, timefmt_now_ms());
-	/* Not one of its own results: this part has none to show (never an empty "ready"). */
-	sqlite3_bind_text(s, 5, in->stray && !in->count ? "unavailable" : "ready", -1,
-			  SQLITE_STATIC);
-	rc = part_change(in->c, in->part_id, s);
-	rc = txn_end(in->c, rc);
+	rc = txn_end(in->c, 0);
+	in->in_txn = false;
 	if (!rc) {
 		if (count)
 			*count = in->count;
@@ -2059,15 +2300,26 @@ int store_ingest_commit(struct store_ingest *in, int64_t *count, int64_t *stray,
 		if (stray_msg)
 			snprintf(stray_msg, 512, "%s", msg);
 	}
-	free(in);
+	store_ingest_abort(in); /* frees; keeps the published file */
 	return rc;
 }
 
 void store_ingest_abort(struct store_ingest *in)
 {
+	char path[PATH_MAX];
+
 	if (!in)
 		return;
-	(void)conn_exec(in->c, "ROLLBACK"); /* nothing to do if it fails: the txn is gone */
+	if (in->in_txn)
+		conn_rollback(in->c); /* nothing to do if it fails: the txn is gone */
+	if (in->data)
+		fclose(in->data);
+	if (in->index)
+		fclose(in->index);
+	if (!in->published && !results_path(in->c->st, in->part_id, "tmp", path, sizeof(path)))
+		(void)unlink(path); /* only space */
+	if (!results_path(in->c->st, in->part_id, "idx", path, sizeof(path)))
+		(void)unlink(path); /* only space */
 	free(in);
 }
 
@@ -2097,7 +2349,7 @@ static int result_query_one(struct store_conn *c, sqlite3_stmt *s, struct store_
 int store_result_by_name(struct store *st, int64_t batch_id, const char *fname,
 			 struct store_result *out)
 {
-	static const char sql[] = "SELECT r.id, r.batch_id, r.fname, length(r.line), b.ended_at"
+	static const char sql[] = "SELECT r.id, r.batch_id, r.fname, r.len, b.ended_at"
 				  " FROM results r JOIN batches b ON b.id = r.batch_id"
 				  " WHERE r.batch_id = ?1 AND r.fname = ?2";
 	struct store_conn *c = conn_get(st);
@@ -2113,7 +2365,7 @@ int store_result_by_name(struct store *st, int64_t batch_id, const char *fname,
 int store_result_get(struct store *st, int64_t id, struct store_result *out)
 {
 	static const char sql[] =
-		"SELECT r.id, r.batch_id, r.fname, length(r.line), b.ended_at"
+		"SELECT r.id, r.batch_id, r.fname, r.len, b.ended_at"
 		" FROM results r JOIN batches b ON b.id = r.batch_id WHERE r.id = ?1";
 	struct store_conn *c = conn_get(st);
 	sqlite3_stmt *s;
@@ -2127,7 +2379,7 @@ int store_result_get(struct store *st, int64_t id, struct store_result *out)
 int store_result_list(struct store *st, int64_t batch_id, int64_t after, int limit,
 		      store_result_fn fn, void *ctx)
 {
-	static const char sql[] = "SELECT r.id, r.batch_id, r.fname, length(r.line), b.ended_at"
+	static const char sql[] = "SELECT r.id, r.batch_id, r.fname, r.len, b.ended_at"
 				  " FROM results r JOIN batches b ON b.id = r.batch_id"
 				  " WHERE r.batch_id = ?1 AND r.id > ?2 ORDER BY r.id LIMIT ?3";
 	struct store_conn *c = conn_get(st);
@@ -2152,19 +2404,60 @@ int store_result_list(struct store *st, int64_t batch_id, int64_t after, int lim
 	return rc == SQLITE_DONE ? 0 : -EIO;
 }
 
+/* The calling connection's descriptor of part_id's data file (one kept open per thread). */
+static int data_fd(struct store_conn *c, int64_t part_id)
+{
+	char path[PATH_MAX];
+
+	if (c->rfd >= 0 && c->rfd_part == part_id)
+		return c->rfd;
+	if (results_path(c->st, part_id, "jsonl", path, sizeof(path)))
+		return -ENAMETOOLONG;
+	if (c->rfd >= 0)
+		close(c->rfd);
+	c->rfd = open(path, O_RDONLY | O_CLOEXEC);
+	c->rfd_part = c->rfd >= 0 ? part_id : 0;
+	return c->rfd >= 0 ? c->rfd : -errno;
+}
+
+static long pread_full(int fd, char *dst, size_t n, int64_t off)
+{
+	size_t done = 0;
+
+	while (done < n) {
+		ssize_t k = pread(fd, dst + done, n - done, (off_t)(off + (int64_t)done));
+
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0)
+			return -errno;
+		if (k == 0)
+			return -EIO; /* shorter than its index says: never hand out a hole */
+		done += (size_t)k;
+	}
+	return (long)done;
+}
+
 /*
- * Copies bytes [off, off+size) of "line\n" for row id into dst using incremental blob I/O, so
- * a multi-megabyte line is never loaded whole for a 4 KiB read.
+ * Copies bytes [off, off + size) of a result's file ("line\n") into dst: from its part's data
+ * file (which holds the newline too), or, for a row of an older cache, from its blob with
+ * incremental blob I/O (a multi-megabyte line is never loaded whole for a 4 KiB read).
  */
-static long result_copy(struct store_conn *c, int64_t id, int64_t len, int64_t off, size_t size,
-			char *dst)
+static long result_copy(struct store_conn *c, int64_t id, int64_t part_id, int64_t doff,
+			int64_t len, int64_t off, size_t size, char *dst)
 {
 	sqlite3_blob *blob = NULL;
 	size_t done = 0;
-	int rc;
+	int fd, rc;
 
 	if (off >= len + 1)
 		return 0;
+	if (doff >= 0) {
+		size_t n = (size_t)(len + 1 - off) < size ? (size_t)(len + 1 - off) : size;
+
+		fd = data_fd(c, part_id);
+		return fd < 0 ? fd : pread_full(fd, dst, n, doff + off);
+	}
 	if (off < len) {
 		size_t n = (size_t)(len - off) < size ? (size_t)(len - off) : size;
 
@@ -2184,41 +2477,25 @@ static long result_copy(struct store_conn *c, int64_t id, int64_t len, int64_t o
 
 long store_result_read(struct store *st, int64_t id, int64_t off, size_t size, char *dst)
 {
-	/* One cached statement per read: substr() hands back only the slice asked for. */
-	static const char sql[] = "SELECT substr(line, ?2, ?3), length(line) FROM results"
-				  " WHERE id = ?1";
+	static const char sql[] = "SELECT part_id, doff, len FROM results WHERE id = ?1";
 	struct store_conn *c = conn_get(st);
+	int64_t part_id, doff, len;
 	sqlite3_stmt *s;
-	const void *p;
-	int64_t len;
-	size_t n, done;
 	int rc;
 
 	if (!c || !(s = conn_stmt(c, sql)))
 		return -EIO;
 	sqlite3_bind_int64(s, 1, id);
-	sqlite3_bind_int64(s, 2, off + 1);
-	sqlite3_bind_int64(s, 3, (int64_t)size);
 	rc = sqlite3_step(s);
 	if (rc != SQLITE_ROW) {
 		stmt_done(c, s);
 		return rc == SQLITE_DONE ? -ENOENT : -EIO;
 	}
-	len = sqlite3_column_int64(s, 1);
-	p = sqlite3_column_blob(s, 0);
-	n = (size_t)sqlite3_column_bytes(s, 0);
-	if (off >= len)
-		n = 0;
-	if (n > size)
-		n = size;
-	if (n)
-		memcpy(dst, p, n);
-	done = n;
-	/* The file is the line plus a newline. */
-	if (done < size && off + (int64_t)done == len)
-		dst[done++] = '\n';
+	part_id = sqlite3_column_int64(s, 0);
+	doff = sqlite3_column_int64(s, 1);
+	len = sqlite3_column_int64(s, 2);
 	stmt_done(c, s);
-	return (long)done;
+	return result_copy(c, id, part_id, doff, len, off, size, dst);
 }
 
 long store_results_jsonl_read(struct store *st, int64_t batch_id, int64_t off, size_t size,
@@ -2226,12 +2503,14 @@ long store_results_jsonl_read(struct store *st, int64_t batch_id, int64_t off, s
 {
 	static const char first[] = "SELECT off FROM results WHERE batch_id = ?1 AND off <= ?2"
 				    " ORDER BY off DESC LIMIT 1";
-	static const char rows[] = "SELECT id, off, length(line) FROM results WHERE batch_id = ?1"
-				   " AND off >= ?2 ORDER BY off";
+	static const char rows[] = "SELECT id, off, len, part_id, doff FROM results WHERE"
+				   " batch_id = ?1 AND off >= ?2 ORDER BY off";
 	struct store_conn *c = conn_get(st);
 	sqlite3_stmt *s;
 	int64_t start = 0;
-	size_t done = 0;
+	/* A run of rows that lie end to end in one data file: one pread for all of them. */
+	int64_t run_part = 0, run_doff = -1, run_len = 0;
+	size_t done = 0, run_at = 0;
 	int rc;
 
 	if (!c || !(s = conn_stmt(c, first)))
@@ -2253,10 +2532,37 @@ long store_results_jsonl_read(struct store *st, int64_t batch_id, int64_t off, s
 		int64_t id = sqlite3_column_int64(s, 0);
 		int64_t roff = sqlite3_column_int64(s, 1);
 		int64_t len = sqlite3_column_int64(s, 2);
+		int64_t part = sqlite3_column_int64(s, 3);
+		int64_t doff = sqlite3_column_int64(s, 4);
 		int64_t at = off + (int64_t)done - roff;
+		size_t take =
+			(size_t)(len + 1 - at) < size - done ? (size_t)(len + 1 - at) : size - done;
 		long n;
 
-		n = result_copy(c, id, len, at, size - done, dst + done);
+		if (doff >= 0) {
+			if (run_len && part == run_part && doff + at == run_doff + run_len) {
+				run_len += (int64_t)take; /* continues the run */
+			} else {
+				if (run_len) {
+					int fd = data_fd(c, run_part);
+
+					n = fd < 0 ? fd
+						   : pread_full(fd, dst + run_at, (size_t)run_len,
+								run_doff);
+					if (n < 0) {
+						stmt_done(c, s);
+						return n;
+					}
+				}
+				run_part = part;
+				run_doff = doff + at;
+				run_len = (int64_t)take;
+				run_at = done;
+			}
+			done += take;
+			continue;
+		}
+		n = result_copy(c, id, part, doff, len, at, size - done, dst + done);
 		if (n < 0) {
 			stmt_done(c, s);
 			return n;
@@ -2264,5 +2570,12 @@ long store_results_jsonl_read(struct store *st, int64_t batch_id, int64_t off, s
 		done += (size_t)n;
 	}
 	stmt_done(c, s);
+	if (run_len) {
+		int fd = data_fd(c, run_part);
+		long n = fd < 0 ? fd : pread_full(fd, dst + run_at, (size_t)run_len, run_doff);
+
+		if (n < 0)
+			return n;
+	}
 	return (long)done;
 }

@@ -203,7 +203,7 @@ static void test_open(void)
 	store_free(st);
 	st = NULL;
 	is_int(db_exec(path, NULL, &version), SQLITE_OK, "the cache is an SQLite database");
-	is_int(version, 2, "schema version 2");
+	is_int(version, 3, "schema version 3");
 
 	chmod(path, 0644);
 	is_int(store_open(&st, dir, &err), 0, "reopen");
@@ -245,8 +245,21 @@ static void test_open(void)
 	is_int(store_batch_get(st, 2, &b), 0, "the draft");
 	is_int(b.state, BATCH_DRAFT, "is still a draft");
 	is_int(b.nparts, 0, "without parts");
+	{
+		/* v2 -> v3: a result kept in its row (not in a results file) still reads. */
+		struct store_result res;
+		char buf[8];
+
+		is_int(store_result_by_name(st, 1, "a.json", &res), 0, "the old result");
+		is_int(res.size, 2, "its size: line and newline");
+		is_int(store_result_read(st, res.id, 0, sizeof(buf), buf), 2, "reads 2 bytes");
+		ok(!memcmp(buf, "x\n", 2), "byte for byte");
+		is_int(store_results_jsonl_read(st, 1, 0, sizeof(buf), buf), 2,
+		       "results.jsonl of the old batch");
+		ok(!memcmp(buf, "x\n", 2), "byte for byte too");
+	}
 	is_int(db_exec(path, NULL, &version), SQLITE_OK, "read the version");
-	is_int(version, 2, "now schema version 2");
+	is_int(version, 3, "now schema version 3");
 	store_free(st);
 	st = NULL;
 	is_int(store_open(&st, dir, &err), 0, "a migrated cache opens again");
