@@ -1652,6 +1652,7 @@ static int oai_open_common(struct provider **out, const struct remote_conf *conf
 		}
 		p->token_conf.kv = &p->token_kv;
 		p->token_conf.nkv = 1;
+		p->token_conf.command_timeout = conf->command_timeout;
 		rc = token_header(p, true, &hdr, err);
 		conf_secret_free(hdr);
 		if (rc)
