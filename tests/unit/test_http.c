@@ -260,8 +260,8 @@ static void test_trickle(void)
 	c.h = h;
 	t0 = timefmt_mono_ms();
 	call_main(&c);
-	ok(c.rc == -EPROTO || c.rc == -ETIMEDOUT, "a body trickling 4 bytes/s fails (%d: %s)",
-	   c.rc, c.err.msg);
+	ok(c.rc == -EPROTO || c.rc == -ETIMEDOUT, "a body trickling 4 bytes/s fails (%d: %s)", c.rc,
+	   c.err.msg);
 	ok(c.ended - t0 < 8000, "within the progress deadline, not minutes (%lld ms)",
 	   (long long)(c.ended - t0));
 	ok(strstr(c.err.msg, "too slow") != NULL, "saying why: %s", c.err.msg);
