@@ -28,9 +28,10 @@ struct http_opts {
 	long connect_timeout_ms; /* default 10000 */
 	/*
 	 * The progress deadline, uploads and downloads alike: a transfer whose speed (curl's
-	 * average over the last few seconds, bytes both ways) stays under low_speed_bps for
+	 * average over the last ~5 s, bytes both ways) stays under low_speed_bps for
 	 * low_speed_time_s fails with -ETIMEDOUT. A stalled body and one trickling a few bytes a
-	 * second both end within that time; so does a wait of that long for an answer.
+	 * second both end within that time (plus up to ~6 s for a fast start to leave the
+	 * average); so does a wait of that long for an answer.
 	 */
 	long low_speed_time_s; /* default 60 */
 	long low_speed_bps;    /* default 1024 */

@@ -268,6 +268,38 @@ static void test_trickle(void)
 	http_free(h);
 }
 
+static void test_upload_stall(void)
+{
+	struct http_opts o = {.low_speed_time_s = 2, .max_attempts = 1};
+	struct http_request rq = {.method = HTTP_PUT, .retry = HTTP_RETRY_IDEMPOTENT};
+	struct bfs_err err = BFS_ERR_INIT;
+	struct http_mem_body mb;
+	struct http_body body;
+	struct http *h = NULL;
+	size_t big = 16u << 20;
+	char u[128], *mem = calloc(1, big);
+	int64_t t0;
+	int rc;
+
+	if (!mem || http_new(&h, &o, NULL)) {
+		ok(0, "set up");
+		free(mem);
+		return;
+	}
+	url(u, sizeof(u), "/upload");
+	rq.url = u;
+	http_mem_body_init(&mb, &body, mem, big);
+	rq.body = &body;
+	t0 = timefmt_mono_ms();
+	rc = http_perform(h, &rq, NULL, &err);
+	is_int(rc, -ETIMEDOUT, "an upload the server stops reading fails (%s)", err.msg);
+	/* curl averages the speed over ~5 s, and the first megabytes went at once. */
+	ok(timefmt_mono_ms() - t0 < 15000, "within the progress deadline (%lld ms)",
+	   (long long)(timefmt_mono_ms() - t0));
+	http_free(h);
+	free(mem);
+}
+
 static void test_abort(struct http *h)
 {
 	struct call calls[] = {
@@ -331,6 +363,7 @@ int main(void)
 	test_ok(h);
 	test_sleep();
 	test_trickle();
+	test_upload_stall();
 	test_abort(h); /* last: the switch is one way */
 	http_free(h);
 	http_global_cleanup();
