@@ -13,6 +13,8 @@
 struct bfs_err;
 
 #define CONF_NAME_MAX 64
+/* Seconds a key or token command may run before its process group is killed. */
+#define CONF_COMMAND_TIMEOUT_DEFAULT 30
 
 struct conf_kv {
 	char *key;
@@ -24,6 +26,7 @@ struct remote_conf {
 	char *provider;		  /* "anthropic", "openai", "azure", "vertex", "mock" */
 	double poll_interval;	  /* seconds between polls of an unfinished batch */
 	double list_interval;	  /* seconds between listings of the provider's batches */
+	double command_timeout;	  /* command_timeout: seconds a key/token command may run */
 	struct conf_kv *kv;	  /* every key of the section, in file order */
 	size_t nkv;
 };
@@ -50,7 +53,10 @@ double conf_get_double(const struct remote_conf *rc, const char *key, double def
  * api_key_command (run with /bin/sh, first line of stdout), else `api_key` in the file is
  * refused (keys do not belong in config files shared with the mount). envname is the
  * provider's default variable (e.g. ANTHROPIC_API_KEY), used when neither is set; may be
- * NULL. Returns a malloc'd key (the caller wipes and frees it), or NULL with err set.
+ * NULL. A command runs in a process group of its own, for at most rc->command_timeout
+ * seconds (0: CONF_COMMAND_TIMEOUT_DEFAULT) and no longer than until http_abort_all(); then
+ * the group is killed and reaped and err names the remote, the key and the timeout. Blocks.
+ * Returns a malloc'd key (the caller wipes and frees it), or NULL with err set.
  */
 char *conf_secret(const struct remote_conf *rc, const char *env_key, const char *cmd_key,
 		  const char *default_env, struct bfs_err *err);

@@ -5,7 +5,8 @@
  * responses streamed to a line callback or collected in a capped buffer, retries with
  * jittered exponential backoff honouring retry-after-ms / retry-after / x-should-retry, and
  * the providers' error envelopes turned into one readable message. curl and HTTP codes are
- * mapped to -errno here and nowhere else. Never logs headers or bodies.
+ * mapped to -errno here and nowhere else. Never logs headers or bodies. One process-wide stop
+ * switch (http_abort_all) ends every transfer and backoff sleep when the daemon stops.
  */
 #ifndef BATCHFS_HTTP_H
 #define BATCHFS_HTTP_H
@@ -20,14 +21,25 @@ struct bfs_err;
 struct buf;
 struct http;
 
+/* The message of every call that -ECANCELED ends. */
+#define HTTP_CANCELLED_MSG "cancelled: batchfs is stopping"
+
 struct http_opts {
 	long connect_timeout_ms; /* default 10000 */
-	long low_speed_time_s;	 /* abort when < 1 byte/s for this long; default 60 */
-	long total_timeout_ms;	 /* JSON calls only (not streams); default 600000 */
-	int max_attempts;	 /* including the first; default 5 */
-	long backoff_base_ms;	 /* first retry delay; default 500, doubled, capped at 8000 */
-	long backoff_max_ms;	 /* default 8000 */
-	long max_hint_ms;	 /* retry-after hints above this fall back to backoff; 60000 */
+	/*
+	 * The progress deadline, uploads and downloads alike: a transfer whose speed (curl's
+	 * average over the last ~5 s, bytes both ways) stays under low_speed_bps for
+	 * low_speed_time_s fails with -ETIMEDOUT. A stalled body and one trickling a few bytes a
+	 * second both end within that time (plus up to ~6 s for a fast start to leave the
+	 * average); so does a wait of that long for an answer.
+	 */
+	long low_speed_time_s; /* default 60 */
+	long low_speed_bps;    /* default 1024 */
+	long total_timeout_ms; /* JSON calls only (not streams); default 600000 */
+	int max_attempts;      /* including the first; default 5 */
+	long backoff_base_ms;  /* first retry delay; default 500, doubled, capped at 8000 */
+	long backoff_max_ms;   /* default 8000 */
+	long max_hint_ms;      /* retry-after hints above this fall back to backoff; 60000 */
 };
 
 /*
@@ -37,6 +49,24 @@ struct http_opts {
  */
 int http_global_init(void);
 void http_global_cleanup(void);
+
+/*
+ * The stop switch, for the shutdown path: from now on every transfer in flight ends within
+ * ~100 ms and every http_perform() returns -ECANCELED with HTTP_CANCELLED_MSG, without retrying
+ * (a create cut off after it was sent returns -EAGAIN: it may have taken effect), and every
+ * http_sleep_ms() returns at once. One way, idempotent, async-signal-safe (a signal handler may
+ * call it).
+ */
+void http_abort_all(void);
+/* True once http_abort_all() ran. Async-signal-safe. */
+bool http_aborted(void);
+/*
+ * A descriptor that becomes readable (and stays so) at http_abort_all(), for callers that
+ * wait in poll() on something else too (a command's output). -1 when it cannot be made.
+ */
+int http_abort_fd(void);
+/* Sleeps ms milliseconds, or less when http_abort_all() runs: then returns -ECANCELED. */
+int http_sleep_ms(int64_t ms);
 
 /* Creates a client; NULL opts means defaults. Thread-safe to use from many threads. */
 int http_new(struct http **out, const struct http_opts *opts, struct bfs_err *err);

@@ -2,18 +2,32 @@
 /*
  * The INI config file (parsed by inih), or remotes made from the environment, or the one
  * offline "mock" remote. Keeps only where secrets live (api_key_env, api_key_command), never
- * the secrets: conf_secret() resolves them on demand and the caller keeps them in memory.
+ * the secrets: conf_secret() resolves them on demand and the caller keeps them in memory. Key
+ * and token commands run here, and only here, each under a deadline.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <ini.h>
+#include <limits.h>
 #include <math.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "conf.h"
 #include "err.h"
+#include "http.h"
+#include "timefmt.h"
+
+#define CONF_COMMAND_OUT_MAX (64 * 1024) /* stdout kept from a command; the rest is dropped */
+#define CONF_COMMAND_MAX_S   1e6	 /* longer timeouts are taken as this (no overflow) */
+
+extern char **environ;
 
 struct conf_parse {
 	struct conf *c;
@@ -148,7 +162,8 @@ static int conf_finish_remote(struct remote_conf *r, struct bfs_err *err)
 {
 	static const char *const known[] = {"anthropic", "openai", "azure", "vertex", "mock"};
 	const char *p = conf_get(r, "provider", NULL);
-	const char *keys[] = {"poll_interval", "list_interval", "reconcile_grace"};
+	const char *keys[] = {"poll_interval", "list_interval", "reconcile_grace",
+			      "command_timeout"};
 	bool ok = false;
 
 	if (!p) {
@@ -180,6 +195,7 @@ static int conf_finish_remote(struct remote_conf *r, struct bfs_err *err)
 	/* The mock lives seconds, not hours: poll it often so a first try feels alive. */
 	r->poll_interval = conf_get_double(r, "poll_interval", strcmp(p, "mock") ? 30 : 0.5);
 	r->list_interval = conf_get_double(r, "list_interval", 300);
+	r->command_timeout = conf_get_double(r, "command_timeout", CONF_COMMAND_TIMEOUT_DEFAULT);
 	return 0;
 }
 
@@ -312,35 +328,178 @@ void conf_free(struct conf *c)
 	free(c);
 }
 
-/* First line of a command's stdout; the command runs with /bin/sh, stdin from /dev/null. */
-static char *conf_run_command(const char *cmd, struct bfs_err *err)
+/*
+ * Starts /bin/sh -c cmd in a process group of its own: stdin /dev/null, stdout the write end
+ * of out[], stderr ours, no other descriptor, default signal dispositions (the daemon ignores
+ * SIGPIPE). posix_spawn() rather than fork(): other threads may hold locks a forked child
+ * would never see released. Returns 0 or -errno.
+ */
+static int command_spawn(const char *cmd, const int out[2], pid_t *pid)
 {
-	char *line = NULL;
-	size_t cap = 0;
-	ssize_t n;
-	FILE *f;
-	int st;
+	char *const argv[] = {(char *)"sh", (char *)"-c", (char *)cmd, NULL};
+	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t at;
+	sigset_t none, dfl;
+	int rc;
 
-	f = popen(cmd, "re");
-	if (!f) {
-		err_set(err, "cannot run key command: %s", strerror(errno));
+	sigemptyset(&none);
+	sigemptyset(&dfl);
+	sigaddset(&dfl, SIGPIPE);
+	sigaddset(&dfl, SIGHUP);
+	sigaddset(&dfl, SIGINT);
+	sigaddset(&dfl, SIGTERM);
+	rc = posix_spawn_file_actions_init(&fa);
+	if (rc)
+		return -rc;
+	rc = posix_spawnattr_init(&at);
+	if (rc) {
+		posix_spawn_file_actions_destroy(&fa);
+		return -rc;
+	}
+	rc = posix_spawn_file_actions_adddup2(&fa, out[1], STDOUT_FILENO);
+	if (!rc)
+		rc = posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+	if (!rc)
+		rc = posix_spawn_file_actions_addclosefrom_np(&fa, STDERR_FILENO + 1);
+	if (!rc)
+		rc = posix_spawnattr_setpgroup(&at, 0);
+	if (!rc)
+		rc = posix_spawnattr_setsigmask(&at, &none);
+	if (!rc)
+		rc = posix_spawnattr_setsigdefault(&at, &dfl);
+	if (!rc)
+		rc = posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
+							   POSIX_SPAWN_SETSIGDEF);
+	if (!rc)
+		rc = posix_spawn(pid, "/bin/sh", &fa, &at, argv, environ);
+	posix_spawnattr_destroy(&at);
+	posix_spawn_file_actions_destroy(&fa);
+	return -rc;
+}
+
+/*
+ * Runs cmd and keeps up to CONF_COMMAND_OUT_MAX bytes of its stdout in mem (*len of them),
+ * until it closes stdout and exits. At the deadline, or when the daemon stops
+ * (http_abort_all), its whole process group is killed and reaped: a hung `pass` or `gcloud`
+ * never holds a thread. Returns 0 with *wstatus, -ETIMEDOUT, -ECANCELED or -errno.
+ */
+static int command_collect(const char *cmd, int64_t timeout_ms, char *mem, size_t *len,
+			   int *wstatus)
+{
+	int64_t end = timefmt_mono_ms() + timeout_ms;
+	struct pollfd pfd[2];
+	bool eof = false, reaped = false;
+	int fds[2], rc;
+	pid_t pid;
+
+	*len = 0;
+	if (pipe2(fds, O_CLOEXEC))
+		return -errno;
+	rc = command_spawn(cmd, fds, &pid);
+	close(fds[1]);
+	if (rc) {
+		close(fds[0]);
+		return rc;
+	}
+	pfd[0] = (struct pollfd){.fd = fds[0], .events = POLLIN};
+	pfd[1] = (struct pollfd){.fd = http_abort_fd(), .events = POLLIN};
+	for (;;) {
+		int64_t left = end - timefmt_mono_ms();
+		char drop[4096];
+		ssize_t k;
+
+		if (http_aborted()) {
+			rc = -ECANCELED;
+			break;
+		}
+		if (eof) {
+			pid_t w = waitpid(pid, wstatus, WNOHANG);
+
+			if (w == pid || (w < 0 && errno != EINTR)) {
+				reaped = true;
+				rc = w == pid ? 0 : -errno;
+				break;
+			}
+		}
+		if (left <= 0) {
+			rc = -ETIMEDOUT;
+			break;
+		}
+		/* After EOF only the exit is awaited: look every 10 ms (poll ignores fd -1). */
+		pfd[0].fd = eof ? -1 : fds[0];
+		if (eof && left > 10)
+			left = 10;
+		if (poll(pfd, 2, (int)(left < INT_MAX ? left : INT_MAX)) <= 0 || eof ||
+		    !pfd[0].revents)
+			continue; /* EINTR, a timeout or the stop switch: the checks above */
+		if (*len < CONF_COMMAND_OUT_MAX) {
+			k = read(fds[0], mem + *len, CONF_COMMAND_OUT_MAX - *len);
+			if (k > 0)
+				*len += (size_t)k;
+		} else {
+			/* Read on to the end, so the command is not stopped by a full pipe. */
+			k = read(fds[0], drop, sizeof(drop));
+			if (k > 0)
+				explicit_bzero(drop, (size_t)k);
+		}
+		if (k == 0 || (k < 0 && errno != EINTR))
+			eof = true;
+	}
+	close(fds[0]);
+	if (!reaped) {
+		(void)kill(-pid, SIGKILL); /* the group: sh and whatever it started */
+		while (waitpid(pid, wstatus, 0) < 0 && errno == EINTR)
+			;
+	}
+	return rc;
+}
+
+/*
+ * First line of a command's stdout (key is its config key, for messages). The command's
+ * output is a secret: it never goes in a message.
+ */
+static char *conf_run_command(const struct remote_conf *rc, const char *key, const char *cmd,
+			      struct bfs_err *err)
+{
+	double t = rc->command_timeout > 0 ? rc->command_timeout : CONF_COMMAND_TIMEOUT_DEFAULT;
+	char *mem = malloc(CONF_COMMAND_OUT_MAX);
+	char *line = NULL;
+	size_t len = 0, n;
+	int st = 0, r;
+
+	if (!mem) {
+		err_set(err, "out of memory");
 		return NULL;
 	}
-	n = getline(&line, &cap, f);
-	/* Drain so the child never dies of SIGPIPE and its status stays meaningful. */
-	for (int ch = 0; ch != EOF;)
-		ch = fgetc(f);
-	st = pclose(f);
-	if (n <= 0 || st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-		err_set(err, "key command failed (exit status %d) or printed nothing",
-			st != -1 && WIFEXITED(st) ? WEXITSTATUS(st) : -1);
-		if (line)
-			explicit_bzero(line, cap);
-		free(line);
-		return NULL;
+	if (t > CONF_COMMAND_MAX_S)
+		t = CONF_COMMAND_MAX_S;
+	r = command_collect(cmd, (int64_t)(t * 1000), mem, &len, &st);
+	if (r == -ETIMEDOUT)
+		err_set(err, "[%s] %s timed out after %g s (command_timeout); killed", rc->name,
+			key, t);
+	else if (r == -ECANCELED)
+		err_set(err, "[%s] %s: " HTTP_CANCELLED_MSG, rc->name, key);
+	else if (r)
+		err_set(err, "[%s] cannot run %s: %s", rc->name, key, strerror(-r));
+	else if (WIFSIGNALED(st))
+		err_set(err, "[%s] %s was killed by signal %d", rc->name, key, WTERMSIG(st));
+	else if (!WIFEXITED(st) || WEXITSTATUS(st))
+		err_set(err, "[%s] %s failed (exit status %d)", rc->name, key,
+			WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+	else if (!len)
+		err_set(err, "[%s] %s printed nothing", rc->name, key);
+	if (!r && WIFEXITED(st) && !WEXITSTATUS(st) && len) {
+		n = 0;
+		while (n < len && mem[n] != '\n')
+			n++;
+		while (n > 0 && (mem[n - 1] == '\r' || mem[n - 1] == ' '))
+			n--;
+		line = strndup(mem, n);
+		if (!line)
+			err_set(err, "out of memory");
 	}
-	while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r' || line[n - 1] == ' '))
-		line[--n] = '\0';
+	explicit_bzero(mem, len);
+	free(mem);
 	return line;
 }
 
@@ -353,7 +512,7 @@ char *conf_secret(const struct remote_conf *rc, const char *env_key, const char 
 	char *s;
 
 	if (cmd && !envname)
-		return conf_run_command(cmd, err);
+		return conf_run_command(rc, cmd_key, cmd, err);
 	if (!envname)
 		envname = default_env;
 	if (!envname) {

@@ -4,15 +4,19 @@
  * for DNS and TLS sessions, timeouts, retries with jittered exponential backoff and server
  * hints, bodies streamed both ways, and error envelopes turned into one line. CURLcode and
  * HTTP status are mapped to -errno here and nowhere else. Must never log a header or a body,
- * and never hold a body the caller asked to stream.
+ * and never hold a body the caller asked to stream. The stop switch makes every wait here
+ * end at once when the daemon stops.
  */
 #include <assert.h>
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <math.h>
+#include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +40,17 @@
 #define HTTP_POOL_MAX	  8		      /* idle easy handles kept for their connections */
 #define HTTP_ATTEMPTS_MAX 20		      /* whatever the options say */
 #define HTTP_MSG_MAX	  300		      /* provider text quoted in a message */
+#define HTTP_POLL_MS	  1000		      /* longest wait in curl_multi_poll() */
+
+/*
+ * An easy handle and the multi handle it runs in. The transfer loop is ours (not
+ * curl_easy_perform()) so that it can also wait on the stop descriptor; the connections stay
+ * in the multi's cache, so the pair is pooled together.
+ */
+struct conn {
+	CURL *easy;
+	CURLM *multi;
+};
 
 struct http {
 	CURLSH *share;
@@ -47,7 +62,7 @@ struct http {
 	 * handle, which keeps its own connections across curl_easy_reset().
 	 */
 	pthread_mutex_t pool_lock; /* protects pool[] and npool; taken alone */
-	CURL *pool[HTTP_POOL_MAX];
+	struct conn pool[HTTP_POOL_MAX];
 	int npool;
 	struct http_opts opts; /* read-only after http_new() */
 };
@@ -66,6 +81,7 @@ struct xfer {
 	int cb_rc;	   /* -errno of a callback that stopped the transfer */
 	struct bfs_err cb_err;
 	struct buf errbody; /* non-2xx body, cut at HTTP_ERRBODY_MAX */
+	bool cancelled;	    /* http_abort_all() ended the attempt */
 	struct jsonl_splitter split;
 	/* headers of the last response (earlier 1xx responses are forgotten) */
 	char request_id[128];
@@ -108,6 +124,77 @@ void http_global_cleanup(void)
 {
 	if (http_global_rc == CURLE_OK)
 		curl_global_cleanup();
+}
+
+/*
+ * The stop switch: a flag, and a pipe whose read end becomes readable for good when the flag
+ * is set. Every wait of this module (curl_multi_poll, http_sleep_ms) also waits on that end,
+ * so it ends at once. A pipe rather than a condition variable because the switch is thrown
+ * from a signal handler too, where only write() is safe. The pipe lives as long as the
+ * process.
+ */
+static atomic_bool http_stopping;
+static atomic_int http_stop_rfd = -1, http_stop_wfd = -1;
+static pthread_once_t http_stop_once = PTHREAD_ONCE_INIT;
+
+static void http_stop_init_once(void)
+{
+	int fds[2];
+
+	if (pipe2(fds, O_CLOEXEC | O_NONBLOCK))
+		return; /* the flag alone still stops transfers, at curl's next progress call */
+	atomic_store(&http_stop_rfd, fds[0]);
+	atomic_store(&http_stop_wfd, fds[1]);
+	if (atomic_load(&http_stopping)) {
+		ssize_t k = write(fds[1], "x", 1); /* thrown before the pipe existed */
+
+		(void)k;
+	}
+}
+
+int http_abort_fd(void)
+{
+	(void)pthread_once(&http_stop_once, http_stop_init_once); /* cannot fail */
+	return atomic_load(&http_stop_rfd);
+}
+
+void http_abort_all(void)
+{
+	int saved = errno; /* a signal handler must leave errno as it found it */
+	int fd;
+
+	if (atomic_exchange(&http_stopping, true))
+		return;
+	fd = atomic_load(&http_stop_wfd);
+	if (fd >= 0) {
+		ssize_t k = write(fd, "x", 1); /* never read: it stays readable */
+
+		(void)k;
+	}
+	errno = saved;
+}
+
+bool http_aborted(void)
+{
+	return atomic_load(&http_stopping);
+}
+
+int http_sleep_ms(int64_t ms)
+{
+	struct pollfd pfd = {.fd = http_abort_fd(), .events = POLLIN};
+	int64_t end = timefmt_mono_ms() + (ms > 0 ? ms : 0);
+
+	for (;;) {
+		int64_t left = end - timefmt_mono_ms();
+		/* Without the pipe, look at the flag every 100 ms (poll ignores fd -1). */
+		int64_t cap = pfd.fd >= 0 ? INT_MAX : 100;
+
+		if (http_aborted())
+			return -ECANCELED;
+		if (left <= 0)
+			return 0;
+		(void)poll(&pfd, 1, (int)(left < cap ? left : cap)); /* EINTR: look again */
+	}
 }
 
 /*
@@ -342,6 +429,7 @@ static void http_opts_fill(struct http_opts *o, const struct http_opts *in)
 	static const struct http_opts defaults = {
 		.connect_timeout_ms = 10000,
 		.low_speed_time_s = 60,
+		.low_speed_bps = 1024,
 		.total_timeout_ms = 600000,
 		.max_attempts = 5,
 		.backoff_base_ms = 500,
@@ -356,6 +444,8 @@ static void http_opts_fill(struct http_opts *o, const struct http_opts *in)
 		o->connect_timeout_ms = in->connect_timeout_ms;
 	if (in->low_speed_time_s > 0)
 		o->low_speed_time_s = in->low_speed_time_s;
+	if (in->low_speed_bps > 0)
+		o->low_speed_bps = in->low_speed_bps;
 	if (in->total_timeout_ms > 0)
 		o->total_timeout_ms = in->total_timeout_ms;
 	if (in->max_attempts > 0)
@@ -378,6 +468,7 @@ int http_new(struct http **out, const struct http_opts *opts, struct bfs_err *er
 		err_set(err, "cannot initialise libcurl");
 		return -ENOMEM;
 	}
+	(void)http_abort_fd(); /* made now, not by the first transfer */
 	h = calloc(1, sizeof(*h));
 	if (!h)
 		goto nomem;
@@ -405,9 +496,11 @@ void http_free(struct http *h)
 {
 	if (!h)
 		return;
-	/* Easy handles first: they hold references to the share. */
-	for (int i = 0; i < h->npool; i++)
-		curl_easy_cleanup(h->pool[i]);
+	/* Pooled handles first: they hold references to the share. */
+	for (int i = 0; i < h->npool; i++) {
+		curl_multi_cleanup(h->pool[i].multi); /* closes its connections */
+		curl_easy_cleanup(h->pool[i].easy);
+	}
 	if (h->share)
 		curl_share_cleanup(h->share);
 	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
@@ -416,32 +509,52 @@ void http_free(struct http *h)
 	free(h);
 }
 
-static CURL *pool_take(struct http *h)
+static void conn_free(struct conn *c)
 {
-	CURL *c = NULL;
+	curl_multi_cleanup(c->multi); /* NULL-safe, as is the next */
+	curl_easy_cleanup(c->easy);
+	c->multi = NULL;
+	c->easy = NULL;
+}
+
+/* An idle pair from the pool, or a new one. Returns 0 or -ENOMEM. */
+static int pool_take(struct http *h, struct conn *c)
+{
+	bool found = false;
 
 	pthread_mutex_lock(&h->pool_lock);
-	if (h->npool)
-		c = h->pool[--h->npool];
+	if (h->npool) {
+		*c = h->pool[--h->npool];
+		found = true;
+	}
 	pthread_mutex_unlock(&h->pool_lock);
-	return c ? c : curl_easy_init();
+	if (found)
+		return 0;
+	c->easy = curl_easy_init();
+	c->multi = curl_multi_init();
+	if (!c->easy || !c->multi) {
+		conn_free(c);
+		return -ENOMEM;
+	}
+	return 0;
 }
 
 /* Returns c to the pool (or frees it). Its live connections stay with it for the next user. */
-static void pool_give(struct http *h, CURL *c, bool keep)
+static void pool_give(struct http *h, struct conn *c, bool keep)
 {
-	if (!c)
+	if (!c->easy)
 		return;
 	if (keep) {
-		curl_easy_reset(c);
+		curl_easy_reset(c->easy);
 		pthread_mutex_lock(&h->pool_lock);
 		if (h->npool < HTTP_POOL_MAX) {
-			h->pool[h->npool++] = c;
-			c = NULL;
+			h->pool[h->npool++] = *c;
+			c->easy = NULL;
+			c->multi = NULL;
 		}
 		pthread_mutex_unlock(&h->pool_lock);
 	}
-	curl_easy_cleanup(c);
+	conn_free(c);
 }
 
 /* Bodies */
@@ -682,6 +795,22 @@ static size_t header_cb(char *data, size_t size, size_t nitems, void *user)
 	return len;
 }
 
+/* curl calls this at least once a second during a transfer, and at every bit of progress. */
+static int xferinfo_cb(void *user, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+		       curl_off_t ulnow)
+{
+	struct xfer *x = user;
+
+	(void)dltotal;
+	(void)dlnow;
+	(void)ultotal;
+	(void)ulnow;
+	if (!http_aborted())
+		return 0;
+	x->cancelled = true;
+	return 1; /* CURLE_ABORTED_BY_CALLBACK */
+}
+
 /* Error messages */
 
 /* Appends s to out, cut to max bytes, control characters as spaces. */
@@ -829,14 +958,6 @@ static long retry_delay_ms(const struct http *h, const struct xfer *x, int retri
 	return (long)(d * (1 - 0.25 * random_unit()));
 }
 
-static void sleep_ms(long ms)
-{
-	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-
-	while (nanosleep(&ts, &ts) && errno == EINTR)
-		;
-}
-
 /* One request */
 
 static int setup(struct http *h, struct xfer *x, struct curl_slist **hl)
@@ -859,8 +980,11 @@ static int setup(struct http *h, struct xfer *x, struct curl_slist **hl)
 	SET(CURLOPT_NOSIGNAL, 1L);
 	SET(CURLOPT_USERAGENT, HTTP_USER_AGENT);
 	SET(CURLOPT_CONNECTTIMEOUT_MS, h->opts.connect_timeout_ms);
-	SET(CURLOPT_LOW_SPEED_LIMIT, 1L);
+	SET(CURLOPT_LOW_SPEED_LIMIT, h->opts.low_speed_bps);
 	SET(CURLOPT_LOW_SPEED_TIME, h->opts.low_speed_time_s);
+	SET(CURLOPT_NOPROGRESS, 0L);
+	SET(CURLOPT_XFERINFOFUNCTION, xferinfo_cb);
+	SET(CURLOPT_XFERINFODATA, x);
 	/* A results download may take hours; it only has to keep moving. */
 	SET(CURLOPT_TIMEOUT_MS, rq->stream ? 0L : h->opts.total_timeout_ms);
 	SET(CURLOPT_TCP_KEEPALIVE, 1L);
@@ -928,6 +1052,46 @@ nomem:
 	return -ENOMEM;
 }
 
+/*
+ * curl_easy_perform(), with the stop descriptor among the descriptors waited on: the attempt
+ * ends as soon as http_abort_all() runs, whatever the transfer is waiting for.
+ */
+static CURLcode transfer(struct conn *c, struct xfer *x)
+{
+	struct curl_waitfd stop = {.fd = http_abort_fd(), .events = CURL_WAIT_POLLIN};
+	CURLcode cc = CURLE_FAILED_INIT;
+	CURLMcode mc;
+	CURLMsg *msg;
+	int running = 1, left;
+
+	if (curl_multi_add_handle(c->multi, c->easy) != CURLM_OK)
+		return CURLE_OUT_OF_MEMORY;
+	for (;;) {
+		mc = curl_multi_perform(c->multi, &running);
+		if (mc != CURLM_OK || !running)
+			break;
+		if (http_aborted()) {
+			x->cancelled = true;
+			break;
+		}
+		mc = curl_multi_poll(c->multi, &stop, stop.fd >= 0 ? 1 : 0, HTTP_POLL_MS, NULL);
+		if (mc != CURLM_OK)
+			break;
+	}
+	if (x->cancelled) {
+		cc = CURLE_ABORTED_BY_CALLBACK;
+	} else if (mc != CURLM_OK) {
+		cc = mc == CURLM_OUT_OF_MEMORY ? CURLE_OUT_OF_MEMORY : CURLE_FAILED_INIT;
+	} else {
+		while ((msg = curl_multi_info_read(c->multi, &left)))
+			if (msg->msg == CURLMSG_DONE && msg->easy_handle == c->easy)
+				cc = msg->data.result;
+	}
+	/* Mid-transfer, this closes the connection: it is in an unknown state. */
+	(void)curl_multi_remove_handle(c->multi, c->easy);
+	return cc;
+}
+
 static void attempt_reset(struct xfer *x)
 {
 	x->status = 0;
@@ -950,6 +1114,17 @@ static void judge(const struct xfer *x, CURLcode cc, struct outcome *o)
 
 	o->retry = false;
 	err_clear(&o->err);
+	(void)curl_easy_getinfo(x->curl, CURLINFO_REQUEST_SIZE, &sent); /* 0 if unknown */
+	if (x->cancelled) {
+		o->rc = -ECANCELED;
+		err_set(&o->err, HTTP_CANCELLED_MSG);
+		/* Exactly once: a create that left may have landed; batch.c asks find(). */
+		if (policy == HTTP_RETRY_CREATE && (sent > 0 || x->status)) {
+			o->rc = -EAGAIN;
+			err_set(&o->err, HTTP_CANCELLED_MSG "; the request may have taken effect");
+		}
+		return;
+	}
 	if (x->cb_rc) {
 		/* A callback (ours or the caller's) refused: nothing a retry would change. */
 		o->rc = x->cb_rc;
@@ -997,7 +1172,6 @@ static void judge(const struct xfer *x, CURLcode cc, struct outcome *o)
 	} else {
 		err_set(&o->err, "%s", x->curl_err[0] ? x->curl_err : curl_easy_strerror(cc));
 	}
-	(void)curl_easy_getinfo(x->curl, CURLINFO_REQUEST_SIZE, &sent); /* 0 if unknown */
 	switch (policy) {
 	case HTTP_RETRY_IDEMPOTENT:
 		o->retry = transient;
@@ -1020,6 +1194,7 @@ int http_perform(struct http *h, const struct http_request *rq, struct http_resp
 		 struct bfs_err *err)
 {
 	struct xfer x = {.rq = rq};
+	struct conn conn = {NULL, NULL};
 	struct curl_slist *hl = NULL;
 	struct outcome o = {.rc = -EIO};
 	char where[256];
@@ -1030,12 +1205,12 @@ int http_perform(struct http *h, const struct http_request *rq, struct http_resp
 	url_for_log(rq->url, where, sizeof(where));
 	if (rq->retry == HTTP_RETRY_NONE || (rq->body && !rq->body->rewind))
 		max = 1;
-	x.curl = pool_take(h);
-	if (!x.curl) {
+	if (pool_take(h, &conn)) {
 		o.rc = -ENOMEM;
 		err_set(&o.err, "cannot set up the HTTP request: out of memory");
 		goto out;
 	}
+	x.curl = conn.easy;
 	o.rc = setup(h, &x, &hl);
 	if (o.rc) {
 		err_set(&o.err, "cannot set up the HTTP request to '%s': %s", where,
@@ -1046,6 +1221,11 @@ int http_perform(struct http *h, const struct http_request *rq, struct http_resp
 		int64_t t0 = timefmt_mono_ms();
 		CURLcode cc;
 
+		if (http_aborted()) {
+			o.rc = -ECANCELED;
+			err_set(&o.err, HTTP_CANCELLED_MSG);
+			break;
+		}
 		attempt++;
 		attempt_reset(&x);
 		if (rq->body && rq->body->rewind && rq->body->rewind(rq->body->ctx)) {
@@ -1058,7 +1238,7 @@ int http_perform(struct http *h, const struct http_request *rq, struct http_resp
 		if (rq->line_fn)
 			jsonl_splitter_init(&x.split, rq->max_line ? rq->max_line : HTTP_LINE_MAX,
 					    deliver_line, &x);
-		cc = curl_easy_perform(x.curl);
+		cc = transfer(&conn, &x);
 		if (!x.body_started)
 			(void)curl_easy_getinfo(x.curl, CURLINFO_RESPONSE_CODE, &x.status); /* 0 */
 		if (rq->line_fn) {
@@ -1088,10 +1268,15 @@ int http_perform(struct http *h, const struct http_request *rq, struct http_resp
 				break;
 			}
 		}
-		sleep_ms(retry_delay_ms(h, &x, attempt - 1));
+		if (http_sleep_ms(retry_delay_ms(h, &x, attempt - 1))) {
+			/* A create is retried only after an attempt with no effect: nothing landed. */
+			o.rc = -ECANCELED;
+			err_set(&o.err, HTTP_CANCELLED_MSG);
+			break;
+		}
 	}
 	/* A connection in an unknown state is not worth keeping. */
-	keep = !o.rc || x.status;
+	keep = (!o.rc || x.status) && !x.cancelled;
 out:
 	if (rs) {
 		rs->status = x.status;
@@ -1118,7 +1303,7 @@ out:
 			snprintf(err->msg + n, sizeof(err->msg) - n, " (%d attempts)", attempt);
 		}
 	}
-	pool_give(h, x.curl, keep); /* resets the handle: it no longer points at hl or x */
+	pool_give(h, &conn, keep); /* resets the handle: it no longer points at hl or x */
 	curl_slist_free_all(hl);
 	buf_release(&x.errbody);
 	return o.rc;

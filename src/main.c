@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fuse_lowlevel.h>
 #include <limits.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -150,12 +151,72 @@ static int open_remotes(struct bfs *b, struct bfs_err *err)
 	return 0;
 }
 
+/* The signals on which libfuse ends its loop, its handlers for them, which ones we hooked. */
+static const int main_stop_signals[] = {SIGHUP, SIGINT, SIGTERM};
+static struct sigaction main_fuse_sa[3];
+static volatile sig_atomic_t main_hooked[3];
+
+/*
+ * Before the loop can end, libfuse joins its workers, and one may be waiting on the network
+ * in a commit: stop every transfer first, then let libfuse's handler end the loop.
+ */
+static void main_on_stop_signal(int sig, siginfo_t *info, void *uc)
+{
+	http_abort_all();
+	for (size_t i = 0; i < sizeof(main_stop_signals) / sizeof(main_stop_signals[0]); i++) {
+		const struct sigaction *sa = &main_fuse_sa[i];
+
+		if (main_stop_signals[i] != sig || !main_hooked[i])
+			continue;
+		if (sa->sa_flags & SA_SIGINFO)
+			sa->sa_sigaction(sig, info, uc);
+		else if (sa->sa_handler != SIG_DFL && sa->sa_handler != SIG_IGN)
+			sa->sa_handler(sig);
+	}
+}
+
+/*
+ * Called once libfuse's handlers are in place (fs_main's start callback). A signal libfuse
+ * left alone (ignored, as under nohup) stays as it is.
+ */
+static void main_hook_stop_signals(void)
+{
+	struct sigaction sa, *old;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_sigaction = main_on_stop_signal;
+	sa.sa_flags = SA_SIGINFO;
+	sigemptyset(&sa.sa_mask);
+	for (size_t i = 0; i < sizeof(main_stop_signals) / sizeof(main_stop_signals[0]); i++) {
+		old = &main_fuse_sa[i];
+		if (sigaction(main_stop_signals[i], NULL, old) ||
+		    (!(old->sa_flags & SA_SIGINFO) &&
+		     (old->sa_handler == SIG_DFL || old->sa_handler == SIG_IGN)))
+			continue;
+		main_hooked[i] = 1; /* before: the handler may run as soon as it is in */
+		if (sigaction(main_stop_signals[i], &sa, NULL))
+			main_hooked[i] = 0;
+	}
+}
+
+/*
+ * After the loop, libfuse leaves our handlers in place (it restores only its own): a second
+ * signal kills again, as before libfuse installed its handlers (only over SIG_DFL).
+ */
+static void main_unhook_stop_signals(void)
+{
+	for (size_t i = 0; i < sizeof(main_stop_signals) / sizeof(main_stop_signals[0]); i++)
+		if (main_hooked[i])
+			(void)signal(main_stop_signals[i], SIG_DFL); /* cannot fail for these */
+}
+
 /* After the fork: the store, resumed work, the pollers. */
 static int main_start(struct bfs *b)
 {
 	struct bfs_err err = BFS_ERR_INIT;
 	int rc;
 
+	main_hook_stop_signals();
 	rc = store_open(&b->store, b->cache_dir, &err);
 	if (!rc)
 		rc = batch_resume_all(b);
@@ -237,8 +298,13 @@ int main(int argc, char *argv[])
 	log_info("batchfs %s: %zu remote(s) from %s, cache '%s'", BATCHFS_VERSION, b.nremotes,
 		 b.conf->source, b.cache_dir);
 	rc = fs_main(&b, &args, fo.mountpoint, fo.foreground, fo.singlethread, main_start);
+	main_unhook_stop_signals();
 	if (rc)
 		log_err("batchfs stopped: %s", strerror(-rc));
+	else
+		log_info("unmounted; stopping");
+	/* Before any join: a download or upload in flight must not hold the exit. */
+	http_abort_all();
 	rc = rc ? 1 : 0;
 out:
 	poller_stop(b.poller);

@@ -630,14 +630,10 @@ static int file_wait_processed(struct provider *p, const char *file_id, const ch
 			rc = -ETIMEDOUT;
 			break;
 		}
-		{
-			struct timespec ts;
-			long ms = delay < left ? delay : (long)left;
-
-			ts.tv_sec = ms / 1000;
-			ts.tv_nsec = (ms % 1000) * 1000000L;
-			while (nanosleep(&ts, &ts) && errno == EINTR)
-				;
+		rc = http_sleep_ms(delay < left ? delay : left);
+		if (rc) {
+			err_set(err, HTTP_CANCELLED_MSG);
+			break;
 		}
 		delay = delay * 2 < OAI_POLL_MAX_MS ? delay * 2 : OAI_POLL_MAX_MS;
 		rc = make_url(p, &url, "/files/%s", file_id);
@@ -1682,6 +1678,7 @@ static int oai_open_common(struct provider **out, const struct remote_conf *conf
 		}
 		p->token_conf.kv = &p->token_kv;
 		p->token_conf.nkv = 1;
+		p->token_conf.command_timeout = conf->command_timeout;
 		rc = token_header(p, true, &hdr, err);
 		conf_secret_free(hdr);
 		if (rc)

@@ -131,9 +131,17 @@ class Fault:
                         "hold": do it, then hold the answer for `seconds` (or until the
                         client goes away) and close unanswered: a client killed meanwhile
                         made a change it never heard of
+                        "stall": read nothing of the body and answer nothing; hold the
+                          connection open for `seconds` (a stalled upload)
+                        "stall_body": do it, send headers and `after` bytes of the body
+                          (default 0), then hold the rest back for `seconds`
+                        "trickle": do it, then send the body `bytes` bytes (default 2)
+                          every `interval` seconds (default 0.5)
+                        a hold ends early when the client closes or the server stops; the
+                        connection is then closed; `holding` counts the holds under way
       status, headers, body   for "status" (body defaults to the flavour's error envelope)
       after             bytes sent before a "truncate" cuts the stream (default half)
-      seconds           for "delay"
+      seconds           for "delay" (default 1), "stall" and "stall_body" (default 3600)
       times             how many requests it applies to (default 1; 0 = forever)
       skip              matching requests let through untouched before it applies (0)
     """
@@ -143,13 +151,16 @@ class Fault:
         self.path = re.compile(rule["path"]) if rule.get("path") else None
         self.action = rule.get("action", "status")
         if self.action not in ("status", "drop_before", "drop_after", "truncate", "delay",
-                               "hold"):
+                               "hold", "stall", "stall_body", "trickle"):
             raise ValueError(f"unknown fault action {self.action!r}")
         self.status = int(rule.get("status", 500))
         self.headers = rule.get("headers") or {}
         self.body = rule.get("body")
         self.after = rule.get("after")
-        self.seconds = float(rule.get("seconds", 1.0))
+        holds = self.action in ("stall", "stall_body")
+        self.seconds = float(rule.get("seconds", 3600.0 if holds else 1.0))
+        self.bytes = max(1, int(rule.get("bytes", 2)))
+        self.interval = float(rule.get("interval", 0.5))
         self.times = int(rule.get("times", 1))
         self.skip = int(rule.get("skip", 0))
         self.hits = 0
@@ -188,6 +199,8 @@ class FakeServer:
         self.config = self.default_config()
         self.config.update(config)
         self._request_seq = 0
+        self._stopping = threading.Event()
+        self.holding = 0  # connections held open by a stall fault right now
         self.routes()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
         self.httpd.daemon_threads = True
@@ -260,6 +273,7 @@ class FakeServer:
         return self
 
     def stop(self):
+        self._stopping.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -317,6 +331,11 @@ class FakeServer:
             return
         if fault and fault.action == "delay":
             time.sleep(fault.seconds)
+        if fault and fault.action == "stall":
+            entry["status"] = "stalled"
+            self._hold_open(h, fault.seconds)
+            self._drop(h)
+            return
         req = None
         for method, rx, fn in self._routes:
             m = rx.match(path)
@@ -349,26 +368,42 @@ class FakeServer:
             return
         if fault and fault.action == "hold":
             entry["status"] = f"{resp.status}-held"
-            self._hold_silent(h, fault.seconds)
+            if req is not None and req.content_length:
+                req.drain()  # the body was read by the route; nothing must wait in front
+            self._hold_open(h, fault.seconds)
             self._drop(h)
             return
-        self._send(h, resp, req, truncate=fault if fault and fault.action == "truncate"
-                   else None)
+        self._send(h, resp, req, truncate=fault if fault and fault.action in
+                   ("truncate", "stall_body", "trickle") else None)
 
-    @staticmethod
-    def _hold_silent(h, seconds):
-        """Waits up to seconds, returning early once the client has closed its end."""
-        deadline = time.monotonic() + seconds
-        sock = h.connection
-        while time.monotonic() < deadline:
-            r, _, _ = select.select([sock], [], [], 0.05)
-            if r:
-                try:
-                    if sock.recv(1, socket.MSG_PEEK) == b"":
-                        return
-                except OSError:
-                    return
-                time.sleep(0.05)  # data (pipelined?): keep holding, it is not ours to read
+    def _hold_open(self, h, seconds):
+        """Keeps the connection open, reading nothing, until the client closes its end,
+        the server stops, or seconds pass."""
+        with self.lock:
+            self.holding += 1
+        try:
+            p = select.poll()
+            p.register(h.connection, select.POLLRDHUP | select.POLLHUP | select.POLLERR)
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline and not self._stopping.is_set():
+                if p.poll(50):
+                    break  # gone (a body nobody reads may still sit in front of the end)
+        finally:
+            with self.lock:
+                self.holding -= 1
+
+    def _trickle(self, h, data, fault, chunked):
+        for i in range(0, len(data), fault.bytes):
+            if self._stopping.wait(fault.interval):
+                break
+            part = data[i:i + fault.bytes]
+            h.wfile.write(b"%x\r\n%s\r\n" % (len(part), part) if chunked else part)
+            h.wfile.flush()
+        else:
+            if chunked:
+                h.wfile.write(b"0\r\n\r\n")
+            return
+        self._drop(h)
 
     def _drop(self, h):
         h.close_connection = True
@@ -392,9 +427,23 @@ class FakeServer:
         for k, v in resp.headers.items():
             h.send_header(k, str(v))
         body = resp.body
+        if truncate and truncate.action == "trickle":
+            data = body if isinstance(body, bytes) else b"".join(body)
+            h.send_header("Content-Length", str(len(data)))
+            h.end_headers()
+            h.wfile.flush()
+            self._trickle(h, data, truncate, False)
+            return
         if isinstance(body, bytes):
             h.send_header("Content-Length", str(len(body)))
             h.end_headers()
+            if truncate and truncate.action == "stall_body":
+                cut = truncate.after or 0
+                h.wfile.write(body[:cut])
+                h.wfile.flush()
+                self._hold_open(h, truncate.seconds)
+                self._drop(h)
+                return
             if truncate:
                 cut = truncate.after if truncate.after is not None else len(body) // 2
                 h.wfile.write(body[:cut])
@@ -412,12 +461,15 @@ class FakeServer:
                 if not chunk:
                     continue
                 if truncate:
-                    cut = truncate.after if truncate.after is not None else 1024
+                    cut = truncate.after if truncate.after is not None else \
+                        (0 if truncate.action == "stall_body" else 1024)
                     if sent + len(chunk) > cut:
                         part = chunk[:cut - sent]
                         if part:
                             h.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
                         h.wfile.flush()
+                        if truncate.action == "stall_body":
+                            self._hold_open(h, truncate.seconds)
                         self._drop(h)
                         return
                 h.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
