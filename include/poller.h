@@ -15,7 +15,8 @@ struct poller;
 int poller_start(struct poller **out, struct bfs *b, struct bfs_err *err);
 /* Wakes every thread so it looks at due batches now (after a commit, refresh, first look). */
 void poller_kick(struct poller *p);
-/* Stops and joins the threads (an HTTP call in flight is finished first), frees p. NULL-safe. */
+/* Stops and joins the threads, frees p. NULL-safe. Call http_abort_all() first so an HTTP call
+ * in flight ends at once. */
 void poller_stop(struct poller *p);
 
 #endif

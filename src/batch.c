@@ -546,10 +546,15 @@ static enum part_outcome send_part(struct bfs *b, struct remote *r, const struct
 		if (rc == 0)
 			break;
 		if (rc != -ENOENT) {
+			char first[sizeof(err->msg)];
+
+			/* err is both the message and one of its parts: copy that part out. */
+			snprintf(first, sizeof(first), "%s",
+				 err->msg[0] ? err->msg : "answer lost");
 			err_set(err,
 				"cannot tell whether the batch was created (%s; then: %s); batchfs "
 				"will not resubmit it on its own: 'echo refresh > ctl' looks again",
-				err->msg[0] ? err->msg : "answer lost", ferr.msg);
+				first, ferr.msg);
 			rc = -EAGAIN;
 			break;
 		}
