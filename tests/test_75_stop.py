@@ -122,10 +122,13 @@ def test_sigterm_while_a_create_upload_is_stalled(fake_server, mount_factory, tm
     assert "unmounted; stopping" in m.read_log()
     assert srv.batches_created == 0
     # The create had left: it may have landed, so it is never sent again on its own.
+    # It stays submitting; the next start looks for it (never resends it on a guess).
     m.start()
     s = read_status(d)
-    assert s["state"] == "failed"
-    assert "cancelled: batchfs is stopping" in s["error"]["message"]
+    assert s["state"] == "submitting" and s["id"] is None
+    wait_for(lambda: srv.count("GET", f"^{API}$") >= 2, 10, what="the next start to look for it")
+    s = read_status(d)
+    assert s["state"] == "submitting"
     assert srv.count("POST", f"^{API}$") == 1
 
 
