@@ -3,8 +3,9 @@
  * The FUSE layer (low-level API): inode numbers computed from store row ids (so the kernel's
  * lookup counts need no table), every read, stat and listing answered from the store, draft
  * files written to the spool, and the two doors to a provider (the commit point of
- * requests.jsonl and ctl) taken only through batch.h. Each fs_<op> calls one worker that
- * returns 0 or -errno and replies exactly once.
+ * requests.jsonl and ctl) handed to worker.c as jobs: the op returns without replying and the
+ * job's done callback replies, so no FUSE thread waits on the network. Each fs_<op> calls one
+ * worker that returns 0 or -errno and replies exactly once (or has a job reply).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -19,7 +20,6 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
-#include "batch.h"
 #include "bfs.h"
 #include "buf.h"
 #include "caller.h"
@@ -32,6 +32,7 @@
 #include "statusfmt.h"
 #include "store.h"
 #include "timefmt.h"
+#include "worker.h"
 
 /*
  * ino = kind << 56 | id << 4 | sub. ids are never-reused AUTOINCREMENT row ids, so a number
@@ -108,6 +109,54 @@ static struct fs_node ino_parse(fuse_ino_t ino)
 static struct bfs *fs_ctx(fuse_req_t req)
 {
 	return fuse_req_userdata(req);
+}
+
+/* Deferred replies: the worker runs the job, then one of these answers the request. */
+
+static void fs_done_err(void *ctx, int rc)
+{
+	fuse_reply_err(ctx, -rc);
+}
+
+struct fs_pending_write {
+	fuse_req_t req;
+	size_t size;
+};
+
+static void fs_done_write(void *ctx, int rc)
+{
+	struct fs_pending_write *p = ctx;
+
+	if (rc)
+		fuse_reply_err(p->req, -rc);
+	else
+		fuse_reply_write(p->req, p->size);
+	free(p);
+}
+
+/* Queues job with fs_done_err as its answer. 0: the worker replies; -errno: the caller. */
+static int fs_defer_err(fuse_req_t req, struct worker_job *job)
+{
+	job->done = fs_done_err;
+	job->ctx = req;
+	return worker_queue(fs_ctx(req)->worker, job);
+}
+
+static int fs_defer_write(fuse_req_t req, struct worker_job *job, size_t size)
+{
+	struct fs_pending_write *p = malloc(sizeof(*p));
+	int rc;
+
+	if (!p)
+		return -ENOMEM;
+	p->req = req;
+	p->size = size;
+	job->done = fs_done_write;
+	job->ctx = p;
+	rc = worker_queue(fs_ctx(req)->worker, job);
+	if (rc)
+		free(p);
+	return rc;
 }
 
 static bool is_reserved(const char *name)
@@ -847,10 +896,11 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fuse_reply_err(req, -rc);
 }
 
-/* `echo cancel > ctl`: one word per write, surrounding whitespace ignored. */
-static int do_ctl(struct bfs *b, int64_t batch_id, const char *data, size_t size)
+/* `echo cancel > ctl`: one word per write, surrounding whitespace ignored. The action runs
+ * on the worker. */
+static int do_ctl(struct bfs *b, int64_t batch_id, const char *data, size_t size,
+		  struct worker_job *job)
 {
-	struct bfs_err err = BFS_ERR_INIT;
 	struct store_batch row;
 	struct remote *r;
 	char word[32];
@@ -874,32 +924,30 @@ static int do_ctl(struct bfs *b, int64_t batch_id, const char *data, size_t size
 	r = remote_of(b, &row);
 	if (!r)
 		return -EIO;
+	memset(job, 0, sizeof(*job));
 	if (!strcmp(word, "cancel"))
-		rc = batch_cancel(b, r, batch_id, &err);
+		job->kind = WORKER_CANCEL;
 	else if (!strcmp(word, "refresh"))
-		rc = batch_refresh(b, r, batch_id, &err);
+		job->kind = WORKER_REFRESH;
 	else
 		return -EINVAL;
-	if (rc)
-		log_warn("ctl '%s' of batch '%s': %s", word, row.name, err.msg);
-	poller_kick(b->poller);
-	return rc;
+	job->r = r;
+	job->batch_id = batch_id;
+	return 0;
 }
 
 static int do_write(fuse_req_t req, struct fs_handle *h, const char *data, size_t size, off_t off)
 {
 	struct bfs *b = fs_ctx(req);
+	struct worker_job job;
 	struct store_batch row;
 	struct store_file f;
 	ssize_t n;
 	int rc;
 
 	if (h->node.kind == FS_BATCH && h->node.sub == SUB_CTL) {
-		rc = do_ctl(b, h->node.id, data, size);
-		if (rc)
-			return rc;
-		fuse_reply_write(req, size);
-		return 0;
+		rc = do_ctl(b, h->node.id, data, size, &job);
+		return rc ? rc : fs_defer_write(req, &job, size);
 	}
 	if (h->node.kind != FS_FILE || h->fd < 0)
 		return -EBADF;
@@ -932,16 +980,35 @@ static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t si
 		fuse_reply_err(req, -rc);
 }
 
+/* The worker's commit of file_id, the requests.jsonl of row. */
+static int commit_job(struct bfs *b, const struct store_batch *row, int64_t file_id,
+		      const struct caller_info *closer, struct worker_job *job)
+{
+	struct remote *r = remote_of(b, row);
+
+	if (!r)
+		return -EIO;
+	memset(job, 0, sizeof(*job));
+	job->kind = WORKER_COMMIT;
+	job->r = r;
+	job->batch_id = row->id;
+	job->file_id = file_id;
+	if (closer) {
+		job->closer_known = true;
+		job->closer = *closer;
+	}
+	return 0;
+}
+
 /*
  * The commit point (CONTRACT): the close() of a writer of requests.jsonl that wrote data.
- * flush is where close() gets its return value (release's is lost), so commit here.
+ * flush is where close() gets its return value (release's is lost), so it commits.
  */
-static int commit_if_requests(struct bfs *b, int64_t file_id, const struct caller_info *closer)
+static int commit_if_requests(struct bfs *b, int64_t file_id, const struct caller_info *closer,
+			      struct worker_job *job)
 {
-	struct bfs_err err = BFS_ERR_INIT;
 	struct store_file f;
 	struct store_batch row;
-	struct remote *r;
 	int rc;
 
 	rc = store_file_get(b->store, file_id, &f);
@@ -952,26 +1019,11 @@ static int commit_if_requests(struct bfs *b, int64_t file_id, const struct calle
 	rc = store_batch_get(b->store, f.batch_id, &row);
 	if (rc)
 		return rc;
-	r = remote_of(b, &row);
-	if (!r)
-		return -EIO;
-	if (closer && closer->signal) {
-		/* A writer killed mid-file (cp interrupted): half a file never becomes a batch. */
-		err_set(&err,
-			"requests.jsonl was not submitted: its writer (pid %d) was killed by "
-			"signal "
-			"%d (%s) before closing it; write it again",
-			(int)closer->tgid, closer->signal, strsignal(closer->signal));
-		log_info("batch '%s': %s", row.name, err.msg);
-		return batch_note_unsubmitted(b, row.id, err.msg);
-	}
-	rc = batch_commit(b, r, row.id, file_id, &err);
-	if (rc)
-		log_info("commit of '%s' failed: %s", row.name, err.msg);
-	return rc;
+	return commit_job(b, &row, file_id, closer, job);
 }
 
-static int do_flush(fuse_req_t req, struct fs_handle *h)
+/* Fills job when this flush commits; the job copies what it needs (release may free h first). */
+static int do_flush(fuse_req_t req, struct fs_handle *h, struct worker_job *job)
 {
 	struct caller_info ci;
 	bool wrote, known, mine = true;
@@ -981,6 +1033,7 @@ static int do_flush(fuse_req_t req, struct fs_handle *h)
 	pthread_mutex_unlock(&writers_lock);
 	if (!wrote)
 		return 0;
+	/* Read now, not on the worker: a dying writer is gone from /proc soon after. */
 	known = !caller_get(fuse_req_ctx(req)->pid, true, &ci);
 	pthread_mutex_lock(&writers_lock);
 	if (known && h->nwriters >= 0) {
@@ -995,18 +1048,30 @@ static int do_flush(fuse_req_t req, struct fs_handle *h)
 	pthread_mutex_unlock(&writers_lock);
 	if (!mine)
 		return 0; /* a copy closed by a process that never wrote through it */
-	return commit_if_requests(fs_ctx(req), h->node.id, known ? &ci : NULL);
+	return commit_if_requests(fs_ctx(req), h->node.id, known ? &ci : NULL, job);
+}
+
+/* Answers with job's outcome: at once when there is none, else from the worker. */
+static void fs_reply_job(fuse_req_t req, int rc, struct worker_job *job)
+{
+	if (!rc && job->kind != WORKER_NONE)
+		rc = fs_defer_err(req, job);
+	else if (!rc)
+		fuse_reply_err(req, 0);
+	if (rc)
+		fuse_reply_err(req, -rc);
 }
 
 static void fs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs_handle *h = (struct fs_handle *)(uintptr_t)fi->fh;
+	struct worker_job job = {.kind = WORKER_NONE};
 	int rc = 0;
 
 	(void)ino;
 	if (h->node.kind == FS_FILE)
-		rc = do_flush(req, h);
-	fuse_reply_err(req, -rc);
+		rc = do_flush(req, h, &job);
+	fs_reply_job(req, rc, &job);
 }
 
 static void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -1285,14 +1350,12 @@ static void fs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 }
 
 static int do_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
-		     const char *newname, unsigned int flags)
+		     const char *newname, unsigned int flags, struct worker_job *job)
 {
 	struct bfs *b = fs_ctx(req);
 	struct fs_node n = ino_parse(parent);
-	struct bfs_err err = BFS_ERR_INIT;
 	struct store_batch row;
 	struct store_file f, old;
-	struct remote *r;
 	int64_t replaced = 0;
 	bool onto_requests = !strcmp(newname, "requests.jsonl");
 	int rc;
@@ -1327,21 +1390,16 @@ static int do_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_i
 	if (!onto_requests)
 		return 0;
 	/* The other commit point: an editor's or rsync's temp file renamed onto it. */
-	r = remote_of(b, &row);
-	if (!r)
-		return -EIO;
-	rc = batch_commit(b, r, row.id, f.id, &err);
-	if (rc)
-		log_info("commit of '%s' failed: %s", row.name, err.msg);
-	return rc;
+	return commit_job(b, &row, f.id, NULL, job);
 }
 
 static void fs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
 		      const char *newname, unsigned int flags)
 {
-	int rc = do_rename(req, parent, name, newparent, newname, flags);
+	struct worker_job job = {.kind = WORKER_NONE};
+	int rc = do_rename(req, parent, name, newparent, newname, flags, &job);
 
-	fuse_reply_err(req, -rc);
+	fs_reply_job(req, rc, &job);
 }
 
 static void fs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -1486,6 +1544,9 @@ int fs_main(struct bfs *b, struct fuse_args *args, const char *mountpoint, bool 
 	}
 	rc = rc < 0 ? rc : (rc > 0 ? -EINTR : 0);
 out_unmount:
+	/* Queued jobs hold requests of this session: answer them all before it goes. */
+	worker_stop(b->worker);
+	b->worker = NULL;
 	fuse_session_unmount(se);
 out_signals:
 	fuse_remove_signal_handlers(se);
