@@ -5,7 +5,11 @@
  * truncate, chmod, rename and unlink of draft files; and the commit point itself (the flush
  * of a writer of requests.jsonl, a rename onto it), with the writer tracking that tells a
  * writer's close from the close of an inherited copy.
- * The commit itself runs on the worker (worker.h): functions here only say what to queue.
+ *
+ * The draft rule: every change of a draft checks that its batch is writable on a fresh read
+ * of the store, and acts, while holding bfs_draft_lock(b, batch_id); the commit claims the
+ * batch under the same lock, so nothing changes a batch once claimed. The commit itself runs
+ * on the worker (worker.h): functions here only say what to queue.
  */
 #ifndef BATCHFS_DRAFT_H
 #define BATCHFS_DRAFT_H

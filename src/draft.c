@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MIT
 /*
  * The draft rules (CONTRACT per-operation table): batch directories made and removed, draft
- * files created, written, truncated, renamed and unlinked after a writability check; and the
- * commit point, which only decides that a commit is due and describes it for the worker.
+ * files created, written, truncated, renamed and unlinked, each under the draft lock of its
+ * batch after a fresh writability check (struct bfs, "the draft rule"); and the commit
+ * point, which only decides that a commit is due and describes it for the worker.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -59,14 +60,26 @@ static bool is_requests(const char *name)
 	return !strcmp(name, REQUESTS);
 }
 
-/* Reads the file and batch rows of file_id. */
-static int get_file(struct bfs *b, int64_t file_id, struct store_file *f, struct store_batch *row)
+/*
+ * Takes the draft lock of file_id's batch and reads the file and batch rows under it (a
+ * file's batch never changes, so the first read only finds the lock). On 0 *lock is held;
+ * on -errno it is not.
+ */
+static int lock_file(struct bfs *b, int64_t file_id, struct store_file *f, struct store_batch *row,
+		     pthread_mutex_t **lock)
 {
 	int rc;
 
 	rc = store_file_get(b->store, file_id, f);
+	if (rc)
+		return rc;
+	*lock = bfs_draft_lock(b, f->batch_id);
+	pthread_mutex_lock(*lock);
+	rc = store_file_get(b->store, file_id, f);
 	if (!rc)
 		rc = store_batch_get(b->store, f->batch_id, row);
+	if (rc)
+		pthread_mutex_unlock(*lock);
 	return rc;
 }
 
@@ -156,6 +169,7 @@ int draft_rmdir(struct bfs *b, fuse_ino_t parent, const char *name)
 {
 	struct tree_node n = tree_node(parent);
 	const struct vfile *v;
+	pthread_mutex_t *lock;
 	struct store_batch row;
 	const char *remote;
 	int rc;
@@ -174,6 +188,8 @@ int draft_rmdir(struct bfs *b, fuse_ino_t parent, const char *name)
 		return -ENOTDIR; /* the <pid> symlink */
 	if (rc)
 		return rc;
+	lock = bfs_draft_lock(b, row.id);
+	pthread_mutex_lock(lock);
 	pthread_mutex_lock(&b->lock);
 	rc = store_batch_get(b->store, row.id, &row);
 	if (!rc && (!draft_is_writable(&row) || row.pid[0]))
@@ -183,6 +199,7 @@ int draft_rmdir(struct bfs *b, fuse_ino_t parent, const char *name)
 		rc = store_batch_delete(b->store, row.id);
 	}
 	pthread_mutex_unlock(&b->lock);
+	pthread_mutex_unlock(lock);
 	return rc;
 }
 
@@ -197,6 +214,7 @@ int draft_open(struct bfs *b, int64_t file_id, int flags, pid_t tid, struct draf
 	       int *fd)
 {
 	int oflags = (flags & O_ACCMODE) | (flags & O_TRUNC);
+	pthread_mutex_t *lock;
 	struct store_batch row;
 	struct store_file f;
 	int rc;
@@ -206,7 +224,7 @@ int draft_open(struct bfs *b, int64_t file_id, int flags, pid_t tid, struct draf
 		return *fd < 0 ? *fd : 0;
 	}
 	/* O_TRUNC cuts the data at open: a change like any write. */
-	rc = get_file(b, file_id, &f, &row);
+	rc = lock_file(b, file_id, &f, &row, &lock);
 	if (rc)
 		return rc;
 	rc = draft_is_writable(&row) ? 0 : -EACCES;
@@ -214,6 +232,7 @@ int draft_open(struct bfs *b, int64_t file_id, int flags, pid_t tid, struct draf
 		*fd = spool_open(&b->spool, file_id, oflags);
 		rc = *fd < 0 ? *fd : 0;
 	}
+	pthread_mutex_unlock(lock);
 	/* A truncating open is a write even if nothing follows (`: > requests.jsonl`). */
 	if (!rc && (flags & O_TRUNC))
 		draft_writer_add(w, tid);
@@ -224,6 +243,7 @@ int draft_create(struct bfs *b, fuse_ino_t parent, const char *name, mode_t mode
 		 pid_t tid, struct draft_writers *w, struct fuse_entry_param *e, int *fd)
 {
 	struct tree_node n = tree_node(parent);
+	pthread_mutex_t *lock;
 	struct store_batch row;
 	struct store_file f;
 	bool existed = false;
@@ -236,6 +256,8 @@ int draft_create(struct bfs *b, fuse_ino_t parent, const char *name, mode_t mode
 		return -EEXIST;
 	if (strlen(name) >= STORE_NAME_MAX)
 		return -ENAMETOOLONG;
+	lock = bfs_draft_lock(b, n.id);
+	pthread_mutex_lock(lock);
 	rc = store_batch_get(b->store, n.id, &row);
 	if (!rc && !draft_is_writable(&row))
 		rc = -EACCES;
@@ -259,6 +281,7 @@ int draft_create(struct bfs *b, fuse_ino_t parent, const char *name, mode_t mode
 	if (*fd < 0)
 		rc = *fd;
 out:
+	pthread_mutex_unlock(lock);
 	if (rc)
 		return rc;
 	rc = tree_entry(b, tree_ino(TREE_FILE, id, 0), e);
@@ -276,24 +299,32 @@ out:
 long draft_write(struct bfs *b, int64_t file_id, int fd, const char *data, size_t size, off_t off,
 		 pid_t tid, struct draft_writers *w)
 {
+	pthread_mutex_t *lock = NULL;
 	struct store_batch row;
 	struct store_file f;
 	ssize_t n;
 	int rc;
 
-	rc = get_file(b, file_id, &f, &row);
-	if (rc && rc != -ENOENT)
-		return rc; /* ENOENT: unlinked while open, its data is nobody's draft any more */
+	rc = lock_file(b, file_id, &f, &row, &lock);
+	if (rc == -ENOENT)
+		lock = NULL; /* unlinked while open: its data is nobody's draft any more */
+	else if (rc)
+		return rc;
 	/*
 	 * A descriptor opened before the commit must not change what was submitted. Other files
 	 * stay local: an editor's open swap file keeps working after `:w` submitted, and so
 	 * does a file unlinked while open.
 	 */
-	if (!rc && !draft_is_writable(&row) && is_requests(f.name))
+	if (lock && !draft_is_writable(&row) && is_requests(f.name)) {
+		pthread_mutex_unlock(lock);
 		return -EACCES;
+	}
 	n = pwrite(fd, data, size, off);
-	if (n < 0)
-		return -errno;
+	rc = n < 0 ? -errno : 0;
+	if (lock)
+		pthread_mutex_unlock(lock);
+	if (rc)
+		return rc;
 	draft_writer_add(w, tid);
 	return (long)n;
 }
@@ -318,12 +349,13 @@ static int set_times(const char *path, const struct stat *attr, int to_set)
 
 static int setattr_file(struct bfs *b, int64_t file_id, const struct stat *attr, int to_set)
 {
+	pthread_mutex_t *lock;
 	struct store_batch row;
 	struct store_file f;
 	char path[PATH_MAX];
 	int rc;
 
-	rc = get_file(b, file_id, &f, &row);
+	rc = lock_file(b, file_id, &f, &row, &lock);
 	if (rc)
 		return rc;
 	/* Only times may change once submitted (so `touch` and `rsync -t` work). */
@@ -345,6 +377,7 @@ static int setattr_file(struct bfs *b, int64_t file_id, const struct stat *attr,
 	}
 	rc = set_times(path, attr, to_set);
 out:
+	pthread_mutex_unlock(lock);
 	return rc;
 }
 
@@ -372,12 +405,15 @@ int draft_setattr(struct bfs *b, fuse_ino_t ino, const struct stat *attr, int to
 int draft_unlink(struct bfs *b, fuse_ino_t parent, const char *name)
 {
 	struct tree_node n = tree_node(parent);
+	pthread_mutex_t *lock;
 	struct store_batch row;
 	struct store_file f;
 	int rc;
 
 	if (n.kind != TREE_BATCH || n.sub != TREE_SUB_DIR)
 		return -EACCES; /* the root, a remote (symlinks are the provider's), results/ */
+	lock = bfs_draft_lock(b, n.id);
+	pthread_mutex_lock(lock);
 	rc = store_batch_get(b->store, n.id, &row);
 	if (rc)
 		goto out;
@@ -398,6 +434,7 @@ int draft_unlink(struct bfs *b, fuse_ino_t parent, const char *name)
 	if (!rc)
 		(void)spool_remove(&b->spool, f.id); /* open handles keep their data */
 out:
+	pthread_mutex_unlock(lock);
 	return rc;
 }
 
@@ -426,6 +463,7 @@ int draft_rename(struct bfs *b, fuse_ino_t parent, const char *name, fuse_ino_t 
 {
 	struct tree_node n = tree_node(parent);
 	bool onto_requests = is_requests(newname);
+	pthread_mutex_t *lock;
 	struct store_batch row;
 	struct store_file f, old;
 	int64_t replaced = 0;
@@ -442,6 +480,8 @@ int draft_rename(struct bfs *b, fuse_ino_t parent, const char *name, fuse_ino_t 
 		return -EACCES;
 	if (strlen(newname) >= STORE_NAME_MAX)
 		return -ENAMETOOLONG;
+	lock = bfs_draft_lock(b, n.id);
+	pthread_mutex_lock(lock);
 	rc = store_batch_get(b->store, n.id, &row);
 	if (!rc)
 		rc = store_file_by_name(b->store, n.id, name, &f);
@@ -466,6 +506,7 @@ int draft_rename(struct bfs *b, fuse_ino_t parent, const char *name, fuse_ino_t 
 	if (onto_requests)
 		rc = commit_job(b, &row, f.id, NULL, job);
 out:
+	pthread_mutex_unlock(lock);
 	return rc;
 }
 
