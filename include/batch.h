@@ -26,6 +26,17 @@ struct remote;
  */
 int batch_commit(struct bfs *b, struct remote *r, int64_t batch_id, int64_t file_id,
 		 struct bfs_err *err);
+/*
+ * The commit point in two steps, so the claim happens at the close() itself (local, fast,
+ * under the draft lock) and the network part later on a worker: batch_claim returns 1 for an
+ * empty file (a draft again: nothing to commit), 0 once claimed (the state is submitting and
+ * batch_commit_claimed or batch_unclaim must follow), or -errno (-EACCES: not writable).
+ */
+int batch_claim(struct bfs *b, int64_t batch_id, int64_t file_id, struct bfs_err *err);
+int batch_commit_claimed(struct bfs *b, struct remote *r, int64_t batch_id, int64_t file_id,
+			 struct bfs_err *err);
+/* Gives a claim back unsubmitted (the commit will not run: unmounting): a draft saying msg. */
+void batch_unclaim(struct bfs *b, int64_t batch_id, const char *msg);
 /* Records on a batch not submitted why its requests.jsonl was not (e.g. its writer was
  * killed): the state stays, status shows msg. Local only. */
 int batch_note_unsubmitted(struct bfs *b, int64_t batch_id, const char *msg);

@@ -2,7 +2,7 @@
 /*
  * The FUSE layer (low-level API): the tree of CONTRACT "The tree". Read paths are answered
  * from the store only; the commit point and ctl are the only operations that reach a provider,
- * and only through batch.h.
+ * as jobs of the worker (worker.h), never on a FUSE thread.
  */
 #ifndef BATCHFS_FS_H
 #define BATCHFS_FS_H
@@ -12,9 +12,12 @@
 struct bfs;
 struct fuse_args;
 
-/* Mounts b at mountpoint with args (FUSE options), detaches unless foreground, calls start(b)
- * (open the store, start the pollers), then serves until unmounted or signalled, and unmounts.
- * single: one thread. Returns 0 or -errno. */
+/*
+ * Mounts b at mountpoint with args (FUSE options), detaches unless foreground, calls start(b)
+ * (open the store, start the pollers and b->worker), then serves until unmounted or
+ * signalled, stops b->worker (its jobs answer requests of this session) and unmounts.
+ * single: one thread. Returns 0 or -errno.
+ */
 int fs_main(struct bfs *b, struct fuse_args *args, const char *mountpoint, bool foreground,
 	    bool single, int (*start)(struct bfs *b));
 

@@ -715,17 +715,14 @@ static int submit_parts(struct bfs *b, struct remote *r, int64_t batch_id, struc
 	return rc;
 }
 
-int batch_commit(struct bfs *b, struct remote *r, int64_t batch_id, int64_t file_id,
-		 struct bfs_err *err)
+int batch_claim(struct bfs *b, int64_t batch_id, int64_t file_id, struct bfs_err *err)
 {
 	pthread_mutex_t *dl = bfs_draft_lock(b, batch_id);
-	struct validate_ctx vc;
 	struct store_batch row;
 	char path[PATH_MAX];
 	struct stat st;
-	int fd = -1, rc;
+	int rc;
 
-	memset(&vc, 0, sizeof(vc));
 	spool_path(&b->spool, file_id, path, sizeof(path));
 	/* The draft rule (bfs.h): once claimed under the draft lock, nothing changes the file. */
 	pthread_mutex_lock(dl);
@@ -739,7 +736,7 @@ int batch_commit(struct bfs *b, struct remote *r, int64_t batch_id, int64_t file
 		rc = store_batch_set_state(b->store, batch_id, row.state, BATCH_DRAFT, NULL, 0,
 					   true);
 		pthread_mutex_unlock(dl);
-		return rc == -ESTALE ? -EACCES : rc;
+		return rc == -ESTALE ? -EACCES : rc ? rc : 1;
 	}
 	if (!rc)
 		rc = store_batch_claim(b->store, batch_id);
@@ -749,12 +746,41 @@ int batch_commit(struct bfs *b, struct remote *r, int64_t batch_id, int64_t file
 		rc = -EBUSY;
 	}
 	pthread_mutex_unlock(dl);
-	if (rc) {
+	if (rc)
 		err_set(err, "cannot commit: %s", strerror(-rc));
+	return rc;
+}
+
+void batch_unclaim(struct bfs *b, int64_t batch_id, const char *msg)
+{
+	log_store_err("a claim given back", batch_id,
+		      store_batch_set_state(b->store, batch_id, BATCH_SUBMITTING, BATCH_DRAFT, msg,
+					    0, true));
+	inflight_release(b, batch_id);
+}
+
+int batch_commit_claimed(struct bfs *b, struct remote *r, int64_t batch_id, int64_t file_id,
+			 struct bfs_err *err)
+{
+	struct validate_ctx vc;
+	struct store_batch row;
+	struct stat st;
+	int fd = -1, rc;
+
+	memset(&vc, 0, sizeof(vc));
+	rc = store_batch_get(b->store, batch_id, &row);
+	if (rc) {
+		err_set(err, "cannot read the cache: %s", strerror(-rc));
+		inflight_release(b, batch_id);
 		return rc;
 	}
-
 	fd = spool_open(&b->spool, file_id, O_RDONLY);
+	if (fd >= 0 && fstat(fd, &st)) {
+		int e = errno;
+
+		close(fd);
+		fd = -e;
+	}
 	if (fd < 0) {
 		rc = fd;
 		err_set(err, "cannot read requests.jsonl: %s", strerror(-fd));
@@ -804,6 +830,16 @@ out:
 	free(vc.plan.parts);
 	inflight_release(b, batch_id);
 	return rc;
+}
+
+int batch_commit(struct bfs *b, struct remote *r, int64_t batch_id, int64_t file_id,
+		 struct bfs_err *err)
+{
+	int rc = batch_claim(b, batch_id, file_id, err);
+
+	if (rc)
+		return rc > 0 ? 0 : rc;
+	return batch_commit_claimed(b, r, batch_id, file_id, err);
 }
 
 /*

@@ -27,6 +27,7 @@
 #include "provider.h"
 #include "store.h"
 #include "timefmt.h"
+#include "worker.h"
 
 struct main_opts {
 	char *config;
@@ -222,6 +223,8 @@ static int main_start(struct bfs *b)
 		rc = batch_resume_all(b);
 	if (!rc)
 		rc = poller_start(&b->poller, b, &err);
+	if (!rc)
+		rc = worker_start(&b->worker, b, &err); /* fs_main stops it */
 	if (rc)
 		log_err("cannot start: %s", err.msg[0] ? err.msg : strerror(-rc));
 	return rc;

@@ -244,6 +244,17 @@ static int copy_range(const char *src, int64_t off, int64_t len, const char *dst
 		close(in);
 		return rc;
 	}
+	/* In the kernel where it can (no copy through user space); what is left, if it cannot,
+	 * goes through the buffer below, which also reports any error. */
+	while (len > 0) {
+		loff_t from = pos;
+		ssize_t n = copy_file_range(in, &from, out, NULL, (size_t)len, 0);
+
+		if (n <= 0)
+			break;
+		pos += n;
+		len -= n;
+	}
 	while (len > 0) {
 		size_t want = len < (int64_t)sizeof(chunk) ? (size_t)len : sizeof(chunk);
 		ssize_t n = pread(in, chunk, want, pos);

@@ -51,10 +51,11 @@ def write_config(path, sections):
 
 @pytest.fixture
 def mount_factory(batchfs_bin, tmp_path, request):
-    """mount_factory(sections, env=None) -> a started Mount. Always unmounted afterwards."""
+    """mount_factory(sections, env=None, flags=()) -> a started Mount. Always unmounted
+    afterwards. flags: daemon flags besides -f and -o (e.g. ["-s"])."""
     mounts = []
 
-    def make(sections=None, env=None, name="mnt", extra_opts=()):
+    def make(sections=None, env=None, name="mnt", extra_opts=(), flags=()):
         sections = sections or {"mock": {"provider": "mock", "mock_delay": "1"}}
         base = tmp_path / name
         base.mkdir()
@@ -64,7 +65,7 @@ def mount_factory(batchfs_bin, tmp_path, request):
         full_env.update(env or {})
         wrapper = os.environ.get("BATCHFS_TEST_WRAPPER", "").split()
         m = Mount(batchfs_bin, base / "m", cfg, base / "cache", base / "log",
-                  extra_opts=extra_opts, env=full_env, wrapper=wrapper)
+                  extra_opts=extra_opts, env=full_env, wrapper=wrapper, flags=flags)
         mounts.append(m)
         m.start()
         return m

@@ -211,3 +211,17 @@ def test_a_limit_key_out_of_range_is_refused_at_mount(batchfs_bin, tmp_path, key
                        capture_output=True, text=True, timeout=20)
     assert p.returncode != 0
     assert key in p.stderr and why in p.stderr
+
+
+def test_a_batch_of_many_parts_keeps_a_readable_status_and_id(mount_factory):
+    m = mount_factory(mock_remote(max_requests=1, mock_delay=0.2))
+    d = new_batch(m)
+    assert write_requests(d, "".join(lines_of(60))) == 0
+    st = os.stat(os.path.join(d, "status"))
+    s = read_status(d)
+    assert len(s["parts"]) == 60 and st.st_size > 16384
+    assert "status" in os.listdir(d)
+    with open(os.path.join(d, "id")) as f:
+        assert len(f.read().split()) == 60
+    s = wait_results(d, timeout=60)
+    assert result_ids(d) == [f"r{i}" for i in range(60)]

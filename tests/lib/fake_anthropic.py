@@ -747,11 +747,13 @@ def last_user_text(messages):
 KEY_ENV = "BFS_TEST_KEY"  # the environment variable a test remote reads its key from
 
 
-def mount_remote(mount_factory, srv, remote="a", key=None, extra_opts=(), **keys):
+def mount_remote(mount_factory, srv, remote="a", key=None, extra_opts=(), flags=(), **keys):
     """Mounts batchfs with one remote `remote` pointed at the fake srv, its key (the fake's
-    expected key unless given) in $BFS_TEST_KEY. keys: more config keys of that section."""
+    expected key unless given) in $BFS_TEST_KEY. keys: more config keys of that section;
+    flags: daemon flags (e.g. ["-s"])."""
     section = {"provider": "anthropic", "base_url": srv.url, "api_key_env": KEY_ENV,
                "poll_interval": "0.2", "list_interval": "0.5"}
     section.update({k: str(v) for k, v in keys.items()})
     key = srv.config["api_key"] if key is None else key
-    return mount_factory({remote: section}, env={KEY_ENV: key}, extra_opts=extra_opts)
+    return mount_factory({remote: section}, env={KEY_ENV: key}, extra_opts=extra_opts,
+                         flags=flags)

@@ -39,13 +39,15 @@ def is_mounted(path):
 class Mount:
     """A running batchfs. path: the mountpoint; log: its stderr file."""
 
-    def __init__(self, binary, path, config, cache, log, extra_opts=(), env=None, wrapper=None):
+    def __init__(self, binary, path, config, cache, log, extra_opts=(), env=None, wrapper=None,
+                 flags=()):
         self.binary = binary
         self.path = str(path)
         self.config = str(config)
         self.cache = str(cache)
         self.log = str(log)
         self.extra_opts = list(extra_opts)
+        self.flags = list(flags)  # daemon flags besides -f and -o (e.g. -s)
         self.env = env
         self.wrapper = wrapper or []
         self.proc = None
@@ -56,7 +58,7 @@ class Mount:
     def cmd(self):
         opts = [f"config={self.config}", f"cache={self.cache}", "auto_unmount"]
         opts += self.extra_opts
-        return self.wrapper + [self.binary, "-f", "-o", ",".join(opts), self.path]
+        return self.wrapper + [self.binary, "-f", *self.flags, "-o", ",".join(opts), self.path]
 
     @property
     def pid(self):
