@@ -316,14 +316,27 @@ static const char *const schema_v2 =
 
 /*
  * v3: result bodies live in one write-once file per part (results/<part id>.jsonl); a row
- * keeps its line's length and offset there (doff). Rows of older caches keep their bytes in
+ * keeps its line's length and offset there (doff), and its offset in its part's stretch of
+ * results.jsonl (off, computed at that part's ingest; a part's stretch starts at results_base,
+ * set once every part is in: so the last part never rewrites the others' rows). Rows of older caches keep their bytes in
  * `line` (doff -1) and are read from there: nothing is moved, nothing lost.
  */
 static const char *const schema_v3 =
 	"ALTER TABLE results ADD COLUMN len INTEGER NOT NULL DEFAULT 0;"
 	"ALTER TABLE results ADD COLUMN doff INTEGER NOT NULL DEFAULT -1;"
 	"UPDATE results SET len = length(line);"
-	"ALTER TABLE parts ADD COLUMN fetch_failures INTEGER NOT NULL DEFAULT 0;";
+	"ALTER TABLE parts ADD COLUMN fetch_failures INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE parts ADD COLUMN results_size INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE parts ADD COLUMN results_base INTEGER NOT NULL DEFAULT 0;"
+	"DROP INDEX results_off;"
+	"CREATE INDEX results_part_off ON results (part_id, off);"
+	"UPDATE results SET off = x.o FROM (SELECT id, sum(len + 1) OVER (PARTITION BY part_id"
+	" ORDER BY seq ROWS UNBOUNDED PRECEDING) - len - 1 AS o FROM results) AS x"
+	" WHERE results.id = x.id;"
+	"UPDATE parts SET results_size = (SELECT coalesce(sum(r.len + 1), 0) FROM results r"
+	" WHERE r.part_id = parts.id);"
+	"UPDATE parts SET results_base = (SELECT coalesce(sum(q.results_size), 0) FROM parts q"
+	" WHERE q.batch_id = parts.batch_id AND q.idx < parts.idx);";
 
 /* Brings the schema to STORE_SCHEMA_VERSION, one step per version, each in a transaction. */
 static int store_migrate(struct store_conn *c, struct bfs_err *err)
@@ -1205,16 +1218,21 @@ static int agg_part(void *ctx, const struct store_part *p)
 	return 0;
 }
 
-/* Orders a directory's results across its parts and gives each its results.jsonl offset. */
+/*
+ * Places each part's stretch of results.jsonl (results in request order within a part were
+ * given their offsets at its ingest; parts follow each other in file order): a few rows.
+ */
 static int results_merge(struct store_conn *c, int64_t batch_id, int64_t *count, int64_t *size)
 {
-	static const char offs[] =
-		"UPDATE results SET off = x.o FROM (SELECT id, sum(len + 1) OVER (ORDER BY"
-		" seq ROWS UNBOUNDED PRECEDING) - len - 1 AS o FROM results WHERE"
-		" batch_id = ?1) AS x WHERE results.id = x.id";
-	static const char totals[] = "SELECT count(*), coalesce(sum(len + 1), 0) FROM"
-				     " results WHERE batch_id = ?1";
-	sqlite3_stmt *s = conn_stmt(c, offs);
+	static const char bases[] =
+		"UPDATE parts SET results_base = (SELECT coalesce(sum(q.results_size), 0) FROM "
+		"parts"
+		" q WHERE q.batch_id = parts.batch_id AND q.idx < parts.idx) WHERE batch_id = ?1";
+	static const char totals[] =
+		"SELECT coalesce(sum(results_count), 0),"
+		" coalesce(sum(results_size), 0) FROM parts WHERE batch_id = ?1"
+		" AND results = 'ready'";
+	sqlite3_stmt *s = conn_stmt(c, bases);
 	int rc;
 
 	if (!s)
@@ -2240,10 +2258,18 @@ static int data_publish(struct store_ingest *in)
 int store_ingest_commit(struct store_ingest *in, int64_t *count, int64_t *stray, char *stray_msg)
 {
 	static const char mark[] =
-		"UPDATE parts SET results = ?5, results_count = ?2,"
+		"UPDATE parts SET results = ?5, results_count = ?2, results_size = ?6,"
 		" error = ?3, error_line = 0, error_attempt = 0, next_poll_at = 0,"
 		" fetch_failures = 0, updated_at = ?4 WHERE id = ?1 AND results <> 'ready'";
-	static const char stored[] = "SELECT count(*) FROM results WHERE part_id = ?1";
+	static const char stored[] = "SELECT count(*), coalesce(sum(len + 1), 0) FROM results"
+				     " WHERE part_id = ?1";
+	/* Offsets in the part's stretch of results.jsonl, in request order (unknown ids last,
+	 * in arrival order): only this part's rows. */
+	static const char offs[] =
+		"UPDATE results SET off = x.o FROM (SELECT id, sum(len + 1) OVER (ORDER BY seq ROWS"
+		" UNBOUNDED PRECEDING) - len - 1 AS o FROM results WHERE part_id = ?1) AS x"
+		" WHERE results.id = x.id";
+	int64_t bytes = 0;
 	char msg[512] = "";
 	sqlite3_stmt *s = NULL;
 	int rc;
@@ -2264,12 +2290,20 @@ int store_ingest_commit(struct store_ingest *in, int64_t *count, int64_t *stray,
 			 "part were left out (the first: '%.64s')",
 			 in->stray, in->stray_id);
 	/* What is stored, not what arrived: a repeated custom_id replaced its earlier line. */
+	if (!rc && !(s = conn_stmt(in->c, offs)))
+		rc = -EIO;
+	if (!rc) {
+		sqlite3_bind_int64(s, 1, in->part_id);
+		rc = stmt_run(in->c, s);
+	}
 	if (!rc && !(s = conn_stmt(in->c, stored)))
 		rc = -EIO;
 	if (!rc) {
 		sqlite3_bind_int64(s, 1, in->part_id);
-		if (sqlite3_step(s) == SQLITE_ROW)
+		if (sqlite3_step(s) == SQLITE_ROW) {
 			in->count = sqlite3_column_int64(s, 0);
+			bytes = sqlite3_column_int64(s, 1);
+		}
 		stmt_done(in->c, s);
 		if (!(s = conn_stmt(in->c, mark)))
 			rc = -EIO;
@@ -2282,6 +2316,7 @@ int store_ingest_commit(struct store_ingest *in, int64_t *count, int64_t *stray,
 		/* Not one of its own results: the part has none to show (never an empty ready). */
 		sqlite3_bind_text(s, 5, in->stray && !in->count ? "unavailable" : "ready", -1,
 				  SQLITE_STATIC);
+		sqlite3_bind_int64(s, 6, bytes);
 		rc = part_change(in->c, in->part_id, s);
 	}
 	if (!rc)
@@ -2498,24 +2533,25 @@ long store_result_read(struct store *st, int64_t id, int64_t off, size_t size, c
 	return result_copy(c, id, part_id, doff, len, off, size, dst);
 }
 
-long store_results_jsonl_read(struct store *st, int64_t batch_id, int64_t off, size_t size,
-			      char *dst)
+/* Bytes [off, off + size) of one part's stretch of results.jsonl; returns the count. */
+static long part_jsonl_read(struct store_conn *c, int64_t part_id, int64_t off, size_t size,
+			    char *dst)
 {
-	static const char first[] = "SELECT off FROM results WHERE batch_id = ?1 AND off <= ?2"
+	static const char first[] = "SELECT off FROM results WHERE part_id = ?1 AND off <= ?2"
 				    " ORDER BY off DESC LIMIT 1";
-	static const char rows[] = "SELECT id, off, len, part_id, doff FROM results WHERE"
-				   " batch_id = ?1 AND off >= ?2 ORDER BY off";
-	struct store_conn *c = conn_get(st);
+	static const char rows[] = "SELECT id, off, len, doff FROM results WHERE"
+				   " part_id = ?1 AND off >= ?2 ORDER BY off";
 	sqlite3_stmt *s;
 	int64_t start = 0;
-	/* A run of rows that lie end to end in one data file: one pread for all of them. */
-	int64_t run_part = 0, run_doff = -1, run_len = 0;
+	/* A run of rows that lie end to end in the data file: one pread for all of them. */
+	int64_t run_doff = -1, run_len = 0;
 	size_t done = 0, run_at = 0;
+	long n;
 	int rc;
 
-	if (!c || !(s = conn_stmt(c, first)))
+	if (!(s = conn_stmt(c, first)))
 		return -EIO;
-	sqlite3_bind_int64(s, 1, batch_id);
+	sqlite3_bind_int64(s, 1, part_id);
 	sqlite3_bind_int64(s, 2, off);
 	rc = sqlite3_step(s);
 	if (rc != SQLITE_ROW) {
@@ -2526,56 +2562,95 @@ long store_results_jsonl_read(struct store *st, int64_t batch_id, int64_t off, s
 	stmt_done(c, s);
 	if (!(s = conn_stmt(c, rows)))
 		return -EIO;
-	sqlite3_bind_int64(s, 1, batch_id);
+	sqlite3_bind_int64(s, 1, part_id);
 	sqlite3_bind_int64(s, 2, start);
 	while (done < size && (rc = sqlite3_step(s)) == SQLITE_ROW) {
 		int64_t id = sqlite3_column_int64(s, 0);
 		int64_t roff = sqlite3_column_int64(s, 1);
 		int64_t len = sqlite3_column_int64(s, 2);
-		int64_t part = sqlite3_column_int64(s, 3);
-		int64_t doff = sqlite3_column_int64(s, 4);
+		int64_t doff = sqlite3_column_int64(s, 3);
 		int64_t at = off + (int64_t)done - roff;
 		size_t take =
 			(size_t)(len + 1 - at) < size - done ? (size_t)(len + 1 - at) : size - done;
-		long n;
 
-		if (doff >= 0) {
-			if (run_len && part == run_part && doff + at == run_doff + run_len) {
-				run_len += (int64_t)take; /* continues the run */
-			} else {
-				if (run_len) {
-					int fd = data_fd(c, run_part);
-
-					n = fd < 0 ? fd
-						   : pread_full(fd, dst + run_at, (size_t)run_len,
-								run_doff);
-					if (n < 0) {
-						stmt_done(c, s);
-						return n;
-					}
-				}
-				run_part = part;
-				run_doff = doff + at;
-				run_len = (int64_t)take;
-				run_at = done;
-			}
-			done += take;
+		if (doff < 0) {
+			/* a row of an older cache: its bytes are in its blob */
+			n = result_copy(c, id, part_id, doff, len, at, size - done, dst + done);
+			if (n < 0)
+				goto out;
+			done += (size_t)n;
 			continue;
 		}
-		n = result_copy(c, id, part, doff, len, at, size - done, dst + done);
-		if (n < 0) {
-			stmt_done(c, s);
-			return n;
-		}
-		done += (size_t)n;
-	}
-	stmt_done(c, s);
-	if (run_len) {
-		int fd = data_fd(c, run_part);
-		long n = fd < 0 ? fd : pread_full(fd, dst + run_at, (size_t)run_len, run_doff);
+		if (run_len && doff + at == run_doff + run_len) {
+			run_len += (int64_t)take; /* continues the run */
+		} else {
+			if (run_len) {
+				int fd = data_fd(c, part_id);
 
+				n = fd < 0 ? fd
+					   : pread_full(fd, dst + run_at, (size_t)run_len,
+							run_doff);
+				if (n < 0)
+					goto out;
+			}
+			run_doff = doff + at;
+			run_len = (int64_t)take;
+			run_at = done;
+		}
+		done += take;
+	}
+	n = (long)done;
+	if (run_len) {
+		int fd = data_fd(c, part_id);
+		long k = fd < 0 ? fd : pread_full(fd, dst + run_at, (size_t)run_len, run_doff);
+
+		if (k < 0)
+			n = k;
+	}
+out:
+	stmt_done(c, s);
+	return n;
+}
+
+long store_results_jsonl_read(struct store *st, int64_t batch_id, int64_t off, size_t size,
+			      char *dst)
+{
+	/* The part whose stretch holds byte off: parts follow each other in file order. */
+	static const char part[] = "SELECT p.id, p.results_base FROM parts p JOIN batches b ON"
+				   " b.id = p.batch_id WHERE p.batch_id = ?1 AND b.results ="
+				   " 'ready' AND p.results = 'ready' AND p.results_size > 0 AND"
+				   " p.results_base + p.results_size > ?2 ORDER BY p.idx LIMIT 1";
+	struct store_conn *c = conn_get(st);
+	size_t done = 0;
+
+	if (!c)
+		return -EIO;
+	while (done < size) {
+		sqlite3_stmt *s = conn_stmt(c, part);
+		int64_t at = off + (int64_t)done, part_id, base;
+		long n;
+		int rc;
+
+		if (!s)
+			return -EIO;
+		sqlite3_bind_int64(s, 1, batch_id);
+		sqlite3_bind_int64(s, 2, at);
+		rc = sqlite3_step(s);
+		if (rc != SQLITE_ROW) {
+			stmt_done(c, s);
+			if (rc != SQLITE_DONE)
+				return -EIO;
+			break; /* the end */
+		}
+		part_id = sqlite3_column_int64(s, 0);
+		base = sqlite3_column_int64(s, 1);
+		stmt_done(c, s);
+		n = part_jsonl_read(c, part_id, at - base, size - done, dst + done);
 		if (n < 0)
 			return n;
+		if (n == 0)
+			break; /* never loop on a part that gives nothing */
+		done += (size_t)n;
 	}
 	return (long)done;
 }

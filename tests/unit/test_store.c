@@ -152,7 +152,7 @@ static const char *const v1_schema =
 	"CREATE INDEX results_off ON results (batch_id, off);"
 	/* a submitted batch with one result, a draft, and a v1 bug: two rows, one pid */
 	"INSERT INTO batches (id, remote, name, pid, state, total, results, identity)"
-	" VALUES (1, 'r1', 'old', 'pb-old', 'in_progress', 2, 'pending', 'bfs-x-1');"
+	" VALUES (1, 'r1', 'old', 'pb-old', 'completed', 2, 'ready', 'bfs-x-1');"
 	"INSERT INTO batches (id, remote, name, state) VALUES (2, 'r1', 'draft', 'draft');"
 	"INSERT INTO batches (id, remote, name, pid, state) VALUES (3, 'r1', 'dup', 'pb-old',"
 	" 'in_progress');"
