@@ -171,6 +171,8 @@ int store_part_get(struct store *st, int64_t id, struct store_part *out);
 typedef int (*store_part_fn)(void *ctx, const struct store_part *p);
 /* The parts of batch_id in file order. */
 int store_part_list(struct store *st, int64_t batch_id, store_part_fn fn, void *ctx);
+/* The same as one malloc'd array (*out, *n; the caller frees *out). Few rows: parts. */
+int store_parts_load(struct store *st, int64_t batch_id, struct store_part **out, size_t *n);
 /* True when pid is the provider id of a part of remote (provider_owned_fn's question). */
 bool store_pid_is_owned(struct store *st, const char *remote, const char *pid);
 /* Calls fn for every part of remote that the poller must look at: next_poll_at in (0, now]. */

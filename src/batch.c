@@ -572,28 +572,6 @@ static enum part_outcome send_part(struct bfs *b, struct remote *r, const struct
 	return PART_FAILED;
 }
 
-struct part_list {
-	struct store_part *v;
-	size_t n, alloc;
-};
-
-static int collect_part(void *ctx, const struct store_part *p)
-{
-	struct part_list *l = ctx;
-
-	if (l->n == l->alloc) {
-		size_t na = l->alloc ? 2 * l->alloc : 4;
-		struct store_part *v = realloc(l->v, na * sizeof(*v));
-
-		if (!v)
-			return -ENOMEM;
-		l->v = v;
-		l->alloc = na;
-	}
-	l->v[l->n++] = *p;
-	return 0;
-}
-
 /* True when a part other than l[skip] is, or may be, at the provider. */
 static bool others_sent(const struct store_part *l, size_t n, size_t skip)
 {
@@ -603,11 +581,16 @@ static bool others_sent(const struct store_part *l, size_t n, size_t skip)
 	return false;
 }
 
+struct part_list {
+	struct store_part *v;
+	size_t n;
+};
+
 static int load_parts(struct bfs *b, int64_t batch_id, struct part_list *l)
 {
 	l->v = NULL;
-	l->n = l->alloc = 0;
-	return store_part_list(b->store, batch_id, collect_part, l);
+	l->n = 0;
+	return store_parts_load(b->store, batch_id, &l->v, &l->n);
 }
 
 /*

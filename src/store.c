@@ -1069,6 +1069,42 @@ int store_part_list(struct store *st, int64_t batch_id, store_part_fn fn, void *
 	return c ? part_list_c(c, batch_id, fn, ctx) : -EIO;
 }
 
+struct parts_buf {
+	struct store_part *v;
+	size_t n, alloc;
+};
+
+static int parts_collect(void *ctx, const struct store_part *p)
+{
+	struct parts_buf *a = ctx;
+
+	if (a->n == a->alloc) {
+		size_t na = a->alloc ? 2 * a->alloc : 4;
+		struct store_part *v = realloc(a->v, na * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		a->v = v;
+		a->alloc = na;
+	}
+	a->v[a->n++] = *p;
+	return 0;
+}
+
+int store_parts_load(struct store *st, int64_t batch_id, struct store_part **out, size_t *n)
+{
+	struct parts_buf a = {0};
+	int rc = store_part_list(st, batch_id, parts_collect, &a);
+
+	if (rc) {
+		free(a.v);
+		return rc;
+	}
+	*out = a.v;
+	*n = a.n;
+	return 0;
+}
+
 bool store_pid_is_owned(struct store *st, const char *remote, const char *pid)
 {
 	static const char sql[] = "SELECT 1 FROM parts WHERE remote = ?1 AND pid = ?2";
@@ -1371,6 +1407,27 @@ static int part_change(struct store_conn *c, int64_t part_id, sqlite3_stmt *s)
 	return rc;
 }
 
+/*
+ * The start of a guarded part change: the calling thread's connection, an IMMEDIATE
+ * transaction, and sql prepared for binding. End it with txn_end(c, part_change(c, id, s)).
+ */
+static int part_txn(struct store *st, const char *sql, struct store_conn **cp, sqlite3_stmt **sp)
+{
+	struct store_conn *c = conn_get(st);
+	int rc;
+
+	if (!c)
+		return -EIO;
+	rc = txn_begin(c);
+	if (rc)
+		return rc;
+	*sp = conn_stmt(c, sql);
+	if (!*sp)
+		return txn_end(c, -EIO);
+	*cp = c;
+	return 0;
+}
+
 int store_parts_create(struct store *st, int64_t batch_id, const char *remote,
 		       const struct store_part_plan *plans, size_t n, const char *endpoint,
 		       const char *model, int64_t nrequests, int64_t nbytes)
@@ -1433,17 +1490,12 @@ int store_part_intent(struct store *st, int64_t id, const char *identity, int64_
 				  " error_line = 0, error_attempt = 0, next_poll_at = 0,"
 				  " updated_at = ?4 WHERE id = ?1 AND state = 'submitting' AND"
 				  " pid = '' AND identity = ''";
-	struct store_conn *c = conn_get(st);
+	struct store_conn *c;
 	sqlite3_stmt *s;
-	int rc;
+	int rc = part_txn(st, sql, &c, &s);
 
-	if (!c)
-		return -EIO;
-	rc = txn_begin(c);
 	if (rc)
 		return rc;
-	if (!(s = conn_stmt(c, sql)))
-		return txn_end(c, -EIO);
 	sqlite3_bind_int64(s, 1, id);
 	sqlite3_bind_text(s, 2, identity, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 3, intent_at);
@@ -1460,17 +1512,12 @@ int store_part_apply(struct store *st, const struct store_part *p, enum batch_st
 		" error_line = ?17, error_attempt = 0, next_poll_at = ?18, updated_at = ?19,"
 		" results = CASE WHEN results = 'ready' THEN results ELSE ?20 END"
 		" WHERE id = ?1 AND state = ?2 AND (pid = '' OR pid = ?3)";
-	struct store_conn *c = conn_get(st);
+	struct store_conn *c;
 	sqlite3_stmt *s;
-	int rc;
+	int rc = part_txn(st, sql, &c, &s);
 
-	if (!c)
-		return -EIO;
-	rc = txn_begin(c);
 	if (rc)
 		return rc;
-	if (!(s = conn_stmt(c, sql)))
-		return txn_end(c, -EIO);
 	sqlite3_bind_int64(s, 1, p->id);
 	sqlite3_bind_text(s, 2, state_name(expect), -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 3, p->pid, -1, SQLITE_STATIC);
@@ -1500,17 +1547,12 @@ int store_part_fail(struct store *st, int64_t id, enum batch_state expect, const
 				  " error_attempt = 0, identity = '', intent_at = 0,"
 				  " next_poll_at = 0, results = 'unavailable', updated_at = ?4"
 				  " WHERE id = ?1 AND state = ?2 AND pid = ''";
-	struct store_conn *c = conn_get(st);
+	struct store_conn *c;
 	sqlite3_stmt *s;
-	int rc;
+	int rc = part_txn(st, sql, &c, &s);
 
-	if (!c)
-		return -EIO;
-	rc = txn_begin(c);
 	if (rc)
 		return rc;
-	if (!(s = conn_stmt(c, sql)))
-		return txn_end(c, -EIO);
 	sqlite3_bind_int64(s, 1, id);
 	sqlite3_bind_text(s, 2, state_name(expect), -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 3, msg ? msg : "", -1, SQLITE_STATIC);
@@ -1524,17 +1566,12 @@ int store_part_note(struct store *st, int64_t id, const char *msg, int attempt,
 	static const char sql[] = "UPDATE parts SET error = ?2, error_line = 0, error_attempt = ?3,"
 				  " next_poll_at = CASE WHEN ?4 >= 0 THEN ?4 ELSE next_poll_at END,"
 				  " updated_at = ?5 WHERE id = ?1";
-	struct store_conn *c = conn_get(st);
+	struct store_conn *c;
 	sqlite3_stmt *s;
-	int rc;
+	int rc = part_txn(st, sql, &c, &s);
 
-	if (!c)
-		return -EIO;
-	rc = txn_begin(c);
 	if (rc)
 		return rc;
-	if (!(s = conn_stmt(c, sql)))
-		return txn_end(c, -EIO);
 	sqlite3_bind_int64(s, 1, id);
 	sqlite3_bind_text(s, 2, msg ? msg : "", -1, SQLITE_STATIC);
 	sqlite3_bind_int(s, 3, attempt);
@@ -1551,17 +1588,12 @@ int store_part_set_results(struct store *st, int64_t id, unsigned expect_mask,
 		" next_poll_at = CASE WHEN ?4 >= 0 THEN ?4 ELSE next_poll_at END, updated_at = ?5"
 		" WHERE id = ?1 AND ((?6 >> CASE results WHEN 'pending' THEN 0 WHEN 'downloading'"
 		" THEN 1 WHEN 'ready' THEN 2 ELSE 3 END) & 1) = 1";
-	struct store_conn *c = conn_get(st);
+	struct store_conn *c;
 	sqlite3_stmt *s;
-	int rc;
+	int rc = part_txn(st, sql, &c, &s);
 
-	if (!c)
-		return -EIO;
-	rc = txn_begin(c);
 	if (rc)
 		return rc;
-	if (!(s = conn_stmt(c, sql)))
-		return txn_end(c, -EIO);
 	sqlite3_bind_int64(s, 1, id);
 	sqlite3_bind_text(s, 2, results_state_name(results), -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 3, msg ? msg : "", -1, SQLITE_STATIC);
@@ -1579,17 +1611,12 @@ int store_part_fetch_failed(struct store *st, int64_t id, const char *msg, int64
 		" error_attempt = 0, fetch_failures = fetch_failures + 1, updated_at = ?3,"
 		" next_poll_at = ?3 + min(?5, ?4 * (1 << min(fetch_failures, 20)))"
 		" WHERE id = ?1 AND results = 'downloading'";
-	struct store_conn *c = conn_get(st);
+	struct store_conn *c;
 	sqlite3_stmt *s;
-	int rc;
+	int rc = part_txn(st, sql, &c, &s);
 
-	if (!c)
-		return -EIO;
-	rc = txn_begin(c);
 	if (rc)
 		return rc;
-	if (!(s = conn_stmt(c, sql)))
-		return txn_end(c, -EIO);
 	sqlite3_bind_int64(s, 1, id);
 	sqlite3_bind_text(s, 2, msg ? msg : "", -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 3, timefmt_now_ms());
@@ -1601,17 +1628,12 @@ int store_part_fetch_failed(struct store *st, int64_t id, const char *msg, int64
 int store_part_cancel_requested(struct store *st, int64_t id)
 {
 	static const char sql[] = "UPDATE parts SET cancel_requested = 1 WHERE id = ?1";
-	struct store_conn *c = conn_get(st);
+	struct store_conn *c;
 	sqlite3_stmt *s;
-	int rc;
+	int rc = part_txn(st, sql, &c, &s);
 
-	if (!c)
-		return -EIO;
-	rc = txn_begin(c);
 	if (rc)
 		return rc;
-	if (!(s = conn_stmt(c, sql)))
-		return txn_end(c, -EIO);
 	sqlite3_bind_int64(s, 1, id);
 	return txn_end(c, part_change(c, id, s));
 }
@@ -1620,17 +1642,12 @@ int store_part_unsend(struct store *st, int64_t id)
 {
 	static const char sql[] = "UPDATE parts SET identity = '', intent_at = 0 WHERE id = ?1 AND"
 				  " state = 'submitting' AND pid = ''";
-	struct store_conn *c = conn_get(st);
+	struct store_conn *c;
 	sqlite3_stmt *s;
-	int rc;
+	int rc = part_txn(st, sql, &c, &s);
 
-	if (!c)
-		return -EIO;
-	rc = txn_begin(c);
 	if (rc)
 		return rc;
-	if (!(s = conn_stmt(c, sql)))
-		return txn_end(c, -EIO);
 	sqlite3_bind_int64(s, 1, id);
 	return txn_end(c, part_change(c, id, s));
 }

@@ -57,39 +57,18 @@ static long read_text(struct bfs *b, int64_t batch_id, const struct buf *text, o
 
 /* status */
 
-struct part_arr {
-	struct store_part *v;
-	size_t n, alloc;
-};
-
-static int part_collect(void *ctx, const struct store_part *p)
-{
-	struct part_arr *a = ctx;
-
-	if (a->n == a->alloc) {
-		size_t na = a->alloc ? 2 * a->alloc : 4;
-		struct store_part *v = realloc(a->v, na * sizeof(*v));
-
-		if (!v)
-			return -ENOMEM;
-		a->v = v;
-		a->alloc = na;
-	}
-	a->v[a->n++] = *p;
-	return 0;
-}
-
 /* status (ids false) or id (ids true) of a batch and its parts, from the store. */
 static int batch_render(struct bfs *b, const struct store_batch *row, bool ids, struct buf *out)
 {
 	struct remote *r = bfs_remote(b, row->remote);
-	struct part_arr a = {0};
-	int rc = row->nparts ? store_part_list(b->store, row->id, part_collect, &a) : 0;
+	struct store_part *parts = NULL;
+	size_t n = 0;
+	int rc = row->nparts ? store_parts_load(b->store, row->id, &parts, &n) : 0;
 
 	if (!rc)
-		rc = ids ? statusfmt_ids(a.v, a.n, out)
-			 : statusfmt_batch(row, a.v, a.n, r ? r->conf->provider : "?", out);
-	free(a.v);
+		rc = ids ? statusfmt_ids(parts, n, out)
+			 : statusfmt_batch(row, parts, n, r ? r->conf->provider : "?", out);
+	free(parts);
 	return rc;
 }
 
