@@ -329,6 +329,7 @@ static const char *const schema_v3 =
 	"ALTER TABLE parts ADD COLUMN results_size INTEGER NOT NULL DEFAULT 0;"
 	"ALTER TABLE parts ADD COLUMN results_base INTEGER NOT NULL DEFAULT 0;"
 	"DROP INDEX results_off;"
+	"DROP INDEX results_part;" /* results_part_off serves part_id alone too */
 	"CREATE INDEX results_part_off ON results (part_id, off);"
 	"UPDATE results SET off = x.o FROM (SELECT id, sum(len + 1) OVER (PARTITION BY part_id"
 	" ORDER BY seq ROWS UNBOUNDED PRECEDING) - len - 1 AS o FROM results) AS x"
