@@ -24,7 +24,7 @@ if [ -d "$mnt/mock" ]; then
 	mkdir "$b"
 	for q in "What is FUSE?" "Say hello" "Name a prime"; do
 		printf '{"custom_id":"q%s","params":{"model":"mock","max_tokens":64,"messages":[{"role":"user","content":"%s"}]}}\n' \
-			"$(echo "$q" | tr -cd 'a-z')" "$q"
+			"$(echo "$q" | tr -cd 'A-Za-z0-9')" "$q"
 	done > "$b/requests.jsonl"
 	echo "submitted $b:"; cat "$b/status"
 	i=0
