@@ -52,9 +52,9 @@ struct bfs {
 	char cache_dir[4096];
 	int64_t mount_time; /* ms; mtime of the root and remote dirs */
 	/*
-	 * Serialises read-modify-write of batch rows (store_batch_get ... store_batch_put) between
-	 * FUSE threads and pollers. Never held across network I/O. Lock order: before any
-	 * store transaction.
+	 * Serialises the making and removal of batch directories (mkdir, rmdir). Row changes
+	 * need no lock of ours: each is one guarded store transaction (store.h). Never held
+	 * across network I/O. Lock order: after a draft lock, before any store transaction.
 	 */
 	pthread_mutex_t lock;
 	/*
