@@ -305,9 +305,10 @@ static int check_openai(struct jsonl_validator *v, const cJSON *root, long linen
 	if (rc)
 		return rc;
 	/*
-	 * Azure accepts the url with or without the /v1 prefix (shared/specs
-	 * openai-azure-vertex-batches.md B.4); compare in one form. OpenAI wants the line's url
-	 * to equal the batch's endpoint, one of the /v1/... values (A.4, A.7).
+	 * Azure accepts the url with or without the /v1 prefix
+	 * (https://learn.microsoft.com/azure/ai-services/openai/how-to/batch); compare in one
+	 * form. OpenAI wants the line's url to equal the batch's endpoint, one of the /v1/...
+	 * values (https://platform.openai.com/docs/api-reference/batch/create).
 	 */
 	if (v->fmt == JSONL_AZURE && strncmp(url->valuestring, "/v1/", 4) &&
 	    url->valuestring[0] == '/')

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 /*
- * provider = anthropic: the Message Batches API (shared/specs/anthropic-batches.md). Streams
+ * provider = anthropic: the Message Batches API
+ * (https://docs.anthropic.com/en/api/creating-message-batches). Streams
  * the create body from the spool file, maps MessageBatch onto struct provider_batch, pages
  * through listings and streams results line by line. The API key lives only in this struct's
  * memory: it must never be logged, nor any header or body. A create whose answer may have

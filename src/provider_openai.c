@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 /*
  * provider = openai and provider = azure: the Batch API on top of the Files API
- * (shared/specs/openai-azure-vertex-batches.md, parts A and B). A submission uploads the spool
+ * (https://platform.openai.com/docs/api-reference/batch, and for Azure
+ * https://learn.microsoft.com/azure/ai-services/openai/how-to/batch). A submission uploads the spool
  * file (multipart, streamed from disk) and creates a batch on it whose metadata carries the local
  * identity. Until the create is settled the upload's id is recorded in the state directory, so
  * neither a crash nor a lost answer leaves an upload nobody knows of: find() adopts the batch or

@@ -1,4 +1,5 @@
-"""A fake Anthropic Message Batches API (shared/specs/anthropic-batches.md), standard library only.
+"""A fake Anthropic Message Batches API (https://docs.anthropic.com/en/api/creating-message-batches),
+standard library only.
 
 Behaves like the real service as far as the spec knows it, so batchfs can be tested offline:
 

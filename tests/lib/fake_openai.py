@@ -1,5 +1,6 @@
-"""Fake OpenAI and Azure OpenAI Batch APIs (shared/specs/openai-azure-vertex-batches.md A, B;
-shapes from shared/specs/openai/openapi.files-batches.json), standard library only.
+"""Fake OpenAI and Azure OpenAI Batch APIs (https://platform.openai.com/docs/api-reference/batch,
+https://learn.microsoft.com/azure/ai-services/openai/how-to/batch; shapes from OpenAI's
+published OpenAPI document, https://github.com/openai/openai-openapi), standard library only.
 
 FakeOpenAI, under /v1:
   POST   /files                 multipart/form-data (purpose, file) -> FileObject

@@ -1,5 +1,6 @@
 """A fake Vertex AI batch prediction service for Claude, with Cloud Storage and Google's OAuth2
-token endpoint on the same server (shared/specs/openai-azure-vertex-batches.md, section C).
+token endpoint on the same server
+(https://cloud.google.com/vertex-ai/generative-ai/docs/partner-models/claude/batch).
 Standard library only, plus the `openssl` command for checking RS256 signatures.
 
   POST   /v1/projects/P/locations/L/batchPredictionJobs             create (C.2, C.3)
