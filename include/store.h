@@ -47,11 +47,8 @@ struct store_batch {
 	bool cancel_requested;
 	bool results_wanted;	   /* foreign batch: someone looked, fetch its results */
 	char identity[64];	   /* a part's identity while its creation is unsettled, else "" */
-	int64_t intent_at;	   /* when the submit intent was recorded */
 	int64_t nrequests, nbytes; /* of the submitted requests.jsonl */
 	char endpoint[256], model[256];	     /* what validation learnt (OpenAI/Azure) */
-	char ref[PROVIDER_REF_MAX];	     /* provider-private, from provider_batch.ref */
-	int64_t next_poll_at;		     /* unused since parts (kept for old caches) */
 	int64_t results_count, results_size; /* once results are ready */
 	int nparts;			     /* parts (provider batches, or to be) */
 	int nparts_sent;		     /* of which known at the provider (a pid) */

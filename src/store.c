@@ -499,32 +499,54 @@ static void copy_text(char *dst, size_t size, sqlite3_stmt *stmt, int col)
 	"id, remote, name, is_foreign, pid, state, provider_state, total, processing, succeeded," \
 	" errored, canceled, expired, results, error, error_line, error_attempt, created_at,"     \
 	" ended_at, expires_at, updated_at, dir_mtime, cancel_requested, results_wanted,"         \
-	" identity, intent_at, nrequests, nbytes, endpoint, model, ref, next_poll_at,"            \
-	" results_count, results_size, nparts, nparts_sent"
+	" identity, nrequests, nbytes, endpoint, model, results_count, results_size, nparts,"     \
+	" nparts_sent"
 
-static void batch_from_row(sqlite3_stmt *s, struct store_batch *b)
+/*
+ * Columns both batches and parts have, in the same order: state, provider_state, the six
+ * counts, results (first = the state's column).
+ */
+static void view_from_row(sqlite3_stmt *s, int first, enum batch_state *state, char *pstate,
+			  size_t pstate_size, struct batch_counts *c, enum results_state *results)
 {
 	char word[32];
 
+	copy_text(word, sizeof(word), s, first);
+	if (state_parse(word, state))
+		*state = BATCH_FAILED;
+	copy_text(pstate, pstate_size, s, first + 1);
+	c->total = sqlite3_column_int64(s, first + 2);
+	c->processing = sqlite3_column_int64(s, first + 3);
+	c->succeeded = sqlite3_column_int64(s, first + 4);
+	c->errored = sqlite3_column_int64(s, first + 5);
+	c->canceled = sqlite3_column_int64(s, first + 6);
+	c->expired = sqlite3_column_int64(s, first + 7);
+	copy_text(word, sizeof(word), s, first + 8);
+	if (results_state_parse(word, results))
+		*results = RESULTS_PENDING;
+}
+
+/* Binds the six counts to parameters first .. first + 5. */
+static void bind_counts(sqlite3_stmt *s, int first, const struct batch_counts *c)
+{
+	sqlite3_bind_int64(s, first, c->total);
+	sqlite3_bind_int64(s, first + 1, c->processing);
+	sqlite3_bind_int64(s, first + 2, c->succeeded);
+	sqlite3_bind_int64(s, first + 3, c->errored);
+	sqlite3_bind_int64(s, first + 4, c->canceled);
+	sqlite3_bind_int64(s, first + 5, c->expired);
+}
+
+static void batch_from_row(sqlite3_stmt *s, struct store_batch *b)
+{
 	memset(b, 0, sizeof(*b));
 	b->id = sqlite3_column_int64(s, 0);
 	copy_text(b->remote, sizeof(b->remote), s, 1);
 	copy_text(b->name, sizeof(b->name), s, 2);
 	b->foreign = sqlite3_column_int(s, 3);
 	copy_text(b->pid, sizeof(b->pid), s, 4);
-	copy_text(word, sizeof(word), s, 5);
-	if (state_parse(word, &b->state))
-		b->state = BATCH_FAILED;
-	copy_text(b->provider_state, sizeof(b->provider_state), s, 6);
-	b->counts.total = sqlite3_column_int64(s, 7);
-	b->counts.processing = sqlite3_column_int64(s, 8);
-	b->counts.succeeded = sqlite3_column_int64(s, 9);
-	b->counts.errored = sqlite3_column_int64(s, 10);
-	b->counts.canceled = sqlite3_column_int64(s, 11);
-	b->counts.expired = sqlite3_column_int64(s, 12);
-	copy_text(word, sizeof(word), s, 13);
-	if (results_state_parse(word, &b->results))
-		b->results = RESULTS_PENDING;
+	view_from_row(s, 5, &b->state, b->provider_state, sizeof(b->provider_state), &b->counts,
+		      &b->results);
 	copy_text(b->error, sizeof(b->error), s, 14);
 	b->error_line = sqlite3_column_int64(s, 15);
 	b->error_attempt = sqlite3_column_int(s, 16);
@@ -536,17 +558,14 @@ static void batch_from_row(sqlite3_stmt *s, struct store_batch *b)
 	b->cancel_requested = sqlite3_column_int(s, 22);
 	b->results_wanted = sqlite3_column_int(s, 23);
 	copy_text(b->identity, sizeof(b->identity), s, 24);
-	b->intent_at = sqlite3_column_int64(s, 25);
-	b->nrequests = sqlite3_column_int64(s, 26);
-	b->nbytes = sqlite3_column_int64(s, 27);
-	copy_text(b->endpoint, sizeof(b->endpoint), s, 28);
-	copy_text(b->model, sizeof(b->model), s, 29);
-	copy_text(b->ref, sizeof(b->ref), s, 30);
-	b->next_poll_at = sqlite3_column_int64(s, 31);
-	b->results_count = sqlite3_column_int64(s, 32);
-	b->results_size = sqlite3_column_int64(s, 33);
-	b->nparts = sqlite3_column_int(s, 34);
-	b->nparts_sent = sqlite3_column_int(s, 35);
+	b->nrequests = sqlite3_column_int64(s, 25);
+	b->nbytes = sqlite3_column_int64(s, 26);
+	copy_text(b->endpoint, sizeof(b->endpoint), s, 27);
+	copy_text(b->model, sizeof(b->model), s, 28);
+	b->results_count = sqlite3_column_int64(s, 29);
+	b->results_size = sqlite3_column_int64(s, 30);
+	b->nparts = sqlite3_column_int(s, 31);
+	b->nparts_sent = sqlite3_column_int(s, 32);
 }
 
 /* Runs a query expected to return at most one batch. */
@@ -962,27 +981,14 @@ int store_batch_list(struct store *st, const char *remote, int64_t after, int li
 
 static void part_from_row(sqlite3_stmt *s, struct store_part *p)
 {
-	char word[32];
-
 	memset(p, 0, sizeof(*p));
 	p->id = sqlite3_column_int64(s, 0);
 	p->batch_id = sqlite3_column_int64(s, 1);
 	p->idx = sqlite3_column_int(s, 2);
 	copy_text(p->remote, sizeof(p->remote), s, 3);
 	copy_text(p->pid, sizeof(p->pid), s, 4);
-	copy_text(word, sizeof(word), s, 5);
-	if (state_parse(word, &p->state))
-		p->state = BATCH_FAILED;
-	copy_text(p->provider_state, sizeof(p->provider_state), s, 6);
-	p->counts.total = sqlite3_column_int64(s, 7);
-	p->counts.processing = sqlite3_column_int64(s, 8);
-	p->counts.succeeded = sqlite3_column_int64(s, 9);
-	p->counts.errored = sqlite3_column_int64(s, 10);
-	p->counts.canceled = sqlite3_column_int64(s, 11);
-	p->counts.expired = sqlite3_column_int64(s, 12);
-	copy_text(word, sizeof(word), s, 13);
-	if (results_state_parse(word, &p->results))
-		p->results = RESULTS_PENDING;
+	view_from_row(s, 5, &p->state, p->provider_state, sizeof(p->provider_state), &p->counts,
+		      &p->results);
 	copy_text(p->error, sizeof(p->error), s, 14);
 	p->error_line = sqlite3_column_int64(s, 15);
 	p->error_attempt = sqlite3_column_int(s, 16);
@@ -1367,12 +1373,7 @@ static int aggregate(struct store_conn *c, int64_t batch_id)
 	sqlite3_bind_int64(s, 1, batch_id);
 	sqlite3_bind_text(s, 2, state_name(state), -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 3, a->words, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 4, a->counts.total);
-	sqlite3_bind_int64(s, 5, a->counts.processing);
-	sqlite3_bind_int64(s, 6, a->counts.succeeded);
-	sqlite3_bind_int64(s, 7, a->counts.errored);
-	sqlite3_bind_int64(s, 8, a->counts.canceled);
-	sqlite3_bind_int64(s, 9, a->counts.expired);
+	bind_counts(s, 4, &a->counts);
 	sqlite3_bind_text(s, 10, results_state_name(results), -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 11, error, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 12, a->error_line);
@@ -1524,12 +1525,7 @@ int store_part_apply(struct store *st, const struct store_part *p, enum batch_st
 	sqlite3_bind_text(s, 3, p->pid, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 4, state_name(p->state), -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 5, p->provider_state, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 6, p->counts.total);
-	sqlite3_bind_int64(s, 7, p->counts.processing);
-	sqlite3_bind_int64(s, 8, p->counts.succeeded);
-	sqlite3_bind_int64(s, 9, p->counts.errored);
-	sqlite3_bind_int64(s, 10, p->counts.canceled);
-	sqlite3_bind_int64(s, 11, p->counts.expired);
+	bind_counts(s, 6, &p->counts);
 	sqlite3_bind_int64(s, 12, p->created_at);
 	sqlite3_bind_int64(s, 13, p->ended_at);
 	sqlite3_bind_int64(s, 14, p->expires_at);

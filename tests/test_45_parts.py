@@ -225,3 +225,25 @@ def test_a_batch_of_many_parts_keeps_a_readable_status_and_id(mount_factory):
         assert len(f.read().split()) == 60
     s = wait_results(d, timeout=60)
     assert result_ids(d) == [f"r{i}" for i in range(60)]
+
+
+@pytest.mark.parametrize("tool", ["rsync", "mv", "cat"])
+def test_tools_that_rename_or_stream_commit_a_file_in_parts(mount_factory, tmp_path, tool):
+    # rsync writes a temp file and renames it onto requests.jsonl (the other commit point);
+    # mv from another file system copies then unlinks; `cat > file` streams through a shell.
+    m = mount_factory(mock_remote(max_requests=1000))
+    d = new_batch(m)
+    src = tmp_path / "requests.jsonl"
+    src.write_text("".join(lines_of(2500)))
+    dst = os.path.join(d, "requests.jsonl")
+    if tool == "rsync":
+        subprocess.run(["rsync", str(src), dst], check=True)
+    elif tool == "mv":
+        subprocess.run(["mv", str(src), dst], check=True)
+    else:
+        subprocess.run(f"cat {src} > {dst}", shell=True, check=True)
+    s = read_status(d)
+    assert [p["counts"]["total"] for p in s["parts"]] == [1000, 1000, 500]
+    assert len(mock_server_batches(m)) == 3
+    wait_results(d)
+    assert result_ids(d) == [f"r{i}" for i in range(2500)]
