@@ -993,7 +993,7 @@ int batch_fetch_results(struct bfs *b, struct remote *r, int64_t part_id, struct
 	struct provider_batch pb;
 	struct store_part p;
 	char stray_msg[512] = "";
-	int64_t count = 0, stray = 0;
+	int64_t count = 0, stray = 0, t0, t1;
 	int rc;
 
 	rc = store_part_get(b->store, part_id, &p);
@@ -1001,6 +1001,7 @@ int batch_fetch_results(struct bfs *b, struct remote *r, int64_t part_id, struct
 		return rc;
 	if (p.results == RESULTS_READY || p.results == RESULTS_UNAVAILABLE)
 		return 0;
+	t0 = timefmt_mono_ms();
 	rc = store_part_set_results(b->store, part_id,
 				    RESULTS_BIT(RESULTS_PENDING) | RESULTS_BIT(RESULTS_DOWNLOADING),
 				    RESULTS_DOWNLOADING, NULL, 0);
@@ -1050,6 +1051,7 @@ int batch_fetch_results(struct bfs *b, struct remote *r, int64_t part_id, struct
 		store_ingest_abort(in);
 		return 0;
 	}
+	t1 = timefmt_mono_ms();
 	rc = store_ingest_commit(in, &count, &stray, stray_msg);
 	in = NULL; /* freed by the commit, whatever it returned */
 	if (rc) {
@@ -1058,7 +1060,8 @@ int batch_fetch_results(struct bfs *b, struct remote *r, int64_t part_id, struct
 	}
 	if (stray)
 		log_warn("batch '%s': %s", p.pid, stray_msg);
-	log_info("batch '%s': %" PRId64 " results stored", p.pid, count);
+	log_info("batch '%s': %" PRId64 " results stored (download %.2f s, index %.2f s)", p.pid,
+		 count, (double)(t1 - t0) / 1e3, (double)(timefmt_mono_ms() - t1) / 1e3);
 out:
 	store_ingest_abort(in);
 	if (rc)

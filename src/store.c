@@ -53,18 +53,6 @@ struct store_reqs {
 	int64_t seq;
 };
 
-struct store_ingest {
-	struct store_conn *c;
-	int64_t part_id, batch_id;
-	int64_t first_line, last_line; /* the part's lines: its requests */
-	bool has_requests;	       /* a local batch: results are checked against them */
-	FILE *data, *index;	       /* results/<part>.tmp and .idx */
-	int64_t doff;		       /* bytes written to data */
-	int64_t added, count, stray;
-	char stray_id[80];
-	bool in_txn, published;
-};
-
 static int store_errno(int rc)
 {
 	switch (rc & 0xff) {
@@ -1577,6 +1565,8 @@ int store_part_note(struct store *st, int64_t id, const char *msg, int attempt,
 	return txn_end(c, part_change(c, id, s));
 }
 
+static int ingest_drop_rows(struct store_conn *c, int64_t part_id);
+
 int store_part_set_results(struct store *st, int64_t id, unsigned expect_mask,
 			   enum results_state results, const char *msg, int64_t next_poll_at)
 {
@@ -1597,7 +1587,11 @@ int store_part_set_results(struct store *st, int64_t id, unsigned expect_mask,
 	sqlite3_bind_int64(s, 4, next_poll_at);
 	sqlite3_bind_int64(s, 5, timefmt_now_ms());
 	sqlite3_bind_int64(s, 6, expect_mask);
-	return txn_end(c, part_change(c, id, s));
+	rc = part_change(c, id, s);
+	/* A part without results shows no rows (a download cut off by a crash left some). */
+	if (!rc && results == RESULTS_UNAVAILABLE)
+		rc = ingest_drop_rows(c, id);
+	return txn_end(c, rc);
 }
 
 int store_part_fetch_failed(struct store *st, int64_t id, const char *msg, int64_t base_ms,
@@ -2038,12 +2032,64 @@ int store_reqs_end(struct store_reqs *r, bool commit)
  * A part's results are one write-once file, results/<part id>.jsonl beside cache.db: every
  * line as the provider sent it, plus "\n", in arrival order. SQLite keeps the index (custom_id,
  * file name, the line's offset in that file, its length, its place in request order and in
- * results.jsonl). The file is written during the download (no SQLite transaction is open
- * meanwhile), with a side file of index records; the ingest reads those into SQLite in one
- * transaction, renaming the fsync'd file into place just before it commits: a crash leaves
- * either no results or all of them, and the bytes are written once.
+ * results.jsonl).
+ *
+ * The bytes and the rows are written while the download runs, side by side: the download
+ * thread appends to the file (and starts its writeback every few MiB, so the fsync at the end
+ * waits for little), and hands index records in chunks to an indexer thread of its own, which
+ * puts them into SQLite in short transactions (one per chunk: the database is never locked for
+ * as long as a transfer takes). Rows of a part that is not ready are never shown: a batch shows
+ * results only once all its parts are settled, and a part that ends without results loses its
+ * rows. The commit is then one short transaction: the offsets (already right when results
+ * arrived in request order), the part's row, and the rename of the fsync'd file into place just
+ * before it commits: a crash leaves either no results or all of them, and the bytes are written
+ * once.
  */
-#define STORE_RFILE_BUF (1 << 20)
+#define STORE_RFILE_BUF	  (1 << 20)
+#define INGEST_CHUNK_RECS 4096
+#define INGEST_QUEUE_MAX  4
+/* Writeback of the results file starts every this many bytes (see above). */
+#define INGEST_WRITEBACK (8 << 20)
+
+/* Index records, each: u32 id length, u32 line length, i64 offset in the data file, id. */
+struct ingest_chunk {
+	struct ingest_chunk *next;
+	bool reset; /* first drop the rows indexed so far: the download started over */
+	size_t used, size, nrecs;
+	char buf[];
+};
+
+struct store_ingest {
+	struct store *st;
+	struct store_conn *c; /* the download thread's */
+	int64_t part_id, batch_id;
+	int64_t first_line, last_line; /* the part's lines: its requests */
+	bool has_requests;	       /* a local batch: results are checked against them */
+	FILE *data;		       /* results/<part>.tmp */
+	int64_t doff;		       /* bytes written to data */
+	int64_t synced;		       /* bytes of data whose writeback was started */
+	int64_t added, count;
+	struct ingest_chunk *cur; /* being filled by the download thread */
+	bool in_txn, published;
+
+	/* Shared with the indexer thread, under lock. */
+	pthread_t thread;
+	bool thread_started;
+	pthread_mutex_t lock;
+	pthread_cond_t more, room;
+	struct ingest_chunk *head, *tail;
+	int queued;
+	bool done, busy;
+	int rc; /* the indexer's first failure */
+
+	/* The indexer's own (read by the download thread only after joining it). */
+	bool indexed;	  /* rows may exist for this part */
+	bool ordered;	  /* every row so far came in request order: off is right */
+	int64_t last_seq; /* of the last row indexed */
+	int64_t run_off;  /* its end in the part's stretch of results.jsonl */
+	int64_t stray;
+	char stray_id[80];
+};
 
 static int results_path(const struct store *st, int64_t part_id, const char *ext, char *out,
 			size_t size)
@@ -2056,6 +2102,239 @@ static int results_path(const struct store *st, int64_t part_id, const char *ext
 static int stdio_errno(void)
 {
 	return errno ? -errno : -EIO;
+}
+
+static struct ingest_chunk *chunk_new(size_t size)
+{
+	struct ingest_chunk *k = malloc(sizeof(*k) + size);
+
+	if (k) {
+		memset(k, 0, sizeof(*k));
+		k->size = size;
+	}
+	return k;
+}
+
+static void chunks_free(struct ingest_chunk *k)
+{
+	while (k) {
+		struct ingest_chunk *next = k->next;
+
+		free(k);
+		k = next;
+	}
+}
+
+/* One index record into SQLite: only the part's own requests (when they are known). */
+static int ingest_row(struct store_ingest *in, struct store_conn *c, const char *custom_id,
+		      size_t idlen, int64_t doff, int64_t len)
+{
+	static const char req[] = "SELECT seq, line FROM requests WHERE batch_id = ?1 AND"
+				  " custom_id = ?2";
+	static const char sql[] =
+		"INSERT OR REPLACE INTO results (batch_id, part_id, custom_id, fname, line, seq,"
+		" len, doff, off) VALUES (?1, ?2, ?3, ?4, x'', coalesce(?5, 4611686018427387904 +"
+		" (SELECT coalesce(max(id), 0) + 1 FROM results)), ?6, ?7, ?8)";
+	char name[ESCAPE_NAME_SIZE + 5];
+	bool known = false;
+	int64_t seq = 0;
+	sqlite3_stmt *s;
+	int n;
+
+	if (in->has_requests) {
+		/* A result of another batch never becomes a file here, whatever a provider or an
+		 * adoption got wrong. */
+		s = conn_stmt(c, req);
+		if (!s)
+			return -EIO;
+		sqlite3_bind_int64(s, 1, in->batch_id);
+		sqlite3_bind_blob(s, 2, custom_id, (int)idlen, SQLITE_STATIC);
+		if (sqlite3_step(s) == SQLITE_ROW) {
+			int64_t l = sqlite3_column_int64(s, 1);
+
+			seq = sqlite3_column_int64(s, 0);
+			known = l >= in->first_line && l <= in->last_line;
+		}
+		stmt_done(c, s);
+		if (!known) {
+			if (!in->stray++)
+				snprintf(in->stray_id, sizeof(in->stray_id), "%.*s",
+					 (int)(idlen < 79 ? idlen : 79), custom_id);
+			return 0;
+		}
+	}
+	n = escape_name(custom_id, idlen, name);
+	if (n < 0)
+		return n;
+	memcpy(name + n, ".json", 6);
+	/* In request order (strictly: a repeated custom_id replaces a row), a row's offset in
+	 * results.jsonl is the sum of those before it; else the commit computes them all. */
+	if (in->ordered && known && (!in->indexed || seq > in->last_seq)) {
+		in->last_seq = seq;
+	} else {
+		in->ordered = false;
+	}
+	s = conn_stmt(c, sql);
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, in->batch_id);
+	sqlite3_bind_int64(s, 2, in->part_id);
+	sqlite3_bind_blob(s, 3, custom_id, (int)idlen, SQLITE_STATIC);
+	sqlite3_bind_text(s, 4, name, -1, SQLITE_STATIC);
+	if (known)
+		sqlite3_bind_int64(s, 5, seq);
+	else
+		sqlite3_bind_null(s, 5);
+	sqlite3_bind_int64(s, 6, len);
+	sqlite3_bind_int64(s, 7, doff);
+	sqlite3_bind_int64(s, 8, in->run_off);
+	in->run_off += len + 1;
+	in->indexed = true;
+	return stmt_run(c, s);
+}
+
+/* The rows of a part that is not ready (a ready part's are never touched again). */
+static int ingest_drop_rows(struct store_conn *c, int64_t part_id)
+{
+	static const char del[] = "DELETE FROM results WHERE part_id = ?1 AND NOT EXISTS"
+				  " (SELECT 1 FROM parts WHERE id = ?1 AND results = 'ready')";
+	sqlite3_stmt *s = conn_stmt(c, del);
+
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, part_id);
+	return stmt_run(c, s);
+}
+
+/* One chunk of records into SQLite, in one transaction. */
+static int ingest_chunk_index(struct store_ingest *in, struct store_conn *c,
+			      const struct ingest_chunk *k)
+{
+	static const char live[] = "SELECT results FROM parts WHERE id = ?1";
+	size_t pos = 0;
+	sqlite3_stmt *s;
+	int rc = txn_begin(c);
+
+	/* A part made ready by another download, or forgotten meanwhile: hands off. */
+	if (!rc && !(s = conn_stmt(c, live)))
+		rc = -EIO;
+	if (!rc) {
+		sqlite3_bind_int64(s, 1, in->part_id);
+		rc = sqlite3_step(s);
+		rc = rc != SQLITE_ROW						 ? -ESTALE
+		     : !strcmp((const char *)sqlite3_column_text(s, 0), "ready") ? -ESTALE
+										 : 0;
+		stmt_done(c, s);
+	}
+	if (!rc && k->reset) {
+		rc = ingest_drop_rows(c, in->part_id);
+		in->indexed = false;
+		in->ordered = in->has_requests;
+		in->run_off = 0;
+		in->stray = 0;
+		in->stray_id[0] = '\0';
+	}
+	for (size_t i = 0; !rc && i < k->nrecs; i++) {
+		uint32_t hdr[2];
+		int64_t doff;
+
+		memcpy(hdr, k->buf + pos, sizeof(hdr));
+		memcpy(&doff, k->buf + pos + sizeof(hdr), sizeof(doff));
+		pos += sizeof(hdr) + sizeof(doff);
+		rc = ingest_row(in, c, k->buf + pos, hdr[0], doff, hdr[1]);
+		pos += hdr[0];
+	}
+	return txn_end(c, rc);
+}
+
+static void *ingest_indexer(void *arg)
+{
+	struct store_ingest *in = arg;
+	struct store_conn *c = conn_get(in->st); /* closed when this thread ends */
+
+	pthread_mutex_lock(&in->lock);
+	if (!c)
+		in->rc = -EIO;
+	for (;;) {
+		struct ingest_chunk *k;
+		int rc = 0;
+
+		while (!in->head && !in->done)
+			pthread_cond_wait(&in->more, &in->lock);
+		k = in->head;
+		if (!k)
+			break; /* done, and nothing left */
+		in->head = k->next;
+		if (!in->head)
+			in->tail = NULL;
+		in->queued--;
+		in->busy = true;
+		pthread_cond_signal(&in->room);
+		if (!in->rc) {
+			pthread_mutex_unlock(&in->lock);
+			rc = ingest_chunk_index(in, c, k);
+			pthread_mutex_lock(&in->lock);
+		}
+		free(k);
+		if (rc && !in->rc)
+			in->rc = rc;
+		in->busy = false;
+		pthread_cond_signal(&in->room);
+	}
+	pthread_mutex_unlock(&in->lock);
+	return NULL;
+}
+
+/* Hands the chunk being filled to the indexer (waiting while it is INGEST_QUEUE_MAX behind). */
+static int ingest_send(struct store_ingest *in, bool reset)
+{
+	struct ingest_chunk *k = in->cur;
+	int rc;
+
+	if (!k && !reset)
+		return 0;
+	if (!k && !(k = chunk_new(0)))
+		return -ENOMEM;
+	in->cur = NULL;
+	k->reset = k->reset || reset;
+	pthread_mutex_lock(&in->lock);
+	while (in->queued >= INGEST_QUEUE_MAX && !in->rc)
+		pthread_cond_wait(&in->room, &in->lock);
+	rc = in->rc;
+	if (!rc) {
+		if (in->tail)
+			in->tail->next = k;
+		else
+			in->head = k;
+		in->tail = k;
+		in->queued++;
+		k = NULL;
+		pthread_cond_signal(&in->more);
+	}
+	pthread_mutex_unlock(&in->lock);
+	free(k);
+	return rc;
+}
+
+/* Waits for the indexer to finish every chunk sent and end; returns its first failure. */
+static int ingest_join(struct store_ingest *in, bool drop_queued)
+{
+	int rc;
+
+	if (!in->thread_started)
+		return in->rc;
+	pthread_mutex_lock(&in->lock);
+	in->done = true;
+	if (drop_queued && !in->rc)
+		in->rc = -ECANCELED;
+	pthread_cond_signal(&in->more);
+	pthread_mutex_unlock(&in->lock);
+	pthread_join(in->thread, NULL);
+	in->thread_started = false;
+	chunks_free(in->head);
+	in->head = in->tail = NULL;
+	rc = in->rc;
+	return rc == -ECANCELED ? 0 : rc;
 }
 
 int store_ingest_begin(struct store *st, int64_t part_id, struct store_ingest **out)
@@ -2083,21 +2362,27 @@ int store_ingest_begin(struct store *st, int64_t part_id, struct store_ingest **
 	sqlite3_bind_int64(s, 1, p.batch_id);
 	in->has_requests = sqlite3_step(s) == SQLITE_ROW && sqlite3_column_int(s, 0);
 	stmt_done(c, s);
+	in->st = st;
 	in->c = c;
 	in->part_id = part_id;
 	in->batch_id = p.batch_id;
 	in->first_line = p.first_line;
 	in->last_line = p.last_line;
+	in->ordered = in->has_requests;
+	pthread_mutex_init(&in->lock, NULL);
+	pthread_cond_init(&in->more, NULL);
+	pthread_cond_init(&in->room, NULL);
 	rc = results_path(st, part_id, "tmp", path, sizeof(path));
 	if (!rc && !(in->data = fopen(path, "w+e")))
 		rc = stdio_errno();
-	if (!rc && results_path(st, part_id, "idx", path, sizeof(path)))
-		rc = -ENAMETOOLONG;
-	if (!rc && !(in->index = fopen(path, "w+e")))
-		rc = stdio_errno();
 	if (!rc) {
 		setvbuf(in->data, NULL, _IOFBF, STORE_RFILE_BUF);
-		setvbuf(in->index, NULL, _IOFBF, 64 * 1024);
+		/* Rows an earlier attempt left (a crash during its download) go first. */
+		rc = ingest_send(in, true);
+	}
+	if (!rc) {
+		rc = -pthread_create(&in->thread, NULL, ingest_indexer, in);
+		in->thread_started = !rc;
 	}
 	if (rc) {
 		store_ingest_abort(in);
@@ -2107,24 +2392,46 @@ int store_ingest_begin(struct store *st, int64_t part_id, struct store_ingest **
 	return 0;
 }
 
-/* Index record: u32 id length, u32 line length, i64 offset in the data file, id bytes. */
 int store_ingest_add(struct store_ingest *in, const char *custom_id, const char *line, size_t len)
 {
 	uint32_t hdr[2];
-	size_t idlen = strlen(custom_id);
+	size_t idlen = strlen(custom_id), need = sizeof(hdr) + sizeof(int64_t) + idlen;
+	struct ingest_chunk *k = in->cur;
+	int rc;
 
 	if (idlen > UINT32_MAX || len > UINT32_MAX || len > INT32_MAX)
 		return -E2BIG;
+	errno = 0;
+	if (fwrite(line, 1, len, in->data) != len || fputc('\n', in->data) == EOF)
+		return stdio_errno();
+	if (k && (k->nrecs >= INGEST_CHUNK_RECS || k->size - k->used < need)) {
+		rc = ingest_send(in, false);
+		if (rc)
+			return rc;
+		k = NULL;
+	}
+	if (!k) {
+		k = chunk_new(need > 64 * INGEST_CHUNK_RECS ? need : 64 * INGEST_CHUNK_RECS);
+		if (!k)
+			return -ENOMEM;
+		in->cur = k;
+	}
 	hdr[0] = (uint32_t)idlen;
 	hdr[1] = (uint32_t)len;
-	errno = 0;
-	if (fwrite(hdr, sizeof(hdr), 1, in->index) != 1 ||
-	    fwrite(&in->doff, sizeof(in->doff), 1, in->index) != 1 ||
-	    fwrite(custom_id, 1, idlen, in->index) != idlen ||
-	    fwrite(line, 1, len, in->data) != len || fputc('\n', in->data) == EOF)
-		return stdio_errno();
+	memcpy(k->buf + k->used, hdr, sizeof(hdr));
+	memcpy(k->buf + k->used + sizeof(hdr), &in->doff, sizeof(in->doff));
+	memcpy(k->buf + k->used + sizeof(hdr) + sizeof(in->doff), custom_id, idlen);
+	k->used += need;
+	k->nrecs++;
 	in->doff += (int64_t)len + 1;
 	in->added++;
+	if (in->doff - in->synced >= INGEST_WRITEBACK) {
+		/* Only a hint to start writing (the fsync at the end reports failures). */
+		if (!fflush(in->data))
+			(void)sync_file_range(fileno(in->data), in->synced, in->doff - in->synced,
+					      SYNC_FILE_RANGE_WRITE);
+		in->synced = in->doff;
+	}
 	return 0;
 }
 
@@ -2135,119 +2442,16 @@ int64_t store_ingest_count(const struct store_ingest *in)
 
 int store_ingest_reset(struct store_ingest *in)
 {
+	free(in->cur); /* records of the abandoned download */
+	in->cur = NULL;
 	errno = 0;
-	if (fflush(in->data) || fflush(in->index) || ftruncate(fileno(in->data), 0) ||
-	    ftruncate(fileno(in->index), 0))
+	if (fflush(in->data) || ftruncate(fileno(in->data), 0))
 		return stdio_errno();
 	rewind(in->data);
-	rewind(in->index);
 	in->doff = 0;
+	in->synced = 0;
 	in->added = 0;
-	return 0;
-}
-
-/* One index record into SQLite: only the part's own requests (when they are known). */
-static int ingest_row(struct store_ingest *in, const char *custom_id, size_t idlen, int64_t doff,
-		      int64_t len)
-{
-	static const char req[] = "SELECT seq, line FROM requests WHERE batch_id = ?1 AND"
-				  " custom_id = ?2";
-	static const char sql[] =
-		"INSERT OR REPLACE INTO results (batch_id, part_id, custom_id, fname, line, seq,"
-		" len, doff) VALUES (?1, ?2, ?3, ?4, x'', coalesce(?5, 4611686018427387904 +"
-		" (SELECT coalesce(max(id), 0) + 1 FROM results)), ?6, ?7)";
-	char name[ESCAPE_NAME_SIZE + 5];
-	bool known = false;
-	int64_t seq = 0;
-	sqlite3_stmt *s;
-	int n;
-
-	if (in->has_requests) {
-		/* A result of another batch never becomes a file here, whatever a provider or an
-		 * adoption got wrong. */
-		s = conn_stmt(in->c, req);
-		if (!s)
-			return -EIO;
-		sqlite3_bind_int64(s, 1, in->batch_id);
-		sqlite3_bind_blob(s, 2, custom_id, (int)idlen, SQLITE_STATIC);
-		if (sqlite3_step(s) == SQLITE_ROW) {
-			int64_t l = sqlite3_column_int64(s, 1);
-
-			seq = sqlite3_column_int64(s, 0);
-			known = l >= in->first_line && l <= in->last_line;
-		}
-		stmt_done(in->c, s);
-		if (!known) {
-			if (!in->stray++)
-				snprintf(in->stray_id, sizeof(in->stray_id), "%s", custom_id);
-			return 0;
-		}
-	}
-	n = escape_name(custom_id, idlen, name);
-	if (n < 0)
-		return n;
-	memcpy(name + n, ".json", 6);
-	s = conn_stmt(in->c, sql);
-	if (!s)
-		return -EIO;
-	sqlite3_bind_int64(s, 1, in->batch_id);
-	sqlite3_bind_int64(s, 2, in->part_id);
-	sqlite3_bind_blob(s, 3, custom_id, (int)idlen, SQLITE_STATIC);
-	sqlite3_bind_text(s, 4, name, -1, SQLITE_STATIC);
-	if (known)
-		sqlite3_bind_int64(s, 5, seq);
-	else
-		sqlite3_bind_null(s, 5);
-	sqlite3_bind_int64(s, 6, len);
-	sqlite3_bind_int64(s, 7, doff);
-	return stmt_run(in->c, s);
-}
-
-/* Every index record of the side file into SQLite (inside the ingest transaction). */
-static int ingest_rows(struct store_ingest *in)
-{
-	static const char del[] = "DELETE FROM results WHERE part_id = ?1";
-	char *id = NULL;
-	size_t alloc = 0;
-	sqlite3_stmt *s = conn_stmt(in->c, del);
-	int rc;
-
-	if (!s)
-		return -EIO;
-	sqlite3_bind_int64(s, 1, in->part_id);
-	rc = stmt_run(in->c, s);
-	rewind(in->index);
-	while (!rc) {
-		uint32_t hdr[2];
-		int64_t doff;
-
-		if (fread(hdr, sizeof(hdr), 1, in->index) != 1)
-			break; /* the end (checked below) */
-		if (fread(&doff, sizeof(doff), 1, in->index) != 1) {
-			rc = -EIO;
-			break;
-		}
-		if (hdr[0] + 1 > alloc) {
-			char *p = realloc(id, hdr[0] + 1);
-
-			if (!p) {
-				rc = -ENOMEM;
-				break;
-			}
-			id = p;
-			alloc = hdr[0] + 1;
-		}
-		if (fread(id, 1, hdr[0], in->index) != hdr[0]) {
-			rc = -EIO;
-			break;
-		}
-		id[hdr[0]] = '\0';
-		rc = ingest_row(in, id, hdr[0], doff, hdr[1]);
-	}
-	if (!rc && ferror(in->index))
-		rc = -EIO;
-	free(id);
-	return rc;
+	return ingest_send(in, true);
 }
 
 /* The data file, durable, then in place (a ready part's file is never rewritten after). */
@@ -2259,9 +2463,9 @@ static int data_publish(struct store_ingest *in)
 	errno = 0;
 	if (fflush(in->data) || fsync(fileno(in->data)))
 		return stdio_errno();
-	rc = results_path(in->c->st, in->part_id, "tmp", tmp, sizeof(tmp));
+	rc = results_path(in->st, in->part_id, "tmp", tmp, sizeof(tmp));
 	if (!rc)
-		rc = results_path(in->c->st, in->part_id, "jsonl", final, sizeof(final));
+		rc = results_path(in->st, in->part_id, "jsonl", final, sizeof(final));
 	if (!rc && rename(tmp, final))
 		rc = -errno;
 	if (!rc)
@@ -2288,8 +2492,9 @@ int store_ingest_commit(struct store_ingest *in, int64_t *count, int64_t *stray,
 	sqlite3_stmt *s = NULL;
 	int rc;
 
-	errno = 0;
-	rc = fflush(in->index) ? stdio_errno() : 0;
+	rc = ingest_send(in, false);
+	if (ingest_join(in, rc != 0) && !rc)
+		rc = in->rc;
 	if (!rc)
 		rc = txn_begin(in->c);
 	if (rc) {
@@ -2297,18 +2502,19 @@ int store_ingest_commit(struct store_ingest *in, int64_t *count, int64_t *stray,
 		return rc;
 	}
 	in->in_txn = true;
-	rc = ingest_rows(in);
-	if (!rc && in->stray)
+	if (in->stray)
 		snprintf(msg, sizeof(msg),
 			 "%" PRId64 " result(s) whose custom_id is not among the requests of this "
 			 "part were left out (the first: '%.64s')",
 			 in->stray, in->stray_id);
 	/* What is stored, not what arrived: a repeated custom_id replaced its earlier line. */
-	if (!rc && !(s = conn_stmt(in->c, offs)))
-		rc = -EIO;
-	if (!rc) {
-		sqlite3_bind_int64(s, 1, in->part_id);
-		rc = stmt_run(in->c, s);
+	if (!in->ordered) {
+		if (!(s = conn_stmt(in->c, offs)))
+			rc = -EIO;
+		if (!rc) {
+			sqlite3_bind_int64(s, 1, in->part_id);
+			rc = stmt_run(in->c, s);
+		}
 	}
 	if (!rc && !(s = conn_stmt(in->c, stored)))
 		rc = -EIO;
@@ -2348,8 +2554,11 @@ int store_ingest_commit(struct store_ingest *in, int64_t *count, int64_t *stray,
 			*stray = in->stray;
 		if (stray_msg)
 			snprintf(stray_msg, 512, "%s", msg);
+	} else {
+		in->published =
+			false; /* not ready: its rows go (the file is rewritten next time) */
 	}
-	store_ingest_abort(in); /* frees; keeps the published file */
+	store_ingest_abort(in); /* frees; keeps a published file and its rows */
 	return rc;
 }
 
@@ -2361,14 +2570,30 @@ void store_ingest_abort(struct store_ingest *in)
 		return;
 	if (in->in_txn)
 		conn_rollback(in->c); /* nothing to do if it fails: the txn is gone */
+	(void)ingest_join(in, true);
+	free(in->cur);
+	/* A part that is not ready shows no rows, but one that ends up unavailable in a batch
+	 * whose other parts are ready would: they go now. */
+	if (in->indexed && !in->published) {
+		int rc = txn_begin(in->c);
+
+		if (!rc)
+			rc = txn_end(in->c, ingest_drop_rows(in->c, in->part_id));
+		if (rc)
+			log_warn("cache: cannot drop the rows of an unfinished download of part "
+				 "%" PRId64 ": %s",
+				 in->part_id, strerror(-rc));
+	}
 	if (in->data)
 		fclose(in->data);
-	if (in->index)
-		fclose(in->index);
-	if (!in->published && !results_path(in->c->st, in->part_id, "tmp", path, sizeof(path)))
+	if (!in->published && !results_path(in->st, in->part_id, "tmp", path, sizeof(path)))
 		(void)unlink(path); /* only space */
-	if (!results_path(in->c->st, in->part_id, "idx", path, sizeof(path)))
-		(void)unlink(path); /* only space */
+	/* The side file of index records of older versions. */
+	if (!results_path(in->st, in->part_id, "idx", path, sizeof(path)))
+		(void)unlink(path);
+	pthread_cond_destroy(&in->more);
+	pthread_cond_destroy(&in->room);
+	pthread_mutex_destroy(&in->lock);
 	free(in);
 }
 

@@ -1,0 +1,274 @@
+#!/usr/bin/env python3
+"""batchfs benchmark of issue "results at disk speed" (not a test: it prints figures).
+
+N Anthropic requests (default 100,000, 248 MB; results about 2.9 KB each) against an
+Anthropic-shaped server that ends each batch as soon as it is created (tests/bench/
+fast_anthropic.py, which checks nothing, so the figures are batchfs's and not a Python fake's).
+Everything runs on one fresh loop-mounted ext4 image, and each row is printed with its baseline
+measured in the same run and the ratio against the goal:
+
+  submit        `cp requests.jsonl` into a batch returns (validated and uploaded)
+                vs `cp` to local disk + `curl -T` upload of the same bytes to the same server
+  ingest        from cp's return until status says results "ready"
+                vs `curl` download of the same result bytes into one local file (+ fsync:
+                batchfs makes results durable before it says ready; both figures printed)
+  results.jsonl `cat` of it, cold (caches dropped) and warm, vs the same file on local disk
+  results/*     `cat` of every file (xargs), cold and warm, vs the same tree on local disk;
+                and the floor: the same loop against a minimal libfuse low-level file system
+                (tests/bench/floor_fs.c) serving that local tree with the same open flags
+  ls -l         `ls -l results/` vs the local tree
+  status        p99 of open+read+close, 8 concurrent readers
+  RSS           the daemon's peak VmHWM, against 64 MB
+
+Usage (root, for the loop mount and drop_caches):
+  BATCHFS_BIN=build/src/batchfs python3 tests/bench/bench_results.py [N] [--per-part K]
+      [--log FILE] [--perf]
+"""
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "lib"))
+from bench_parts import (Daemon, Monitor, Perf, describe_lat, make_requests,  # noqa: E402
+                         proc_status_kb, sh, start_server, stop_proc, status_latencies)
+from mount import is_mounted, wait_for  # noqa: E402
+
+KEY_ENV = "BFS_TEST_KEY"
+FAKE_KEY = "sk-ant-api03-bench-key"
+RSS_LIMIT_MB = 64
+
+
+def make_results(path, n):
+    """n succeeded Anthropic result lines (docs.anthropic.com, "Retrieving batch results"),
+    in request order, about 2.9 KB each."""
+    pad = "The answer is lorem ipsum dolor sit amet. " * 62
+    head = ('{"custom_id":"req-%07d","result":{"type":"succeeded","message":{'
+            '"id":"msg_%024d","type":"message","role":"assistant",'
+            '"model":"claude-haiku-4-5","content":[{"type":"text","text":"%d ' + pad +
+            '"}],"stop_reason":"end_turn","stop_sequence":null,'
+            '"usage":{"input_tokens":620,"output_tokens":64}}}}\n')
+    with open(path, "w") as f:
+        step = 10000
+        for base in range(0, n, step):
+            f.write("".join(head % (i, i, i) for i in range(base, min(n, base + step))))
+
+
+def drop_caches():
+    sh("sync")
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3\n")
+
+
+def timed(cmd, cold=False):
+    if cold:
+        drop_caches()
+    t = time.perf_counter()
+    sh(cmd, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t
+
+
+def best(cmd, runs=3):
+    timed(cmd)  # warm
+    return min(timed(cmd) for _ in range(runs))
+
+
+def catall(tree):
+    return f"cd {tree} && find . -type f -print0 | xargs -0 -n 20000 cat >/dev/null"
+
+
+class Rows:
+    def __init__(self):
+        self.rows = []
+
+    def add(self, name, value, base, goal, unit="s", note=""):
+        ratio = value / base if base else float("inf")
+        ok = "PASS" if ratio <= goal else "FAIL"
+        self.rows.append((name, value, base, ratio, goal, ok, unit, note))
+        print(f"  {name:<28} {value:8.3f} {unit}  baseline {base:8.3f} {unit}  "
+              f"{ratio:5.2f}x (goal <= {goal}x) {ok} {note}", flush=True)
+
+    def table(self, title):
+        print(f"\nSUMMARY {title}")
+        print(f"| row | batchfs | baseline | ratio | goal | |")
+        print("|---|---|---|---|---|---|")
+        for name, v, b, r, g, ok, unit, note in self.rows:
+            print(f"| {name} | {v:.3f} {unit} | {b:.3f} {unit} | {r:.2f}x | <= {g}x | {ok} |"
+                  + (f" {note}" if note else ""))
+
+
+def build_floor(work):
+    src = os.path.join(HERE, "floor_fs.c")
+    out = os.path.join(work, "floor_fs")
+    sh(f"cc -O2 -Wall -o {out} {src} $(pkg-config --cflags --libs fuse3)")
+    return out
+
+
+def status_p99_concurrent(path, readers=8, count=1000):
+    lats = [None] * readers
+
+    def one(i):
+        lats[i] = status_latencies(path, count)
+    ts = [threading.Thread(target=one, args=(i,)) for i in range(readers)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return describe_lat([x for lat in lats for x in lat])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("n", nargs="?", type=int, default=100000)
+    ap.add_argument("--per-part", type=int, default=100000, help="max_requests of the remote")
+    ap.add_argument("--log", help="keep the daemon's timestamped stderr in this file")
+    ap.add_argument("--perf", action="store_true", help="perf record the daemon per phase")
+    a = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("bench: run as root (loop mount, drop_caches)")
+    binary = os.path.abspath(os.environ.get("BATCHFS_BIN", os.path.join(
+        HERE, "..", "..", "build", "src", "batchfs")))
+    n = a.n
+    parts = -(-n // a.per_part)
+    work = tempfile.mkdtemp(prefix="bfsbench-results-")
+    free = shutil.disk_usage(work).free
+    need = n * 20000
+    if need > free:
+        sys.exit(f"bench: {n} requests need about {need / 1e9:.0f} GB, {free / 1e9:.0f} free")
+    size = min(max(4 << 30, n * 40000), int(free * 0.9))
+    img, disk = os.path.join(work, "disk.img"), os.path.join(work, "disk")
+    os.mkdir(disk)
+    print(f"bench_results: N={n}, {parts} part(s), loop image {size / 1e9:.0f} GB (sparse) in "
+          f"{work}; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} "
+          "(other work on the machine skews every figure)", flush=True)
+    rows = Rows()
+    stack = contextlib.ExitStack()
+    try:
+        sh(f"truncate -s {size} {img} && mkfs.ext4 -q -F {img} && mount -o loop {img} {disk}")
+        stack.callback(lambda: subprocess.run(f"umount {disk} || umount -l {disk}", shell=True))
+        for d in ("mnt", "cache", "local", "gen", "floor"):
+            os.mkdir(os.path.join(disk, d))
+        mnt, local = os.path.join(disk, "mnt"), os.path.join(disk, "local")
+        reqs = os.path.join(disk, "gen", "requests.jsonl")
+        results = os.path.join(disk, "gen", "results.jsonl")
+        t = time.perf_counter()
+        make_requests(reqs, n, "claude-haiku-4-5")
+        make_results(results, n)
+        print(f"generated {os.path.getsize(reqs) / 1e6:.1f} MB of requests and "
+              f"{os.path.getsize(results) / 1e6:.1f} MB of results in "
+              f"{time.perf_counter() - t:.1f} s", flush=True)
+
+        srv_proc, url = start_server([sys.executable, os.path.join(HERE, "fast_anthropic.py"),
+                                      results])
+        stack.callback(stop_proc, srv_proc)
+        cfg = os.path.join(disk, "config")
+        with open(cfg, "w") as f:
+            f.write(f"[bench]\nprovider = anthropic\nbase_url = {url}\napi_key_env = {KEY_ENV}\n"
+                    f"poll_interval = 1\nlist_interval = 3600\nmax_requests = {a.per_part}\n")
+        log_path = a.log or os.path.join(work, "daemon.log")
+        daemon = Daemon(binary, cfg, os.path.join(disk, "cache"), mnt, log_path,
+                        dict(os.environ, **{KEY_ENV: FAKE_KEY}))
+        stack.callback(daemon.stop)
+
+        def up():
+            if daemon.proc.poll() is not None:
+                raise RuntimeError(f"batchfs exited {daemon.proc.returncode}; log {log_path}")
+            return is_mounted(mnt)
+        wait_for(up, 20, what="mount")
+        mon = Monitor(daemon.pid, disk, os.path.join(disk, "cache"))
+        mon.start()
+        stack.callback(mon.stop.set)
+        perf = Perf(a.perf, daemon.pid, work)
+        batch = os.path.join(mnt, "bench", "big")
+        os.mkdir(batch)
+
+        # --- submit --------------------------------------------------------------------------
+        print("\nsubmit", flush=True)
+        sh("sync")
+        t_cp = timed(f"cp {reqs} {local}/copy.jsonl")
+        t_up = timed(f"curl -sS -f -H 'Expect:' -H 'Content-Type: application/json' "
+                     f"-T {reqs} -X POST -o /dev/null '{url}/sink'")
+        os.unlink(f"{local}/copy.jsonl")
+        sh("sync")
+        perf.start("submit")
+        t0 = time.perf_counter()
+        sh(f"cp {reqs} {batch}/requests.jsonl")
+        t_sub = time.perf_counter() - t0
+        perf.stop("submit")
+        rows.add("submit (cp returns)", t_sub, t_cp + t_up, 1.5,
+                 note=f"(cp {t_cp:.3f} + curl upload {t_up:.3f})")
+
+        # --- ingest --------------------------------------------------------------------------
+        perf.start("ingest")
+
+        def ready():
+            with open(os.path.join(batch, "status"), "rb") as f:
+                st = json.loads(f.read())
+            if st.get("results") == "unavailable" or st.get("state") == "failed":
+                raise RuntimeError(f"batch failed: {st}")
+            return st.get("results") == "ready"
+        wait_for(ready, 3600, interval=0.01, what="results ready")
+        t_ing = time.perf_counter() - t0 - t_sub
+        perf.stop("ingest")
+        t_dl = timed(f"curl -sS -f -o {local}/dl.jsonl '{url}/file'")
+        t_dls = timed(f"curl -sS -f -o {local}/dl.jsonl '{url}/file' && sync -d {local}/dl.jsonl")
+        print("\ningest", flush=True)
+        rows.add("ingest (ready after end)", t_ing, t_dl, 1.5,
+                 note=f"(vs curl + fsync {t_dls:.3f}: {t_ing / t_dls:.2f}x)")
+
+        # --- reads ---------------------------------------------------------------------------
+        print("\nreads", flush=True)
+        rj = os.path.join(batch, "results.jsonl")
+        sh(f"cp {rj} {local}/results.jsonl")
+        cold_b = timed(f"cat {rj}", cold=True)
+        cold_l = timed(f"cat {local}/results.jsonl", cold=True)
+        rows.add("cat results.jsonl cold", cold_b, cold_l, 1.5)
+        rows.add("cat results.jsonl warm", best(f"cat {rj}"),
+                 best(f"cat {local}/results.jsonl"), 1.5)
+        tree = os.path.join(local, "tree")
+        sh(f"cp -r {batch}/results {tree}")
+        res = os.path.join(batch, "results")
+        cold_b = timed(catall(res), cold=True)
+        cold_l = timed(catall(tree), cold=True)
+        rows.add("cat results/* cold", cold_b, cold_l, 1.2)
+        warm_b, warm_l = best(catall(res)), best(catall(tree))
+        floor_bin = build_floor(work)
+        floor = os.path.join(disk, "floor")
+        fp = subprocess.Popen([floor_bin, "-f", floor],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env=dict(os.environ, FLOOR_SOURCE=tree))
+        stack.callback(lambda: (subprocess.run(["fusermount3", "-uz", floor],
+                                               stderr=subprocess.DEVNULL), fp.wait(10)))
+        wait_for(lambda: is_mounted(floor), 20, what="floor mount")
+        warm_f = best(catall(floor))
+        rows.add("cat results/* warm", warm_b, warm_l, 2.0,
+                 note=f"(FUSE floor {warm_f:.3f} s: {warm_b / warm_f:.2f}x of it)")
+        rows.add("ls -l results/", best(f"ls -l {res}"), best(f"ls -l {tree}"), 2.0)
+
+        # --- status and memory ---------------------------------------------------------------
+        text, p99 = status_p99_concurrent(os.path.join(batch, "status"))
+        print(f"\n  status, 8 readers x 1000: {text}  "
+              f"{'PASS' if p99 < 1000 else 'FAIL'} (goal p99 <= 1 ms)")
+        hwm = proc_status_kb(daemon.pid, "VmHWM") / 1024
+        print(f"  peak RSS {hwm:.1f} MB (VmHWM) {'PASS' if hwm <= RSS_LIMIT_MB else 'FAIL'} "
+              f"(goal <= {RSS_LIMIT_MB} MB); WAL peak {mon.peak_wal / 1e6:.1f} MB")
+        rows.table(f"N={n}, {parts} part(s), {os.cpu_count()} cores")
+        print(f"| status p99, 8 readers | {p99 / 1000:.3f} ms | | | <= 1 ms | "
+              f"{'PASS' if p99 < 1000 else 'FAIL'} |")
+        print(f"| peak RSS | {hwm:.1f} MB | | | <= {RSS_LIMIT_MB} MB | "
+              f"{'PASS' if hwm <= RSS_LIMIT_MB else 'FAIL'} |")
+    finally:
+        stack.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
