@@ -341,14 +341,12 @@ static const char *const schema_v3 =
 
 /*
  * v4: a batch forgotten on this machine (rmdir of an ended batch) leaves a tombstone per
- * provider id, so discovery never brings it back and no reconciliation adopts it; parts are
- * listed per remote for <remote>/.by-id/.
+ * provider id, so discovery never brings it back and no reconciliation adopts it.
  */
 static const char *const schema_v4 =
 	"CREATE TABLE forgotten ("
 	" remote TEXT NOT NULL, pid TEXT NOT NULL, forgotten_at INTEGER NOT NULL,"
-	" PRIMARY KEY (remote, pid)) WITHOUT ROWID;"
-	"CREATE INDEX parts_remote ON parts (remote, id) WHERE pid <> '';";
+	" PRIMARY KEY (remote, pid)) WITHOUT ROWID;";
 
 /* Brings the schema to STORE_SCHEMA_VERSION, one step per version, each in a transaction. */
 static int store_migrate(struct store_conn *c, struct bfs_err *err)
@@ -1199,6 +1197,7 @@ int store_part_by_pid(struct store *st, const char *remote, const char *pid, str
 int store_part_list_remote(struct store *st, const char *remote, int64_t after, int limit,
 			   store_part_fn fn, void *ctx)
 {
+	/* A range of the rowid, filtered: remotes' parts interleave, so no index is needed. */
 	static const char sql[] = "SELECT " PART_COLS " FROM parts WHERE remote = ?1 AND"
 				  " pid <> '' AND id > ?2 ORDER BY id LIMIT ?3";
 	struct store_conn *c = conn_get(st);

@@ -89,7 +89,7 @@ def test_a_file_over_max_requests_becomes_as_few_parts_as_fit(mount_factory):
     assert r["custom_id"] == "r1999" and r["result"]["message"]["content"][0]["text"] == "say 1999"
     # Every provider id leads back to the directory.
     for bid in ids:
-        assert os.path.samefile(os.path.join(m.path, "mock", bid), d)
+        assert os.path.samefile(os.path.join(m.path, "mock", ".by-id", bid), d)
 
 
 def test_parts_split_by_bytes_too_and_keep_blank_lines_and_crlf(mount_factory):
