@@ -153,8 +153,8 @@ int store_batch_delete(struct store *st, int64_t id);
 /*
  * Forgets an ended batch on this machine (rmdir): a tombstone per provider id of its parts,
  * so discovery never brings it back, then store_batch_delete() (results files too) in one
- * transaction. -EBUSY, with the reason in err, while a part is not ended at the provider, its
- * results are downloading, or nothing of a local batch was sent. Nothing at the provider.
+ * transaction. -EBUSY, with the reason in err, while a part is not ended at the provider or
+ * nothing of a local batch was sent. Nothing is done at the provider.
  */
 int store_batch_forget(struct store *st, int64_t id, int64_t now, struct bfs_err *err);
 typedef int (*store_batch_fn)(void *ctx, const struct store_batch *b);

@@ -966,13 +966,16 @@ int store_batch_delete(struct store *st, int64_t id)
 	return txn_end(c, batch_delete_c(c, id));
 }
 
-/* Why batch id cannot be forgotten now ("" when it can), from its parts. */
+/*
+ * Why batch id cannot be forgotten now ("" when it can), from its parts. A results download
+ * running meanwhile is no reason: its ingest finds its part gone and rolls back.
+ */
 static int forget_refusal(struct store_conn *c, int64_t id, char *why, size_t size)
 {
 	static const char sql[] =
-		"SELECT idx, state, results FROM parts WHERE batch_id = ?1 AND (state NOT IN"
-		" ('completed', 'canceled', 'expired', 'failed') OR results = 'downloading'"
-		" OR (pid = '' AND identity <> '')) ORDER BY idx LIMIT 1";
+		"SELECT idx, state FROM parts WHERE batch_id = ?1 AND (state NOT IN"
+		" ('completed', 'canceled', 'expired', 'failed') OR (pid = '' AND identity <> ''))"
+		" ORDER BY idx LIMIT 1";
 	sqlite3_stmt *s = conn_stmt(c, sql);
 	int rc;
 
@@ -983,17 +986,11 @@ static int forget_refusal(struct store_conn *c, int64_t id, char *why, size_t si
 	rc = sqlite3_step(s);
 	if (rc == SQLITE_ROW) {
 		const char *state = (const char *)sqlite3_column_text(s, 1);
-		const char *results = (const char *)sqlite3_column_text(s, 2);
 
-		if (results && !strcmp(results, "downloading"))
-			snprintf(why, size,
-				 "its results are being downloaded; try again when "
-				 "status says results ready");
-		else
-			snprintf(why, size,
-				 "it is still %s at the provider (part %d); cancel it (echo cancel "
-				 "> ctl) or wait until it ends",
-				 state ? state : "running", sqlite3_column_int(s, 0) + 1);
+		snprintf(why, size,
+			 "it is still %s at the provider (part %d); cancel it (echo cancel > ctl) "
+			 "or wait until it ends",
+			 state ? state : "running", sqlite3_column_int(s, 0) + 1);
 	}
 	stmt_done(c, s);
 	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -EIO;
