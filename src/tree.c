@@ -336,10 +336,10 @@ static int dir_batch_cb(void *ctx, const struct store_batch *row)
 {
 	struct tree_dir *d = ctx;
 
-	return tree_dir_add(d, row->name, tree_ino(TREE_BATCH, row->id, TREE_SUB_DIR),
-			    DIR_BY_ID_COOKIE + (off_t)row->id, NULL, 0)
-		       ? 0
-		       : 1;
+	if (!tree_dir_add(d, row->name, tree_ino(TREE_BATCH, row->id, TREE_SUB_DIR),
+			  DIR_BY_ID_COOKIE + (off_t)row->id, NULL, 0))
+		return 1; /* the reply is full */
+	return 0;
 }
 
 /* .by-id cookies: part k 2 + k. */
@@ -347,9 +347,9 @@ static int dir_link_cb(void *ctx, const struct store_part *p)
 {
 	struct tree_dir *d = ctx;
 
-	return tree_dir_add(d, p->pid, tree_ino(TREE_LINK, p->id, 0), 2 + (off_t)p->id, NULL, 0)
-		       ? 0
-		       : 1;
+	if (!tree_dir_add(d, p->pid, tree_ino(TREE_LINK, p->id, 0), 2 + (off_t)p->id, NULL, 0))
+		return 1;
+	return 0;
 }
 
 static int dir_file_cb(void *ctx, const struct store_file *f)

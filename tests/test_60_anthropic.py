@@ -283,6 +283,7 @@ def test_many_batches_made_elsewhere_are_listed_across_pages(fake_server, mount_
     root = os.path.join(m.path, "a")
     wait_for(lambda: ids <= set(os.listdir(root)), 15, what="every batch to be listed")
     assert len(os.listdir(root)) == 230 + 1  # and .by-id
+    assert set(os.listdir(os.path.join(root, ".by-id"))) == ids  # in pages too
     assert srv.count("GET", f"^{API}$") >= 3  # 100 per page
 
 
