@@ -136,12 +136,18 @@ def test_tar_cp_rsync_grep_of_batch_dirs_in_every_state(fake_server, mount_facto
     assert srv.count("POST", r"/cancel$") == 0
 
 
-def test_cp_r_of_a_job_folder_submits_and_keeps_the_notes(mock_mount, tmp_path):
+@pytest.mark.parametrize("requests_first", [True, False])
+def test_cp_r_of_a_job_folder_submits_and_keeps_the_notes(mock_mount, tmp_path, requests_first):
+    # cp copies in the source directory's order (by inode number, so creation order, on most
+    # file systems): with requests.jsonl first the notes arrive after the commit.
     job = tmp_path / unique("job")
     job.mkdir()
-    (job / "requests.jsonl").write_text(anthropic_requests(3))
+    if requests_first:
+        (job / "requests.jsonl").write_text(anthropic_requests(3))
     (job / "notes.md").write_text("why this job\n")
     (job / "prompt.txt").write_text("the prompt\n")
+    if not requests_first:
+        (job / "requests.jsonl").write_text(anthropic_requests(3))
     remote = os.path.join(mock_mount.path, "mock")
     ok("cp", "-r", str(job), remote + "/")
     d = os.path.join(remote, job.name)
