@@ -40,7 +40,7 @@ struct draft_writers {
 
 /* requests.jsonl of row may be (re)written: a local batch not yet claimed by a commit. */
 bool draft_is_writable(const struct store_batch *row);
-/* 0 when file_id may be written now, -EACCES when its batch is not writable. */
+/* 0 when file_id may be written now; -EACCES for requests.jsonl of a batch not writable. */
 int draft_check_file(struct bfs *b, int64_t file_id);
 
 /* Records the thread tid (a FUSE request's pid) as a writer through w. */

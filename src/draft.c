@@ -115,7 +115,7 @@ int draft_check_file(struct bfs *b, int64_t file_id)
 		rc = store_batch_get(b->store, f.batch_id, &row);
 	if (rc)
 		return rc;
-	return draft_is_writable(&row) ? 0 : -EACCES;
+	return may_change(&row, f.name) ? 0 : -EACCES;
 }
 
 /*

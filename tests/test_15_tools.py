@@ -90,7 +90,7 @@ def test_tar_cp_rsync_grep_of_batch_dirs_in_every_state(fake_server, mount_facto
     # polls only when asked (refresh): status must not change while a tool reads it
     m = mount_remote(mount_factory, srv, poll_interval=60, list_interval=0.5)
     root = os.path.join(m.path, "a")
-    foreign = srv.create_batch(body_of(3, "f"))
+    foreign = srv.create_batch(body_of(3, "f"), age_s=5)  # ended before it is listed
     ended = os.path.join(root, unique("ended"))
     submit(ended, body_of(3, "e"))
     with open(os.path.join(ended, "notes.txt"), "w") as f:
@@ -165,6 +165,9 @@ def test_cp_r_of_a_job_folder_submits_and_keeps_the_notes(mock_mount, tmp_path, 
     os.chmod(os.path.join(d, "later.txt"), 0o600)
     with open(os.path.join(d, "later.txt")) as f:
         assert f.read() == "after submit\nmore\n"
+    assert os.access(os.path.join(d, "later.txt"), os.W_OK)
+    assert os.access(d, os.W_OK)
+    assert not os.access(os.path.join(d, "requests.jsonl"), os.W_OK)
     # requests.jsonl itself stays what was submitted
     with pytest.raises(PermissionError):
         open(os.path.join(d, "requests.jsonl"), "w")
