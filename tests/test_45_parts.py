@@ -166,7 +166,7 @@ def test_cancel_cancels_every_running_part(mount_factory):
 
 
 def test_a_submitted_multi_part_batch_refuses_a_rewrite_and_rmdir(mount_factory):
-    m = mount_factory(mock_remote(max_requests=2))
+    m = mount_factory(mock_remote(max_requests=2, mock_delay=600))  # running throughout
     d = new_batch(m)
     assert write_requests(d, "".join(lines_of(3))) == 0
     with pytest.raises(PermissionError):
