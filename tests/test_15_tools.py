@@ -136,7 +136,7 @@ def test_tar_cp_rsync_grep_of_batch_dirs_in_every_state(fake_server, mount_facto
     assert srv.count("POST", r"/cancel$") == 0
 
 
-@pytest.mark.parametrize("requests_first", [True, False])
+@pytest.mark.parametrize("requests_first", [True, False], ids=["requests-first", "notes-first"])
 def test_cp_r_of_a_job_folder_submits_and_keeps_the_notes(mock_mount, tmp_path, requests_first):
     # cp copies in the source directory's order (by inode number, so creation order, on most
     # file systems): with requests.jsonl first the notes arrive after the commit.
