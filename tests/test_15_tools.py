@@ -223,6 +223,9 @@ def test_globs_see_each_batch_once_and_by_id_resolves_every_part(fake_server, mo
     ok("ls", "-laR", m.path)
     du = ok("du", "-a", root).stdout
     assert du.count("/status\n") == 3
+    # forgetting a batch of three parts takes every part's id out of .by-id
+    ok("rm", "-r", big)
+    assert sorted(os.listdir(by_id)) == sorted(set(want) - set(big_ids))
 
 
 def test_rm_r_forgets_ended_batches_and_the_tombstone_survives_a_remount(fake_server,
