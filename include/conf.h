@@ -27,6 +27,7 @@ struct remote_conf {
 	double poll_interval;	  /* seconds between polls of an unfinished batch */
 	double list_interval;	  /* seconds between listings of the provider's batches */
 	double command_timeout;	  /* command_timeout: seconds a key/token command may run */
+	bool discover;		  /* discover = all: list the provider for batches made elsewhere */
 	struct conf_kv *kv;	  /* every key of the section, in file order */
 	size_t nkv;
 };

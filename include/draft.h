@@ -21,6 +21,7 @@
 #include <sys/types.h>
 
 struct bfs;
+struct bfs_err;
 struct store_batch;
 struct worker_job;
 
@@ -39,7 +40,7 @@ struct draft_writers {
 
 /* requests.jsonl of row may be (re)written: a local batch not yet claimed by a commit. */
 bool draft_is_writable(const struct store_batch *row);
-/* 0 when file_id may be written now, -EACCES when its batch is not writable. */
+/* 0 when file_id may be written now; -EACCES for requests.jsonl of a batch not writable. */
 int draft_check_file(struct bfs *b, int64_t file_id);
 
 /* Records the thread tid (a FUSE request's pid) as a writer through w. */
@@ -47,8 +48,13 @@ void draft_writer_add(struct draft_writers *w, pid_t tid);
 
 /* mkdir in a remote: a new draft. Fills e. */
 int draft_mkdir(struct bfs *b, fuse_ino_t parent, const char *name, struct fuse_entry_param *e);
-/* rmdir of a draft (files and spool data go with it); EBUSY once submitted. */
-int draft_rmdir(struct bfs *b, fuse_ino_t parent, const char *name);
+/*
+ * rmdir of a batch directory: a draft goes (files and spool data with it); an ended batch is
+ * forgotten on this machine (store_batch_forget(): a tombstone, nothing at the provider);
+ * -EBUSY with the reason in err while it runs. results/ of an ended batch "goes" (0) so that
+ * `rm -r` gets to the batch.
+ */
+int draft_rmdir(struct bfs *b, fuse_ino_t parent, const char *name, struct bfs_err *err);
 /*
  * open(2) of draft file file_id with flags: checks a writing open, truncates under the draft
  * rule, records a truncating opener in w. Sets *fd (the spool file).

@@ -150,6 +150,13 @@ int store_batch_note(struct store *st, int64_t id, const char *msg);
 int store_batch_want_results(struct store *st, int64_t id);
 /* Deletes a batch and its files, requests and results rows (spool data is the caller's). */
 int store_batch_delete(struct store *st, int64_t id);
+/*
+ * Forgets an ended batch on this machine (rmdir): a tombstone per provider id of its parts,
+ * so discovery never brings it back, then store_batch_delete() (results files too) in one
+ * transaction. -EBUSY, with the reason in err, while a part is not ended at the provider or
+ * nothing of a local batch was sent. Nothing is done at the provider.
+ */
+int store_batch_forget(struct store *st, int64_t id, int64_t now, struct bfs_err *err);
 typedef int (*store_batch_fn)(void *ctx, const struct store_batch *b);
 /* Calls fn for the batches of remote with id > after, in id order, at most limit of them. */
 int store_batch_list(struct store *st, const char *remote, int64_t after, int limit,
@@ -170,7 +177,15 @@ typedef int (*store_part_fn)(void *ctx, const struct store_part *p);
 int store_part_list(struct store *st, int64_t batch_id, store_part_fn fn, void *ctx);
 /* The same as one malloc'd array (*out, *n; the caller frees *out). Few rows: parts. */
 int store_parts_load(struct store *st, int64_t batch_id, struct store_part **out, size_t *n);
-/* True when pid is the provider id of a part of remote (provider_owned_fn's question). */
+/* The part of remote whose provider id is pid; -ENOENT when none. */
+int store_part_by_pid(struct store *st, const char *remote, const char *pid,
+		      struct store_part *out);
+/* Calls fn for the parts of remote that have a provider id and id > after, in id order, at
+ * most limit of them (<remote>/.by-id/). */
+int store_part_list_remote(struct store *st, const char *remote, int64_t after, int limit,
+			   store_part_fn fn, void *ctx);
+/* True when pid is the provider id of a part of remote, or of a batch forgotten here
+ * (provider_owned_fn's question). */
 bool store_pid_is_owned(struct store *st, const char *remote, const char *pid);
 /* Calls fn for every part of remote that the poller must look at: next_poll_at in (0, now]. */
 int store_part_due(struct store *st, const char *remote, int64_t now, store_part_fn fn, void *ctx);

@@ -23,16 +23,20 @@ struct bfs;
  */
 enum tree_kind {
 	TREE_ROOT = 0,
-	TREE_REMOTE = 1, /* id: remote index */
+	TREE_REMOTE = 1, /* id: remote index; sub: TREE_SUB_DIR or TREE_SUB_BY_ID */
 	TREE_BATCH = 2,	 /* id: batch row; sub: TREE_SUB_DIR or a virtual file (vfile.h) */
-	TREE_LINK = 3,	 /* id: batch row: <pid> -> <name> */
+	TREE_LINK = 3,	 /* id: part row: .by-id/<pid> -> ../<name> */
 	TREE_FILE = 4,	 /* id: files row (spool data) */
 	TREE_RESULT = 5, /* id: results row */
 };
 
-#define TREE_SUB_DIR  0 /* the batch directory itself */
-#define TREE_SUB_MAX  15
-#define TREE_ROOT_INO 1
+#define TREE_SUB_DIR 0 /* the batch (or remote) directory itself */
+/* <remote>/.by-id/: a symlink per provider id (every part's), so the remote directory lists
+ * each batch once (and so do globs over it). */
+#define TREE_SUB_BY_ID 1
+#define TREE_BY_ID     ".by-id"
+#define TREE_SUB_MAX   15
+#define TREE_ROOT_INO  1
 
 /* Attribute and entry timeouts (seconds). */
 #define TREE_TIMEOUT_LIVE  0.0 /* things that change behind the kernel's back */
@@ -60,7 +64,7 @@ int tree_stat(struct bfs *b, fuse_ino_t ino, struct stat *st, double *timeout);
 int tree_entry(struct bfs *b, fuse_ino_t ino, struct fuse_entry_param *e);
 /* The entry called name in parent. */
 int tree_lookup(struct bfs *b, fuse_ino_t parent, const char *name, struct fuse_entry_param *e);
-/* The target of a <pid> symlink, copied into out. */
+/* The target of a .by-id/<pid> symlink (../<name>), copied into out. */
 int tree_readlink(struct bfs *b, fuse_ino_t ino, char *out, size_t size);
 /* 0 when ino is a directory that exists. */
 int tree_opendir(struct bfs *b, fuse_ino_t ino);

@@ -164,6 +164,7 @@ static int conf_finish_remote(struct remote_conf *r, struct bfs_err *err)
 	const char *p = conf_get(r, "provider", NULL);
 	const char *keys[] = {"poll_interval", "list_interval", "reconcile_grace",
 			      "command_timeout"};
+	const char *disc;
 	bool ok = false;
 
 	if (!p) {
@@ -189,6 +190,12 @@ static int conf_finish_remote(struct remote_conf *r, struct bfs_err *err)
 			return -EINVAL;
 		}
 	}
+	disc = conf_get(r, "discover", "all");
+	if (strcmp(disc, "all") && strcmp(disc, "none")) {
+		err_set(err, "[%s] discover must be all or none, not '%s'", r->name, disc);
+		return -EINVAL;
+	}
+	r->discover = !strcmp(disc, "all");
 	r->provider = strdup(p);
 	if (!r->provider)
 		return -ENOMEM;

@@ -10,6 +10,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -17,6 +18,7 @@
 #include "caller.h"
 #include "conf.h"
 #include "draft.h"
+#include "err.h"
 #include "log.h"
 #include "store.h"
 #include "timefmt.h"
@@ -61,6 +63,25 @@ static bool is_requests(const char *name)
 }
 
 /*
+ * Something of it is at the provider and it looks ended there: rmdir forgets it (the store
+ * checks every part again, in the transaction that forgets), and `rm -r` may first "unlink"
+ * what the batch itself shows (status, results, requests.jsonl): those go with it.
+ */
+static bool is_forgettable(const struct store_batch *row)
+{
+	return (row->foreign || row->nparts_sent) && state_is_terminal(row->state);
+}
+
+/*
+ * name may be made, or written, in batch row: requests.jsonl while the batch is writable,
+ * any other file always (editor swap files, notes copied in with the job: they stay local).
+ */
+static bool may_change(const struct store_batch *row, const char *name)
+{
+	return !is_requests(name) || draft_is_writable(row);
+}
+
+/*
  * Takes the draft lock of file_id's batch and reads the file and batch rows under it (a
  * file's batch never changes, so the first read only finds the lock). On 0 *lock is held;
  * on -errno it is not.
@@ -94,7 +115,7 @@ int draft_check_file(struct bfs *b, int64_t file_id)
 		rc = store_batch_get(b->store, f.batch_id, &row);
 	if (rc)
 		return rc;
-	return draft_is_writable(&row) ? 0 : -EACCES;
+	return may_change(&row, f.name) ? 0 : -EACCES;
 }
 
 /*
@@ -142,7 +163,7 @@ int draft_mkdir(struct bfs *b, fuse_ino_t parent, const char *name, struct fuse_
 	int64_t id;
 	int rc;
 
-	if (n.kind != TREE_REMOTE)
+	if (n.kind != TREE_REMOTE || n.sub != TREE_SUB_DIR)
 		return n.kind == TREE_BATCH && n.sub == TREE_SUB_DIR ? -EPERM : -EACCES;
 	if ((size_t)n.id >= b->nremotes)
 		return -ENOENT;
@@ -165,41 +186,92 @@ static int drop_file_cb(void *ctx, const struct store_file *f)
 	return 0;
 }
 
-int draft_rmdir(struct bfs *b, fuse_ino_t parent, const char *name)
+/* The file ids of a batch, collected before its rows go. */
+struct file_ids {
+	int64_t *ids;
+	size_t n, alloc;
+};
+
+static int collect_file_cb(void *ctx, const struct store_file *f)
+{
+	struct file_ids *a = ctx;
+
+	if (a->n == a->alloc) {
+		size_t na = a->alloc ? 2 * a->alloc : 16;
+		int64_t *v = realloc(a->ids, na * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		a->ids = v;
+		a->alloc = na;
+	}
+	a->ids[a->n++] = f->id;
+	return 0;
+}
+
+int draft_rmdir(struct bfs *b, fuse_ino_t parent, const char *name, struct bfs_err *err)
 {
 	struct tree_node n = tree_node(parent);
 	const struct vfile *v;
 	pthread_mutex_t *lock;
+	struct file_ids files = {0};
 	struct store_batch row;
 	const char *remote;
 	int rc;
 
 	if (n.kind == TREE_BATCH) {
 		v = n.sub == TREE_SUB_DIR ? vfile_by_name(name) : NULL;
-		return v && S_ISDIR(v->mode) ? -EACCES : -ENOTDIR; /* results/ is not a draft */
+		if (!v || !S_ISDIR(v->mode))
+			return -ENOTDIR;
+		/* results/ goes with its batch: `rm -r` removes it before the batch itself. */
+		rc = store_batch_get(b->store, n.id, &row);
+		return rc ? rc : is_forgettable(&row) ? 0 : -EACCES;
 	}
 	if (n.kind != TREE_REMOTE)
 		return -EACCES;
 	if ((size_t)n.id >= b->nremotes)
 		return -ENOENT;
+	if (n.sub == TREE_SUB_BY_ID)
+		return -ENOTDIR; /* a symlink */
 	remote = b->remotes[n.id].conf->name;
+	if (!strcmp(name, TREE_BY_ID))
+		return -EACCES;
 	rc = store_batch_by_name(b->store, remote, name, &row);
-	if (rc == -ENOENT && !store_batch_by_pid(b->store, remote, name, &row))
-		return -ENOTDIR; /* the <pid> symlink */
 	if (rc)
 		return rc;
 	lock = bfs_draft_lock(b, row.id);
 	pthread_mutex_lock(lock);
 	pthread_mutex_lock(&b->lock);
 	rc = store_batch_get(b->store, row.id, &row);
-	if (!rc && (!draft_is_writable(&row) || row.pid[0]))
-		rc = -EBUSY; /* CONTRACT: nothing is ever destroyed remotely by rmdir */
-	if (!rc) {
+	if (rc)
+		goto out;
+	/* CONTRACT: nothing is ever destroyed remotely by rmdir. A draft goes; a batch that
+	 * reached the provider is forgotten here once it ended (a tombstone keeps discovery
+	 * from bringing it back); one still running stays. */
+	if (draft_is_writable(&row) && !row.pid[0]) {
 		(void)store_file_list(b->store, row.id, 0, 0, drop_file_cb, b); /* see above */
 		rc = store_batch_delete(b->store, row.id);
+		goto out;
 	}
+	if (row.state == BATCH_SUBMITTING) {
+		err_set(err, "'%s' cannot be removed: it is being submitted", row.name);
+		rc = -EBUSY;
+		goto out;
+	}
+	/* The spool data goes once the rows are gone (a refusal keeps the notes). */
+	rc = store_file_list(b->store, row.id, 0, 0, collect_file_cb, &files);
+	if (!rc)
+		rc = store_batch_forget(b->store, row.id, timefmt_now_ms(), err);
+	for (size_t i = 0; !rc && i < files.n; i++)
+		(void)spool_remove(&b->spool, files.ids[i]); /* only space, as above */
+	if (!rc)
+		log_info("batch '%s' of '%s' forgotten on this machine (nothing done at the "
+			 "provider)",
+			 row.name, remote);
+out:
 	pthread_mutex_unlock(&b->lock);
 	pthread_mutex_unlock(lock);
+	free(files.ids);
 	return rc;
 }
 
@@ -227,7 +299,7 @@ int draft_open(struct bfs *b, int64_t file_id, int flags, pid_t tid, struct draf
 	rc = lock_file(b, file_id, &f, &row, &lock);
 	if (rc)
 		return rc;
-	rc = draft_is_writable(&row) ? 0 : -EACCES;
+	rc = may_change(&row, f.name) ? 0 : -EACCES;
 	if (!rc) {
 		*fd = spool_open(&b->spool, file_id, oflags);
 		rc = *fd < 0 ? *fd : 0;
@@ -259,7 +331,7 @@ int draft_create(struct bfs *b, fuse_ino_t parent, const char *name, mode_t mode
 	lock = bfs_draft_lock(b, n.id);
 	pthread_mutex_lock(lock);
 	rc = store_batch_get(b->store, n.id, &row);
-	if (!rc && !draft_is_writable(&row))
+	if (!rc && !may_change(&row, name))
 		rc = -EACCES;
 	if (rc)
 		goto out;
@@ -358,9 +430,10 @@ static int setattr_file(struct bfs *b, int64_t file_id, const struct stat *attr,
 	rc = lock_file(b, file_id, &f, &row, &lock);
 	if (rc)
 		return rc;
-	/* Only times may change once submitted (so `touch` and `rsync -t` work). */
-	if (!draft_is_writable(&row) && (to_set & (FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_MODE |
-						   FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID))) {
+	/* Only times of requests.jsonl may change once submitted (so `touch` and `rsync -t`
+	 * work); other files stay the user's. */
+	if (!may_change(&row, f.name) && (to_set & (FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_MODE |
+						    FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID))) {
 		rc = -EACCES;
 		goto out;
 	}
@@ -410,8 +483,13 @@ int draft_unlink(struct bfs *b, fuse_ino_t parent, const char *name)
 	struct store_file f;
 	int rc;
 
-	if (n.kind != TREE_BATCH || n.sub != TREE_SUB_DIR)
-		return -EACCES; /* the root, a remote (symlinks are the provider's), results/ */
+	if (n.kind != TREE_BATCH)
+		return -EACCES; /* the root, a remote, .by-id (symlinks are the provider's) */
+	if (n.sub != TREE_SUB_DIR) {
+		/* results/<name>: goes with an ended batch (`rm -r`), else stays. */
+		rc = store_batch_get(b->store, n.id, &row);
+		return rc ? rc : is_forgettable(&row) ? 0 : -EACCES;
+	}
 	lock = bfs_draft_lock(b, n.id);
 	pthread_mutex_lock(lock);
 	rc = store_batch_get(b->store, n.id, &row);
@@ -419,15 +497,16 @@ int draft_unlink(struct bfs *b, fuse_ino_t parent, const char *name)
 		goto out;
 	if (vfile_by_name(name)) {
 		/* `rm -r draft/` unlinks everything it lists first; the virtual files of a draft
-		 * go with the directory, so let those unlinks succeed. */
-		rc = draft_is_writable(&row) && !row.pid[0] ? 0 : -EACCES;
+		 * or of an ended batch go with the directory, so let those unlinks succeed. */
+		rc = (draft_is_writable(&row) && !row.pid[0]) || is_forgettable(&row) ? 0 : -EACCES;
 		goto out;
 	}
 	rc = store_file_by_name(b->store, n.id, name, &f);
 	if (rc)
 		goto out;
 	if (is_requests(name) && !draft_is_writable(&row)) {
-		rc = -EACCES;
+		/* What was submitted never changes; with an ended batch it goes at rmdir. */
+		rc = is_forgettable(&row) ? 0 : -EACCES;
 		goto out;
 	}
 	rc = store_file_delete(b->store, f.id);

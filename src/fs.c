@@ -18,6 +18,7 @@
 #include "bfs.h"
 #include "buf.h"
 #include "draft.h"
+#include "err.h"
 #include "fs.h"
 #include "log.h"
 #include "store.h"
@@ -457,7 +458,12 @@ static void fs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 
 static void fs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	fuse_reply_err(req, -draft_rmdir(fs_ctx(req), parent, name));
+	struct bfs_err err = BFS_ERR_INIT;
+	int rc = draft_rmdir(fs_ctx(req), parent, name, &err);
+
+	if (rc && err_is_set(&err))
+		log_info("rmdir: %s", err.msg); /* the batch's own error stays the provider's */
+	fuse_reply_err(req, -rc);
 }
 
 static void fs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)

@@ -99,7 +99,9 @@ static void *poller_main(void *arg)
 		if (now >= next_list) {
 			struct bfs_err err = BFS_ERR_INIT;
 
-			if (batch_discover(b, t->r, &err))
+			/* discover = none: batches made elsewhere are not looked for (no list
+			 * call); the schedule stays, so the wait below has its bound. */
+			if (t->r->conf->discover && batch_discover(b, t->r, &err))
 				log_warn("cannot list the batches of '%s': %s", t->r->conf->name,
 					 err.msg);
 			next_list = timefmt_now_ms() + (int64_t)(t->r->conf->list_interval * 1000);

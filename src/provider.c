@@ -131,9 +131,9 @@ static bool key_in(const char *key, const char *const *keys)
 int provider_check_keys(const struct provider_ops *ops, const struct remote_conf *rc,
 			struct bfs_err *err)
 {
-	static const char *const common[] = {
-		"provider",	   "poll_interval", "list_interval", "reconcile_grace",
-		"command_timeout", "max_requests",  "max_bytes",     NULL};
+	static const char *const common[] = {"provider",	"poll_interval",   "list_interval",
+					     "reconcile_grace", "command_timeout", "max_requests",
+					     "max_bytes",	"discover",	   NULL};
 
 	for (size_t i = 0; i < rc->nkv; i++) {
 		const char *key = rc->kv[i].key;

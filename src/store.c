@@ -23,7 +23,7 @@
 #include "store.h"
 #include "timefmt.h"
 
-#define STORE_SCHEMA_VERSION 3
+#define STORE_SCHEMA_VERSION 4
 #define STORE_STMT_MAX	     128
 
 struct store_conn {
@@ -327,6 +327,15 @@ static const char *const schema_v3 =
 	"UPDATE parts SET results_base = (SELECT coalesce(sum(q.results_size), 0) FROM parts q"
 	" WHERE q.batch_id = parts.batch_id AND q.idx < parts.idx);";
 
+/*
+ * v4: a batch forgotten on this machine (rmdir of an ended batch) leaves a tombstone per
+ * provider id, so discovery never brings it back and no reconciliation adopts it.
+ */
+static const char *const schema_v4 =
+	"CREATE TABLE forgotten ("
+	" remote TEXT NOT NULL, pid TEXT NOT NULL, forgotten_at INTEGER NOT NULL,"
+	" PRIMARY KEY (remote, pid)) WITHOUT ROWID;";
+
 /* Brings the schema to STORE_SCHEMA_VERSION, one step per version, each in a transaction. */
 static int store_migrate(struct store_conn *c, struct bfs_err *err)
 {
@@ -384,7 +393,20 @@ static int store_migrate(struct store_conn *c, struct bfs_err *err)
 			return rc;
 		}
 	}
-	/* Future versions: if (version < 4) { ALTER ...; PRAGMA user_version = 4 } */
+	if (version < 4) {
+		rc = conn_exec(c, "BEGIN IMMEDIATE");
+		if (!rc)
+			rc = conn_exec(c, schema_v4);
+		if (!rc)
+			rc = conn_exec(c, "PRAGMA user_version = 4; COMMIT");
+		if (rc) {
+			conn_rollback(c); /* the error above is the one to report */
+			err_set(err, "cannot bring the cache schema to version 4: %s",
+				sqlite3_errmsg(c->db));
+			return rc;
+		}
+	}
+	/* Future versions: if (version < 5) { ALTER ...; PRAGMA user_version = 5 } */
 	return 0;
 }
 
@@ -893,7 +915,8 @@ static void unlink_results(struct store_conn *c, int64_t batch_id)
 	stmt_done(c, s);
 }
 
-int store_batch_delete(struct store *st, int64_t id)
+/* Deletes every row of a batch, inside the caller's transaction. */
+static int batch_delete_c(struct store_conn *c, int64_t id)
 {
 	static const char *const sqls[] = {
 		"DELETE FROM results WHERE batch_id = ?1",
@@ -902,6 +925,24 @@ int store_batch_delete(struct store *st, int64_t id)
 		"DELETE FROM parts WHERE batch_id = ?1",
 		"DELETE FROM batches WHERE id = ?1",
 	};
+	int rc = 0;
+
+	/* Its results files go first: the rows name them. A file left by a failed commit
+	 * is only space; a row never points at a missing file. */
+	unlink_results(c, id);
+	for (size_t i = 0; i < sizeof(sqls) / sizeof(sqls[0]) && !rc; i++) {
+		sqlite3_stmt *s = conn_stmt(c, sqls[i]);
+
+		if (!s)
+			return -EIO;
+		sqlite3_bind_int64(s, 1, id);
+		rc = stmt_run(c, s);
+	}
+	return rc;
+}
+
+int store_batch_delete(struct store *st, int64_t id)
+{
 	struct store_conn *c = conn_get(st);
 	int rc;
 
@@ -910,19 +951,72 @@ int store_batch_delete(struct store *st, int64_t id)
 	rc = txn_begin(c);
 	if (rc)
 		return rc;
-	/* Its results files go first: the rows name them. A file left by a failed commit
-	 * is only space; a row never points at a missing file. */
-	unlink_results(c, id);
-	for (size_t i = 0; i < sizeof(sqls) / sizeof(sqls[0]) && !rc; i++) {
-		sqlite3_stmt *s = conn_stmt(c, sqls[i]);
+	return txn_end(c, batch_delete_c(c, id));
+}
 
-		if (!s) {
-			rc = -EIO;
-			break;
-		}
+/*
+ * Why batch id cannot be forgotten now ("" when it can), from its parts. A results download
+ * running meanwhile is no reason: its ingest finds its part gone and rolls back.
+ */
+static int forget_refusal(struct store_conn *c, int64_t id, char *why, size_t size)
+{
+	static const char sql[] =
+		"SELECT idx, state FROM parts WHERE batch_id = ?1 AND (state NOT IN"
+		" ('completed', 'canceled', 'expired', 'failed') OR (pid = '' AND identity <> ''))"
+		" ORDER BY idx LIMIT 1";
+	sqlite3_stmt *s = conn_stmt(c, sql);
+	int rc;
+
+	why[0] = '\0';
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, id);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		const char *state = (const char *)sqlite3_column_text(s, 1);
+
+		snprintf(why, size,
+			 "it is still %s at the provider (part %d); cancel it (echo cancel > ctl) "
+			 "or wait until it ends",
+			 state ? state : "running", sqlite3_column_int(s, 0) + 1);
+	}
+	stmt_done(c, s);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+int store_batch_forget(struct store *st, int64_t id, int64_t now, struct bfs_err *err)
+{
+	static const char tomb[] = "INSERT OR IGNORE INTO forgotten (remote, pid, forgotten_at)"
+				   " SELECT remote, pid, ?2 FROM parts WHERE batch_id = ?1 AND"
+				   " pid <> ''";
+	struct store_conn *c = conn_get(st);
+	struct store_batch row;
+	char why[256];
+	sqlite3_stmt *s;
+	int rc;
+
+	if (!c)
+		return -EIO;
+	rc = txn_begin(c);
+	if (rc)
+		return rc;
+	rc = batch_get_c(c, id, &row);
+	if (!rc)
+		rc = forget_refusal(c, id, why, sizeof(why));
+	if (!rc && (why[0] || (!row.foreign && !row.nparts_sent))) {
+		err_set(err, "'%s' cannot be removed: %s", row.name,
+			why[0] ? why : "nothing of it is at the provider yet");
+		rc = -EBUSY;
+	}
+	if (!rc && !(s = conn_stmt(c, tomb)))
+		rc = -EIO;
+	if (!rc) {
 		sqlite3_bind_int64(s, 1, id);
+		sqlite3_bind_int64(s, 2, now);
 		rc = stmt_run(c, s);
 	}
+	if (!rc)
+		rc = batch_delete_c(c, id);
 	return txn_end(c, rc);
 }
 
@@ -1064,6 +1158,44 @@ int store_part_list(struct store *st, int64_t batch_id, store_part_fn fn, void *
 	return c ? part_list_c(c, batch_id, fn, ctx) : -EIO;
 }
 
+int store_part_by_pid(struct store *st, const char *remote, const char *pid, struct store_part *out)
+{
+	static const char sql[] = "SELECT " PART_COLS " FROM parts WHERE remote = ?1 AND pid = ?2"
+				  " AND pid <> ''";
+	struct store_conn *c = conn_get(st);
+	sqlite3_stmt *s;
+	int rc;
+
+	if (!c || !(s = conn_stmt(c, sql)))
+		return -EIO;
+	sqlite3_bind_text(s, 1, remote, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, pid, -1, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		part_from_row(s, out);
+	stmt_done(c, s);
+	if (rc == SQLITE_ROW)
+		return 0;
+	return rc == SQLITE_DONE ? -ENOENT : -EIO;
+}
+
+int store_part_list_remote(struct store *st, const char *remote, int64_t after, int limit,
+			   store_part_fn fn, void *ctx)
+{
+	/* A range of the rowid, filtered: remotes' parts interleave, so no index is needed. */
+	static const char sql[] = "SELECT " PART_COLS " FROM parts WHERE remote = ?1 AND"
+				  " pid <> '' AND id > ?2 ORDER BY id LIMIT ?3";
+	struct store_conn *c = conn_get(st);
+	sqlite3_stmt *s;
+
+	if (!c || !(s = conn_stmt(c, sql)))
+		return -EIO;
+	sqlite3_bind_text(s, 1, remote, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, after);
+	sqlite3_bind_int(s, 3, limit);
+	return part_query_each(c, s, fn, ctx);
+}
+
 struct parts_buf {
 	struct store_part *v;
 	size_t n, alloc;
@@ -1102,7 +1234,9 @@ int store_parts_load(struct store *st, int64_t batch_id, struct store_part **out
 
 bool store_pid_is_owned(struct store *st, const char *remote, const char *pid)
 {
-	static const char sql[] = "SELECT 1 FROM parts WHERE remote = ?1 AND pid = ?2";
+	/* A forgotten batch stays ours to ignore: never shown again, never adopted. */
+	static const char sql[] = "SELECT 1 FROM parts WHERE remote = ?1 AND pid = ?2 UNION ALL"
+				  " SELECT 1 FROM forgotten WHERE remote = ?1 AND pid = ?2";
 	struct store_conn *c = conn_get(st);
 	sqlite3_stmt *s;
 	int rc;
@@ -1703,6 +1837,24 @@ int store_parts_resume(struct store *st, const char *msg)
 	return txn_end(c, rc);
 }
 
+/* -EEXIST when pid of remote was forgotten here (a tombstone). */
+static int is_forgotten(struct store_conn *c, const char *remote, const char *pid)
+{
+	static const char sql[] = "SELECT 1 FROM forgotten WHERE remote = ?1 AND pid = ?2";
+	sqlite3_stmt *s = conn_stmt(c, sql);
+	int rc;
+
+	if (!s)
+		return -EIO;
+	sqlite3_bind_text(s, 1, remote, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, pid, -1, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	stmt_done(c, s);
+	if (rc == SQLITE_ROW)
+		return -EEXIST;
+	return rc == SQLITE_DONE ? 0 : -EIO;
+}
+
 int store_batch_add_foreign(struct store *st, const char *remote, const struct provider_batch *pb,
 			    bool recent, int64_t now, int64_t *id, int64_t *part_id)
 {
@@ -1722,6 +1874,8 @@ int store_batch_add_foreign(struct store *st, const char *remote, const struct p
 	if (rc)
 		return rc;
 	rc = name_taken(c, remote, pb->id);
+	if (!rc)
+		rc = is_forgotten(c, remote, pb->id);
 	if (!rc && recent) {
 		if (!(s = conn_stmt(c, pending))) {
 			rc = -EIO;

@@ -110,6 +110,17 @@ static int stat_batch(struct bfs *b, fuse_ino_t ino, struct tree_node n, struct 
 	return v->stat(b, &row, st);
 }
 
+/* The batch a .by-id link (a part row) leads to. */
+static int link_batch(struct bfs *b, int64_t part_id, struct store_batch *row)
+{
+	struct store_part p;
+	int rc = store_part_get(b->store, part_id, &p);
+
+	if (!rc && !p.pid[0])
+		rc = -ENOENT;
+	return rc ? rc : store_batch_get(b->store, p.batch_id, row);
+}
+
 int tree_stat(struct bfs *b, fuse_ino_t ino, struct stat *st, double *timeout)
 {
 	struct tree_node n = tree_node(ino);
@@ -123,17 +134,19 @@ int tree_stat(struct bfs *b, fuse_ino_t ino, struct stat *st, double *timeout)
 		tree_attr_init(st, ino, S_IFDIR | 0755, b->mount_time);
 		return 0;
 	case TREE_REMOTE:
-		if ((size_t)n.id >= b->nremotes)
+		if ((size_t)n.id >= b->nremotes || n.sub > TREE_SUB_BY_ID)
 			return -ENOENT;
-		tree_attr_init(st, ino, S_IFDIR | 0755, b->mount_time);
+		/* .by-id is the provider's index: nothing can be made in it. */
+		tree_attr_init(st, ino, S_IFDIR | (n.sub == TREE_SUB_BY_ID ? 0555 : 0755),
+			       b->mount_time);
 		return 0;
 	case TREE_LINK:
-		rc = store_batch_get(b->store, n.id, &row);
+		rc = link_batch(b, n.id, &row);
 		if (rc)
 			return rc;
 		tree_attr_init(st, ino, S_IFLNK | 0777, row.dir_mtime);
-		st->st_size = (off_t)strlen(row.name);
-		*timeout = TREE_TIMEOUT_FIXED;
+		st->st_size = (off_t)(strlen("../") + strlen(row.name));
+		*timeout = TREE_TIMEOUT_DIR; /* gone when the batch is forgotten */
 		return 0;
 	case TREE_FILE:
 		*timeout = TREE_TIMEOUT_LIVE;
@@ -175,21 +188,28 @@ static void want_results(struct bfs *b, int64_t id)
 	poller_kick(b->poller);
 }
 
-static int lookup_remote(struct bfs *b, int64_t idx, const char *name, struct fuse_entry_param *e)
+static int lookup_remote(struct bfs *b, struct tree_node n, const char *name,
+			 struct fuse_entry_param *e)
 {
 	const char *remote;
 	struct store_batch row;
+	struct store_part p;
 
-	if ((size_t)idx >= b->nremotes)
+	if ((size_t)n.id >= b->nremotes)
 		return -ENOENT;
-	remote = b->remotes[idx].conf->name;
+	remote = b->remotes[n.id].conf->name;
+	if (n.sub == TREE_SUB_BY_ID) {
+		if (store_part_by_pid(b->store, remote, name, &p))
+			return -ENOENT;
+		return tree_entry(b, tree_ino(TREE_LINK, p.id, 0), e);
+	}
+	if (!strcmp(name, TREE_BY_ID))
+		return tree_entry(b, tree_ino(TREE_REMOTE, n.id, TREE_SUB_BY_ID), e);
 	if (!store_batch_by_name(b->store, remote, name, &row)) {
 		if (row.foreign)
 			want_results(b, row.id);
 		return tree_entry(b, tree_ino(TREE_BATCH, row.id, TREE_SUB_DIR), e);
 	}
-	if (!store_batch_by_pid(b->store, remote, name, &row) && !row.foreign)
-		return tree_entry(b, tree_ino(TREE_LINK, row.id, 0), e);
 	return -ENOENT;
 }
 
@@ -232,7 +252,7 @@ int tree_lookup(struct bfs *b, fuse_ino_t parent, const char *name, struct fuse_
 				return tree_entry(b, tree_ino(TREE_REMOTE, (int64_t)i, 0), e);
 		return -ENOENT;
 	case TREE_REMOTE:
-		return lookup_remote(b, n.id, name, e);
+		return lookup_remote(b, n, name, e);
 	case TREE_BATCH:
 		return lookup_batch(b, n, name, e);
 	case TREE_LINK:
@@ -251,10 +271,10 @@ int tree_readlink(struct bfs *b, fuse_ino_t ino, char *out, size_t size)
 
 	if (n.kind != TREE_LINK)
 		return -EINVAL;
-	rc = store_batch_get(b->store, n.id, &row);
+	rc = link_batch(b, n.id, &row);
 	if (rc)
 		return rc;
-	if ((size_t)snprintf(out, size, "%s", row.name) >= size)
+	if ((size_t)snprintf(out, size, "../%s", row.name) >= size)
 		return -ENAMETOOLONG;
 	return 0;
 }
@@ -309,16 +329,25 @@ int tree_dir_limit(const struct tree_dir *d)
 	return n > 4096 ? 4096 : (int)n;
 }
 
+/* Remote directory cookies: .by-id 3, batch k 3 + k (row ids start at 1). */
+#define DIR_BY_ID_COOKIE 3
+
 static int dir_batch_cb(void *ctx, const struct store_batch *row)
 {
 	struct tree_dir *d = ctx;
-	off_t base = 2 + (off_t)row->id * 2;
 
-	if (!tree_dir_add(d, row->name, tree_ino(TREE_BATCH, row->id, TREE_SUB_DIR), base + 1, NULL,
-			  0))
-		return 1;
-	if (!row->foreign && row->pid[0] &&
-	    !tree_dir_add(d, row->pid, tree_ino(TREE_LINK, row->id, 0), base + 2, NULL, 0))
+	if (!tree_dir_add(d, row->name, tree_ino(TREE_BATCH, row->id, TREE_SUB_DIR),
+			  DIR_BY_ID_COOKIE + (off_t)row->id, NULL, 0))
+		return 1; /* the reply is full */
+	return 0;
+}
+
+/* .by-id cookies: part k 2 + k. */
+static int dir_link_cb(void *ctx, const struct store_part *p)
+{
+	struct tree_dir *d = ctx;
+
+	if (!tree_dir_add(d, p->pid, tree_ino(TREE_LINK, p->id, 0), 2 + (off_t)p->id, NULL, 0))
 		return 1;
 	return 0;
 }
@@ -331,16 +360,25 @@ static int dir_file_cb(void *ctx, const struct store_file *f)
 	return tree_dir_add(d, f->name, tree_ino(TREE_FILE, f->id, 0), cookie, NULL, 0) ? 0 : 1;
 }
 
-static int readdir_remote(struct bfs *b, int64_t idx, struct tree_dir *d)
+static int readdir_remote(struct bfs *b, struct tree_node n, struct tree_dir *d)
 {
-	int64_t after = d->off >= 3 ? (d->off - 3) / 2 - 1 : 0;
+	const char *remote;
 	int rc;
 
-	if ((size_t)idx >= b->nremotes)
+	if ((size_t)n.id >= b->nremotes)
 		return -ENOENT;
-	/* Batch k has cookies 2k+3 (its directory) and 2k+4 (its symlink). */
-	rc = store_batch_list(b->store, b->remotes[idx].conf->name, after, tree_dir_limit(d),
-			      dir_batch_cb, d);
+	remote = b->remotes[n.id].conf->name;
+	if (n.sub == TREE_SUB_BY_ID) {
+		rc = store_part_list_remote(b->store, remote, d->off > 2 ? d->off - 2 : 0,
+					    tree_dir_limit(d), dir_link_cb, d);
+		return rc > 0 ? 0 : rc;
+	}
+	if (!tree_dir_add(d, TREE_BY_ID, tree_ino(TREE_REMOTE, n.id, TREE_SUB_BY_ID),
+			  DIR_BY_ID_COOKIE, NULL, 0))
+		return 0;
+	rc = store_batch_list(b->store, remote,
+			      d->off > DIR_BY_ID_COOKIE ? d->off - DIR_BY_ID_COOKIE : 0,
+			      tree_dir_limit(d), dir_batch_cb, d);
 	return rc > 0 ? 0 : rc;
 }
 
@@ -400,7 +438,7 @@ int tree_readdir(struct bfs *b, fuse_ino_t ino, struct tree_dir *d)
 				break;
 		break;
 	case TREE_REMOTE:
-		rc = readdir_remote(b, n.id, d);
+		rc = readdir_remote(b, n, d);
 		break;
 	case TREE_BATCH:
 		rc = readdir_batch(b, n, d);
@@ -429,7 +467,6 @@ int tree_opendir(struct bfs *b, fuse_ino_t ino)
 int tree_access(struct bfs *b, fuse_ino_t ino, int mask)
 {
 	struct tree_node n = tree_node(ino);
-	struct store_batch row;
 	struct stat st;
 	double timeout;
 	int rc = tree_stat(b, ino, &st, &timeout);
@@ -438,9 +475,7 @@ int tree_access(struct bfs *b, fuse_ino_t ino, int mask)
 		if (n.kind == TREE_FILE)
 			rc = draft_check_file(b, n.id);
 		else if (n.kind == TREE_BATCH && n.sub == TREE_SUB_DIR)
-			rc = store_batch_get(b->store, n.id, &row) ? -ENOENT
-			     : draft_is_writable(&row)		   ? 0
-								   : -EACCES;
+			rc = 0; /* files other than requests.jsonl may be made in any batch */
 		else if (!(st.st_mode & 0222))
 			rc = -EACCES;
 	}

@@ -127,10 +127,20 @@ static int id_open(struct bfs *b, const struct store_batch *row, struct fuse_fil
 
 /* ctl */
 
+/*
+ * What reading ctl shows: the words it accepts. Readable so that tar, cp -a, rsync -a and
+ * grep -r of a batch directory work; its size is this text's, so tar archives all of it.
+ */
+static const char ctl_help[] =
+	"cancel\tcancel the batch at the provider (every part still running)\n"
+	"refresh\tpoll the provider now (or look again for an unsettled submission)\n";
+
 static int ctl_stat(struct bfs *b, const struct store_batch *row, struct stat *st)
 {
 	(void)b;
 	tree_attr_times(st, row->dir_mtime);
+	st->st_size = (off_t)(sizeof(ctl_help) - 1);
+	st->st_blocks = (st->st_size + 511) / 512;
 	return 0;
 }
 
@@ -139,12 +149,12 @@ static int ctl_open(struct bfs *b, const struct store_batch *row, struct fuse_fi
 {
 	(void)b;
 	(void)row;
-	(void)text;
-	if ((fi->flags & O_ACCMODE) != O_WRONLY)
-		return -EACCES;
 	/* Every write is one word, seen as written (no page cache in between). */
 	fi->direct_io = 1;
-	return 0;
+	if ((fi->flags & O_ACCMODE) == O_WRONLY)
+		return 0;
+	fi->noflush = (fi->flags & O_ACCMODE) == O_RDONLY;
+	return buf_add(text, ctl_help, sizeof(ctl_help) - 1);
 }
 
 static bool is_space(char c)
@@ -290,12 +300,15 @@ const struct vfile vfile_table[] = {
 	{
 		.name = "ctl",
 		.sub = 3,
-		.mode = S_IFREG | 0200,
+		/* Writable by the owner only, as every mode here is enforced with allow_other;
+		 * readable by all: it shows nothing but its words. */
+		.mode = S_IFREG | 0644,
 		.timeout = TREE_TIMEOUT_LIVE,
 		/* Shells' `>` truncates first: accept it, there is nothing to cut. */
 		.setattr_refused = ~(FUSE_SET_ATTR_SIZE | SET_TIMES),
 		.stat = ctl_stat,
 		.open = ctl_open,
+		.read = read_text,
 		.write = ctl_write,
 	},
 	{

@@ -89,7 +89,7 @@ def test_a_file_over_max_requests_becomes_as_few_parts_as_fit(mount_factory):
     assert r["custom_id"] == "r1999" and r["result"]["message"]["content"][0]["text"] == "say 1999"
     # Every provider id leads back to the directory.
     for bid in ids:
-        assert os.path.samefile(os.path.join(m.path, "mock", bid), d)
+        assert os.path.samefile(os.path.join(m.path, "mock", ".by-id", bid), d)
 
 
 def test_parts_split_by_bytes_too_and_keep_blank_lines_and_crlf(mount_factory):
@@ -166,7 +166,7 @@ def test_cancel_cancels_every_running_part(mount_factory):
 
 
 def test_a_submitted_multi_part_batch_refuses_a_rewrite_and_rmdir(mount_factory):
-    m = mount_factory(mock_remote(max_requests=2))
+    m = mount_factory(mock_remote(max_requests=2, mock_delay=600))  # running throughout
     d = new_batch(m)
     assert write_requests(d, "".join(lines_of(3))) == 0
     with pytest.raises(PermissionError):

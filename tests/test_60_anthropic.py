@@ -198,7 +198,7 @@ def test_whole_life_from_cp_to_byte_exact_results(fake_server, mount_factory, tm
     assert s["provider"] == "anthropic" and s["state"] in ("in_progress", "completed")
     assert s["counts"]["total"] == len(order)
     assert read(os.path.join(d, "id"), "r") == bid + "\n"
-    assert os.readlink(os.path.join(m.path, "a", bid)) == os.path.basename(d)
+    assert os.readlink(os.path.join(m.path, "a", ".by-id", bid)) == "../" + os.path.basename(d)
     # the create body carried each line as written, in order
     assert srv.requests_of(bid) == [(json.loads(x)["custom_id"], json.loads(x)["params"])
                                     for x in body.splitlines()]
@@ -282,7 +282,8 @@ def test_many_batches_made_elsewhere_are_listed_across_pages(fake_server, mount_
     m = mount_remote(mount_factory, srv)
     root = os.path.join(m.path, "a")
     wait_for(lambda: ids <= set(os.listdir(root)), 15, what="every batch to be listed")
-    assert len(os.listdir(root)) == 230
+    assert len(os.listdir(root)) == 230 + 1  # and .by-id
+    assert set(os.listdir(os.path.join(root, ".by-id"))) == ids  # in pages too
     assert srv.count("GET", f"^{API}$") >= 3  # 100 per page
 
 

@@ -196,8 +196,8 @@ def test_kill_9_after_the_create_reached_the_api_then_remount(fake_server, mount
     assert s["id"] == bid
     check_all_results(d, srv)
     assert srv.count("POST", f"^{API}$") == 1
-    assert os.readlink(os.path.join(m.path, "a", bid)) == name
-    assert os.listdir(os.path.join(m.path, "a")).count(bid) == 1
+    assert os.readlink(os.path.join(m.path, "a", ".by-id", bid)) == "../" + name
+    assert bid not in os.listdir(os.path.join(m.path, "a"))  # not shown as made elsewhere
 
 
 def test_kill_9_while_the_create_is_in_flight_and_it_lands_late(fake_server, mount_factory):
@@ -220,7 +220,8 @@ def test_kill_9_while_the_create_is_in_flight_and_it_lands_late(fake_server, mou
     assert s["id"] == srv.batch_ids()[0]
     check_all_results(d, srv)
     assert srv.count("POST", f"^{API}$") == 1
-    assert os.listdir(os.path.join(m.path, "a")).count(s["id"]) == 1
+    assert s["id"] not in os.listdir(os.path.join(m.path, "a"))
+    assert os.listdir(os.path.join(m.path, "a", ".by-id")) == [s["id"]]
 
 
 def test_kill_9_before_the_create_took_effect_then_remount(fake_server, mount_factory):
@@ -271,8 +272,8 @@ def test_a_batch_being_submitted_is_never_shown_twice(fake_server, mount_factory
     s = check_all_results(d, srv)
     root = os.path.join(m.path, "a")
     wait_for(lambda: srv.count("GET", f"^{API}$") >= 3, 10, what="two more listings")
-    assert os.listdir(root).count(s["id"]) == 1
-    assert os.readlink(os.path.join(root, s["id"])) == os.path.basename(d)
+    assert s["id"] not in os.listdir(root)
+    assert os.readlink(os.path.join(root, ".by-id", s["id"])) == "../" + os.path.basename(d)
 
 
 def test_a_spend_cap_429_is_not_retried(fake_server, mount_factory):

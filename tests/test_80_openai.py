@@ -144,7 +144,7 @@ def scenario_whole_life(fl):
     b = only_batch(fl)
     assert s["id"] == b.id and s["provider"] == fl.name
     assert read(os.path.join(d, "id")) == (b.id + "\n").encode()
-    assert os.readlink(os.path.join(m.path, "o", b.id)) == os.path.basename(d)
+    assert os.readlink(os.path.join(m.path, "o", ".by-id", b.id)) == "../" + os.path.basename(d)
     up = fl.srv.uploads[0]
     assert up["purpose"] == "batch" and up["fields"] == ["purpose"]
     assert up["filename"].endswith(".jsonl") and not up["chunked"]
@@ -331,8 +331,8 @@ def scenario_kill_before_create_answer(fl, tmp_path):
     assert [f["id"] for f in fl.batch_files()] == [b.input_file_id]
     assert not fl.srv.deleted_files
     # Nothing of it shows as a batch made elsewhere.
-    assert sorted(os.listdir(os.path.join(m.path, "o"))) == sorted([os.path.basename(d), b.id])
-    assert os.path.islink(os.path.join(m.path, "o", b.id))
+    assert sorted(os.listdir(os.path.join(m.path, "o"))) == [".by-id", os.path.basename(d)]
+    assert os.path.islink(os.path.join(m.path, "o", ".by-id", b.id))
 
 
 # --- OpenAI -----------------------------------------------------------------------------------

@@ -254,7 +254,7 @@ def test_whole_life_with_a_service_account_key(vertex, sa_key):
     assert s["state"] in ("validating", "in_progress")
     assert s["provider_state"] in ("JOB_STATE_PENDING", "JOB_STATE_RUNNING")
     assert s["id"].isdigit() and s["counts"]["total"] == 5
-    assert os.readlink(os.path.join(m.path, "v", s["id"])) == os.path.basename(d)
+    assert os.readlink(os.path.join(m.path, "v", ".by-id", s["id"])) == "../" + os.path.basename(d)
     assert read(os.path.join(d, "requests.jsonl"), "r") == body
 
     # What went over the wire: the upload and the job, in Vertex's own terms.
@@ -500,7 +500,8 @@ def test_a_crash_during_the_create_is_reconciled_at_restart(vertex):
     wait_state(d, "completed")
     wait_results(d)
     assert srv.jobs_created == 1 and sorted(os.listdir(os.path.join(m.path, "v"))) == \
-        sorted([os.path.basename(d), jid])
+        [".by-id", os.path.basename(d)]
+    assert os.listdir(os.path.join(m.path, "v", ".by-id")) == [jid]
 
 
 def test_a_refused_upload_fails_the_batch_and_it_may_be_rewritten(vertex):

@@ -194,6 +194,32 @@ static void test_load(void)
 	rc = conf_load(&c, path, &err);
 	is_int(rc, -EINVAL, "a zero command_timeout is refused");
 	ok(strstr(err.msg, "command_timeout must be a positive number") != NULL, "%s", err.msg);
+
+	/* discover = all | none, all by default */
+	f = fopen(path, "w");
+	if (!f) {
+		ok(0, "cannot write %s", path);
+		return;
+	}
+	fprintf(f, "[a]\nprovider = mock\ndiscover = none\n[b]\nprovider = mock\n");
+	fclose(f);
+	rc = conf_load(&c, path, &err);
+	is_int(rc, 0, "discover is read (%s)", err.msg);
+	if (!rc) {
+		ok(!c->remotes[0].discover, "none");
+		ok(c->remotes[1].discover, "all by default");
+		conf_free(c);
+	}
+	f = fopen(path, "w");
+	if (!f) {
+		ok(0, "cannot write %s", path);
+		return;
+	}
+	fprintf(f, "[a]\nprovider = mock\ndiscover = yes\n");
+	fclose(f);
+	rc = conf_load(&c, path, &err);
+	is_int(rc, -EINVAL, "discover = yes is refused");
+	ok(strstr(err.msg, "discover must be all or none") != NULL, "%s", err.msg);
 	unlink(path);
 }
 

@@ -203,7 +203,7 @@ static void test_open(void)
 	store_free(st);
 	st = NULL;
 	is_int(db_exec(path, NULL, &version), SQLITE_OK, "the cache is an SQLite database");
-	is_int(version, 3, "schema version 3");
+	is_int(version, 4, "schema version 4");
 
 	chmod(path, 0644);
 	is_int(store_open(&st, dir, &err), 0, "reopen");
@@ -259,7 +259,7 @@ static void test_open(void)
 		ok(!memcmp(buf, "x\n", 2), "byte for byte too");
 	}
 	is_int(db_exec(path, NULL, &version), SQLITE_OK, "read the version");
-	is_int(version, 3, "now schema version 3");
+	is_int(version, 4, "now schema version 4");
 	store_free(st);
 	st = NULL;
 	is_int(store_open(&st, dir, &err), 0, "a migrated cache opens again");
@@ -774,6 +774,41 @@ static void test_resume(struct store *st)
 	is_int(p.next_poll_at, 1, "an unfinished part is due now");
 }
 
+/* rmdir of an ended batch: forgotten here, a tombstone keeps it from coming back. */
+static void test_forget(struct store *st)
+{
+	struct bfs_err err = BFS_ERR_INIT;
+	struct provider_batch pb;
+	struct store_batch b;
+	struct store_part p;
+	int64_t id, part;
+
+	memset(&pb, 0, sizeof(pb));
+	snprintf(pb.id, sizeof(pb.id), "pb-forget");
+	pb.state = BATCH_IN_PROGRESS;
+	is_int(store_batch_add_foreign(st, REMOTE, &pb, false, 1, &id, &part), 0,
+	       "a foreign batch, running");
+	is_int(store_batch_forget(st, id, 5, &err), -EBUSY, "a running batch is not forgotten");
+	ok(strstr(err.msg, "in_progress") != NULL, "and the reason says so: %s", err.msg);
+	is_int(store_batch_get(st, id, &b), 0, "it is still there");
+	is_int(store_part_by_pid(st, REMOTE, "pb-forget", &p), 0, "part_by_pid");
+	is_int(p.id, part, "finds its part");
+	is_int(apply(st, part, BATCH_IN_PROGRESS, "pb-forget", BATCH_COMPLETED, NULL), 0,
+	       "it ends");
+	err_clear(&err);
+	is_int(store_batch_forget(st, id, 5, &err), 0, "an ended batch is forgotten: %s", err.msg);
+	is_int(store_batch_get(st, id, &b), -ENOENT, "its row is gone");
+	is_int(store_part_get(st, part, &p), -ENOENT, "and its part");
+	ok(store_pid_is_owned(st, REMOTE, "pb-forget"), "its pid is never a candidate again");
+	is_int(store_batch_add_foreign(st, REMOTE, &pb, false, 1, &id, &part), -EEXIST,
+	       "discovery cannot add it back");
+	ok(!store_pid_is_owned(st, "r2", "pb-forget"), "the tombstone is per remote");
+	is_int(store_batch_create(st, REMOTE, "local-draft", 1, &id), 0, "a draft");
+	is_int(store_batch_forget(st, id, 5, &err), -EBUSY,
+	       "a draft is not forgotten (rmdir "
+	       "deletes it)");
+}
+
 int main(void)
 {
 	struct bfs_err err = BFS_ERR_INIT;
@@ -794,6 +829,7 @@ int main(void)
 		test_aggregate(st);
 		test_ingest(st);
 		test_resume(st);
+		test_forget(st);
 		store_free(st);
 	}
 	rm_tree(tmpdir);
