@@ -615,12 +615,9 @@ int main(int argc, char *argv[])
 		goto out;
 	}
 	fuse_set_log_func(main_fuse_log);
-	if (!mo.nonempty && main_check_empty(fo.mountpoint, &err)) {
-		fprintf(stderr, "batchfs: %s\n", err.msg);
-		goto out;
-	}
 
-	if (conf_load(&b.conf, mo.config, &err)) {
+	if (conf_load(&b.conf, mo.config, &err) ||
+	    (!mo.nonempty && main_check_empty(fo.mountpoint, &err))) {
 		fprintf(stderr, "batchfs: %s\n", err.msg);
 		goto out;
 	}
@@ -662,7 +659,7 @@ int main(int argc, char *argv[])
 	if (rc)
 		log_err("batchfs stopped: %s", strerror(-rc));
 	else
-		log_info("unmounted '%s'; stopping", fo.mountpoint);
+		log_info("unmounted; stopping");
 	/* Before any join: a download or upload in flight must not hold the exit. */
 	http_abort_all();
 	rc = rc ? 1 : 0;
