@@ -571,7 +571,7 @@ def _schema():
 
 def _check(obj, schema, doc, where):
     """A small JSON Schema check: required keys, types, enums; null accepted for optional
-    fields (the spec types them non-nullable, the live API sends null: specs/README.md)."""
+    fields (the spec types them non-nullable, the live API sends null: data/openai/README.md)."""
     if "$ref" in schema:
         schema = doc["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
     if "anyOf" in schema:
