@@ -182,6 +182,33 @@ def test_background_errors_exit_non_zero(batchfs_bin, tmp_path):
     assert not is_mounted(tmp_path / "m")
 
 
+NO_THREADS_C = r"""
+#include <errno.h>
+#include <pthread.h>
+int pthread_create(pthread_t *t, const pthread_attr_t *a, void *(*f)(void *), void *arg)
+{
+	(void)t; (void)a; (void)f; (void)arg;
+	return EAGAIN;
+}
+"""
+
+
+def test_an_error_after_the_detach_exits_non_zero(batchfs_bin, tmp_path):
+    # The pollers start after the daemon has left the terminal: a failure there must still
+    # reach the command's exit status and stderr (the parent waits for the child's verdict).
+    (tmp_path / "nothreads.c").write_text(NO_THREADS_C)
+    so = tmp_path / "nothreads.so"
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", str(so), str(tmp_path / "nothreads.c")],
+                   check=True)
+    (tmp_path / "m").mkdir()
+    env = dict(os.environ, LD_PRELOAD=str(so),
+               ASAN_OPTIONS=os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0")
+    r = run([batchfs_bin, "-o", f"cache={tmp_path}/c", str(tmp_path / "m")], env=env)
+    assert r.returncode == 1
+    assert "batchfs: error: cannot start: cannot start the poller" in r.stderr
+    assert not is_mounted(tmp_path / "m")
+
+
 # --- logs -------------------------------------------------------------------------------------
 
 def test_log_file_has_one_line_at_mount_and_one_at_unmount(mount_factory, tmp_path):
