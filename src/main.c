@@ -291,8 +291,10 @@ static int main_absolute(char **path, struct bfs_err *err)
 	if (!*path || (*path)[0] == '/')
 		return 0;
 	if (!getcwd(cwd, sizeof(cwd))) {
-		err_set(err, "cannot resolve '%s': %s", *path, strerror(errno));
-		return -errno;
+		int e = errno;
+
+		err_set(err, "cannot resolve '%s': %s", *path, strerror(e));
+		return -e;
 	}
 	if (asprintf(&abs, "%s/%s", cwd, *path) < 0)
 		return -ENOMEM;
@@ -319,7 +321,7 @@ static int main_number(const char *name, const char *text, int base, unsigned lo
 	return 0;
 }
 
-/* Mounting over files hides them (sshfs and rclone refuse too, unless -o nonempty). */
+/* Mounting over files hides them: refused unless -o nonempty (as rclone mount does). */
 static int main_check_empty(const char *mountpoint, struct bfs_err *err)
 {
 	DIR *dir = opendir(mountpoint);
