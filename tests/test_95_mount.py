@@ -62,6 +62,18 @@ def shared_mount(batchfs_bin, shared_dir, request):
             raise
 
 
+def unmount_background(mp, cache):
+    """Unmounts a daemon started without -f and waits for it to exit (its pid is in the
+    cache's lock file)."""
+    try:
+        pid = int(open(os.path.join(cache, "lock")).read().split()[0])
+    except (OSError, ValueError, IndexError):
+        pid = None
+    subprocess.run(["fusermount3", "-u", str(mp)], stderr=subprocess.DEVNULL)
+    if pid:
+        wait_for(lambda: not os.path.exists(f"/proc/{pid}"), 10, what="the daemon to exit")
+
+
 # --- allow_other, uid=, gid=, umask= ----------------------------------------------------------
 
 def test_allow_other_lets_other_users_read_but_not_write(shared_mount):
@@ -112,6 +124,19 @@ def test_bad_owner_options_are_refused(batchfs_bin, tmp_path, opt, word):
     (tmp_path / "m").mkdir()
     r = run([batchfs_bin, "-f", "-o", f"cache={tmp_path}/c,{opt}", str(tmp_path / "m")])
     assert r.returncode != 0 and opt in r.stderr and word in r.stderr
+
+
+def test_source_names_the_mount_and_the_type_is_fuse_batchfs(batchfs_bin, tmp_path):
+    mp = tmp_path / "m"
+    mp.mkdir()
+    r = run([batchfs_bin, "-o", f"cache={tmp_path}/c", "my-batches", str(mp)])
+    try:
+        assert r.returncode == 0, r.stderr
+        with open("/proc/self/mountinfo") as f:
+            line = next(x for x in f if f" {mp} " in x)
+        assert line.split(" - ")[1].split()[:2] == ["fuse.batchfs", "my-batches"]
+    finally:
+        unmount_background(mp, tmp_path / "c")
 
 
 # --- guards -----------------------------------------------------------------------------------
@@ -166,9 +191,7 @@ def test_relative_cache_and_config_in_the_background(batchfs_bin, tmp_path):
         assert os.listdir(tmp_path / "m") == ["rel"]
         assert (tmp_path / "not-yet" / "cache").is_dir()
     finally:
-        subprocess.run(["fusermount3", "-u", str(tmp_path / "m")], stderr=subprocess.DEVNULL)
-    pid = int((tmp_path / "not-yet" / "cache" / "lock").read_text().split()[0])
-    wait_for(lambda: not os.path.exists(f"/proc/{pid}"), 10, what="the daemon to exit")
+        unmount_background(tmp_path / "m", tmp_path / "not-yet" / "cache")
 
 
 def test_background_errors_exit_non_zero(batchfs_bin, tmp_path):
