@@ -15,12 +15,13 @@ struct bfs_err;
 
 /*
  * Chooses the sink (file: append to it, created 0600; else stderr if foreground, else syslog)
- * and the most verbose level written. In the background, errors are also copied to stderr
- * until log_detach(), so start-up failures reach the terminal. Returns 0, or -errno with the
- * reason in err when file cannot be opened. Not thread-safe: call before any thread starts.
+ * and the most verbose level written. When that is not stderr, errors are also copied to
+ * stderr until log_detach(), so start-up failures reach the terminal. Returns 0, or -errno with
+ * the reason in err when file cannot be opened. Not thread-safe: call before threads start.
  */
 int log_init(const char *file, bool foreground, int max_level, struct bfs_err *err);
-/* The daemon left the terminal: stop copying errors to stderr. Before threads start. */
+/* Started (and left the terminal, in the background): stop copying errors to stderr.
+ * Thread-safe. */
 void log_detach(void);
 /* Closes the log file, if any. After every thread stopped. */
 void log_release(void);
@@ -33,6 +34,8 @@ void log_msg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3
  * trace, which libfuse produces only when asked). */
 void log_vmsg(int level, bool force, const char *fmt, va_list ap)
 	__attribute__((format(printf, 3, 0)));
+/* log_vmsg() of a finished text (libfuse's messages, gathered by main.c). */
+void log_text(int level, bool force, const char *text);
 
 #define log_err(...)   log_msg(LOG_ERR, __VA_ARGS__)
 #define log_warn(...)  log_msg(LOG_WARNING, __VA_ARGS__)

@@ -2,12 +2,13 @@
 /*
  * Logging: one line per message, "batchfs: <level>: <text>", to one sink: a log file (each line
  * stamped with UTC time and pid), stderr in the foreground, or syslog. The sink and threshold
- * are the module's only state, set by log_init() and log_detach() before threads start, then
- * only read. It must never see a key, an auth header or a body: callers pass sizes and ids only.
+ * are set by log_init() before threads start, then only read; log_detach() clears the copy of
+ * errors to stderr (atomic: the pollers already run). It must never see a key, an auth header or a body: callers pass sizes and ids only.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -25,10 +26,11 @@ enum log_sink {
 	LOG_SINK_FILE
 };
 
-/* Written by log_init()/log_detach() before any thread starts, read-only afterwards. */
+/* Written by log_init() before any thread starts, read-only afterwards. */
 static enum log_sink log_sink = LOG_SINK_STDERR;
 static int log_fd = -1;
-static bool log_copy_errors; /* background, still attached: errors to stderr too */
+/* Not logging to stderr and still starting: errors there too. Cleared once pollers run. */
+static atomic_bool log_copy_errors;
 static int log_max_level = LOG_INFO;
 
 int log_init(const char *file, bool foreground, int max_level, struct bfs_err *err)
@@ -47,13 +49,13 @@ int log_init(const char *file, bool foreground, int max_level, struct bfs_err *e
 		log_sink = LOG_SINK_SYSLOG;
 		openlog("batchfs", LOG_PID | LOG_NDELAY, LOG_DAEMON);
 	}
-	log_copy_errors = log_sink != LOG_SINK_STDERR && !foreground;
+	atomic_store(&log_copy_errors, log_sink != LOG_SINK_STDERR);
 	return 0;
 }
 
 void log_detach(void)
 {
-	log_copy_errors = false;
+	atomic_store(&log_copy_errors, false);
 }
 
 void log_release(void)
@@ -147,7 +149,7 @@ void log_vmsg(int level, bool force, const char *fmt, va_list ap)
 	/* one message, one line: an embedded newline (say, in a provider's text) cannot forge one */
 	for (char *p = text; (p = strpbrk(p, "\r\n")) != NULL;)
 		*p = ' ';
-	if (log_copy_errors && level <= LOG_ERR)
+	if (level <= LOG_ERR && atomic_load(&log_copy_errors))
 		fprintf(stderr, "batchfs: %s: %s\n", log_level_word(level), text);
 	/* a single call per message, so lines from different threads do not interleave */
 	switch (log_sink) {
@@ -163,6 +165,16 @@ void log_vmsg(int level, bool force, const char *fmt, va_list ap)
 	}
 }
 
+static void __attribute__((format(printf, 3, 4)))
+log_fmt(int level, bool force, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vmsg(level, force, fmt, ap);
+	va_end(ap);
+}
+
 void log_msg(int level, const char *fmt, ...)
 {
 	va_list ap;
@@ -170,4 +182,9 @@ void log_msg(int level, const char *fmt, ...)
 	va_start(ap, fmt);
 	log_vmsg(level, false, fmt, ap);
 	va_end(ap);
+}
+
+void log_text(int level, bool force, const char *text)
+{
+	log_fmt(level, force, "%s", text);
 }

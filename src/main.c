@@ -453,7 +453,6 @@ static void main_answer_parent(void)
 		if (nul > STDERR_FILENO)
 			close(nul);
 	}
-	log_detach();
 	(void)!write(main_run.verdict_fd, &ok, 1);
 	close(main_run.verdict_fd);
 	main_run.verdict_fd = -1;
@@ -489,16 +488,31 @@ static int main_start(struct bfs *b)
 	log_info("batchfs %s mounted on '%s': %zu remote(s) from %s, cache '%s'", BATCHFS_VERSION,
 		 main_run.mountpoint, b->nremotes, b->conf->source, b->cache_dir);
 	main_answer_parent();
+	log_detach();
 	sd_notify(0, "READY=1");
 	return 0;
 }
 
-/* libfuse's messages (and its -o debug_fuse trace) into our log; its levels are syslog's. */
+/*
+ * libfuse's messages (and its -o debug_fuse trace) into our log; its levels are syslog's. It
+ * writes some messages in pieces, so pieces are gathered (per thread) up to the newline.
+ */
 static void main_fuse_log(enum fuse_log_level level, const char *fmt, va_list ap)
 {
+	static _Thread_local char line[1024];
+	static _Thread_local size_t len;
+	int n;
+
 	if (level == FUSE_LOG_DEBUG && !main_run.debug_fuse)
 		return; /* -d is batchfs's debug lines only */
-	log_vmsg((int)level, level == FUSE_LOG_DEBUG, fmt, ap);
+	n = vsnprintf(line + len, sizeof(line) - len, fmt, ap);
+	if (n < 0)
+		return;
+	len = len + (size_t)n < sizeof(line) - 1 ? len + (size_t)n : sizeof(line) - 1;
+	if (len && line[len - 1] != '\n' && len < sizeof(line) - 1)
+		return;
+	log_text((int)level, level == FUSE_LOG_DEBUG, line);
+	len = 0;
 }
 
 /* Hands an option on to libfuse. */

@@ -145,10 +145,14 @@ def test_non_empty_mount_point_is_refused_unless_nonempty(batchfs_bin, tmp_path,
     mp = tmp_path / "m"
     mp.mkdir()
     (mp / "notes.txt").write_text("mine\n")
-    r = run([batchfs_bin, "-f", "-o", f"cache={tmp_path}/c", str(mp)])
-    assert r.returncode == 1
-    assert f"mount point '{mp}' is not empty" in r.stderr and "nonempty" in r.stderr
-    assert not is_mounted(mp)
+    try:
+        r = run([batchfs_bin, "-o", f"cache={tmp_path}/c", str(mp)])
+        assert r.returncode == 1
+        assert f"mount point '{mp}' is not empty" in r.stderr and "nonempty" in r.stderr
+        assert not is_mounted(mp)
+    finally:
+        if is_mounted(mp):
+            unmount_background(mp, tmp_path / "c")
     m = mount_factory(extra_opts=["nonempty"])
     assert os.listdir(m.path) == ["mock"]
 
