@@ -367,9 +367,11 @@ def test_the_unit_passes_systemd_analyze_verify(installed, tmp_path):
         pytest.skip("systemd-analyze is not installed (apt-get install systemd)")
     dest, prefix = installed
     unit = f"{dest}{prefix}/lib/systemd/user/batchfs.service"
+    # Documentation=man:batchfs(1) is checked with man(1), against the installed page
+    man = "" if shutil.which("man") else "--man=no "
     r = in_namespace(installed, f"HOME='{tmp_path}' XDG_RUNTIME_DIR='{tmp_path}' "
                                 f"MANPATH='{dest}{prefix}/share/man' "
-                                f"systemd-analyze --user verify '{unit}' 2>&1")
+                                f"systemd-analyze --user verify {man}'{unit}' 2>&1")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "batchfs.service" not in r.stdout, r.stdout
 
