@@ -51,6 +51,8 @@ struct bfs {
 	struct worker *worker; /* commits and ctl actions, off the FUSE threads */
 	char cache_dir[4096];
 	int64_t mount_time; /* ms; mtime of the root and remote dirs */
+	/* The owner and permission bits every inode shows (-o uid=, gid=, umask=; tree.c). */
+	unsigned uid, gid, umask;
 	/*
 	 * Serialises the making and removal of batch directories (mkdir, rmdir). Row changes
 	 * need no lock of ours: each is one guarded store transaction (store.h). Never held

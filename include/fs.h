@@ -13,12 +13,13 @@ struct bfs;
 struct fuse_args;
 
 /*
- * Mounts b at mountpoint with args (FUSE options), detaches unless foreground, calls start(b)
- * (open the store, start the pollers and b->worker), then serves until unmounted or
- * signalled, stops b->worker (its jobs answer requests of this session) and unmounts.
- * single: one thread. Returns 0 or -errno.
+ * Mounts b at mountpoint with args (FUSE options), calls start(b) (detach from the terminal
+ * unless in the foreground, open the store, start the pollers and b->worker: SQLite and threads
+ * do not survive a fork, so the detach comes first), then serves until unmounted or signalled,
+ * stops b->worker (its jobs answer requests of this session) and unmounts. single: one thread.
+ * Returns 0 or -errno.
  */
-int fs_main(struct bfs *b, struct fuse_args *args, const char *mountpoint, bool foreground,
-	    bool single, int (*start)(struct bfs *b));
+int fs_main(struct bfs *b, struct fuse_args *args, const char *mountpoint, bool single,
+	    int (*start)(struct bfs *b));
 
 #endif

@@ -545,8 +545,8 @@ static int fs_loop(struct fuse_session *se, bool single)
 	return rc;
 }
 
-int fs_main(struct bfs *b, struct fuse_args *args, const char *mountpoint, bool foreground,
-	    bool single, int (*start)(struct bfs *b))
+int fs_main(struct bfs *b, struct fuse_args *args, const char *mountpoint, bool single,
+	    int (*start)(struct bfs *b))
 {
 	struct fuse_session *se;
 	int rc;
@@ -559,10 +559,7 @@ int fs_main(struct bfs *b, struct fuse_args *args, const char *mountpoint, bool 
 		goto out_destroy;
 	if (fuse_session_mount(se, mountpoint))
 		goto out_signals;
-	/* Daemonize before anything opens SQLite or starts a thread: neither survives fork. */
-	if (fuse_daemonize(foreground))
-		goto out_unmount;
-	rc = start(b);
+	rc = start(b); /* detaches first, when asked to: see fs.h */
 	if (rc)
 		goto out_unmount;
 	rc = fs_loop(se, single);

@@ -1548,8 +1548,9 @@ static int header_dup(char **out, const char *name, const char *value)
 }
 
 /*
- * OpenAI: base_url as the SDKs take it ("https://api.openai.com/v1"); a bare host gets /v1
- * (there is nothing at the root), so "https://api.openai.com" works too.
+ * OpenAI: base_url exactly as the official SDKs take it (default "https://api.openai.com/v1"):
+ * paths such as /files are appended to it as given, nothing is added, so one OPENAI_BASE_URL
+ * serves batchfs and the SDKs alike (a proxy at http://host:port answers http://host:port/files).
  */
 static int openai_config(struct provider *p, const struct remote_conf *conf, struct bfs_err *err)
 {
@@ -1562,13 +1563,11 @@ static int openai_config(struct provider *p, const struct remote_conf *conf, str
 		base = getenv("OPENAI_BASE_URL");
 	if (!base || !*base)
 		base = OAI_BASE_DEFAULT;
-	if (url_copy(base, p->base, sizeof(p->base) - 4, &path_at)) {
+	if (url_copy(base, p->base, sizeof(p->base), &path_at)) {
 		err_set(err, "[%s] base_url '%.200s' is not an http:// or https:// URL", conf->name,
 			base);
 		return -EINVAL;
 	}
-	if (!p->base[path_at])
-		strcat(p->base, "/v1");
 	if ((org && http_has_ctl(org)) || (project && http_has_ctl(project))) {
 		err_set(err, "[%s] organization and project must be one-line words", conf->name);
 		return -EINVAL;

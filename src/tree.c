@@ -121,7 +121,7 @@ static int link_batch(struct bfs *b, int64_t part_id, struct store_batch *row)
 	return rc ? rc : store_batch_get(b->store, p.batch_id, row);
 }
 
-int tree_stat(struct bfs *b, fuse_ino_t ino, struct stat *st, double *timeout)
+static int stat_node(struct bfs *b, fuse_ino_t ino, struct stat *st, double *timeout)
 {
 	struct tree_node n = tree_node(ino);
 	struct store_batch row;
@@ -164,6 +164,26 @@ int tree_stat(struct bfs *b, fuse_ino_t ino, struct stat *st, double *timeout)
 		return stat_batch(b, ino, n, st, timeout);
 	}
 	return -ENOENT;
+}
+
+/*
+ * The mount's owner and umask (main.c sets them from -o uid=, gid=, umask=), on every stat
+ * answered. The umask only takes bits away: a mode never shows a permission batchfs refuses.
+ */
+static void tree_stat_finish(const struct bfs *b, struct stat *st)
+{
+	st->st_uid = b->uid;
+	st->st_gid = b->gid;
+	st->st_mode &= ~(mode_t)(b->umask & 07777);
+}
+
+int tree_stat(struct bfs *b, fuse_ino_t ino, struct stat *st, double *timeout)
+{
+	int rc = stat_node(b, ino, st, timeout);
+
+	if (!rc)
+		tree_stat_finish(b, st);
+	return rc;
 }
 
 int tree_entry(struct bfs *b, fuse_ino_t ino, struct fuse_entry_param *e)
@@ -297,6 +317,7 @@ bool tree_dir_add(struct tree_dir *d, const char *name, fuse_ino_t ino, off_t co
 		e.attr.st_mode = S_IFDIR;
 	} else if (known) {
 		e.attr = *known;
+		tree_stat_finish(d->b, &e.attr);
 	} else if (tree_stat(d->b, ino, &e.attr, &timeout)) {
 		return true; /* vanished meanwhile: skip it */
 	}

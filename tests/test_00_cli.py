@@ -74,3 +74,19 @@ def test_a_misspelt_key_is_refused_with_the_keys_the_provider_reads(batchfs_bin,
     assert r.returncode != 0
     assert "[claude] unknown key 'api_key_evn' for provider anthropic" in r.stderr
     assert "api_key_env" in r.stderr
+
+
+def test_help_does_not_advertise_libfuse_thread_options(batchfs_bin):
+    # batchfs sizes its own thread pool: libfuse's max_threads and friends would do nothing.
+    r = run(batchfs_bin, "--help")
+    assert r.returncode == 0
+    assert "max_threads" not in r.stdout and "max_idle_threads" not in r.stdout
+    assert "[SOURCE] MOUNTPOINT" in r.stdout and "allow_other" in r.stdout
+
+
+def test_more_than_source_and_mountpoint_is_an_error(batchfs_bin, tmp_path):
+    (tmp_path / "m").mkdir()
+    r = run(batchfs_bin, "-f", "-o", f"cache={tmp_path}/c", "batchfs", str(tmp_path / "m"),
+            "extra")
+    assert r.returncode != 0
+    assert "too many arguments: [SOURCE] MOUNTPOINT" in r.stderr

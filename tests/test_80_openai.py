@@ -16,8 +16,9 @@ from conftest import unique
 from bfs import read_status, wait_results, wait_state
 from mount import wait_for
 
-SCHEMA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "specs", "openai",
-                      "openapi.files-batches.json")
+# The Files and Batch subset of OpenAI's OpenAPI document (MIT, licence beside it), from
+# https://github.com/openai/openai-openapi
+SCHEMA = os.path.join(os.path.dirname(__file__), "data", "openai", "openapi.files-batches.json")
 
 
 class Flavour:
@@ -33,7 +34,7 @@ class Flavour:
         self.mount_factory = mount_factory
 
     def remote(self, **extra):
-        r = {"provider": "openai", "base_url": self.srv.url, "api_key_env": "BFS_TEST_KEY",
+        r = {"provider": "openai", "base_url": self.srv.base_url, "api_key_env": "BFS_TEST_KEY",
              "poll_interval": "0.2", "list_interval": "0.5"}
         r.update(extra)
         return r
@@ -501,6 +502,33 @@ def test_base_url_with_v1_and_organization_headers(oai):
                      x["headers"].get("OpenAI-Project") == "proj_x" for x in r)
 
 
+@pytest.mark.parametrize("via", ["base_url", "OPENAI_BASE_URL"])
+def test_base_url_without_v1_is_used_as_given(oai, mount_factory, via):
+    # A proxy at http://host:port that the SDKs call as http://host:port/files: batchfs must
+    # call the same paths, not http://host:port/v1/files.
+    from fake_openai import FakeOpenAI
+
+    class RootOpenAI(FakeOpenAI):
+        prefixes = ("",)
+
+    srv = RootOpenAI().start()
+    try:
+        env = {"BFS_TEST_KEY": oai.key}
+        if via == "base_url":
+            remote = oai.remote(base_url=srv.url)
+        else:
+            remote = oai.remote(base_url="")
+            env["OPENAI_BASE_URL"] = srv.url
+        m = mount_factory(sections={"o": remote}, env=env)
+        d = new_batch(m)
+        write(d, oai.requests(1))
+        wait_state(d, "completed")
+        assert srv.count("POST", "^/files$") == 1 and srv.count(path="^/v1/") == 0
+        m.unmount()  # before the server goes
+    finally:
+        srv.stop()
+
+
 @pytest.mark.parametrize("lines,word", [
     (['{"custom_id":"a","method":"POST","url":"/chat/completions","body":{"model":"m"}}'],
      "not an endpoint"),
@@ -543,7 +571,7 @@ def _schema():
 
 def _check(obj, schema, doc, where):
     """A small JSON Schema check: required keys, types, enums; null accepted for optional
-    fields (the spec types them non-nullable, the live API sends null: specs/README.md)."""
+    fields (the spec types them non-nullable, the live API sends null: data/openai/README.md)."""
     if "$ref" in schema:
         schema = doc["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
     if "anyOf" in schema:

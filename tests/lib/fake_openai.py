@@ -147,6 +147,12 @@ class FakeOpenAI(FakeServer):
     name = "openai"
     prefixes = ("/v1",)
 
+    @property
+    def base_url(self):
+        """The value an SDK's base_url (or OPENAI_BASE_URL) takes for this server: the API
+        prefix included, as in the default https://api.openai.com/v1."""
+        return self.url + self.prefixes[0]
+
     def default_config(self):
         return {
             "api_key": "sk-test-openai",  # None: any bearer token

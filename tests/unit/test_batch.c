@@ -1297,7 +1297,7 @@ int main(void)
 {
 	const char *tmp = getenv("TMPDIR");
 
-	log_init(true, LOG_CRIT);
+	log_init(NULL, true, LOG_CRIT, NULL);
 	snprintf(tmpdir, sizeof(tmpdir), "%s/bfs-batch-XXXXXX", tmp && *tmp ? tmp : "/tmp");
 	if (!mkdtemp(tmpdir)) {
 		printf("Bail out! mkdtemp: %s\n", strerror(errno));

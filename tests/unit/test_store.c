@@ -815,7 +815,7 @@ int main(void)
 	struct store *st = NULL;
 	const char *tmp = getenv("TMPDIR");
 
-	log_init(true, LOG_CRIT);
+	log_init(NULL, true, LOG_CRIT, NULL);
 	snprintf(tmpdir, sizeof(tmpdir), "%s/bfs-store-XXXXXX", tmp && *tmp ? tmp : "/tmp");
 	if (!mkdtemp(tmpdir)) {
 		printf("Bail out! mkdtemp: %s\n", strerror(errno));
