@@ -355,7 +355,7 @@ def test_cancel_through_ctl_ends_canceled_with_canceled_results(fake_server, mou
 
 def test_the_key_never_leaks(fake_server, mount_factory):
     srv = fake_server("anthropic", processing_s=0.3, api_key=SECRET)
-    m = mount_remote(mount_factory, srv, extra_opts=("debug",))
+    m = mount_remote(mount_factory, srv, extra_opts=("debug", "debug_fuse"))
     d = submit(m, anthropic_requests(3))
     wait_results(d)
     subprocess.run(["sh", "-c", f"echo refresh > {d}/ctl"], check=True)

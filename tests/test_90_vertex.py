@@ -245,7 +245,7 @@ def test_a_file_over_max_bytes_goes_in_parts_each_its_own_object_and_job(vertex,
 
 
 def test_whole_life_with_a_service_account_key(vertex, sa_key):
-    srv, m = vertex(opts=("debug",))  # debug: the most the log ever says
+    srv, m = vertex(opts=("debug", "debug_fuse"))  # the most the log ever says
     ids = [f"req-{i}" for i in range(5)]
     body = vrequests(ids[:3]) + vline(ids[3], "please fail-me") + "\n" + vrequests(ids[4:])
     d = submit(m, body)
