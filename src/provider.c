@@ -133,7 +133,9 @@ int provider_check_keys(const struct provider_ops *ops, const struct remote_conf
 {
 	static const char *const common[] = {
 		"provider",	   "poll_interval", "list_interval", "reconcile_grace",
-		"command_timeout", "max_requests",  "max_bytes",     NULL};
+		"command_timeout", "max_requests",  "max_bytes",
+		/* prompt lines and cost (conf.c checks them) */
+		"model", "max_tokens", "temperature", "max_cost", "price_file", NULL};
 
 	for (size_t i = 0; i < rc->nkv; i++) {
 		const char *key = rc->kv[i].key;
