@@ -252,12 +252,12 @@ static int plan_line(struct plan *pl, long lineno, int64_t size, bool request)
  * lines before it are copied from the user's file then.
  */
 struct native_copy {
-	int user_fd;		 /* the user's file, to copy the lines before the first prompt */
-	int fd;			 /* the copy being written, -1 while there is none */
-	char path[PATH_MAX];	 /* where it goes once complete */
-	char tmp[PATH_MAX + 8];	 /* where it is written */
-	int64_t user_off;	 /* bytes of the user's file before the current line */
-	struct buf out;		 /* lines not yet written */
+	int user_fd;		/* the user's file, to copy the lines before the first prompt */
+	int fd;			/* the copy being written, -1 while there is none */
+	char path[PATH_MAX];	/* where it goes once complete */
+	char tmp[PATH_MAX + 8]; /* where it is written */
+	int64_t user_off;	/* bytes of the user's file before the current line */
+	struct buf out;		/* lines not yet written */
 };
 
 #define NATIVE_FLUSH (256 * 1024)

@@ -324,7 +324,11 @@ static int add_num(struct buf *out, double v)
 
 static int add_price(struct buf *out, const struct price_row *p)
 {
-	int rc = buf_addstr(out, "{\"input\": ");
+	/* The row's own name: what the models of the results are matched against. */
+	int rc = buf_addstr(out, "{\"model\": ");
+
+	rc |= buf_add_json_string(out, p->model);
+	rc |= buf_addstr(out, ", \"input\": ");
 
 	rc |= add_num(out, p->input);
 	rc |= buf_addstr(out, ", \"output\": ");
@@ -420,7 +424,7 @@ static int actual_json(const cJSON *est, const struct bfs_usage *u, size_t n, st
 	/* The prices the estimate used: the table as it was at submission. */
 	cJSON_ArrayForEach(m, models) {
 		const cJSON *p = cJSON_GetObjectItemCaseSensitive(m, "price");
-		const char *name = json_str(m, "model");
+		const char *name = json_str(p, "model");
 
 		if (!cJSON_IsObject(p) || !name || nrows == PRICE_MODELS_MAX)
 			continue;
@@ -428,7 +432,8 @@ static int actual_json(const cJSON *est, const struct bfs_usage *u, size_t n, st
 		snprintf(rows[nrows].model, sizeof(rows[0].model), "%s", name);
 		rows[nrows].input = cJSON_GetNumberValue(cJSON_GetObjectItem(p, "input"));
 		rows[nrows].output = cJSON_GetNumberValue(cJSON_GetObjectItem(p, "output"));
-		rows[nrows].cache_write = cJSON_GetNumberValue(cJSON_GetObjectItem(p, "cache_write"));
+		rows[nrows].cache_write =
+			cJSON_GetNumberValue(cJSON_GetObjectItem(p, "cache_write"));
 		rows[nrows].cache_read = cJSON_GetNumberValue(cJSON_GetObjectItem(p, "cache_read"));
 		nrows++;
 	}

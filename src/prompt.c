@@ -28,8 +28,8 @@ void prompt_ctx_release(struct prompt_ctx *ctx)
 	buf_release(&ctx->native);
 }
 
-static const char *const prompt_keys[] = {"custom_id", "prompt", "system", "model", "max_tokens",
-					  "temperature"};
+static const char *const prompt_keys[] = {"custom_id", "prompt",     "system",
+					  "model",     "max_tokens", "temperature"};
 /* Keys of a native line: a line with one of them is native, whatever else it holds. */
 static const char *const native_keys[] = {"params", "body", "request", "method", "url"};
 
@@ -50,8 +50,7 @@ static bool is_prompt_key(const char *k)
 }
 
 /* The checks of a prompt line's own fields; the custom_id is the native validator's job. */
-static int check_fields(const cJSON *root, enum jsonl_format fmt, long lineno,
-			struct bfs_err *err)
+static int check_fields(const cJSON *root, enum jsonl_format fmt, long lineno, struct bfs_err *err)
 {
 	const cJSON *it, *p = cJSON_GetObjectItemCaseSensitive(root, "prompt");
 	const cJSON *sys = cJSON_GetObjectItemCaseSensitive(root, "system");
@@ -62,10 +61,11 @@ static int check_fields(const cJSON *root, enum jsonl_format fmt, long lineno,
 
 	cJSON_ArrayForEach(it, root) {
 		if (!is_prompt_key(it->string)) {
-			err_set_line(err, lineno,
-				     "line %ld: unexpected field '%.64s' in a prompt line (custom_id, "
-				     "prompt, system, model, max_tokens, temperature)",
-				     lineno, it->string);
+			err_set_line(
+				err, lineno,
+				"line %ld: unexpected field '%.64s' in a prompt line (custom_id, "
+				"prompt, system, model, max_tokens, temperature)",
+				lineno, it->string);
 			return -EINVAL;
 		}
 	}

@@ -132,8 +132,8 @@ int provider_check_keys(const struct provider_ops *ops, const struct remote_conf
 			struct bfs_err *err)
 {
 	static const char *const common[] = {
-		"provider",	   "poll_interval", "list_interval", "reconcile_grace",
-		"command_timeout", "max_requests",  "max_bytes",
+		"provider", "poll_interval", "list_interval", "reconcile_grace", "command_timeout",
+		"max_requests", "max_bytes",
 		/* prompt lines and cost (conf.c checks them) */
 		"model", "max_tokens", "temperature", "max_cost", "price_file", NULL};
 

@@ -400,7 +400,8 @@ static int store_migrate(struct store_conn *c, struct bfs_err *err)
 		/* The cost estimate of a submission (status.cost); older batches have none. */
 		rc = conn_exec(c, "BEGIN IMMEDIATE");
 		if (!rc)
-			rc = conn_exec(c, "ALTER TABLE batches ADD COLUMN cost TEXT NOT NULL DEFAULT ''");
+			rc = conn_exec(
+				c, "ALTER TABLE batches ADD COLUMN cost TEXT NOT NULL DEFAULT ''");
 		if (!rc)
 			rc = conn_exec(c, "PRAGMA user_version = 4; COMMIT");
 		if (rc) {

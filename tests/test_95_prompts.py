@@ -270,7 +270,8 @@ def test_a_dated_model_id_uses_the_undated_row(mount_factory, tmp_path):
     wait_results(d)
     est = read_status(d)["cost"]["estimate"]
     n = native("anthropic", p, None, 1024)
-    total, _ = estimate("anthropic", [n], prices={"claude-test-20250101": PRICES["claude-test"]})
+    total, per = estimate("anthropic", [n])
+    assert list(per) == ["claude-test-20250101"]
     assert est["usd"] == pytest.approx(total, rel=1e-9)
 
 
