@@ -11,6 +11,7 @@ import pytest
 
 from conftest import unique
 from bfs import read_status, wait_results, wait_state
+from mount import wait_for
 from fake_anthropic import mount_remote
 from test_80_openai import Flavour, new_batch, only_batch
 from test_85_azure import AzureFlavour
@@ -397,3 +398,35 @@ def test_prompt_lines_on_vertex(fake_server, mount_factory, tmp_path, sa_key):  
     natives = [native("vertex", p, None, 40) for p in prompts]
     check_estimate(read_status(d)["cost"], "vertex", natives,
                    default_model="claude-3-5-haiku@20241022")
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["part-1", "part-2"])
+def test_kill_9_mid_commit_of_prompt_lines_sends_each_part_once(fake_server, mount_factory,
+                                                                  tmp_path, which):
+    """A crash while a part of a prompt-line file is being created: after the restart every
+    part is at the provider exactly once, each with the translated lines, sent from the
+    copy made before the crash."""
+    from test_75_parts_anthropic import CREATE, Writer, rule
+    srv = fake_server("anthropic", processing_s=0.3)
+    m = mount_remote(mount_factory, srv, max_requests=2, reconcile_grace=30,
+                     model="claude-test", max_tokens=9)
+    m.expect_log(r"interrupted|lost|looking")
+    prompts = [{"custom_id": f"req-{i}", "prompt": f"question {i}"} for i in range(4)]
+    d = os.path.join(m.path, "a", unique())
+    os.mkdir(d)
+    srv.add_fault(rule(CREATE, action="hold", seconds=60, skip=which))
+    w = Writer(d, plines(*prompts))
+    w.start()
+    wait_for(lambda: srv.batches_created == which + 1, 10, what="the fake to create it")
+    m.kill()
+    w.join(10)
+    assert w.error is not None
+    m.start()
+    s = wait_results(d, timeout=40)
+    ids = [p["id"] for p in s["parts"]]
+    assert len(ids) == 2 and sorted(srv.batch_ids()) == sorted(ids)
+    assert srv.batches_created == 2  # each part exactly once
+    sent = [cp for bid in ids for cp in srv.requests_of(bid)]
+    assert sent == [(p["custom_id"], native("anthropic", p, "claude-test", 9)["params"])
+                    for p in prompts]
+    assert read_bytes(os.path.join(d, "requests.jsonl")) == plines(*prompts).encode()
