@@ -430,3 +430,38 @@ def test_kill_9_mid_commit_of_prompt_lines_sends_each_part_once(fake_server, mou
     assert sent == [(p["custom_id"], native("anthropic", p, "claude-test", 9)["params"])
                     for p in prompts]
     assert read_bytes(os.path.join(d, "requests.jsonl")) == plines(*prompts).encode()
+
+
+SCRIPT = os.path.join(os.path.dirname(__file__), "..", "contrib", "examples", "make-prompts.py")
+
+
+def test_the_example_script_makes_readable_ids_that_submit(mount_factory, tmp_path):
+    import subprocess
+    import sys
+    src = tmp_path / "prompts"
+    src.mkdir()
+    (src / "What is FUSE?.txt").write_text("What is FUSE?")
+    (src / "What is FUSE!.txt").write_text("Same name, once cleaned")
+    (src / "notes.md").write_text("ünïcödé")
+    csvf = tmp_path / "q.csv"
+    csvf.write_text('key,question\nrow one,"first, with a comma"\nrow/two,"multi\nline"\n')
+    out = subprocess.run([sys.executable, SCRIPT, str(src)], check=True, capture_output=True,
+                         text=True).stdout
+    got = [json.loads(x) for x in out.splitlines()]
+    assert [x["custom_id"] for x in got] == ["What_is_FUSE", "What_is_FUSE-2", "notes"]
+    assert {x["prompt"] for x in got} == {"What is FUSE?", "Same name, once cleaned",
+                                           "ünïcödé"}
+    out2 = subprocess.run([sys.executable, SCRIPT, "--csv", str(csvf), "--id-column", "key",
+                           "--prompt-column", "question", "--max-tokens", "50"], check=True,
+                          capture_output=True, text=True).stdout
+    rows = [json.loads(x) for x in out2.splitlines()]
+    assert rows == [{"custom_id": "row_one", "prompt": "first, with a comma", "max_tokens": 50},
+                    {"custom_id": "row_two", "prompt": "multi\nline", "max_tokens": 50}]
+    m = mock_mount(mount_factory, tmp_path, model="claude-test")
+    d = os.path.join(m.path, "mock", unique())
+    os.mkdir(d)
+    with open(os.path.join(d, "requests.jsonl"), "w") as f:
+        f.write(out + out2)
+    wait_results(d)
+    assert sorted(os.listdir(os.path.join(d, "results"))) == sorted(
+        x["custom_id"] + ".json" for x in got + rows)
