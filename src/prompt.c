@@ -196,6 +196,15 @@ int prompt_line(struct prompt_ctx *ctx, enum jsonl_format fmt, const char **line
 	model = cJSON_GetObjectItemCaseSensitive(root, "model");
 	mt = cJSON_GetObjectItemCaseSensitive(root, "max_tokens");
 	t = cJSON_GetObjectItemCaseSensitive(root, "temperature");
+	if (!t && ctx->temperature > (fmt == JSONL_OPENAI || fmt == JSONL_AZURE ? 2 : 1)) {
+		err_set_line(
+			err, lineno,
+			"line %ld: temperature %g of [%s] is above what this provider takes (0 "
+			"to 1)",
+			lineno, ctx->temperature, ctx->remote ? ctx->remote : "the remote");
+		rc = -EINVAL;
+		goto out;
+	}
 	use_model = model ? model->valuestring : ctx->model && *ctx->model ? ctx->model : NULL;
 	if (!use_model) {
 		err_set_line(err, lineno,

@@ -465,3 +465,17 @@ def test_the_example_script_makes_readable_ids_that_submit(mount_factory, tmp_pa
     wait_results(d)
     assert sorted(os.listdir(os.path.join(d, "results"))) == sorted(
         x["custom_id"] + ".json" for x in got + rows)
+
+
+@pytest.mark.parametrize("key, value, word", [
+    ("max_tokens", "0", "whole number"), ("max_tokens", "1.5", "whole number"),
+    ("temperature", "3", "0 to 2"), ("max_cost", "five", "US dollars"),
+    ("max_cost", "-1", "US dollars"), ("model", "", "empty"), ("price_file", "", "empty")])
+def test_bad_prompt_and_cost_keys_fail_the_mount(batchfs_bin, tmp_path, key, value, word):
+    import subprocess
+    (tmp_path / "m").mkdir()
+    (tmp_path / "cfg").write_text(f"[x]\nprovider = mock\n{key} = {value}\n")
+    r = subprocess.run([batchfs_bin, "-f", "-o", f"config={tmp_path}/cfg,cache={tmp_path}/c",
+                        str(tmp_path / "m")], capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0
+    assert f"[x] {key}" in r.stderr and word in r.stderr, r.stderr

@@ -74,6 +74,16 @@ static void test_formats(void)
 	       0, "no defaults");
 	ok(strstr(out, "\"max_tokens\":1024") != NULL, "max_tokens defaults to %d",
 	   PROMPT_MAX_TOKENS_DEFAULT);
+	c.temperature = 1.5;
+	is_int(tr(&c, JSONL_OPENAI, "{\"custom_id\":\"a\",\"prompt\":\"p\",\"model\":\"z\"}", &out,
+		  &err),
+	       0, "the remote's temperature 1.5 suits OpenAI");
+	ok(strstr(out, "\"temperature\":1.5") != NULL, "and is applied: %s", out);
+	is_int(tr(&c, JSONL_ANTHROPIC, "{\"custom_id\":\"a\",\"prompt\":\"p\",\"model\":\"z\"}",
+		  &out, &err),
+	       -EINVAL, "but not Claude");
+	ok(strstr(err.msg, "[r]") != NULL, "naming the remote: %s", err.msg);
+	c.temperature = -1;
 	is_int(tr(&c, JSONL_OPENAI, "{\"custom_id\":\"a\",\"prompt\":\"p\"}", &out, &err), -EINVAL,
 	       "no model anywhere");
 	is_int(err.line, 7, "refused with its line");
