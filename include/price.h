@@ -80,7 +80,8 @@ void price_estimate_line(struct price_estimate *e, enum jsonl_format fmt, const 
 /*
  * Prices e with t (NULL: the table could not be read, load_err says why) into the JSON kept
  * with the batch (status.cost without "actual"). *usd is the total, or -1 when some model has
- * no price (the reason is in the JSON and in why). Returns 0 or -ENOMEM.
+ * no price (the reason is in the JSON and in why); both are set even when the JSON does not
+ * fit out's cap. Returns 0, or -EFBIG when out is full or memory runs out.
  */
 int price_estimate_json(const struct price_estimate *e, const struct price_table *t,
 			const char *load_err, struct buf *out, double *usd, char *why,

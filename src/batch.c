@@ -957,8 +957,12 @@ static int commit_cost(struct bfs *b, const struct remote *r, int64_t batch_id,
 	if (!rc)
 		rc = store_batch_set_cost(b->store, batch_id, json.data);
 	buf_release(&json);
-	if (rc == -EFBIG || rc == -E2BIG)
-		rc = 0; /* an estimate too long to keep is shown as none; the cap still holds */
+	if (rc == -EFBIG || rc == -E2BIG) {
+		log_warn("the cost estimate of batch %" PRId64 " is too long to keep; status shows "
+			 "none (the max_cost check still applies)",
+			 batch_id);
+		rc = 0;
+	}
 	if (rc) {
 		err_set(err, "cannot record the cost estimate in the cache: %s", strerror(-rc));
 		return rc;

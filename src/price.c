@@ -367,6 +367,7 @@ int price_estimate_json(const struct price_estimate *e, const struct price_table
 	}
 	for (size_t i = 0; i < e->n && !why[0]; i++)
 		total += price_cost(price_lookup(t, e->m[i].model), &e->m[i]);
+	*usd = why[0] ? -1 : total; /* known even when the JSON does not fit */
 	rc |= buf_addstr(out, "{\"usd\": ");
 	rc |= why[0] ? buf_addstr(out, "null") : add_num(out, total);
 	rc |= buf_addstr(out, ", \"upper_bound\": true, \"reason\": ");
@@ -404,10 +405,7 @@ int price_estimate_json(const struct price_estimate *e, const struct price_table
 		rc |= buf_addstr(out, "}");
 	}
 	rc |= buf_addstr(out, "]}");
-	if (rc)
-		return -ENOMEM;
-	*usd = why[0] ? -1 : total;
-	return 0;
+	return rc ? -EFBIG : 0;
 }
 
 /* Actual cost, from the usage the results report (status.usage). */

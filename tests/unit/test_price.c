@@ -208,6 +208,18 @@ static void test_estimate(void)
 		ok(price_lookup(t, e.m[0].model) != NULL, "priced through its undated row");
 	}
 
+	/* An estimate whose JSON does not fit: the total is still known (for max_cost). */
+	{
+		struct buf small = BUF_INIT(64);
+
+		memset(&e, 0, sizeof(e));
+		price_estimate_line(&e, JSONL_ANTHROPIC, l1, strlen(l1), NULL);
+		is_int(price_estimate_json(&e, t, NULL, &small, &usd, why, sizeof(why)), -EFBIG,
+		       "-EFBIG past the cap");
+		ok(near(usd, ((strlen(msgs1) + 5) * 1.0 + 10 * 2.0) / 1e6), "usd still set");
+		buf_release(&small);
+	}
+
 	/* No table at all. */
 	buf_reset(&out);
 	is_int(price_estimate_json(&e, NULL, "cannot read X", &out, &usd, why, sizeof(why)), 0,
