@@ -229,6 +229,35 @@ static void test_estimate(void)
 	price_table_free(t);
 }
 
+/* The table shipped with batchfs: parses, is dated and sourced, prices each provider's ids. */
+static void test_shipped(void)
+{
+	static const char *const ids[] = {"claude-sonnet-4-20250514", "claude-3-5-haiku@20241022",
+					  "publishers/anthropic/models/claude-sonnet-4-5@20250929",
+					  "gpt-4o-mini-2024-07-18", "gpt-4.1"};
+	const char *root = getenv("BATCHFS_SOURCE_ROOT");
+	struct bfs_err err = BFS_ERR_INIT;
+	struct price_table *t = NULL;
+	char file[4096];
+
+	if (!root) {
+		ok(1, "# SKIP BATCHFS_SOURCE_ROOT not set (run through meson test)");
+		return;
+	}
+	snprintf(file, sizeof(file), "%s/contrib/prices.tsv", root);
+	is_int(price_table_load(&t, file, &err), 0, "contrib/prices.tsv loads (%s)", err.msg);
+	if (!t)
+		return;
+	ok(t->n >= 10, "it has rows (%zu)", t->n);
+	ok(t->date[0] && !strncmp(t->source, "https://", 8), "dated and sourced");
+	for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++)
+		ok(price_lookup(t, ids[i]) != NULL, "priced: %s", ids[i]);
+	for (size_t i = 0; i < t->n; i++)
+		ok(t->rows[i].output >= t->rows[i].input && t->rows[i].cache_read <= t->rows[i].input,
+		   "%s: output >= input >= cache read", t->rows[i].model);
+	price_table_free(t);
+}
+
 int main(void)
 {
 	int fd = mkstemp(path);
@@ -239,6 +268,7 @@ int main(void)
 	test_load();
 	test_cost();
 	test_estimate();
+	test_shipped();
 	unlink(path);
 	return tap_done();
 }
