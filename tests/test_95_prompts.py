@@ -360,7 +360,7 @@ def test_fake_openai_refuses_a_bad_chat_body_per_request(fake_server, mount_fact
     d = new_batch(m)
     good = fl.line("ok", "fine")
     bad = json.dumps({"custom_id": "bad", "method": "POST", "url": fl.url,
-                      "body": {"model": fl.model, "max_tokens": 5, "max_completion_tokens": 5,
+                      "body": {"model": fl.model, "temperature": 2.5,
                                "messages": [{"role": "user", "content": "x"}]}})
     with open(os.path.join(d, "requests.jsonl"), "w") as f:
         f.write(good + "\n" + bad + "\n")

@@ -859,8 +859,8 @@ def chat_body_error(endpoint, body):
     """(param, message) when a /v1/chat/completions body would be refused with a 400, as
     the Chat Completions API does (https://platform.openai.com/docs/api-reference/chat/create):
     messages a non-empty list of {role, content}, max_tokens and max_completion_tokens
-    positive integers and not both, temperature within [0, 2]. None when acceptable or
-    another endpoint."""
+    positive integers, temperature within [0, 2]. None when acceptable or another
+    endpoint."""
     ep = endpoint if endpoint.startswith("/v1/") else "/v1" + endpoint
     if ep != "/v1/chat/completions":
         return None
@@ -877,8 +877,6 @@ def chat_body_error(endpoint, body):
         v = body.get(k)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
             return (k, f"Invalid '{k}': integer below minimum value.")
-    if "max_tokens" in body and "max_completion_tokens" in body:
-        return ("max_tokens", "max_tokens and max_completion_tokens cannot both be set.")
     t = body.get("temperature")
     if t is not None and (not isinstance(t, (int, float)) or not 0 <= t <= 2):
         return ("temperature", "Invalid 'temperature': must be between 0 and 2.")
