@@ -278,7 +278,7 @@ void price_estimate_line(struct price_estimate *e, enum jsonl_format fmt, const 
 	static const char *const inputs[] = {"messages", "system", "tools", "input",
 					     "instructions"};
 	cJSON *root = cJSON_ParseWithLength(line, len);
-	const cJSON *req = NULL;
+	const cJSON *req = NULL, *n;
 	const char *model;
 	struct bfs_usage *u;
 	int64_t mt;
@@ -309,10 +309,14 @@ void price_estimate_line(struct price_estimate *e, enum jsonl_format fmt, const 
 	for (size_t i = 0; i < sizeof(inputs) / sizeof(inputs[0]); i++)
 		u->input_tokens += json_bytes(cJSON_GetObjectItemCaseSensitive(req, inputs[i]));
 	mt = max_tokens_of(req);
+	n = cJSON_GetObjectItemCaseSensitive(req, "n");
 	if (mt < 0)
 		e->unbounded++;
-	else
-		u->output_tokens += (uint64_t)mt;
+	else /* OpenAI's n: that many completions, each up to the cap */
+		u->output_tokens += (uint64_t)mt * (cJSON_IsNumber(n) && n->valuedouble > 1 &&
+								    n->valuedouble <= 128
+							    ? (uint64_t)n->valuedouble
+							    : 1);
 out:
 	cJSON_Delete(root);
 }

@@ -56,6 +56,10 @@ int spool_remove(const struct spool *sp, int64_t id)
 
 	spool_native_path(sp, id, path, sizeof(path));
 	(void)unlink(path); /* a copy left behind only costs disk; the file is what counts */
+	if (strlen(path) + 4 < sizeof(path)) {
+		strcat(path, ".tmp"); /* one a crash cut short (batch.c writes it there first) */
+		(void)unlink(path);
+	}
 	spool_path(sp, id, path, sizeof(path));
 	if (unlink(path) && errno != ENOENT)
 		return -errno;

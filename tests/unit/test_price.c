@@ -190,6 +190,12 @@ static void test_estimate(void)
 
 		price_estimate_line(&e, JSONL_OPENAI, a, strlen(a), NULL);
 		is_int(e.m[0].output_tokens, 7, "max_completion_tokens is the output bound");
+		const char *c = "{\"custom_id\":\"c\",\"method\":\"POST\",\"url\":\"/v1/chat/"
+				"completions\",\"body\":{\"model\":\"m-one\",\"max_tokens\":5,"
+				"\"n\":3,\"messages\":[]}}";
+
+		price_estimate_line(&e, JSONL_OPENAI, c, strlen(c), NULL);
+		is_int(e.m[0].output_tokens, 7 + 15, "n completions: n times the cap");
 		price_estimate_line(&e, JSONL_OPENAI, b, strlen(b), NULL);
 		is_int(e.unbounded, 1, "a request without a cap is unbounded");
 		is_int(price_estimate_json(&e, t, NULL, &out, &usd, why, sizeof(why)), 0, "json");
@@ -253,7 +259,8 @@ static void test_shipped(void)
 	for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++)
 		ok(price_lookup(t, ids[i]) != NULL, "priced: %s", ids[i]);
 	for (size_t i = 0; i < t->n; i++)
-		ok(t->rows[i].output >= t->rows[i].input && t->rows[i].cache_read <= t->rows[i].input,
+		ok(t->rows[i].output >= t->rows[i].input &&
+			   t->rows[i].cache_read <= t->rows[i].input,
 		   "%s: output >= input >= cache read", t->rows[i].model);
 	price_table_free(t);
 }
