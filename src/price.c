@@ -443,8 +443,11 @@ static int actual_json(const cJSON *est, const struct bfs_usage *u, size_t n, st
 	for (size_t i = 0; i < n && !why[0]; i++) {
 		const struct price_row *p = find_rows(rows, nrows, u[i].model);
 
-		/* A result that names no model is the batch's one model, if it has one. */
-		if (!p && !u[i].model[0] && nrows == 1)
+		/*
+		 * A batch of one model whose results name it otherwise (none at all, Azure's model
+		 * behind the deployment, a Vertex resource path): every result is of that model.
+		 */
+		if (!p && nrows == 1 && n == 1)
 			p = &rows[0];
 		if (p)
 			total += price_cost(p, &u[i]);

@@ -214,6 +214,27 @@ static void test_estimate(void)
 		ok(price_lookup(t, e.m[0].model) != NULL, "priced through its undated row");
 	}
 
+	/* One model, results naming it otherwise (Azure: deployment vs model): that model. */
+	{
+		struct bfs_usage u1 = {"gpt-4o-mini-2024-07-18", 1, 1000, 100, 0, 0};
+		struct buf one = BUF_INIT(1 << 16), st = BUF_INIT(1 << 16);
+		cJSON *s;
+
+		memset(&e, 0, sizeof(e));
+		price_estimate_line(&e, JSONL_ANTHROPIC, l1, strlen(l1), NULL);
+		is_int(price_estimate_json(&e, t, NULL, &one, &usd, why, sizeof(why)), 0,
+		       "one model");
+		is_int(price_status_json(one.data, &u1, 1, true, &st), 0, "status");
+		s = parse(&st);
+		ok(near(cJSON_GetNumberValue(
+				cJSON_GetObjectItem(cJSON_GetObjectItem(s, "actual"), "usd")),
+			(1000 * 1.0 + 100 * 2.0) / 1e6),
+		   "priced at the batch's one model");
+		cJSON_Delete(s);
+		buf_release(&one);
+		buf_release(&st);
+	}
+
 	/* An estimate whose JSON does not fit: the total is still known (for max_cost). */
 	{
 		struct buf small = BUF_INIT(64);
