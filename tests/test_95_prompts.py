@@ -479,3 +479,28 @@ def test_bad_prompt_and_cost_keys_fail_the_mount(batchfs_bin, tmp_path, key, val
                         str(tmp_path / "m")], capture_output=True, text=True, timeout=30)
     assert r.returncode != 0
     assert f"[x] {key}" in r.stderr and word in r.stderr, r.stderr
+
+
+def test_a_large_mixed_file_is_translated_whole(mount_factory, tmp_path):
+    """Thousands of lines (the copy is written in chunks), a native first line (copied from
+    the user's file when the first prompt line shows up) and a prompt longer than a chunk."""
+    m = mock_mount(mount_factory, tmp_path, model="claude-test", max_tokens=8)
+    d = os.path.join(m.path, "mock", unique())
+    os.mkdir(d)
+    nat = {"custom_id": "n0", "params": {"model": "claude-test", "max_tokens": 4,
+                                         "messages": [{"role": "user", "content": "native"}]}}
+    prompts = [{"custom_id": f"p{i}", "prompt": f"question number {i} " + "x" * 150}
+               for i in range(3000)]
+    big = {"custom_id": "big", "prompt": "y" * (300 * 1024)}
+    body = plines(nat, *prompts[:1500], big, *prompts[1500:])
+    with open(os.path.join(d, "requests.jsonl"), "w") as f:
+        f.write(body)
+    s = wait_results(d, timeout=60)
+    assert s["counts"]["succeeded"] == 3002
+    assert read_bytes(os.path.join(d, "requests.jsonl")) == body.encode()
+    for p in (prompts[0], prompts[1499], prompts[2999], big):
+        r = json.loads(read_bytes(os.path.join(d, "results", p["custom_id"] + ".json")))
+        assert r["result"]["message"]["content"][0]["text"].endswith(p["prompt"][-100:])
+    natives = [nat] + [native("anthropic", p, "claude-test", 8)
+                       for p in prompts[:1500] + [big] + prompts[1500:]]
+    check_estimate(read_status(d)["cost"], "anthropic", natives)
