@@ -14,6 +14,7 @@
 #include "buf.h"
 
 struct bfs_err;
+struct prompt_ctx;
 
 /*
  * Called for each line with its 1-based number, the terminator ("\n" or "\r\n") removed.
@@ -73,6 +74,11 @@ struct jsonl_validator {
 	char endpoint[JSONL_COMMON_MAX];
 	char model[JSONL_COMMON_MAX];
 	long common_line; /* line that set endpoint/model */
+	/*
+	 * Set by the caller to accept prompt lines (prompt.h): each is checked as the native
+	 * line it translates into, and the limits count the translation. NULL: native only.
+	 */
+	struct prompt_ctx *prompt;
 };
 
 /* Sets up a validator for one file. */

@@ -22,6 +22,9 @@ struct store;
 
 #define STORE_NAME_MAX 256
 
+/* The longest cost estimate kept with a batch (price_estimate_json() of at most 24 models). */
+#define STORE_COST_MAX 8192
+
 /*
  * One batch directory. Times in ms since the epoch, 0 = null. Once the directory has parts,
  * its provider view (state, provider_state, counts, results, error, times, pid, identity,
@@ -52,6 +55,7 @@ struct store_batch {
 	int64_t results_count, results_size; /* once results are ready */
 	int nparts;			     /* parts (provider batches, or to be) */
 	int nparts_sent;		     /* of which known at the provider (a pid) */
+	char cost[STORE_COST_MAX];	     /* the estimate's JSON (price.h), "" = none */
 };
 
 /*
@@ -144,6 +148,11 @@ int store_batch_claim(struct store *st, int64_t id);
  * drop_parts. msg NULL clears the error. */
 int store_batch_set_state(struct store *st, int64_t id, enum batch_state expect,
 			  enum batch_state state, const char *msg, long line, bool drop_parts);
+/*
+ * Records the cost estimate of a batch being committed (state submitting), "" to clear it.
+ * Returns 0, -ESTALE when the batch is not submitting, -E2BIG past STORE_COST_MAX, -EIO.
+ */
+int store_batch_set_cost(struct store *st, int64_t id, const char *cost_json);
 /* A note on a batch not submitted (its state stays): only while no part exists. */
 int store_batch_note(struct store *st, int64_t id, const char *msg);
 /* A foreign batch was looked at: fetch its results (results_wanted), its ended parts now. */

@@ -26,6 +26,8 @@
 #include "err.h"
 #include "jsonl.h"
 #include "log.h"
+#include "price.h"
+#include "prompt.h"
 #include "provider.h"
 #include "spool.h"
 #include "store.h"
@@ -242,24 +244,181 @@ static int plan_line(struct plan *pl, long lineno, int64_t size, bool request)
 	return rc;
 }
 
+/*
+ * The translated copy of a file with prompt lines (spool_native_path()): every line as it is
+ * sent, native lines byte for byte, prompt lines as their translation, each with the user's
+ * line end, so line n of the copy is line n of the file and parts, provider errors and
+ * results all speak the user's line numbers. Written only once a prompt line shows up: the
+ * lines before it are copied from the user's file then.
+ */
+struct native_copy {
+	int user_fd;		/* the user's file, to copy the lines before the first prompt */
+	int fd;			/* the copy being written, -1 while there is none */
+	char path[PATH_MAX];	/* where it goes once complete */
+	char tmp[PATH_MAX + 8]; /* where it is written */
+	int64_t user_off;	/* bytes of the user's file before the current line */
+	struct buf out;		/* lines not yet written */
+};
+
+#define NATIVE_FLUSH (256 * 1024)
+
 struct validate_ctx {
 	struct jsonl_validator v;
 	struct jsonl_splitter sp;
 	struct store_reqs *reqs;
 	struct plan plan;
+	struct prompt_ctx prompt;
+	struct price_estimate est;
+	const char *default_model; /* the remote's model (Vertex jobs take it when lines do not) */
+	struct native_copy copy;
 	struct bfs_err *err;
 };
+
+static int write_all(int fd, const char *p, size_t n)
+{
+	while (n) {
+		ssize_t w = write(fd, p, n);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return -errno;
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+static int copy_flush(struct native_copy *c)
+{
+	int rc = write_all(c->fd, c->out.data ? c->out.data : "", c->out.len);
+
+	buf_reset(&c->out);
+	return rc;
+}
+
+/* Starts the copy with the user's first user_off bytes: native lines, already checked. */
+static int copy_open(struct native_copy *c)
+{
+	char *chunk;
+	int64_t off = 0;
+	int rc = 0;
+
+	c->fd = open(c->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (c->fd < 0)
+		return -errno;
+	chunk = malloc(BATCH_READ_CHUNK);
+	if (!chunk)
+		return -ENOMEM;
+	while (!rc && off < c->user_off) {
+		size_t want = (size_t)(c->user_off - off) < BATCH_READ_CHUNK
+				      ? (size_t)(c->user_off - off)
+				      : BATCH_READ_CHUNK;
+		ssize_t n = pread(c->user_fd, chunk, want, off);
+
+		if (n <= 0)
+			rc = n < 0 ? -errno : -EIO;
+		else
+			rc = write_all(c->fd, chunk, (size_t)n);
+		off += n > 0 ? n : 0;
+	}
+	free(chunk);
+	return rc;
+}
+
+/* Adds one line as sent (with the user's terminator of term bytes) to the copy, if any. */
+static int copy_line(struct native_copy *c, bool translated, const char *line, size_t len,
+		     size_t term)
+{
+	static const char *const ends[] = {"", "\n", "\r\n"};
+	int rc = 0;
+
+	if (c->fd < 0 && !translated)
+		return 0;
+	if (c->fd < 0)
+		rc = copy_open(c);
+	if (!rc && len >= NATIVE_FLUSH) {
+		/* A long line goes straight out: the buffer stays small. */
+		rc = copy_flush(c);
+		if (!rc)
+			rc = write_all(c->fd, line, len);
+		len = 0;
+	}
+	if (!rc)
+		rc = buf_add(&c->out, line, len);
+	if (!rc)
+		rc = buf_addstr(&c->out, ends[term]);
+	if (!rc && c->out.len >= NATIVE_FLUSH)
+		rc = copy_flush(c);
+	return rc;
+}
+
+/*
+ * Ends the copy: kept, it is made durable under its final name before any part is recorded
+ * (a resumed submission sends exactly these bytes); a file without prompt lines removes any
+ * copy of an earlier commit, so the parts always describe the file they are sent from.
+ */
+static int copy_finish(struct native_copy *c, bool keep)
+{
+	int rc = 0;
+
+	if (c->fd >= 0 && keep) {
+		rc = copy_flush(c);
+		if (!rc && fsync(c->fd))
+			rc = -errno;
+		if (close(c->fd) && !rc)
+			rc = -errno;
+		c->fd = -1;
+		if (!rc && rename(c->tmp, c->path))
+			rc = -errno;
+		if (!rc) {
+			char dir[PATH_MAX];
+			char *slash;
+			int dfd;
+
+			snprintf(dir, sizeof(dir), "%s", c->path);
+			slash = strrchr(dir, '/');
+			if (slash)
+				*slash = '\0';
+			dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+			if (dfd >= 0) {
+				if (fsync(dfd))
+					rc = -errno;
+				close(dfd);
+			}
+		}
+	} else if (keep) {
+		if (unlink(c->path) && errno != ENOENT)
+			rc = -errno;
+	}
+	if (c->fd >= 0) {
+		close(c->fd);
+		c->fd = -1;
+	}
+	if (rc || !keep)
+		(void)unlink(c->tmp);
+	buf_release(&c->out);
+	return rc;
+}
 
 static int validate_line(void *ctx, const char *line, size_t len, long lineno)
 {
 	struct validate_ctx *vc = ctx;
-	int64_t size = (int64_t)(len + vc->sp.term);
+	const char *sent = line;
+	size_t sent_len = len;
+	int64_t size;
 	char *id = NULL;
 	size_t idlen = 0;
 	long dup = 0;
 	int rc;
 
 	rc = jsonl_validator_line(&vc->v, line, len, vc->sp.term, lineno, &id, &idlen, vc->err);
+	if (vc->prompt.translated) {
+		/* Parts hold what is sent: the translation's bytes, not the prompt line's. */
+		sent = vc->prompt.native.data;
+		sent_len = vc->prompt.native.len;
+	}
+	size = (int64_t)(sent_len + vc->sp.term);
 	if (!rc && vc->plan.lim.max_bytes && (uint64_t)size > vc->plan.lim.max_bytes) {
 		err_set_line(vc->err, lineno,
 			     "line %ld: %" PRId64 " bytes with its line end, more than a batch of "
@@ -283,9 +442,18 @@ static int validate_line(void *ctx, const char *line, size_t len, long lineno)
 		}
 		if (!rc)
 			rc = plan_line(&vc->plan, lineno, size, true);
+		if (!rc)
+			price_estimate_line(&vc->est, vc->v.fmt, sent, sent_len, vc->default_model);
+	}
+	if (!rc) {
+		rc = copy_line(&vc->copy, vc->prompt.translated, sent, sent_len, vc->sp.term);
+		if (rc)
+			err_set(vc->err, "cannot write the translated copy of requests.jsonl: %s",
+				strerror(-rc));
 	}
 	free(id);
 	vc->plan.off += size;
+	vc->copy.user_off += (int64_t)(len + vc->sp.term);
 	return rc;
 }
 
@@ -310,6 +478,8 @@ static int validate_file(struct bfs *b, const struct remote *r, int64_t batch_id
 	vc->plan.lim = r->limits;
 	vc->plan.part_first = 1;
 	jsonl_validator_init(&vc->v, r->ops->format, &unlimited);
+	vc->v.prompt = &vc->prompt;
+	vc->copy.user_fd = fd;
 	rc = store_reqs_begin(b->store, batch_id, &vc->reqs);
 	if (rc) {
 		err_set(err, "cannot write to the cache: %s", strerror(-rc));
@@ -615,8 +785,12 @@ static int submit_parts(struct bfs *b, struct remote *r, int64_t batch_id, struc
 		err_set(err, "cannot read the cache: %s", strerror(-rc));
 		return -EIO;
 	}
-	if (!store_file_by_name(b->store, batch_id, "requests.jsonl", &f))
-		spool_path(&b->spool, f.id, path, sizeof(path));
+	if (!store_file_by_name(b->store, batch_id, "requests.jsonl", &f)) {
+		/* A file with prompt lines is sent from its translated copy (validate_line). */
+		spool_native_path(&b->spool, f.id, path, sizeof(path));
+		if (access(path, F_OK))
+			spool_path(&b->spool, f.id, path, sizeof(path));
+	}
 	for (size_t i = 0; i < l.n && !rc; i++) {
 		struct store_part *p = &l.v[i];
 		struct bfs_err perr = BFS_ERR_INIT;
@@ -742,6 +916,76 @@ void batch_unclaim(struct bfs *b, int64_t batch_id, const char *msg)
 	inflight_release(b, batch_id);
 }
 
+/* The remote's defaults for prompt lines and where the translated copy goes. */
+static void commit_ctx_init(struct validate_ctx *vc, struct bfs *b, const struct remote *r,
+			    int64_t file_id)
+{
+	const char *mt = conf_get(r->conf, "max_tokens", NULL);
+
+	prompt_ctx_init(&vc->prompt);
+	vc->prompt.remote = r->conf->name;
+	vc->prompt.model = conf_get(r->conf, "model", NULL);
+	vc->prompt.max_tokens = mt ? (int64_t)strtoll(mt, NULL, 10) : 0; /* checked by conf */
+	vc->prompt.temperature = conf_get_double(r->conf, "temperature", -1);
+	vc->default_model = conf_get(r->conf, "model", NULL);
+	vc->copy.fd = -1;
+	buf_init(&vc->copy.out, 2 * NATIVE_FLUSH);
+	spool_native_path(&b->spool, file_id, vc->copy.path, sizeof(vc->copy.path));
+	snprintf(vc->copy.tmp, sizeof(vc->copy.tmp), "%s.tmp", vc->copy.path);
+}
+
+/*
+ * The upper-bound estimate of what the batch will cost, recorded with it (status.cost), and
+ * the remote's max_cost: over the cap, or not computable while a cap is set, the commit is
+ * refused with -EDQUOT (nothing is sent). Other failures are the cache's: -errno.
+ */
+static int commit_cost(struct bfs *b, const struct remote *r, int64_t batch_id,
+		       const struct validate_ctx *vc, struct bfs_err *err)
+{
+	const char *file = conf_get(r->conf, "price_file", price_default_file());
+	const char *cap_s = conf_get(r->conf, "max_cost", NULL);
+	struct bfs_err lerr = BFS_ERR_INIT;
+	struct price_table *t = NULL;
+	struct buf json = BUF_INIT(STORE_COST_MAX - 1);
+	char why[BFS_ERR_MSG_MAX / 2];
+	double usd = -1, cap = cap_s ? strtod(cap_s, NULL) : 0;
+	int rc;
+
+	(void)price_table_load(&t, file, &lerr); /* no table: the estimate says why */
+	rc = price_estimate_json(&vc->est, t, lerr.msg, &json, &usd, why, sizeof(why));
+	price_table_free(t);
+	if (!rc)
+		rc = store_batch_set_cost(b->store, batch_id, json.data);
+	buf_release(&json);
+	if (rc == -EFBIG || rc == -E2BIG) {
+		log_warn("the cost estimate of batch %" PRId64 " is too long to keep; status shows "
+			 "none (the max_cost check still applies)",
+			 batch_id);
+		rc = 0;
+	}
+	if (rc) {
+		err_set(err, "cannot record the cost estimate in the cache: %s", strerror(-rc));
+		return rc;
+	}
+	if (!cap_s)
+		return 0;
+	if (usd < 0) {
+		err_set(err,
+			"the cost cannot be checked against max_cost (%.2f USD) of [%s]: %s; "
+			"nothing was sent",
+			cap, r->conf->name, why);
+		return -EDQUOT;
+	}
+	if (usd > cap) {
+		err_set(err,
+			"estimated cost %.4f USD (upper bound) exceeds max_cost %.4f USD of [%s]; "
+			"nothing was sent",
+			usd, cap, r->conf->name);
+		return -EDQUOT;
+	}
+	return 0;
+}
+
 int batch_commit_claimed(struct bfs *b, struct remote *r, int64_t batch_id, int64_t file_id,
 			 struct bfs_err *err)
 {
@@ -751,6 +995,8 @@ int batch_commit_claimed(struct bfs *b, struct remote *r, int64_t batch_id, int6
 	int fd = -1, rc;
 
 	memset(&vc, 0, sizeof(vc));
+	commit_ctx_init(&vc, b, r, file_id);
+	(void)store_batch_set_cost(b->store, batch_id, ""); /* an older commit's estimate */
 	rc = store_batch_get(b->store, batch_id, &row);
 	if (rc) {
 		err_set(err, "cannot read the cache: %s", strerror(-rc));
@@ -781,6 +1027,25 @@ int batch_commit_claimed(struct bfs *b, struct remote *r, int64_t batch_id, int6
 	}
 	if (rc)
 		goto failed;
+	rc = commit_cost(b, r, batch_id, &vc, err);
+	if (rc == -EDQUOT) {
+		log_store_err("a rejection", batch_id,
+			      store_batch_set_state(b->store, batch_id, BATCH_SUBMITTING,
+						    BATCH_REJECTED, err->msg, 0, false));
+		log_info("batch '%s' rejected: %s", row.name, err->msg);
+		goto out;
+	}
+	if (rc)
+		goto failed;
+	rc = copy_finish(&vc.copy, true);
+	if (rc) {
+		err_set(err, "cannot write the translated copy of requests.jsonl: %s",
+			strerror(-rc));
+		goto failed;
+	}
+	if (vc.prompt.nprompts)
+		log_info("batch '%s': %" PRIu64 " prompt lines translated for '%s'", row.name,
+			 vc.prompt.nprompts, r->conf->name);
 	rc = store_parts_create(b->store, batch_id, r->conf->name, vc.plan.parts, vc.plan.n,
 				vc.v.endpoint, vc.v.model, (int64_t)vc.v.count,
 				(int64_t)st.st_size);
@@ -810,6 +1075,8 @@ failed:
 	log_err("%s", err->msg);
 	rc = -EIO;
 out:
+	(void)copy_finish(&vc.copy, false); /* a copy not kept by now is not wanted */
+	prompt_ctx_release(&vc.prompt);
 	free(vc.plan.parts);
 	inflight_release(b, batch_id);
 	return rc;

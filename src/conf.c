@@ -158,6 +158,55 @@ double conf_get_double(const struct remote_conf *rc, const char *key, double def
 	return d;
 }
 
+/*
+ * The defaults of prompt lines (model, max_tokens, temperature) and the cost keys (max_cost
+ * in USD, price_file): numbers are checked here so a typo fails the mount, not a commit.
+ */
+static int check_prompt_keys(const struct remote_conf *r, struct bfs_err *err)
+{
+	const char *mt = conf_get(r, "max_tokens", NULL);
+	const char *t = conf_get(r, "temperature", NULL);
+	const char *mc = conf_get(r, "max_cost", NULL);
+	const char *m = conf_get(r, "model", NULL);
+	const char *pf = conf_get(r, "price_file", NULL);
+	char *end;
+	double d;
+
+	if (mt) {
+		d = strtod(mt, &end);
+		if (*end || !(d >= 1 && d <= 1e9) || d != floor(d)) {
+			err_set(err, "[%s] max_tokens must be a whole number >= 1, not '%s'",
+				r->name, mt);
+			return -EINVAL;
+		}
+	}
+	if (t) {
+		d = strtod(t, &end);
+		if (*end || !(d >= 0 && d <= 2)) {
+			err_set(err, "[%s] temperature must be a number from 0 to 2, not '%s'",
+				r->name, t);
+			return -EINVAL;
+		}
+	}
+	if (mc) {
+		d = strtod(mc, &end);
+		if (*end || !isfinite(d) || d < 0) {
+			err_set(err, "[%s] max_cost must be a number of US dollars, not '%s'",
+				r->name, mc);
+			return -EINVAL;
+		}
+	}
+	if (m && !*m) {
+		err_set(err, "[%s] model must not be empty", r->name);
+		return -EINVAL;
+	}
+	if (pf && !*pf) {
+		err_set(err, "[%s] price_file must not be empty", r->name);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 static int conf_finish_remote(struct remote_conf *r, struct bfs_err *err)
 {
 	static const char *const known[] = {"anthropic", "openai", "azure", "vertex", "mock"};
@@ -166,6 +215,7 @@ static int conf_finish_remote(struct remote_conf *r, struct bfs_err *err)
 			      "command_timeout"};
 	const char *disc;
 	bool ok = false;
+	int rc;
 
 	if (!p) {
 		err_set(err, "[%s] has no 'provider' (anthropic, openai, azure, vertex or mock)",
@@ -196,6 +246,9 @@ static int conf_finish_remote(struct remote_conf *r, struct bfs_err *err)
 		return -EINVAL;
 	}
 	r->discover = !strcmp(disc, "all");
+	rc = check_prompt_keys(r, err);
+	if (rc)
+		return rc;
 	r->provider = strdup(p);
 	if (!r->provider)
 		return -ENOMEM;

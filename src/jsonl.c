@@ -13,6 +13,7 @@
 
 #include "err.h"
 #include "jsonl.h"
+#include "prompt.h"
 
 void jsonl_splitter_init(struct jsonl_splitter *s, size_t max_line, jsonl_line_fn fn, void *ctx)
 {
@@ -367,6 +368,11 @@ int jsonl_validator_line(struct jsonl_validator *v, const char *line, size_t len
 
 	*custom_id = NULL;
 	*id_len = 0;
+	if (v->prompt) {
+		rc = prompt_line(v->prompt, v->fmt, &line, &len, lineno, err);
+		if (rc)
+			return rc;
+	}
 	v->bytes += len + term_len;
 	if (v->lim.max_bytes && v->bytes > v->lim.max_bytes) {
 		err_set_line(err, lineno,

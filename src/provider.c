@@ -131,9 +131,11 @@ static bool key_in(const char *key, const char *const *keys)
 int provider_check_keys(const struct provider_ops *ops, const struct remote_conf *rc,
 			struct bfs_err *err)
 {
-	static const char *const common[] = {"provider",	"poll_interval",   "list_interval",
-					     "reconcile_grace", "command_timeout", "max_requests",
-					     "max_bytes",	"discover",	   NULL};
+	static const char *const common[] = {
+		"provider", "poll_interval", "list_interval", "reconcile_grace", "command_timeout",
+		"max_requests", "max_bytes", "discover",
+		/* prompt lines and cost (conf.c checks them) */
+		"model", "max_tokens", "temperature", "max_cost", "price_file", NULL};
 
 	for (size_t i = 0; i < rc->nkv; i++) {
 		const char *key = rc->kv[i].key;

@@ -35,6 +35,11 @@ void spool_path(const struct spool *sp, int64_t id, char *out, size_t size)
 	snprintf(out, size, "%s/%" PRId64, sp->dir, id);
 }
 
+void spool_native_path(const struct spool *sp, int64_t id, char *out, size_t size)
+{
+	snprintf(out, size, "%s/%" PRId64 ".native", sp->dir, id);
+}
+
 int spool_open(const struct spool *sp, int64_t id, int flags)
 {
 	char path[4200];
@@ -49,6 +54,12 @@ int spool_remove(const struct spool *sp, int64_t id)
 {
 	char path[4200];
 
+	spool_native_path(sp, id, path, sizeof(path));
+	(void)unlink(path); /* a copy left behind only costs disk; the file is what counts */
+	if (strlen(path) + 4 < sizeof(path)) {
+		strcat(path, ".tmp"); /* one a crash cut short (batch.c writes it there first) */
+		(void)unlink(path);
+	}
 	spool_path(sp, id, path, sizeof(path));
 	if (unlink(path) && errno != ENOENT)
 		return -errno;

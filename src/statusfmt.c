@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "buf.h"
+#include "price.h"
 #include "statusfmt.h"
 #include "store.h"
 #include "timefmt.h"
@@ -79,6 +80,19 @@ static int add_part(struct buf *out, const struct store_part *p)
 	return rc;
 }
 
+/*
+ * status.cost: the estimate made at submission and the cost of the reported usage.
+ * MERGE(results-files): pass the batch's usage sums (store_usage_list()) as u/n with
+ * have_usage true once its results are in; until then "actual" is null.
+ */
+static int add_cost(struct buf *out, const struct store_batch *b, const struct bfs_usage *u,
+		    size_t n, bool have_usage)
+{
+	int rc = buf_addstr(out, ", \"cost\": ");
+
+	return rc ? rc : price_status_json(b->cost, u, n, have_usage, out);
+}
+
 int statusfmt_ids(const struct store_part *parts, size_t n, struct buf *out)
 {
 	int rc = 0;
@@ -111,6 +125,7 @@ int statusfmt_batch(const struct store_batch *b, const struct store_part *parts,
 	rc |= add_time(out, "ended_at", b->ended_at);
 	rc |= add_time(out, "expires_at", b->expires_at);
 	rc |= add_time(out, "updated_at", b->updated_at);
+	rc |= add_cost(out, b, NULL, 0, false);
 	if (n) {
 		rc |= buf_addstr(out, ", \"parts\": [");
 		for (size_t i = 0; i < n; i++) {

@@ -23,7 +23,7 @@
 #include "store.h"
 #include "timefmt.h"
 
-#define STORE_SCHEMA_VERSION 4
+#define STORE_SCHEMA_VERSION 5
 #define STORE_STMT_MAX	     128
 
 struct store_conn {
@@ -406,7 +406,22 @@ static int store_migrate(struct store_conn *c, struct bfs_err *err)
 			return rc;
 		}
 	}
-	/* Future versions: if (version < 5) { ALTER ...; PRAGMA user_version = 5 } */
+	if (version < 5) {
+		/* The cost estimate of a submission (status.cost); older batches have none. */
+		rc = conn_exec(c, "BEGIN IMMEDIATE");
+		if (!rc)
+			rc = conn_exec(
+				c, "ALTER TABLE batches ADD COLUMN cost TEXT NOT NULL DEFAULT ''");
+		if (!rc)
+			rc = conn_exec(c, "PRAGMA user_version = 5; COMMIT");
+		if (rc) {
+			conn_rollback(c); /* the error above is the one to report */
+			err_set(err, "cannot bring the cache schema to version 5: %s",
+				sqlite3_errmsg(c->db));
+			return rc;
+		}
+	}
+	/* Future versions: if (version < 6) { ALTER ...; PRAGMA user_version = 6 } */
 	return 0;
 }
 
@@ -510,7 +525,7 @@ static void copy_text(char *dst, size_t size, sqlite3_stmt *stmt, int col)
 	" errored, canceled, expired, results, error, error_line, error_attempt, created_at,"     \
 	" ended_at, expires_at, updated_at, dir_mtime, cancel_requested, results_wanted,"         \
 	" identity, nrequests, nbytes, endpoint, model, results_count, results_size, nparts,"     \
-	" nparts_sent"
+	" nparts_sent, cost"
 
 /*
  * Columns both batches and parts have, in the same order: state, provider_state, the six
@@ -576,6 +591,7 @@ static void batch_from_row(sqlite3_stmt *s, struct store_batch *b)
 	b->results_size = sqlite3_column_int64(s, 30);
 	b->nparts = sqlite3_column_int(s, 31);
 	b->nparts_sent = sqlite3_column_int(s, 32);
+	copy_text(b->cost, sizeof(b->cost), s, 33);
 }
 
 /* Runs a query expected to return at most one batch. */
@@ -829,6 +845,23 @@ int store_batch_set_state(struct store *st, int64_t id, enum batch_state expect,
 		rc = run_guarded(c, s);
 	}
 	return txn_end(c, rc);
+}
+
+int store_batch_set_cost(struct store *st, int64_t id, const char *cost_json)
+{
+	static const char sql[] = "UPDATE batches SET cost = ?2 WHERE id = ?1 AND"
+				  " state = 'submitting'";
+	struct store_conn *c;
+	sqlite3_stmt *s;
+
+	if (strlen(cost_json) >= STORE_COST_MAX)
+		return -E2BIG;
+	c = conn_get(st);
+	if (!c || !(s = conn_stmt(c, sql)))
+		return -EIO;
+	sqlite3_bind_int64(s, 1, id);
+	sqlite3_bind_text(s, 2, cost_json, -1, SQLITE_STATIC);
+	return run_guarded(c, s);
 }
 
 int store_batch_note(struct store *st, int64_t id, const char *msg)

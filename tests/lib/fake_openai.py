@@ -493,7 +493,8 @@ class FakeOpenAI(FakeServer):
             seen[o["custom_id"]] = no
             requests.append({"custom_id": o["custom_id"], "body": body,
                              "fail": body["model"] == "fail-request" or
-                             body.get("fail") is True})
+                             body.get("fail") is True,
+                             "bad": chat_body_error(endpoint, body)})
         if not errors and not requests:
             err("empty_file", "The input file is empty. Please ensure that the batch contains "
                 "at least one request.", None)
@@ -523,6 +524,13 @@ class FakeOpenAI(FakeServer):
                                        "This request could not be executed before the "
                                        "completion window expired." if why == "batch_expired"
                                        else "This request was cancelled before it ran."}})
+            elif r.get("bad"):
+                # A body the endpoint refuses is that request's 400, as when sent alone.
+                param, message = r["bad"]
+                errs.append({"id": rid, "custom_id": r["custom_id"], "response": {
+                    "status_code": 400, "request_id": self.request_id(),
+                    "body": self.error_body(400, message, code="invalid_value", param=param)},
+                    "error": None})
             elif r["fail"]:
                 errs.append({"id": rid, "custom_id": r["custom_id"], "response": {
                     "status_code": 400, "request_id": self.request_id(),
@@ -560,7 +568,7 @@ class FakeOpenAI(FakeServer):
                 status == "failed":
             return {"total": 0, "completed": 0, "failed": 0}
         ran = [i for i in range(len(b.requests)) if b.ran(i, now)]
-        failed = sum(1 for i in ran if b.requests[i]["fail"])
+        failed = sum(1 for i in ran if b.requests[i]["fail"] or b.requests[i].get("bad"))
         return {"total": len(b.requests), "completed": len(ran) - failed, "failed": failed}
 
     def batch_json(self, b, create=False):
@@ -848,6 +856,37 @@ def parse_multipart(body, boundary):
         else:
             fields[name.group(1)] = data.decode("utf-8")
     raise ValueError("no closing boundary")
+
+
+CHAT_ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
+
+
+def chat_body_error(endpoint, body):
+    """(param, message) when a /v1/chat/completions body would be refused with a 400, as
+    the Chat Completions API does (https://platform.openai.com/docs/api-reference/chat/create):
+    messages a non-empty list of {role, content}, max_tokens and max_completion_tokens
+    positive integers, temperature within [0, 2]. None when acceptable or another
+    endpoint."""
+    ep = endpoint if endpoint.startswith("/v1/") else "/v1" + endpoint
+    if ep != "/v1/chat/completions":
+        return None
+    msgs = body.get("messages")
+    if not isinstance(msgs, list) or not msgs:
+        return ("messages", "Missing required parameter: 'messages'.")
+    for i, m in enumerate(msgs):
+        if not isinstance(m, dict) or m.get("role") not in CHAT_ROLES:
+            return (f"messages[{i}].role", f"Invalid value for 'messages[{i}].role'.")
+        if "content" not in m and m.get("role") != "assistant":
+            return (f"messages[{i}].content",
+                    f"Missing required parameter: 'messages[{i}].content'.")
+    for k in ("max_tokens", "max_completion_tokens"):
+        v = body.get(k)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            return (k, f"Invalid '{k}': integer below minimum value.")
+    t = body.get("temperature")
+    if t is not None and (not isinstance(t, (int, float)) or not 0 <= t <= 2):
+        return ("temperature", "Invalid 'temperature': must be between 0 and 2.")
+    return None
 
 
 def last_text(body):

@@ -203,7 +203,7 @@ static void test_open(void)
 	store_free(st);
 	st = NULL;
 	is_int(db_exec(path, NULL, &version), SQLITE_OK, "the cache is an SQLite database");
-	is_int(version, 4, "schema version 4");
+	is_int(version, 5, "schema version 5");
 
 	chmod(path, 0644);
 	is_int(store_open(&st, dir, &err), 0, "reopen");
@@ -259,7 +259,13 @@ static void test_open(void)
 		ok(!memcmp(buf, "x\n", 2), "byte for byte too");
 	}
 	is_int(db_exec(path, NULL, &version), SQLITE_OK, "read the version");
-	is_int(version, 4, "now schema version 4");
+	is_int(version, 5, "now schema version 5");
+	{
+		struct store_batch ob;
+
+		is_int(store_batch_get(st, 1, &ob), 0, "the old batch after the migration");
+		is_str(ob.cost, "", "has no cost estimate (schema 5)");
+	}
 	store_free(st);
 	st = NULL;
 	is_int(store_open(&st, dir, &err), 0, "a migrated cache opens again");

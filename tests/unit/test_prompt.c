@@ -1,0 +1,172 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Unit tests: prompt lines into each format's native line (exact bytes, key order), the
+ * remote's defaults and the line's own values, refusals with the line number, native lines
+ * left alone, and the validator hook (a prompt line checked as its translation).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+#include "jsonl.h"
+#include "prompt.h"
+#include "tap.h"
+
+static int tr(struct prompt_ctx *c, enum jsonl_format fmt, const char *in, const char **out,
+	      struct bfs_err *err)
+{
+	size_t len = strlen(in);
+
+	*out = in;
+	return prompt_line(c, fmt, out, &len, 7, err);
+}
+
+static void test_formats(void)
+{
+	const char *in = "{\"custom_id\":\"q1\",\"prompt\":\"Hi \\\"you\\\"\",\"system\":\"S\"}";
+	struct bfs_err err = BFS_ERR_INIT;
+	struct prompt_ctx c;
+	const char *out;
+
+	prompt_ctx_init(&c);
+	c.remote = "r";
+	c.model = "m";
+	c.max_tokens = 64;
+	is_int(tr(&c, JSONL_ANTHROPIC, in, &out, &err), 0, "anthropic");
+	is_str(out,
+	       "{\"custom_id\":\"q1\",\"params\":{\"model\":\"m\",\"max_tokens\":64,\"system\":"
+	       "\"S\","
+	       "\"messages\":[{\"role\":\"user\",\"content\":\"Hi \\\"you\\\"\"}]}}",
+	       "anthropic params, system apart");
+	ok(c.translated, "flagged");
+	is_int(tr(&c, JSONL_OPENAI, in, &out, &err), 0, "openai");
+	is_str(out,
+	       "{\"custom_id\":\"q1\",\"method\":\"POST\",\"url\":\"/v1/chat/"
+	       "completions\",\"body\":"
+	       "{\"model\":\"m\",\"max_completion_tokens\":64,\"messages\":[{\"role\":\"system\","
+	       "\"content\":\"S\"},{\"role\":\"user\",\"content\":\"Hi \\\"you\\\"\"}]}}",
+	       "openai chat body, system as a message");
+	is_int(tr(&c, JSONL_AZURE, in, &out, &err), 0, "azure");
+	ok(strstr(out, "\"url\":\"/chat/completions\"") != NULL, "azure url as its samples");
+	is_int(tr(&c, JSONL_VERTEX, in, &out, &err), 0, "vertex");
+	is_str(out,
+	       "{\"custom_id\":\"q1\",\"request\":{\"anthropic_version\":\"vertex-2023-10-16\","
+	       "\"max_tokens\":64,\"system\":\"S\",\"messages\":[{\"role\":\"user\",\"content\":"
+	       "\"Hi \\\"you\\\"\"}]}}",
+	       "vertex: no model (the job's)");
+	is_int(tr(&c, JSONL_VERTEX,
+		  "{\"custom_id\":\"a\",\"prompt\":\"p\",\"model\":\"x@1\",\"max_tokens\":3,"
+		  "\"temperature\":0.5}",
+		  &out, &err),
+	       0, "vertex with the line's model");
+	is_str(out,
+	       "{\"custom_id\":\"a\",\"request\":{\"model\":\"x@1\",\"anthropic_version\":\"vertex-"
+	       "2023-10-16\",\"max_tokens\":3,\"temperature\":0.5,\"messages\":[{\"role\":\"user\","
+	       "\"content\":\"p\"}]}}",
+	       "the line's model, max_tokens and temperature win");
+	is_int(c.nprompts, 5, "five translated");
+
+	c.model = NULL;
+	c.max_tokens = 0;
+	is_int(tr(&c, JSONL_ANTHROPIC, "{\"custom_id\":\"a\",\"prompt\":\"p\",\"model\":\"z\"}",
+		  &out, &err),
+	       0, "no defaults");
+	ok(strstr(out, "\"max_tokens\":1024") != NULL, "max_tokens defaults to %d",
+	   PROMPT_MAX_TOKENS_DEFAULT);
+	c.temperature = 1.5;
+	is_int(tr(&c, JSONL_OPENAI, "{\"custom_id\":\"a\",\"prompt\":\"p\",\"model\":\"z\"}", &out,
+		  &err),
+	       0, "the remote's temperature 1.5 suits OpenAI");
+	ok(strstr(out, "\"temperature\":1.5") != NULL, "and is applied: %s", out);
+	is_int(tr(&c, JSONL_ANTHROPIC, "{\"custom_id\":\"a\",\"prompt\":\"p\",\"model\":\"z\"}",
+		  &out, &err),
+	       -EINVAL, "but not Claude");
+	ok(strstr(err.msg, "[r]") != NULL, "naming the remote: %s", err.msg);
+	c.temperature = -1;
+	is_int(tr(&c, JSONL_OPENAI, "{\"custom_id\":\"a\",\"prompt\":\"p\"}", &out, &err), -EINVAL,
+	       "no model anywhere");
+	is_int(err.line, 7, "refused with its line");
+	ok(strstr(err.msg, "line 7") && strstr(err.msg, "[r]"), "says where to set it: %s",
+	   err.msg);
+	prompt_ctx_release(&c);
+}
+
+static void test_refusals_and_native(void)
+{
+	static const char *const bad[] = {
+		"{\"custom_id\":\"a\",\"prompt\":\"\"}",
+		"{\"custom_id\":\"a\",\"prompt\":5}",
+		"{\"custom_id\":\"a\",\"prompt\":\"p\",\"system\":1}",
+		"{\"custom_id\":\"a\",\"prompt\":\"p\",\"max_tokens\":1.5}",
+		"{\"custom_id\":\"a\",\"prompt\":\"p\",\"max_tokens\":0}",
+		"{\"custom_id\":\"a\",\"prompt\":\"p\",\"temperature\":1.2}",
+		"{\"custom_id\":\"a\",\"prompt\":\"p\",\"messages\":[]}",
+		"{\"custom_id\":\"a\",\"prompt\":\"p\",\"model\":\"\"}",
+	};
+	static const char *const native[] = {
+		/* OpenAI's legacy completions endpoint has a "prompt" in its body */
+		"{\"custom_id\":\"a\",\"method\":\"POST\",\"url\":\"/v1/completions\",\"body\":"
+		"{\"model\":\"m\",\"prompt\":\"p\"}}",
+		"{\"custom_id\":\"a\",\"params\":{\"model\":\"m\"},\"prompt\":\"p\"}",
+		"{\"custom_id\":\"a\",\"params\":{}}",
+		"not json \"prompt\"",
+		"   ",
+	};
+	struct bfs_err err = BFS_ERR_INIT;
+	struct prompt_ctx c;
+	const char *out;
+
+	prompt_ctx_init(&c);
+	c.model = "m";
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		err.msg[0] = '\0';
+		is_int(tr(&c, JSONL_ANTHROPIC, bad[i], &out, &err), -EINVAL, "refused: %s", bad[i]);
+		ok(err.line == 7 && strstr(err.msg, "line 7"), "with its line: %s", err.msg);
+	}
+	for (size_t i = 0; i < sizeof(native) / sizeof(native[0]); i++) {
+		is_int(tr(&c, JSONL_OPENAI, native[i], &out, &err), 0, "left alone: %s", native[i]);
+		ok(out == native[i] && !c.translated, "not translated");
+	}
+	prompt_ctx_release(&c);
+}
+
+static void test_validator_hook(void)
+{
+	const char *line = "{\"custom_id\":\"q1\",\"prompt\":\"hi\"}";
+	struct bfs_err err = BFS_ERR_INIT;
+	struct jsonl_validator v;
+	struct prompt_ctx c;
+	char *id = NULL;
+	size_t idlen = 0;
+
+	prompt_ctx_init(&c);
+	c.model = "m";
+	jsonl_validator_init(&v, JSONL_OPENAI, NULL);
+	is_int(jsonl_validator_line(&v, line, strlen(line), 1, 1, &id, &idlen, &err), -EINVAL,
+	       "without the hook a prompt line is not a native line");
+	v.prompt = &c;
+	v.bytes = 0;
+	is_int(jsonl_validator_line(&v, line, strlen(line), 1, 2, &id, &idlen, &err), 0,
+	       "with it, accepted (%s)", err.msg);
+	is_str(id, "q1", "its custom_id");
+	is_str(v.model, "m", "validated as the translation: its model is the batch's");
+	is_str(v.endpoint, "/v1/chat/completions", "and its endpoint");
+	is_int(v.bytes, c.native.len + 1, "byte limits count the translation");
+	free(id);
+	id = NULL;
+	line = "{\"custom_id\":\"q2\",\"prompt\":\"hi\",\"model\":\"other\"}";
+	is_int(jsonl_validator_line(&v, line, strlen(line), 1, 3, &id, &idlen, &err), -EINVAL,
+	       "one model per OpenAI batch holds for prompt lines too");
+	is_int(err.line, 3, "line 3");
+	free(id);
+	prompt_ctx_release(&c);
+}
+
+int main(void)
+{
+	test_formats();
+	test_refusals_and_native();
+	test_validator_hook();
+	return tap_done();
+}
