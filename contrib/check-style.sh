@@ -1,5 +1,5 @@
 #!/bin/sh
-# Formatting (clang-format, kernel style) and the layering rules of STYLE.md, as greps.
+# Formatting (clang-format, kernel style) and the layering rules of docs/design.md "Layers", as greps.
 set -eu
 cd "$(dirname "$0")/.."
 fail=0

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The INI config (CONTRACT "Starting it"): one section per remote. Parsed with inih. Without a
+ * The INI config (docs/semantics.md "Mount, sharing and start-up"): one section per remote. Parsed with inih. Without a
  * config file, remotes come from the environment, else one "mock" remote. Secrets are never
  * stored here: only where to find them (api_key_env, api_key_command), resolved on demand.
  */

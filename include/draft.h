@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The draft rules: what may change in a batch directory and when (CONTRACT "The commit
+ * The draft rules: what may change in a batch directory and when (docs/semantics.md "The commit
  * point", per-operation table). mkdir and rmdir of batch directories; create, write,
  * truncate, chmod, rename and unlink of draft files; and the commit point itself (the flush
  * of a writer of requests.jsonl, a rename onto it), with the writer tracking that tells a

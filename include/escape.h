@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * custom_id <-> file name under results/ (CONTRACT "results"): every byte outside
+ * custom_id <-> file name under results/ (docs/semantics.md "results"): every byte outside
  * [A-Za-z0-9_.-], and a leading '.', becomes %XX (upper-case hex); an escaped name longer than
  * ESCAPE_NAME_LIMIT bytes is cut (never inside a %XX) and ends in '~' plus 16 hex digits of the
  * SHA-256 of the raw custom_id, so the result stays within ESCAPE_NAME_LIMIT. The ".json"

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The FUSE layer (low-level API): the tree of CONTRACT "The tree". Read paths are answered
+ * The FUSE layer (low-level API): the tree of docs/semantics.md "The tree". Read paths are answered
  * from the store only; the commit point and ctl are the only operations that reach a provider,
  * as jobs of the worker (worker.h), never on a FUSE thread.
  */

@@ -2,7 +2,7 @@
 /*
  * JSON Lines, streamed: a splitter that turns chunks of bytes (a spool file, an HTTP body)
  * into lines of any length up to a cap, and the per-format validator of request lines
- * (CONTRACT "requests.jsonl and submission"). Pure: no I/O, no global state.
+ * (docs/semantics.md "The commit point"). Pure: no I/O, no global state.
  */
 #ifndef BATCHFS_JSONL_H
 #define BATCHFS_JSONL_H
@@ -99,7 +99,7 @@ int jsonl_validator_line(struct jsonl_validator *v, const char *line, size_t len
 /* Whole-file checks after the last line. Returns 0, or -ENODATA when no request was seen. */
 int jsonl_validator_finish(struct jsonl_validator *v, struct bfs_err *err);
 
-/* The Batch API endpoints OpenAI and Azure accept (CONTRACT: "url" of each line). */
+/* The Batch API endpoints OpenAI and Azure accept (docs/semantics.md: "url" of each line). */
 bool jsonl_is_openai_endpoint(const char *url);
 
 #endif

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The contract's batch states and results states, their names, and the mapping of each
- * provider's own words onto them (CONTRACT "status"). Pure.
+ * provider's own words onto them (docs/semantics.md "status"). Pure.
  */
 #ifndef BATCHFS_STATE_H
 #define BATCHFS_STATE_H

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Renders a batch's status file (CONTRACT "status"): one JSON object and a newline. Pure.
+ * Renders a batch's status file (docs/semantics.md "status"): one JSON object and a newline. Pure.
  */
 #ifndef BATCHFS_STATUSFMT_H
 #define BATCHFS_STATUSFMT_H

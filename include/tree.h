@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The shape of the mount (CONTRACT "The tree"): inode numbers computed from store rows, and
+ * The shape of the mount (docs/semantics.md "The tree"): inode numbers computed from store rows, and
  * the operations that only look at the tree (lookup, getattr, readdir, opendir, readlink,
  * access, statfs). Everything here is answered from the store: never a provider call, never
  * the network (tenet 2).

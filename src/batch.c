@@ -536,7 +536,7 @@ static int make_identity(int64_t batch_id, int idx, char *out, size_t size)
 	return 0;
 }
 
-/* Sets the mode of requests.jsonl: read-only once submitted (CONTRACT), writable otherwise. */
+/* Sets the mode of requests.jsonl: read-only once submitted (docs/semantics.md), writable otherwise. */
 static void set_file_mode(struct bfs *b, int64_t batch_id, uint32_t mode)
 {
 	struct store_file f;
@@ -808,7 +808,7 @@ static int submit_parts(struct bfs *b, struct remote *r, int64_t batch_id, struc
 			o = settle_part(b, r, &row, p, path, &perr);
 			if (o == PART_ABSENT && !others_sent(l.v, l.n, i)) {
 				/* Nothing of this directory is at the provider: let the user decide
-				 * (CONTRACT: the file may be written again). */
+				 * (docs/semantics.md: the file may be written again). */
 				err_set(&perr,
 					"submission of '%s' was interrupted and the provider has "
 					"no "
@@ -864,7 +864,7 @@ static int submit_parts(struct bfs *b, struct remote *r, int64_t batch_id, struc
 		rc = -EIO;
 	if (failed >= 0 && !store_batch_get(b->store, batch_id, &row) && !row.nparts_sent &&
 	    !row.identity[0]) {
-		/* Nothing at the provider: the file may be written again (CONTRACT). */
+		/* Nothing at the provider: the file may be written again (docs/semantics.md). */
 		(void)store_batch_set_state(b->store, batch_id, BATCH_FAILED, BATCH_FAILED,
 					    err->msg, 0, true); /* logged above */
 		set_file_mode(b, batch_id, 0644);
@@ -889,7 +889,7 @@ int batch_claim(struct bfs *b, int64_t batch_id, int64_t file_id, struct bfs_err
 	if (!rc && stat(path, &st))
 		rc = -errno;
 	if (!rc && st.st_size == 0) {
-		/* An empty file is not submitted (CONTRACT): `touch` keeps a draft. */
+		/* An empty file is not submitted (docs/semantics.md): `touch` keeps a draft. */
 		rc = store_batch_set_state(b->store, batch_id, row.state, BATCH_DRAFT, NULL, 0,
 					   true);
 		pthread_mutex_unlock(dl);

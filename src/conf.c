@@ -259,7 +259,7 @@ static int conf_finish_remote(struct remote_conf *r, struct bfs_err *err)
 	return 0;
 }
 
-/* Remotes from the environment (CONTRACT "Starting it"), else the mock. */
+/* Remotes from the environment (docs/semantics.md "Mount, sharing and start-up"), else the mock. */
 static int conf_from_env(struct conf *c)
 {
 	static const struct {

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 /*
- * The draft rules (CONTRACT per-operation table): batch directories made and removed, draft
+ * The draft rules (docs/semantics.md "Per-operation table"): batch directories made and removed, draft
  * files created, written, truncated, renamed and unlinked, each under the draft lock of its
  * batch after a fresh writability check (struct bfs, "the draft rule"); and the commit
  * point, which only decides that a commit is due and describes it for the worker.
@@ -39,7 +39,7 @@ bool draft_is_writable(const struct store_batch *row)
 	       !(row->state == BATCH_FAILED && row->identity[0]);
 }
 
-/* CONTRACT: batch names are [A-Za-z0-9][A-Za-z0-9._-]{0,127}. */
+/* docs/semantics.md: batch names are [A-Za-z0-9][A-Za-z0-9._-]{0,127}. */
 static bool is_batch_name(const char *s)
 {
 	size_t n = strlen(s);
@@ -119,7 +119,7 @@ int draft_check_file(struct bfs *b, int64_t file_id)
 }
 
 /*
- * The commit point is the close() of a writer (CONTRACT), but a close() reaches us as FLUSH
+ * The commit point is the close() of a writer (docs/semantics.md), but a close() reaches us as FLUSH
  * from whichever process closes a copy of the descriptor: in `for ...; done > requests.jsonl`
  * every `$(...)` subshell closes its inherited copy while the loop is still writing. So a
  * handle remembers the processes that wrote through it, and only their closes commit.
@@ -245,7 +245,7 @@ int draft_rmdir(struct bfs *b, fuse_ino_t parent, const char *name, struct bfs_e
 	rc = store_batch_get(b->store, row.id, &row);
 	if (rc)
 		goto out;
-	/* CONTRACT: nothing is ever destroyed remotely by rmdir. A draft goes; a batch that
+	/* docs/semantics.md: nothing is ever destroyed remotely by rmdir. A draft goes; a batch that
 	 * reached the provider is forgotten here once it ended (a tombstone keeps discovery
 	 * from bringing it back); one still running stays. */
 	if (draft_is_writable(&row) && !row.pid[0]) {
@@ -590,7 +590,7 @@ out:
 }
 
 /*
- * The commit point (CONTRACT): the close() of a writer of requests.jsonl that wrote data.
+ * The commit point (docs/semantics.md): the close() of a writer of requests.jsonl that wrote data.
  * flush is where close() gets its return value (release's is lost), so it commits.
  */
 int draft_flush(struct bfs *b, int64_t file_id, pid_t tid, struct draft_writers *w,

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 /*
- * custom_id <-> results/ file name (CONTRACT "results"): reversible %XX escaping of every byte
+ * custom_id <-> results/ file name (docs/semantics.md "results"): reversible %XX escaping of every byte
  * outside [A-Za-z0-9_.-] and of a leading '.', and a SHA-256-suffixed cut for long names so
  * every name fits NAME_MAX with ".json" added. Pure.
  */

@@ -535,7 +535,7 @@ static int fs_loop(struct fuse_session *se, bool single)
 	if (!lc)
 		return -ENOMEM;
 	/*
-	 * Idle workers stay: each thread owns an SQLite connection (STYLE: one per thread), and
+	 * Idle workers stay: each thread owns an SQLite connection (docs/design.md "Threads": one per thread), and
 	 * a pool that shrinks and grows would reopen them all the time.
 	 */
 	fuse_loop_cfg_set_max_threads(lc, 8);

@@ -199,7 +199,7 @@ int http_sleep_ms(int64_t ms)
 
 /*
  * CURLcode -> -errno, and whether trying again may help. Every value is listed so that
- * -Wswitch flags new ones (STYLE "Errors" 3).
+ * -Wswitch flags new ones (foreign codes are mapped once, here).
  */
 static int curl_errno(CURLcode cc, bool *transient)
 {

@@ -666,7 +666,7 @@ static int file_wait_processed(struct provider *p, const char *file_id, const ch
 
 /*
  * multipart/form-data (A.2): the purpose field, then the file part holding the spool file's
- * non-blank lines, each ending in '\n'. Blank lines are dropped (CONTRACT: ignored) with the
+ * non-blank lines, each ending in '\n'. Blank lines are dropped (docs/semantics.md: ignored) with the
  * blanks that open a line and the CR of a CRLF, so the provider's line N is the user's N-th
  * request (lines/ maps it back).
  */

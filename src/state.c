@@ -135,7 +135,7 @@ int state_from_anthropic(const char *processing_status, bool cancel_initiated,
 	};
 	int rc = map_word(map, NELEM(map), processing_status, false, out);
 
-	/* CONTRACT: Anthropic "ended" is canceled when a cancel was initiated. */
+	/* docs/semantics.md: Anthropic "ended" is canceled when a cancel was initiated. */
 	if (!rc && *out == BATCH_COMPLETED && cancel_initiated)
 		*out = BATCH_CANCELED;
 	return rc;

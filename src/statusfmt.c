@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 /*
- * The status file's JSON (CONTRACT "status"), rendered from a store record. Pure: no store,
+ * The status file's JSON (docs/semantics.md "status"), rendered from a store record. Pure: no store,
  * no provider; the field order is fixed so the file diffs well between reads.
  */
 #include <errno.h>

@@ -1,5 +1,5 @@
 """Faults between batchfs and the Anthropic API: every batch still ends with all its results and
-exactly one batch at the provider (CONTRACT "Exactly once"), across retries, lost answers and
+exactly one batch at the provider (docs/design.md "Exactly once"), across retries, lost answers and
 crashes."""
 import errno
 import json

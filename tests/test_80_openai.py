@@ -89,7 +89,7 @@ def served_lines(srv, bid):
 
 
 def escape_name(cid):
-    """CONTRACT "results": the file name of a custom_id."""
+    """docs/semantics.md "results": the file name of a custom_id."""
     raw = cid.encode()
     out = ""
     for i, c in enumerate(raw):
