@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,10 +31,18 @@
 struct fs_handle {
 	struct tree_node node;
 	const struct vfile *vf;
-	int fd;			      /* spool data (TREE_FILE), else -1 */
-	struct buf text;	      /* status / id: the snapshot taken at open */
-	struct draft_writers writers; /* TREE_FILE: who wrote through it */
+	int fd;			       /* spool data (TREE_FILE), else -1 */
+	struct buf text;	       /* status / id: the snapshot taken at open */
+	struct draft_writers writers;  /* TREE_FILE: who wrote through it */
+	struct fs_handle *prev, *next; /* every open handle (see handles_free_all) */
 };
+
+/*
+ * Every handle open now. The kernel sends release asynchronously, after close() has returned:
+ * at unmount some never arrive, and their handles are freed when the session ends.
+ */
+static pthread_mutex_t handles_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct fs_handle *handles;
 
 static struct bfs *fs_ctx(fuse_req_t req)
 {
@@ -54,6 +63,14 @@ static void handle_free(struct fs_handle *h)
 {
 	if (!h)
 		return;
+	pthread_mutex_lock(&handles_lock);
+	if (h->prev)
+		h->prev->next = h->next;
+	else
+		handles = h->next;
+	if (h->next)
+		h->next->prev = h->prev;
+	pthread_mutex_unlock(&handles_lock);
 	if (h->fd >= 0)
 		close(h->fd);
 	buf_release(&h->text);
@@ -69,7 +86,20 @@ static struct fs_handle *handle_new(struct tree_node n)
 	h->node = n;
 	h->fd = -1;
 	buf_init(&h->text, 1 << 20);
+	pthread_mutex_lock(&handles_lock);
+	h->next = handles;
+	if (handles)
+		handles->prev = h;
+	handles = h;
+	pthread_mutex_unlock(&handles_lock);
 	return h;
+}
+
+/* The handles whose release never came (the session has ended: none can come now). */
+static void handles_free_all(void)
+{
+	while (handles)
+		handle_free(handles);
 }
 
 /* Deferred replies: the worker runs the job, then one of these answers the request. */
@@ -568,6 +598,7 @@ out_unmount:
 	/* Queued jobs hold requests of this session: answer them all before it goes. */
 	worker_stop(b->worker);
 	b->worker = NULL;
+	handles_free_all();
 	fuse_session_unmount(se);
 out_signals:
 	fuse_remove_signal_handlers(se);
