@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: MIT
 /*
- * Background threads, one per remote: they poll unfinished parts when due, download the
- * results of ended ones, reconcile submissions a crash interrupted, and list the provider
- * every list_interval so batches made elsewhere appear. FUSE threads never wait for them:
- * they only kick. Never holds a lock across a provider call.
+ * Background threads, POLLER_THREADS per remote: they poll unfinished parts when due, download
+ * the results of ended ones, reconcile submissions a crash interrupted, and list the provider
+ * every list_interval so batches made elsewhere appear. A part is visited by one thread at a
+ * time, so one slow download (a provider trickling its bytes) leaves the others' polls,
+ * downloads and listings going, and the parts of a big batch download side by side. FUSE
+ * threads never wait for them: they only kick. Never holds a lock across a provider call.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -24,10 +26,21 @@
 
 #define POLLER_BATCH_MAX      256 /* parts looked at per round; the rest wait for the next */
 #define POLLER_BACKOFF_MAX_MS (60 * 60 * 1000)
+#define POLLER_THREADS	      2 /* per remote */
+
+/* What the threads of one remote share (under poller.lock). */
+struct poller_remote {
+	struct remote *r;
+	int64_t next_list;	      /* when the provider is listed next */
+	bool listing;		      /* a thread is listing it now */
+	int64_t busy[POLLER_THREADS]; /* the part each thread is visiting, or 0 */
+};
 
 struct poller_thread {
 	struct poller *p;
+	struct poller_remote *pr;
 	struct remote *r;
+	int slot; /* in pr->busy */
 	pthread_t tid;
 	bool started;
 };
@@ -38,6 +51,7 @@ struct poller {
 	pthread_cond_t cond;
 	bool stop;	/* protected by lock */
 	unsigned kicks; /* protected by lock: bumped by poller_kick() */
+	struct poller_remote *remotes;
 	struct poller_thread *threads;
 	size_t nthreads;
 };
@@ -67,15 +81,69 @@ static bool poller_stopping(struct poller *p)
 	return stop;
 }
 
-/* One due part: batch.c decides what it needs from the store alone. 0 or -errno. */
+/* Claims a part for this thread: false when another thread of the remote is visiting it. */
+static bool poller_claim(struct poller_thread *t, int64_t part_id)
+{
+	bool ok = true;
+
+	pthread_mutex_lock(&t->p->lock);
+	for (int i = 0; i < POLLER_THREADS; i++)
+		if (i != t->slot && t->pr->busy[i] == part_id)
+			ok = false;
+	if (ok)
+		t->pr->busy[t->slot] = part_id;
+	pthread_mutex_unlock(&t->p->lock);
+	return ok;
+}
+
+static void poller_release(struct poller_thread *t)
+{
+	pthread_mutex_lock(&t->p->lock);
+	t->pr->busy[t->slot] = 0;
+	pthread_mutex_unlock(&t->p->lock);
+}
+
+/* One due part: batch.c decides what it needs from the store alone. 0, 1 when another
+ * thread is visiting it, or -errno. */
 static int poller_visit(struct poller_thread *t, int64_t part_id)
 {
 	struct bfs_err err = BFS_ERR_INIT;
-	int rc = batch_visit(t->p->b, t->r, part_id, &err);
+	int rc;
 
+	if (!poller_claim(t, part_id))
+		return 1; /* the other thread has it */
+	rc = batch_visit(t->p->b, t->r, part_id, &err);
+	poller_release(t);
 	if (rc && err.msg[0])
 		log_warn("%s", err.msg);
 	return rc;
+}
+
+/* The listing, when due and no other thread of the remote is at it; returns when it is due
+ * next (for the wait). */
+static int64_t poller_list(struct poller_thread *t)
+{
+	struct bfs_err err = BFS_ERR_INIT;
+	bool mine = false;
+	int64_t next;
+
+	pthread_mutex_lock(&t->p->lock);
+	if (!t->pr->listing && timefmt_now_ms() >= t->pr->next_list)
+		mine = t->pr->listing = true;
+	next = t->pr->next_list;
+	pthread_mutex_unlock(&t->p->lock);
+	if (!mine)
+		return next;
+	/* discover = none: batches made elsewhere are not looked for (no list call); the
+	 * schedule stays, so the wait has its bound. */
+	if (t->r->conf->discover && batch_discover(t->p->b, t->r, &err))
+		log_warn("cannot list the batches of '%s': %s", t->r->conf->name, err.msg);
+	next = timefmt_now_ms() + (int64_t)(t->r->conf->list_interval * 1000);
+	pthread_mutex_lock(&t->p->lock);
+	t->pr->next_list = next;
+	t->pr->listing = false;
+	pthread_mutex_unlock(&t->p->lock);
+	return next;
 }
 
 static void *poller_main(void *arg)
@@ -83,37 +151,31 @@ static void *poller_main(void *arg)
 	struct poller_thread *t = arg;
 	struct poller *p = t->p;
 	struct bfs *b = p->b;
-	int64_t next_list = 0;
 	int stuck = 0; /* rounds in a row that failed and left work due at once */
 
 	while (!poller_stopping(p)) {
 		struct due_list due = {.n = 0};
 		struct timespec ts;
-		int64_t now = timefmt_now_ms(), wake;
+		int64_t now, wake, next_list;
 		unsigned kicks;
 
 		pthread_mutex_lock(&p->lock);
 		kicks = p->kicks;
 		pthread_mutex_unlock(&p->lock);
-
-		if (now >= next_list) {
-			struct bfs_err err = BFS_ERR_INIT;
-
-			/* discover = none: batches made elsewhere are not looked for (no list
-			 * call); the schedule stays, so the wait below has its bound. */
-			if (t->r->conf->discover && batch_discover(b, t->r, &err))
-				log_warn("cannot list the batches of '%s': %s", t->r->conf->name,
-					 err.msg);
-			next_list = timefmt_now_ms() + (int64_t)(t->r->conf->list_interval * 1000);
-		}
+		next_list = poller_list(t);
 		if (store_part_due(b->store, t->r->conf->name, timefmt_now_ms(), collect_due,
 				   &due) < 0)
 			log_warn("cannot read the cache");
 		bool failed = false;
+		size_t skipped = 0;
 
-		for (size_t i = 0; i < due.n && !poller_stopping(p); i++)
-			failed |= poller_visit(t, due.ids[i]) != 0;
-		if (due.n == POLLER_BATCH_MAX && !failed)
+		for (size_t i = 0; i < due.n && !poller_stopping(p); i++) {
+			int rc = poller_visit(t, due.ids[i]);
+
+			skipped += rc == 1;
+			failed |= rc < 0;
+		}
+		if (due.n == POLLER_BATCH_MAX && !failed && skipped < due.n)
 			continue;
 
 		wake = next_list;
@@ -129,7 +191,13 @@ static void *poller_main(void *arg)
 		 * the part due: without a floor the poller would spin on it. Back off, doubling
 		 * per round in a row, up to an hour.
 		 */
-		if (failed && wake <= now) {
+		if (skipped && skipped == due.n && wake <= now) {
+			/* All that is due is being visited by the other thread: wait for a kick
+			 * or a poll interval, not a spin. */
+			wake = now + (int64_t)(t->r->conf->poll_interval * 1000.0);
+			if (wake < now + 100)
+				wake = now + 100;
+		} else if (failed && wake <= now) {
 			int64_t floor_ms = (int64_t)(t->r->conf->poll_interval * 1000.0);
 
 			for (int k = 0; k < stuck && floor_ms < POLLER_BACKOFF_MAX_MS; k++)
@@ -175,16 +243,20 @@ int poller_start(struct poller **out, struct bfs *b, struct bfs_err *err)
 	p->b = b;
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_cond_init(&p->cond, NULL);
-	p->threads = calloc(b->nremotes, sizeof(*p->threads));
-	if (!p->threads) {
+	p->remotes = calloc(b->nremotes, sizeof(*p->remotes));
+	p->threads = calloc(b->nremotes * POLLER_THREADS, sizeof(*p->threads));
+	if (!p->remotes || !p->threads) {
 		poller_stop(p);
 		return -ENOMEM;
 	}
-	for (size_t i = 0; i < b->nremotes; i++) {
+	for (size_t i = 0; i < b->nremotes * POLLER_THREADS; i++) {
 		struct poller_thread *t = &p->threads[i];
 
 		t->p = p;
-		t->r = &b->remotes[i];
+		t->pr = &p->remotes[i / POLLER_THREADS];
+		t->pr->r = &b->remotes[i / POLLER_THREADS];
+		t->r = t->pr->r;
+		t->slot = (int)(i % POLLER_THREADS);
 		rc = pthread_create(&t->tid, NULL, poller_main, t);
 		if (rc) {
 			err_set(err, "cannot start the poller: %s", strerror(rc));
@@ -220,6 +292,7 @@ void poller_stop(struct poller *p)
 		if (p->threads[i].started)
 			pthread_join(p->threads[i].tid, NULL);
 	free(p->threads);
+	free(p->remotes);
 	pthread_cond_destroy(&p->cond);
 	pthread_mutex_destroy(&p->lock);
 	free(p);

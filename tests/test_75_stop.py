@@ -87,17 +87,36 @@ def test_stop_while_a_results_download_is_stalled(fake_server, mount_factory, ho
     assert srv.batches_created == 1
 
 
-def test_sigterm_while_a_create_upload_is_stalled(fake_server, mount_factory, tmp_path):
+def test_a_stalled_download_leaves_the_remote_working(fake_server, mount_factory):
+    # One batch's results stall (the server sends 300 bytes, then nothing, for an hour):
+    # another batch of the same remote is still polled and its results still arrive, long
+    # before the stalled transfer's 60 s progress deadline could free a single poller.
+    srv = fake_server("anthropic", processing_s=0.3, results_chunk=256)
+    m = mount_remote(mount_factory, srv)
+    m.expect_log(r"cancelled: batchfs is stopping")
+    f = srv.add_fault(RESULTS, action="stall_body", after=300)
+    a = new_batch(m)
+    with open(os.path.join(a, "requests.jsonl"), "w") as fh:
+        fh.write(anthropic_requests(N))
+    wait_for(lambda: f.hits == 1 and srv.holding == 1, 15,
+             what="the first batch's results download to stall")
+    b = new_batch(m)
+    with open(os.path.join(b, "requests.jsonl"), "w") as fh:
+        fh.write(anthropic_requests(N))
+    s = wait_results(b, timeout=20)
+    assert s["state"] == "completed" and s["counts"]["succeeded"] == N
+    assert len(os.listdir(os.path.join(b, "results"))) == N
+    assert srv.holding == 1, "the first download is still stalled meanwhile"
+    assert read_status(a)["results"] == "downloading"
+    assert stop_and_time(m, "unmount") < STOP_S
+
+
+def test_sigterm_while_a_create_upload_is_stalled(fake_server, mount_factory):
     # The fake reads none of the ~16 MB body, so the upload itself stalls in send().
     srv = fake_server("anthropic", processing_s=0.3)
-    # The writer's close() fails once the loop has ended, so its RELEASE never arrives and
-    # fs.c's handle is still allocated at exit (fs.c frees handles only at RELEASE).
-    supp = tmp_path / "lsan.supp"
-    supp.write_text("leak:handle_new\n")
-    lsan = f"suppressions={supp}:print_suppressions=0"
     section = {"provider": "anthropic", "base_url": srv.url, "api_key_env": KEY_ENV,
                "poll_interval": "0.2", "list_interval": "0.5"}
-    m = mount_factory({"a": section}, env={KEY_ENV: srv.config["api_key"], "LSAN_OPTIONS": lsan})
+    m = mount_factory({"a": section}, env={KEY_ENV: srv.config["api_key"]})
     m.expect_log(r"cancelled: batchfs is stopping")
     f = srv.add_fault(CREATE, action="stall")
     d = new_batch(m)
