@@ -15,6 +15,8 @@ struct bfs_err;
 #define CONF_NAME_MAX 64
 /* Seconds a key or token command may run before its process group is killed. */
 #define CONF_COMMAND_TIMEOUT_DEFAULT 30
+/* Failed results downloads in a row (with growing waits) before results are unavailable. */
+#define CONF_RESULTS_ATTEMPTS_DEFAULT 8
 
 struct conf_kv {
 	char *key;
@@ -28,6 +30,7 @@ struct remote_conf {
 	double list_interval;	  /* seconds between listings of the provider's batches */
 	double command_timeout;	  /* command_timeout: seconds a key/token command may run */
 	bool discover;		  /* discover = all: list the provider for batches made elsewhere */
+	int results_attempts;	  /* downloads of a part's results that may fail in a row */
 	struct conf_kv *kv;	  /* every key of the section, in file order */
 	size_t nkv;
 };

@@ -225,10 +225,17 @@ int store_part_set_results(struct store *st, int64_t id, unsigned expect_mask,
 /*
  * A results download or ingest failed: pending again with msg, looked at again after
  * base_ms doubled for each failure in a row (at most max_ms); a success resets the count.
+ * The attempts-th failure in a row makes the results unavailable instead, msg saying so.
  * Expects results downloading.
  */
 int store_part_fetch_failed(struct store *st, int64_t id, const char *msg, int64_t base_ms,
-			    int64_t max_ms);
+			    int64_t max_ms, int attempts);
+/*
+ * A refresh: the results of an ended part that are not in (waiting after failures, or given
+ * up) are downloaded again at once, with a new count of attempts. 0 when there was nothing
+ * to retry, 1 when it was scheduled.
+ */
+int store_part_results_retry(struct store *st, int64_t id);
 int store_part_cancel_requested(struct store *st, int64_t id);
 /* A part whose create certainly never happened goes back to "not sent" (identity forgotten;
  * expects submitting without an id). */

@@ -1208,8 +1208,18 @@ int batch_refresh(struct bfs *b, struct remote *r, int64_t batch_id, struct bfs_
 			submitting = true;
 			continue;
 		}
-		if (!l.v[i].pid[0] || state_is_terminal(l.v[i].state))
+		if (!l.v[i].pid[0])
 			continue;
+		if (state_is_terminal(l.v[i].state)) {
+			/* Results that failed to come, or were given up: try again now. */
+			rc = store_part_results_retry(b->store, l.v[i].id);
+			if (rc < 0 && !first) {
+				first = rc;
+				err_set(err, "cannot schedule the results of '%s': %s", l.v[i].pid,
+					strerror(-rc));
+			}
+			continue;
+		}
 		rc = poll_part(b, r, &l.v[i], &perr);
 		if (rc && !first) {
 			first = rc;
@@ -1336,7 +1346,8 @@ out:
 		 * every poll_interval: each failure in a row doubles the wait. */
 		log_store_err("results", part_id,
 			      store_part_fetch_failed(b->store, part_id, err->msg, poll_delay_ms(r),
-						      BATCH_FETCH_BACKOFF_MAX_MS));
+						      BATCH_FETCH_BACKOFF_MAX_MS,
+						      r->conf->results_attempts));
 	return rc;
 }
 

@@ -246,6 +246,21 @@ static int conf_finish_remote(struct remote_conf *r, struct bfs_err *err)
 		return -EINVAL;
 	}
 	r->discover = !strcmp(disc, "all");
+	disc = conf_get(r, "results_attempts", NULL);
+	r->results_attempts = CONF_RESULTS_ATTEMPTS_DEFAULT;
+	if (disc) {
+		char *end;
+		long n = strtol(disc, &end, 10);
+
+		if (*end || end == disc || n < 1 || n > 1000) {
+			err_set(err,
+				"[%s] results_attempts must be a whole number from 1 to 1000, not "
+				"'%s'",
+				r->name, disc);
+			return -EINVAL;
+		}
+		r->results_attempts = (int)n;
+	}
 	rc = check_prompt_keys(r, err);
 	if (rc)
 		return rc;

@@ -1762,12 +1762,16 @@ int store_part_set_results(struct store *st, int64_t id, unsigned expect_mask,
 }
 
 int store_part_fetch_failed(struct store *st, int64_t id, const char *msg, int64_t base_ms,
-			    int64_t max_ms)
+			    int64_t max_ms, int attempts)
 {
 	static const char sql[] =
-		"UPDATE parts SET results = 'pending', error = ?2, error_line = 0,"
-		" error_attempt = 0, fetch_failures = fetch_failures + 1, updated_at = ?3,"
-		" next_poll_at = ?3 + min(?5, ?4 * (1 << min(fetch_failures, 20)))"
+		"UPDATE parts SET results = CASE WHEN fetch_failures + 1 >= ?6 THEN 'unavailable'"
+		" ELSE 'pending' END, error = CASE WHEN fetch_failures + 1 >= ?6 THEN ?2 || '; gave"
+		" up after ' || (fetch_failures + 1) || ' failed downloads in a row (echo refresh >"
+		" ctl tries again)' ELSE ?2 END, error_line = 0, error_attempt = 0,"
+		" fetch_failures = fetch_failures + 1, updated_at = ?3,"
+		" next_poll_at = CASE WHEN fetch_failures + 1 >= ?6 THEN 0 ELSE"
+		" ?3 + min(?5, ?4 * (1 << min(fetch_failures, 20))) END"
 		" WHERE id = ?1 AND results = 'downloading'";
 	struct store_conn *c;
 	sqlite3_stmt *s;
@@ -1780,7 +1784,34 @@ int store_part_fetch_failed(struct store *st, int64_t id, const char *msg, int64
 	sqlite3_bind_int64(s, 3, timefmt_now_ms());
 	sqlite3_bind_int64(s, 4, base_ms > 0 ? base_ms : 1000);
 	sqlite3_bind_int64(s, 5, max_ms);
-	return txn_end(c, part_change(c, id, s));
+	sqlite3_bind_int64(s, 6, attempts > 0 ? attempts : 1);
+	rc = part_change(c, id, s);
+	/* Given up: no rows of a half download stay (see store_part_set_results). */
+	if (!rc)
+		rc = ingest_drop_rows(c, id);
+	return txn_end(c, rc);
+}
+
+int store_part_results_retry(struct store *st, int64_t id)
+{
+	static const char sql[] =
+		"UPDATE parts SET results = 'pending', fetch_failures = 0, error = '',"
+		" error_line = 0, error_attempt = 0, next_poll_at = 1, updated_at = ?2"
+		" WHERE id = ?1 AND pid <> '' AND results IN ('pending', 'unavailable') AND"
+		" state IN ('completed', 'canceled', 'expired', 'failed') AND (results = "
+		"'unavailable'"
+		" OR fetch_failures > 0)";
+	struct store_conn *c;
+	sqlite3_stmt *s;
+	int rc = part_txn(st, sql, &c, &s);
+
+	if (rc)
+		return rc;
+	sqlite3_bind_int64(s, 1, id);
+	sqlite3_bind_int64(s, 2, timefmt_now_ms());
+	rc = part_change(c, id, s);
+	rc = txn_end(c, rc);
+	return rc == -ESTALE ? 0 : rc ? rc : 1;
 }
 
 int store_part_cancel_requested(struct store *st, int64_t id)

@@ -355,3 +355,46 @@ def test_a_lost_create_is_found_whatever_the_clock_skew(fake_server, mount_facto
         fh.write(anthropic_requests(N))
     check_all_results(d, srv)
     assert srv.count("POST", f"^{API}$") == 1
+
+
+RESULTS = {"method": "GET", "path": r"^/v1/messages/batches/[^/]+/results$"}
+
+
+def test_results_that_keep_failing_are_given_up_then_refresh_tries_again(fake_server,
+                                                                         mount_factory):
+    # A lasting cause (here: an answer that is not JSONL) costs a full download per attempt:
+    # the attempts are bounded (results_attempts, with growing waits), then results are
+    # unavailable with the reason, and `echo refresh > ctl` tries again.
+    srv = fake_server("anthropic", processing_s=0.2)
+    m = mount_remote(mount_factory, srv, results_attempts=3)
+    m.expect_log(r"cannot download the results|not valid JSON|result")
+    srv.add_fault(RESULTS, action="status", status=200, body="this is not a results file\n",
+                  times=0)
+    d = os.path.join(m.path, "a", unique())
+    os.mkdir(d)
+    with open(os.path.join(d, "requests.jsonl"), "w") as f:
+        f.write(anthropic_requests(3))
+    s = wait_for(lambda: (lambda st: st if st["results"] == "unavailable" else None)(
+        read_status(d)), 60, what="the results to be given up")
+    assert "gave up after 3 failed downloads" in s["error"]["message"], s
+    assert srv.count("GET", RESULTS["path"]) == 3
+    assert not os.path.exists(os.path.join(d, "results"))
+    srv.clear_faults()
+    with open(os.path.join(d, "ctl"), "w") as f:
+        f.write("refresh\n")
+    s = wait_results(d)
+    assert s["counts"]["succeeded"] == 3 and len(os.listdir(os.path.join(d, "results"))) == 3
+    assert srv.count("GET", RESULTS["path"]) == 4
+
+
+def test_results_attempts_must_be_a_whole_number(batchfs_bin, tmp_path):
+    import subprocess
+    from conftest import write_config
+    for bad in ("0", "x", "2.5"):
+        cfg = tmp_path / "config"
+        write_config(cfg, {"m": {"provider": "mock", "results_attempts": bad}})
+        mnt = tmp_path / "m"
+        mnt.mkdir(exist_ok=True)
+        p = subprocess.run([batchfs_bin, "-f", "-o", f"config={cfg},cache={tmp_path / 'c'}",
+                            str(mnt)], capture_output=True, text=True, timeout=20)
+        assert p.returncode != 0 and "results_attempts" in p.stderr, (bad, p.stderr)
