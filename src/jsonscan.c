@@ -36,8 +36,9 @@ struct key {
 };
 
 struct keys {
-	struct key *v;
+	struct key *v; /* small, or the heap once it is full */
 	size_t n, alloc;
+	struct key small[16]; /* most objects: no malloc per line */
 };
 
 static int fail(struct scan *s, size_t at, const char *why)
@@ -241,6 +242,11 @@ static int scan_string(struct scan *s, struct str_info *in)
 	for (;;) {
 		unsigned char c;
 
+		/* The hot loop of a long prompt: plain ASCII, nothing to record. */
+		if (!in)
+			while (s->pos < s->len && s->p[s->pos] >= 0x20 && s->p[s->pos] < 0x80 &&
+			       s->p[s->pos] != '"' && s->p[s->pos] != '\\')
+				s->pos++;
 		if (s->pos >= s->len)
 			return fail(s, start, "not valid JSON: unterminated string");
 		c = s->p[s->pos];
@@ -419,10 +425,13 @@ static int scan_value(struct scan *s, enum role role, int depth);
 static int scan_object(struct scan *s, enum role role, int depth)
 {
 	bool read = role == ROLE_ROOT || role == ROLE_READ;
-	struct keys k = {0};
+	struct keys k;
 	struct str_info in;
 	int rc;
 
+	k.v = k.small;
+	k.n = 0;
+	k.alloc = sizeof(k.small) / sizeof(k.small[0]);
 	s->pos++;
 	rc = skip_ws(s);
 	if (rc)
@@ -448,13 +457,16 @@ static int scan_object(struct scan *s, enum role role, int depth)
 				goto out;
 			}
 			if (k.n == k.alloc) {
-				size_t na = k.alloc ? 2 * k.alloc : 16;
-				struct key *v = realloc(k.v, na * sizeof(*v));
+				size_t na = 2 * k.alloc;
+				struct key *v =
+					realloc(k.v == k.small ? NULL : k.v, na * sizeof(*v));
 
 				if (!v) {
 					rc = -ENOMEM;
 					goto out;
 				}
+				if (k.v == k.small)
+					memcpy(v, k.small, sizeof(k.small));
 				k.v = v;
 				k.alloc = na;
 			}
@@ -497,7 +509,8 @@ static int scan_object(struct scan *s, enum role role, int depth)
 	if (read)
 		rc = check_dups(s, &k);
 out:
-	free(k.v);
+	if (k.v != k.small)
+		free(k.v);
 	return rc;
 }
 
