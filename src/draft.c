@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -323,9 +324,14 @@ long draft_write(struct bfs *b, int64_t file_id, int fd, const char *data, size_
 	rc = n < 0 ? -errno : 0;
 	if (lock)
 		pthread_mutex_unlock(lock);
-	if (rc)
-		return rc;
+	/* The writer of a partial file (disk full: `cp` stops, then closes) must not submit. */
 	draft_writer_add(w, tid);
+	if (rc) {
+		pthread_mutex_lock(&writers_lock);
+		w->failed = rc;
+		pthread_mutex_unlock(&writers_lock);
+		return rc;
+	}
 	return (long)n;
 }
 
@@ -431,6 +437,16 @@ int draft_unlink(struct bfs *b, fuse_ino_t parent, const char *name)
 		goto out;
 	}
 	rc = store_file_delete(b->store, f.id);
+	if (rc == -ENOSPC) {
+		/* The cache's disk is full, so SQLite has no room for its journal: give it the
+		 * space of the file being removed (the user wants it gone; a descriptor still
+		 * open on it sees it empty), then try again. */
+		char path[PATH_MAX];
+
+		spool_path(&b->spool, f.id, path, sizeof(path));
+		if (!truncate(path, 0))
+			rc = store_file_delete(b->store, f.id);
+	}
 	if (!rc)
 		(void)spool_remove(&b->spool, f.id); /* open handles keep their data */
 out:
@@ -521,11 +537,12 @@ int draft_flush(struct bfs *b, int64_t file_id, pid_t tid, struct draft_writers 
 	struct caller_info ci;
 	struct store_file f;
 	bool wrote, known, mine = true;
-	int rc;
+	int rc, failed;
 
 	job->kind = WORKER_NONE;
 	pthread_mutex_lock(&writers_lock);
 	wrote = w->wrote;
+	failed = w->failed;
 	pthread_mutex_unlock(&writers_lock);
 	if (!wrote)
 		return 0;
@@ -544,6 +561,12 @@ int draft_flush(struct bfs *b, int64_t file_id, pid_t tid, struct draft_writers 
 	pthread_mutex_unlock(&writers_lock);
 	if (!mine)
 		return 0; /* a copy closed by a process that never wrote through it */
+	if (failed) {
+		log_info("file %" PRId64 ": a write through this descriptor failed (%s): not "
+			 "submitted at close",
+			 file_id, strerror(-failed));
+		return failed; /* the batch stays a draft: fix the cause, write it again */
+	}
 	rc = store_file_get(b->store, file_id, &f);
 	if (rc)
 		return rc == -ENOENT ? 0 : rc; /* unlinked while open: nothing to submit */
