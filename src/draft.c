@@ -370,10 +370,26 @@ static int setattr_file(struct bfs *b, int64_t file_id, const struct stat *attr,
 		rc = -EACCES;
 		goto out;
 	}
+	/* Owners are the mount's: chown to another is refused as for a file one cannot chown. */
+	if (((to_set & FUSE_SET_ATTR_UID) && attr->st_uid != getuid()) ||
+	    ((to_set & FUSE_SET_ATTR_GID) && attr->st_gid != getgid())) {
+		rc = -EPERM;
+		goto out;
+	}
 	spool_path(&b->spool, file_id, path, sizeof(path));
 	if ((to_set & FUSE_SET_ATTR_SIZE) && truncate(path, attr->st_size)) {
 		rc = -errno;
 		goto out;
+	}
+	/* The rejection was about the old contents: `truncate` (no write, so no commit) starts
+	 * a new draft. */
+	if ((to_set & FUSE_SET_ATTR_SIZE) && is_requests(f.name) && row.state == BATCH_REJECTED) {
+		rc = store_batch_set_state(b->store, row.id, BATCH_REJECTED, BATCH_DRAFT, NULL, 0,
+					   false);
+		if (rc == -ESTALE)
+			rc = 0;
+		if (rc)
+			goto out;
 	}
 	if (to_set & FUSE_SET_ATTR_MODE) {
 		f.mode = attr->st_mode & 07777;
