@@ -298,6 +298,8 @@ int main(int argc, char *argv[])
 		fprintf(stderr, "batchfs: %s\n", err.msg);
 		goto out;
 	}
+	if (conf_protect_secrets())
+		log_warn("cannot make the process undumpable: %s", strerror(errno));
 	log_info("batchfs %s: %zu remote(s) from %s, cache '%s'", BATCHFS_VERSION, b.nremotes,
 		 b.conf->source, b.cache_dir);
 	rc = fs_main(&b, &args, fo.mountpoint, fo.foreground, fo.singlethread, main_start);
