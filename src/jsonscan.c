@@ -551,7 +551,8 @@ static int scan_value(struct scan *s, enum role role, int depth)
 	size_t start = s->pos;
 	int rc;
 
-	if (depth > JSONSCAN_DEPTH_MAX)
+	/* Containers only, as cJSON counts: a scalar inside the deepest array is fine. */
+	if ((peek(s) == '{' || peek(s) == '[') && depth > JSONSCAN_DEPTH_MAX)
 		return fail(s, s->pos, "nested too deep");
 	switch (peek(s)) {
 	case '{':
