@@ -1,14 +1,14 @@
 #!/bin/sh
 # Builds the libFuzzer harnesses of tests/fuzz/ with clang (AddressSanitizer, LeakSanitizer,
 # UndefinedBehaviorSanitizer with float-cast-overflow, every report fatal) and runs each for
-# FUZZ_SECONDS (default 30), FUZZ_JOBS at a time (default 2), from the seeds in
+# FUZZ_SECONDS (default 45), FUZZ_JOBS at a time (default 2), from the seeds in
 # tests/fuzz/corpus/<harness>/. Fails on any crash, sanitizer report, leak or timeout, leaving
 # the input in build-fuzz/artifacts/. Prints the executions of each harness.
 # Usage: sh tests/fuzz/run.sh [harness...]     (FUZZ_SECONDS=0: build only)
 set -eu
 cd "$(dirname "$0")/../.."
 out=${FUZZ_OUT:-build-fuzz}
-secs=${FUZZ_SECONDS:-30}
+secs=${FUZZ_SECONDS:-45}
 jobs=${FUZZ_JOBS:-2}
 cc=${FUZZ_CC:-clang}
 pkgs="fuse3 libcurl libcjson sqlite3 inih libcrypto"
