@@ -577,13 +577,22 @@ int draft_flush(struct bfs *b, int64_t file_id, pid_t tid, struct draft_writers 
 	pthread_mutex_unlock(&writers_lock);
 	if (!mine)
 		return 0; /* a copy closed by a process that never wrote through it */
-	if (failed) {
-		log_info("file %" PRId64 ": a write through this descriptor failed (%s): not "
-			 "submitted at close",
-			 file_id, strerror(-failed));
-		return failed; /* the batch stays a draft: fix the cause, write it again */
-	}
 	rc = store_file_get(b->store, file_id, &f);
+	if (failed) {
+		/* The batch stays a draft: fix the cause, write it again. */
+		if (!rc && is_requests(f.name)) {
+			char msg[160];
+
+			snprintf(msg, sizeof(msg),
+				 "requests.jsonl was not submitted: a write to it failed (%s); "
+				 "write it again",
+				 strerror(-failed));
+			log_info("batch %" PRId64 ": %s", f.batch_id, msg);
+			(void)store_batch_note(b->store, f.batch_id,
+					       msg); /* the disk may be full */
+		}
+		return failed;
+	}
 	if (rc)
 		return rc == -ENOENT ? 0 : rc; /* unlinked while open: nothing to submit */
 	if (!is_requests(f.name))

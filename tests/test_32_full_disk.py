@@ -54,12 +54,15 @@ def test_a_write_that_fails_for_space_never_submits(mount_factory, tmp_path):
         assert r.returncode == 1 and "No space left on device" in r.stderr, r.stderr
         s = read_status(d)
         assert s["state"] == "draft" and s["id"] is None, s
+        assert "not submitted: a write to it failed (No space left on device)" in \
+            s["error"]["message"], s
         assert not os.listdir(os.path.join(m.cache, "mock", "mock"))  # no batch was made
         # Space freed: the same cp now works and submits every request.
         os.unlink(os.path.join(disk, "filler"))
         subprocess.run(["cp", str(src), os.path.join(d, "requests.jsonl")], check=True)
         s = read_status(d)
         assert s["state"] == "in_progress" and s["counts"]["total"] == 3000, s
+        assert s["error"] is None, s
 
 
 def test_close_reports_the_failed_write(mount_factory):
