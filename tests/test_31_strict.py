@@ -128,3 +128,39 @@ def test_strict_json_that_cjson_reads_the_same_still_passes(mock_mount):
             b'[{"role":"user","content":"x","x":1,"x":2}]}}')
     assert write_requests(d, body) == 0
     assert read_status(d)["counts"]["total"] == 2
+
+
+OAI = (b'{"custom_id":"o1","method":"POST","url":"/v1/chat/completions",'
+       b'"body":{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}}')
+OAI_CASES = {
+    # The body OpenAI reads is the last one; batchfs checked the first.
+    "duplicate_body_key": (OAI[:-1] + b',"body":{"model":"other"}}\n', 1, len(OAI) + 1,
+                           "duplicate key"),
+    "duplicate_model_in_body": (OAI.replace(b'"model":"gpt-4o-mini"',
+                                            b'"model":"gpt-4o-mini","model":"x"') + b"\n", 1,
+                                len(b'{"custom_id":"o1","method":"POST","url":"/v1/chat/'
+                                    b'completions","body":{"model":"gpt-4o-mini",') + 1,
+                                "duplicate key"),
+    "duplicate_url_key": (OAI.replace(b'"url"', b'"url":"/v1/embeddings","url"', 1) + b"\n",
+                          1, 58, "duplicate key"),
+    "text_after_the_object": (OAI + b"x\n", 1, len(OAI) + 1, "text after the JSON value"),
+    "nul_in_custom_id": (OAI.replace(b'"o1"', b'"o\\u0000"') + b"\n", 1, 14,
+                         "\\u0000 in custom_id"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OAI_CASES))
+def test_openai_lines_refused_at_close(fake_server, mount_factory, case):
+    srv = fake_server("openai")
+    m = mount_factory({"o": {"provider": "openai", "base_url": srv.url,
+                             "api_key_env": "BFS_TEST_KEY", "poll_interval": "0.2",
+                             "list_interval": "0.5"}}, env={"BFS_TEST_KEY": "sk-test-openai"})
+    body, line, column, word = OAI_CASES[case]
+    d = os.path.join(m.path, "o", unique())
+    os.mkdir(d)
+    assert write_requests(d, body) == errno.EINVAL
+    s = read_status(d)
+    assert s["state"] == "rejected" and s["error"]["line"] == line, s
+    msg = s["error"]["message"]
+    assert word in msg and msg.startswith(f"line {line}, column {column}: "), msg
+    assert srv.count("POST", r"^/v1/(files|batches)$") == 0  # nothing uploaded or created
