@@ -855,6 +855,7 @@ static int resume_commit(struct bfs *b, struct remote *r, int64_t batch_id, stru
 }
 
 /* Cancel, refresh */
+
 /*
  * Providers' messages for cancel, poll and download already say what failed and of which id
  * ("cannot cancel batch 'msgbatch_..': ..."): a second "cannot ..." in front only repeats

@@ -412,7 +412,6 @@ static int command_spawn(const char *cmd, const int out[2], pid_t *pid)
 
 	if (!env)
 		return -ENOMEM;
-
 	sigemptyset(&none);
 	sigemptyset(&dfl);
 	sigaddset(&dfl, SIGPIPE);

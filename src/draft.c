@@ -588,8 +588,8 @@ int draft_flush(struct bfs *b, int64_t file_id, pid_t tid, struct draft_writers 
 				 "write it again",
 				 strerror(-failed));
 			log_info("batch %" PRId64 ": %s", f.batch_id, msg);
-			(void)store_batch_note(b->store, f.batch_id,
-					       msg); /* the disk may be full */
+			/* Best effort: on a full disk the cache may not take it either. */
+			(void)store_batch_note(b->store, f.batch_id, msg);
 		}
 		return failed;
 	}
