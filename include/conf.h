@@ -65,6 +65,12 @@ double conf_get_double(const struct remote_conf *rc, const char *key, double def
 char *conf_secret(const struct remote_conf *rc, const char *env_key, const char *cmd_key,
 		  const char *default_env, struct bfs_err *err);
 
+/*
+ * Makes the process undumpable (PR_SET_DUMPABLE 0: no core, no ptrace or /proc/<pid>/mem,
+ * environ by other processes of the user) with a core size limit of 0. Called once the keys
+ * are loaded. Returns 0 or -errno.
+ */
+int conf_protect_secrets(void);
 /* Wipes a secret (from conf_secret() or derived from one) and frees it. NULL-safe. */
 void conf_secret_free(char *s);
 

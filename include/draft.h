@@ -33,6 +33,8 @@ struct worker_job;
  */
 struct draft_writers {
 	bool wrote; /* data written (or O_TRUNC) since the last commit attempt */
+	int failed; /* -errno of a write that failed through this handle, else 0: it never
+		      * commits (its data has a gap), its closes return this */
 	pid_t tgids[DRAFT_WRITERS_MAX];
 	int n;			   /* -1: more than DRAFT_WRITERS_MAX, any close commits */
 	pid_t last_tid, last_tgid; /* the last writer thread seen, to skip /proc lookups */

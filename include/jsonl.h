@@ -90,7 +90,8 @@ void jsonl_validator_init(struct jsonl_validator *v, enum jsonl_format fmt,
  * returns 0 with *custom_id a malloc'd copy (the caller frees it; it may hold any bytes but
  * NUL) and *id_len its length. Otherwise returns -EINVAL (or -ENOMEM) and err says why, with
  * err->line = lineno. Uniqueness of custom_id is the caller's job (it needs storage).
- * Reasons, in order: too many bytes; not JSON; not an object; custom_id missing/not a
+ * Reasons, in order: too many bytes; not strict JSON (jsonscan_line(): the message gives the
+ * byte column too); not an object; custom_id missing/not a
  * string/refused by the provider; format fields missing or wrong-typed; mixed endpoint/model;
  * too many requests.
  */

@@ -1123,6 +1123,17 @@ static int resume_commit(struct bfs *b, struct remote *r, int64_t batch_id, stru
 
 /* Cancel, refresh */
 
+/*
+ * Providers' messages for cancel, poll and download already say what failed and of which id
+ * ("cannot cancel batch 'msgbatch_..': ..."): a second "cannot ..." in front only repeats
+ * it. Other messages (a bare transport error) get the prefix.
+ */
+static void prefix_unless_said(struct bfs_err *err, const char *what, const char *name)
+{
+	if (strncmp(err->msg, "cannot ", 7))
+		err_prefix(err, "%s '%s'", what, name);
+}
+
 int batch_cancel(struct bfs *b, struct remote *r, int64_t batch_id, struct bfs_err *err)
 {
 	struct store_batch row;
@@ -1149,7 +1160,7 @@ int batch_cancel(struct bfs *b, struct remote *r, int64_t batch_id, struct bfs_e
 		log_store_err("a cancel", p->id, store_part_cancel_requested(b->store, p->id));
 		if (r->ops->cancel(r->prov, p->pid, &pb, &perr)) {
 			/* The state stays what the provider last said: only the reason is new. */
-			err_prefix(&perr, "cannot cancel batch '%s'", row.name);
+			prefix_unless_said(&perr, "cannot cancel batch", row.name);
 			log_store_err("a note", p->id,
 				      store_part_note(b->store, p->id, perr.msg, 0, -1));
 			if (!failures++)
@@ -1172,7 +1183,7 @@ static int poll_part(struct bfs *b, struct remote *r, const struct store_part *p
 
 	rc = r->ops->get(r->prov, p->pid, &pb, note_retry, &rctx, err);
 	if (rc) {
-		err_prefix(err, "cannot poll batch '%s'", p->pid);
+		prefix_unless_said(err, "cannot poll batch", p->pid);
 		log_store_err("a note", p->id,
 			      store_part_note(b->store, p->id, err->msg, 0,
 					      timefmt_now_ms() + poll_delay_ms(r)));
@@ -1315,7 +1326,7 @@ int batch_fetch_results(struct bfs *b, struct remote *r, int64_t part_id, struct
 		goto out;
 	}
 	if (rc) {
-		err_prefix(err, "cannot download the results of '%s'", p.pid);
+		prefix_unless_said(err, "cannot download the results of", p.pid);
 		goto out;
 	}
 	if (!store_ingest_count(in) && p.counts.total) {

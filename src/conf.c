@@ -16,6 +16,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -404,10 +406,75 @@ void conf_free(struct conf *c)
 }
 
 /*
+ * What a key or token command inherits of the daemon's environment: what tools such as
+ * `pass`, `op`, `gcloud` or `az` need to find their own stores, and nothing else. Another
+ * remote's api_key_env variable (or any variable the user did not mean for it) never reaches
+ * the command, nor whatever it starts.
+ */
+static bool command_env_allowed(const char *kv)
+{
+	static const char *const names[] = {
+		"PATH",
+		"HOME",
+		"USER",
+		"LOGNAME",
+		"SHELL",
+		"LANG",
+		"LANGUAGE",
+		"TZ",
+		"TMPDIR",
+		"TERM",
+		"SSH_AUTH_SOCK",
+		"GNUPGHOME",
+		"GPG_TTY",
+		"GPG_AGENT_INFO",
+		"KRB5CCNAME",
+		"DBUS_SESSION_BUS_ADDRESS",
+		"DISPLAY",
+		"WAYLAND_DISPLAY",
+		"AZURE_CONFIG_DIR",
+		"GOOGLE_APPLICATION_CREDENTIALS",
+		"SSL_CERT_FILE",
+		"SSL_CERT_DIR",
+		"CURL_CA_BUNDLE",
+		"REQUESTS_CA_BUNDLE",
+	};
+	static const char *const prefixes[] = {"LC_", "XDG_", "PASSWORD_STORE_", "CLOUDSDK_",
+					       "OP_CONFIG_DIR"};
+	const char *eq = strchr(kv, '=');
+	size_t n = eq ? (size_t)(eq - kv) : strlen(kv);
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (strlen(names[i]) == n && !strncmp(kv, names[i], n))
+			return true;
+	for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++)
+		if (!strncmp(kv, prefixes[i], strlen(prefixes[i])))
+			return true;
+	return false;
+}
+
+/* The allowed part of environ, as a NULL-ended array of its strings (not copied). */
+static char **command_env(void)
+{
+	size_t n = 0, k = 0;
+	char **env;
+
+	while (environ && environ[n])
+		n++;
+	env = calloc(n + 1, sizeof(*env));
+	if (!env)
+		return NULL;
+	for (size_t i = 0; i < n; i++)
+		if (command_env_allowed(environ[i]))
+			env[k++] = environ[i];
+	return env;
+}
+
+/*
  * Starts /bin/sh -c cmd in a process group of its own: stdin /dev/null, stdout the write end
  * of out[], stderr ours, no other descriptor, default signal dispositions (the daemon ignores
- * SIGPIPE). posix_spawn() rather than fork(): other threads may hold locks a forked child
- * would never see released. Returns 0 or -errno.
+ * SIGPIPE), the environment of command_env_allowed(). posix_spawn() rather than fork(): other
+ * threads may hold locks a forked child would never see released. Returns 0 or -errno.
  */
 static int command_spawn(const char *cmd, const int out[2], pid_t *pid)
 {
@@ -415,8 +482,11 @@ static int command_spawn(const char *cmd, const int out[2], pid_t *pid)
 	posix_spawn_file_actions_t fa;
 	posix_spawnattr_t at;
 	sigset_t none, dfl;
+	char **env = command_env();
 	int rc;
 
+	if (!env)
+		return -ENOMEM;
 	sigemptyset(&none);
 	sigemptyset(&dfl);
 	sigaddset(&dfl, SIGPIPE);
@@ -424,11 +494,14 @@ static int command_spawn(const char *cmd, const int out[2], pid_t *pid)
 	sigaddset(&dfl, SIGINT);
 	sigaddset(&dfl, SIGTERM);
 	rc = posix_spawn_file_actions_init(&fa);
-	if (rc)
+	if (rc) {
+		free(env);
 		return -rc;
+	}
 	rc = posix_spawnattr_init(&at);
 	if (rc) {
 		posix_spawn_file_actions_destroy(&fa);
+		free(env);
 		return -rc;
 	}
 	rc = posix_spawn_file_actions_adddup2(&fa, out[1], STDOUT_FILENO);
@@ -446,9 +519,10 @@ static int command_spawn(const char *cmd, const int out[2], pid_t *pid)
 		rc = posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
 							   POSIX_SPAWN_SETSIGDEF);
 	if (!rc)
-		rc = posix_spawn(pid, "/bin/sh", &fa, &at, argv, environ);
+		rc = posix_spawn(pid, "/bin/sh", &fa, &at, argv, env);
 	posix_spawnattr_destroy(&at);
 	posix_spawn_file_actions_destroy(&fa);
+	free(env);
 	return -rc;
 }
 
@@ -612,4 +686,14 @@ void conf_secret_free(char *s)
 		return;
 	explicit_bzero(s, strlen(s));
 	free(s);
+}
+
+int conf_protect_secrets(void)
+{
+	struct rlimit none = {0, 0};
+
+	/* A core dump, or ptrace and /proc/<pid>/mem by the same user, would expose the keys. */
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) || setrlimit(RLIMIT_CORE, &none))
+		return -errno;
+	return 0;
 }

@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -395,9 +396,14 @@ long draft_write(struct bfs *b, int64_t file_id, int fd, const char *data, size_
 	rc = n < 0 ? -errno : 0;
 	if (lock)
 		pthread_mutex_unlock(lock);
-	if (rc)
-		return rc;
+	/* The writer of a partial file (disk full: `cp` stops, then closes) must not submit. */
 	draft_writer_add(w, tid);
+	if (rc) {
+		pthread_mutex_lock(&writers_lock);
+		w->failed = rc;
+		pthread_mutex_unlock(&writers_lock);
+		return rc;
+	}
 	return (long)n;
 }
 
@@ -437,10 +443,26 @@ static int setattr_file(struct bfs *b, int64_t file_id, const struct stat *attr,
 		rc = -EACCES;
 		goto out;
 	}
+	/* Owners are the mount's: chown to another is refused as for a file one cannot chown. */
+	if (((to_set & FUSE_SET_ATTR_UID) && attr->st_uid != getuid()) ||
+	    ((to_set & FUSE_SET_ATTR_GID) && attr->st_gid != getgid())) {
+		rc = -EPERM;
+		goto out;
+	}
 	spool_path(&b->spool, file_id, path, sizeof(path));
 	if ((to_set & FUSE_SET_ATTR_SIZE) && truncate(path, attr->st_size)) {
 		rc = -errno;
 		goto out;
+	}
+	/* The rejection was about the old contents: `truncate` (no write, so no commit) starts
+	 * a new draft. */
+	if ((to_set & FUSE_SET_ATTR_SIZE) && is_requests(f.name) && row.state == BATCH_REJECTED) {
+		rc = store_batch_set_state(b->store, row.id, BATCH_REJECTED, BATCH_DRAFT, NULL, 0,
+					   false);
+		if (rc == -ESTALE)
+			rc = 0;
+		if (rc)
+			goto out;
 	}
 	if (to_set & FUSE_SET_ATTR_MODE) {
 		f.mode = attr->st_mode & 07777;
@@ -510,6 +532,16 @@ int draft_unlink(struct bfs *b, fuse_ino_t parent, const char *name)
 		goto out;
 	}
 	rc = store_file_delete(b->store, f.id);
+	if (rc == -ENOSPC) {
+		/* The cache's disk is full, so SQLite has no room for its journal: give it the
+		 * space of the file being removed (the user wants it gone; a descriptor still
+		 * open on it sees it empty), then try again. */
+		char path[PATH_MAX];
+
+		spool_path(&b->spool, f.id, path, sizeof(path));
+		if (!truncate(path, 0))
+			rc = store_file_delete(b->store, f.id);
+	}
 	if (!rc)
 		(void)spool_remove(&b->spool, f.id); /* open handles keep their data */
 out:
@@ -600,11 +632,12 @@ int draft_flush(struct bfs *b, int64_t file_id, pid_t tid, struct draft_writers 
 	struct caller_info ci;
 	struct store_file f;
 	bool wrote, known, mine = true;
-	int rc;
+	int rc, failed;
 
 	job->kind = WORKER_NONE;
 	pthread_mutex_lock(&writers_lock);
 	wrote = w->wrote;
+	failed = w->failed;
 	pthread_mutex_unlock(&writers_lock);
 	if (!wrote)
 		return 0;
@@ -624,6 +657,21 @@ int draft_flush(struct bfs *b, int64_t file_id, pid_t tid, struct draft_writers 
 	if (!mine)
 		return 0; /* a copy closed by a process that never wrote through it */
 	rc = store_file_get(b->store, file_id, &f);
+	if (failed) {
+		/* The batch stays a draft: fix the cause, write it again. */
+		if (!rc && is_requests(f.name)) {
+			char msg[160];
+
+			snprintf(msg, sizeof(msg),
+				 "requests.jsonl was not submitted: a write to it failed (%s); "
+				 "write it again",
+				 strerror(-failed));
+			log_info("batch %" PRId64 ": %s", f.batch_id, msg);
+			/* Best effort: on a full disk the cache may not take it either. */
+			(void)store_batch_note(b->store, f.batch_id, msg);
+		}
+		return failed;
+	}
 	if (rc)
 		return rc == -ENOENT ? 0 : rc; /* unlinked while open: nothing to submit */
 	if (!is_requests(f.name))

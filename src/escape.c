@@ -88,7 +88,9 @@ int unescape_name(const char *name, char *out, size_t outsz)
 {
 	size_t o = 0;
 
-	if (!*name)
+	/* Longer than any escaped name: escape_name() would have cut it (found by fuzzing:
+	 * such a name was read as its id, a second name for a cut one's file). */
+	if (!*name || strnlen(name, ESCAPE_NAME_LIMIT + 1) > ESCAPE_NAME_LIMIT)
 		return -EINVAL;
 	if (strchr(name, '~'))
 		return -ENAMETOOLONG;

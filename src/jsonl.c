@@ -13,6 +13,7 @@
 
 #include "err.h"
 #include "jsonl.h"
+#include "jsonscan.h"
 #include "prompt.h"
 
 void jsonl_splitter_init(struct jsonl_splitter *s, size_t max_line, jsonl_line_fn fn, void *ctx)
@@ -120,9 +121,21 @@ bool jsonl_is_openai_endpoint(const char *url)
 static bool is_blank(const char *line, size_t len)
 {
 	for (size_t i = 0; i < len; i++)
-		if (line[i] != ' ' && line[i] != '\t' && line[i] != '\r')
+		if (line[i] != ' ' && line[i] != '\t')
 			return false;
 	return true;
+}
+
+/* The strict scan (jsonscan.h) before cJSON, which is lenient where providers are not. */
+static int check_syntax(const char *line, size_t len, long lineno, struct bfs_err *err)
+{
+	struct jsonscan_error e;
+	int rc = jsonscan_line(line, len, &e);
+
+	if (rc == -EINVAL)
+		err_set_line(err, lineno, "line %ld, column %zu: %s%s%s", lineno, e.column, e.why,
+			     e.detail[0] ? ": " : "", e.detail);
+	return rc;
 }
 
 /* Anthropic's custom_id rule: ^[a-zA-Z0-9_-]{1,64}$, length checked first (as the API). */
@@ -182,7 +195,8 @@ static int need_max_tokens(const cJSON *o, const char *what, long lineno, struct
 		err_set_line(err, lineno, "line %ld: %s is missing", lineno, what);
 		return -EINVAL;
 	}
-	if (!cJSON_IsNumber(o) || o->valuedouble < 1 ||
+	/* Range first: casting 1e300 to an integer is undefined behaviour. */
+	if (!cJSON_IsNumber(o) || !(o->valuedouble >= 1 && o->valuedouble < 9007199254740992.0) ||
 	    o->valuedouble != (double)(int64_t)o->valuedouble) {
 		err_set_line(err, lineno, "line %ld: %s must be an integer >= 1", lineno, what);
 		return -EINVAL;
@@ -382,6 +396,9 @@ int jsonl_validator_line(struct jsonl_validator *v, const char *line, size_t len
 	}
 	if (is_blank(line, len))
 		return 0;
+	rc = check_syntax(line, len, lineno, err);
+	if (rc)
+		return rc;
 	root = cJSON_ParseWithLength(line, len);
 	if (!root) {
 		err_set_line(err, lineno, "line %ld: not valid JSON", lineno);

@@ -669,6 +669,8 @@ int main(int argc, char *argv[])
 		fprintf(stderr, "batchfs: %s\n", err.msg);
 		goto out;
 	}
+	if (conf_protect_secrets())
+		log_warn("cannot make the process undumpable: %s", strerror(errno));
 	rc = fs_main(&b, &args, fo.mountpoint, fo.singlethread, main_start);
 	sd_notify(0, "STOPPING=1");
 	main_unhook_stop_signals();

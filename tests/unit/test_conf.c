@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "conf.h"
@@ -249,6 +251,36 @@ static void test_abort(void)
 	ok(read_pid("ab") > 0 && gone(read_pid("ab")), "and it is gone");
 }
 
+/* A command sees the variables tools need, not another remote's key. */
+static void test_environment(void)
+{
+	struct bfs_err err = BFS_ERR_INIT;
+	char *s;
+
+	setenv("BFS_OTHER_REMOTE_KEY", "sk-must-not-leak", 1);
+	setenv("ANTHROPIC_API_KEY", "sk-must-not-leak-either", 1);
+	setenv("LC_ALL", "C", 1);
+	s = run("echo \"[${BFS_OTHER_REMOTE_KEY:-unset}][${ANTHROPIC_API_KEY:-unset}]\"", 0, &err,
+		NULL);
+	is_str(s, "[unset][unset]", "key variables are not in a command's environment");
+	conf_secret_free(s);
+	s = run("echo \"${HOME:+home}${PATH:+path}$LC_ALL\"", 0, &err, NULL);
+	is_str(s, "homepathC", "HOME, PATH and the locale are");
+	conf_secret_free(s);
+	unsetenv("BFS_OTHER_REMOTE_KEY");
+	unsetenv("ANTHROPIC_API_KEY");
+}
+
+static void test_protect(void)
+{
+	struct rlimit rl;
+
+	is_int(conf_protect_secrets(), 0, "conf_protect_secrets");
+	is_int(prctl(PR_GET_DUMPABLE, 0, 0, 0, 0), 0, "the process is no longer dumpable");
+	ok(!getrlimit(RLIMIT_CORE, &rl) && rl.rlim_cur == 0 && rl.rlim_max == 0,
+	   "and its core size limit is 0");
+}
+
 int main(void)
 {
 	static const char *const names[] = {"sh", "bg", "fg", "ab"};
@@ -262,6 +294,8 @@ int main(void)
 	test_failures();
 	test_timeout();
 	test_load();
+	test_environment();
+	test_protect();
 	test_abort(); /* last: the switch is one way */
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
 		snprintf(path, sizeof(path), "%s/%s", dir, names[i]);

@@ -65,5 +65,15 @@ int main(void)
 	is_int(unescape_name("a b", back, sizeof(back)), -EINVAL, "a raw space is refused");
 	is_int(unescape_name(".x", back, sizeof(back)), -EINVAL, "a raw leading dot is refused");
 	is_int(unescape_name("abcdef", back, 3), -ERANGE, "a short output buffer is -ERANGE");
+	/* Found by fuzzing (tests/fuzz/corpus/fuzz_escape/id4): a name longer than any escaped
+	 * one was unescaped, a second name for the file of a cut id. */
+	memset(longid, 'x', 300);
+	longid[300] = '\0';
+	is_int(unescape_name(longid, back, sizeof(back)), -EINVAL,
+	       "a name over ESCAPE_NAME_LIMIT is not one escape_name makes");
+	ok(!escape_is_valid(longid), "nor valid");
+	longid[ESCAPE_NAME_LIMIT] = '\0';
+	is_int(unescape_name(longid, back, sizeof(back)), ESCAPE_NAME_LIMIT,
+	       "one of exactly the limit is");
 	return tap_done();
 }

@@ -6,6 +6,7 @@
 
 #include "err.h"
 #include "jsonl.h"
+#include "jsonscan.h"
 #include "tap.h"
 
 struct collect {
@@ -271,9 +272,125 @@ static void test_validator(void)
 	   "endpoint list is of /v1 urls");
 }
 
+/* The strict scan: each case as bytes (NULs included), the column it names and a word. */
+struct scase {
+	const char *name;
+	const char *text;
+	size_t len; /* 0: strlen(text) */
+	size_t column;
+	const char *word;
+};
+
+#define S(str) str, sizeof(str) - 1
+#define IDP "{\"custom_id\":\"a\",\"params\":{\"model\":\"m\",\"max_tokens\":1,\"messages\":[]}}"
+
+static const struct scase strict_bad[] = {
+	{"text after the object", S(IDP " x"), 71, "text after the JSON value"},
+	{"two objects on a line", S(IDP IDP), 70, "text after the JSON value"},
+	{"a NUL outside strings", S(IDP "\0"), 70, "a NUL byte"},
+	{"a NUL inside a string", S("{\"custom_id\":\"a\0b\"}"), 16, "a NUL byte"},
+	{"NUL padding (dd seek=)", S("\0\0\0\0"), 1, "a NUL byte"},
+	{"a UTF-8 BOM", S("\xef\xbb\xbf" IDP), 1, "byte order mark"},
+	{"lone CR line ends", S(IDP "\r" IDP), 70, "lone CR"},
+	{"a CR between tokens", S("{\"custom_id\":\r\"a\"}"), 14, "lone CR"},
+	{"invalid UTF-8", S("{\"custom_id\":\"\xff\"}"), 15, "invalid UTF-8"},
+	{"an overlong '/'", S("{\"custom_id\":\"\xc0\xaf\"}"), 15, "overlong"},
+	{"an overlong 3-byte form", S("{\"x\":\"\xe0\x80\xaf\"}"), 7, "overlong"},
+	{"an overlong 4-byte form", S("{\"x\":\"\xf0\x80\x80\xaf\"}"), 7, "overlong"},
+	{"a surrogate in UTF-8", S("{\"x\":\"\xed\xa0\x80\"}"), 7, "surrogate"},
+	{"above U+10FFFF", S("{\"x\":\"\xf4\x90\x80\x80\"}"), 7, "invalid UTF-8"},
+	{"a cut sequence", S("{\"x\":\"\xe2\x82\"}"), 7, "invalid UTF-8"},
+	{"a lone high surrogate escape", S("{\"x\":\"\\ud800\"}"), 7, "surrogate"},
+	{"a lone low surrogate escape", S("{\"x\":\"\\udc00\\ud800\"}"), 7, "surrogate"},
+	{"custom_id with \\u0000", S("{\"custom_id\":\"a\\u0000b\"}"), 14, "\\u0000 in custom_id"},
+	{"custom_id escaped, with \\u0000", S("{\"custom\\u005fid\":\"a\\u0000\"}"), 19,
+	 "\\u0000 in custom_id"},
+	{"a key with \\u0000", S("{\"custom_id\\u0000\":\"a\"}"), 2, "\\u0000 in a key"},
+	{"duplicate custom_id", S("{\"custom_id\":\"a\",\"custom_id\":\"b\"}"), 18, "duplicate key"},
+	{"duplicate custom_id, escaped", S("{\"custom_id\":\"a\",\"custom\\u005Fid\":\"b\"}"), 18,
+	 "duplicate key"},
+	{"duplicate params", S("{\"params\":{},\"custom_id\":\"a\",\"params\":{}}"), 30, "duplicate"},
+	{"duplicate key inside params", S("{\"params\":{\"model\":\"a\",\"model\":\"b\"}}"), 24,
+	 "duplicate"},
+	{"duplicate key inside body", S("{\"body\":{\"model\":\"a\",\"model\":\"b\"}}"), 22,
+	 "duplicate"},
+	{"duplicate key inside request", S("{\"request\":{\"a\":1,\"a\":2}}"), 19, "duplicate"},
+	{"a control character", S("{\"x\":\"\x01\"}"), 7, "control character"},
+	{"a tab in a string", S("{\"x\":\"\t\"}"), 7, "control character"},
+	{"form feed as whitespace", S("{\"x\":1,\f\"y\":2}"), 8, "expected a quoted key"},
+	{"vertical tab as whitespace", S("\v" IDP), 1, "expected a value"},
+	{"a bad escape", S("{\"x\":\"\\q\"}"), 7, "unknown escape"},
+	{"a leading zero", S("{\"x\":01}"), 7, "expected ','"},
+	{"a bare minus", S("{\"x\":-}"), 6, "bad number"},
+	{"a trailing comma", S("{\"x\":1,}"), 8, "expected a quoted key"},
+	{"an unterminated string", S("{\"x\":\"abc"), 6, "unterminated"},
+	{"a cut object", S("{\"x\":"), 6, "cut short"},
+	{"single quotes", S("{'x':1}"), 2, "expected a quoted key"},
+	{"NaN", S("{\"x\":NaN}"), 6, "expected a value"},
+};
+
+static const char *const strict_good[] = {
+	IDP,
+	"  " IDP " \t ",
+	"{\"custom_id\":\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\",\"x\":\"\\ud83d\\ude00\"}",
+	"{\"a\":[1,-0.5e+3,true,false,null,{\"a\":1,\"a\":2}],\"s\":\"\\\"\\\\\\/\\b\\f\\n\\r\\t\"}",
+	"{\"other\":{\"k\":1,\"k\":2},\"msg\":\"a\\u0000b\"}",
+	"[1]",
+	"{}",
+};
+
+static void test_strict(void)
+{
+	struct jsonscan_error e;
+	char deep[3000];
+
+	for (size_t i = 0; i < sizeof(strict_bad) / sizeof(strict_bad[0]); i++) {
+		const struct scase *c = &strict_bad[i];
+		int rc = jsonscan_line(c->text, c->len, &e);
+
+		is_int(rc, -EINVAL, "%s is refused", c->name);
+		if (rc)
+			ok(strstr(e.why, c->word) != NULL, "%s: says '%s' (%s)", c->name, c->word,
+			   e.why);
+		if (rc)
+			is_int(e.column, c->column, "%s: at column %zu", c->name, c->column);
+	}
+	for (size_t i = 0; i < sizeof(strict_good) / sizeof(strict_good[0]); i++)
+		is_int(jsonscan_line(strict_good[i], strlen(strict_good[i]), &e), 0,
+		       "accepted: %s", strict_good[i]);
+	memset(deep, '[', 1000);
+	memset(deep + 1000, ']', 1000);
+	is_int(jsonscan_line(deep, 2000, &e), 0, "1000 levels of nesting are accepted");
+	memset(deep, '[', 1001);
+	memset(deep + 1001, ']', 1001);
+	is_int(jsonscan_line(deep, 2002, &e), -EINVAL, "1001 are not");
+	is_int(jsonscan_line("", 0, &e), -EINVAL, "an empty line is no value");
+}
+
+/* Through the validator: the message has the line and the byte column. */
+static void test_strict_message(void)
+{
+	const char *const lines[] = {A_OK, A_OK " {}", NULL};
+	const char *const big[] = {
+		"{\"custom_id\":\"a\",\"params\":{\"model\":\"m\",\"max_tokens\":1e300,"
+		"\"messages\":[]}}",
+		NULL};
+	char msg[BFS_ERR_MSG_MAX];
+	long line;
+
+	is_int(check(JSONL_ANTHROPIC, lines, &line, msg, 0, 0), -EINVAL, "trailing text refused");
+	is_int(line, 2, "on line 2");
+	is_str(msg, "line 2, column 71: text after the JSON value (one request per line)",
+	       "the message names line and column");
+	is_int(check(JSONL_ANTHROPIC, big, &line, msg, 0, 0), -EINVAL, "max_tokens 1e300 refused");
+	ok(strstr(msg, "max_tokens must be an integer") != NULL, "as out of range (%s)", msg);
+}
+
 int main(void)
 {
 	test_splitter();
 	test_validator();
+	test_strict();
+	test_strict_message();
 	return tap_done();
 }

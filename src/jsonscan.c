@@ -1,0 +1,601 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The strict check of one request line: a recursive-descent scan of RFC 8259 JSON that
+ * builds nothing, with the I-JSON (RFC 7493) rules a provider applies and cJSON does not.
+ * cJSON still builds the tree afterwards; this scan is what makes its reading and the
+ * provider's the same (one value, the same strings, the same key for each name).
+ */
+#include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "jsonscan.h"
+
+#define HEAD_MAX 16 /* longest key name the scan needs to recognise, decoded */
+
+struct scan {
+	const unsigned char *p;
+	size_t len, pos;
+	struct jsonscan_error *e;
+};
+
+/* What a string decodes to, as far as keys need: a hash, a prefix, a \u0000 inside. */
+struct str_info {
+	uint64_t hash; /* FNV-1a of the decoded bytes */
+	size_t dlen;
+	char head[HEAD_MAX];
+	bool nul;
+};
+
+struct key {
+	uint64_t hash;
+	size_t start; /* offset of the opening quote */
+};
+
+struct keys {
+	struct key *v; /* small, or the heap once it is full */
+	size_t n, alloc;
+	struct key small[16]; /* most objects: no malloc per line */
+};
+
+static int fail(struct scan *s, size_t at, const char *why)
+{
+	s->e->column = at + 1;
+	s->e->why = why;
+	s->e->detail[0] = '\0';
+	return -EINVAL;
+}
+
+static int peek(const struct scan *s)
+{
+	return s->pos < s->len ? s->p[s->pos] : -1;
+}
+
+/* JSON whitespace inside a line: a CR here was not part of a CRLF (the splitter drops that). */
+static int skip_ws(struct scan *s)
+{
+	while (s->pos < s->len) {
+		unsigned char c = s->p[s->pos];
+
+		if (c == '\r')
+			return fail(s, s->pos, "a lone CR (line ends must be LF or CRLF)");
+		if (c != ' ' && c != '\t' && c != '\n')
+			break;
+		s->pos++;
+	}
+	return 0;
+}
+
+static void info_add(struct str_info *in, const unsigned char *b, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (in->dlen < HEAD_MAX)
+			in->head[in->dlen] = (char)b[i];
+		in->dlen++;
+		in->hash = (in->hash ^ b[i]) * 0x100000001b3ull;
+	}
+}
+
+static int hex4(const unsigned char *p, unsigned *out)
+{
+	unsigned v = 0;
+
+	for (int i = 0; i < 4; i++) {
+		unsigned char c = p[i];
+
+		v <<= 4;
+		if (c >= '0' && c <= '9')
+			v |= c - '0';
+		else if (c >= 'a' && c <= 'f')
+			v |= c - 'a' + 10;
+		else if (c >= 'A' && c <= 'F')
+			v |= c - 'A' + 10;
+		else
+			return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+static size_t utf8_put(unsigned cp, unsigned char *b)
+{
+	if (cp < 0x80) {
+		b[0] = (unsigned char)cp;
+		return 1;
+	}
+	if (cp < 0x800) {
+		b[0] = (unsigned char)(0xc0 | (cp >> 6));
+		b[1] = (unsigned char)(0x80 | (cp & 0x3f));
+		return 2;
+	}
+	if (cp < 0x10000) {
+		b[0] = (unsigned char)(0xe0 | (cp >> 12));
+		b[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
+		b[2] = (unsigned char)(0x80 | (cp & 0x3f));
+		return 3;
+	}
+	b[0] = (unsigned char)(0xf0 | (cp >> 18));
+	b[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3f));
+	b[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
+	b[3] = (unsigned char)(0x80 | (cp & 0x3f));
+	return 4;
+}
+
+/*
+ * An escape at p[*pos] ('\\' seen): checks it, decodes it into b (returns its length), moves
+ * *pos past it. A \u surrogate must be a high one followed by an escaped low one.
+ */
+static int scan_escape(struct scan *s, unsigned char *b, size_t *n)
+{
+	size_t at = s->pos;
+	unsigned cp, lo;
+
+	if (s->pos + 1 >= s->len)
+		return fail(s, at, "not valid JSON: unterminated string");
+	switch (s->p[s->pos + 1]) {
+	case '"':
+	case '\\':
+	case '/':
+		b[0] = s->p[s->pos + 1];
+		break;
+	case 'b':
+		b[0] = '\b';
+		break;
+	case 'f':
+		b[0] = '\f';
+		break;
+	case 'n':
+		b[0] = '\n';
+		break;
+	case 'r':
+		b[0] = '\r';
+		break;
+	case 't':
+		b[0] = '\t';
+		break;
+	case 'u':
+		if (s->len - s->pos < 6 || hex4(s->p + s->pos + 2, &cp))
+			return fail(s, at, "not valid JSON: a \\u escape needs four hex digits");
+		s->pos += 6;
+		if (cp >= 0xdc00 && cp <= 0xdfff)
+			return fail(s, at, "a lone UTF-16 low surrogate escape");
+		if (cp >= 0xd800 && cp <= 0xdbff) {
+			if (s->len - s->pos < 6 || s->p[s->pos] != '\\' ||
+			    s->p[s->pos + 1] != 'u' || hex4(s->p + s->pos + 2, &lo) ||
+			    lo < 0xdc00 || lo > 0xdfff)
+				return fail(s, at, "a lone UTF-16 high surrogate escape");
+			s->pos += 6;
+			cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+		}
+		*n = utf8_put(cp, b);
+		return 0;
+	default:
+		return fail(s, at, "not valid JSON: an unknown escape");
+	}
+	s->pos += 2;
+	*n = 1;
+	return 0;
+}
+
+/*
+ * One UTF-8 sequence of 2 to 4 bytes at p[*pos] (RFC 3629 table: no overlong form, no
+ * surrogate, nothing above U+10FFFF). Returns its length, or -EINVAL.
+ */
+static int scan_utf8(struct scan *s, size_t *n)
+{
+	const unsigned char *c = s->p + s->pos;
+	size_t left = s->len - s->pos;
+	unsigned char lo = 0x80, hi = 0xbf;
+	size_t need;
+
+	if (c[0] >= 0xc2 && c[0] <= 0xdf) {
+		need = 2;
+	} else if (c[0] >= 0xe0 && c[0] <= 0xef) {
+		need = 3;
+		if (c[0] == 0xe0)
+			lo = 0xa0;
+		if (c[0] == 0xed)
+			hi = 0x9f;
+	} else if (c[0] >= 0xf0 && c[0] <= 0xf4) {
+		need = 4;
+		if (c[0] == 0xf0)
+			lo = 0x90;
+		if (c[0] == 0xf4)
+			hi = 0x8f;
+	} else {
+		return fail(s, s->pos,
+			    c[0] == 0xc0 || c[0] == 0xc1 ? "invalid UTF-8 (an overlong encoding)"
+							 : "invalid UTF-8");
+	}
+	if (left < need)
+		return fail(s, s->pos, "invalid UTF-8 (a sequence cut short)");
+	if (c[1] < lo || c[1] > hi) {
+		if (c[0] == 0xed && c[1] >= 0xa0 && c[1] <= 0xbf)
+			return fail(s, s->pos, "invalid UTF-8 (a UTF-16 surrogate)");
+		if ((c[0] == 0xe0 || c[0] == 0xf0) && c[1] >= 0x80 && c[1] < lo)
+			return fail(s, s->pos, "invalid UTF-8 (an overlong encoding)");
+		return fail(s, s->pos, "invalid UTF-8");
+	}
+	for (size_t i = 2; i < need; i++)
+		if (c[i] < 0x80 || c[i] > 0xbf)
+			return fail(s, s->pos, "invalid UTF-8");
+	*n = need;
+	return 0;
+}
+
+/* A string at p[pos] == '"'. With in, records what it decodes to (keys and custom_id). */
+static int scan_string(struct scan *s, struct str_info *in)
+{
+	size_t start = s->pos;
+	unsigned char b[4];
+	size_t n;
+	int rc;
+
+	if (in) {
+		memset(in, 0, sizeof(*in));
+		in->hash = 0xcbf29ce484222325ull;
+	}
+	s->pos++;
+	for (;;) {
+		unsigned char c;
+
+		/* The hot loop of a long prompt: plain ASCII, nothing to record. */
+		if (!in)
+			while (s->pos < s->len && s->p[s->pos] >= 0x20 && s->p[s->pos] < 0x80 &&
+			       s->p[s->pos] != '"' && s->p[s->pos] != '\\')
+				s->pos++;
+		if (s->pos >= s->len)
+			return fail(s, start, "not valid JSON: unterminated string");
+		c = s->p[s->pos];
+		if (c == '"') {
+			s->pos++;
+			return 0;
+		}
+		if (c < 0x20)
+			return fail(s, s->pos,
+				    c == '\r' ? "a lone CR (line ends must be LF or CRLF)"
+					      : "not valid JSON: a control character in a string");
+		if (c == '\\') {
+			rc = scan_escape(s, b, &n);
+			if (rc)
+				return rc;
+			if (in) {
+				in->nul |= n == 1 && b[0] == 0;
+				info_add(in, b, n);
+			}
+			continue;
+		}
+		if (c < 0x80) {
+			if (in)
+				info_add(in, &c, 1);
+			s->pos++;
+			continue;
+		}
+		rc = scan_utf8(s, &n);
+		if (rc)
+			return rc;
+		if (in)
+			info_add(in, s->p + s->pos, n);
+		s->pos += n;
+	}
+}
+
+static bool is_digit(int c)
+{
+	return c >= '0' && c <= '9';
+}
+
+static int scan_number(struct scan *s)
+{
+	size_t start = s->pos;
+
+	if (peek(s) == '-')
+		s->pos++;
+	if (peek(s) == '0') {
+		s->pos++;
+	} else if (is_digit(peek(s))) {
+		while (is_digit(peek(s)))
+			s->pos++;
+	} else {
+		return fail(s, start, "not valid JSON: a bad number");
+	}
+	if (peek(s) == '.') {
+		s->pos++;
+		if (!is_digit(peek(s)))
+			return fail(s, start, "not valid JSON: a bad number");
+		while (is_digit(peek(s)))
+			s->pos++;
+	}
+	if (peek(s) == 'e' || peek(s) == 'E') {
+		s->pos++;
+		if (peek(s) == '+' || peek(s) == '-')
+			s->pos++;
+		if (!is_digit(peek(s)))
+			return fail(s, start, "not valid JSON: a bad number");
+		while (is_digit(peek(s)))
+			s->pos++;
+	}
+	return 0;
+}
+
+static int scan_literal(struct scan *s, const char *word)
+{
+	size_t n = strlen(word);
+
+	if (s->len - s->pos < n || memcmp(s->p + s->pos, word, n))
+		return fail(s, s->pos, "not valid JSON: expected a value");
+	s->pos += n;
+	return 0;
+}
+
+/* The next decoded unit of a checked string at *pos (after its quote); 0 at its end. */
+static size_t decode_next(const unsigned char *p, size_t *pos, unsigned char *b)
+{
+	struct jsonscan_error e;
+	struct scan s = {.p = p, .len = SIZE_MAX, .pos = *pos, .e = &e};
+	size_t n = 0;
+
+	if (p[*pos] == '"')
+		return 0;
+	if (p[*pos] == '\\') {
+		(void)scan_escape(&s, b, &n); /* checked already */
+		*pos = s.pos;
+		return n;
+	}
+	if (p[*pos] < 0x80) {
+		b[0] = p[(*pos)++];
+		return 1;
+	}
+	(void)scan_utf8(&s, &n);
+	memcpy(b, p + *pos, n);
+	*pos += n;
+	return n;
+}
+
+/* Whether two checked strings (offsets of their quotes) decode to the same bytes. */
+static bool same_string(const unsigned char *p, size_t a, size_t b)
+{
+	unsigned char ua[4], ub[4];
+	size_t na, nb;
+
+	a++;
+	b++;
+	do {
+		na = decode_next(p, &a, ua);
+		nb = decode_next(p, &b, ub);
+		if (na != nb || memcmp(ua, ub, na))
+			return false;
+	} while (na);
+	return true;
+}
+
+static int key_cmp(const void *x, const void *y)
+{
+	const struct key *a = x, *b = y;
+
+	if (a->hash != b->hash)
+		return a->hash < b->hash ? -1 : 1;
+	return a->start < b->start ? -1 : a->start > b->start;
+}
+
+/*
+ * Keys sorted by hash, equal hashes compared in full: n log n, not n^2. The first duplicate
+ * found is named (its later occurrence).
+ */
+static int check_dups(struct scan *s, struct keys *k)
+{
+	size_t dup = SIZE_MAX, end;
+
+	qsort(k->v, k->n, sizeof(*k->v), key_cmp);
+	for (size_t i = 1; i < k->n && dup == SIZE_MAX; i++)
+		for (size_t j = i; j-- > 0 && k->v[j].hash == k->v[i].hash;)
+			if (same_string(s->p, k->v[j].start, k->v[i].start)) {
+				dup = k->v[i].start;
+				break;
+			}
+	if (dup == SIZE_MAX)
+		return 0;
+	fail(s, dup, "a duplicate key (the provider would read the last, batchfs the first)");
+	for (end = dup + 1; end < s->len && s->p[end] != '"';)
+		end += s->p[end] == '\\' ? 2 : 1;
+	snprintf(s->e->detail, sizeof(s->e->detail), "%.*s",
+		 (int)(end - dup + 1 > 100 ? 100 : end - dup + 1), (const char *)s->p + dup);
+	return -EINVAL;
+}
+
+static bool head_is(const struct str_info *in, const char *word)
+{
+	size_t n = strlen(word);
+
+	return in->dlen == n && !memcmp(in->head, word, n);
+}
+
+enum role {
+	ROLE_OTHER,
+	ROLE_ROOT, /* the line's value */
+	ROLE_READ, /* params, body, request: an object batchfs reads */
+	ROLE_ID,   /* the top-level custom_id */
+};
+
+static int scan_value(struct scan *s, enum role role, int depth);
+
+static int scan_object(struct scan *s, enum role role, int depth)
+{
+	bool read = role == ROLE_ROOT || role == ROLE_READ;
+	struct keys k;
+	struct str_info in;
+	int rc;
+
+	k.v = k.small;
+	k.n = 0;
+	k.alloc = sizeof(k.small) / sizeof(k.small[0]);
+	s->pos++;
+	rc = skip_ws(s);
+	if (rc)
+		return rc;
+	if (peek(s) == '}') {
+		s->pos++;
+		return 0;
+	}
+	for (;;) {
+		size_t start = s->pos;
+		enum role child = ROLE_OTHER;
+
+		if (peek(s) != '"') {
+			rc = fail(s, s->pos, "not valid JSON: expected a quoted key");
+			goto out;
+		}
+		rc = scan_string(s, read ? &in : NULL);
+		if (rc)
+			goto out;
+		if (read) {
+			if (in.nul) {
+				rc = fail(s, start, "\\u0000 in a key");
+				goto out;
+			}
+			if (k.n == k.alloc) {
+				size_t na = 2 * k.alloc;
+				struct key *v =
+					realloc(k.v == k.small ? NULL : k.v, na * sizeof(*v));
+
+				if (!v) {
+					rc = -ENOMEM;
+					goto out;
+				}
+				if (k.v == k.small)
+					memcpy(v, k.small, sizeof(k.small));
+				k.v = v;
+				k.alloc = na;
+			}
+			k.v[k.n++] = (struct key){.hash = in.hash, .start = start};
+			if (role == ROLE_ROOT && head_is(&in, "custom_id"))
+				child = ROLE_ID;
+			else if (role == ROLE_ROOT &&
+				 (head_is(&in, "params") || head_is(&in, "body") ||
+				  head_is(&in, "request")))
+				child = ROLE_READ;
+		}
+		rc = skip_ws(s);
+		if (rc)
+			goto out;
+		if (peek(s) != ':') {
+			rc = fail(s, s->pos, "not valid JSON: expected ':'");
+			goto out;
+		}
+		s->pos++;
+		rc = skip_ws(s);
+		if (!rc)
+			rc = scan_value(s, child, depth + 1);
+		if (!rc)
+			rc = skip_ws(s);
+		if (rc)
+			goto out;
+		if (peek(s) == '}') {
+			s->pos++;
+			break;
+		}
+		if (peek(s) != ',') {
+			rc = fail(s, s->pos, "not valid JSON: expected ',' or '}'");
+			goto out;
+		}
+		s->pos++;
+		rc = skip_ws(s);
+		if (rc)
+			goto out;
+	}
+	if (read)
+		rc = check_dups(s, &k);
+out:
+	if (k.v != k.small)
+		free(k.v);
+	return rc;
+}
+
+static int scan_array(struct scan *s, int depth)
+{
+	int rc;
+
+	s->pos++;
+	rc = skip_ws(s);
+	if (rc)
+		return rc;
+	if (peek(s) == ']') {
+		s->pos++;
+		return 0;
+	}
+	for (;;) {
+		rc = scan_value(s, ROLE_OTHER, depth + 1);
+		if (!rc)
+			rc = skip_ws(s);
+		if (rc)
+			return rc;
+		if (peek(s) == ']') {
+			s->pos++;
+			return 0;
+		}
+		if (peek(s) != ',')
+			return fail(s, s->pos, "not valid JSON: expected ',' or ']'");
+		s->pos++;
+		rc = skip_ws(s);
+		if (rc)
+			return rc;
+	}
+}
+
+static int scan_value(struct scan *s, enum role role, int depth)
+{
+	struct str_info in;
+	size_t start = s->pos;
+	int rc;
+
+	/* Containers only, as cJSON counts: a scalar inside the deepest array is fine. */
+	if ((peek(s) == '{' || peek(s) == '[') && depth > JSONSCAN_DEPTH_MAX)
+		return fail(s, s->pos, "nested too deep");
+	switch (peek(s)) {
+	case '{':
+		return scan_object(s, role, depth);
+	case '[':
+		return scan_array(s, depth);
+	case '"':
+		rc = scan_string(s, role == ROLE_ID ? &in : NULL);
+		if (!rc && role == ROLE_ID && in.nul)
+			rc = fail(s, start, "\\u0000 in custom_id");
+		return rc;
+	case 't':
+		return scan_literal(s, "true");
+	case 'f':
+		return scan_literal(s, "false");
+	case 'n':
+		return scan_literal(s, "null");
+	case -1:
+		return fail(s, s->pos, "not valid JSON: the value is cut short");
+	default:
+		if (peek(s) == '-' || is_digit(peek(s)))
+			return scan_number(s);
+		return fail(s, s->pos, "not valid JSON: expected a value");
+	}
+}
+
+int jsonscan_line(const char *line, size_t len, struct jsonscan_error *e)
+{
+	struct scan s = {.p = (const unsigned char *)line, .len = len, .e = e};
+	const char *nul = memchr(line, '\0', len);
+	int rc;
+
+	/* First, so `dd seek=` padding or a NUL in a string is named as what it is. */
+	if (nul)
+		return fail(&s, (size_t)(nul - line), "a NUL byte");
+	if (len >= 3 && !memcmp(line, "\xef\xbb\xbf", 3))
+		return fail(&s, 0, "a UTF-8 byte order mark (BOM): save the file without it");
+	rc = skip_ws(&s);
+	if (!rc)
+		rc = scan_value(&s, ROLE_ROOT, 1);
+	if (!rc)
+		rc = skip_ws(&s);
+	if (!rc && s.pos < s.len)
+		rc = fail(&s, s.pos, "text after the JSON value (one request per line)");
+	return rc;
+}

@@ -1,0 +1,36 @@
+// SPDX-License-Identifier: MIT
+/*
+ * libFuzzer: the result line reader every provider's download goes through
+ * (provider_results_line behind the splitter), with a sink that checks what it is given.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+#include "jsonl.h"
+#include "provider.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static int sink(void *ctx, const char *custom_id, const char *line, size_t len)
+{
+	(void)ctx;
+	if (!custom_id || (len && !line))
+		abort();
+	return 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct bfs_err line_err = BFS_ERR_INIT, err = BFS_ERR_INIT;
+	struct provider_results r;
+	struct jsonl_splitter sp;
+
+	provider_results_init(&r, sink, NULL, NULL, NULL, NULL, &line_err);
+	jsonl_splitter_init(&sp, 1 << 16, provider_results_line, &r);
+	if (!jsonl_splitter_feed(&sp, (const char *)data, size, &err))
+		(void)jsonl_splitter_finish(&sp, &err);
+	jsonl_splitter_release(&sp);
+	return 0;
+}
