@@ -1358,7 +1358,9 @@ out:
 		log_store_err("results", part_id,
 			      store_part_fetch_failed(b->store, part_id, err->msg, poll_delay_ms(r),
 						      BATCH_FETCH_BACKOFF_MAX_MS,
-						      r->conf->results_attempts));
+						      r->conf->results_attempts
+							      ? r->conf->results_attempts
+							      : CONF_RESULTS_ATTEMPTS_DEFAULT));
 	return rc;
 }
 
