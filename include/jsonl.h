@@ -13,6 +13,7 @@
 
 #include "buf.h"
 
+struct cJSON;
 struct bfs_err;
 struct prompt_ctx;
 
@@ -79,6 +80,12 @@ struct jsonl_validator {
 	 * line it translates into, and the limits count the translation. NULL: native only.
 	 */
 	struct prompt_ctx *prompt;
+	/*
+	 * Called by the caller's wish with each accepted request line's parsed object, so
+	 * per-line work (the cost estimate) needs no second parse. NULL: none.
+	 */
+	void (*on_request)(void *ctx, const struct cJSON *root);
+	void *on_request_ctx;
 };
 
 /* Sets up a validator for one file. */

@@ -77,6 +77,10 @@ struct price_estimate {
  */
 void price_estimate_line(struct price_estimate *e, enum jsonl_format fmt, const char *line,
 			 size_t len, const char *default_model);
+/* The same, from the line's parsed object (the validator's: no second parse). */
+struct cJSON;
+void price_estimate_object(struct price_estimate *e, enum jsonl_format fmt,
+			   const struct cJSON *root, const char *default_model);
 /*
  * Prices e with t (NULL: the table could not be read, load_err says why) into the JSON kept
  * with the batch (status.cost without "actual"). *usd is the total, or -1 when some model has

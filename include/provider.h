@@ -65,6 +65,8 @@ struct provider_submit {
 	long first_line;      /* the line of path at offset (1 for the first part) */
 	uint64_t nrequests;   /* non-blank lines of the part */
 	uint64_t nbytes;      /* = length */
+	int64_t payload;      /* the request lines' bytes without leading blanks and line ends (so a
+			  * body joining them needs no first pass to know its length); 0: unknown */
 	const char *endpoint; /* OpenAI/Azure: the url shared by every line, "/v1/..."; else "" */
 	const char *model;    /* OpenAI/Azure: the model (Azure: deployment) of every line;
 			       * Vertex: request.model when the lines give one, else "" */

@@ -81,6 +81,7 @@ struct store_part {
 	char identity[64]; /* "" until the intent to create it is recorded */
 	int64_t intent_at;
 	int64_t first_line, last_line, off, len, nrequests;
+	int64_t payload; /* see store_part_plan; 0 for parts made before schema 6 */
 	char ref[PROVIDER_REF_MAX];
 	int64_t next_poll_at; /* poller: when to look at it again; 0 = never */
 	int64_t results_count;
@@ -89,6 +90,7 @@ struct store_part {
 /* The plan of one part, made at the commit point. */
 struct store_part_plan {
 	int64_t first_line, last_line, off, len, nrequests;
+	int64_t payload; /* bytes of its request lines without leading blanks and line ends */
 };
 
 /* One regular file inside a batch directory (requests.jsonl and any user file). Its data is

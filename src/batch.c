@@ -186,11 +186,12 @@ struct plan {
 	struct store_part_plan *parts;
 	size_t n, alloc;
 	struct jsonl_limits lim;
-	int64_t off;	   /* file offset of the line being delivered */
-	int64_t part_off;  /* where the current part starts */
-	uint64_t part_n;   /* its requests */
-	long part_first;   /* its first line */
-	long last_request; /* the last request line seen */
+	int64_t off;	      /* file offset of the line being delivered */
+	int64_t part_off;     /* where the current part starts */
+	uint64_t part_n;      /* its requests */
+	int64_t part_payload; /* its request lines' bytes without leading blanks and ends */
+	long part_first;      /* its first line */
+	long last_request;    /* the last request line seen */
 };
 
 static int plan_close(struct plan *pl, int64_t end)
@@ -214,8 +215,10 @@ static int plan_close(struct plan *pl, int64_t end)
 	p->off = pl->part_off;
 	p->len = end - pl->part_off;
 	p->nrequests = (int64_t)pl->part_n;
+	p->payload = pl->part_payload;
 	pl->part_off = end;
 	pl->part_n = 0;
+	pl->part_payload = 0;
 	return 0;
 }
 
@@ -225,7 +228,7 @@ static int plan_close(struct plan *pl, int64_t end)
  * counts); then the part ends before it. Parts split at line boundaries, in file order, as few
  * as fit; each starts with the line that did not fit.
  */
-static int plan_line(struct plan *pl, long lineno, int64_t size, bool request)
+static int plan_line(struct plan *pl, long lineno, int64_t size, int64_t payload, bool request)
 {
 	bool over = pl->part_n &&
 		    ((request && pl->lim.max_requests && pl->part_n + 1 > pl->lim.max_requests) ||
@@ -239,6 +242,7 @@ static int plan_line(struct plan *pl, long lineno, int64_t size, bool request)
 	}
 	if (request) {
 		pl->part_n++;
+		pl->part_payload += payload;
 		pl->last_request = lineno;
 	}
 	return rc;
@@ -401,6 +405,24 @@ static int copy_finish(struct native_copy *c, bool keep)
 	return rc;
 }
 
+/* A request line's bytes as a body that joins lines (Anthropic's) carries them: without the
+ * blanks before the object (the line end is not passed here). */
+static int64_t line_payload(const char *line, size_t len)
+{
+	size_t i = 0;
+
+	while (i < len && (line[i] == ' ' || line[i] == '\t'))
+		i++;
+	return (int64_t)(len - i);
+}
+
+static void estimate_request(void *ctx, const struct cJSON *root)
+{
+	struct validate_ctx *vc = ctx;
+
+	price_estimate_object(&vc->est, vc->v.fmt, root, vc->default_model);
+}
+
 static int validate_line(void *ctx, const char *line, size_t len, long lineno)
 {
 	struct validate_ctx *vc = ctx;
@@ -427,7 +449,7 @@ static int validate_line(void *ctx, const char *line, size_t len, long lineno)
 		rc = -EINVAL;
 	}
 	if (!rc && !id)
-		rc = plan_line(&vc->plan, lineno, size, false);
+		rc = plan_line(&vc->plan, lineno, size, 0, false);
 	if (!rc && id) {
 		rc = store_reqs_add(vc->reqs, id, idlen, lineno, &dup);
 		if (rc == -EEXIST) {
@@ -441,9 +463,8 @@ static int validate_line(void *ctx, const char *line, size_t len, long lineno)
 				     strerror(-rc));
 		}
 		if (!rc)
-			rc = plan_line(&vc->plan, lineno, size, true);
-		if (!rc)
-			price_estimate_line(&vc->est, vc->v.fmt, sent, sent_len, vc->default_model);
+			rc = plan_line(&vc->plan, lineno, size, line_payload(sent, sent_len), true);
+		/* The cost estimate was added by estimate_request() as the line was checked. */
 	}
 	if (!rc) {
 		rc = copy_line(&vc->copy, vc->prompt.translated, sent, sent_len, vc->sp.term);
@@ -479,6 +500,8 @@ static int validate_file(struct bfs *b, const struct remote *r, int64_t batch_id
 	vc->plan.part_first = 1;
 	jsonl_validator_init(&vc->v, r->ops->format, &unlimited);
 	vc->v.prompt = &vc->prompt;
+	vc->v.on_request = estimate_request;
+	vc->v.on_request_ctx = vc;
 	vc->copy.user_fd = fd;
 	rc = store_reqs_begin(b->store, batch_id, &vc->reqs);
 	if (rc) {
@@ -569,6 +592,7 @@ static void submit_desc(const struct store_batch *row, const struct store_part *
 	s->first_line = (long)p->first_line;
 	s->nrequests = (uint64_t)p->nrequests;
 	s->nbytes = (uint64_t)p->len;
+	s->payload = p->payload;
 	s->endpoint = row->endpoint;
 	s->model = row->model;
 	s->identity = p->identity;

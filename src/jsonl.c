@@ -459,6 +459,8 @@ int jsonl_validator_line(struct jsonl_validator *v, const char *line, size_t len
 		goto out;
 	}
 	v->count++;
+	if (v->on_request)
+		v->on_request(v->on_request_ctx, root);
 out:
 	cJSON_Delete(root);
 	return rc;

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "batchfs_build.h"
 #include "buf.h"
@@ -25,6 +26,10 @@
 
 const char *price_default_file(void)
 {
+	/* Installed, the table is under the data directory; run from a build tree that was
+	 * never installed (the quick start), the source tree's table. */
+	if (access(BATCHFS_DATADIR "/prices.tsv", R_OK) && !access(BATCHFS_SOURCE_PRICES, R_OK))
+		return BATCHFS_SOURCE_PRICES;
 	return BATCHFS_DATADIR "/prices.tsv";
 }
 
@@ -244,17 +249,69 @@ static struct bfs_usage *estimate_slot(struct price_estimate *e, const char *mod
 	return &e->m[e->n++];
 }
 
-/* Bytes of o printed as compact JSON: the input-token bound of one field. */
+/* Bytes of s as a JSON string, quotes included (as cJSON prints it: UTF-8 kept raw). */
+static uint64_t json_string_bytes(const char *s)
+{
+	uint64_t n = 2;
+
+	for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
+		if (*p == '"' || *p == '\\' || *p == '\b' || *p == '\f' || *p == '\n' ||
+		    *p == '\r' || *p == '\t')
+			n += 2;
+		else if (*p < 0x20)
+			n += 6;
+		else
+			n++;
+	}
+	return n;
+}
+
+static uint64_t json_number_bytes(const cJSON *o)
+{
+	char tmp[32];
+	double d = o->valuedouble, back;
+	int n;
+
+	if (isnan(d) || isinf(d))
+		return 4;
+	if (d == (double)o->valueint)
+		return (uint64_t)snprintf(tmp, sizeof(tmp), "%d", o->valueint);
+	n = snprintf(tmp, sizeof(tmp), "%1.15g", d);
+	back = strtod(tmp, NULL);
+	if (fabs(back - d) > fmax(fabs(back), fabs(d)) * 2.2204460492503131e-16)
+		n = snprintf(tmp, sizeof(tmp), "%1.17g", d);
+	return (uint64_t)n;
+}
+
+/*
+ * Bytes of o printed as compact JSON (what cJSON_PrintUnformatted gives, without making it):
+ * the input-token bound of one field. Depth is bounded by the line check's nesting limit.
+ */
 static uint64_t json_bytes(const cJSON *o)
 {
-	char *s;
 	uint64_t n;
+	const cJSON *c;
 
 	if (!o)
 		return 0;
-	s = cJSON_PrintUnformatted(o);
-	n = s ? strlen(s) : 0;
-	cJSON_free(s);
+	if (cJSON_IsString(o))
+		return json_string_bytes(o->valuestring);
+	if (cJSON_IsNumber(o))
+		return json_number_bytes(o);
+	if (cJSON_IsTrue(o) || cJSON_IsNull(o))
+		return 4;
+	if (cJSON_IsFalse(o))
+		return 5;
+	if (!cJSON_IsArray(o) && !cJSON_IsObject(o))
+		return 0;
+	n = 2;
+	for (c = o->child; c; c = c->next) {
+		if (c != o->child)
+			n++; /* , */
+		if (cJSON_IsObject(o))
+			n += json_string_bytes(c->string) + 1; /* "key": */
+		n += json_bytes(c);
+	}
 	return n;
 }
 
@@ -272,12 +329,11 @@ static int64_t max_tokens_of(const cJSON *o)
 		       : -1;
 }
 
-void price_estimate_line(struct price_estimate *e, enum jsonl_format fmt, const char *line,
-			 size_t len, const char *default_model)
+void price_estimate_object(struct price_estimate *e, enum jsonl_format fmt, const cJSON *root,
+			   const char *default_model)
 {
 	static const char *const inputs[] = {"messages", "system", "tools", "input",
 					     "instructions"};
-	cJSON *root = cJSON_ParseWithLength(line, len);
 	const cJSON *req = NULL, *n;
 	const char *model;
 	struct bfs_usage *u;
@@ -318,6 +374,15 @@ void price_estimate_line(struct price_estimate *e, enum jsonl_format fmt, const 
 							    ? (uint64_t)n->valuedouble
 							    : 1);
 out:
+	return;
+}
+
+void price_estimate_line(struct price_estimate *e, enum jsonl_format fmt, const char *line,
+			 size_t len, const char *default_model)
+{
+	cJSON *root = cJSON_ParseWithLength(line, len);
+
+	price_estimate_object(e, fmt, root, default_model);
 	cJSON_Delete(root);
 }
 

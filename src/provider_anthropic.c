@@ -453,7 +453,15 @@ static int anth_submit(struct provider *p, const struct provider_submit *s,
 		err_set(err, "cannot create batch: cannot open '%s': %s", s->path, strerror(errno));
 		goto out;
 	}
-	rc = spool_measure(sb, &body.length, &lines);
+	if (s->payload > 0 && s->nrequests) {
+		/* Known from the planning pass: no first pass over the part. */
+		body.length = (int64_t)(sizeof(body_head) - 1 + sizeof(body_tail) - 1) +
+			      s->payload + (int64_t)s->nrequests - 1;
+		lines = s->nrequests;
+		rc = 0;
+	} else {
+		rc = spool_measure(sb, &body.length, &lines);
+	}
 	if (rc) {
 		err_set(err, "cannot create batch: cannot read '%s': %s", s->path, strerror(-rc));
 		goto out;

@@ -23,7 +23,7 @@
 #include "store.h"
 #include "timefmt.h"
 
-#define STORE_SCHEMA_VERSION 5
+#define STORE_SCHEMA_VERSION 6
 #define STORE_STMT_MAX	     128
 
 struct store_conn {
@@ -421,7 +421,22 @@ static int store_migrate(struct store_conn *c, struct bfs_err *err)
 			return rc;
 		}
 	}
-	/* Future versions: if (version < 6) { ALTER ...; PRAGMA user_version = 6 } */
+	if (version < 6) {
+		/* The bytes of a part's request lines, known at planning (0: not known). */
+		rc = conn_exec(c, "BEGIN IMMEDIATE");
+		if (!rc)
+			rc = conn_exec(c, "ALTER TABLE parts ADD COLUMN payload INTEGER NOT NULL"
+					  " DEFAULT 0");
+		if (!rc)
+			rc = conn_exec(c, "PRAGMA user_version = 6; COMMIT");
+		if (rc) {
+			conn_rollback(c); /* the error above is the one to report */
+			err_set(err, "cannot bring the cache schema to version 6: %s",
+				sqlite3_errmsg(c->db));
+			return rc;
+		}
+	}
+	/* Future versions: if (version < 7) { ALTER ...; PRAGMA user_version = 7 } */
 	return 0;
 }
 
@@ -1092,7 +1107,7 @@ int store_batch_list(struct store *st, const char *remote, int64_t after, int li
 	"id, batch_id, idx, remote, pid, state, provider_state, total, processing, succeeded,"  \
 	" errored, canceled, expired, results, error, error_line, error_attempt, created_at,"   \
 	" ended_at, expires_at, updated_at, cancel_requested, identity, intent_at, first_line," \
-	" last_line, off, len, nrequests, ref, next_poll_at, results_count"
+	" last_line, off, len, nrequests, ref, next_poll_at, results_count, payload"
 
 static void part_from_row(sqlite3_stmt *s, struct store_part *p)
 {
@@ -1122,6 +1137,7 @@ static void part_from_row(sqlite3_stmt *s, struct store_part *p)
 	copy_text(p->ref, sizeof(p->ref), s, 29);
 	p->next_poll_at = sqlite3_column_int64(s, 30);
 	p->results_count = sqlite3_column_int64(s, 31);
+	p->payload = sqlite3_column_int64(s, 32);
 }
 
 static int part_query_each(struct store_conn *c, sqlite3_stmt *s, store_part_fn fn, void *ctx)
@@ -1592,8 +1608,9 @@ int store_parts_create(struct store *st, int64_t batch_id, const char *remote,
 	static const char ins[] =
 		"INSERT INTO parts (batch_id, idx, remote, state, total, first_line, last_line, "
 		"off,"
-		" len, nrequests, updated_at) VALUES (?1, ?2, ?3, 'submitting', ?4, ?5, ?6, ?7, ?8,"
-		" ?4, ?9)";
+		" len, nrequests, updated_at, payload) VALUES (?1, ?2, ?3, 'submitting', ?4, ?5, "
+		"?6,"
+		" ?7, ?8, ?4, ?9, ?10)";
 	static const char info[] = "UPDATE batches SET endpoint = ?2, model = ?3, nrequests = ?4,"
 				   " nbytes = ?5 WHERE id = ?1 AND state = 'submitting'";
 	struct store_conn *c = conn_get(st);
@@ -1634,6 +1651,7 @@ int store_parts_create(struct store *st, int64_t batch_id, const char *remote,
 		sqlite3_bind_int64(s, 7, plans[i].off);
 		sqlite3_bind_int64(s, 8, plans[i].len);
 		sqlite3_bind_int64(s, 9, timefmt_now_ms());
+		sqlite3_bind_int64(s, 10, plans[i].payload);
 		rc = stmt_run(c, s);
 	}
 	if (!rc)

@@ -1166,7 +1166,7 @@ static void test_results(void)
 /* A submission interrupted by a crash: reconciled, never sent twice on a guess. */
 static void test_resume(void)
 {
-	static const struct store_part_plan plans[2] = {{1, 1, 0, 0, 1}, {2, 2, 0, 0, 1}};
+	static const struct store_part_plan plans[2] = {{1, 1, 0, 0, 1, 0}, {2, 2, 0, 0, 1, 0}};
 	struct bfs_err err = BFS_ERR_INIT;
 	struct store_part_plan pl[2];
 	struct store_batch row;

@@ -203,7 +203,7 @@ static void test_open(void)
 	store_free(st);
 	st = NULL;
 	is_int(db_exec(path, NULL, &version), SQLITE_OK, "the cache is an SQLite database");
-	is_int(version, 5, "schema version 5");
+	is_int(version, 6, "schema version 6");
 
 	chmod(path, 0644);
 	is_int(store_open(&st, dir, &err), 0, "reopen");
@@ -259,7 +259,7 @@ static void test_open(void)
 		ok(!memcmp(buf, "x\n", 2), "byte for byte too");
 	}
 	is_int(db_exec(path, NULL, &version), SQLITE_OK, "read the version");
-	is_int(version, 5, "now schema version 5");
+	is_int(version, 6, "now schema version 6");
 	{
 		struct store_batch ob;
 
@@ -329,9 +329,9 @@ static void test_batches(struct store *st)
 static void test_parts_owner(struct store *st)
 {
 	static const struct store_part_plan plans[3] = {
-		{1, 2, 0, 20, 2},
-		{3, 4, 20, 20, 2},
-		{5, 7, 40, 30, 3},
+		{1, 2, 0, 20, 2, 0},
+		{3, 4, 20, 20, 2, 0},
+		{5, 7, 40, 30, 3, 0},
 	};
 	struct provider_batch pb;
 	struct store_batch b;
@@ -461,9 +461,9 @@ static void test_parts_owner(struct store *st)
 static void test_aggregate(struct store *st)
 {
 	static const struct store_part_plan plans[3] = {
-		{1, 2, 0, 20, 2},
-		{3, 4, 20, 20, 2},
-		{5, 7, 40, 30, 3},
+		{1, 2, 0, 20, 2, 0},
+		{3, 4, 20, 20, 2, 0},
+		{5, 7, 40, 30, 3, 0},
 	};
 	struct batch_counts c0 = {2, 1, 1, 0, 0, 0}, c1 = {2, 0, 1, 1, 0, 0},
 			    c2 = {3, 3, 0, 0, 0, 0};
@@ -618,7 +618,7 @@ static int count_result(void *ctx, const struct store_result *r)
 static void test_ingest(struct store *st)
 {
 	static const struct store_part_plan plans[2] = {
-		{1, 2, 0, 20, 2}, {3, 5, 20, 30, 2}, /* line 4 is blank */
+		{1, 2, 0, 20, 2, 0}, {3, 5, 20, 30, 2, 0}, /* line 4 is blank */
 	};
 	static const char *const cids[4] = {"q1", "q2", "q3", "q5"};
 	static const long lines[4] = {1, 2, 3, 5};
@@ -753,7 +753,7 @@ static void test_ingest(struct store *st)
 
 static void test_resume(struct store *st)
 {
-	static const struct store_part_plan plan = {1, 1, 0, 10, 1};
+	static const struct store_part_plan plan = {1, 1, 0, 10, 1, 0};
 	struct store_file f;
 	struct store_batch b;
 	struct store_part p;
