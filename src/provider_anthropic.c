@@ -117,6 +117,10 @@ static int batch_from_json(const cJSON *o, struct provider_batch *out, struct bf
 	b.counts.expired = json_count(rc, "expired");
 	b.counts.total = b.counts.processing + b.counts.succeeded + b.counts.errored +
 			 b.counts.canceled + b.counts.expired;
+	/* An ended batch whose every request expired (the 24 h window passed) did not
+	 * complete: it expired, as OpenAI's word for the same end says. */
+	if (b.state == BATCH_COMPLETED && b.counts.total && b.counts.expired == b.counts.total)
+		b.state = BATCH_EXPIRED;
 	b.created_at = json_time(o, "created_at");
 	b.ended_at = json_time(o, "ended_at");
 	b.expires_at = json_time(o, "expires_at");
@@ -763,9 +767,29 @@ static int anth_results(struct provider *p, const struct provider_batch *b, prov
 	if (err_is_set(&line_err)) {
 		err_set(err, "cannot download results of batch '%s': %s", b->id, line_err.msg);
 	} else if (rc == -ENOENT && state_is_terminal(b->state)) {
-		/* 404 "has no available results" after the end: archived or deleted. */
-		rc = -ENODATA;
-		err_prefix(err, "the results of batch '%s' are no longer available", b->id);
+		/*
+		 * A 404 on the results of an ended batch: gone for good only when the batch says
+		 * so (archived_at) or is gone itself. Right after the end it is a known transient
+		 * (the SDKs' issue trackers report it): then it is a failed download, tried again
+		 * with growing waits, never a permanent "unavailable" on its own.
+		 */
+		struct bfs_err gerr = BFS_ERR_INIT;
+		struct provider_batch now;
+		int grc = anth_get(p, b->id, &now, NULL, NULL, &gerr);
+
+		if (grc == -ENOENT || (!grc && now.results_gone)) {
+			rc = -ENODATA;
+			err_prefix(err, "the results of batch '%s' are no longer available", b->id);
+		} else {
+			rc = -EAGAIN;
+			err_set(err,
+				"cannot download results of batch '%s': the API answered 404 "
+				"though "
+				"the batch has not been archived (a transient after its end); "
+				"trying "
+				"again",
+				b->id);
+		}
 	} else {
 		err_prefix(err, "cannot download results of batch '%s'", b->id);
 	}

@@ -323,7 +323,7 @@ def test_requests_unfinished_at_the_time_limit_come_back_expired(fake_server, mo
     bid = read_status(d)["id"]
     srv.expire(bid)
     s = wait_results(d)
-    assert s["state"] == "completed" and s["counts"]["expired"] == 4
+    assert s["state"] == "expired" and s["counts"]["expired"] == 4  # every one expired
     for name in os.listdir(os.path.join(d, "results")):
         assert json.loads(read(os.path.join(d, "results", name)))["result"] == \
             {"type": "expired"}
@@ -485,3 +485,23 @@ def test_crlf_and_blank_lines_in_requests_reach_the_api_as_json(fake_server, mou
     assert [c for c, _ in srv.requests_of(bid)] == ["x1", "x2", "x3"]
     wait_results(d)
     assert srv.batches_created == 1
+
+
+def test_a_404_on_the_results_of_a_fresh_batch_is_tried_again(fake_server, mount_factory):
+    # Right after a batch ends its results URL may answer 404 for a while (a known transient):
+    # that is a failed download, tried again, not "unavailable" for good. The batch itself
+    # says it is not archived.
+    srv = fake_server("anthropic", processing_s=0.1)
+    f = srv.add_fault(method="GET", path=r"/results$", action="status", status=404,
+                      body={"type": "error", "error": {
+                          "type": "not_found_error", "message": "Not Found"}}, times=2)
+    m = mount_remote(mount_factory, srv)
+    m.expect_log(r"404")
+    d = os.path.join(m.path, "a", unique())
+    os.mkdir(d)
+    with open(os.path.join(d, "requests.jsonl"), "w") as fh:
+        fh.write(line("one") + "\n" + line("two") + "\n")
+    s = wait_results(d, timeout=30)
+    assert f.hits == 2
+    assert s["counts"]["succeeded"] == 2 and s["results"] == "ready"
+    assert sorted(os.listdir(os.path.join(d, "results"))) == ["one.json", "two.json"]
