@@ -2808,6 +2808,14 @@ void store_ingest_abort(struct store_ingest *in)
 		conn_rollback(in->c); /* nothing to do if it fails: the txn is gone */
 	(void)ingest_join(in, true);
 	free(in->cur);
+	/* The bytes go first: on a full disk they are the room the writes below need. */
+	if (in->data)
+		fclose(in->data);
+	if (!in->published && !results_path(in->st, in->part_id, "tmp", path, sizeof(path)))
+		(void)unlink(path); /* only space */
+	/* The side file of index records of older versions. */
+	if (!results_path(in->st, in->part_id, "idx", path, sizeof(path)))
+		(void)unlink(path);
 	/* A part that is not ready shows no rows, but one that ends up unavailable in a batch
 	 * whose other parts are ready would: they go now. */
 	if (in->indexed && !in->published) {
@@ -2816,17 +2824,10 @@ void store_ingest_abort(struct store_ingest *in)
 		if (!rc)
 			rc = txn_end(in->c, ingest_drop_rows(in->c, in->part_id));
 		if (rc)
-			log_warn("cache: cannot drop the rows of an unfinished download of part "
-				 "%" PRId64 ": %s",
+			log_warn("cache: cannot drop the rows of an unfinished download of part %" PRId64
+				 ": %s",
 				 in->part_id, strerror(-rc));
 	}
-	if (in->data)
-		fclose(in->data);
-	if (!in->published && !results_path(in->st, in->part_id, "tmp", path, sizeof(path)))
-		(void)unlink(path); /* only space */
-	/* The side file of index records of older versions. */
-	if (!results_path(in->st, in->part_id, "idx", path, sizeof(path)))
-		(void)unlink(path);
 	pthread_cond_destroy(&in->more);
 	pthread_cond_destroy(&in->room);
 	pthread_mutex_destroy(&in->lock);
