@@ -114,6 +114,13 @@ struct store_result {
 };
 
 /* Opens (creating it mode 0600, migrating it) the cache database in dir. */
+/*
+ * Refuses a cache that was damaged or emptied (cache.db of 0 bytes, unreadable, without
+ * tables, or missing while results/ or spool/ hold files): -EUCLEAN with the reason. With
+ * rebuild, it is set aside (cache.db.damaged-TIME) so store_open() starts a new one, which
+ * discovery fills with what the providers still know.
+ */
+int store_check(const char *dir, bool rebuild, struct bfs_err *err);
 int store_open(struct store **out, const char *dir, struct bfs_err *err);
 /* Closes every thread's connection. No other thread may use st any more. */
 void store_free(struct store *st);

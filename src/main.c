@@ -41,6 +41,7 @@ struct main_opts {
 	char *fsname;
 	char *uid, *gid, *umask;
 	int nonempty;
+	int rebuild_cache;
 	int allow_other;
 	int default_permissions;
 	int debug;	/* -d: batchfs's own debug lines */
@@ -70,6 +71,7 @@ static const struct fuse_opt main_opt_spec[] = {
 	MAIN_OPT("gid=%s", gid),
 	MAIN_OPT("umask=%s", umask),
 	MAIN_OPT("nonempty", nonempty),
+	MAIN_OPT("rebuild_cache", rebuild_cache),
 	MAIN_OPT("allow_other", allow_other),
 	MAIN_OPT("default_permissions", default_permissions),
 	MAIN_OPT("debug_fuse", debug_fuse),
@@ -125,6 +127,7 @@ static void main_usage(const char *prog)
 	       "    -o allow_other   let other users in; permissions are then enforced\n"
 	       "                     (default_permissions is always added)\n"
 	       "    -o nonempty      allow mounting over a non-empty directory\n"
+	       "    -o rebuild_cache set a damaged cache aside and start a new one\n"
 	       "    -o debug_fuse    libfuse's request trace (with -f or log_file)\n"
 	       "    -f               stay in the foreground\n"
 	       "    -d               batchfs debug lines (implies -f and log_level=debug)\n"
@@ -656,7 +659,8 @@ int main(int argc, char *argv[])
 	}
 	main_lock_note(main_run.lock_fd, fo.mountpoint);
 	/* Open the cache once here so a broken one is reported on the terminal. */
-	if (store_open(&probe, b.cache_dir, &err)) {
+	if (store_check(b.cache_dir, mo.rebuild_cache, &err) ||
+	    store_open(&probe, b.cache_dir, &err)) {
 		fprintf(stderr, "batchfs: %s\n", err.msg);
 		goto out;
 	}

@@ -5,16 +5,19 @@
  * SQLITE_* code becomes a -errno in store_errno() and nowhere else. Must never call a
  * provider or know about FUSE.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "err.h"
@@ -437,6 +440,106 @@ static int store_migrate(struct store_conn *c, struct bfs_err *err)
 		}
 	}
 	/* Future versions: if (version < 7) { ALTER ...; PRAGMA user_version = 7 } */
+	return 0;
+}
+
+/* True when dir holds at least one entry (besides . and ..). */
+static bool dir_has_entries(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	bool any = false;
+
+	if (!d)
+		return false;
+	while (!any && (e = readdir(d)))
+		any = strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+	closedir(d);
+	return any;
+}
+
+/* Why the cache at path (its directory dir) cannot be trusted, or NULL. */
+static const char *cache_damage(const char *dir, const char *path, char *why, size_t size)
+{
+	char sub[PATH_MAX];
+	sqlite3 *db = NULL;
+	sqlite3_stmt *s = NULL;
+	struct stat st;
+	int rc, tables = -1;
+
+	if (stat(path, &st)) {
+		if (errno != ENOENT)
+			return NULL; /* store_open reports it */
+		snprintf(sub, sizeof(sub), "%s/results", dir);
+		if (dir_has_entries(sub)) {
+			snprintf(why, size, "cache.db is missing but results/ holds result files");
+			return why;
+		}
+		snprintf(sub, sizeof(sub), "%s/spool", dir);
+		if (dir_has_entries(sub)) {
+			snprintf(why, size, "cache.db is missing but spool/ holds request files");
+			return why;
+		}
+		return NULL; /* a new cache */
+	}
+	if (st.st_size == 0) {
+		/* SQLite would take it for a new database: the names of local batches, the
+		 * drafts' files and every result would be forgotten without a word. */
+		snprintf(sub, sizeof(sub), "%s/spool", dir);
+		if (dir_has_entries(sub))
+			snprintf(why, size, "cache.db is empty (0 bytes) but spool/ holds files");
+		else
+			snprintf(why, size, "cache.db is empty (0 bytes)");
+		snprintf(sub, sizeof(sub), "%s/results", dir);
+		return dir_has_entries(sub) || strstr(why, "spool") ? why : NULL;
+	}
+	rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_prepare_v2(db, "SELECT count(*) FROM sqlite_master", -1, &s, NULL);
+	if (rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+		tables = sqlite3_column_int(s, 0);
+		rc = SQLITE_OK;
+	}
+	if (rc != SQLITE_OK)
+		snprintf(why, size, "cache.db cannot be read: %s", sqlite3_errstr(rc));
+	else if (tables == 0)
+		snprintf(why, size, "cache.db holds no tables");
+	sqlite3_finalize(s);
+	sqlite3_close(db);
+	return rc != SQLITE_OK || tables == 0 ? why : NULL;
+}
+
+int store_check(const char *dir, bool rebuild, struct bfs_err *err)
+{
+	static const char *const ext[] = {"", "-wal", "-shm"};
+	char path[PATH_MAX], why[256], from[PATH_MAX + 8], to[PATH_MAX + 64];
+	long now = (long)time(NULL);
+
+	if ((size_t)snprintf(path, sizeof(path), "%s/cache.db", dir) >= sizeof(path))
+		return -ENAMETOOLONG;
+	if (!cache_damage(dir, path, why, sizeof(why)))
+		return 0;
+	if (!rebuild) {
+		err_set(err,
+			"the cache '%s' is damaged (%s): batchfs will not start on it, as a new "
+			"one "
+			"would lose the names of local batches and their files; start once with -o "
+			"rebuild_cache to set it aside and rebuild what the providers still know",
+			dir, why);
+		return -EUCLEAN;
+	}
+	for (size_t i = 0; i < sizeof(ext) / sizeof(ext[0]); i++) {
+		snprintf(from, sizeof(from), "%s%s", path, ext[i]);
+		snprintf(to, sizeof(to), "%s.damaged-%ld%s", path, now, ext[i]);
+		if (rename(from, to) && errno != ENOENT) {
+			err_set(err, "cannot set the damaged cache aside: %s: %s", from,
+				strerror(errno));
+			return -errno;
+		}
+	}
+	log_warn("cache '%s' was damaged (%s): set aside as cache.db.damaged-%ld; the batches the "
+		 "providers still know come back as made elsewhere",
+		 dir, why, now);
 	return 0;
 }
 
@@ -2824,8 +2927,8 @@ void store_ingest_abort(struct store_ingest *in)
 		if (!rc)
 			rc = txn_end(in->c, ingest_drop_rows(in->c, in->part_id));
 		if (rc)
-			log_warn("cache: cannot drop the rows of an unfinished download of part %" PRId64
-				 ": %s",
+			log_warn("cache: cannot drop the rows of an unfinished download of part "
+				 "%" PRId64 ": %s",
 				 in->part_id, strerror(-rc));
 	}
 	pthread_cond_destroy(&in->more);

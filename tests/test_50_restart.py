@@ -151,3 +151,41 @@ def test_a_full_cache_disk_says_so_keeps_what_was_ready_and_backs_off(mount_fact
         if m.proc:
             m.kill()
         subprocess.run(["umount", "-l", small], check=False)
+
+
+@pytest.mark.parametrize("damage", ["empty", "garbage", "deleted"])
+def test_a_damaged_cache_is_refused_unless_rebuilt(mount_factory, damage):
+    # A cache.db emptied, overwritten or deleted while the spool and results are still there
+    # would start as a new cache: local batch names and drafts lost without a word. batchfs
+    # refuses to start on it; -o rebuild_cache sets it aside and starts over.
+    m = mount_factory({"mock": {"provider": "mock", "mock_delay": "0.2",
+                                "poll_interval": "0.1"}})
+    root = os.path.join(m.path, "mock")
+    done = os.path.join(root, unique())
+    os.mkdir(done)
+    with open(os.path.join(done, "requests.jsonl"), "w") as f:
+        f.write(anthropic_requests(2))
+    wait_results(done)
+    m.unmount()
+    db = os.path.join(m.cache, "cache.db")
+    for ext in ("-wal", "-shm"):
+        if os.path.exists(db + ext):
+            os.unlink(db + ext)
+    if damage == "empty":
+        open(db, "w").close()
+    elif damage == "garbage":
+        with open(db, "wb") as f:
+            f.write(b"not a database, whatever it was\n" * 100)
+    else:
+        os.unlink(db)
+    p = subprocess.run(m.cmd, capture_output=True, text=True, timeout=30)
+    assert p.returncode != 0, p.stderr
+    assert "damaged" in p.stderr and "rebuild_cache" in p.stderr, p.stderr
+    assert os.path.getsize(db) if damage == "garbage" else True  # left as it was
+    m.extra_opts.append("rebuild_cache")
+    m.expect_log(r"was damaged")
+    m.start()
+    aside = [n for n in os.listdir(m.cache) if n.startswith("cache.db.damaged-")]
+    assert aside or damage == "deleted", os.listdir(m.cache)
+    assert os.path.isdir(root)
+    assert "damaged" in m.read_log()
