@@ -1894,6 +1894,8 @@ int store_part_fetch_failed(struct store *st, int64_t id, const char *msg, int64
 		" next_poll_at = CASE WHEN fetch_failures + 1 >= ?6 THEN 0 ELSE"
 		" ?3 + min(?5, ?4 * (1 << min(fetch_failures, 20))) END"
 		" WHERE id = ?1 AND results = 'downloading'";
+	static const char gone[] = "DELETE FROM results WHERE part_id = ?1 AND EXISTS (SELECT 1"
+				   " FROM parts WHERE id = ?1 AND results = 'unavailable')";
 	struct store_conn *c;
 	sqlite3_stmt *s;
 	int rc = part_txn(st, sql, &c, &s);
@@ -1908,8 +1910,12 @@ int store_part_fetch_failed(struct store *st, int64_t id, const char *msg, int64
 	sqlite3_bind_int64(s, 6, attempts > 0 ? attempts : 1);
 	rc = part_change(c, id, s);
 	/* Given up: no rows of a half download stay (see store_part_set_results). */
-	if (!rc)
-		rc = ingest_drop_rows(c, id);
+	if (!rc && !(s = conn_stmt(c, gone)))
+		rc = -EIO;
+	if (!rc) {
+		sqlite3_bind_int64(s, 1, id);
+		rc = stmt_run(c, s);
+	}
 	return txn_end(c, rc);
 }
 
@@ -2834,6 +2840,11 @@ int store_ingest_commit(struct store_ingest *in, int64_t *count, int64_t *stray,
 	rc = ingest_send(in, false);
 	if (ingest_join(in, rc != 0) && !rc)
 		rc = in->rc;
+	/* The bytes are made durable before the transaction: a full disk shows here, and the
+	 * abort then frees them before anything needs room in the database. */
+	errno = 0;
+	if (!rc && (fflush(in->data) || fsync(fileno(in->data))))
+		rc = stdio_errno();
 	if (!rc)
 		rc = txn_begin(in->c);
 	if (rc) {
@@ -2919,18 +2930,12 @@ void store_ingest_abort(struct store_ingest *in)
 	/* The side file of index records of older versions. */
 	if (!results_path(in->st, in->part_id, "idx", path, sizeof(path)))
 		(void)unlink(path);
-	/* A part that is not ready shows no rows, but one that ends up unavailable in a batch
-	 * whose other parts are ready would: they go now. */
-	if (in->indexed && !in->published) {
-		int rc = txn_begin(in->c);
-
-		if (!rc)
-			rc = txn_end(in->c, ingest_drop_rows(in->c, in->part_id));
-		if (rc)
-			log_warn("cache: cannot drop the rows of an unfinished download of part "
-				 "%" PRId64 ": %s",
-				 in->part_id, strerror(-rc));
-	}
+	/*
+	 * Rows of an unfinished download stay for now: a part that is not ready shows none, the
+	 * next download drops them first, and a part that becomes unavailable loses them then
+	 * (store_part_set_results, store_part_fetch_failed). Writing nothing here keeps the room
+	 * a full disk has left for the status update that says so.
+	 */
 	pthread_cond_destroy(&in->more);
 	pthread_cond_destroy(&in->room);
 	pthread_mutex_destroy(&in->lock);
