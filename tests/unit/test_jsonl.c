@@ -282,7 +282,7 @@ struct scase {
 };
 
 #define S(str) str, sizeof(str) - 1
-#define IDP "{\"custom_id\":\"a\",\"params\":{\"model\":\"m\",\"max_tokens\":1,\"messages\":[]}}"
+#define IDP    "{\"custom_id\":\"a\",\"params\":{\"model\":\"m\",\"max_tokens\":1,\"messages\":[]}}"
 
 static const struct scase strict_bad[] = {
 	{"text after the object", S(IDP " x"), 71, "text after the JSON value"},
@@ -306,10 +306,12 @@ static const struct scase strict_bad[] = {
 	{"custom_id escaped, with \\u0000", S("{\"custom\\u005fid\":\"a\\u0000\"}"), 19,
 	 "\\u0000 in custom_id"},
 	{"a key with \\u0000", S("{\"custom_id\\u0000\":\"a\"}"), 2, "\\u0000 in a key"},
-	{"duplicate custom_id", S("{\"custom_id\":\"a\",\"custom_id\":\"b\"}"), 18, "duplicate key"},
+	{"duplicate custom_id", S("{\"custom_id\":\"a\",\"custom_id\":\"b\"}"), 18,
+	 "duplicate key"},
 	{"duplicate custom_id, escaped", S("{\"custom_id\":\"a\",\"custom\\u005Fid\":\"b\"}"), 18,
 	 "duplicate key"},
-	{"duplicate params", S("{\"params\":{},\"custom_id\":\"a\",\"params\":{}}"), 30, "duplicate"},
+	{"duplicate params", S("{\"params\":{},\"custom_id\":\"a\",\"params\":{}}"), 30,
+	 "duplicate"},
 	{"duplicate key inside params", S("{\"params\":{\"model\":\"a\",\"model\":\"b\"}}"), 24,
 	 "duplicate"},
 	{"duplicate key inside body", S("{\"body\":{\"model\":\"a\",\"model\":\"b\"}}"), 22,
@@ -333,7 +335,8 @@ static const char *const strict_good[] = {
 	IDP,
 	"  " IDP " \t ",
 	"{\"custom_id\":\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\",\"x\":\"\\ud83d\\ude00\"}",
-	"{\"a\":[1,-0.5e+3,true,false,null,{\"a\":1,\"a\":2}],\"s\":\"\\\"\\\\\\/\\b\\f\\n\\r\\t\"}",
+	"{\"a\":[1,-0.5e+3,true,false,null,{\"a\":1,\"a\":2}],\"s\":\"\\\"\\\\\\/"
+	"\\b\\f\\n\\r\\t\"}",
 	"{\"other\":{\"k\":1,\"k\":2},\"msg\":\"a\\u0000b\"}",
 	"[1]",
 	"{}",
@@ -356,8 +359,8 @@ static void test_strict(void)
 			is_int(e.column, c->column, "%s: at column %zu", c->name, c->column);
 	}
 	for (size_t i = 0; i < sizeof(strict_good) / sizeof(strict_good[0]); i++)
-		is_int(jsonscan_line(strict_good[i], strlen(strict_good[i]), &e), 0,
-		       "accepted: %s", strict_good[i]);
+		is_int(jsonscan_line(strict_good[i], strlen(strict_good[i]), &e), 0, "accepted: %s",
+		       strict_good[i]);
 	memset(deep, '[', 1000);
 	memset(deep + 1000, ']', 1000);
 	is_int(jsonscan_line(deep, 2000, &e), 0, "1000 levels of nesting are accepted");
