@@ -335,8 +335,8 @@ static const char *const strict_good[] = {
 	IDP,
 	"  " IDP " \t ",
 	"{\"custom_id\":\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\",\"x\":\"\\ud83d\\ude00\"}",
-	"{\"a\":[1,-0.5e+3,true,false,null,{\"a\":1,\"a\":2}],\"s\":\"\\\"\\\\\\/"
-	"\\b\\f\\n\\r\\t\"}",
+	("{\"a\":[1,-0.5e+3,true,false,null,{\"a\":1,\"a\":2}],\"s\":\"\\\"\\\\\\/"
+	 "\\b\\f\\n\\r\\t\"}"),
 	"{\"other\":{\"k\":1,\"k\":2},\"msg\":\"a\\u0000b\"}",
 	"[1]",
 	"{}",
