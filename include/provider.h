@@ -95,6 +95,12 @@ struct provider_ops {
 	const char *name;	    /* "mock", "anthropic", "openai", "azure", "vertex" */
 	enum jsonl_format format;   /* the line format of requests.jsonl */
 	struct jsonl_limits limits; /* per batch, checked locally before submit */
+	/*
+	 * Batches the provider runs at once per account by default (Vertex: 4 jobs per
+	 * project), 0 for no limit; a remote's max_concurrent_jobs overrides it. Parts beyond
+	 * it wait here in state queued and are submitted as running ones end (batch.c).
+	 */
+	int max_active;
 	/* The config keys it reads besides the common ones (provider_check_keys), NULL-ended. */
 	const char *const *keys;
 
@@ -107,7 +113,9 @@ struct provider_ops {
 	/*
 	 * Creates the batch. Exactly once: it must not create a second batch when unsure
 	 * whether a first attempt did (answer lost); then it returns -EAGAIN and the caller
-	 * reconciles with find(). -EIO (or another -errno) means certainly not created.
+	 * reconciles with find(). -EBUSY: certainly not created because the provider runs as
+	 * many batches as it allows (the part is queued and sent later). -EIO (or another
+	 * -errno) means certainly not created.
 	 */
 	int (*submit)(struct provider *p, const struct provider_submit *s,
 		      struct provider_batch *out, provider_retry_fn on_retry, void *retry_ctx,

@@ -214,7 +214,8 @@ int64_t store_part_next_due(struct store *st, const char *remote);
  * -ESTALE, writing nothing, when the part is in another). Each also brings the directory's
  * aggregate up to date in the same transaction.
  * store_part_intent: records identity and intent_at before the first request that could
- * create it (expects submitting, no identity yet).
+ * create it (expects submitting or queued, no identity yet; a queued part becomes
+ * submitting in the same step).
  */
 int store_part_intent(struct store *st, int64_t id, const char *identity, int64_t intent_at);
 /*
@@ -252,6 +253,13 @@ int store_part_unsend(struct store *st, int64_t id);
 /* Sets next_poll_at = next if it still is expect (what the caller saw: a kick that came
  * meanwhile is never lost). Only schedules. */
 int store_part_schedule(struct store *st, int64_t id, int64_t expect, int64_t next);
+/*
+ * The job slots of a remote, for its max_concurrent_jobs (batch.c's queue): *active counts
+ * the parts other than part_id that are, or may be, running at the provider (an id and a
+ * state not ended, or a create under way), *ahead the queued parts older than part_id.
+ */
+int store_remote_slots(struct store *st, const char *remote, int64_t part_id, int64_t *active,
+		       int64_t *ahead);
 /* True when some part of this cache was submitted with identity (provider_batch.identity). */
 bool store_identity_is_ours(struct store *st, const char *identity);
 /* At start: makes every part that still has work (submitting, unfinished, results to fetch)

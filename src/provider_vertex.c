@@ -194,10 +194,12 @@ static int vtx_perform(struct provider *p, struct http_request *rq, const char *
 	return rc;
 }
 
-/* A JSON call: the answer parsed into *root (the caller frees it). */
-static int call_json(struct provider *p, enum http_method m, const char *url,
-		     const struct http_body *body, enum http_retry retry,
-		     provider_retry_fn on_retry, void *retry_ctx, cJSON **root, struct bfs_err *err)
+/* A JSON call: the answer parsed into *root (the caller frees it); rs (may be NULL) gets the
+ * HTTP status and headers. */
+static int call_json_rs(struct provider *p, enum http_method m, const char *url,
+			const struct http_body *body, enum http_retry retry,
+			provider_retry_fn on_retry, void *retry_ctx, cJSON **root,
+			struct http_response *rs, struct bfs_err *err)
 {
 	struct buf resp = BUF_INIT(VTX_RESP_MAX);
 	struct http_request rq = {
@@ -209,7 +211,7 @@ static int call_json(struct provider *p, enum http_method m, const char *url,
 		.on_retry = on_retry,
 		.retry_ctx = retry_ctx,
 	};
-	int rc = vtx_perform(p, &rq, body ? hdr_json : hdr_accept, NULL, err);
+	int rc = vtx_perform(p, &rq, body ? hdr_json : hdr_accept, rs, err);
 
 	if (rc)
 		goto out;
@@ -221,6 +223,13 @@ static int call_json(struct provider *p, enum http_method m, const char *url,
 out:
 	buf_release(&resp);
 	return rc;
+}
+
+static int call_json(struct provider *p, enum http_method m, const char *url,
+		     const struct http_body *body, enum http_retry retry,
+		     provider_retry_fn on_retry, void *retry_ctx, cJSON **root, struct bfs_err *err)
+{
+	return call_json_rs(p, m, url, body, retry, on_retry, retry_ctx, root, NULL, err);
 }
 
 /* BatchPredictionJob -> provider_batch */
@@ -295,6 +304,7 @@ static int job_from_json(const cJSON *o, struct provider_batch *out, struct bfs_
 			break;
 		case BATCH_DRAFT:
 		case BATCH_REJECTED:
+		case BATCH_QUEUED:
 		case BATCH_SUBMITTING:
 		case BATCH_VALIDATING:
 		case BATCH_IN_PROGRESS:
@@ -735,6 +745,7 @@ static int vtx_submit(struct provider *p, const struct provider_submit *s,
 	struct buf object = BUF_INIT(1024);
 	struct http_mem_body mb;
 	struct http_body body;
+	struct http_response rs;
 	struct provider_batch b;
 	struct stat st;
 	cJSON *root = NULL;
@@ -784,9 +795,13 @@ static int vtx_submit(struct provider *p, const struct provider_submit *s,
 		goto out;
 	}
 	http_mem_body_init(&mb, &body, json, strlen(json));
-	rc = call_json(p, HTTP_POST, p->jobs, &body, HTTP_RETRY_CREATE, on_retry, retry_ctx, &root,
-		       err);
-	if (rc == -EBADMSG) {
+	memset(&rs, 0, sizeof(rs));
+	rc = call_json_rs(p, HTTP_POST, p->jobs, &body, HTTP_RETRY_CREATE, on_retry, retry_ctx,
+			  &root, &rs, err);
+	if (rc && rs.status == 429) {
+		/* RESOURCE_EXHAUSTED: the project's concurrent jobs quota; nothing was made. */
+		rc = -EBUSY;
+	} else if (rc == -EBADMSG) {
 		rc = -EAGAIN; /* a 2xx came back: the job exists, but we cannot tell which */
 	} else if (!rc && job_from_json(root, &b, err)) {
 		rc = -EAGAIN; /* as above */
@@ -1218,6 +1233,8 @@ const struct provider_ops provider_vertex_ops = {
 	 * Vertex batch prediction's published ones (200,000 requests, 1 GB input file).
 	 */
 	.limits = {.max_requests = 200000, .max_bytes = 1000u * 1000 * 1000},
+	/* "4 concurrent batch jobs per project" by default (Google's Claude batch page). */
+	.max_active = 4,
 	.keys = provider_vertex_keys,
 	.open = vtx_open,
 	.free = vtx_free,

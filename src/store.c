@@ -1460,7 +1460,8 @@ struct agg {
 };
 
 static const enum batch_state running_order[] = {
-	BATCH_SUBMITTING, BATCH_VALIDATING, BATCH_IN_PROGRESS, BATCH_FINALIZING, BATCH_CANCELING,
+	BATCH_QUEUED,	   BATCH_SUBMITTING, BATCH_VALIDATING,
+	BATCH_IN_PROGRESS, BATCH_FINALIZING, BATCH_CANCELING,
 };
 
 static int running_rank(enum batch_state s)
@@ -1764,10 +1765,11 @@ int store_parts_create(struct store *st, int64_t batch_id, const char *remote,
 
 int store_part_intent(struct store *st, int64_t id, const char *identity, int64_t intent_at)
 {
-	static const char sql[] = "UPDATE parts SET identity = ?2, intent_at = ?3, error = '',"
-				  " error_line = 0, error_attempt = 0, next_poll_at = 0,"
-				  " updated_at = ?4 WHERE id = ?1 AND state = 'submitting' AND"
-				  " pid = '' AND identity = ''";
+	/* A queued part leaves the queue in the same step: no crash can see it in between. */
+	static const char sql[] = "UPDATE parts SET state = 'submitting', identity = ?2,"
+				  " intent_at = ?3, error = '', error_line = 0, error_attempt = 0,"
+				  " next_poll_at = 0, updated_at = ?4 WHERE id = ?1 AND state IN"
+				  " ('submitting', 'queued') AND pid = '' AND identity = ''";
 	struct store_conn *c;
 	sqlite3_stmt *s;
 	int rc = part_txn(st, sql, &c, &s);
@@ -1983,6 +1985,31 @@ int store_part_schedule(struct store *st, int64_t id, int64_t expect, int64_t ne
 	return stmt_run(c, s);
 }
 
+int store_remote_slots(struct store *st, const char *remote, int64_t part_id, int64_t *active,
+		       int64_t *ahead)
+{
+	static const char sql[] =
+		"SELECT coalesce(sum(CASE WHEN state IN ('submitting', 'validating', 'in_progress',"
+		" 'finalizing', 'canceling') AND (pid <> '' OR identity <> '') THEN 1 ELSE 0 END),"
+		" 0), coalesce(sum(CASE WHEN state = 'queued' AND id < ?2 THEN 1 ELSE 0 END), 0)"
+		" FROM parts WHERE remote = ?1 AND id <> ?2";
+	struct store_conn *c = conn_get(st);
+	sqlite3_stmt *s;
+	int rc;
+
+	if (!c || !(s = conn_stmt(c, sql)))
+		return -EIO;
+	sqlite3_bind_text(s, 1, remote, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, part_id);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		*active = sqlite3_column_int64(s, 0);
+		*ahead = sqlite3_column_int64(s, 1);
+	}
+	stmt_done(c, s);
+	return rc == SQLITE_ROW ? 0 : -EIO;
+}
+
 bool store_identity_is_ours(struct store *st, const char *identity)
 {
 	static const char sql[] = "SELECT 1 FROM parts WHERE identity = ?1 LIMIT 1";
@@ -2007,7 +2034,8 @@ int store_parts_resume(struct store *st, const char *msg)
 		" WHERE state = 'submitting' AND nparts = 0",
 		"UPDATE parts SET results = 'pending' WHERE results = 'downloading'",
 		"UPDATE batches SET results = 'pending' WHERE results = 'downloading'",
-		"UPDATE parts SET next_poll_at = 1 WHERE state IN ('submitting', 'validating',"
+		"UPDATE parts SET next_poll_at = 1 WHERE state IN ('queued', 'submitting', "
+		"'validating',"
 		" 'in_progress', 'finalizing', 'canceling') OR (pid <> '' AND results = 'pending'"
 		" AND (SELECT is_foreign = 0 OR results_wanted = 1 FROM batches b WHERE b.id ="
 		" parts.batch_id))",

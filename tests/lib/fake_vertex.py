@@ -43,8 +43,11 @@ client_id, client_secret, refresh_token), add_token(token, lifetime), create_job
 tokens_issued, advance(seconds); over HTTP: POST /_control/jobs {"lines", "model"},
 GET /_control/stats, POST /_control/advance {"seconds"}.
 
+Quota: at most `max_running` (default 4) unfinished jobs at once; a create beyond is refused
+with 429 RESOURCE_EXHAUSTED (stats: quota_refusals, most_running).
+
 Known gaps ([I] in the spec): list filters are ignored (all jobs are returned), no BigQuery
-I/O, no per-project quota unless `max_running` is set, no metadata server.
+I/O, no metadata server.
 """
 import base64
 import datetime
@@ -233,7 +236,10 @@ class FakeVertex(FakeServer):
             "objects_page_max": 1000,
             "persist_max": None,        # bytes of a resumable chunk kept (None: all)
             "media_chunk": 4096,        # bytes per chunk of an alt=media download
-            "max_running": None,        # concurrent unfinished jobs (429 beyond)
+            # Unfinished jobs per project at once; a create beyond is refused with 429
+            # RESOURCE_EXHAUSTED ("4 concurrent batch jobs per project" by default, Google's
+            # Claude batch page). None: no limit.
+            "max_running": 4,
             "cancel_terminal": "ignore",  # or "error": 400 FAILED_PRECONDITION
         }
 
@@ -249,7 +255,8 @@ class FakeVertex(FakeServer):
             self.users = {}             # refresh_token -> (client_id, client_secret)
             self.stats = {"jwt_grants": 0, "refresh_grants": 0, "unauthenticated": 0,
                           "bad_grants": 0, "media_uploads": 0, "resumable_sessions": 0,
-                          "chunks": 0, "status_queries": 0, "downloads": 0}
+                          "chunks": 0, "status_queries": 0, "downloads": 0,
+                          "quota_refusals": 0, "most_running": 0}
             self.create_bodies = []
             self.clock_offset = 0.0
             self._rng = random.Random()
@@ -477,8 +484,11 @@ class FakeVertex(FakeServer):
         with self.lock:
             running = sum(1 for j in self.jobs.values() if j.state(self.now()) not in TERMINAL)
         if self.config["max_running"] is not None and running >= self.config["max_running"]:
-            return None, self.error(429, "Quota exceeded for aiplatform.googleapis.com/"
-                                    "concurrent_batch_prediction_jobs_per_base_model.")
+            with self.lock:
+                self.stats["quota_refusals"] += 1
+            return None, self.error(429, "Quota exceeded for quota metric 'Concurrent batch "
+                                    "prediction jobs' and limit 'Concurrent batch prediction "
+                                    "jobs per region' of service 'aiplatform.googleapis.com'.")
         if not isinstance(body, dict) or not isinstance(body.get("displayName"), str) or \
                 not body["displayName"]:
             return None, self.error(400, "Field displayName is required.")
@@ -516,6 +526,7 @@ class FakeVertex(FakeServer):
             job = Job(jid, body, self.now(), self.config, self.config["project_number"],
                       self._loc, requests)
             self.jobs[jid] = job
+            self.stats["most_running"] = max(self.stats["most_running"], running + 1)
         return job, None
 
     def h_create(self, req):
