@@ -101,6 +101,9 @@ struct provider_ops {
 	 * it wait here in state queued and are submitted as running ones end (batch.c).
 	 */
 	int max_active;
+	/* Non-NULL when cancelling loses the requests already done (Vertex: cancelled jobs
+	 * write no results): `cancel` is refused with this warning, `cancel!` proceeds. */
+	const char *cancel_warning;
 	/* The config keys it reads besides the common ones (provider_check_keys), NULL-ended. */
 	const char *const *keys;
 

@@ -1260,7 +1260,30 @@ static void prefix_unless_said(struct bfs_err *err, const char *what, const char
 		err_prefix(err, "%s '%s'", what, name);
 }
 
+/* True when cancelling batch_id would throw away finished requests at the provider. */
+static bool cancel_loses_work(const struct part_list *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		if (l->v[i].pid[0] && !state_is_terminal(l->v[i].state))
+			return true;
+	return false;
+}
+
+static int cancel_parts(struct bfs *b, struct remote *r, int64_t batch_id, bool confirmed,
+			struct bfs_err *err);
+
 int batch_cancel(struct bfs *b, struct remote *r, int64_t batch_id, struct bfs_err *err)
+{
+	return cancel_parts(b, r, batch_id, false, err);
+}
+
+int batch_cancel_confirmed(struct bfs *b, struct remote *r, int64_t batch_id, struct bfs_err *err)
+{
+	return cancel_parts(b, r, batch_id, true, err);
+}
+
+static int cancel_parts(struct bfs *b, struct remote *r, int64_t batch_id, bool confirmed,
+			struct bfs_err *err)
 {
 	struct store_batch row;
 	struct part_list l;
@@ -1276,6 +1299,21 @@ int batch_cancel(struct bfs *b, struct remote *r, int64_t batch_id, struct bfs_e
 	rc = load_parts(b, batch_id, &l);
 	if (rc)
 		return rc;
+	if (!confirmed && r->ops->cancel_warning && cancel_loses_work(&l) &&
+	    strcmp(conf_get(r->conf, "cancel_confirm", "on"), "off")) {
+		/* Nothing is sent: the user decides, with the cost in status. */
+		err_set(err,
+			"cancel refused: %s; write 'cancel!' to ctl to cancel anyway (or set "
+			"cancel_confirm = off in [%s])",
+			r->ops->cancel_warning, r->conf->name);
+		for (size_t i = 0; i < l.n; i++)
+			if (l.v[i].pid[0] && !state_is_terminal(l.v[i].state))
+				log_store_err(
+					"a note", l.v[i].id,
+					store_part_note(b->store, l.v[i].id, err->msg, 0, -1));
+		free(l.v);
+		return -EBUSY;
+	}
 	for (size_t i = 0; i < l.n; i++) {
 		struct store_part *p = &l.v[i];
 		struct provider_batch pb;

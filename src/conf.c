@@ -263,6 +263,11 @@ static int conf_finish_remote(struct remote_conf *r, struct bfs_err *err)
 		}
 		r->results_attempts = (int)n;
 	}
+	disc = conf_get(r, "cancel_confirm", "on");
+	if (strcmp(disc, "on") && strcmp(disc, "off")) {
+		err_set(err, "[%s] cancel_confirm must be on or off, not '%s'", r->name, disc);
+		return -EINVAL;
+	}
 	disc = conf_get(r, "max_concurrent_jobs", NULL);
 	if (disc) {
 		char *end;

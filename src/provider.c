@@ -134,6 +134,7 @@ int provider_check_keys(const struct provider_ops *ops, const struct remote_conf
 	static const char *const common[] = {
 		"provider", "poll_interval", "list_interval", "reconcile_grace", "command_timeout",
 		"max_requests", "max_bytes", "discover", "results_attempts", "max_concurrent_jobs",
+		"cancel_confirm",
 		/* prompt lines and cost (conf.c checks them) */
 		"model", "max_tokens", "temperature", "max_cost", "price_file", NULL};
 

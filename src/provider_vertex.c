@@ -47,6 +47,10 @@
 #define VTX_LABEL_ID	    "batchfs_identity"
 #define VTX_LABEL_N	    "batchfs_requests"
 #define VTX_NAME_MAX	    128 /* displayName */
+/* Google's Claude batch page: "due to a known bug, cancelled jobs write no results". */
+#define VTX_CANCEL_WARNING                                                             \
+	"Vertex AI writes no results for a cancelled job (a known bug): the requests " \
+	"completed so far are lost"
 
 struct provider {
 	struct http *http;
@@ -320,9 +324,13 @@ static int job_from_json(const cJSON *o, struct provider_batch *out, struct bfs_
 		b.ended_at = json_time(o, "updateTime");
 	if (dir && *dir && strlen(dir) < sizeof(b.ref) && !http_has_ctl(dir))
 		snprintf(b.ref, sizeof(b.ref), "%s", dir);
-	b.results_available = state_is_terminal(b.state) && b.ref[0];
-	/* A job that failed or expired before writing anything has nothing to fetch. */
-	b.results_gone = (b.state == BATCH_FAILED || b.state == BATCH_EXPIRED) && !b.ref[0];
+	b.results_available = state_is_terminal(b.state) && b.ref[0] && b.state != BATCH_CANCELED;
+	/* A job that failed or expired before writing anything has nothing to fetch; a
+	 * cancelled one never has (VTX_CANCEL_WARNING), whatever outputInfo says. */
+	b.results_gone = ((b.state == BATCH_FAILED || b.state == BATCH_EXPIRED) && !b.ref[0]) ||
+			 b.state == BATCH_CANCELED;
+	if (b.state == BATCH_CANCELING || b.state == BATCH_CANCELED)
+		snprintf(b.error, sizeof(b.error), "cancelled: %s", VTX_CANCEL_WARNING);
 	if ((b.state == BATCH_FAILED || b.state == BATCH_EXPIRED) && cJSON_IsObject(error)) {
 		const char *msg = json_str(error, "message");
 
@@ -1235,6 +1243,7 @@ const struct provider_ops provider_vertex_ops = {
 	.limits = {.max_requests = 200000, .max_bytes = 1000u * 1000 * 1000},
 	/* "4 concurrent batch jobs per project" by default (Google's Claude batch page). */
 	.max_active = 4,
+	.cancel_warning = VTX_CANCEL_WARNING,
 	.keys = provider_vertex_keys,
 	.open = vtx_open,
 	.free = vtx_free,

@@ -133,6 +133,7 @@ static int id_open(struct bfs *b, const struct store_batch *row, struct fuse_fil
  */
 static const char ctl_help[] =
 	"cancel\tcancel the batch at the provider (every part still running)\n"
+	"cancel!\tcancel even where the provider then loses the completed work (Vertex)\n"
 	"refresh\tpoll the provider now (or look again for an unsettled submission)\n";
 
 static int ctl_stat(struct bfs *b, const struct store_batch *row, struct stat *st)
@@ -187,7 +188,8 @@ static int ctl_write(struct bfs *b, int64_t batch_id, const char *data, size_t s
 	if (!r)
 		return -EIO;
 	memset(job, 0, sizeof(*job));
-	if (!strcmp(word, "cancel"))
+	job->confirmed = !strcmp(word, "cancel!");
+	if (!strcmp(word, "cancel") || job->confirmed)
 		job->kind = WORKER_CANCEL;
 	else if (!strcmp(word, "refresh"))
 		job->kind = WORKER_REFRESH;

@@ -2,9 +2,11 @@
 cancel without results, a region's first job failing with INTERNAL, the uploaded input and
 output lines without custom_id (tests/lib/fake_vertex.py; Google's Claude batch page,
 https://cloud.google.com/vertex-ai/generative-ai/docs/partner-models/claude/batch)."""
-import json
+import errno
 import os
 import re
+
+import pytest
 
 from bfs import read_status, wait_results, wait_state
 from mount import wait_for
@@ -88,3 +90,44 @@ def test_a_queued_batch_can_be_canceled_without_asking_the_provider(vertex):
     # It never leaves the queue afterwards: a poll later, still one job.
     wait_for(lambda: srv.count("GET", r"/batchPredictionJobs/") >= 3, 10, what="polls")
     assert read_status(d)["state"] == "canceled" and srv.jobs_created == 1
+
+
+def running_job(srv, m, ids, **keys):
+    d = submit(m, vrequests(ids))
+    wait_for(lambda: read_status(d)["provider_state"] == "JOB_STATE_RUNNING", 10,
+             what="job running")
+    wait_for(lambda: srv.job(read_status(d)["id"]).finished(srv.now()) >= 1, 10,
+             what="a request done")
+    return d
+
+
+def test_cancel_is_refused_with_the_warning_until_cancel_bang(vertex):
+    # Vertex writes no results for a cancelled job (the fake does the same): a plain
+    # `cancel` is refused with EBUSY and the warning in status; nothing is sent.
+    srv, m = vertex({"running_s": 30})
+    d = running_job(srv, m, [f"c{i}" for i in range(10)])
+    with pytest.raises(OSError) as e:
+        with open(os.path.join(d, "ctl"), "w") as f:
+            f.write("cancel\n")
+    assert e.value.errno == errno.EBUSY
+    s = read_status(d)
+    assert s["state"] == "in_progress" and srv.count("POST", r":cancel$") == 0
+    assert "no results" in s["error"]["message"] and "cancel!" in s["error"]["message"]
+    with open(os.path.join(d, "ctl"), "w") as f:
+        f.write("cancel!\n")
+    assert srv.count("POST", r":cancel$") == 1
+    s = wait_state(d, "canceled")
+    assert "no results" in s["error"]["message"]
+    wait_for(lambda: read_status(d)["results"] == "unavailable", 10, what="no results")
+    # The fake wrote nothing, as Vertex does not.
+    bucket, base = srv.job(s["id"]).output_dir()[5:].split("/", 1)
+    assert not [n for (b, n) in srv.objects if b == bucket and n.startswith(base + "/")]
+
+
+def test_cancel_confirm_off_cancels_at_once(vertex):
+    srv, m = vertex({"running_s": 30}, cancel_confirm="off")
+    d = running_job(srv, m, ["k1", "k2", "k3"])
+    with open(os.path.join(d, "ctl"), "w") as f:
+        f.write("cancel\n")
+    assert srv.count("POST", r":cancel$") == 1
+    wait_state(d, "canceled")

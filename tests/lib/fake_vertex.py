@@ -24,7 +24,8 @@ Time is lazy: a job is QUEUED for `queued_s`, PENDING for `pending_s`, RUNNING f
 (its requests finish one by one in a shuffled order), then SUCCEEDED and its output is written
 as `{outputUriPrefix}/prediction-model-{time slightly after createTime}/predictions.jsonl` (or
 `predictions_0001.jsonl`... with `output_shards` > 1), lines in processing order. A cancel makes
-it CANCELLING for `cancel_s`, then CANCELLED with the lines finished before the cancel. A model
+it CANCELLING for `cancel_s`, then CANCELLED; as on Vertex ("due to a known bug, cancelled jobs
+write no results") nothing is written for it. A model
 whose name contains `fail_model` goes PENDING -> FAILED with an error message. A request whose
 last user message contains `error_marker`, or that is not a valid Claude request, gets an
 output line with a non-empty `status` and no `response`. `advance(s)` moves the clock.
@@ -442,6 +443,10 @@ class FakeVertex(FakeServer):
             return
         job.written = True
         if not job.has_output_dir(now):
+            return
+        if st == "JOB_STATE_CANCELLED":
+            # "Due to a known bug, cancelled jobs write no results" (Google's Claude batch
+            # page): the output directory is named, nothing is written to it.
             return
         k = job.finished(now)
         lines = [job.output_line(i, job.run_start + 0.001 * (j + 1))
