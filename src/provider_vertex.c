@@ -1052,18 +1052,219 @@ static bool is_jsonl_name(const char *name)
 	return n > 6 && !strcmp(name + n - 6, ".jsonl");
 }
 
-static int download_object(struct provider *p, const char *bucket, const char *name,
-			   struct provider_results *r, struct bfs_err *err)
+/*
+ * Output lines without a custom_id (seen on Vertex; one used to fail the whole download on
+ * every poll). Their positions and bytes are held back (up to VTX_HELD_MAX) while the rest
+ * is delivered; after the pass the job's input is read: when every line that has a custom_id
+ * sits where its request sat in the input (the job kept input order), each held line takes
+ * the custom_id of the request at its position. The others are delivered under a name that
+ * says what they are ("(no custom_id: output line N)"), which the ingest leaves out of the
+ * results and reports in status. Memory: 8 bytes per output line, plus the held lines.
+ */
+#define VTX_HELD_MAX (8u * 1024 * 1024)
+
+struct held_line {
+	uint64_t pos;	 /* 0-based among the pass's non-blank output lines */
+	size_t off, len; /* in vtx_lines.held */
+	size_t id_off;	 /* in vtx_lines.ids once mapped */
+	size_t id_len;	 /* 0 until mapped */
+};
+
+struct vtx_lines {
+	struct provider_results *r;
+	uint64_t *hash; /* per output line: its custom_id's hash, 0 without one */
+	size_t n, alloc;
+	struct held_line *v;
+	size_t nv, valloc;
+	struct buf held, ids;
+	uint64_t missing, dropped; /* lines without custom_id; of which not held */
+	/* The input pass */
+	uint64_t in_pos;
+	size_t next; /* the next held line to map */
+	bool disorder;
+};
+
+static uint64_t id_hash(const char *s, size_t n)
+{
+	uint64_t h = 1469598103934665603ull; /* FNV-1a */
+
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
+	return h | 1; /* never 0: 0 means "no custom_id" */
+}
+
+static void lines_clear(struct vtx_lines *l)
+{
+	l->n = l->nv = 0;
+	l->missing = l->dropped = 0;
+	buf_reset(&l->held);
+	buf_reset(&l->ids);
+}
+
+static void lines_release(struct vtx_lines *l)
+{
+	free(l->hash);
+	free(l->v);
+	buf_release(&l->held);
+	buf_release(&l->ids);
+}
+
+static int lines_mark(struct vtx_lines *l, uint64_t h)
+{
+	if (l->n == l->alloc) {
+		size_t na = l->alloc ? 2 * l->alloc : 1024;
+		uint64_t *v = realloc(l->hash, na * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		l->hash = v;
+		l->alloc = na;
+	}
+	l->hash[l->n++] = h;
+	return 0;
+}
+
+static int lines_hold(struct vtx_lines *l, const char *line, size_t len)
+{
+	struct held_line *h;
+
+	if (l->held.len + len > VTX_HELD_MAX) {
+		l->dropped++;
+		return 1; /* delivered unmapped at once */
+	}
+	if (l->nv == l->valloc) {
+		size_t na = l->valloc ? 2 * l->valloc : 16;
+
+		h = realloc(l->v, na * sizeof(*h));
+		if (!h)
+			return -ENOMEM;
+		l->v = h;
+		l->valloc = na;
+	}
+	h = &l->v[l->nv];
+	h->pos = l->n;
+	h->off = l->held.len;
+	h->len = len;
+	h->id_len = 0;
+	if (buf_add(&l->held, line, len))
+		return -ENOMEM;
+	l->nv++;
+	return 0;
+}
+
+/* http line_fn of a results download. */
+static int vtx_result_line(void *ctx, const char *line, size_t len, long lineno)
+{
+	struct vtx_lines *l = ctx;
+	struct provider_results *r = l->r;
+	const cJSON *id;
+	cJSON *o;
+	size_t i;
+	int rc;
+
+	for (i = 0; i < len && (line[i] == ' ' || line[i] == '\t'); i++)
+		;
+	if (i == len)
+		return 0; /* blank */
+	o = cJSON_ParseWithLength(line, len);
+	id = cJSON_GetObjectItemCaseSensitive(o, "custom_id");
+	if (!cJSON_IsString(id)) {
+		cJSON_Delete(o);
+		l->missing++;
+		rc = lines_hold(l, line, len);
+		if (rc == 1) {
+			char name[96];
+
+			snprintf(name, sizeof(name), "(no custom_id: output line %zu)", l->n + 1);
+			rc = r->fn(r->ctx, name, line, len);
+			r->delivered += !rc;
+		}
+		if (!rc)
+			rc = lines_mark(l, 0);
+		if (rc)
+			err_set(r->line_err, "cannot keep result line %ld: %s", lineno,
+				strerror(-rc));
+		return rc;
+	}
+	rc = lines_mark(l, id_hash(id->valuestring, strlen(id->valuestring)));
+	if (!rc)
+		rc = r->fn(r->ctx, id->valuestring, line, len);
+	if (rc)
+		err_set(r->line_err, "cannot keep result line %ld: %s", lineno, strerror(-rc));
+	else
+		r->delivered++;
+	cJSON_Delete(o);
+	return rc;
+}
+
+/* A retried download: what provider_results_reset drops, the held lines drop too. */
+static int vtx_result_reset(void *ctx)
+{
+	struct vtx_lines *l = ctx;
+	int rc = provider_results_reset(l->r);
+
+	if (!rc)
+		lines_clear(l);
+	return rc;
+}
+
+/* http line_fn of the input pass: the custom_id of the request at each position. */
+static int vtx_input_line(void *ctx, const char *line, size_t len, long lineno)
+{
+	struct vtx_lines *l = ctx;
+	const cJSON *id;
+	cJSON *o;
+	size_t i;
+	uint64_t pos = l->in_pos;
+
+	(void)lineno;
+	for (i = 0; i < len && (line[i] == ' ' || line[i] == '\t' || line[i] == '\r'); i++)
+		;
+	if (i == len)
+		return 0;
+	l->in_pos++;
+	if (l->disorder)
+		return 0;
+	if (pos >= l->n) {
+		l->disorder = true; /* more requests than output lines: positions say nothing */
+		return 0;
+	}
+	o = cJSON_ParseWithLength(line, len);
+	id = cJSON_GetObjectItemCaseSensitive(o, "custom_id");
+	if (cJSON_IsString(id)) {
+		size_t n = strlen(id->valuestring);
+
+		if (l->hash[pos] && l->hash[pos] != id_hash(id->valuestring, n)) {
+			l->disorder = true;
+		} else if (!l->hash[pos] && l->next < l->nv && l->v[l->next].pos == pos) {
+			l->v[l->next].id_off = l->ids.len;
+			l->v[l->next].id_len = n;
+			if (buf_add(&l->ids, id->valuestring, n))
+				l->v[l->next].id_len = 0;
+			l->next++;
+		} else if (!l->hash[pos]) {
+			/* A line not held (over VTX_HELD_MAX): nothing to map it to. */
+			while (l->next < l->nv && l->v[l->next].pos < pos)
+				l->next++;
+		}
+	}
+	cJSON_Delete(o);
+	return 0;
+}
+
+static int stream_object(struct provider *p, const char *bucket, const char *name, jsonl_line_fn fn,
+			 int (*reset)(void *), void *ctx, provider_retry_fn on_retry,
+			 void *retry_ctx, struct bfs_err *err)
 {
 	struct buf url = BUF_INIT(VTX_URL_MAX);
 	struct http_request rq = {
 		.method = HTTP_GET,
 		.retry = HTTP_RETRY_IDEMPOTENT,
-		.line_fn = provider_results_line,
-		.line_ctx = r,
-		.reset = provider_results_reset,
-		.on_retry = r->on_retry,
-		.retry_ctx = r->retry_ctx,
+		.line_fn = fn,
+		.line_ctx = ctx,
+		.reset = reset,
+		.on_retry = on_retry,
+		.retry_ctx = retry_ctx,
 		.stream = true,
 	};
 	int rc = buf_addf(&url, "%s/storage/v1/b/", p->storage);
@@ -1080,11 +1281,8 @@ static int download_object(struct provider *p, const char *bucket, const char *n
 		err_set(err, "object name too long");
 		goto out;
 	}
-	provider_results_next_file(r);
 	rq.url = url.data;
 	rc = vtx_perform(p, &rq, NULL, NULL, err);
-	if (rc && err_is_set(r->line_err))
-		err_set(err, "%s", r->line_err->msg);
 	if (rc)
 		err_prefix(err, "gs://%s/%.300s", bucket, name);
 out:
@@ -1092,10 +1290,116 @@ out:
 	return rc;
 }
 
+/* The input pass after a results pass with lines lacking a custom_id. Best effort: what
+ * cannot be read leaves the lines unmapped. */
+static void map_by_position(struct provider *p, const char *id, struct vtx_lines *l)
+{
+	struct buf url = BUF_INIT(VTX_URL_MAX);
+	struct bfs_err e = BFS_ERR_INIT;
+	const cJSON *uris, *u;
+	cJSON *root = NULL;
+
+	l->in_pos = 0;
+	l->next = 0;
+	l->disorder = false;
+	if (buf_addf(&url, "%s/%s", p->jobs, id) ||
+	    call_json(p, HTTP_GET, url.data, NULL, HTTP_RETRY_IDEMPOTENT, NULL, NULL, &root, &e))
+		goto out;
+	uris = cJSON_GetObjectItemCaseSensitive(
+		cJSON_GetObjectItemCaseSensitive(
+			cJSON_GetObjectItemCaseSensitive(root, "inputConfig"), "gcsSource"),
+		"uris");
+	if (cJSON_IsString(uris)) {
+		u = uris; /* a single string is accepted too (spec C.3) */
+		uris = NULL;
+	} else {
+		u = cJSON_IsArray(uris) ? uris->child : NULL;
+	}
+	for (; u && !l->disorder; u = uris ? u->next : NULL) {
+		const char *s = cJSON_IsString(u) ? u->valuestring : "";
+		const char *slash = strncmp(s, "gs://", 5) ? NULL : strchr(s + 5, '/');
+		char bucket[256];
+
+		if (!slash || (size_t)(slash - s - 5) >= sizeof(bucket) || !slash[1]) {
+			l->disorder = true;
+			break;
+		}
+		snprintf(bucket, sizeof(bucket), "%.*s", (int)(slash - s - 5), s + 5);
+		if (stream_object(p, bucket, slash + 1, vtx_input_line, NULL, l, NULL, NULL, &e)) {
+			l->disorder = true; /* a retry would map twice: give up on positions */
+			break;
+		}
+	}
+	if (l->in_pos != l->n)
+		l->disorder = true;
+out:
+	if (e.msg[0])
+		log_warn("vertex: job %s: cannot read its input to place result lines without "
+			 "custom_id: %s",
+			 id, e.msg);
+	cJSON_Delete(root);
+	buf_release(&url);
+}
+
+/* Delivers the held lines: mapped ones under their custom_id, the rest under a name the
+ * ingest reports (not among the requests). */
+static int deliver_held(struct provider *p, const char *id, struct vtx_lines *l,
+			struct bfs_err *err)
+{
+	uint64_t mapped = 0;
+	int rc = 0;
+
+	map_by_position(p, id, l);
+	for (size_t i = 0; i < l->nv && !rc; i++) {
+		struct held_line *h = &l->v[i];
+		char name[96];
+		char *cid = name;
+
+		if (!l->disorder && h->id_len) {
+			cid = strndup(l->ids.data + h->id_off, h->id_len);
+			if (!cid) {
+				rc = -ENOMEM;
+				break;
+			}
+			mapped++;
+		} else {
+			snprintf(name, sizeof(name), "(no custom_id: output line %" PRIu64 ")",
+				 h->pos + 1);
+		}
+		rc = l->r->fn(l->r->ctx, cid, l->held.data + h->off, h->len);
+		if (!rc)
+			l->r->delivered++;
+		if (cid != name)
+			free(cid);
+	}
+	if (rc)
+		err_set(err, "cannot keep a result line: %s", strerror(-rc));
+	log_warn("vertex: job %s: %" PRIu64 " result line(s) without custom_id: %" PRIu64
+		 " placed by position%s, %" PRIu64 " left out",
+		 id, l->missing, mapped, l->disorder ? " (the job did not keep input order)" : "",
+		 l->missing - mapped);
+	return rc;
+}
+
+static int download_object(struct provider *p, const char *bucket, const char *name,
+			   struct vtx_lines *l, struct bfs_err *err)
+{
+	struct provider_results *r = l->r;
+	int rc;
+
+	provider_results_next_file(r);
+	rc = stream_object(p, bucket, name, vtx_result_line, vtx_result_reset, l, r->on_retry,
+			   r->retry_ctx, err);
+	if (rc && err_is_set(r->line_err))
+		err_set(err, "gs://%s/%.300s: %s", bucket, name, r->line_err->msg);
+	return rc;
+}
+
 /* One pass over the output directory: list it page by page, stream each .jsonl object. */
 static int results_pass(struct provider *p, const char *bucket, const char *prefix,
-			struct provider_results *r, struct bfs_err *err)
+			struct vtx_lines *l, struct bfs_err *err)
 {
+	struct provider_results *r = l->r;
 	struct buf url = BUF_INIT(VTX_URL_MAX);
 	char *token = NULL;
 	cJSON *root = NULL;
@@ -1138,7 +1442,7 @@ static int results_pass(struct provider *p, const char *bucket, const char *pref
 
 			if (!name || strncmp(name, prefix, strlen(prefix)) || !is_jsonl_name(name))
 				continue;
-			rc = download_object(p, bucket, name, r, err);
+			rc = download_object(p, bucket, name, l, err);
 			if (rc)
 				goto out;
 		}
@@ -1163,6 +1467,8 @@ static int vtx_results(struct provider *p, const struct provider_batch *b, provi
 {
 	struct bfs_err line_err = BFS_ERR_INIT;
 	struct provider_results r;
+	struct vtx_lines l = {
+		.r = &r, .held = BUF_INIT(VTX_HELD_MAX), .ids = BUF_INIT(VTX_HELD_MAX)};
 	struct buf prefix = BUF_INIT(PROVIDER_REF_MAX + 2);
 	struct provider_batch now;
 	const char *dir = b->ref;
@@ -1193,7 +1499,8 @@ static int vtx_results(struct provider *p, const struct provider_batch *b, provi
 	}
 	for (int pass = 0; pass < VTX_RESTARTS; pass++) {
 		err_clear(err);
-		rc = results_pass(p, bucket, prefix.data, &r, err);
+		lines_clear(&l);
+		rc = results_pass(p, bucket, prefix.data, &l, err);
 		if (rc != -ERESTART)
 			break;
 		log_debug("vertex: results of job %s: a file was cut short; starting over", b->id);
@@ -1206,6 +1513,8 @@ static int vtx_results(struct provider *p, const struct provider_batch *b, provi
 	}
 	if (rc == -ERESTART)
 		err_set(err, "the download was cut short %d times", VTX_RESTARTS);
+	if (!rc && l.missing)
+		rc = deliver_held(p, b->id, &l, err);
 	if (!rc && !r.delivered) {
 		err_set(err, "job '%s' wrote no predictions under %.200s", b->id, dir);
 		rc = -ENODATA;
@@ -1213,6 +1522,7 @@ static int vtx_results(struct provider *p, const struct provider_batch *b, provi
 		err_prefix(err, "cannot download the results of job '%s'", b->id);
 	}
 out:
+	lines_release(&l);
 	buf_release(&prefix);
 	return rc;
 }

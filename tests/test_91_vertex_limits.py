@@ -3,6 +3,7 @@ cancel without results, a region's first job failing with INTERNAL, the uploaded
 output lines without custom_id (tests/lib/fake_vertex.py; Google's Claude batch page,
 https://cloud.google.com/vertex-ai/generative-ai/docs/partner-models/claude/batch)."""
 import errno
+import json
 import os
 import re
 
@@ -131,3 +132,31 @@ def test_cancel_confirm_off_cancels_at_once(vertex):
         f.write("cancel\n")
     assert srv.count("POST", r":cancel$") == 1
     wait_state(d, "canceled")
+
+
+def test_a_result_line_without_custom_id_is_placed_by_position_in_input_order(vertex):
+    # The job kept input order: the line that lost its custom_id takes the custom_id of the
+    # request at its position; nothing is left out.
+    ids = [f"p{i}" for i in range(8)]
+    srv, m = vertex({"output_order": "input", "no_custom_id": ["p5"]})
+    d = submit(m, vrequests(ids))
+    wait_state(d, "completed")
+    s = wait_results(d)
+    assert sorted(os.listdir(os.path.join(d, "results"))) == sorted(c + ".json" for c in ids)
+    got = json.loads(read(os.path.join(d, "results", "p5.json")))
+    assert "custom_id" not in got and got["request"]["messages"][0]["content"] == "text p5"
+    assert s["error"] is None
+
+
+def test_result_lines_without_custom_id_are_reported_and_the_rest_ingested(vertex):
+    # Output in processing order: a line without custom_id cannot be placed. It is named in
+    # status; every other result is there (today: results fail on every poll).
+    ids = [f"q{i}" for i in range(8)]
+    srv, m = vertex({"no_custom_id": ["q2"]})
+    d = submit(m, vrequests(ids))
+    wait_state(d, "completed")
+    s = wait_results(d)
+    assert sorted(os.listdir(os.path.join(d, "results"))) == sorted(
+        c + ".json" for c in ids if c != "q2")
+    assert "no custom_id" in s["error"]["message"] and "left out" in s["error"]["message"]
+    assert len(read(os.path.join(d, "results.jsonl")).splitlines()) == 7

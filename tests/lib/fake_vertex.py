@@ -23,7 +23,9 @@ fractional digits, empty fields omitted. Errors use Google's envelope {"error": 
 Time is lazy: a job is QUEUED for `queued_s`, PENDING for `pending_s`, RUNNING for `running_s`
 (its requests finish one by one in a shuffled order), then SUCCEEDED and its output is written
 as `{outputUriPrefix}/prediction-model-{time slightly after createTime}/predictions.jsonl` (or
-`predictions_0001.jsonl`... with `output_shards` > 1), lines in processing order. A cancel makes
+`predictions_0001.jsonl`... with `output_shards` > 1), lines in processing order (the spec: output
+order is not guaranteed) or, with `output_order` = "input", in input order. The output lines
+of the requests in `no_custom_id` lack their custom_id. A cancel makes
 it CANCELLING for `cancel_s`, then CANCELLED; as on Vertex ("due to a known bug, cancelled jobs
 write no results") nothing is written for it. A model
 whose name contains `fail_model` goes PENDING -> FAILED with an error message. A request whose
@@ -124,6 +126,8 @@ class Job:
         self.rng.shuffle(order)
         self.order = order  # order[k]: the k-th request to finish
         self.marker = cfg["error_marker"]
+        self.no_custom_id = set(cfg["no_custom_id"])
+        self.input_order = cfg["output_order"] == "input"
 
     def state(self, now):
         if self.cancel_at is not None:
@@ -194,6 +198,8 @@ class Job:
     def output_line(self, i, t):
         cid, raw, req = self.requests[i]
         line = {"custom_id": cid, "request": req if req is not None else raw}
+        if cid in self.no_custom_id:
+            del line["custom_id"]  # seen on Vertex: a line that lost its custom_id
         err = self.is_errored(i)
         if err:
             line["status"] = err
@@ -242,6 +248,8 @@ class FakeVertex(FakeServer):
             # Claude batch page). None: no limit.
             "max_running": 4,
             "cancel_terminal": "ignore",  # or "error": 400 FAILED_PRECONDITION
+            "output_order": "processing",  # order of output lines, or "input"
+            "no_custom_id": (),         # custom_ids whose output line comes without one
         }
 
     def reset_state(self):
@@ -449,8 +457,9 @@ class FakeVertex(FakeServer):
             # page): the output directory is named, nothing is written to it.
             return
         k = job.finished(now)
+        done = sorted(job.order[:k]) if job.input_order else job.order[:k]
         lines = [job.output_line(i, job.run_start + 0.001 * (j + 1))
-                 for j, i in enumerate(job.order[:k])]
+                 for j, i in enumerate(done)]
         bucket, base = parse_gs(job.output_dir())
         shards = [lines[s::job.shards] for s in range(job.shards)]
         for s, part in enumerate(shards):
