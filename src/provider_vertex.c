@@ -11,6 +11,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,7 +47,11 @@
 #define VTX_BIG_BODY	    (32 * 1024 * 1024) /* above: only the low-speed timeout applies */
 #define VTX_LABEL_ID	    "batchfs_identity"
 #define VTX_LABEL_N	    "batchfs_requests"
-#define VTX_NAME_MAX	    128 /* displayName */
+#define VTX_LABEL_RETRY	    "batchfs_retry_of" /* on a retry: the id of the job it retries */
+#define VTX_INTERNAL	    13		       /* google.rpc.Code INTERNAL */
+#define VTX_RETRY_DEFAULT   600.0	       /* first_job_retry: "about 10 minutes" */
+#define VTX_RETRIES_MAX	    64		       /* retried jobs remembered (then: listed) */
+#define VTX_NAME_MAX	    128		       /* displayName */
 /* Google's Claude batch page: "due to a known bug, cancelled jobs write no results". */
 #define VTX_CANCEL_WARNING                                                             \
 	"Vertex AI writes no results for a cancelled job (a known bug): the requests " \
@@ -63,6 +68,13 @@ struct provider {
 	char model[256];  /* default model, "" when none */
 	int64_t resumable_threshold;
 	int64_t chunk;
+	int64_t first_job_retry_ms; /* 0: a job failing with INTERNAL is not retried */
+	/* Jobs that failed with INTERNAL and their retries, once seen (else found by label). */
+	pthread_mutex_t retry_lock;
+	struct {
+		char of[PROVIDER_ID_MAX], id[PROVIDER_ID_MAX];
+	} retries[VTX_RETRIES_MAX];
+	size_t nretries;
 };
 
 static const char *const hdr_json[] = {"Content-Type: application/json; charset=utf-8",
@@ -245,6 +257,12 @@ static bool is_claude_job(const cJSON *o)
 	return model && strstr(model, VTX_PUBLISHER);
 }
 
+/* A job batchfs made to retry another (labelled VTX_LABEL_RETRY): never a batch of its own. */
+static bool is_retry_job(const cJSON *o)
+{
+	return json_str(cJSON_GetObjectItemCaseSensitive(o, "labels"), VTX_LABEL_RETRY) != NULL;
+}
+
 /* BatchPredictionJob (spec C.4) -> provider_batch. -EBADMSG when it is not one. */
 static int job_from_json(const cJSON *o, struct provider_batch *out, struct bfs_err *err)
 {
@@ -354,6 +372,7 @@ static void vtx_free(struct provider *p)
 		return;
 	gauth_free(p->auth);
 	http_free(p->http);
+	pthread_mutex_destroy(&p->retry_lock);
 	free(p);
 }
 
@@ -388,6 +407,7 @@ static int vtx_open(struct provider **out, const struct remote_conf *conf, const
 	const char *storage = conf_get(conf, "storage_url", VTX_STORAGE_DEFAULT);
 	double threshold = conf_get_double(conf, "resumable_threshold", VTX_CHUNK_DEFAULT);
 	double chunk = conf_get_double(conf, "upload_chunk_size", VTX_CHUNK_DEFAULT);
+	double retry_s = conf_get_double(conf, "first_job_retry", VTX_RETRY_DEFAULT);
 	char base[1024], def[256];
 	struct provider *p = NULL;
 	int rc;
@@ -426,11 +446,18 @@ static int vtx_open(struct provider **out, const struct remote_conf *conf, const
 			conf->name);
 		return -EINVAL;
 	}
+	if (!(retry_s >= 0 && retry_s < 1e9)) {
+		err_set(err, "[%s] first_job_retry must be a number of seconds (0: never)",
+			conf->name);
+		return -EINVAL;
+	}
 	p = calloc(1, sizeof(*p));
 	if (!p) {
 		err_set(err, "[%s] out of memory", conf->name);
 		return -ENOMEM;
 	}
+	pthread_mutex_init(&p->retry_lock, NULL);
+	p->first_job_retry_ms = (int64_t)(retry_s * 1000.0);
 	snprintf(p->remote, sizeof(p->remote), "%s", conf->name);
 	snprintf(def, sizeof(def), VTX_AIPLATFORM_FMT, location);
 	rc = take_url(conf, "aiplatform_url", aip && *aip ? aip : def, base, sizeof(base), err);
@@ -894,8 +921,9 @@ static int list_jobs(struct provider *p, bool claude_only, provider_batch_fn fn,
 			struct provider_batch b;
 			struct bfs_err berr = BFS_ERR_INIT;
 
-			/* Other publishers' jobs (Gemini, ...) are not this remote's batches. */
-			if (claude_only && !is_claude_job(item))
+			/* Other publishers' jobs (Gemini, ...) are not this remote's batches, nor
+			 * are our retries of a job (they show as the job they retry). */
+			if ((claude_only && !is_claude_job(item)) || is_retry_job(item))
 				continue;
 			if (job_from_json(item, &b, &berr)) {
 				log_warn("vertex: skipping a listed job: %s", berr.msg);
@@ -985,14 +1013,14 @@ static bool is_job_id(const char *id)
 	       strspn(id, "0123456789") == strlen(id);
 }
 
-static int vtx_get(struct provider *p, const char *id, struct provider_batch *out,
+/* GET one job: its JSON in *root (the caller frees it) and its provider_batch. */
+static int get_job(struct provider *p, const char *id, struct provider_batch *out, cJSON **root,
 		   provider_retry_fn on_retry, void *retry_ctx, struct bfs_err *err)
 {
 	struct buf url = BUF_INIT(VTX_URL_MAX);
-	struct provider_batch b;
-	cJSON *root = NULL;
 	int rc;
 
+	*root = NULL;
 	if (!is_job_id(id)) {
 		err_set(err, "cannot get job: '%.*s' is not a job id", 64, id);
 		return -ENOENT;
@@ -1000,17 +1028,235 @@ static int vtx_get(struct provider *p, const char *id, struct provider_batch *ou
 	rc = buf_addf(&url, "%s/%s", p->jobs, id);
 	if (!rc)
 		rc = call_json(p, HTTP_GET, url.data, NULL, HTTP_RETRY_IDEMPOTENT, on_retry,
-			       retry_ctx, &root, err);
+			       retry_ctx, root, err);
 	if (!rc)
-		rc = job_from_json(root, &b, err);
-	if (rc) {
+		rc = job_from_json(*root, out, err);
+	if (rc)
 		err_prefix(err, "cannot get job '%s'", id);
-		goto out;
-	}
-	*out = b;
-out:
-	cJSON_Delete(root);
 	buf_release(&url);
+	return rc;
+}
+
+/*
+ * A region's first job may fail with INTERNAL (Google's Claude batch page: retry after about
+ * ten minutes). Such a job is retried once, first_job_retry after it ended: a new job with
+ * the same input, model and labels plus VTX_LABEL_RETRY = the failed job's id, its output
+ * beside the first one's. The batch keeps the first job's id; get() and cancel() follow the
+ * retry. Exactly once: the retry is looked for (cache, then by label) before any create,
+ * under retry_lock, and a create whose answer was lost is found by the next look.
+ */
+/* The id of the retry of job `of`: 1 found, 0 not there, -errno when it cannot tell. */
+static int retry_lookup(struct provider *p, const char *of, char *id, struct bfs_err *err)
+{
+	struct buf url = BUF_INIT(VTX_URL_MAX);
+	char *token = NULL;
+	cJSON *root = NULL;
+	int rc = 0, found = 0;
+
+	for (size_t i = 0; i < p->nretries; i++) {
+		if (!strcmp(p->retries[i].of, of)) {
+			snprintf(id, PROVIDER_ID_MAX, "%s", p->retries[i].id);
+			return 1;
+		}
+	}
+	/* Every page: the label is exact, and no filter is trusted to be applied. */
+	for (long page = 0; page < VTX_PAGES_MAX && !found; page++) {
+		const cJSON *item;
+
+		buf_reset(&url);
+		rc = buf_addf(&url, "%s?pageSize=%d", p->jobs, VTX_JOB_PAGE);
+		if (!rc && token) {
+			rc = buf_addstr(&url, "&pageToken=");
+			if (!rc)
+				rc = http_url_escape(token, &url);
+		}
+		if (!rc)
+			rc = call_json(p, HTTP_GET, url.data, NULL, HTTP_RETRY_IDEMPOTENT, NULL,
+				       NULL, &root, err);
+		if (rc)
+			break;
+		cJSON_ArrayForEach(item,
+				   cJSON_GetObjectItemCaseSensitive(root, "batchPredictionJobs")) {
+			const char *o = json_str(cJSON_GetObjectItemCaseSensitive(item, "labels"),
+						 VTX_LABEL_RETRY);
+			const char *name = json_str(item, "name");
+			const char *slash = name ? strrchr(name, '/') : NULL;
+
+			if (o && !strcmp(o, of) && slash && is_job_id(slash + 1)) {
+				snprintf(id, PROVIDER_ID_MAX, "%s", slash + 1);
+				found = 1;
+				break;
+			}
+		}
+		if (!found) {
+			rc = next_page(root, &token, err);
+			if (rc <= 0)
+				break;
+		}
+		cJSON_Delete(root);
+		root = NULL;
+	}
+	cJSON_Delete(root);
+	free(token);
+	buf_release(&url);
+	if (rc < 0)
+		return rc;
+	if (found && p->nretries < VTX_RETRIES_MAX) {
+		snprintf(p->retries[p->nretries].of, PROVIDER_ID_MAX, "%s", of);
+		snprintf(p->retries[p->nretries].id, PROVIDER_ID_MAX, "%s", id);
+		p->nretries++;
+	}
+	return found;
+}
+
+/* Creates the retry of the failed job `first` (its JSON). 0 with its id, -EAGAIN when the
+ * answer was lost (the next look finds it), another -errno when not created. */
+static int retry_create(struct provider *p, const cJSON *first, const char *of, char *id,
+			struct bfs_err *err)
+{
+	static const char *const keep[] = {"displayName", "model", "inputConfig", "outputConfig",
+					   "labels"};
+	cJSON *o = cJSON_CreateObject(), *root = NULL, *labels, *dest;
+	struct http_mem_body mb;
+	struct http_body body;
+	struct provider_batch b;
+	const char *prefix;
+	char *json = NULL;
+	int rc = -ENOMEM;
+
+	for (size_t i = 0; o && i < sizeof(keep) / sizeof(keep[0]); i++) {
+		const cJSON *v = cJSON_GetObjectItemCaseSensitive(first, keep[i]);
+
+		if (v && !cJSON_AddItemToObject(o, keep[i], cJSON_Duplicate(v, true)))
+			goto out;
+	}
+	labels = cJSON_GetObjectItemCaseSensitive(o, "labels");
+	if (!labels)
+		labels = cJSON_AddObjectToObject(o, "labels");
+	if (!labels || !cJSON_AddStringToObject(labels, VTX_LABEL_RETRY, of))
+		goto out;
+	/* Beside the first job's output, never mixed with what it may have written. */
+	dest = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(o, "outputConfig"),
+						"gcsDestination");
+	prefix = json_str(dest, "outputUriPrefix");
+	if (prefix) {
+		struct buf np = BUF_INIT(4096);
+
+		if (buf_addf(&np, "%.*s-retry",
+			     (int)(strlen(prefix) -
+				   (prefix[0] && prefix[strlen(prefix) - 1] == '/')),
+			     prefix) ||
+		    !cJSON_ReplaceItemInObjectCaseSensitive(dest, "outputUriPrefix",
+							    cJSON_CreateString(np.data))) {
+			buf_release(&np);
+			goto out;
+		}
+		buf_release(&np);
+	}
+	json = cJSON_PrintUnformatted(o);
+	if (!json)
+		goto out;
+	http_mem_body_init(&mb, &body, json, strlen(json));
+	rc = call_json(p, HTTP_POST, p->jobs, &body, HTTP_RETRY_CREATE, NULL, NULL, &root, err);
+	if (rc == -EBADMSG || (!rc && job_from_json(root, &b, err)))
+		rc = -EAGAIN; /* a 2xx: made, but which? The label tells next time. */
+	if (!rc)
+		snprintf(id, PROVIDER_ID_MAX, "%s", b.id);
+out:
+	if (rc == -ENOMEM)
+		err_set(err, "out of memory");
+	cJSON_Delete(o);
+	cJSON_Delete(root);
+	free(json);
+	return rc;
+}
+
+/* True when job JSON o failed with INTERNAL and is not a retry itself. */
+static bool failed_internal(const cJSON *o, const struct provider_batch *b)
+{
+	const cJSON *code = cJSON_GetObjectItemCaseSensitive(
+		cJSON_GetObjectItemCaseSensitive(o, "error"), "code");
+
+	return b->state == BATCH_FAILED && cJSON_IsNumber(code) &&
+	       code->valuedouble == VTX_INTERNAL && !is_retry_job(o);
+}
+
+/* b (job `id`, JSON first) failed with INTERNAL: the retry's view under id, or the wait. */
+static int follow_retry(struct provider *p, const char *id, const cJSON *first,
+			struct provider_batch *b, provider_retry_fn on_retry, void *retry_ctx,
+			struct bfs_err *err)
+{
+	struct bfs_err e = BFS_ERR_INIT;
+	struct provider_batch nb;
+	char rid[PROVIDER_ID_MAX], at[TIMEFMT_SIZE];
+	int64_t due = (b->ended_at ? b->ended_at : timefmt_now_ms()) + p->first_job_retry_ms;
+	cJSON *root = NULL;
+	int rc;
+
+	pthread_mutex_lock(&p->retry_lock);
+	/* Before it is due no retry can exist (none is made earlier): no listing then. */
+	rc = timefmt_now_ms() < due ? 0 : retry_lookup(p, id, rid, &e);
+	if (rc == 0 && timefmt_now_ms() >= due) {
+		rc = retry_create(p, first, id, rid, &e);
+		if (!rc) {
+			log_info("vertex: job %s failed with INTERNAL; retried as job %s", id, rid);
+			if (p->nretries < VTX_RETRIES_MAX) {
+				snprintf(p->retries[p->nretries].of, PROVIDER_ID_MAX, "%s", id);
+				snprintf(p->retries[p->nretries].id, PROVIDER_ID_MAX, "%s", rid);
+				p->nretries++;
+			}
+			rc = 1;
+		} else if (rc == -EINVAL || rc == -EACCES) {
+			/* Refused for good: the first job's failure stands, with the reason. */
+			size_t n = strlen(b->error);
+
+			snprintf(b->error + n, sizeof(b->error) - n, "; its retry was refused: %s",
+				 e.msg);
+			pthread_mutex_unlock(&p->retry_lock);
+			return 0;
+		}
+	}
+	pthread_mutex_unlock(&p->retry_lock);
+	if (rc == 1) {
+		rc = get_job(p, rid, &nb, &root, on_retry, retry_ctx, err);
+		cJSON_Delete(root);
+		if (rc)
+			return rc;
+		snprintf(nb.id, sizeof(nb.id), "%s", id); /* the batch keeps its first id */
+		snprintf(nb.identity, sizeof(nb.identity), "%s", b->identity);
+		if (!nb.error[0])
+			snprintf(nb.error, sizeof(nb.error),
+				 "job %s failed with INTERNAL (code 13), as a region's first job "
+				 "may; retried once as job %s",
+				 id, rid);
+		*b = nb;
+		return 0;
+	}
+	/* Waiting (or the look or create failed: tried again at the next poll). */
+	timefmt_format(due, at);
+	b->state = BATCH_VALIDATING;
+	b->results_available = b->results_gone = false;
+	b->counts.processing = b->counts.total;
+	b->counts.errored = 0;
+	snprintf(b->error, sizeof(b->error),
+		 "job %s failed with INTERNAL (code 13), as a region's first job may; batchfs "
+		 "retries it once at %s (first_job_retry)%s%s",
+		 id, at, e.msg[0] ? "; last attempt: " : "", e.msg);
+	return 0;
+}
+
+static int vtx_get(struct provider *p, const char *id, struct provider_batch *out,
+		   provider_retry_fn on_retry, void *retry_ctx, struct bfs_err *err)
+{
+	struct provider_batch b;
+	cJSON *root = NULL;
+	int rc = get_job(p, id, &b, &root, on_retry, retry_ctx, err);
+
+	if (!rc && p->first_job_retry_ms && failed_internal(root, &b))
+		rc = follow_retry(p, id, root, &b, on_retry, retry_ctx, err);
+	if (!rc)
+		*out = b;
+	cJSON_Delete(root);
 	return rc;
 }
 
@@ -1023,14 +1269,25 @@ static int vtx_cancel(struct provider *p, const char *id, struct provider_batch 
 	cJSON *root = NULL;
 	int rc;
 
+	struct bfs_err e = BFS_ERR_INIT;
+	char target[PROVIDER_ID_MAX];
+
 	if (!is_job_id(id)) {
 		err_set(err, "cannot cancel job: '%.*s' is not a job id", 64, id);
 		return -ENOENT;
 	}
+	/* A job retried after INTERNAL: it is the retry that runs. */
+	snprintf(target, sizeof(target), "%s", id);
+	if (p->first_job_retry_ms) {
+		pthread_mutex_lock(&p->retry_lock);
+		if (retry_lookup(p, id, target, &e) <= 0)
+			snprintf(target, sizeof(target), "%s", id);
+		pthread_mutex_unlock(&p->retry_lock);
+	}
 	/* :cancel answers {} (spec C.2), so the job is read again for its state. Asking
 	 * twice is harmless: retry as an idempotent call. */
 	http_mem_body_init(&mb, &body, "{}", 2);
-	rc = buf_addf(&url, "%s/%s:cancel", p->jobs, id);
+	rc = buf_addf(&url, "%s/%s:cancel", p->jobs, target);
 	if (!rc)
 		rc = call_json(p, HTTP_POST, url.data, &body, HTTP_RETRY_IDEMPOTENT, NULL, NULL,
 			       &root, err);
@@ -1540,6 +1797,7 @@ static const char *const provider_vertex_keys[] = {
 	"access_token_command",
 	"access_token_ttl",
 	"credentials",
+	"first_job_retry",
 	NULL,
 };
 

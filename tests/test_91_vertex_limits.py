@@ -160,3 +160,36 @@ def test_result_lines_without_custom_id_are_reported_and_the_rest_ingested(verte
         c + ".json" for c in ids if c != "q2")
     assert "no custom_id" in s["error"]["message"] and "left out" in s["error"]["message"]
     assert len(read(os.path.join(d, "results.jsonl")).splitlines()) == 7
+
+
+def test_a_regions_first_job_failing_with_internal_is_retried_once(vertex):
+    # The fake fails the region's first job with code 13 INTERNAL; batchfs shows the wait in
+    # status, retries once after first_job_retry, and the batch completes under its id.
+    srv, m = vertex({"internal_first_job": True, "running_s": 2}, first_job_retry=1.5)
+    ids = ["i1", "i2", "i3"]
+    d = submit(m, vrequests(ids))
+    first = read_status(d)["id"]
+
+    def waiting():
+        s = read_status(d)
+        msg = (s.get("error") or {}).get("message") or ""
+        return s if "INTERNAL" in msg and "retries it once at" in msg else None
+    s = wait_for(waiting, 10, what="the retry announced in status")
+    assert s["state"] == "validating" and s["provider_state"] == "JOB_STATE_FAILED"
+    assert srv.jobs_created == 1
+    s = wait_for(lambda: (lambda x: x if "retried once as job" in (
+        (x.get("error") or {}).get("message") or "") else None)(read_status(d)), 10,
+        what="the retry named in status")
+    assert s["state"] in ("validating", "in_progress") and s["id"] == first
+    s = wait_state(d, "completed", timeout=30)
+    assert s["id"] == first and srv.jobs_created == 2
+    retry = srv.create_bodies[1]
+    assert retry["labels"]["batchfs_retry_of"] == first
+    assert retry["inputConfig"] == srv.create_bodies[0]["inputConfig"]
+    assert retry["model"] == srv.create_bodies[0]["model"]
+    wait_results(d)
+    assert sorted(os.listdir(os.path.join(d, "results"))) == [c + ".json" for c in ids]
+    # The retry is not a batch made elsewhere.
+    wait_for(lambda: srv.count("GET", r"/batchPredictionJobs$") >= 2, 10, what="a listing")
+    assert sorted(os.listdir(os.path.join(m.path, "v"))) == [".by-id", os.path.basename(d)]
+    assert srv.jobs_created == 2

@@ -28,7 +28,8 @@ order is not guaranteed) or, with `output_order` = "input", in input order. The 
 of the requests in `no_custom_id` lack their custom_id. A cancel makes
 it CANCELLING for `cancel_s`, then CANCELLED; as on Vertex ("due to a known bug, cancelled jobs
 write no results") nothing is written for it. A model
-whose name contains `fail_model` goes PENDING -> FAILED with an error message. A request whose
+whose name contains `fail_model` goes PENDING -> FAILED with an error message; with
+`internal_first_job` the first job of a region goes PENDING -> FAILED with code 13 INTERNAL. A request whose
 last user message contains `error_marker`, or that is not a valid Claude request, gets an
 output line with a non-empty `status` and no `response`. `advance(s)` moves the clock.
 
@@ -111,7 +112,8 @@ class Job:
         self.body = body
         self.created = created
         self.requests = requests  # [(custom_id or None, raw line, request object or None)]
-        self.fail = cfg["fail_model"] and cfg["fail_model"] in body["model"]
+        self.fail = bool(cfg["fail_model"] and cfg["fail_model"] in body["model"])
+        self.internal = False  # fails with INTERNAL (code 13): a region's first job may
         self.run_start = created + cfg["queued_s"] + cfg["pending_s"]
         self.run_end = self.run_start + cfg["running_s"]
         self.cancel_s = cfg["cancel_s"]
@@ -249,6 +251,12 @@ class FakeVertex(FakeServer):
             "max_running": 4,
             "cancel_terminal": "ignore",  # or "error": 400 FAILED_PRECONDITION
             "output_order": "processing",  # order of output lines, or "input"
+            # The first job of each region fails with INTERNAL (code 13), as Google's Claude
+            # batch page warns; the next ones run.
+            "internal_first_job": False,
+            "internal_message": "Internal error encountered. The first batch job in a region "
+                                "may fail while the region is provisioned; retry in about "
+                                "10 minutes.",
             "no_custom_id": (),         # custom_ids whose output line comes without one
         }
 
@@ -267,6 +275,7 @@ class FakeVertex(FakeServer):
                           "chunks": 0, "status_queries": 0, "downloads": 0,
                           "quota_refusals": 0, "most_running": 0}
             self.create_bodies = []
+            self.regions_used = set()
             self.clock_offset = 0.0
             self._rng = random.Random()
             self._loc = "us-east5"
@@ -438,7 +447,9 @@ class FakeVertex(FakeServer):
                     stats[k] = str(v)  # int64 as strings, zeros omitted (C.1)
             if stats:
                 out["completionStats"] = stats
-        if st == "JOB_STATE_FAILED":
+        if st == "JOB_STATE_FAILED" and job.internal:
+            out["error"] = {"code": 13, "message": self.config["internal_message"]}
+        elif st == "JOB_STATE_FAILED":
             out["error"] = {"code": 9, "message": self.config["fail_message"]}
         elif st == "JOB_STATE_CANCELLED":
             out["error"] = {"code": 1, "message": "CANCELED"}
@@ -539,6 +550,9 @@ class FakeVertex(FakeServer):
             jid = str(self._rng.randrange(10 ** 18, 10 ** 19))
             job = Job(jid, body, self.now(), self.config, self.config["project_number"],
                       self._loc, requests)
+            if self.config["internal_first_job"] and self._loc not in self.regions_used:
+                job.internal = job.fail = True
+            self.regions_used.add(self._loc)
             self.jobs[jid] = job
             self.stats["most_running"] = max(self.stats["most_running"], running + 1)
         return job, None
