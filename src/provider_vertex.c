@@ -16,7 +16,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "buf.h"
 #include "conf.h"
@@ -64,8 +66,9 @@ struct provider {
 	char jobs[2048];    /* .../v1/projects/P/locations/L/batchPredictionJobs */
 	char storage[1024]; /* storage_url, no trailing slash */
 	char bucket[256];
-	char prefix[512]; /* object name prefix: "" or ending in '/' */
-	char model[256];  /* default model, "" when none */
+	char prefix[512];     /* object name prefix: "" or ending in '/' */
+	char model[256];      /* default model, "" when none */
+	char state_dir[4096]; /* where the normalised copy of a part is written before upload */
 	int64_t resumable_threshold;
 	int64_t chunk;
 	int64_t first_job_retry_ms; /* 0: a job failing with INTERNAL is not retried */
@@ -412,7 +415,6 @@ static int vtx_open(struct provider **out, const struct remote_conf *conf, const
 	struct provider *p = NULL;
 	int rc;
 
-	(void)state_dir; /* nothing kept on disk: Vertex and the bucket hold everything */
 	if (!project || !is_word(project, 100, ":.-", false) || !location ||
 	    !is_word(location, 64, "-", false) || !bucket || !is_word(bucket, 222, "._-", false)) {
 		err_set(err,
@@ -475,6 +477,13 @@ static int vtx_open(struct provider **out, const struct remote_conf *conf, const
 	snprintf(p->prefix, sizeof(p->prefix), "%s%s", prefix,
 		 *prefix && prefix[strlen(prefix) - 1] != '/' ? "/" : "");
 	snprintf(p->model, sizeof(p->model), "%s", model);
+	snprintf(p->state_dir, sizeof(p->state_dir), "%s", state_dir ? state_dir : "");
+	if (p->state_dir[0] && mkdir(p->state_dir, 0700) && errno != EEXIST) {
+		rc = -errno;
+		err_set(err, "[%s] cannot create '%s': %s", conf->name, p->state_dir,
+			strerror(-rc));
+		goto fail;
+	}
 	p->resumable_threshold = (int64_t)threshold;
 	p->chunk = (int64_t)chunk;
 	rc = http_new(&p->http, NULL, err);
@@ -772,6 +781,227 @@ out:
 	return rc;
 }
 
+/*
+ * The input as Vertex reads it best, and as Google's own SDK writes it (one JSON value per
+ * line, "\n"-terminated): no blank lines, no CRs, no byte order mark, no blanks around the
+ * object, and no request.model (the job names the model; the request body of a Claude batch
+ * line has none: spec C.6). Written beside the state of the remote, streamed line by line
+ * (only a line at a time in memory), uploaded, then removed. The member is cut out byte by
+ * byte, so every other byte of the line is sent as the user wrote it.
+ */
+#define VTX_NORM_FLUSH (256 * 1024)
+
+static size_t skip_ws(const char *s, size_t n, size_t i)
+{
+	while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\r' || s[i] == '\n'))
+		i++;
+	return i;
+}
+
+/* The end of the JSON value at i (the line was validated: well formed). */
+static size_t value_end(const char *s, size_t n, size_t i)
+{
+	int depth = 0;
+
+	if (i >= n)
+		return n;
+	if (s[i] == '"') {
+		for (i++; i < n && s[i] != '"'; i++)
+			if (s[i] == '\\')
+				i++;
+		return i < n ? i + 1 : n;
+	}
+	if (s[i] != '{' && s[i] != '[') {
+		while (i < n && !strchr(",}] \t\r\n", s[i]))
+			i++;
+		return i;
+	}
+	for (; i < n; i++) {
+		if (s[i] == '"') {
+			i = value_end(s, n, i) - 1;
+		} else if (s[i] == '{' || s[i] == '[') {
+			depth++;
+		} else if ((s[i] == '}' || s[i] == ']') && --depth == 0) {
+			return i + 1;
+		}
+	}
+	return n;
+}
+
+/*
+ * In the object at o, the member named key (written without escapes): its value at *v, and
+ * the bytes [*cut, *cut_end) that remove it with one comma. 0 when found, -ENOENT.
+ */
+static int find_member(const char *s, size_t n, size_t o, const char *key, size_t *v, size_t *cut,
+		       size_t *cut_end)
+{
+	size_t klen = strlen(key), i, prev_end = 0;
+	bool first = true;
+
+	if (o >= n || s[o] != '{')
+		return -ENOENT;
+	i = skip_ws(s, n, o + 1);
+	while (i < n && s[i] == '"') {
+		size_t kend = value_end(s, n, i);
+		size_t val = skip_ws(s, n, skip_ws(s, n, kend) + 1); /* past the ':' */
+		size_t vend = value_end(s, n, val);
+		size_t after = skip_ws(s, n, vend);
+
+		if (kend - i == klen + 2 && !memcmp(s + i + 1, key, klen)) {
+			*v = val;
+			if (after < n && s[after] == ',') {
+				*cut = i;
+				*cut_end = skip_ws(s, n, after + 1);
+			} else {
+				/* The last member: the comma before it goes (none: the only one). */
+				*cut = first ? i : prev_end;
+				*cut_end = vend;
+			}
+			return 0;
+		}
+		if (after >= n || s[after] != ',')
+			break;
+		first = false;
+		prev_end = vend;
+		i = skip_ws(s, n, after + 1);
+	}
+	return -ENOENT;
+}
+
+struct norm_ctx {
+	int fd;
+	struct buf out;
+	int64_t size;
+	int rc;
+};
+
+static int norm_flush(struct norm_ctx *c)
+{
+	const char *d = c->out.data;
+	size_t n = c->out.len;
+
+	while (n) {
+		ssize_t w = write(c->fd, d, n);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return -errno;
+		d += w;
+		n -= (size_t)w;
+	}
+	buf_reset(&c->out);
+	return 0;
+}
+
+static int norm_add(struct norm_ctx *c, const char *d, size_t n)
+{
+	int rc = 0;
+
+	if (c->out.len + n > VTX_NORM_FLUSH)
+		rc = norm_flush(c);
+	if (!rc && n > VTX_NORM_FLUSH) {
+		/* A long line goes straight out: the buffer stays small. */
+		while (n && !rc) {
+			ssize_t w = write(c->fd, d, n);
+
+			if (w < 0 && errno != EINTR)
+				rc = -errno;
+			if (w > 0) {
+				d += w;
+				n -= (size_t)w;
+			}
+		}
+		return rc;
+	}
+	return rc ? rc : buf_add(&c->out, d, n);
+}
+
+static int norm_line(void *ctx, const char *line, size_t len, long lineno)
+{
+	struct norm_ctx *c = ctx;
+	size_t a = 0, b = len, req, v, cut, cut_end;
+	int rc;
+
+	if (lineno == 1 && len >= 3 && !memcmp(line, "\xef\xbb\xbf", 3))
+		a = 3;
+	while (a < b && (line[a] == ' ' || line[a] == '\t'))
+		a++;
+	while (b > a && (line[b - 1] == ' ' || line[b - 1] == '\t' || line[b - 1] == '\r'))
+		b--;
+	if (a == b)
+		return 0; /* blank */
+	if (!find_member(line, b, a, "request", &req, &cut, &cut_end) &&
+	    !find_member(line, b, req, "model", &v, &cut, &cut_end)) {
+		c->size += (int64_t)(cut - a);
+		rc = norm_add(c, line + a, cut - a);
+		a = cut_end;
+		if (rc)
+			return rc;
+	}
+	rc = norm_add(c, line + a, b - a);
+	if (!rc)
+		rc = norm_add(c, "\n", 1);
+	if (!rc)
+		c->size += (int64_t)(b - a) + 1;
+	return rc;
+}
+
+/* Writes the normalised part s to path; its size in *size. 0 or -errno with err set. */
+static int normalise_part(const struct provider_submit *s, const char *path, int64_t *size,
+			  struct bfs_err *err)
+{
+	struct norm_ctx c = {.fd = -1, .out = BUF_INIT(2 * VTX_NORM_FLUSH)};
+	struct jsonl_splitter sp;
+	char *chunk = malloc(VTX_NORM_FLUSH);
+	int64_t off = 0;
+	int in = -1, rc = 0;
+
+	jsonl_splitter_init(&sp, (size_t)s->length + 1, norm_line, &c);
+	if (!chunk) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	in = open(s->path, O_RDONLY | O_CLOEXEC);
+	c.fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (in < 0 || c.fd < 0) {
+		rc = -errno;
+		goto out;
+	}
+	while (!rc && off < s->length) {
+		size_t want = (size_t)(s->length - off) < VTX_NORM_FLUSH ? (size_t)(s->length - off)
+									 : VTX_NORM_FLUSH;
+		ssize_t n = pread(in, chunk, want, s->offset + off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			rc = n < 0 ? -errno : -EIO;
+			break;
+		}
+		rc = jsonl_splitter_feed(&sp, chunk, (size_t)n, err);
+		off += n;
+	}
+	if (!rc)
+		rc = jsonl_splitter_finish(&sp, err);
+	if (!rc)
+		rc = norm_flush(&c);
+	if (!rc && fsync(c.fd))
+		rc = -errno;
+out:
+	if (rc && !err_is_set(err))
+		err_set(err, "cannot write the upload copy '%s': %s", path, strerror(-rc));
+	if (in >= 0)
+		close(in);
+	if (c.fd >= 0)
+		close(c.fd);
+	jsonl_splitter_release(&sp);
+	buf_release(&c.out);
+	free(chunk);
+	*size = c.size;
+	return rc;
+}
+
 static int vtx_submit(struct provider *p, const struct provider_submit *s,
 		      struct provider_batch *out, provider_retry_fn on_retry, void *retry_ctx,
 		      struct bfs_err *err)
@@ -785,6 +1015,9 @@ static int vtx_submit(struct provider *p, const struct provider_submit *s,
 	struct stat st;
 	cJSON *root = NULL;
 	char *json = NULL;
+	char norm[sizeof(p->state_dir) + 128] = "";
+	const char *path = s->path;
+	int64_t base = s->offset, size = s->length;
 	int rc;
 
 	if (!*model) {
@@ -814,12 +1047,26 @@ static int vtx_submit(struct provider *p, const struct provider_submit *s,
 		rc = -EINVAL;
 		goto out;
 	}
-	if (s->length > p->resumable_threshold)
-		rc = upload_resumable(p, s->path, s->offset, object.data, s->length, on_retry,
-				      retry_ctx, err);
+	if (p->state_dir[0]) {
+		if (snprintf(norm, sizeof(norm), "%s/upload-%s.jsonl", p->state_dir, s->identity) >=
+		    (int)sizeof(norm)) {
+			err_set(err, "cannot create batch: the state directory's name is too long");
+			norm[0] = '\0';
+			rc = -ENAMETOOLONG;
+			goto out;
+		}
+		rc = normalise_part(s, norm, &size, err);
+		if (rc) {
+			err_prefix(err, "cannot create batch");
+			goto out;
+		}
+		path = norm;
+		base = 0;
+	}
+	if (size > p->resumable_threshold)
+		rc = upload_resumable(p, path, base, object.data, size, on_retry, retry_ctx, err);
 	else
-		rc = upload_simple(p, s->path, s->offset, object.data, s->length, on_retry,
-				   retry_ctx, err);
+		rc = upload_simple(p, path, base, object.data, size, on_retry, retry_ctx, err);
 	if (rc) {
 		err_prefix(err, "cannot upload the requests to gs://%s", p->bucket);
 		goto out;
@@ -849,6 +1096,8 @@ static int vtx_submit(struct provider *p, const struct provider_submit *s,
 		  s->nrequests, s->length);
 	*out = b;
 out:
+	if (norm[0])
+		(void)unlink(norm); /* in the bucket now, or not needed */
 	cJSON_Delete(root);
 	free(json);
 	buf_release(&object);

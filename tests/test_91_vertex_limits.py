@@ -193,3 +193,23 @@ def test_a_regions_first_job_failing_with_internal_is_retried_once(vertex):
     wait_for(lambda: srv.count("GET", r"/batchPredictionJobs$") >= 2, 10, what="a listing")
     assert sorted(os.listdir(os.path.join(m.path, "v"))) == [".by-id", os.path.basename(d)]
     assert srv.jobs_created == 2
+
+
+def test_the_upload_is_normalised_as_googles_sdk_writes_it(vertex):
+    # CRLF line ends, blank lines, blanks around objects and request.model on every line:
+    # uploaded as LF-terminated lines without blanks and without request.model (the model
+    # goes in the job); every other byte as written.
+    srv, m = vertex(model=None)
+    ids = ["n1", "n2", "n3"]
+    raw = [vline(c, f"text {c}", model="claude-3-7-sonnet@20250219") for c in ids]
+    body = "  " + raw[0] + "\r\n\r\n" + raw[1] + " \t\r\n\n   \n" + raw[2]
+    d = submit(m, body)
+    [create] = srv.create_bodies
+    assert create["model"] == "publishers/anthropic/models/claude-3-7-sonnet@20250219"
+    ident = create["labels"]["batchfs_identity"]
+    want = "".join(vline(c, f"text {c}") + "\n" for c in ids)
+    assert srv.object("b", f"batchfs/{ident}/requests.jsonl") == want.encode()
+    assert read(os.path.join(d, "requests.jsonl"), "rb") == body.encode()
+    wait_state(d, "completed")
+    s = wait_results(d)
+    assert s["counts"]["succeeded"] == 3 and s["counts"]["errored"] == 0

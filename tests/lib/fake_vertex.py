@@ -183,6 +183,10 @@ class Job:
                 not req["anthropic_version"].startswith("vertex-"):
             return 'Bad Request: {"type":"error","error":{"type":"invalid_request_error",' \
                    '"message":"anthropic_version: Field required"}}'
+        if "model" in req:
+            # The job names the model; a Claude batch request body has none.
+            return 'Bad Request: {"type":"error","error":{"type":"invalid_request_error",' \
+                   '"message":"model: Extra inputs are not permitted"}}'
         msgs = req.get("messages")
         if not isinstance(msgs, list) or not isinstance(req.get("max_tokens"), int):
             return 'Bad Request: {"type":"error","error":{"type":"invalid_request_error",' \
