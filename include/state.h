@@ -41,8 +41,8 @@ int results_state_parse(const char *name, enum results_state *out);
 
 /* completed, canceled, expired, failed (queued is not: it is submitted later). */
 bool state_is_terminal(enum batch_state s);
-/* States in which requests.jsonl may still be (re)written: draft, rejected, and failed before
- * the provider ever knew the batch (has_provider_id false). */
+/* States in which requests.jsonl may still be (re)written: draft, rejected, and failed or
+ * canceled (while queued) before the provider ever knew the batch (has_provider_id false). */
 bool state_is_writable(enum batch_state s, bool has_provider_id);
 
 /*

@@ -1348,6 +1348,9 @@ static int cancel_parts(struct bfs *b, struct remote *r, int64_t batch_id, bool 
 		(void)apply_part(b, r, p->id, p->state, &pb); /* logged inside */
 	}
 	free(l.v);
+	if (!store_batch_get(b->store, batch_id, &row) && !row.pid[0] &&
+	    row.state == BATCH_CANCELED)
+		set_file_mode(b, batch_id, 0644); /* nothing was sent: it may be written again */
 	return failures ? -EIO : 0;
 }
 

@@ -94,6 +94,7 @@ bool state_is_writable(enum batch_state s, bool has_provider_id)
 	case BATCH_REJECTED:
 		return true;
 	case BATCH_FAILED:
+	case BATCH_CANCELED: /* canceled while queued: nothing was ever sent */
 		return !has_provider_id;
 	case BATCH_QUEUED:
 	case BATCH_SUBMITTING:
@@ -102,7 +103,6 @@ bool state_is_writable(enum batch_state s, bool has_provider_id)
 	case BATCH_FINALIZING:
 	case BATCH_CANCELING:
 	case BATCH_COMPLETED:
-	case BATCH_CANCELED:
 	case BATCH_EXPIRED:
 		return false;
 	}

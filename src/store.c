@@ -902,7 +902,8 @@ int store_batch_claim(struct store *st, int64_t id)
 	static const char sql[] =
 		"UPDATE batches SET state = 'submitting', error = '',"
 		" error_line = 0, error_attempt = 0, updated_at = ?2 WHERE id = ?1"
-		" AND is_foreign = 0 AND state IN ('draft', 'rejected', 'failed')";
+		" AND is_foreign = 0 AND state IN ('draft', 'rejected', 'failed',"
+		" 'canceled')";
 	struct store_conn *c = conn_get(st);
 	sqlite3_stmt *s;
 	int n = 0, rc;

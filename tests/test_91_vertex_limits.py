@@ -91,6 +91,16 @@ def test_a_queued_batch_can_be_canceled_without_asking_the_provider(vertex):
     # It never leaves the queue afterwards: a poll later, still one job.
     wait_for(lambda: srv.count("GET", r"/batchPredictionJobs/") >= 3, 10, what="polls")
     assert read_status(d)["state"] == "canceled" and srv.jobs_created == 1
+    # Nothing was sent: the file may be written again (submitted once a slot is free) and
+    # the directory removed.
+    with open(os.path.join(d, "requests.jsonl"), "w") as f:
+        f.write(vrequests(["w2"]))
+    assert read_status(d)["state"] == "queued" and srv.jobs_created == 1
+    with open(os.path.join(d, "ctl"), "w") as f:
+        f.write("cancel\n")
+    wait_state(d, "canceled")
+    os.rmdir(d)
+    assert not os.path.exists(d)
 
 
 def running_job(srv, m, ids, **keys):
