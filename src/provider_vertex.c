@@ -31,29 +31,31 @@
 #include "state.h"
 #include "timefmt.h"
 
-#define VTX_AIPLATFORM_FMT  "https://%s-aiplatform.googleapis.com"
-#define VTX_STORAGE_DEFAULT "https://storage.googleapis.com"
-#define VTX_PREFIX_DEFAULT  "batchfs/"
-#define VTX_PUBLISHER	    "publishers/anthropic/models/"
-#define VTX_CONTENT_TYPE    "application/jsonl"
-#define VTX_URL_MAX	    8192
-#define VTX_RESP_MAX	    (8u * 1024 * 1024) /* one JSON answer; a page of 100 jobs ~300 KiB */
-#define VTX_JOB_PAGE	    100
-#define VTX_OBJ_PAGE	    1000	    /* the Cloud Storage maximum (spec C.9) */
-#define VTX_PAGES_MAX	    100000	    /* a loop guard, not a limit anyone should reach */
-#define VTX_TOKEN_MAX	    4096	    /* a pageToken we send back */
-#define VTX_UNIT	    (256 * 1024)    /* resumable chunks are multiples of this (spec C.9) */
-#define VTX_CHUNK_DEFAULT   (32 * VTX_UNIT) /* 8 MiB */
-#define VTX_UPLOAD_FAILURES 8		    /* interrupted chunks before giving up */
-#define VTX_RESTARTS	    3		    /* whole results downloads started over */
-#define VTX_BIG_BODY	    (32 * 1024 * 1024) /* above: only the low-speed timeout applies */
-#define VTX_LABEL_ID	    "batchfs_identity"
-#define VTX_LABEL_N	    "batchfs_requests"
-#define VTX_LABEL_RETRY	    "batchfs_retry_of" /* on a retry: the id of the job it retries */
-#define VTX_INTERNAL	    13		       /* google.rpc.Code INTERNAL */
-#define VTX_RETRY_DEFAULT   600.0	       /* first_job_retry: "about 10 minutes" */
-#define VTX_RETRIES_MAX	    64		       /* retried jobs remembered (then: listed) */
-#define VTX_NAME_MAX	    128		       /* displayName */
+#define VTX_AIPLATFORM_FMT   "https://%s-aiplatform.googleapis.com"
+#define VTX_STORAGE_DEFAULT  "https://storage.googleapis.com"
+#define VTX_BIGQUERY_DEFAULT "https://bigquery.googleapis.com"
+#define VTX_BQ_PAGE	     500 /* rows per tabledata.list page */
+#define VTX_PREFIX_DEFAULT   "batchfs/"
+#define VTX_PUBLISHER	     "publishers/anthropic/models/"
+#define VTX_CONTENT_TYPE     "application/jsonl"
+#define VTX_URL_MAX	     8192
+#define VTX_RESP_MAX	     (8u * 1024 * 1024) /* one JSON answer; a page of 100 jobs ~300 KiB */
+#define VTX_JOB_PAGE	     100
+#define VTX_OBJ_PAGE	     1000	     /* the Cloud Storage maximum (spec C.9) */
+#define VTX_PAGES_MAX	     100000	     /* a loop guard, not a limit anyone should reach */
+#define VTX_TOKEN_MAX	     4096	     /* a pageToken we send back */
+#define VTX_UNIT	     (256 * 1024)    /* resumable chunks are multiples of this (spec C.9) */
+#define VTX_CHUNK_DEFAULT    (32 * VTX_UNIT) /* 8 MiB */
+#define VTX_UPLOAD_FAILURES  8		     /* interrupted chunks before giving up */
+#define VTX_RESTARTS	     3		     /* whole results downloads started over */
+#define VTX_BIG_BODY	     (32 * 1024 * 1024) /* above: only the low-speed timeout applies */
+#define VTX_LABEL_ID	     "batchfs_identity"
+#define VTX_LABEL_N	     "batchfs_requests"
+#define VTX_LABEL_RETRY	     "batchfs_retry_of" /* on a retry: the id of the job it retries */
+#define VTX_INTERNAL	     13			/* google.rpc.Code INTERNAL */
+#define VTX_RETRY_DEFAULT    600.0		/* first_job_retry: "about 10 minutes" */
+#define VTX_RETRIES_MAX	     64			/* retried jobs remembered (then: listed) */
+#define VTX_NAME_MAX	     128		/* displayName */
 /* Google's Claude batch page: "due to a known bug, cancelled jobs write no results". */
 #define VTX_CANCEL_WARNING                                                             \
 	"Vertex AI writes no results for a cancelled job (a known bug): the requests " \
@@ -63,8 +65,10 @@ struct provider {
 	struct http *http;
 	struct gauth *auth;
 	char remote[CONF_NAME_MAX];
-	char jobs[2048];    /* .../v1/projects/P/locations/L/batchPredictionJobs */
-	char storage[1024]; /* storage_url, no trailing slash */
+	char jobs[2048];      /* .../v1/projects/P/locations/L/batchPredictionJobs */
+	char storage[1024];   /* storage_url, no trailing slash */
+	char bigquery[1024];  /* bigquery_url, no trailing slash */
+	char bq_dataset[512]; /* output = bigquery: "bq://project.dataset", else "" */
 	char bucket[256];
 	char prefix[512];     /* object name prefix: "" or ending in '/' */
 	char model[256];      /* default model, "" when none */
@@ -345,6 +349,15 @@ static int job_from_json(const cJSON *o, struct provider_batch *out, struct bfs_
 		b.ended_at = json_time(o, "updateTime");
 	if (dir && *dir && strlen(dir) < sizeof(b.ref) && !http_has_ctl(dir))
 		snprintf(b.ref, sizeof(b.ref), "%s", dir);
+	if (!b.ref[0]) {
+		/* A BigQuery destination: "bq://project.dataset" and the table Vertex made. */
+		const char *ds = json_str(info, "bigqueryOutputDataset");
+		const char *table = json_str(info, "bigqueryOutputTable");
+
+		if (ds && table && !strncmp(ds, "bq://", 5) && *table && !http_has_ctl(ds) &&
+		    !http_has_ctl(table) && strlen(ds) + strlen(table) + 2 < sizeof(b.ref))
+			snprintf(b.ref, sizeof(b.ref), "%s.%s", ds, table);
+	}
 	b.results_available = state_is_terminal(b.state) && b.ref[0] && b.state != BATCH_CANCELED;
 	/* A job that failed or expired before writing anything has nothing to fetch; a
 	 * cancelled one never has (VTX_CANCEL_WARNING), whatever outputInfo says. */
@@ -411,6 +424,9 @@ static int vtx_open(struct provider **out, const struct remote_conf *conf, const
 	double threshold = conf_get_double(conf, "resumable_threshold", VTX_CHUNK_DEFAULT);
 	double chunk = conf_get_double(conf, "upload_chunk_size", VTX_CHUNK_DEFAULT);
 	double retry_s = conf_get_double(conf, "first_job_retry", VTX_RETRY_DEFAULT);
+	const char *output = conf_get(conf, "output", "gcs");
+	const char *dataset = conf_get(conf, "bigquery_dataset", NULL);
+	const char *bqurl = conf_get(conf, "bigquery_url", VTX_BIGQUERY_DEFAULT);
 	char base[1024], def[256];
 	struct provider *p = NULL;
 	int rc;
@@ -448,6 +464,29 @@ static int vtx_open(struct provider **out, const struct remote_conf *conf, const
 			conf->name);
 		return -EINVAL;
 	}
+	if (strcmp(output, "gcs") && strcmp(output, "bigquery")) {
+		err_set(err, "[%s] output must be gcs or bigquery, not '%.64s'", conf->name,
+			output);
+		return -EINVAL;
+	}
+	if (dataset && !strncmp(dataset, "bq://", 5))
+		dataset += 5;
+	if (!strcmp(output, "bigquery") &&
+	    (!dataset || !strchr(dataset, '.') || !is_word(dataset, 400, ":.-_", true))) {
+		err_set(err,
+			"[%s] output = bigquery needs bigquery_dataset = PROJECT.DATASET (or "
+			"bq://PROJECT.DATASET)",
+			conf->name);
+		return -EINVAL;
+	}
+	if (conf_get(conf, "first_job_retry", NULL)) {
+		const char *v = conf_get(conf, "first_job_retry", NULL);
+		char *end;
+
+		retry_s = strtod(v, &end);
+		if (end == v || *end)
+			retry_s = -1;
+	}
 	if (!(retry_s >= 0 && retry_s < 1e9)) {
 		err_set(err, "[%s] first_job_retry must be a number of seconds (0: never)",
 			conf->name);
@@ -465,6 +504,10 @@ static int vtx_open(struct provider **out, const struct remote_conf *conf, const
 	rc = take_url(conf, "aiplatform_url", aip && *aip ? aip : def, base, sizeof(base), err);
 	if (!rc)
 		rc = take_url(conf, "storage_url", storage, p->storage, sizeof(p->storage), err);
+	if (!rc)
+		rc = take_url(conf, "bigquery_url", bqurl, p->bigquery, sizeof(p->bigquery), err);
+	if (!rc && !strcmp(output, "bigquery"))
+		snprintf(p->bq_dataset, sizeof(p->bq_dataset), "bq://%s", dataset);
 	if (rc)
 		goto fail;
 	if (snprintf(p->jobs, sizeof(p->jobs), "%s/v1/projects/%s/locations/%s/batchPredictionJobs",
@@ -762,11 +805,20 @@ static int create_body(const struct provider *p, const struct provider_submit *s
 	if (!uris || !cJSON_AddItemToArray(uris, cJSON_CreateString(in.data)))
 		goto out;
 	cfg = cJSON_AddObjectToObject(o, "outputConfig");
-	if (!cfg || !cJSON_AddStringToObject(cfg, "predictionsFormat", "jsonl"))
-		goto out;
-	src = cJSON_AddObjectToObject(cfg, "gcsDestination");
-	if (!src || !cJSON_AddStringToObject(src, "outputUriPrefix", outp.data))
-		goto out;
+	if (cfg && p->bq_dataset[0]) {
+		/* output = bigquery: Vertex makes a predictions table in the dataset. */
+		if (!cJSON_AddStringToObject(cfg, "predictionsFormat", "bigquery"))
+			goto out;
+		src = cJSON_AddObjectToObject(cfg, "bigqueryDestination");
+		if (!src || !cJSON_AddStringToObject(src, "outputUri", p->bq_dataset))
+			goto out;
+	} else {
+		if (!cfg || !cJSON_AddStringToObject(cfg, "predictionsFormat", "jsonl"))
+			goto out;
+		src = cJSON_AddObjectToObject(cfg, "gcsDestination");
+		if (!src || !cJSON_AddStringToObject(src, "outputUriPrefix", outp.data))
+			goto out;
+	}
 	labels = cJSON_AddObjectToObject(o, "labels");
 	if (!labels || !cJSON_AddStringToObject(labels, VTX_LABEL_ID, label) ||
 	    !cJSON_AddStringToObject(labels, VTX_LABEL_N, count))
@@ -1967,6 +2019,199 @@ out:
 	return rc;
 }
 
+/*
+ * Results in BigQuery (output = bigquery, or a job made elsewhere with a bq:// output): the
+ * table's schema (tables.get), then its rows page by page (tabledata.list), each row made the
+ * line the Cloud Storage output would have: an object of its non-null columns, JSON columns
+ * (request, response) as JSON, the others as BigQuery's strings. Each page is one bounded
+ * JSON answer; lines go through vtx_result_line (custom_id, position) like file lines.
+ */
+#define VTX_BQ_COLS 64
+
+struct bq_col {
+	char name[128];
+	bool json;
+};
+
+/* "bq://project.dataset.table" -> its three names, URL-escaped after the table path. */
+static int bq_table_url(const struct provider *p, const char *ref, struct buf *url)
+{
+	const char *t = ref + 5, *last = strrchr(t, '.'), *mid;
+	int rc;
+
+	if (strncmp(ref, "bq://", 5) || !last || last == t)
+		return -EINVAL;
+	for (mid = last - 1; mid > t && *mid != '.'; mid--)
+		;
+	if (mid == t || last - mid < 2 || !last[1])
+		return -EINVAL;
+	rc = buf_addf(url, "%s/bigquery/v2/projects/", p->bigquery);
+	if (!rc) {
+		char *proj = strndup(t, (size_t)(mid - t));
+		char *ds = strndup(mid + 1, (size_t)(last - mid - 1));
+
+		rc = proj && ds ? 0 : -ENOMEM;
+		if (!rc)
+			rc = http_url_escape(proj, url);
+		if (!rc)
+			rc = buf_addstr(url, "/datasets/");
+		if (!rc)
+			rc = http_url_escape(ds, url);
+		free(proj);
+		free(ds);
+	}
+	if (!rc)
+		rc = buf_addstr(url, "/tables/");
+	if (!rc)
+		rc = http_url_escape(last + 1, url);
+	return rc;
+}
+
+static int bq_schema(struct provider *p, const char *table_url, struct bq_col *cols, size_t *n,
+		     struct provider_results *r, struct bfs_err *err)
+{
+	const cJSON *f;
+	cJSON *root = NULL;
+	int rc = call_json(p, HTTP_GET, table_url, NULL, HTTP_RETRY_IDEMPOTENT, r->on_retry,
+			   r->retry_ctx, &root, err);
+
+	*n = 0;
+	if (rc)
+		return rc;
+	cJSON_ArrayForEach(f, cJSON_GetObjectItemCaseSensitive(
+				      cJSON_GetObjectItemCaseSensitive(root, "schema"), "fields")) {
+		const char *name = json_str(f, "name"), *type = json_str(f, "type");
+
+		if (*n == VTX_BQ_COLS || !name) {
+			rc = -EBADMSG;
+			break;
+		}
+		snprintf(cols[*n].name, sizeof(cols[*n].name), "%s", name);
+		cols[*n].json = type && !strcmp(type, "JSON");
+		(*n)++;
+	}
+	cJSON_Delete(root);
+	if (!rc && !*n)
+		rc = -EBADMSG;
+	if (rc == -EBADMSG)
+		err_set(err, "the table's schema is not one batchfs can read");
+	return rc;
+}
+
+/* One row ({"f": [{"v": ...}]}) as a JSON line; NULL when out of memory. */
+static char *bq_row_line(const cJSON *row, const struct bq_col *cols, size_t n)
+{
+	const cJSON *cell = cJSON_GetObjectItemCaseSensitive(row, "f");
+	cJSON *o = cJSON_CreateObject();
+	char *line = NULL;
+	size_t i = 0;
+
+	cell = cJSON_IsArray(cell) ? cell->child : NULL;
+	for (; o && cell && i < n; cell = cell->next, i++) {
+		const cJSON *v = cJSON_GetObjectItemCaseSensitive(cell, "v");
+		cJSON *item = NULL;
+
+		if (!v || cJSON_IsNull(v))
+			continue;
+		if (cols[i].json && cJSON_IsString(v))
+			item = cJSON_Parse(v->valuestring);
+		if (!item)
+			item = cJSON_Duplicate(v, true);
+		if (!item || !cJSON_AddItemToObject(o, cols[i].name, item)) {
+			cJSON_Delete(item);
+			goto out;
+		}
+	}
+	line = cJSON_PrintUnformatted(o);
+out:
+	cJSON_Delete(o);
+	return line;
+}
+
+static int bq_results(struct provider *p, const char *ref, struct vtx_lines *l, struct bfs_err *err)
+{
+	struct buf table = BUF_INIT(VTX_URL_MAX), url = BUF_INIT(VTX_URL_MAX);
+	struct bq_col *cols = calloc(VTX_BQ_COLS, sizeof(*cols));
+	char *token = NULL;
+	cJSON *root = NULL;
+	long lineno = 0;
+	size_t ncols = 0;
+	int rc;
+
+	if (!cols)
+		return -ENOMEM;
+	rc = bq_table_url(p, ref, &table);
+	if (rc) {
+		err_set(err, "'%.200s' is not a BigQuery table", ref);
+		rc = -EBADMSG;
+		goto out;
+	}
+	rc = bq_schema(p, table.data, cols, &ncols, l->r, err);
+	for (long page = 0; !rc && page < VTX_PAGES_MAX; page++) {
+		const cJSON *row;
+
+		buf_reset(&url);
+		rc = buf_addf(&url, "%s/data?maxResults=%d", table.data, VTX_BQ_PAGE);
+		if (!rc && token) {
+			rc = buf_addstr(&url, "&pageToken=");
+			if (!rc)
+				rc = http_url_escape(token, &url);
+		}
+		if (rc) {
+			err_set(err, "the table's URL is too long");
+			break;
+		}
+		rc = call_json(p, HTTP_GET, url.data, NULL, HTTP_RETRY_IDEMPOTENT, l->r->on_retry,
+			       l->r->retry_ctx, &root, err);
+		if (rc)
+			break;
+		cJSON_ArrayForEach(row, cJSON_GetObjectItemCaseSensitive(root, "rows")) {
+			char *line = bq_row_line(row, cols, ncols);
+
+			rc = line ? vtx_result_line(l, line, strlen(line), ++lineno) : -ENOMEM;
+			free(line);
+			if (rc)
+				break;
+		}
+		if (rc) {
+			if (err_is_set(l->r->line_err))
+				err_set(err, "%s", l->r->line_err->msg);
+			break;
+		}
+		/* tabledata.list names its next page "pageToken" (not nextPageToken). */
+		{
+			const char *next = json_str(root, "pageToken");
+			char *copy;
+
+			if (!next || !*next)
+				break;
+			if (strlen(next) > VTX_TOKEN_MAX || (token && !strcmp(token, next))) {
+				err_set(err, "the table's pageToken is unusable");
+				rc = -EBADMSG;
+				break;
+			}
+			copy = strdup(next);
+			if (!copy) {
+				rc = -ENOMEM;
+				break;
+			}
+			free(token);
+			token = copy;
+		}
+		cJSON_Delete(root);
+		root = NULL;
+	}
+	if (rc)
+		err_prefix(err, "%.200s", ref);
+out:
+	cJSON_Delete(root);
+	free(token);
+	free(cols);
+	buf_release(&table);
+	buf_release(&url);
+	return rc;
+}
+
 static int vtx_results(struct provider *p, const struct provider_batch *b, provider_result_fn fn,
 		       provider_reset_fn reset, void *ctx, provider_retry_fn on_retry,
 		       void *retry_ctx, struct bfs_err *err)
@@ -1996,6 +2241,18 @@ static int vtx_results(struct provider *p, const struct provider_batch *b, provi
 	if (!dir[0]) {
 		err_set(err, "job '%s' has no output directory", b->id);
 		return -ENODATA;
+	}
+	if (!strncmp(dir, "bq://", 5)) {
+		rc = bq_results(p, dir, &l, err);
+		if (!rc && l.missing)
+			rc = deliver_held(p, b->id, &l, err);
+		if (!rc && !r.delivered) {
+			err_set(err, "job '%s' wrote no rows to %.200s", b->id, dir);
+			rc = -ENODATA;
+		} else if (rc) {
+			err_prefix(err, "cannot download the results of job '%s'", b->id);
+		}
+		goto out;
 	}
 	if (parse_gs(dir, bucket, sizeof(bucket), &prefix) || !prefix.len) {
 		err_set(err, "job '%s': output directory '%.200s' is not a gs:// directory", b->id,
@@ -2047,6 +2304,9 @@ static const char *const provider_vertex_keys[] = {
 	"access_token_ttl",
 	"credentials",
 	"first_job_retry",
+	"output",
+	"bigquery_dataset",
+	"bigquery_url",
 	NULL,
 };
 

@@ -74,7 +74,8 @@ def authorized_user_file(path, srv):
 def section(srv, **keys):
     s = {"provider": "vertex", "project": "p", "location": "us-east5", "bucket": "b",
          "model": "claude-3-5-haiku@20241022", "aiplatform_url": srv.url,
-         "storage_url": srv.url, "poll_interval": "0.2", "list_interval": "0.5"}
+         "storage_url": srv.url, "bigquery_url": srv.url, "poll_interval": "0.2",
+         "list_interval": "0.5"}
     s.update({k: str(v) for k, v in keys.items() if v is not None})
     for k in [k for k, v in keys.items() if v is None]:
         s.pop(k, None)
@@ -535,7 +536,13 @@ def test_a_refused_upload_fails_the_batch_and_it_may_be_rewritten(vertex):
     ({"upload_chunk_size": "1000"}, "262144"),
     ({"credentials": "/nonexistent/creds.json"}, "/nonexistent/creds.json"),
     ({"credentials": None}, "no Google credentials"),
-], ids=["no-bucket", "global", "chunk-size", "missing-file", "no-credentials"])
+    ({"output": "bigquery"}, "bigquery_dataset = PROJECT.DATASET"),
+    ({"output": "bq"}, "output must be gcs or bigquery"),
+    ({"max_concurrent_jobs": "-1"}, "max_concurrent_jobs must be a whole number"),
+    ({"cancel_confirm": "maybe"}, "cancel_confirm must be on or off"),
+    ({"first_job_retry": "soon"}, "first_job_retry"),
+], ids=["no-bucket", "global", "chunk-size", "missing-file", "no-credentials", "bq-no-dataset",
+        "bad-output", "bad-max-jobs", "bad-cancel-confirm", "bad-first-job-retry"])
 def test_bad_config_fails_the_mount(batchfs_bin, fake_server, tmp_path, keys, word):
     srv = fake_server("vertex")
     (tmp_path / "m").mkdir()

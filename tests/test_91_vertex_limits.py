@@ -223,3 +223,48 @@ def test_the_upload_is_normalised_as_googles_sdk_writes_it(vertex):
     wait_state(d, "completed")
     s = wait_results(d)
     assert s["counts"]["succeeded"] == 3 and s["counts"]["errored"] == 0
+
+
+def bq_rows_as_lines(srv, ref):
+    """The rows of the predictions table named in outputInfo, keyed by custom_id."""
+    proj, ds = ref["bigqueryOutputDataset"][5:].split(".")
+    t = srv.tables[(proj, ds, ref["bigqueryOutputTable"])]
+    return {r["custom_id"]: r for r in t["rows"]}
+
+
+def test_output_bigquery_writes_a_table_and_results_come_from_tabledata_list(vertex):
+    # output = bigquery: the job's output goes to a table in bigquery_dataset; batchfs reads
+    # the rows back (tables.get for the schema, tabledata.list page by page) into results/.
+    ids = [f"g{i}" for i in range(5)]
+    srv, m = vertex(output="bigquery", bigquery_dataset="bq://p.batch_out")
+    d = submit(m, vrequests(ids[:2]) + vline(ids[2], "please fail-me") + "\n" +
+               vrequests(ids[3:]))
+    [create] = srv.create_bodies
+    assert create["outputConfig"] == {"predictionsFormat": "bigquery", "bigqueryDestination": {
+        "outputUri": "bq://p.batch_out"}}
+    s = wait_state(d, "completed")
+    s = wait_results(d)
+    assert s["counts"]["succeeded"] == 4 and s["counts"]["errored"] == 1
+    rows = bq_rows_as_lines(srv, srv.job_json(s["id"])["outputInfo"])
+    assert sorted(rows) == sorted(ids)
+    assert sorted(os.listdir(os.path.join(d, "results"))) == sorted(c + ".json" for c in ids)
+    for c in ids:
+        got = json.loads(read(os.path.join(d, "results", c + ".json")))
+        assert got["custom_id"] == c and got["request"] == rows[c]["request"]
+        assert got.get("response") == rows[c]["response"] and got["status"] == rows[c]["status"]
+    assert json.loads(read(os.path.join(d, "results", "g2.json")))["status"].startswith(
+        "Bad Request")
+    assert srv.count("GET", r"/tables/[^/]+/data") >= 3  # two rows a page
+
+
+def test_a_job_made_elsewhere_with_bigquery_input_and_output_shows_its_results(vertex):
+    srv, m = vertex()
+    jid = srv.create_job([vline("e1", "from bq"), vline("e2"), vline("e3")],
+                         bq_input="bq://p.inputs.requests", bq_output="bq://p.outs")
+    d = os.path.join(m.path, "v", jid)
+    wait_for(lambda: os.path.isdir(d), 10, what="the foreign job's dir")
+    wait_state(d, "completed")
+    wait_results(d)
+    assert sorted(os.listdir(os.path.join(d, "results"))) == ["e1.json", "e2.json", "e3.json"]
+    got = json.loads(read(os.path.join(d, "results", "e1.json")))
+    assert got["response"]["content"][0]["text"] == "echo: from bq"
