@@ -116,9 +116,9 @@ struct provider_ops {
 	/*
 	 * Creates the batch. Exactly once: it must not create a second batch when unsure
 	 * whether a first attempt did (answer lost); then it returns -EAGAIN and the caller
-	 * reconciles with find(). -EBUSY: certainly not created because the provider runs as
-	 * many batches as it allows (the part is queued and sent later). -EIO (or another
-	 * -errno) means certainly not created.
+	 * reconciles with find(). -EUSERS: certainly not created because the provider runs as
+	 * many batches as it allows (the part is queued and sent later; not -EBUSY, which the
+	 * HTTP layer gives a 409). -EIO (or another -errno) means certainly not created.
 	 */
 	int (*submit)(struct provider *p, const struct provider_submit *s,
 		      struct provider_batch *out, provider_retry_fn on_retry, void *retry_ctx,

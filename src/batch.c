@@ -619,7 +619,7 @@ enum part_outcome {
 /*
  * The queue: a remote runs at most max_concurrent_jobs batches at once (default: the
  * provider's max_active), counting those made elsewhere that this cache knows. A part past
- * the limit, or one the provider refused for its own limit (submit's -EBUSY), is accepted
+ * the limit, or one the provider refused for its own limit (submit's -EUSERS), is accepted
  * here as queued, oldest first, and sent by the poller as running batches end. The check
  * and the create happen under the remote's create_lock, so two threads never both take
  * the last slot.
@@ -814,7 +814,7 @@ static enum part_outcome send_part(struct bfs *b, struct remote *r, const struct
 		}
 		rc = -EAGAIN; /* certainly absent: try again */
 	}
-	if (rc == -EBUSY) {
+	if (rc == -EUSERS) {
 		/* The provider's own limit (jobs this cache does not know of): not created, so
 		 * the intent is taken back and the part waits for a slot. */
 		char why[sizeof(err->msg)];

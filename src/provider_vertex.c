@@ -1054,6 +1054,22 @@ out:
 	return rc;
 }
 
+/* Removes an object of the bucket; best effort (a leftover costs only storage). */
+static void delete_object(struct provider *p, const char *object)
+{
+	struct buf url = BUF_INIT(VTX_URL_MAX);
+	struct bfs_err e = BFS_ERR_INIT;
+	struct http_request rq = {.method = HTTP_DELETE, .retry = HTTP_RETRY_IDEMPOTENT};
+
+	if (!buf_addf(&url, "%s/storage/v1/b/", p->storage) && !http_url_escape(p->bucket, &url) &&
+	    !buf_addstr(&url, "/o/") && !http_url_escape(object, &url)) {
+		rq.url = url.data;
+		if (vtx_perform(p, &rq, hdr_accept, NULL, &e))
+			log_debug("vertex: cannot remove an unused upload: %s", e.msg);
+	}
+	buf_release(&url);
+}
+
 static int vtx_submit(struct provider *p, const struct provider_submit *s,
 		      struct provider_batch *out, provider_retry_fn on_retry, void *retry_ctx,
 		      struct bfs_err *err)
@@ -1132,9 +1148,11 @@ static int vtx_submit(struct provider *p, const struct provider_submit *s,
 	memset(&rs, 0, sizeof(rs));
 	rc = call_json_rs(p, HTTP_POST, p->jobs, &body, HTTP_RETRY_CREATE, on_retry, retry_ctx,
 			  &root, &rs, err);
-	if (rc && rs.status == 429) {
-		/* RESOURCE_EXHAUSTED: the project's concurrent jobs quota; nothing was made. */
-		rc = -EBUSY;
+	if (rc && rc != -EAGAIN && rs.status == 429) {
+		/* RESOURCE_EXHAUSTED: the project's concurrent jobs quota; nothing was made. The
+		 * part is sent again later under a new identity: its upload goes (best effort). */
+		rc = -EUSERS;
+		delete_object(p, object.data);
 	} else if (rc == -EBADMSG) {
 		rc = -EAGAIN; /* a 2xx came back: the job exists, but we cannot tell which */
 	} else if (!rc && job_from_json(root, &b, err)) {

@@ -76,6 +76,10 @@ def test_a_refusal_for_the_projects_quota_queues_the_batch(vertex):
     wait_state(d, "completed", timeout=40)
     wait_results(d)
     assert srv.jobs_created == 2 and srv.stats["most_running"] == 1
+    # The refused attempt's upload was removed: one input object, the job's.
+    ours = [n for (b, n) in srv.objects if n.startswith("batchfs/") and
+            n.endswith("/requests.jsonl")]
+    assert len(ours) == 1
 
 
 def test_a_queued_batch_can_be_canceled_without_asking_the_provider(vertex):
