@@ -1536,6 +1536,14 @@ static int follow_retry(struct provider *p, const char *id, const cJSON *first,
 		}
 	}
 	pthread_mutex_unlock(&p->retry_lock);
+	if (rc == 1 && !rid[0]) {
+		/* Cancelled while it waited: the first job's failure stands. */
+		size_t n = strlen(b->error);
+
+		snprintf(b->error + n, sizeof(b->error) - n,
+			 "; cancelled before its retry: not retried");
+		return 0;
+	}
 	if (rc == 1) {
 		rc = get_job(p, rid, &nb, &root, on_retry, retry_ctx, err);
 		cJSON_Delete(root);
@@ -1595,12 +1603,32 @@ static int vtx_cancel(struct provider *p, const char *id, struct provider_batch 
 		err_set(err, "cannot cancel job: '%.*s' is not a job id", 64, id);
 		return -ENOENT;
 	}
-	/* A job retried after INTERNAL: it is the retry that runs. */
+	/* A job retried after INTERNAL: it is the retry that runs. One still waiting for its
+	 * retry is not retried any more (this process remembers it: VTX_RETRIES_MAX). */
 	snprintf(target, sizeof(target), "%s", id);
 	if (p->first_job_retry_ms) {
+		struct provider_batch first;
+		cJSON *froot = NULL;
+		int found;
+
 		pthread_mutex_lock(&p->retry_lock);
-		if (retry_lookup(p, id, target, &e) <= 0)
+		found = retry_lookup(p, id, target, &e);
+		if (found <= 0 || !target[0])
 			snprintf(target, sizeof(target), "%s", id);
+		if (found == 0 && !get_job(p, id, &first, &froot, NULL, NULL, &e) &&
+		    failed_internal(froot, &first) && p->nretries < VTX_RETRIES_MAX) {
+			snprintf(p->retries[p->nretries].of, PROVIDER_ID_MAX, "%s", id);
+			p->retries[p->nretries].id[0] = '\0'; /* cancelled: no retry */
+			p->nretries++;
+			cJSON_Delete(froot);
+			pthread_mutex_unlock(&p->retry_lock);
+			snprintf(first.error + strlen(first.error),
+				 sizeof(first.error) - strlen(first.error),
+				 "; cancelled before its retry: not retried");
+			*out = first;
+			return 0;
+		}
+		cJSON_Delete(froot);
 		pthread_mutex_unlock(&p->retry_lock);
 	}
 	/* :cancel answers {} (spec C.2), so the job is read again for its state. Asking

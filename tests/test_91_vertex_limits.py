@@ -272,3 +272,16 @@ def test_a_job_made_elsewhere_with_bigquery_input_and_output_shows_its_results(v
     assert sorted(os.listdir(os.path.join(d, "results"))) == ["e1.json", "e2.json", "e3.json"]
     got = json.loads(read(os.path.join(d, "results", "e1.json")))
     assert got["response"]["content"][0]["text"] == "echo: from bq"
+
+
+def test_a_job_waiting_for_its_internal_retry_can_be_canceled(vertex):
+    srv, m = vertex({"internal_first_job": True}, first_job_retry=60)
+    d = submit(m, vrequests(["w1", "w2"]))
+    wait_for(lambda: "retries it once at" in ((read_status(d).get("error") or {}).get(
+        "message") or ""), 10, what="the retry announced")
+    with open(os.path.join(d, "ctl"), "w") as f:
+        f.write("cancel!\n")
+    s = wait_state(d, "failed")
+    assert "cancelled before its retry" in s["error"]["message"]
+    # Ended: never polled again, so never retried.
+    assert srv.jobs_created == 1 and s["results"] == "unavailable"
