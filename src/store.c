@@ -44,7 +44,8 @@ struct store_conn {
 
 struct store {
 	char path[PATH_MAX];
-	char rdir[PATH_MAX]; /* results/: one write-once file per part */
+	char rdir[PATH_MAX];	/* results/: one write-once file per part */
+	char reserve[PATH_MAX]; /* room kept back for the status writes of a full disk */
 	pthread_key_t key;
 	pthread_mutex_t lock; /* protects conns */
 	struct store_conn *conns;
@@ -543,6 +544,42 @@ int store_check(const char *dir, bool rebuild, struct bfs_err *err)
 	return 0;
 }
 
+/*
+ * A full cache disk must still take the status write that says so (and the backoff that
+ * keeps a lasting failure from costing a download every poll): a WAL commit needs a few
+ * pages. STORE_RESERVE_BYTES are kept allocated in <cache>/reserve while there is room; a
+ * status write that meets ENOSPC frees them and tries once more. The reserve is filled
+ * again at start and after each stored set of results (when the disk has room again).
+ */
+#define STORE_RESERVE_BYTES (512 * 1024)
+
+static void reserve_fill(struct store *st)
+{
+	struct stat sb;
+	int fd;
+
+	if (!stat(st->reserve, &sb) && sb.st_blocks * 512 >= STORE_RESERVE_BYTES)
+		return;
+	fd = open(st->reserve, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return;
+	if (posix_fallocate(fd, 0, STORE_RESERVE_BYTES)) {
+		close(fd);
+		unlink(st->reserve); /* no room for it now: nothing half-kept */
+		return;
+	}
+	close(fd);
+}
+
+/* Frees the reserve; true if there was one to free (a retry may then succeed). */
+static bool reserve_release(struct store *st)
+{
+	if (unlink(st->reserve))
+		return false;
+	log_warn("cache: the disk is full; the space kept for status writes is used");
+	return true;
+}
+
 int store_open(struct store **out, const char *dir, struct bfs_err *err)
 {
 	struct store *st = NULL;
@@ -553,7 +590,9 @@ int store_open(struct store **out, const char *dir, struct bfs_err *err)
 	if (!st)
 		return -ENOMEM;
 	if ((size_t)snprintf(st->path, sizeof(st->path), "%s/cache.db", dir) >= sizeof(st->path) ||
-	    (size_t)snprintf(st->rdir, sizeof(st->rdir), "%s/results", dir) >= sizeof(st->rdir)) {
+	    (size_t)snprintf(st->rdir, sizeof(st->rdir), "%s/results", dir) >= sizeof(st->rdir) ||
+	    (size_t)snprintf(st->reserve, sizeof(st->reserve), "%s/reserve", dir) >=
+		    sizeof(st->reserve)) {
 		err_set(err, "cache directory path too long");
 		free(st);
 		return -ENAMETOOLONG;
@@ -591,6 +630,7 @@ int store_open(struct store **out, const char *dir, struct bfs_err *err)
 		store_free(st);
 		return rc;
 	}
+	reserve_fill(st);
 	*out = st;
 	return 0;
 }
@@ -1855,8 +1895,8 @@ int store_part_note(struct store *st, int64_t id, const char *msg, int attempt,
 
 static int ingest_drop_rows(struct store_conn *c, int64_t part_id);
 
-int store_part_set_results(struct store *st, int64_t id, unsigned expect_mask,
-			   enum results_state results, const char *msg, int64_t next_poll_at)
+static int set_results_once(struct store *st, int64_t id, unsigned expect_mask,
+			    enum results_state results, const char *msg, int64_t next_poll_at)
 {
 	static const char sql[] =
 		"UPDATE parts SET results = ?2, error = ?3, error_line = 0, error_attempt = 0,"
@@ -1882,8 +1922,18 @@ int store_part_set_results(struct store *st, int64_t id, unsigned expect_mask,
 	return txn_end(c, rc);
 }
 
-int store_part_fetch_failed(struct store *st, int64_t id, const char *msg, int64_t base_ms,
-			    int64_t max_ms, int attempts)
+int store_part_set_results(struct store *st, int64_t id, unsigned expect_mask,
+			   enum results_state results, const char *msg, int64_t next_poll_at)
+{
+	int rc = set_results_once(st, id, expect_mask, results, msg, next_poll_at);
+
+	if (rc == -ENOSPC && reserve_release(st))
+		rc = set_results_once(st, id, expect_mask, results, msg, next_poll_at);
+	return rc;
+}
+
+static int fetch_failed_once(struct store *st, int64_t id, const char *msg, int64_t base_ms,
+			     int64_t max_ms, int attempts)
 {
 	static const char sql[] =
 		"UPDATE parts SET results = CASE WHEN fetch_failures + 1 >= ?6 THEN 'unavailable'"
@@ -1917,6 +1967,16 @@ int store_part_fetch_failed(struct store *st, int64_t id, const char *msg, int64
 		rc = stmt_run(c, s);
 	}
 	return txn_end(c, rc);
+}
+
+int store_part_fetch_failed(struct store *st, int64_t id, const char *msg, int64_t base_ms,
+			    int64_t max_ms, int attempts)
+{
+	int rc = fetch_failed_once(st, id, msg, base_ms, max_ms, attempts);
+
+	if (rc == -ENOSPC && reserve_release(st))
+		rc = fetch_failed_once(st, id, msg, base_ms, max_ms, attempts);
+	return rc;
 }
 
 int store_part_results_retry(struct store *st, int64_t id)
@@ -2904,6 +2964,7 @@ int store_ingest_commit(struct store_ingest *in, int64_t *count, int64_t *stray,
 			*stray = in->stray;
 		if (stray_msg)
 			snprintf(stray_msg, 512, "%s", msg);
+		reserve_fill(in->st); /* the disk had room for these: keep some back again */
 	} else {
 		in->published =
 			false; /* not ready: its rows go (the file is rewritten next time) */
