@@ -403,11 +403,17 @@ static long spool_read(void *ctx, char *dst, size_t n)
 			sb->cr = true;
 		} else {
 			/* The common case: a run of ordinary bytes. */
-			size_t run = 1, room = n - k, avail = sb->in_len - sb->in_pos;
+			size_t room = n - k, avail = sb->in_len - sb->in_pos;
+			size_t run = avail < room ? avail : room;
 			const char *s = sb->in + sb->in_pos;
+			const char *end = memchr(s, '\n', run);
 
-			while (run < avail && run < room && s[run] != '\n' && s[run] != '\r')
-				run++;
+			/* memchr: this runs over every byte of the upload */
+			if (end)
+				run = (size_t)(end - s);
+			end = memchr(s, '\r', run);
+			if (end)
+				run = (size_t)(end - s); /* >= 1: s[0] is neither */
 			memcpy(dst + k, s, run);
 			k += run;
 			sb->in_pos += run;

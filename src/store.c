@@ -52,10 +52,16 @@ struct store {
 };
 
 struct store_reqs {
-	struct store_conn *c;
+	struct store *st;
+	struct store_conn *c; /* the connection of the open transaction, NULL: none */
 	int64_t batch_id;
 	int64_t seq;
+	int64_t pending; /* rows in the open transaction */
+	int rc;		 /* a failure that lost rows: every later call fails */
 };
+
+/* Rows of a request list per transaction: short enough for others to get the store. */
+#define STORE_REQS_CHUNK 4096
 
 static int store_errno(int rc)
 {
@@ -2349,40 +2355,53 @@ int store_file_list(struct store *st, int64_t batch_id, int64_t after, int limit
 
 /* Requests */
 
-int store_reqs_begin(struct store *st, int64_t batch_id, struct store_reqs **out)
+static int reqs_delete(struct store *st, int64_t batch_id)
 {
 	static const char sql[] = "DELETE FROM requests WHERE batch_id = ?1";
 	struct store_conn *c = conn_get(st);
-	struct store_reqs *r;
 	sqlite3_stmt *s;
-	int rc;
 
 	if (!c)
 		return -EIO;
-	r = calloc(1, sizeof(*r));
+	if (!(s = conn_stmt(c, sql)))
+		return -EIO;
+	sqlite3_bind_int64(s, 1, batch_id);
+	return stmt_run(c, s);
+}
+
+int store_reqs_begin(struct store *st, int64_t batch_id, struct store_reqs **out)
+{
+	struct store_reqs *r = calloc(1, sizeof(*r));
+	int rc;
+
 	if (!r)
 		return -ENOMEM;
-	rc = conn_exec(c, "BEGIN IMMEDIATE");
+	rc = reqs_delete(st, batch_id);
 	if (rc) {
 		free(r);
 		return rc;
 	}
-	if (!(s = conn_stmt(c, sql))) {
-		conn_rollback(c); /* reporting the prepare failure */
-		free(r);
-		return -EIO;
-	}
-	sqlite3_bind_int64(s, 1, batch_id);
-	rc = stmt_run(c, s);
-	if (rc) {
-		conn_rollback(c); /* rc is the error */
-		free(r);
-		return rc;
-	}
-	r->c = c;
+	r->st = st;
 	r->batch_id = batch_id;
 	*out = r;
 	return 0;
+}
+
+/* Commits the open transaction, if any. */
+static int reqs_commit(struct store_reqs *r)
+{
+	int rc;
+
+	if (!r->c)
+		return r->rc;
+	rc = conn_exec(r->c, "COMMIT");
+	if (rc) {
+		conn_rollback(r->c); /* rows lost: the list is incomplete for good */
+		r->rc = rc;
+	}
+	r->c = NULL;
+	r->pending = 0;
+	return rc;
 }
 
 int store_reqs_add(struct store_reqs *r, const char *custom_id, size_t len, long line,
@@ -2392,9 +2411,22 @@ int store_reqs_add(struct store_reqs *r, const char *custom_id, size_t len, long
 				  " VALUES (?1, ?2, ?3, ?4)";
 	static const char dup[] =
 		"SELECT line FROM requests WHERE batch_id = ?1 AND custom_id = ?2";
-	sqlite3_stmt *s = conn_stmt(r->c, ins);
+	sqlite3_stmt *s;
 	int rc;
 
+	if (r->rc)
+		return r->rc;
+	if (!r->c) {
+		struct store_conn *c = conn_get(r->st);
+
+		if (!c)
+			return -EIO;
+		rc = conn_exec(c, "BEGIN IMMEDIATE");
+		if (rc)
+			return rc;
+		r->c = c;
+	}
+	s = conn_stmt(r->c, ins);
 	if (!s)
 		return -EIO;
 	sqlite3_bind_int64(s, 1, r->batch_id);
@@ -2413,9 +2445,17 @@ int store_reqs_add(struct store_reqs *r, const char *custom_id, size_t len, long
 		stmt_done(r->c, s);
 		return -EEXIST;
 	}
-	if (!rc)
-		r->seq++;
-	return rc;
+	if (rc)
+		return rc;
+	r->seq++;
+	if (++r->pending >= STORE_REQS_CHUNK)
+		return reqs_commit(r);
+	return 0;
+}
+
+int store_reqs_pause(struct store_reqs *r)
+{
+	return reqs_commit(r);
 }
 
 int store_reqs_end(struct store_reqs *r, bool commit)
@@ -2424,11 +2464,13 @@ int store_reqs_end(struct store_reqs *r, bool commit)
 
 	if (!r)
 		return 0;
-	rc = conn_exec(r->c, commit ? "COMMIT" : "ROLLBACK");
-	if (rc && commit)
-		conn_rollback(r->c); /* COMMIT failed: rc is reported */
+	rc = reqs_commit(r);
+	if (!commit || rc) {
+		/* Not a list to keep: none of it stays (best effort; a new begin clears it). */
+		(void)reqs_delete(r->st, r->batch_id);
+	}
 	free(r);
-	return rc;
+	return commit ? rc : 0;
 }
 
 /* Results */
