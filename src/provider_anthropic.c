@@ -227,13 +227,19 @@ out:
 	return rc;
 }
 
-/* "Authorization: Bearer <token>" (malloc'd, a secret), fetched anew when stale or renew. */
-static int token_header(struct provider *p, bool renew, char **hdr, struct bfs_err *err)
+/*
+ * "Authorization: Bearer <token>" (malloc'd, a secret), fetched anew when stale, or when
+ * refused (the header a 401 answered) still holds the current token: of several threads
+ * refused at once, one runs the command and the others take its token.
+ */
+static int token_header(struct provider *p, const char *refused, char **hdr, struct bfs_err *err)
 {
+	const char *old = refused ? strrchr(refused, ' ') : NULL;
 	int rc = 0;
 
 	pthread_mutex_lock(&p->token_lock);
-	if (renew || !p->token || timefmt_mono_ms() >= p->token_until)
+	if (!p->token || timefmt_mono_ms() >= p->token_until ||
+	    (refused && (!old || !strcmp(old + 1, p->token))))
 		rc = token_fetch(p, err);
 	if (!rc && asprintf(hdr, "Authorization: Bearer %s", p->token) < 0) {
 		*hdr = NULL;
@@ -254,16 +260,16 @@ static int anth_perform(struct provider *p, struct http_request *rq, struct http
 {
 	const char *const *base = rq->headers;
 	struct http_response r = {0};
+	char *auth = NULL, *refused = NULL;
 	int rc = 0;
 
 	if (!p->bearer)
 		return http_perform(p->http, rq, rs, err);
 	for (int i = 0; i < 2; i++) {
 		const char *hdrs[8];
-		char *auth = NULL;
 		size_t n = 0;
 
-		rc = token_header(p, i > 0, &auth, err);
+		rc = token_header(p, refused, &auth, err);
 		if (rc)
 			break;
 		hdrs[n++] = auth;
@@ -275,13 +281,16 @@ static int anth_perform(struct provider *p, struct http_request *rq, struct http
 		r = (struct http_response){0};
 		rc = http_perform(p->http, rq, &r, err);
 		rq->headers = base;
-		conf_secret_free(auth);
 		if (!(rc == -EACCES && r.status == 401))
 			break;
+		refused = auth; /* the next round needs a newer token than this */
+		auth = NULL;
 		log_debug("remote '%s': bearer token refused (HTTP 401); running api_key_command "
 			  "again",
 			  p->token_conf.name);
 	}
+	conf_secret_free(auth);
+	conf_secret_free(refused);
 	if (rs)
 		*rs = r;
 	return rc;
@@ -461,7 +470,7 @@ headers:
 		/* Run the command now, as a key command runs at mount: fail early. */
 		char *hdr = NULL;
 
-		rc = token_header(p, true, &hdr, err);
+		rc = token_header(p, NULL, &hdr, err);
 		conf_secret_free(hdr);
 		if (rc)
 			goto fail;
