@@ -41,15 +41,15 @@
 #define GAUTH_EARLY_MS	    (225 * 1000) /* google-auth REFRESH_THRESHOLD, 3 min 45 s */
 #define GAUTH_TTL_DEFAULT   300		 /* seconds a command's token is reused */
 #define GAUTH_EXPIRES_DEF_S 3600	 /* when a token answer has no expires_in */
-#define GAUTH_NO_CREDS                                                                           \
-	"no Google credentials: set credentials = FILE or access_token_command, or "             \
+#define GAUTH_NO_CREDS                                                               \
+	"no Google credentials: set credentials = FILE or access_token_command, or " \
 	"GOOGLE_APPLICATION_CREDENTIALS, or run 'gcloud auth application-default login'"
-#define GAUTH_META_HOST	    "metadata.google.internal"
-#define GAUTH_META_PATH	    "/computeMetadata/v1/instance/service-accounts/default/token"
-#define GAUTH_STS_GRANT	    "urn:ietf:params:oauth:grant-type:token-exchange"
-#define GAUTH_ACCESS_TYPE   "urn:ietf:params:oauth:token-type:access_token"
-#define GAUTH_EXEC_TIMEOUT  30000 /* ms, Google's default for an executable source */
-#define GAUTH_SRC_HEADERS   8	  /* credential_source.headers kept */
+#define GAUTH_META_HOST	   "metadata.google.internal"
+#define GAUTH_META_PATH	   "/computeMetadata/v1/instance/service-accounts/default/token"
+#define GAUTH_STS_GRANT	   "urn:ietf:params:oauth:grant-type:token-exchange"
+#define GAUTH_ACCESS_TYPE  "urn:ietf:params:oauth:token-type:access_token"
+#define GAUTH_EXEC_TIMEOUT 30000 /* ms, Google's default for an executable source */
+#define GAUTH_SRC_HEADERS  8	 /* credential_source.headers kept */
 
 enum gauth_kind {
 	GAUTH_COMMAND,
@@ -62,12 +62,12 @@ enum gauth_kind {
 
 /* external_account's credential_source: where the subject token comes from. */
 struct gauth_source {
-	char *file;				/* file-sourced */
-	char *url;				/* URL-sourced */
+	char *file;			      /* file-sourced */
+	char *url;			      /* URL-sourced */
 	char *headers[GAUTH_SRC_HEADERS + 1]; /* "Name: value" for url, NULL-ended */
-	char *field;				/* format json: the token's field; NULL: text */
-	char *command;				/* executable-sourced (opt-in) */
-	int64_t timeout_ms;			/* the executable's */
+	char *field;			      /* format json: the token's field; NULL: text */
+	char *command;			      /* executable-sourced (opt-in) */
+	int64_t timeout_ms;		      /* the executable's */
 };
 
 struct gauth {
@@ -84,9 +84,9 @@ struct gauth {
 	char *meta_url;					 /* metadata: the token URL */
 	char *audience, *subject_type;			 /* external_account */
 	struct gauth_source src;
-	char *imp_url;	   /* external or impersonated: generateAccessToken URL, or NULL */
-	int imp_lifetime;  /* seconds asked of generateAccessToken */
-	char *delegates;   /* impersonated: JSON array text of the delegation chain, or NULL */
+	char *imp_url;	      /* external or impersonated: generateAccessToken URL, or NULL */
+	int imp_lifetime;     /* seconds asked of generateAccessToken */
+	char *delegates;      /* impersonated: JSON array text of the delegation chain, or NULL */
 	struct gauth *source; /* impersonated: the source credential (own lock, own token) */
 	/*
 	 * The current token. lock protects token and refresh_at, and is held across a refresh
@@ -330,8 +330,8 @@ static int load_json(struct gauth *g, const cJSON *root, const char *path, int d
 		     struct bfs_err *err);
 
 /* An http(s) URL field (required or not) into *out. */
-static int url_field(const cJSON *o, const char *key, bool required, const char *path,
-		     char **out, struct bfs_err *err)
+static int url_field(const cJSON *o, const char *key, bool required, const char *path, char **out,
+		     struct bfs_err *err)
 {
 	int rc = dup_field(o, key, required, path, out, err);
 
@@ -384,8 +384,9 @@ static int load_source(struct gauth *g, const cJSON *cs, const char *path, struc
 		return dup_field(exe, "command", true, path, &g->src.command, err);
 	}
 	if (ftype && strcmp(ftype, "text") && strcmp(ftype, "json")) {
-		err_set(err, "credentials '%s': credential_source.format.type '%.20s' is neither "
-			     "text nor json",
+		err_set(err,
+			"credentials '%s': credential_source.format.type '%.20s' is neither "
+			"text nor json",
 			path, ftype);
 		return -EINVAL;
 	}
@@ -408,12 +409,12 @@ static int load_source(struct gauth *g, const cJSON *cs, const char *path, struc
 	}
 	if (!cJSON_IsObject(hdrs))
 		hdrs = NULL;
-	cJSON_ArrayForEach(h, hdrs)
-	{
+	cJSON_ArrayForEach(h, hdrs) {
 		if (!cJSON_IsString(h) || !h->string || http_has_ctl(h->string) ||
 		    http_has_ctl(h->valuestring) || n == GAUTH_SRC_HEADERS) {
-			err_set(err, "credentials '%s': credential_source.headers must be at most %d "
-				     "one-line strings",
+			err_set(err,
+				"credentials '%s': credential_source.headers must be at most %d "
+				"one-line strings",
 				path, GAUTH_SRC_HEADERS);
 			return -EINVAL;
 		}
@@ -426,8 +427,7 @@ static int load_source(struct gauth *g, const cJSON *cs, const char *path, struc
 	return 0;
 }
 
-static int load_external(struct gauth *g, const cJSON *root, const char *path,
-			 struct bfs_err *err)
+static int load_external(struct gauth *g, const cJSON *root, const char *path, struct bfs_err *err)
 {
 	const cJSON *imp = cJSON_GetObjectItemCaseSensitive(root, "service_account_impersonation");
 	const cJSON *life = cJSON_GetObjectItemCaseSensitive(imp, "token_lifetime_seconds");
@@ -447,7 +447,8 @@ static int load_external(struct gauth *g, const cJSON *root, const char *path,
 				 path, err);
 	if (!rc && cJSON_IsNumber(life)) {
 		if (!(life->valuedouble >= 600 && life->valuedouble <= 43200)) {
-			err_set(err, "credentials '%s': token_lifetime_seconds must be 600 to 43200",
+			err_set(err,
+				"credentials '%s': token_lifetime_seconds must be 600 to 43200",
 				path);
 			return -EINVAL;
 		}
@@ -641,8 +642,7 @@ static int use_metadata(struct gauth *g, struct bfs_err *err)
 	rc = fetch_metadata(g, HTTP_RETRY_NONE, &why);
 	pthread_mutex_unlock(&g->lock);
 	if (rc) {
-		err_set(err, GAUTH_NO_CREDS " (and the metadata server at %s: %s)", host,
-			why.msg);
+		err_set(err, GAUTH_NO_CREDS " (and the metadata server at %s: %s)", host, why.msg);
 		rc = -ENOENT;
 	}
 	return rc;
@@ -900,8 +900,8 @@ static void resp_wipe(struct buf *resp)
 /* The metadata server's token for the instance's default service account. */
 static int fetch_metadata(struct gauth *g, enum http_retry retry, struct bfs_err *err)
 {
-	static const char *const headers[] = {"Metadata-Flavor: Google",
-					      "Accept: application/json", NULL};
+	static const char *const headers[] = {"Metadata-Flavor: Google", "Accept: application/json",
+					      NULL};
 	struct buf resp = BUF_INIT(GAUTH_RESP_MAX);
 	int64_t now = timefmt_mono_ms();
 	int rc;
@@ -1063,8 +1063,7 @@ static int generate_token(struct gauth *g, const char *bearer, struct bfs_err *e
 		body = NULL;
 		return nomem(err);
 	}
-	rc = gauth_call(g, HTTP_POST, g->imp_url, headers, body, HTTP_RETRY_IDEMPOTENT, &resp,
-			err);
+	rc = gauth_call(g, HTTP_POST, g->imp_url, headers, body, HTTP_RETRY_IDEMPOTENT, &resp, err);
 	if (rc) {
 		err_prefix(err, "service account impersonation");
 		goto out;
@@ -1103,12 +1102,18 @@ static int fetch_external(struct gauth *g, struct bfs_err *err)
 	if (rc)
 		goto out;
 	{
-		const char *kv[] = {"grant_type",	    GAUTH_STS_GRANT,
-				    "audience",		    g->audience,
-				    "scope",		    GAUTH_SCOPE,
-				    "requested_token_type", GAUTH_ACCESS_TYPE,
-				    "subject_token",	    subject,
-				    "subject_token_type",   g->subject_type,
+		const char *kv[] = {"grant_type",
+				    GAUTH_STS_GRANT,
+				    "audience",
+				    g->audience,
+				    "scope",
+				    GAUTH_SCOPE,
+				    "requested_token_type",
+				    GAUTH_ACCESS_TYPE,
+				    "subject_token",
+				    subject,
+				    "subject_token_type",
+				    g->subject_type,
 				    NULL};
 
 		form = form_body(kv);

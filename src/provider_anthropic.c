@@ -43,7 +43,7 @@
 #define ANTH_NO_OFFSET	    INT64_MIN
 /* Above this a create body relies on the low-speed timeout, not the total one: a 256 MB
  * upload on a slow link takes longer than any fixed deadline we would pick for JSON calls. */
-#define ANTH_BIG_BODY (32 * 1024 * 1024)
+#define ANTH_BIG_BODY	       (32 * 1024 * 1024)
 #define ANTH_TOKEN_TTL_DEFAULT 3000	       /* s a plain bearer token is reused */
 #define ANTH_TOKEN_EARLY_MS    (5 * 60 * 1000) /* refresh this long before a stated expiry */
 
@@ -357,14 +357,16 @@ static int bearer_config(struct provider *p, const struct remote_conf *conf, str
 	if (!auth)
 		return 0;
 	if (strcmp(auth, "bearer")) {
-		err_set(err, "[%s] auth = %.40s: the only value is bearer (else api_key_env or "
-			     "api_key_command give an x-api-key)",
+		err_set(err,
+			"[%s] auth = %.40s: the only value is bearer (else api_key_env or "
+			"api_key_command give an x-api-key)",
 			conf->name, auth);
 		return -EINVAL;
 	}
 	if (!cmd || !*cmd || conf_get(conf, "api_key_env", NULL)) {
-		err_set(err, "[%s] auth = bearer needs api_key_command (and no api_key_env): it "
-			     "is run again for each new token",
+		err_set(err,
+			"[%s] auth = bearer needs api_key_command (and no api_key_env): it "
+			"is run again for each new token",
 			conf->name);
 		return -EINVAL;
 	}

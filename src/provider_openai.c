@@ -153,6 +153,11 @@ static int make_url(const struct provider *p, struct buf *url, const char *fmt, 
 
 /* Authentication and calls */
 
+static double mi_number(const cJSON *v)
+{
+	return cJSON_IsString(v) ? strtod(v->valuestring, NULL) : v->valuedouble;
+}
+
 /*
  * A managed identity's token (auth = managed_identity): IMDS answers {access_token,
  * expires_in, expires_on, ...} with numbers as strings, App Service {access_token, expires_on}.
@@ -184,15 +189,11 @@ static int mi_fetch(struct provider *p, struct bfs_err *err)
 	tok = json_nonempty(root, "access_token");
 	in = cJSON_GetObjectItemCaseSensitive(root, "expires_in");
 	on = cJSON_GetObjectItemCaseSensitive(root, "expires_on");
+	/* Seconds as numbers or, as IMDS sends them, strings of digits. */
 	if (cJSON_IsString(in) || cJSON_IsNumber(in))
-		life_ms = (int64_t)((cJSON_IsString(in) ? strtod(in->valuestring, NULL)
-							 : in->valuedouble) *
-				    1000);
+		life_ms = (int64_t)(mi_number(in) * 1000);
 	else if (cJSON_IsString(on) || cJSON_IsNumber(on))
-		life_ms = (int64_t)((cJSON_IsString(on) ? strtod(on->valuestring, NULL)
-							 : on->valuedouble) *
-				    1000) -
-			  wall;
+		life_ms = (int64_t)(mi_number(on) * 1000) - wall;
 	if (!tok || http_has_ctl(tok) || life_ms <= 0) {
 		err_set(err, "[%s] managed identity: the answer has no usable access_token/expiry",
 			p->remote);
@@ -207,7 +208,8 @@ static int mi_fetch(struct provider *p, struct bfs_err *err)
 		goto out;
 	}
 	p->token_at = now;
-	p->token_until = now + life_ms - (life_ms / 4 < AZ_MI_EARLY_MS ? life_ms / 4 : AZ_MI_EARLY_MS);
+	p->token_until =
+		now + life_ms - (life_ms / 4 < AZ_MI_EARLY_MS ? life_ms / 4 : AZ_MI_EARLY_MS);
 	log_debug("remote '%s': new Entra ID token (managed identity)", p->remote);
 out:
 	cJSON_Delete(root);
@@ -298,9 +300,10 @@ static int mi_config(struct provider *p, const struct remote_conf *conf, struct 
 	buf_release(&u);
 	if (rc)
 		err_set(err, "[%s] auth = managed_identity: %s", p->remote,
-			rc == -EINVAL ? "the identity endpoint is not an http(s) URL (or its header "
-					"spans lines)"
-				      : "the endpoint URL is too long");
+			rc == -EINVAL
+				? "the identity endpoint is not an http(s) URL (or its header "
+				  "spans lines)"
+				: "the endpoint URL is too long");
 	return rc;
 }
 
@@ -1889,9 +1892,17 @@ static const char *const provider_openai_keys[] = {
 	"base_url", "api_key_env", "api_key_command", "organization", "project", NULL,
 };
 static const char *const provider_azure_keys[] = {
-	"endpoint",	 "api_version", "api_key_env", "api_key_command",
-	"token_command", "token_ttl",	"file_wait",   "auth", "identity_endpoint",
-	"managed_identity_client_id", NULL,
+	"endpoint",
+	"api_version",
+	"api_key_env",
+	"api_key_command",
+	"token_command",
+	"token_ttl",
+	"file_wait",
+	"auth",
+	"identity_endpoint",
+	"managed_identity_client_id",
+	NULL,
 };
 
 /*
