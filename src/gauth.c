@@ -91,7 +91,8 @@ struct gauth {
 	/*
 	 * The current token. lock protects token and refresh_at, and is held across a refresh
 	 * (network I/O) so that one thread fetches while the others wait; it is never taken
-	 * with another lock held, nor held while taking one.
+	 * with another lock held, nor held while taking one, except its own source's (an
+	 * impersonation's, one level deep and always in that order).
 	 */
 	pthread_mutex_t lock;
 	char *token;
