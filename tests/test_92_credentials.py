@@ -363,15 +363,16 @@ def test_azure_managed_identity_token_is_fetched_again_after_a_401(fake_server, 
 
 # --- Anthropic: short-lived bearer tokens ---------------------------------------------------
 
-def bearer_command(home, srv, json_out):
+def bearer_command(home, json_out):
     """A command that mints a new token on each run (and registers it with the fake)."""
     n = home / "n"
     n.write_text("0")
     script = home / "mint.py"
     script.write_text(
-        "import json, sys, urllib.request\n"
+        "import json, os\n"
         f"n = int(open({str(n)!r}).read()) + 1\n"
-        f"open({str(n)!r}, 'w').write(str(n))\n"
+        f"open({str(n) + '.tmp'!r}, 'w').write(str(n))\n"
+        f"os.replace({str(n) + '.tmp'!r}, {str(n)!r})  # the test reads it meanwhile\n"
         "tok = f'anthropic-oauth-batchfs-test-{n}'\n"
         f"print(json.dumps({{'access_token': tok, 'expires_in': 3600}}) if {json_out} "
         "else tok)\n")
@@ -384,7 +385,7 @@ def test_anthropic_bearer_token_from_the_key_command(fake_server, mount_factory,
     home.mkdir()
     for i in range(1, 4):
         srv.add_bearer_token(f"anthropic-oauth-batchfs-test-{i}")
-    cmd, n = bearer_command(home, srv, True)
+    cmd, n = bearer_command(home, True)
     m = mount_factory({"a": {"provider": "anthropic", "base_url": srv.url, "auth": "bearer",
                              "api_key_command": cmd, "poll_interval": "0.2",
                              "list_interval": "0.5"}})
@@ -410,7 +411,7 @@ def test_anthropic_plain_bearer_token_is_renewed_every_token_ttl(fake_server, mo
     home.mkdir()
     for i in range(1, 50):
         srv.add_bearer_token(f"anthropic-oauth-batchfs-test-{i}")
-    cmd, n = bearer_command(home, srv, False)
+    cmd, n = bearer_command(home, False)
     m = mount_factory({"a": {"provider": "anthropic", "base_url": srv.url, "auth": "bearer",
                              "api_key_command": cmd, "token_ttl": "1", "poll_interval": "0.2",
                              "list_interval": "0.3"}})
