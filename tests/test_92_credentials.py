@@ -216,6 +216,8 @@ def executable_source(home, meta):
                    f'[ "$GOOGLE_EXTERNAL_ACCOUNT_AUDIENCE" = "{meta.config["audience"]}" ] '
                    "|| exit 3\n"
                    '[ "$GOOGLE_EXTERNAL_ACCOUNT_INTERACTIVE" = 0 ] || exit 4\n'
+                   # The daemon's other secrets never reach a command's environment.
+                   '[ -z "$ANTHROPIC_API_KEY$IDENTITY_HEADER" ] || exit 5\n'
                    "echo \"run\" >> \"$(dirname \"$0\")/runs\"\n"
                    "cat <<EOF\n"
                    '{"version": 1, "success": true,\n'
@@ -253,7 +255,9 @@ def test_an_executable_source_runs_when_allowed(fake_server, fake_auth, mount_fa
     home.mkdir()
     creds = external_file(home / "ext.json", meta, executable_source(home, meta))
     m = mount_factory({"v": vertex_section(srv, credentials=creds)},
-                      env=google_env(home, GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES="1"))
+                      env=google_env(home, GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES="1",
+                                     ANTHROPIC_API_KEY="sk-ant-not-for-commands",
+                                     IDENTITY_HEADER=APP_SECRET))
     vertex_whole_life(m, srv)
     assert (home / "runs").read_text() == "run\n"
     assert meta.stats["generate"] == 1

@@ -15,6 +15,9 @@ Every answer carries `request-id: req_<24 base58>`; errors use the envelope {"ty
 "error": {"type", "message"}, "request_id"} with the same id; 404s add `x-should-retry: false`,
 429/5xx of the fake's own making `x-should-retry: true`. x-api-key (or Authorization: Bearer) and
 anthropic-version are required; anthropic-beta, ?beta=true, Accept and X-Stainless-* are ignored.
+With `bearer_only`, as for an organisation on workload identity federation, only
+`Authorization: Bearer` with a token given to add_bearer_token() and not expired is accepted
+(an x-api-key is refused with 401); revoke_bearer_tokens() plays an early revocation.
 
 Time is lazy: a batch's requests finish one by one over `processing_s` seconds after its creation,
 in a shuffled order; whatever has not finished when a cancel arrives is `canceled` once the batch
