@@ -56,6 +56,8 @@
 #define AZ_MI_IMDS	     "http://169.254.169.254/metadata/identity/oauth2/token"
 #define AZ_MI_EARLY_MS	     (5 * 60 * 1000) /* refresh this long before expires_on */
 #define AZ_MI_RESP_MAX	     (64 * 1024)
+#define AZ_MI_WAIT_MAX_MS    (64 * 1000) /* 1+2+...+64 s: past IMDS's 70 s of 410s */
+#define AZ_MI_WAIT_404_MS    2000	 /* 1+2 s */
 #define OAI_POLL_FIRST_MS    250
 #define OAI_POLL_MAX_MS	     5000
 
@@ -180,7 +182,22 @@ static int mi_fetch(struct provider *p, struct bfs_err *err)
 	const char *tok;
 	int rc;
 
-	rc = http_perform(p->http, &rq, NULL, err);
+	/*
+	 * IMDS answers 410 while it updates (for up to 70 s, Microsoft's managed-identity
+	 * guidance) and 404 while an identity is being assigned: wait those out too, the 404
+	 * briefly (a wrong identity_endpoint must not hold the mount for minutes).
+	 */
+	for (int64_t wait = 1000;; wait *= 2) {
+		struct http_response r = {0};
+
+		rc = http_perform(p->http, &rq, &r, err);
+		if (rc &&
+		    ((r.status == 410 && wait <= AZ_MI_WAIT_MAX_MS) ||
+		     (r.status == 404 && wait <= AZ_MI_WAIT_404_MS)) &&
+		    !http_sleep_ms(wait))
+			continue;
+		break;
+	}
 	if (rc) {
 		err_prefix(err, "[%s] managed identity", p->remote);
 		goto out;

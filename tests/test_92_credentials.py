@@ -365,6 +365,19 @@ def test_azure_managed_identity_token_is_fetched_again_after_a_401(fake_server, 
     assert imds.stats["imds"] == 2
 
 
+def test_azure_managed_identity_waits_out_imds_410_while_it_updates(fake_server, fake_auth,
+                                                                    mount_factory):
+    az = fake_server("azure", tokens=[])
+    imds = fake_auth(register=lambda t, life: az.config["tokens"].append(t))
+    # "IMDS is being updated": 410 Gone, to be retried for up to 70 s.
+    imds.add_fault(path="/metadata/identity", action="status", status=410, times=2,
+                   body={"error": "unknown", "error_description": "IMDS is being updated"})
+    m = mount_factory({"z": azure_section(
+        az, identity_endpoint=f"{imds.url}/metadata/identity/oauth2/token")})
+    assert imds.count("GET", "/metadata/identity") == 3 and imds.stats["imds"] == 1
+    azure_whole_life(m, az)
+
+
 # --- Anthropic: short-lived bearer tokens ---------------------------------------------------
 
 def bearer_command(home, json_out):
