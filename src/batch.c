@@ -225,6 +225,7 @@ static void submit_desc(const struct store_batch *row, const struct store_part *
 	s->offset = p->off;
 	s->length = p->len;
 	s->first_line = (long)p->first_line;
+	s->last_line = p->last_line < INT64_MAX ? (long)p->last_line : 0;
 	s->nrequests = (uint64_t)p->nrequests;
 	s->nbytes = (uint64_t)p->len;
 	s->payload = p->payload;
