@@ -59,18 +59,31 @@ static void on_interrupt(fuse_req_t req, void *data)
 	pthread_mutex_unlock(&w->lock);
 }
 
+/*
+ * Copied out of the handle's text, not replied from it: once the kernel has the data the
+ * reader may close, and the release that frees the handle can run before the reply returns.
+ */
 static void answer(struct parked *p)
 {
 	const struct buf *t = p->text;
 	size_t k = 0;
+	char *copy = NULL;
 
-	if (p->rc) {
-		fuse_reply_err(p->req, -p->rc);
-	} else {
+	if (!p->rc) {
 		if ((size_t)p->off < t->len)
 			k = t->len - (size_t)p->off;
-		fuse_reply_buf(p->req, k ? t->data + p->off : NULL, k < p->size ? k : p->size);
+		k = k < p->size ? k : p->size;
+		copy = malloc(k ? k : 1);
+		if (copy && k)
+			memcpy(copy, t->data + p->off, k);
+		else if (!copy)
+			p->rc = -ENOMEM;
 	}
+	if (p->rc)
+		fuse_reply_err(p->req, -p->rc);
+	else
+		fuse_reply_buf(p->req, copy, k);
+	free(copy);
 	free(p);
 }
 

@@ -1,0 +1,211 @@
+"""The files a batch job needs (docs/semantics.md "wait", "retry.jsonl", "text/", "Cost"):
+`wait` blocks until the batch is done without holding up the mount, `retry.jsonl` holds the
+requests to send again byte for byte, `text/` the assistant's text of each succeeded result,
+and status its usage and actual cost. Every provider's own result shapes, through the fakes.
+
+Expected values are computed here from the result lines batchfs serves (results/), each read
+with the provider's documented shape, never hard-coded."""
+import json
+import os
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import unique
+from bfs import anthropic_line, read_status, wait_results
+from mount import wait_for
+
+
+def mkbatch(m, body, remote="mock", name=None):
+    d = os.path.join(m.path, remote, name or unique())
+    os.mkdir(d)
+    with open(os.path.join(d, "requests.jsonl"), "w") as f:
+        f.write(body)
+    return d
+
+
+def cat_wait(d, timeout=60):
+    """`cat wait` as a user runs it: returns (exit code, parsed JSON or None)."""
+    p = subprocess.run(["timeout", str(timeout), "cat", os.path.join(d, "wait")],
+                       capture_output=True)
+    return p.returncode, (json.loads(p.stdout) if p.returncode == 0 else None)
+
+
+def succeeded_anthropic(line):
+    r = json.loads(line)["result"]
+    return r["type"] == "succeeded"
+
+
+def text_anthropic(msg):
+    return "".join(b["text"] for b in msg["content"] if b.get("type") == "text")
+
+
+def request_lines(body):
+    """The request lines of a body as bytes with their line ends, by custom_id."""
+    out = {}
+    for raw in body.encode().splitlines(keepends=True):
+        if raw.strip():
+            out[json.loads(raw)["custom_id"]] = raw
+    return out
+
+
+def expected_retry(body, results_dir, succeeded):
+    """The lines of body (in order, byte for byte) whose result is not succeeded."""
+    ok = set()
+    if os.path.isdir(results_dir):
+        for n in os.listdir(results_dir):
+            with open(os.path.join(results_dir, n), "rb") as f:
+                line = f.read()
+            if succeeded(line):
+                ok.add(json.loads(line)["custom_id"])
+    want = b""
+    for raw in body.encode().splitlines(keepends=True):
+        if raw.strip() and json.loads(raw)["custom_id"] not in ok:
+            want += raw
+    return want
+
+
+# --- mock ------------------------------------------------------------------------------
+
+def test_wait_returns_status_when_done_and_is_unlisted(mock_mount):
+    ids = [f"w{i}" for i in range(5)]
+    body = "".join(anthropic_line(c, f"say {c}") + "\n" for c in ids)
+    body += anthropic_line("bad", "x", model="mock-error") + "\n"
+    d = mkbatch(mock_mount, body)
+    assert "wait" not in os.listdir(d)  # so tar, cp -a, grep -r never block
+    assert os.path.exists(os.path.join(d, "wait"))
+    assert read_status(d)["done"] is False
+    rc, s = cat_wait(d)
+    assert rc == 0
+    assert s["state"] == "completed" and s["results"] == "ready" and s["done"] is True
+    assert s == read_status(d)
+    # the documented idiom
+    p = subprocess.run(f"cat {d}/wait | jq -e '.state == \"completed\"'", shell=True,
+                       capture_output=True)
+    assert p.returncode == 0, p.stderr
+
+
+def test_text_usage_and_retry_mock(mock_mount):
+    ids = [f"t{i}" for i in range(6)]
+    body = "".join(anthropic_line(c, f"hello {c} text") + "\n" for c in ids)
+    body = body[:len(body) // 2] + "\n" + body[len(body) // 2:]  # a blank line inside
+    body += anthropic_line("e1", "x", model="mock-error") + "\n"
+    d = mkbatch(mock_mount, body)
+    rc, s = cat_wait(d)
+    assert rc == 0 and s["done"]
+    rdir = os.path.join(d, "results")
+    tdir = os.path.join(d, "text")
+    want_text, usage = {}, {"results": 0, "input_tokens": 0, "output_tokens": 0,
+                            "cache_creation_tokens": 0, "cache_read_tokens": 0}
+    for n in os.listdir(rdir):
+        with open(os.path.join(rdir, n), "rb") as f:
+            r = json.loads(f.read())["result"]
+        if r["type"] == "succeeded":
+            want_text[n[:-len(".json")] + ".txt"] = text_anthropic(r["message"]) + "\n"
+            u = r["message"]["usage"]
+            usage["results"] += 1
+            usage["input_tokens"] += u.get("input_tokens", 0)
+            usage["output_tokens"] += u.get("output_tokens", 0)
+            usage["cache_creation_tokens"] += u.get("cache_creation_input_tokens") or 0
+            usage["cache_read_tokens"] += u.get("cache_read_input_tokens") or 0
+    assert sorted(os.listdir(tdir)) == sorted(want_text)
+    assert len(want_text) == len(ids)
+    for n, t in want_text.items():
+        p = os.path.join(tdir, n)
+        with open(p, encoding="utf-8") as f:
+            assert f.read() == t
+        assert os.stat(p).st_size == len(t.encode())
+    assert not os.path.exists(os.path.join(tdir, "e1.txt"))
+    s = read_status(d)
+    got = {k: s["usage"][k] for k in usage}
+    assert got == usage
+    want = expected_retry(body, rdir, succeeded_anthropic)
+    assert want == (anthropic_line("e1", "x", model="mock-error") + "\n").encode()
+    with open(os.path.join(d, "retry.jsonl"), "rb") as f:
+        assert f.read() == want
+    assert os.stat(os.path.join(d, "retry.jsonl")).st_size == len(want)
+    assert s["retry"] == {"requests": 1, "reason": None}
+    # resubmit only those
+    d2 = os.path.join(mock_mount.path, "mock", unique())
+    os.mkdir(d2)
+    subprocess.run(["cp", os.path.join(d, "retry.jsonl"), os.path.join(d2, "requests.jsonl")],
+                   check=True)
+    assert read_status(d2)["counts"]["total"] == 1
+
+
+def test_retry_empty_when_all_succeeded(mock_mount):
+    body = "".join(anthropic_line(f"a{i}") + "\n" for i in range(3))
+    d = mkbatch(mock_mount, body)
+    assert cat_wait(d)[0] == 0
+    assert os.stat(os.path.join(d, "retry.jsonl")).st_size == 0
+    with open(os.path.join(d, "retry.jsonl"), "rb") as f:
+        assert f.read() == b""
+    assert read_status(d)["retry"]["requests"] == 0
+
+
+def test_wait_canceled_with_partial_results(mount_factory):
+    m = mount_factory({"mock": {"provider": "mock", "mock_delay": "30"}})
+    body = "".join(anthropic_line(f"c{i}") + "\n" for i in range(4))
+    d = mkbatch(m, body)
+    with open(os.path.join(d, "ctl"), "w") as f:
+        f.write("cancel\n")
+    rc, s = cat_wait(d)
+    assert rc == 0 and s["state"] == "canceled" and s["done"]
+    want = expected_retry(body, os.path.join(d, "results"), succeeded_anthropic)
+    with open(os.path.join(d, "retry.jsonl"), "rb") as f:
+        assert f.read() == want
+    assert want  # canceled before they ran
+
+
+def test_wait_interrupt_and_mount_stays_responsive(mount_factory):
+    m = mount_factory({"mock": {"provider": "mock", "mock_delay": "60"}})
+    d = mkbatch(m, anthropic_line("h1") + "\n")
+    t0 = time.monotonic()
+    p = subprocess.run(["timeout", "3", "cat", os.path.join(d, "wait")], capture_output=True)
+    assert p.returncode == 124
+    assert time.monotonic() - t0 < 10
+    # the mount answers at once
+    t0 = time.monotonic()
+    assert read_status(d)["state"] == "in_progress"
+    os.listdir(d)
+    assert time.monotonic() - t0 < 2
+
+
+def test_many_waiters_do_not_stall_other_reads(mount_factory):
+    m = mount_factory({"mock": {"provider": "mock", "mock_delay": "4"}})
+    d = mkbatch(m, anthropic_line("x1") + "\n")
+    procs = [subprocess.Popen(["timeout", "60", "cat", os.path.join(d, "wait")],
+                              stdout=subprocess.PIPE) for _ in range(8)]
+    time.sleep(0.5)  # let them park (not a wait for a condition: the readers must be blocked)
+    for _ in range(20):
+        t0 = time.monotonic()
+        os.listdir(d)
+        read_status(d)
+        assert time.monotonic() - t0 < 1.0
+    outs = [p.communicate()[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    for o in outs:
+        assert json.loads(o)["done"] is True
+
+
+def test_tools_over_a_finished_batch_dir(mock_mount, tmp_path):
+    body = "".join(anthropic_line(f"g{i}") + "\n" for i in range(3))
+    body += anthropic_line("ge", model="mock-error") + "\n"
+    d = mkbatch(mock_mount, body)
+    assert cat_wait(d)[0] == 0
+    tools = [["tar", "-cf", str(tmp_path / "a.tar"), "-C", os.path.dirname(d),
+              os.path.basename(d)],
+             ["cp", "-a", d, str(tmp_path / "cp")],
+             ["rsync", "-a", d + "/", str(tmp_path / "rs")],
+             ["grep", "-r", "g1", d],
+             ["find", d]]
+    for t in tools:
+        p = subprocess.run(["timeout", "20"] + t, capture_output=True)
+        assert p.returncode == 0, (t, p.stderr)
+    for sub in ("cp", "rs"):
+        with open(tmp_path / sub / "retry.jsonl", "rb") as f:
+            assert f.read() == (anthropic_line("ge", model="mock-error") + "\n").encode()
+        assert sorted(os.listdir(tmp_path / sub / "text")) == ["g0.txt", "g1.txt", "g2.txt"]
+        assert not os.path.exists(tmp_path / sub / "wait")
