@@ -16,6 +16,8 @@ import pytest
 from conftest import unique
 from bfs import anthropic_line, read_status, wait_results
 from mount import wait_for
+from test_90_vertex import sa_key  # noqa: F401 (a fixture)
+from test_95_mount import shared_dir, shared_mount  # noqa: F401 (fixtures)
 
 
 def mkbatch(m, body, remote="mock", name=None):
@@ -209,3 +211,213 @@ def test_tools_over_a_finished_batch_dir(mock_mount, tmp_path):
             assert f.read() == (anthropic_line("ge", model="mock-error") + "\n").encode()
         assert sorted(os.listdir(tmp_path / sub / "text")) == ["g0.txt", "g1.txt", "g2.txt"]
         assert not os.path.exists(tmp_path / sub / "wait")
+
+
+# --- the fakes of real providers ---------------------------------------------------------
+# Each provider's result shape, as its documentation gives it:
+#  Anthropic https://docs.anthropic.com/en/api/retrieving-message-batch-results
+#    {"custom_id", "result": {"type", "message": {"content": [{"type": "text", "text"}],
+#    "usage"}}}
+#  OpenAI https://platform.openai.com/docs/api-reference/batch (output and error files),
+#  Azure https://learn.microsoft.com/azure/ai-foundry/openai/how-to/batch
+#    {"custom_id", "response": {"status_code", "body": {"choices": [{"message":
+#    {"content"}}], "usage"}}, "error"}
+#  Vertex https://cloud.google.com/vertex-ai/generative-ai/docs/partner-models/claude/batch
+#    {"custom_id", "request", "response": <a Claude message>, "status": ""}
+
+def read_results(d):
+    rdir = os.path.join(d, "results")
+    out = {}
+    for n in os.listdir(rdir):
+        with open(os.path.join(rdir, n), "rb") as f:
+            out[n[:-len(".json")]] = json.loads(f.read())
+    return out
+
+
+def anthropic_view(r):
+    """(succeeded, text, usage) of an Anthropic (or Vertex response) message."""
+    u = r["usage"]
+    return (text_anthropic(r), {"input_tokens": u.get("input_tokens", 0),
+                                "output_tokens": u.get("output_tokens", 0),
+                                "cache_creation_tokens": u.get("cache_creation_input_tokens") or 0,
+                                "cache_read_tokens": u.get("cache_read_input_tokens") or 0})
+
+
+def view_anthropic(line):
+    r = line["result"]
+    return anthropic_view(r["message"]) if r["type"] == "succeeded" else None
+
+
+def view_vertex(line):
+    if line.get("status") or not isinstance(line.get("response"), dict):
+        return None
+    return anthropic_view(line["response"])
+
+
+def view_openai(line):
+    resp = line.get("response")
+    if line.get("error") or not resp or not 200 <= resp["status_code"] < 300:
+        return None
+    body = resp["body"]
+    u = body["usage"]
+    cached = (u.get("prompt_tokens_details") or {}).get("cached_tokens", 0)
+    return (body["choices"][0]["message"]["content"],
+            {"input_tokens": u["prompt_tokens"] - cached,
+             "output_tokens": u["completion_tokens"],
+             "cache_creation_tokens": 0, "cache_read_tokens": cached})
+
+
+def check_files(d, body, view):
+    """wait, text/, usage and retry.jsonl of an ended batch d submitted with body."""
+    rc, s = cat_wait(d)
+    assert rc == 0 and s["done"], s
+    res = read_results(d) if s["results"] == "ready" else {}
+    texts, usage, ok = {}, dict.fromkeys(("input_tokens", "output_tokens",
+                                          "cache_creation_tokens", "cache_read_tokens"), 0), set()
+    for cid, line in res.items():
+        v = view(line)
+        if v is None:
+            continue
+        ok.add(cid)
+        texts[cid + ".txt"] = v[0] + "\n"
+        for k in usage:
+            usage[k] += v[1][k]
+    if s["results"] == "ready":
+        tdir = os.path.join(d, "text")
+        assert sorted(os.listdir(tdir)) == sorted(texts)
+        for n, t in texts.items():
+            with open(os.path.join(tdir, n), encoding="utf-8") as f:
+                assert f.read() == t
+            assert os.stat(os.path.join(tdir, n)).st_size == len(t.encode())
+        st = read_status(d)
+        assert st["usage"]["results"] == len(ok)
+        assert {k: st["usage"][k] for k in usage} == usage
+    want = b"".join(raw for raw in body.encode().splitlines(keepends=True)
+                    if raw.strip() and json.loads(raw)["custom_id"] not in ok)
+    p = os.path.join(d, "retry.jsonl")
+    with open(p, "rb") as f:
+        assert f.read() == want
+    assert os.stat(p).st_size == len(want)
+    assert read_status(d)["retry"]["requests"] == want.count(b"\n")
+    return s, ok
+
+
+def test_anthropic_files(fake_server, mount_factory):
+    from fake_anthropic import mount_remote
+    srv = fake_server("anthropic")
+    m = mount_remote(mount_factory, srv)
+    body = "".join(anthropic_line(f"a{i}", f"say a{i} now") + "\n" for i in range(4))
+    body += anthropic_line("bad", "x", model="claude-does-not-exist-9") + "\n"
+    d = mkbatch(m, body, remote="a")
+    s, ok = check_files(d, body, view_anthropic)
+    assert s["state"] == "completed" and ok == {f"a{i}" for i in range(4)}
+
+
+def test_anthropic_expired_and_canceled(fake_server, mount_factory):
+    from fake_anthropic import mount_remote
+    srv = fake_server("anthropic", processing_s=30.0)
+    m = mount_remote(mount_factory, srv)
+    body = "".join(anthropic_line(f"x{i}") + "\n" for i in range(3))
+    d = mkbatch(m, body, remote="a")
+    wait_for(lambda: read_status(d)["id"], 10, what="an id")
+    srv.expire(read_status(d)["id"])
+    s, ok = check_files(d, body, view_anthropic)
+    assert s["state"] == "expired" and not ok
+    body2 = "".join(anthropic_line(f"y{i}") + "\n" for i in range(3))
+    d2 = mkbatch(m, body2, remote="a")
+    wait_for(lambda: read_status(d2)["id"], 10, what="an id")
+    with open(os.path.join(d2, "ctl"), "w") as f:
+        f.write("cancel\n")
+    s, ok = check_files(d2, body2, view_anthropic)
+    assert s["state"] == "canceled"
+
+
+def openai_like(fl, expire=False, cancel=False):
+    if expire:
+        fl.srv.set_config(processing_s=6.0, expire_s=2.0)
+    if cancel:
+        fl.srv.set_config(processing_s=30.0)
+    m = fl.mount()
+    d = os.path.join(m.path, "o", unique())
+    os.mkdir(d)
+    body = fl.requests(4) + fl.line("f1", "no", fail=True) + "\n" \
+        if not (expire or cancel) else fl.requests(4)
+    with open(os.path.join(d, "requests.jsonl"), "w") as f:
+        f.write(body)
+    if cancel:
+        wait_for(lambda: read_status(d)["id"], 10, what="an id")
+        with open(os.path.join(d, "ctl"), "w") as f:
+            f.write("cancel\n")
+    s, ok = check_files(d, body, view_openai)
+    return s, ok
+
+
+def test_openai_files(fake_server, mount_factory):
+    from test_80_openai import Flavour
+    s, ok = openai_like(Flavour(fake_server, mount_factory))
+    assert s["state"] == "completed" and ok == {f"r{i}" for i in range(4)}
+
+
+def test_openai_expired(fake_server, mount_factory):
+    from test_80_openai import Flavour
+    s, ok = openai_like(Flavour(fake_server, mount_factory), expire=True)
+    assert s["state"] == "expired" and len(ok) < 4
+
+
+def test_openai_canceled(fake_server, mount_factory):
+    from test_80_openai import Flavour
+    s, ok = openai_like(Flavour(fake_server, mount_factory), cancel=True)
+    assert s["state"] == "canceled"
+
+
+def test_azure_files(fake_server, mount_factory):
+    from test_85_azure import AzureFlavour
+    s, ok = openai_like(AzureFlavour(fake_server, mount_factory))
+    assert s["state"] == "completed" and ok == {f"r{i}" for i in range(4)}
+
+
+def test_vertex_files(fake_server, mount_factory, tmp_path, sa_key):  # noqa: F811
+    from test_90_vertex import section, service_account_file
+    srv = fake_server("vertex")
+    home = tmp_path / unique("home")
+    home.mkdir()
+    m = mount_factory({"v": section(srv, credentials=service_account_file(
+        home / "sa.json", srv, sa_key))},
+        env={"HOME": str(home), "GOOGLE_APPLICATION_CREDENTIALS": "", "CLOUDSDK_CONFIG": ""})
+    lines = [{"custom_id": f"v{i}", "request": {
+        "anthropic_version": "vertex-2023-10-16", "max_tokens": 20,
+        "messages": [{"role": "user", "content": f"tell v{i}" + (" fail-me" if i == 2 else "")}]}}
+        for i in range(4)]
+    body = "".join(json.dumps(x) + "\n" for x in lines)
+    d = mkbatch(m, body, remote="v")
+    s, ok = check_files(d, body, view_vertex)
+    assert s["state"] == "completed" and ok == {"v0", "v1", "v3"}
+
+
+def test_foreign_batch_has_no_retry(fake_server, mount_factory):
+    from fake_anthropic import mount_remote
+    srv = fake_server("anthropic")
+    bid = srv.create_batch([{"custom_id": "f1", "params": {
+        "model": "claude-test", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}}])
+    m = mount_remote(mount_factory, srv)
+    d = os.path.join(m.path, "a", bid)
+    wait_for(lambda: os.path.isdir(d), 15, what="discovery")
+    rc, s = cat_wait(d)
+    assert rc == 0 and s["done"]
+    assert not os.path.exists(os.path.join(d, "retry.jsonl"))
+    assert s["retry"]["requests"] is None and s["retry"]["reason"]
+    assert sorted(os.listdir(os.path.join(d, "text"))) == ["f1.txt"]
+
+
+def test_reads_as_another_user(shared_mount):
+    from test_95_mount import as_nobody
+    m = shared_mount("allow_other")
+    body = anthropic_line("u1", "other user") + "\n" + \
+        anthropic_line("u2", model="mock-error") + "\n"
+    d = mkbatch(m, body)
+    assert cat_wait(d)[0] == 0
+    for path in ("wait", "retry.jsonl", "text/u1.txt", "status"):
+        r = as_nobody("timeout", "10", "cat", os.path.join(d, path))
+        assert r.returncode == 0, (path, r.stderr)
+    r = as_nobody("cat", os.path.join(d, "retry.jsonl"))
+    assert r.stdout == anthropic_line("u2", model="mock-error") + "\n"
