@@ -25,10 +25,10 @@ enum statusfmt_retry {
 
 /* What status shows beyond the batch's row (read from the store by the caller). */
 struct statusfmt_extra {
-	bool done; /* wait would return now */
+	bool done;				      /* wait would return now */
 	struct bfs_usage usage[STATUSFMT_MODELS_MAX]; /* succeeded results' sums, per model */
 	size_t nusage;
-	bool have_usage; /* the results are in and usage was kept for all */
+	bool have_usage;       /* the results are in and usage was kept for all */
 	const char *usage_why; /* results in but no usage: why (else NULL) */
 	enum statusfmt_retry retry;
 	int64_t retry_lines;

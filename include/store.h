@@ -358,7 +358,7 @@ long store_text_read(struct store *st, int64_t id, int64_t off, size_t size, cha
 int store_retry_known(struct store *st, int64_t batch_id, int64_t *lines);
 /* The line numbers (> after, ascending, at most max) of requests whose result is not
  * succeeded (errored, canceled, expired or missing). */
-int store_retry_lines(struct store *st, int64_t batch_id, int64_t after, int64_t *lines,
-		      size_t max, size_t *n);
+int store_retry_lines(struct store *st, int64_t batch_id, int64_t after, int64_t *lines, size_t max,
+		      size_t *n);
 
 #endif

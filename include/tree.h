@@ -36,9 +36,9 @@ enum tree_kind {
 #define TREE_SUB_BY_ID 1
 /* A TREE_RESULT inode with this sub is the result's text/ file (sub 0: results/). */
 #define TREE_SUB_TEXT 1
-#define TREE_BY_ID     ".by-id"
-#define TREE_SUB_MAX   15
-#define TREE_ROOT_INO  1
+#define TREE_BY_ID    ".by-id"
+#define TREE_SUB_MAX  15
+#define TREE_ROOT_INO 1
 
 /* Attribute and entry timeouts (seconds). */
 #define TREE_TIMEOUT_LIVE  0.0 /* things that change behind the kernel's back */

@@ -147,8 +147,8 @@ static int openai_body(const cJSON *body, struct result_info *out)
 	out->type = RESULT_SUCCEEDED;
 	model_set(out, body);
 	if (cJSON_IsArray(choices)) {
-		const cJSON *msg = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(choices, 0),
-								    "message");
+		const cJSON *msg =
+			cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(choices, 0), "message");
 		const char *text = json_str(msg, "content");
 
 		if (text)

@@ -1105,12 +1105,9 @@ static void unlink_results(struct store_conn *c, int64_t batch_id)
 static int batch_delete_c(struct store_conn *c, int64_t id)
 {
 	static const char *const sqls[] = {
-		"DELETE FROM results WHERE batch_id = ?1",
-		"DELETE FROM usage WHERE batch_id = ?1",
-		"DELETE FROM requests WHERE batch_id = ?1",
-		"DELETE FROM files WHERE batch_id = ?1",
-		"DELETE FROM parts WHERE batch_id = ?1",
-		"DELETE FROM batches WHERE id = ?1",
+		"DELETE FROM results WHERE batch_id = ?1",  "DELETE FROM usage WHERE batch_id = ?1",
+		"DELETE FROM requests WHERE batch_id = ?1", "DELETE FROM files WHERE batch_id = ?1",
+		"DELETE FROM parts WHERE batch_id = ?1",    "DELETE FROM batches WHERE id = ?1",
 	};
 	int rc = 0;
 
@@ -3468,7 +3465,7 @@ static void text_from_row(sqlite3_stmt *s, struct store_result *r)
 		memcpy(r->fname + n - 5, ".txt", 5);
 }
 
-#define TEXT_COLS                                                                   \
+#define TEXT_COLS                                                                     \
 	"SELECT r.id, r.batch_id, r.fname, length(r.text), b.ended_at FROM results r" \
 	" JOIN batches b ON b.id = r.batch_id"
 
@@ -3603,8 +3600,8 @@ int store_retry_known(struct store *st, int64_t batch_id, int64_t *lines)
 	return rc == SQLITE_ROW ? 0 : -EIO;
 }
 
-int store_retry_lines(struct store *st, int64_t batch_id, int64_t after, int64_t *lines,
-		      size_t max, size_t *n)
+int store_retry_lines(struct store *st, int64_t batch_id, int64_t after, int64_t *lines, size_t max,
+		      size_t *n)
 {
 	static const char sql[] =
 		"SELECT q.line FROM requests q WHERE q.batch_id = ?1 AND q.line > ?2 AND NOT"

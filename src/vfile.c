@@ -381,10 +381,10 @@ static bool retry_visible(const struct store_batch *row)
 struct retry_walk {
 	pthread_mutex_t lock;
 	bool started;
-	int64_t pos;  /* next byte of requests.jsonl */
-	int64_t out;  /* bytes of retry.jsonl produced so far */
-	int64_t line; /* the line pos is in (1-based) */
-	bool inc;     /* that line is copied */
+	int64_t pos;		    /* next byte of requests.jsonl */
+	int64_t out;		    /* bytes of retry.jsonl produced so far */
+	int64_t line;		    /* the line pos is in (1-based) */
+	bool inc;		    /* that line is copied */
 	int64_t lines[RETRY_LINES]; /* to copy, ascending, from the store */
 	size_t n, i;
 	bool lines_end; /* the store has no more after lines[n - 1] */
@@ -605,8 +605,8 @@ static int text_dir_cb(void *ctx, const struct store_result *r)
 
 static int text_dir_readdir(struct bfs *b, int64_t batch_id, struct tree_dir *d)
 {
-	int rc = store_text_list(b->store, batch_id, d->off > 2 ? d->off - 2 : 0,
-				 tree_dir_limit(d), text_dir_cb, d);
+	int rc = store_text_list(b->store, batch_id, d->off > 2 ? d->off - 2 : 0, tree_dir_limit(d),
+				 text_dir_cb, d);
 
 	return rc > 0 ? 0 : rc;
 }
