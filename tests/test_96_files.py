@@ -421,3 +421,35 @@ def test_reads_as_another_user(shared_mount):
         assert r.returncode == 0, (path, r.stderr)
     r = as_nobody("cat", os.path.join(d, "retry.jsonl"))
     assert r.stdout == anthropic_line("u2", model="mock-error") + "\n"
+
+
+def test_wait_with_unavailable_results(fake_server, mount_factory):
+    from fake_anthropic import mount_remote
+    srv = fake_server("anthropic", processing_s=0.1)
+    bid = srv.create_batch([{"custom_id": "gone", "params": {
+        "model": "claude-test", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}}])
+    wait_for(lambda: srv.batch(bid)["processing_status"] == "ended", 5)
+    srv.archive(bid)
+    m = mount_remote(mount_factory, srv)
+    d = os.path.join(m.path, "a", bid)
+    wait_for(lambda: os.path.isdir(d), 10, what="the archived batch to be listed")
+    rc, s = cat_wait(d, timeout=20)
+    assert rc == 0 and s["results"] == "unavailable" and s["done"]
+    assert s["usage"] is None
+    assert not os.path.exists(os.path.join(d, "text"))
+
+
+def test_wait_on_a_batch_the_provider_failed(fake_server, mount_factory):
+    from test_80_openai import Flavour
+    fl = Flavour(fake_server, mount_factory)
+    m = fl.mount()
+    d = os.path.join(m.path, "o", unique())
+    os.mkdir(d)
+    body = fl.requests(2, model="fail-validation")
+    with open(os.path.join(d, "requests.jsonl"), "w") as f:
+        f.write(body)
+    rc, s = cat_wait(d, timeout=20)
+    assert rc == 0 and s["state"] == "failed" and s["done"], s
+    # nothing ran: every line is to be sent again
+    with open(os.path.join(d, "retry.jsonl"), "rb") as f:
+        assert f.read() == body.encode()
