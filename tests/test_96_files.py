@@ -453,3 +453,37 @@ def test_wait_on_a_batch_the_provider_failed(fake_server, mount_factory):
     # nothing ran: every line is to be sent again
     with open(os.path.join(d, "retry.jsonl"), "rb") as f:
         assert f.read() == body.encode()
+
+
+def usage_cost(u, row):
+    """USD of usage u at a price row (input, output, cache write, cache read) per million."""
+    return (u["input_tokens"] * row[0] + u["output_tokens"] * row[1] +
+            u["cache_creation_tokens"] * row[2] + u["cache_read_tokens"] * row[3]) / 1e6
+
+
+def test_actual_cost_is_the_reported_usage_at_the_batch_prices(mount_factory, tmp_path):
+    from test_95_prompts import PRICES, price_file
+    m = mount_factory({"mock": {"provider": "mock", "mock_delay": "1",
+                                "price_file": price_file(tmp_path)}})
+    body = "".join(anthropic_line(f"p{i}", "word " * (i + 1)) + "\n" for i in range(3))
+    d = mkbatch(m, body)
+    rc, s = cat_wait(d)
+    assert rc == 0
+    u = s["usage"]
+    assert [x["model"] for x in u["models"]] == ["claude-test"]
+    want = usage_cost(u, PRICES["claude-test"])
+    assert s["cost"]["actual"]["usd"] == pytest.approx(want, rel=1e-9)
+    assert s["cost"]["actual"]["reason"] is None
+    assert s["cost"]["actual"]["usd"] <= s["cost"]["estimate"]["usd"]
+
+
+def test_actual_cost_of_a_model_without_a_price_is_null(mount_factory, tmp_path):
+    from test_95_prompts import price_file
+    m = mount_factory({"mock": {"provider": "mock", "mock_delay": "1",
+                                "price_file": price_file(tmp_path)}})
+    d = mkbatch(m, anthropic_line("n1", model="claude-unpriced") + "\n")
+    rc, s = cat_wait(d)
+    assert rc == 0
+    assert s["usage"]["results"] == 1
+    assert s["cost"]["estimate"]["usd"] is None
+    assert s["cost"]["actual"]["usd"] is None and "claude-unpriced" in s["cost"]["actual"]["reason"]
