@@ -211,6 +211,9 @@ def test_tools_over_a_finished_batch_dir(mock_mount, tmp_path):
             assert f.read() == (anthropic_line("ge", model="mock-error") + "\n").encode()
         assert sorted(os.listdir(tmp_path / sub / "text")) == ["g0.txt", "g1.txt", "g2.txt"]
         assert not os.path.exists(tmp_path / sub / "wait")
+    # rm -r unlinks what it lists (text/*, retry.jsonl too) and forgets the batch
+    subprocess.run(["rm", "-r", d], check=True, timeout=20)
+    assert not os.path.exists(d)
 
 
 # --- the fakes of real providers ---------------------------------------------------------
