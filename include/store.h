@@ -361,4 +361,11 @@ int store_retry_known(struct store *st, int64_t batch_id, int64_t *lines);
 int store_retry_lines(struct store *st, int64_t batch_id, int64_t after, int64_t *lines, size_t max,
 		      size_t *n);
 
+/*
+ * A number that changes whenever another thread's connection commits a change (SQLite's
+ * data_version of the calling thread's connection): a cheap "has the store changed?" for
+ * code that waits on it. -1 on failure.
+ */
+int64_t store_data_version(struct store *st);
+
 #endif

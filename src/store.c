@@ -3622,3 +3622,18 @@ int store_retry_lines(struct store *st, int64_t batch_id, int64_t after, int64_t
 	stmt_done(c, s);
 	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -EIO;
 }
+
+int64_t store_data_version(struct store *st)
+{
+	static const char sql[] = "PRAGMA data_version";
+	struct store_conn *c = conn_get(st);
+	sqlite3_stmt *s;
+	int64_t v = -1;
+
+	if (!c || !(s = conn_stmt(c, sql)))
+		return -1;
+	if (sqlite3_step(s) == SQLITE_ROW)
+		v = sqlite3_column_int64(s, 0);
+	stmt_done(c, s);
+	return v;
+}

@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: MIT
 /*
- * Parked reads (include/waiter.h). One thread looks at the parked reads whenever it is
- * kicked and at least every WAITER_TICK_MS (the store is changed by pollers and ingests of
- * other threads; looking is a store read per parked request), answers those whose check is
- * now 1, and those the kernel interrupted with EINTR.
+ * Parked reads (include/waiter.h). One thread looks at the parked reads whenever the store
+ * has changed (a poll, a download or a cancel committed on another thread: SQLite's
+ * data_version, read every WAITER_TICK_MS, a query of microseconds), when a read is parked
+ * or kicked, and at least every WAITER_IDLE_MS; it answers those whose check is now 1, and
+ * those the kernel interrupted with EINTR at once.
  *
  * Lifetimes: an entry is unlinked only by the waiter thread (or waiter_stop), and answered
  * after it is unlinked, outside the lock. libfuse calls the interrupt callback with the
@@ -19,10 +20,13 @@
 #include <time.h>
 
 #include "buf.h"
+#include "bfs.h"
 #include "log.h"
+#include "store.h"
 #include "waiter.h"
 
-#define WAITER_TICK_MS 200
+#define WAITER_TICK_MS 50
+#define WAITER_IDLE_MS 2000
 
 struct parked {
 	struct parked *next;
@@ -130,13 +134,31 @@ static void waiter_pass(struct waiter *w, struct parked **done)
 static void *waiter_main(void *arg)
 {
 	struct waiter *w = arg;
+	int64_t seen = -2, idle = 0;
+	bool look = true;
 
 	pthread_mutex_lock(&w->lock);
 	while (!w->stop) {
 		struct parked *done = NULL;
 		struct timespec until;
+		bool any = w->list != NULL;
+		int64_t v = seen;
 
-		waiter_pass(w, &done);
+		if (any) {
+			pthread_mutex_unlock(&w->lock);
+			v = store_data_version(w->b->store);
+			pthread_mutex_lock(&w->lock);
+		}
+		if (v != seen || v < 0 || idle >= WAITER_IDLE_MS)
+			look = true;
+		seen = v;
+		if (look) {
+			waiter_pass(w, &done);
+			look = false;
+			idle = 0;
+		} else {
+			idle += WAITER_TICK_MS;
+		}
 		if (done) {
 			pthread_mutex_unlock(&w->lock);
 			answer_all(done);
@@ -155,6 +177,8 @@ static void *waiter_main(void *arg)
 			else if (pthread_cond_timedwait(&w->cond, &w->lock, &until) == ETIMEDOUT)
 				break;
 		}
+		if (w->kicked)
+			look = true;
 		w->kicked = false;
 	}
 	pthread_mutex_unlock(&w->lock);
