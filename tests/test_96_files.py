@@ -82,7 +82,9 @@ def test_wait_returns_status_when_done_and_is_unlisted(mock_mount):
     rc, s = cat_wait(d)
     assert rc == 0
     assert s["state"] == "completed" and s["results"] == "ready" and s["done"] is True
-    assert s == read_status(d)
+    now = read_status(d)
+    assert {k: now[k] for k in ("state", "counts", "results", "done", "usage")} == \
+        {k: s[k] for k in ("state", "counts", "results", "done", "usage")}
     # the documented idiom
     p = subprocess.run(f"cat {d}/wait | jq -e '.state == \"completed\"'", shell=True,
                        capture_output=True)
@@ -175,21 +177,68 @@ def test_wait_interrupt_and_mount_stays_responsive(mount_factory):
     assert time.monotonic() - t0 < 2
 
 
-def test_many_waiters_do_not_stall_other_reads(mount_factory):
-    m = mount_factory({"mock": {"provider": "mock", "mock_delay": "4"}})
+def blocked_in_read(pid):
+    """True when process pid sits in read(2) (x86_64 syscall 0; aarch64 63)."""
+    try:
+        with open(f"/proc/{pid}/syscall") as f:
+            nr = f.read().split()[0]
+    except (OSError, IndexError):
+        return False
+    return nr in ("0", "63")
+
+
+def many_waiters(m, n=8):
     d = mkbatch(m, anthropic_line("x1") + "\n")
-    procs = [subprocess.Popen(["timeout", "60", "cat", os.path.join(d, "wait")],
-                              stdout=subprocess.PIPE) for _ in range(8)]
-    time.sleep(0.5)  # let them park (not a wait for a condition: the readers must be blocked)
-    for _ in range(20):
-        t0 = time.monotonic()
-        os.listdir(d)
-        read_status(d)
-        assert time.monotonic() - t0 < 1.0
-    outs = [p.communicate()[0] for p in procs]
+    procs = [subprocess.Popen(["cat", os.path.join(d, "wait")], stdout=subprocess.PIPE)
+             for _ in range(n)]
+    try:
+        wait_for(lambda: all(blocked_in_read(p.pid) for p in procs), 10,
+                 what="every reader blocked in read")
+        for _ in range(20):
+            t0 = time.monotonic()
+            os.listdir(d)
+            s = read_status(d)
+            with open(os.path.join(d, "ctl")) as f:
+                f.read()
+            assert time.monotonic() - t0 < 1.0
+        assert s["done"] is False, "the batch ended before the readers were checked"
+        outs = [p.communicate(timeout=60)[0] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
     assert all(p.returncode == 0 for p in procs)
     for o in outs:
         assert json.loads(o)["done"] is True
+
+
+def test_many_waiters_do_not_stall_other_reads(mount_factory):
+    many_waiters(mount_factory({"mock": {"provider": "mock", "mock_delay": "6"}}))
+
+
+def test_waiters_leave_a_single_threaded_mount_answering(mount_factory):
+    many_waiters(mount_factory({"mock": {"provider": "mock", "mock_delay": "6"}},
+                               flags=["-s"]), n=3)
+
+
+def test_retry_and_text_across_parts_crlf_and_prompt_lines(mount_factory):
+    m = mount_factory({"mock": {"provider": "mock", "mock_delay": "1", "max_requests": "2",
+                                "model": "claude-test"}})
+    lines = [anthropic_line("p0", "zero"),
+             json.dumps({"custom_id": "p1", "prompt": "one", "model": "mock-error"}),
+             json.dumps({"custom_id": "p2", "prompt": "two"}),
+             anthropic_line("p3", "three", model="mock-error"),
+             anthropic_line("p4", "four")]
+    body = lines[0] + "\r\n" + lines[1] + "\r\n\r\n" + lines[2] + "\n" + lines[3] + "\r\n" + \
+        lines[4]  # the last line without its newline
+    d = mkbatch(m, body)
+    rc, s = cat_wait(d)
+    assert rc == 0 and len(s["parts"]) == 3
+    with open(os.path.join(d, "retry.jsonl"), "rb") as f:
+        assert f.read() == (lines[1] + "\r\n" + lines[3] + "\r\n").encode()
+    assert sorted(os.listdir(os.path.join(d, "text"))) == ["p0.txt", "p2.txt", "p4.txt"]
+    with open(os.path.join(d, "text", "p2.txt")) as f:
+        assert "two" in f.read()
+    assert s["usage"]["results"] == 3 and s["retry"]["requests"] == 2
 
 
 def test_tools_over_a_finished_batch_dir(mock_mount, tmp_path):
