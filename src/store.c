@@ -2585,8 +2585,10 @@ static int ingest_row(struct store_ingest *in, struct store_conn *c, const char 
 				  SQLITE_STATIC);
 	else
 		sqlite3_bind_null(s, 9);
-	if (info->has_text)
+	if (info->has_text && info->text_len)
 		sqlite3_bind_blob(s, 10, text, (int)info->text_len, SQLITE_STATIC);
+	else if (info->has_text)
+		sqlite3_bind_zeroblob(s, 10, 0); /* succeeded with no text: a file of "\n" */
 	else
 		sqlite3_bind_null(s, 10);
 	sqlite3_bind_text(s, 11, model, (int)info->model_len, SQLITE_STATIC);
@@ -2829,8 +2831,9 @@ static int ingest_parse(struct store_ingest *in, const char *line, size_t len,
 	}
 	info->type = (int32_t)r->type;
 	info->model_len = (uint32_t)strlen(r->usage.model);
-	info->has_text = r->type == RESULT_SUCCEEDED && r->text;
-	info->text_len = info->has_text ? (uint32_t)r->text_len : 0;
+	/* Every succeeded result has a text file (a tool call alone, a filtered answer: "\n"). */
+	info->has_text = r->type == RESULT_SUCCEEDED;
+	info->text_len = info->has_text && r->text ? (uint32_t)r->text_len : 0;
 	if (r->type == RESULT_SUCCEEDED) {
 		info->tok[0] = r->usage.input_tokens;
 		info->tok[1] = r->usage.output_tokens;
