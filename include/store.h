@@ -351,11 +351,11 @@ int store_text_list(struct store *st, int64_t batch_id, int64_t after, int limit
 /* Copies bytes [off, off+size) of result id's text + "\n" into dst; returns the count. */
 long store_text_read(struct store *st, int64_t id, int64_t off, size_t size, char *dst);
 /*
- * retry.jsonl: 0 when every result of batch_id says its outcome (*lines, may be NULL, gets
- * the number of requests whose result is not succeeded), -ENODATA when some result was
- * ingested before batchfs kept outcomes.
+ * retry.jsonl: 0 when every ready part of batch_id kept its results' outcomes, -ENODATA when
+ * one was ingested before batchfs kept them. Its line count is the batch's requests less the
+ * succeeded results (store_usage_get's sums).
  */
-int store_retry_known(struct store *st, int64_t batch_id, int64_t *lines);
+int store_retry_known(struct store *st, int64_t batch_id);
 /* The line numbers (> after, ascending, at most max) of requests whose result is not
  * succeeded (errored, canceled, expired or missing). */
 int store_retry_lines(struct store *st, int64_t batch_id, int64_t after, int64_t *lines, size_t max,

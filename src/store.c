@@ -3570,37 +3570,22 @@ long store_text_read(struct store *st, int64_t id, int64_t off, size_t size, cha
 	return (long)n;
 }
 
-int store_retry_known(struct store *st, int64_t batch_id, int64_t *lines)
+int store_retry_known(struct store *st, int64_t batch_id)
 {
-	static const char old[] = "SELECT EXISTS (SELECT 1 FROM results WHERE batch_id = ?1 AND"
-				  " rtype IS NULL)";
-	static const char cnt[] =
-		"SELECT count(*) FROM requests q WHERE q.batch_id = ?1 AND NOT EXISTS (SELECT 1"
-		" FROM results r WHERE r.batch_id = ?1 AND r.custom_id = q.custom_id AND"
-		" r.rtype = 'succeeded')";
+	/* A part ingested before v7 kept no outcomes (and so no usage sums). */
+	static const char sql[] = "SELECT count(*) FROM parts WHERE batch_id = ?1 AND"
+				  " results = 'ready' AND usage_known = 0";
 	struct store_conn *c = conn_get(st);
 	sqlite3_stmt *s;
-	int rc, stale;
+	int64_t old = -1;
 
-	if (!c || !(s = conn_stmt(c, old)))
+	if (!c || !(s = conn_stmt(c, sql)))
 		return -EIO;
 	sqlite3_bind_int64(s, 1, batch_id);
-	rc = sqlite3_step(s);
-	stale = rc == SQLITE_ROW ? sqlite3_column_int(s, 0) : -1;
+	if (sqlite3_step(s) == SQLITE_ROW)
+		old = sqlite3_column_int64(s, 0);
 	stmt_done(c, s);
-	if (stale < 0)
-		return -EIO;
-	if (stale)
-		return -ENODATA;
-	if (!lines)
-		return 0;
-	if (!(s = conn_stmt(c, cnt)))
-		return -EIO;
-	sqlite3_bind_int64(s, 1, batch_id);
-	rc = sqlite3_step(s);
-	*lines = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
-	stmt_done(c, s);
-	return rc == SQLITE_ROW ? 0 : -EIO;
+	return old < 0 ? -EIO : old ? -ENODATA : 0;
 }
 
 int store_retry_lines(struct store *st, int64_t batch_id, int64_t after, int64_t *lines, size_t max,

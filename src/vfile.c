@@ -76,14 +76,23 @@ static int extra_load(struct bfs *b, const struct store_batch *row, struct statu
 {
 	int rc;
 
+	bool known = false;
+	uint64_t ok = 0;
+
 	memset(x, 0, sizeof(*x));
 	x->done = vfile_batch_done(row);
-	if (row->results == RESULTS_READY) {
+	if (x->done || row->results == RESULTS_READY) {
+		/* From the per-part sums the ingest wrote: no scan of the results here. */
 		rc = store_usage_get(b->store, row->id, x->usage, STATUSFMT_MODELS_MAX, &x->nusage,
-				     &x->have_usage);
+				     &known);
 		if (rc)
 			return rc;
-		if (!x->have_usage)
+		for (size_t i = 0; i < x->nusage; i++)
+			ok += x->usage[i].results;
+	}
+	if (row->results == RESULTS_READY) {
+		x->have_usage = known;
+		if (!known)
 			x->usage_why = "results ingested before batchfs kept usage";
 	}
 	if (!x->done || row->state == BATCH_REJECTED || row->state == BATCH_DRAFT ||
@@ -93,14 +102,12 @@ static int extra_load(struct bfs *b, const struct store_batch *row, struct statu
 		x->retry = STATUSFMT_RETRY_ABSENT;
 		x->retry_why = "made elsewhere: its requests are not known here";
 	} else {
-		rc = store_retry_known(b->store, row->id, &x->retry_lines);
-		if (rc == -ENODATA) {
+		if (!known) {
 			x->retry = STATUSFMT_RETRY_ABSENT;
 			x->retry_why = "results ingested before batchfs kept their outcomes";
-		} else if (rc) {
-			return rc;
 		} else {
 			x->retry = STATUSFMT_RETRY_THERE;
+			x->retry_lines = row->nrequests - (int64_t)ok;
 		}
 	}
 	return 0;
@@ -497,7 +504,7 @@ static int retry_size(struct bfs *b, const struct store_batch *row, int64_t *siz
 		}
 	}
 	pthread_mutex_unlock(&retry_sizes.lock);
-	rc = store_retry_known(b->store, row->id, NULL);
+	rc = store_retry_known(b->store, row->id);
 	if (rc)
 		return rc == -ENODATA ? -ENOENT : rc;
 	fd = retry_fd(b, row->id);
@@ -542,7 +549,7 @@ static int retry_open(struct bfs *b, const struct store_batch *row, struct fuse_
 
 	if (wants_write(fi->flags))
 		return -EACCES;
-	rc = store_retry_known(b->store, row->id, NULL);
+	rc = store_retry_known(b->store, row->id);
 	if (rc)
 		return rc == -ENODATA ? -ENOENT : rc;
 	fi->noflush = 1;
