@@ -64,6 +64,8 @@ struct provider_submit {
 	int64_t offset;	      /* the part's first byte in path */
 	int64_t length;	      /* the part's bytes (blank lines included) */
 	long first_line;      /* the line of path at offset (1 for the first part) */
+	long last_line;	      /* the line of its last request (so blank lines among its requests
+			       * are known: last_line - first_line + 1 - nrequests); 0: unknown */
 	uint64_t nrequests;   /* non-blank lines of the part */
 	uint64_t nbytes;      /* = length */
 	int64_t payload;      /* the request lines' bytes without leading blanks and line ends (so a
