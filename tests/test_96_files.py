@@ -406,8 +406,10 @@ def openai_like(fl, expire=False, cancel=False):
 
 def test_openai_files(fake_server, mount_factory):
     from test_80_openai import Flavour
-    s, ok = openai_like(Flavour(fake_server, mount_factory))
+    # cached tokens are counted inside prompt_tokens: usage gives them as cache reads
+    s, ok = openai_like(Flavour(fake_server, mount_factory, cached_tokens=4))
     assert s["state"] == "completed" and ok == {f"r{i}" for i in range(4)}
+    assert s["usage"]["cache_read_tokens"] == 4 * len(ok)
 
 
 def test_openai_expired(fake_server, mount_factory):
