@@ -366,6 +366,8 @@ static int wait_ready(struct bfs *b, int64_t batch_id, struct buf *out)
 	if (!vfile_batch_done(&row))
 		return 0;
 	rc = status_render(b, &row, out);
+	if (rc)
+		buf_reset(out); /* never half a status for the next read */
 	return rc ? rc : 1;
 }
 

@@ -119,6 +119,9 @@ static void waiter_pass(struct waiter *w, struct parked **done)
 			pthread_mutex_unlock(&w->lock);
 			rc = p->check(w->b, p->batch_id, p->text);
 			pthread_mutex_lock(&w->lock);
+			/* A read parked meanwhile went in at the head: find p's link again. */
+			for (pp = &w->list; *pp != p; pp = &(*pp)->next)
+				;
 		}
 		if (p->interrupted || rc) {
 			p->rc = p->interrupted ? -EINTR : rc < 0 ? rc : 0;
