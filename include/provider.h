@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "jsonl.h"
+#include "result.h"
 #include "state.h"
 
 struct bfs_err;
@@ -151,6 +152,11 @@ struct provider_ops {
 	int (*results)(struct provider *p, const struct provider_batch *b, provider_result_fn fn,
 		       provider_reset_fn reset, void *ctx, provider_retry_fn on_retry,
 		       void *retry_ctx, struct bfs_err *err);
+	/*
+	 * Reads one result line of this provider (as results() delivers it) for its outcome,
+	 * text and usage (result.h). Pure: no network, no provider instance.
+	 */
+	int (*result_parse)(const char *line, size_t len, struct result_info *out);
 };
 
 /*

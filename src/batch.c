@@ -1140,6 +1140,8 @@ int batch_fetch_results(struct bfs *b, struct remote *r, int64_t part_id, struct
 	pb.results_available = true;
 
 	rc = store_ingest_begin(b->store, part_id, &in);
+	if (!rc)
+		store_ingest_set_parse(in, r->ops->result_parse); /* text/, retry, usage */
 	if (rc) {
 		err_set(err, "cannot store the results of '%s': %s", p.pid, cache_reason(rc));
 		goto out;

@@ -1967,6 +1967,7 @@ const struct provider_ops provider_openai_ops = {
 	.list = oai_list,
 	.cancel = oai_cancel,
 	.results = oai_results,
+	.result_parse = result_parse_openai,
 };
 
 const struct provider_ops provider_azure_ops = {
@@ -1982,4 +1983,5 @@ const struct provider_ops provider_azure_ops = {
 	.list = oai_list,
 	.cancel = oai_cancel,
 	.results = oai_results,
+	.result_parse = result_parse_openai,
 };

@@ -2379,4 +2379,5 @@ const struct provider_ops provider_vertex_ops = {
 	.list = vtx_list,
 	.cancel = vtx_cancel,
 	.results = vtx_results,
+	.result_parse = result_parse_vertex,
 };
