@@ -80,10 +80,14 @@ struct provider_submit {
 };
 
 /*
- * Called once per result line, in the provider's order. line is exactly the provider's line
- * (no terminator), custom_id its custom_id (any bytes but NUL). Return 0 or -errno to stop.
+ * Called once per result line, in the provider's order; lineno is its line in the provider's
+ * file (1-based). A good line: bad is NULL, line is exactly the provider's line (no
+ * terminator), custom_id its custom_id (non-empty, no NUL). A line that cannot be a result
+ * (not strict JSON, no custom_id string, an empty one): bad says why and custom_id is NULL;
+ * the download goes on. Return 0 or -errno to stop.
  */
-typedef int (*provider_result_fn)(void *ctx, const char *custom_id, const char *line, size_t len);
+typedef int (*provider_result_fn)(void *ctx, const char *custom_id, const char *line, size_t len,
+				  long lineno, const char *bad);
 /* Called by results() before it starts over (a retried download): drop what was delivered. */
 typedef int (*provider_reset_fn)(void *ctx);
 /* Called by list() once per batch. Return 0 or -errno to stop. */

@@ -7,12 +7,14 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "conf.h"
 #include "buf.h"
 #include "err.h"
+#include "jsonscan.h"
 #include "provider.h"
 #include "provider_anthropic.h"
 #include "provider_mock.h"
@@ -49,8 +51,11 @@ void provider_results_init(struct provider_results *r, provider_result_fn fn,
 int provider_results_line(void *ctx, const char *line, size_t len, long lineno)
 {
 	struct provider_results *r = ctx;
-	const cJSON *id;
-	cJSON *o;
+	struct jsonscan_error je;
+	const cJSON *id = NULL;
+	const char *bad = NULL;
+	char why[96];
+	cJSON *o = NULL;
 	size_t i;
 	int rc;
 
@@ -58,19 +63,33 @@ int provider_results_line(void *ctx, const char *line, size_t len, long lineno)
 		;
 	if (i == len)
 		return 0; /* blank */
-	o = cJSON_ParseWithLength(line, len);
-	id = cJSON_GetObjectItemCaseSensitive(o, "custom_id");
-	if (!cJSON_IsString(id)) {
-		err_set(r->line_err, "result line %ld is not a JSON object with a custom_id",
-			lineno);
-		cJSON_Delete(o);
-		return -EBADMSG;
+	/*
+	 * The request lines' strict scan: cJSON alone would cut a custom_id at \u0000 (two ids
+	 * equal up to a NUL would become one file) and read the first of two custom_id keys. A
+	 * line that fails is named and skipped: one bad line must not cost the other results.
+	 */
+	rc = jsonscan_line(line, len, &je);
+	if (rc == -ENOMEM)
+		goto out;
+	if (rc) {
+		snprintf(why, sizeof(why), "not strict JSON at column %zu: %s", je.column, je.why);
+		bad = why;
+	} else if (!(o = cJSON_ParseWithLength(line, len))) {
+		rc = -ENOMEM; /* the scan passed: only memory can fail */
+		goto out;
+	} else if (!cJSON_IsObject(o)) {
+		bad = "not a JSON object";
+	} else if (!cJSON_IsString(id = cJSON_GetObjectItemCaseSensitive(o, "custom_id"))) {
+		bad = "no custom_id string";
+	} else if (!id->valuestring[0]) {
+		bad = "empty custom_id"; /* it could not be a file name (and no request has it) */
 	}
-	rc = r->fn(r->ctx, id->valuestring, line, len);
+	rc = r->fn(r->ctx, bad ? NULL : id->valuestring, line, len, lineno, bad);
+	if (!rc)
+		r->delivered++; /* bad lines too: a reset must forget them as well */
+out:
 	if (rc)
 		err_set(r->line_err, "cannot keep result line %ld: %s", lineno, strerror(-rc));
-	else
-		r->delivered++;
 	cJSON_Delete(o);
 	return rc;
 }

@@ -592,7 +592,7 @@ static int mock_result_line(struct mock_results *r, const cJSON *req)
 	if (!line)
 		rc = -ENOMEM;
 	else
-		rc = r->fn(r->ctx, cid->valuestring, line, strlen(line));
+		rc = r->fn(r->ctx, cid->valuestring, line, strlen(line), r->index + 1, NULL);
 	free(line);
 	cJSON_Delete(o);
 	buf_release(&text);

@@ -1441,7 +1441,7 @@ int64_t store_part_next_due(struct store *st, const char *remote)
  * parts, in the transaction of the change that called it.
  */
 struct agg {
-	int n, sent, running, settled, ready, downloading;
+	int n, sent, running, settled, ready, downloading, incomplete;
 	bool failed_unsent, cancel;
 	int state_rank;				    /* the least advanced running state */
 	bool any_failed, any_expired, any_canceled; /* among ended parts */
@@ -1518,9 +1518,10 @@ static int agg_part(void *ctx, const struct store_part *p)
 	if (!a->identity[0] && p->identity[0] && !p->pid[0])
 		snprintf(a->identity, sizeof(a->identity), "%s", p->identity);
 	agg_words(a, p->provider_state);
-	if (p->results == RESULTS_READY || p->results == RESULTS_UNAVAILABLE)
+	if (results_are_in(p->results) || p->results == RESULTS_UNAVAILABLE)
 		a->settled++;
-	a->ready += p->results == RESULTS_READY;
+	a->ready += results_are_in(p->results);
+	a->incomplete += p->results == RESULTS_INCOMPLETE;
 	a->downloading += p->results == RESULTS_DOWNLOADING;
 	/* The error shown: a failed part's first, else the first part's that has one. */
 	if (p->error[0] && (!a->error[0] || (failed_here && !a->err_failed))) {
@@ -1548,7 +1549,7 @@ static int results_merge(struct store_conn *c, int64_t batch_id, int64_t *count,
 	static const char totals[] =
 		"SELECT coalesce(sum(results_count), 0),"
 		" coalesce(sum(results_size), 0) FROM parts WHERE batch_id = ?1"
-		" AND results = 'ready'";
+		" AND results IN ('ready', 'incomplete')";
 	sqlite3_stmt *s = conn_stmt(c, bases);
 	int rc;
 
@@ -1614,8 +1615,8 @@ static int aggregate(struct store_conn *c, int64_t batch_id)
 	count = cur->results_count;
 	size = cur->results_size;
 	if (a->settled == a->n && a->ready) {
-		results = RESULTS_READY;
-		if (cur->results != RESULTS_READY)
+		results = a->incomplete ? RESULTS_INCOMPLETE : RESULTS_READY;
+		if (!results_are_in(cur->results))
 			rc = results_merge(c, batch_id, &count, &size);
 		if (rc)
 			goto out;
@@ -1788,7 +1789,7 @@ int store_part_apply(struct store *st, const struct store_part *p, enum batch_st
 		" processing = ?7, succeeded = ?8, errored = ?9, canceled = ?10, expired = ?11,"
 		" created_at = ?12, ended_at = ?13, expires_at = ?14, ref = ?15, error = ?16,"
 		" error_line = ?17, error_attempt = 0, next_poll_at = ?18, updated_at = ?19,"
-		" results = CASE WHEN results = 'ready' THEN results ELSE ?20 END"
+		" results = CASE WHEN results IN ('ready', 'incomplete') THEN results ELSE ?20 END"
 		" WHERE id = ?1 AND state = ?2 AND (pid = '' OR pid = ?3)";
 	struct store_conn *c;
 	sqlite3_stmt *s;
@@ -1862,7 +1863,7 @@ int store_part_set_results(struct store *st, int64_t id, unsigned expect_mask,
 		"UPDATE parts SET results = ?2, error = ?3, error_line = 0, error_attempt = 0,"
 		" next_poll_at = CASE WHEN ?4 >= 0 THEN ?4 ELSE next_poll_at END, updated_at = ?5"
 		" WHERE id = ?1 AND ((?6 >> CASE results WHEN 'pending' THEN 0 WHEN 'downloading'"
-		" THEN 1 WHEN 'ready' THEN 2 ELSE 3 END) & 1) = 1";
+		" THEN 1 WHEN 'ready' THEN 2 WHEN 'incomplete' THEN 4 ELSE 3 END) & 1) = 1";
 	struct store_conn *c;
 	sqlite3_stmt *s;
 	int rc = part_txn(st, sql, &c, &s);
@@ -2396,7 +2397,27 @@ int store_reqs_end(struct store_reqs *r, bool commit)
 /* Writeback of the results file starts every this many bytes (see above). */
 #define INGEST_WRITEBACK (8 << 20)
 
-/* Index records, each: u32 id length, u32 line length, i64 offset in the data file, id. */
+/*
+ * Result lines that could not be kept (not JSON, no custom_id, a custom_id seen before): the
+ * first INGEST_BAD_KEEP are named in the part's error (line in the provider's file and why),
+ * the rest counted. One list per thread that finds them (download, indexer), merged at commit.
+ */
+#define INGEST_BAD_KEEP 20
+#define INGEST_BAD_WHY	72
+
+struct ingest_bad {
+	int64_t n; /* every bad line */
+	int kept;
+	struct {
+		int64_t line;
+		char why[INGEST_BAD_WHY];
+	} v[INGEST_BAD_KEEP];
+};
+
+/* Index records, each: u32 id length, u32 line length, i64 offset in the data file, i64 line
+ * number in the provider's file, id. */
+#define INGEST_REC_HDR (2 * sizeof(uint32_t) + 2 * sizeof(int64_t))
+
 struct ingest_chunk {
 	struct ingest_chunk *next;
 	bool reset; /* first drop the rows indexed so far: the download started over */
@@ -2414,6 +2435,7 @@ struct store_ingest {
 	int64_t doff;		       /* bytes written to data */
 	int64_t synced;		       /* bytes of data whose writeback was started */
 	int64_t added, count;
+	struct ingest_bad dl_bad; /* lines the download thread could not take */
 	struct ingest_chunk *cur; /* being filled by the download thread */
 	bool in_txn, published;
 
@@ -2434,7 +2456,54 @@ struct store_ingest {
 	int64_t run_off;  /* its end in the part's stretch of results.jsonl */
 	int64_t stray;
 	char stray_id[80];
+	struct ingest_bad ix_bad; /* repeated custom_ids */
 };
+
+static void bad_add(struct ingest_bad *bad, int64_t line, const char *why)
+{
+	if (bad->n++ >= INGEST_BAD_KEEP)
+		return;
+	bad->v[bad->kept].line = line;
+	snprintf(bad->v[bad->kept].why, INGEST_BAD_WHY, "%s", why);
+	bad->kept++;
+}
+
+/* At most max bytes of a custom_id for a message, never cut inside a UTF-8 sequence. */
+static int id_cut(const char *id, size_t len, size_t max)
+{
+	if (len <= max)
+		return (int)len;
+	while (max && ((unsigned char)id[max] & 0xc0) == 0x80)
+		max--;
+	return (int)max;
+}
+
+/*
+ * "N result line(s) could not be kept: line L: why; ..." in line order, both lists merged,
+ * as many as fit in size (the part's error also carries the stray note and, with parts, a
+ * prefix), then "and M more".
+ */
+static void bad_message(const struct ingest_bad *a, const struct ingest_bad *b, char *out,
+			size_t size)
+{
+	int i = 0, j = 0, shown = 0;
+	int64_t n = a->n + b->n;
+	size_t used;
+
+	used = (size_t)snprintf(out, size, "%" PRId64 " result line%s could not be kept:", n,
+				n == 1 ? "" : "s");
+	while ((i < a->kept || j < b->kept) && used + 120 < size) {
+		bool take_a = j >= b->kept || (i < a->kept && a->v[i].line <= b->v[j].line);
+		int64_t line = take_a ? a->v[i].line : b->v[j].line;
+		const char *why = take_a ? a->v[i++].why : b->v[j++].why;
+
+		used += (size_t)snprintf(out + used, size - used, "%s line %" PRId64 ": %s",
+					 shown ? ";" : "", line, why);
+		shown++;
+	}
+	if (shown < n && used < size)
+		snprintf(out + used, size - used, "; and %" PRId64 " more", n - shown);
+}
 
 static int results_path(const struct store *st, int64_t part_id, const char *ext, char *out,
 			size_t size)
@@ -2472,19 +2541,19 @@ static void chunks_free(struct ingest_chunk *k)
 
 /* One index record into SQLite: only the part's own requests (when they are known). */
 static int ingest_row(struct store_ingest *in, struct store_conn *c, const char *custom_id,
-		      size_t idlen, int64_t doff, int64_t len)
+		      size_t idlen, int64_t doff, int64_t len, int64_t lineno)
 {
 	static const char req[] = "SELECT seq, line FROM requests WHERE batch_id = ?1 AND"
 				  " custom_id = ?2";
 	static const char sql[] =
-		"INSERT OR REPLACE INTO results (batch_id, part_id, custom_id, fname, line, seq,"
+		"INSERT OR IGNORE INTO results (batch_id, part_id, custom_id, fname, line, seq,"
 		" len, doff, off) VALUES (?1, ?2, ?3, ?4, x'', coalesce(?5, 4611686018427387904 +"
 		" (SELECT coalesce(max(id), 0) + 1 FROM results)), ?6, ?7, ?8)";
-	char name[ESCAPE_NAME_SIZE + 5];
-	bool known = false;
-	int64_t seq = 0;
+	char name[ESCAPE_NAME_SIZE + 5], why[INGEST_BAD_WHY];
+	bool known = false, was_ordered = in->ordered;
+	int64_t seq = 0, was_seq = in->last_seq;
 	sqlite3_stmt *s;
-	int n;
+	int n, rc;
 
 	if (in->has_requests) {
 		/* A result of another batch never becomes a file here, whatever a provider or an
@@ -2512,8 +2581,8 @@ static int ingest_row(struct store_ingest *in, struct store_conn *c, const char 
 	if (n < 0)
 		return n;
 	memcpy(name + n, ".json", 6);
-	/* In request order (strictly: a repeated custom_id replaces a row), a row's offset in
-	 * results.jsonl is the sum of those before it; else the commit computes them all. */
+	/* In request order, a row's offset in results.jsonl is the sum of those before it; else
+	 * the commit computes them all. */
 	if (in->ordered && known && (!in->indexed || seq > in->last_seq)) {
 		in->last_seq = seq;
 	} else {
@@ -2533,16 +2602,31 @@ static int ingest_row(struct store_ingest *in, struct store_conn *c, const char 
 	sqlite3_bind_int64(s, 6, len);
 	sqlite3_bind_int64(s, 7, doff);
 	sqlite3_bind_int64(s, 8, in->run_off);
+	rc = stmt_run(c, s);
+	if (rc)
+		return rc;
+	if (!sqlite3_changes(c->db)) {
+		/* A custom_id seen before: the first line stays (one file per custom_id, and
+		 * which of two answers is right cannot be told); this one is named as lost. */
+		in->ordered = was_ordered;
+		in->last_seq = was_seq;
+		n = id_cut(custom_id, idlen, 24);
+		snprintf(why, sizeof(why), "custom_id '%.*s%s' repeats an earlier line", n,
+			 custom_id, (size_t)n < idlen ? "..." : "");
+		bad_add(&in->ix_bad, lineno, why);
+		return 0;
+	}
 	in->run_off += len + 1;
 	in->indexed = true;
-	return stmt_run(c, s);
+	return 0;
 }
 
 /* The rows of a part that is not ready (a ready part's are never touched again). */
 static int ingest_drop_rows(struct store_conn *c, int64_t part_id)
 {
 	static const char del[] = "DELETE FROM results WHERE part_id = ?1 AND NOT EXISTS"
-				  " (SELECT 1 FROM parts WHERE id = ?1 AND results = 'ready')";
+				  " (SELECT 1 FROM parts WHERE id = ?1 AND results IN ('ready',"
+				  " 'incomplete'))";
 	sqlite3_stmt *s = conn_stmt(c, del);
 
 	if (!s)
@@ -2566,9 +2650,10 @@ static int ingest_chunk_index(struct store_ingest *in, struct store_conn *c,
 	if (!rc) {
 		sqlite3_bind_int64(s, 1, in->part_id);
 		rc = sqlite3_step(s);
-		rc = rc != SQLITE_ROW						 ? -ESTALE
-		     : !strcmp((const char *)sqlite3_column_text(s, 0), "ready") ? -ESTALE
-										 : 0;
+		rc = rc != SQLITE_ROW						      ? -ESTALE
+		     : !strcmp((const char *)sqlite3_column_text(s, 0), "ready")      ? -ESTALE
+		     : !strcmp((const char *)sqlite3_column_text(s, 0), "incomplete") ? -ESTALE
+										      : 0;
 		stmt_done(c, s);
 	}
 	if (!rc && k->reset) {
@@ -2578,15 +2663,17 @@ static int ingest_chunk_index(struct store_ingest *in, struct store_conn *c,
 		in->run_off = 0;
 		in->stray = 0;
 		in->stray_id[0] = '\0';
+		memset(&in->ix_bad, 0, sizeof(in->ix_bad));
 	}
 	for (size_t i = 0; !rc && i < k->nrecs; i++) {
 		uint32_t hdr[2];
-		int64_t doff;
+		int64_t doff, lineno;
 
 		memcpy(hdr, k->buf + pos, sizeof(hdr));
 		memcpy(&doff, k->buf + pos + sizeof(hdr), sizeof(doff));
-		pos += sizeof(hdr) + sizeof(doff);
-		rc = ingest_row(in, c, k->buf + pos, hdr[0], doff, hdr[1]);
+		memcpy(&lineno, k->buf + pos + sizeof(hdr) + sizeof(doff), sizeof(lineno));
+		pos += INGEST_REC_HDR;
+		rc = ingest_row(in, c, k->buf + pos, hdr[0], doff, hdr[1], lineno);
 		pos += hdr[0];
 	}
 	return txn_end(c, rc);
@@ -2737,10 +2824,12 @@ int store_ingest_begin(struct store *st, int64_t part_id, struct store_ingest **
 	return 0;
 }
 
-int store_ingest_add(struct store_ingest *in, const char *custom_id, const char *line, size_t len)
+int store_ingest_add(struct store_ingest *in, const char *custom_id, const char *line, size_t len,
+		     long lineno)
 {
 	uint32_t hdr[2];
-	size_t idlen = strlen(custom_id), need = sizeof(hdr) + sizeof(int64_t) + idlen;
+	int64_t ln = lineno;
+	size_t idlen = strlen(custom_id), need = INGEST_REC_HDR + idlen;
 	struct ingest_chunk *k = in->cur;
 	int rc;
 
@@ -2765,7 +2854,8 @@ int store_ingest_add(struct store_ingest *in, const char *custom_id, const char 
 	hdr[1] = (uint32_t)len;
 	memcpy(k->buf + k->used, hdr, sizeof(hdr));
 	memcpy(k->buf + k->used + sizeof(hdr), &in->doff, sizeof(in->doff));
-	memcpy(k->buf + k->used + sizeof(hdr) + sizeof(in->doff), custom_id, idlen);
+	memcpy(k->buf + k->used + sizeof(hdr) + sizeof(in->doff), &ln, sizeof(ln));
+	memcpy(k->buf + k->used + INGEST_REC_HDR, custom_id, idlen);
 	k->used += need;
 	k->nrecs++;
 	in->doff += (int64_t)len + 1;
@@ -2785,6 +2875,16 @@ int64_t store_ingest_count(const struct store_ingest *in)
 	return in->added;
 }
 
+void store_ingest_bad(struct store_ingest *in, long lineno, const char *why)
+{
+	bad_add(&in->dl_bad, lineno, why);
+}
+
+int64_t store_ingest_bad_count(const struct store_ingest *in)
+{
+	return in->dl_bad.n;
+}
+
 int store_ingest_reset(struct store_ingest *in)
 {
 	free(in->cur); /* records of the abandoned download */
@@ -2796,6 +2896,7 @@ int store_ingest_reset(struct store_ingest *in)
 	in->doff = 0;
 	in->synced = 0;
 	in->added = 0;
+	memset(&in->dl_bad, 0, sizeof(in->dl_bad));
 	return ingest_send(in, true);
 }
 
@@ -2823,7 +2924,8 @@ int store_ingest_commit(struct store_ingest *in, int64_t *count, int64_t *stray,
 	static const char mark[] =
 		"UPDATE parts SET results = ?5, results_count = ?2, results_size = ?6,"
 		" error = ?3, error_line = 0, error_attempt = 0, next_poll_at = 0,"
-		" fetch_failures = 0, updated_at = ?4 WHERE id = ?1 AND results <> 'ready'";
+		" fetch_failures = 0, updated_at = ?4 WHERE id = ?1 AND results NOT IN ('ready',"
+		" 'incomplete')";
 	static const char stored[] = "SELECT count(*), coalesce(sum(len + 1), 0) FROM results"
 				     " WHERE part_id = ?1";
 	/* Offsets in the part's stretch of results.jsonl, in request order (unknown ids last,
@@ -2833,7 +2935,8 @@ int store_ingest_commit(struct store_ingest *in, int64_t *count, int64_t *stray,
 		" UNBOUNDED PRECEDING) - len - 1 AS o FROM results WHERE part_id = ?1) AS x"
 		" WHERE results.id = x.id";
 	int64_t bytes = 0;
-	char msg[512] = "";
+	char msg[STORE_INGEST_MSG] = "";
+	const char *word;
 	sqlite3_stmt *s = NULL;
 	int rc;
 
@@ -2852,11 +2955,14 @@ int store_ingest_commit(struct store_ingest *in, int64_t *count, int64_t *stray,
 		return rc;
 	}
 	in->in_txn = true;
+	if (in->dl_bad.n || in->ix_bad.n)
+		bad_message(&in->dl_bad, &in->ix_bad, msg, sizeof(msg));
 	if (in->stray)
-		snprintf(msg, sizeof(msg),
-			 "%" PRId64 " result(s) whose custom_id is not among the requests of this "
+		snprintf(msg + strlen(msg), sizeof(msg) - strlen(msg),
+			 "%s%" PRId64
+			 " result(s) whose custom_id is not among the requests of this "
 			 "part were left out (the first: '%.64s')",
-			 in->stray, in->stray_id);
+			 msg[0] ? "; " : "", in->stray, in->stray_id);
 	/* What is stored, not what arrived: a repeated custom_id replaced its earlier line. */
 	if (!in->ordered) {
 		if (!(s = conn_stmt(in->c, offs)))
@@ -2883,9 +2989,12 @@ int store_ingest_commit(struct store_ingest *in, int64_t *count, int64_t *stray,
 		sqlite3_bind_int64(s, 2, in->count);
 		sqlite3_bind_text(s, 3, msg, -1, SQLITE_STATIC);
 		sqlite3_bind_int64(s, 4, timefmt_now_ms());
-		/* Not one of its own results: the part has none to show (never an empty ready). */
-		sqlite3_bind_text(s, 5, in->stray && !in->count ? "unavailable" : "ready", -1,
-				  SQLITE_STATIC);
+		/* None of its own results: the part has none to show (never an empty ready);
+		 * lines lost: never "ready" for a set with a hole. */
+		word = (in->stray || in->dl_bad.n || in->ix_bad.n) && !in->count ? "unavailable"
+		       : in->dl_bad.n || in->ix_bad.n				 ? "incomplete"
+										 : "ready";
+		sqlite3_bind_text(s, 5, word, -1, SQLITE_STATIC);
 		sqlite3_bind_int64(s, 6, bytes);
 		rc = part_change(in->c, in->part_id, s);
 	}
@@ -2901,9 +3010,9 @@ int store_ingest_commit(struct store_ingest *in, int64_t *count, int64_t *stray,
 		if (count)
 			*count = in->count;
 		if (stray)
-			*stray = in->stray;
+			*stray = in->stray + in->dl_bad.n + in->ix_bad.n;
 		if (stray_msg)
-			snprintf(stray_msg, 512, "%s", msg);
+			snprintf(stray_msg, STORE_INGEST_MSG, "%s", msg);
 	} else {
 		in->published =
 			false; /* not ready: its rows go (the file is rewritten next time) */
@@ -3201,8 +3310,9 @@ long store_results_jsonl_read(struct store *st, int64_t batch_id, int64_t off, s
 {
 	/* The part whose stretch holds byte off: parts follow each other in file order. */
 	static const char part[] = "SELECT p.id, p.results_base FROM parts p JOIN batches b ON"
-				   " b.id = p.batch_id WHERE p.batch_id = ?1 AND b.results ="
-				   " 'ready' AND p.results = 'ready' AND p.results_size > 0 AND"
+				   " b.id = p.batch_id WHERE p.batch_id = ?1 AND b.results"
+				   " IN ('ready', 'incomplete') AND p.results IN ('ready',"
+				   " 'incomplete') AND p.results_size > 0 AND"
 				   " p.results_base + p.results_size > ?2 ORDER BY p.idx LIMIT 1";
 	struct store_conn *c = conn_get(st);
 	size_t done = 0;

@@ -37,7 +37,7 @@ static bool has_id(const struct store_batch *row)
 
 static bool results_ready(const struct store_batch *row)
 {
-	return row->results == RESULTS_READY;
+	return results_are_in(row->results);
 }
 
 /* Copied out of the snapshot, not replied from it: release may free the handle as soon as

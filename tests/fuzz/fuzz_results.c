@@ -13,10 +13,12 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static int sink(void *ctx, const char *custom_id, const char *line, size_t len)
+static int sink(void *ctx, const char *custom_id, const char *line, size_t len, long lineno,
+		const char *bad)
 {
 	(void)ctx;
-	if (!custom_id || (len && !line))
+	if ((!custom_id && !bad) || (custom_id && (bad || !custom_id[0])) || (len && !line) ||
+	    lineno < 1)
 		abort();
 	return 0;
 }

@@ -538,7 +538,7 @@ static void test_aggregate(struct store *st)
 		is_int(store_ingest_begin(st, ids.v[2], &in), 0,
 		       "ingest part 2 (no requests known)");
 		if (in) {
-			is_int(store_ingest_add(in, "x", "{\"x\":1}", 7), 0, "add a result");
+			is_int(store_ingest_add(in, "x", "{\"x\":1}", 7, 1), 0, "add a result");
 			is_int(store_ingest_commit(in, &count, &stray, msg), 0, "commit");
 		}
 		is_int(count, 1, "one result");
@@ -661,7 +661,7 @@ static void test_ingest(struct store *st)
 	/* An aborted ingest leaves nothing. */
 	is_int(store_ingest_begin(st, ids.v[0], &in), 0, "ingest_begin part 0");
 	if (in) {
-		is_int(store_ingest_add(in, "q1", out[0], strlen(out[0])), 0, "add q1");
+		is_int(store_ingest_add(in, "q1", out[0], strlen(out[0]), 1), 0, "add q1");
 		store_ingest_abort(in);
 	}
 	in = NULL;
@@ -673,15 +673,13 @@ static void test_ingest(struct store *st)
 	/* Part 1 first, its lines out of order, with strays. */
 	is_int(store_ingest_begin(st, ids.v[1], &in), 0, "ingest_begin part 1");
 	if (in) {
-		is_int(store_ingest_add(in, "q5", "junk", 4), 0, "add q5 (to be replaced)");
-		is_int(store_ingest_add(in, "q5", out[3], strlen(out[3])), 0,
-		       "q5 again replaces it");
-		is_int(store_ingest_add(in, "q3", out[2], strlen(out[2])), 0, "add q3");
-		is_int(store_ingest_add(in, "q1", "{\"stolen\":1}", 12), 0,
+		is_int(store_ingest_add(in, "q5", out[3], strlen(out[3]), 1), 0, "add q5");
+		is_int(store_ingest_add(in, "q3", out[2], strlen(out[2]), 1), 0, "add q3");
+		is_int(store_ingest_add(in, "q1", "{\"stolen\":1}", 12, 1), 0,
 		       "q1 (a request of part 0)");
-		is_int(store_ingest_add(in, "zz", "{\"zz\":1}", 8), 0, "zz (nobody's)");
+		is_int(store_ingest_add(in, "zz", "{\"zz\":1}", 8, 1), 0, "zz (nobody's)");
 		is_int(store_ingest_commit(in, &count, &stray, msg), 0, "commit part 1");
-		is_int(count, 2, "count: what is stored (the repeated q5 replaced its line)");
+		is_int(count, 2, "count: what is stored");
 		is_int(stray, 2, "two strays");
 		ok(strstr(msg, "2 result(s)") && strstr(msg, "'q1'"),
 		   "stray message counts them and names the first: %s", msg);
@@ -700,10 +698,10 @@ static void test_ingest(struct store *st)
 
 	is_int(store_ingest_begin(st, ids.v[0], &in), 0, "ingest_begin part 0");
 	if (in) {
-		is_int(store_ingest_add(in, "q2", "partial", 7), 0, "add q2 (a first try)");
+		is_int(store_ingest_add(in, "q2", "partial", 7, 1), 0, "add q2 (a first try)");
 		is_int(store_ingest_reset(in), 0, "reset: the download starts over");
-		is_int(store_ingest_add(in, "q2", out[1], strlen(out[1])), 0, "add q2");
-		is_int(store_ingest_add(in, "q1", out[0], strlen(out[0])), 0, "add q1");
+		is_int(store_ingest_add(in, "q2", out[1], strlen(out[1]), 1), 0, "add q2");
+		is_int(store_ingest_add(in, "q1", out[0], strlen(out[0]), 1), 0, "add q1");
 		is_int(store_ingest_commit(in, &count, &stray, msg), 0, "commit part 0");
 		is_int(count, 2, "two results");
 		is_int(stray, 0, "no stray");
@@ -742,7 +740,7 @@ static void test_ingest(struct store *st)
 	is_int(nres, 4, "4 result files");
 	is_int(store_ingest_begin(st, ids.v[0], &in), 0, "ingest part 0 again");
 	if (in) {
-		is_int(store_ingest_add(in, "q1", "{}", 2), 0, "add");
+		is_int(store_ingest_add(in, "q1", "{}", 2, 1), 0, "add");
 		is_int(store_ingest_commit(in, &count, &stray, msg), -ESTALE,
 		       "a part already ready is not ingested twice");
 	}
