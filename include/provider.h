@@ -153,6 +153,14 @@ struct provider_ops {
  * earlier files' lines would go too, so the reset refuses with -ERESTART: the provider then
  * calls provider_results_restart() and downloads every file again.
  */
+/*
+ * The longest result line kept (the http_request.max_line of every results download, with
+ * skip_long_lines): a longer one is skipped unbuffered and named as bad, so one huge line (or
+ * an endless one: a body that inflates to gigabytes of zeros) costs no memory. One answer to
+ * one request: the largest output of these APIs is a few MiB of JSON.
+ */
+#define PROVIDER_RESULT_LINE_MAX (16u << 20)
+
 struct provider_results {
 	provider_result_fn fn;
 	provider_reset_fn reset;
@@ -192,6 +200,15 @@ int provider_check_keys(const struct provider_ops *ops, const struct remote_conf
  */
 int provider_limits(const struct provider_ops *ops, const struct remote_conf *rc,
 		    struct jsonl_limits *out, struct bfs_err *err);
+
+/*
+ * http_new() with the remote's transfer deadlines: progress_timeout (seconds under 1 KiB/s
+ * before a transfer fails, default 60), transfer_timeout and transfer_min_rate (a stream's
+ * total deadline: transfer_timeout seconds, default 60, plus one second per transfer_min_rate
+ * bytes of its body, default 1000000). A bad value: -EINVAL with the key named in err.
+ */
+struct http;
+int provider_http_new(const struct remote_conf *rc, struct http **out, struct bfs_err *err);
 
 /* The ops for a provider name ("anthropic", ...), or NULL when unknown. */
 const struct provider_ops *provider_lookup(const char *name);

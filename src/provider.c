@@ -14,6 +14,7 @@
 #include "conf.h"
 #include "buf.h"
 #include "err.h"
+#include "http.h"
 #include "jsonscan.h"
 #include "provider.h"
 #include "provider_anthropic.h"
@@ -59,6 +60,16 @@ int provider_results_line(void *ctx, const char *line, size_t len, long lineno)
 	size_t i;
 	int rc;
 
+	if (!line) {
+		/* Over the line cap: skipped by the splitter without being held in memory. */
+		snprintf(why, sizeof(why),
+			 "longer than the %u MiB a result line may have (%zu bytes)",
+			 PROVIDER_RESULT_LINE_MAX >> 20, len);
+		rc = r->fn(r->ctx, NULL, NULL, 0, lineno, why);
+		if (!rc)
+			r->delivered++;
+		goto out;
+	}
 	for (i = 0; i < len && (line[i] == ' ' || line[i] == '\t'); i++)
 		;
 	if (i == len)
@@ -152,7 +163,8 @@ int provider_check_keys(const struct provider_ops *ops, const struct remote_conf
 {
 	static const char *const common[] = {
 		"provider", "poll_interval", "list_interval", "reconcile_grace", "command_timeout",
-		"max_requests", "max_bytes", "discover", "results_attempts",
+		"max_requests", "max_bytes", "discover", "results_attempts", "progress_timeout",
+		"transfer_timeout", "transfer_min_rate",
 		/* prompt lines and cost (conf.c checks them) */
 		"model", "max_tokens", "temperature", "max_cost", "price_file", NULL};
 
@@ -213,4 +225,40 @@ int provider_limits(const struct provider_ops *ops, const struct remote_conf *rc
 		return rc2;
 	*out = lim;
 	return 0;
+}
+
+/* A whole number in [1, max] from key, or def when absent. */
+static int positive_key(const struct remote_conf *rc, const char *key, long def, long max,
+			long *out, struct bfs_err *err)
+{
+	const char *v = conf_get(rc, key, NULL);
+	char *end;
+	long n;
+
+	*out = def;
+	if (!v)
+		return 0;
+	errno = 0;
+	n = strtol(v, &end, 10);
+	if (errno || end == v || *end || n < 1 || n > max) {
+		err_set(err, "[%s] %s = '%s' is not a whole number from 1 to %ld", rc->name, key, v,
+			max);
+		return -EINVAL;
+	}
+	*out = n;
+	return 0;
+}
+
+int provider_http_new(const struct remote_conf *rc, struct http **out, struct bfs_err *err)
+{
+	struct http_opts o;
+	int ret;
+
+	memset(&o, 0, sizeof(o)); /* zero: http.c's default */
+	ret = positive_key(rc, "progress_timeout", 0, 86400, &o.low_speed_time_s, err);
+	if (!ret)
+		ret = positive_key(rc, "transfer_timeout", 0, 86400 * 7, &o.stream_base_s, err);
+	if (!ret)
+		ret = positive_key(rc, "transfer_min_rate", 0, 1L << 40, &o.stream_min_bps, err);
+	return ret ? ret : http_new(out, &o, err);
 }

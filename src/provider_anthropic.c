@@ -243,7 +243,7 @@ static int anth_open(struct provider **out, const struct remote_conf *conf, cons
 		p->hdr_beta = NULL;
 		goto nomem;
 	}
-	rc = http_new(&p->http, NULL, err);
+	rc = provider_http_new(conf, &p->http, err);
 	if (rc)
 		goto fail;
 	i = 0;
@@ -734,6 +734,8 @@ static int anth_results(struct provider *p, const struct provider_batch *b, prov
 		.headers = p->hdr_results,
 		.retry = HTTP_RETRY_IDEMPOTENT,
 		.line_fn = provider_results_line,
+		.max_line = PROVIDER_RESULT_LINE_MAX,
+		.skip_long_lines = true,
 		.line_ctx = &r,
 		.reset = provider_results_reset,
 		.stream = true,

@@ -1417,6 +1417,8 @@ static int download_file(struct provider *p, const char *file_id, struct provide
 		.method = HTTP_GET,
 		.retry = HTTP_RETRY_IDEMPOTENT,
 		.line_fn = provider_results_line,
+		.max_line = PROVIDER_RESULT_LINE_MAX,
+		.skip_long_lines = true,
 		.line_ctx = r,
 		.reset = provider_results_reset,
 		.stream = true,
@@ -1710,7 +1712,7 @@ static int oai_open_common(struct provider **out, const struct remote_conf *conf
 			goto fail;
 		}
 	}
-	rc = http_new(&p->http, NULL, err);
+	rc = provider_http_new(conf, &p->http, err);
 	if (rc)
 		goto fail;
 	conf_secret_free(key);

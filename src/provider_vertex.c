@@ -432,7 +432,7 @@ static int vtx_open(struct provider **out, const struct remote_conf *conf, const
 	snprintf(p->model, sizeof(p->model), "%s", model);
 	p->resumable_threshold = (int64_t)threshold;
 	p->chunk = (int64_t)chunk;
-	rc = http_new(&p->http, NULL, err);
+	rc = provider_http_new(conf, &p->http, err);
 	if (!rc)
 		rc = gauth_new(&p->auth, conf, p->http, err);
 	if (rc)
@@ -1037,6 +1037,8 @@ static int download_object(struct provider *p, const char *bucket, const char *n
 		.method = HTTP_GET,
 		.retry = HTTP_RETRY_IDEMPOTENT,
 		.line_fn = provider_results_line,
+		.max_line = PROVIDER_RESULT_LINE_MAX,
+		.skip_long_lines = true,
 		.line_ctx = r,
 		.reset = provider_results_reset,
 		.on_retry = r->on_retry,

@@ -38,8 +38,15 @@ def tree_files(root):
 
 
 @pytest.fixture(params=FAMILIES)
-def fam(request, fake_server, mount_factory):
-    return family(request.param, fake_server, mount_factory)
+def make(request, fake_server, mount_factory):
+    """make(**remote_keys) -> a Family: the fake of this family and a mount on it."""
+    return lambda fake_config=None, **keys: family(request.param, fake_server, mount_factory,
+                                                   fake_config=fake_config, **keys)
+
+
+@pytest.fixture
+def fam(make):
+    return make()
 
 
 # --- bad result lines: one bad line costs that line, never the set, never "ready" ----------
@@ -135,3 +142,158 @@ def test_only_bad_lines_is_unavailable_not_an_empty_ready(fam):
     assert s["results"] == "unavailable", s
     assert "3 result lines could not be kept" in s["error"]["message"], s
     assert names(d) == []
+
+
+# --- transfers: deadlines, bounded memory, unmount, other hosts ---------------------------
+
+def outside_files(m):
+    """Files under the mount's test directory that are not the cache, log or config."""
+    base = os.path.dirname(m.path)
+    return {f for f in tree_files(base) if not f.startswith(os.path.join(base, "cache") + "/")
+            and not f.startswith(m.path + "/") and os.path.basename(f) not in ("log", "config")}
+
+
+def assert_small(m):
+    rss = vm_rss_kb(m.pid)
+    assert rss < RSS_MAX_KB, f"daemon VmRSS {rss} kB >= {RSS_MAX_KB} kB"
+
+
+def test_a_trickling_download_meets_the_progress_deadline(make):
+    fam = make(progress_timeout=2)
+    fam.srv.add_fault(method="GET", path=fam.results_path, action="trickle", bytes=2,
+                      interval=0.5, times=0)
+    d = fam.submit(["q0", "q1"])
+    t0 = time.monotonic()
+    s = wait_for(lambda: (lambda s: s if s["error"] and "too slow" in
+                          s["error"]["message"] else None)(read_status(d)),
+                 40, interval=0.1, what="a progress-deadline error in status")
+    # 2 s under 1 KiB/s, plus curl's averaging and the first wait: far from minutes
+    assert time.monotonic() - t0 < 30, s
+    assert s["results"] in ("pending", "downloading"), s
+    assert_small(fam.m)
+
+
+def test_a_body_fast_enough_for_the_progress_deadline_meets_the_total_one(make):
+    # 64 bytes every 50 ms (1.3 KB/s) passes the 1 KiB/s progress check; the total deadline
+    # (1 s + 1 s per MB) does not let it run for the whole body.
+    fam = make(transfer_timeout=1)
+    fam.srv.add_fault(method="GET", path=fam.results_path, action="trickle", bytes=64,
+                      interval=0.05, times=0)
+    d = fam.submit([f"q{i}" for i in range(30)])
+    s = wait_for(lambda: (lambda s: s if s["error"] and "transfer deadline" in
+                          s["error"]["message"] else None)(read_status(d)),
+                 40, interval=0.1, what="a transfer-deadline error in status")
+    assert s["results"] in ("pending", "downloading"), s
+
+
+def test_one_stalled_download_does_not_hold_up_another_batch(make):
+    fam = make()
+    fam.srv.add_fault(method="GET", path=fam.results_path, action="stall_body", after=10,
+                      seconds=120)
+    slow = fam.submit(["s0", "s1"])
+    wait_for(lambda: fam.srv.holding == 1, 30, what="the first download held")
+    fast = fam.submit(["f0", "f1"])
+    s = settled(fast, timeout=30)
+    assert s["results"] == "ready", s
+    assert names(fast) == ["f0.json", "f1.json"]
+    assert read_status(slow)["results"] == "downloading"
+    # and unmount ends the stalled transfer at once
+    t0 = time.monotonic()
+    fam.m.unmount(timeout=10)
+    assert time.monotonic() - t0 < 2.0
+    assert not is_mounted(fam.m.path)
+
+
+def test_unmount_mid_download_exits_within_2_s(make):
+    fam = make()
+    fam.srv.add_fault(method="GET", path=fam.results_path, action="trickle", bytes=1,
+                      interval=0.2, times=0)
+    fam.submit(["q0", "q1"])
+    wait_for(lambda: fam.srv.count("GET", fam.results_path) >= 1, 30,
+             what="a results download under way")
+    time.sleep(0.3)  # let it be mid-body (the condition above: it has begun)
+    t0 = time.monotonic()
+    fam.m.unmount(timeout=10)
+    assert time.monotonic() - t0 < 2.0
+
+
+def test_a_reset_connection_is_retried_and_loses_nothing(fam):
+    fam.srv.add_fault(method="GET", path=fam.results_path, action="reset", after=30)
+    ids = ["q0", "q1", "q2"]
+    d = fam.submit(ids)
+    s = settled(d, timeout=40)
+    assert s["results"] == "ready", s
+    assert names(d) == [f"{c}.json" for c in ids]
+    assert fam.srv.count("GET", fam.results_path) >= 2
+
+
+def test_a_short_body_is_retried_and_loses_nothing(fam):
+    # Content-Length announces 100 bytes more than come, then the connection closes.
+    fam.srv.add_fault(method="GET", path=fam.results_path, action="length", length="+100")
+    ids = ["q0", "q1", "q2"]
+    d = fam.submit(ids)
+    s = settled(d, timeout=40)
+    assert s["results"] == "ready", s
+    assert names(d) == [f"{c}.json" for c in ids]
+
+
+def test_a_long_body_is_cut_at_its_announced_length_and_says_so(fam):
+    # Content-Length announces 5 bytes fewer than are sent: the last line is cut short.
+    fam.srv.add_fault(method="GET", path=fam.results_path, action="length", length="-5",
+                      times=0)
+    ids = ["q0", "q1", "q2"]
+    d = fam.submit(ids)
+    s = settled(d, timeout=40)
+    assert s["results"] == "incomplete", s
+    assert "not strict JSON" in s["error"]["message"], s
+    assert len(names(d)) == 2
+
+
+def test_a_huge_line_is_skipped_without_being_held_in_memory(fam):
+    big = json.dumps({"custom_id": "huge", "pad": "x" * (40 << 20)})
+    fam.srv.add_fault(method="GET", path=fam.results_path, action="rewrite", append=[big])
+    ids = ["q0", "q1"]
+    d = fam.submit(ids)
+    s = settled(d, timeout=60)
+    assert s["results"] == "incomplete", s
+    assert "longer than the 16 MiB" in s["error"]["message"], s
+    assert names(d) == [f"{c}.json" for c in ids]
+    assert_small(fam.m)
+
+
+def test_a_gzip_bomb_is_refused_and_memory_stays_bounded(make):
+    fam = make(results_attempts=1)
+    fam.srv.add_fault(method="GET", path=fam.results_path, action="gzip_bomb", times=0)
+    d = fam.submit(["q0"])
+    t0 = time.monotonic()
+    s = settled(d, timeout=60)
+    assert s["results"] == "unavailable", s
+    assert "inflates" in s["error"]["message"], s
+    assert time.monotonic() - t0 < 30
+    assert_small(fam.m)
+    assert not outside_files(fam.m)
+
+
+def test_a_redirect_to_another_host_is_never_followed(make, fake_server):
+    other = fake_server("anthropic")  # any server: it must never be asked anything
+    fam = make(results_attempts=1)
+    fam.srv.add_fault(method="GET", path=fam.results_path, action="redirect",
+                      location=other.url + "/", times=0)
+    d = fam.submit(["q0"])
+    s = settled(d, timeout=40)
+    assert s["results"] == "unavailable", s
+    assert "302" in s["error"]["message"], s
+    assert other.requests == []
+
+
+def test_a_5xx_storm_is_weathered_and_loses_nothing(fam):
+    fam.srv.add_fault(method="GET", path=fam.results_path, action="status", status=503,
+                      times=3)
+    ids = ["q0", "q1"]
+    d = fam.submit(ids)
+    s = settled(d, timeout=60)
+    assert s["results"] == "ready", s
+    assert names(d) == [f"{c}.json" for c in ids]
+    assert fam.srv.count("GET", fam.results_path) >= 4
+    assert_small(fam.m)
+    assert not outside_files(fam.m)
