@@ -2056,7 +2056,9 @@ int store_batch_add_foreign(struct store *st, const char *remote, const struct p
 				  " updated_at, dir_mtime) VALUES (?1, ?2, 1, ?3, ?4, ?4)";
 	static const char part[] = "INSERT INTO parts (batch_id, idx, remote, pid, state,"
 				   " updated_at) VALUES (?1, 0, ?2, ?3, ?4, ?5)";
+	static const char owned[] = "SELECT 1 FROM parts WHERE remote = ?1 AND pid = ?2";
 	struct store_conn *c = conn_get(st);
+	char name[PROVIDER_ID_MAX + 2];
 	sqlite3_stmt *s;
 	int rc;
 
@@ -2065,7 +2067,20 @@ int store_batch_add_foreign(struct store *st, const char *remote, const struct p
 	rc = txn_begin(c);
 	if (rc)
 		return rc;
-	rc = name_taken(c, remote, pb->id);
+	snprintf(name, sizeof(name), "%s", pb->id);
+	rc = name_taken(c, remote, name);
+	if (rc == -EEXIST && (s = conn_stmt(c, owned))) {
+		/* A local batch took the id as its name before the listing showed it: the batch
+		 * still appears, as "<id>~" (never a name mkdir accepts, nor a provider id). */
+		sqlite3_bind_text(s, 1, remote, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 2, pb->id, -1, SQLITE_STATIC);
+		rc = sqlite3_step(s) == SQLITE_DONE ? 0 : -EEXIST;
+		stmt_done(c, s);
+		if (!rc) {
+			snprintf(name, sizeof(name), "%s~", pb->id);
+			rc = name_taken(c, remote, name);
+		}
+	}
 	if (!rc)
 		rc = is_forgotten(c, remote, pb->id);
 	if (!rc && recent) {
@@ -2081,7 +2096,7 @@ int store_batch_add_foreign(struct store *st, const char *remote, const struct p
 		rc = -EIO;
 	if (!rc) {
 		sqlite3_bind_text(s, 1, remote, -1, SQLITE_STATIC);
-		sqlite3_bind_text(s, 2, pb->id, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
 		sqlite3_bind_text(s, 3, state_name(pb->state), -1, SQLITE_STATIC);
 		sqlite3_bind_int64(s, 4, now);
 		rc = stmt_run(c, s);

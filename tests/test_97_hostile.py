@@ -297,3 +297,22 @@ def test_a_5xx_storm_is_weathered_and_loses_nothing(fam):
     assert fam.srv.count("GET", fam.results_path) >= 4
     assert_small(fam.m)
     assert not outside_files(fam.m)
+
+
+# --- smaller items of issue 12 -------------------------------------------------------------
+
+def test_a_draft_named_like_a_foreign_id_not_yet_listed_does_not_hide_that_batch(
+        fake_server, mount_factory):
+    fam = family("anthropic", fake_server, mount_factory, list_interval=1)
+    wait_for(lambda: fam.srv.count("GET", r"^/v1/messages/batches$") >= 1, 20,
+             what="the first listing")
+    pid = fam.srv.create_batch(fam.line("x0") + "\n")
+    root = os.path.join(fam.m.path, "h")
+    os.mkdir(os.path.join(root, pid))  # before the next listing shows it
+    alias = os.path.join(root, pid + "~")
+    wait_for(lambda: os.path.isdir(alias), 20, what="the foreign batch under its other name")
+    s = read_status(alias)
+    assert s["id"] == pid and s["name"] == pid + "~", s
+    assert os.readlink(os.path.join(root, ".by-id", pid)) == "../" + pid + "~"
+    assert read_status(os.path.join(root, pid))["state"] == "draft"
+    assert sorted(os.listdir(root)) == sorted([".by-id", pid, pid + "~"])
