@@ -62,6 +62,9 @@ enum jsonl_format {
 struct jsonl_limits {
 	uint64_t max_requests; /* 0 = no limit */
 	uint64_t max_bytes;    /* of the whole file, blank lines included; 0 = no limit */
+	/* The longest line (one request) the provider takes; 0 = max_bytes. A line is held
+	 * whole while it is checked: this keeps that bounded where max_bytes is a gigabyte. */
+	uint64_t max_line;
 };
 
 #define JSONL_COMMON_MAX 256

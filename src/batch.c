@@ -488,9 +488,11 @@ static int validate_file(struct bfs *b, const struct remote *r, int64_t batch_id
 			 struct validate_ctx *vc, struct bfs_err *err)
 {
 	/* Counts and bytes are what parts are for; only a line must fit in one part. */
-	struct jsonl_limits unlimited = {0, 0};
+	struct jsonl_limits unlimited = {0, 0, 0};
 	char *chunk = malloc(BATCH_READ_CHUNK);
-	size_t max_line = r->limits.max_bytes ? r->limits.max_bytes : (512u << 20);
+	uint64_t cap = r->limits.max_line ? r->limits.max_line : (512u << 20);
+	size_t max_line =
+		r->limits.max_bytes && r->limits.max_bytes < cap ? r->limits.max_bytes : cap;
 	int rc;
 
 	if (!chunk)

@@ -223,6 +223,7 @@ int provider_limits(const struct provider_ops *ops, const struct remote_conf *rc
 		rc2 = limit_key(ops, rc, "max_bytes", ops->limits.max_bytes, &lim.max_bytes, err);
 	if (rc2)
 		return rc2;
+	lim.max_line = ops->limits.max_line;
 	*out = lim;
 	return 0;
 }

@@ -811,7 +811,11 @@ const struct provider_ops provider_anthropic_ops = {
 	 * 100,000 requests and 256 MB per create body (spec section 4). The body adds at most
 	 * 15 bytes to the file ({"requests":[ and ]} minus one terminator), hence the slack.
 	 */
-	.limits = {.max_requests = 100000, .max_bytes = 256u * 1000 * 1000 - 16},
+	/* A line is one Messages request: 32 MB at most ("Request size limits",
+	 * https://docs.anthropic.com/en/api/overview). */
+	.limits = {.max_requests = 100000,
+		   .max_bytes = 256u * 1000 * 1000 - 16,
+		   .max_line = 32u * 1000 * 1000},
 	.keys = provider_anthropic_keys,
 	.open = anth_open,
 	.free = anth_free,

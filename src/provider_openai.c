@@ -1753,7 +1753,11 @@ static const char *const provider_azure_keys[] = {
 const struct provider_ops provider_openai_ops = {
 	.name = "openai",
 	.format = JSONL_OPENAI,
-	.limits = {.max_requests = 50000, .max_bytes = 200u * 1000 * 1000},
+	/* A line is one request: 50 MB of payload at most
+	 * (https://platform.openai.com/docs/guides/images-vision). */
+	.limits = {.max_requests = 50000,
+		   .max_bytes = 200u * 1000 * 1000,
+		   .max_line = 50u * 1000 * 1000},
 	.keys = provider_openai_keys,
 	.open = openai_open,
 	.free = oai_free,
@@ -1768,7 +1772,9 @@ const struct provider_ops provider_openai_ops = {
 const struct provider_ops provider_azure_ops = {
 	.name = "azure",
 	.format = JSONL_AZURE,
-	.limits = {.max_requests = 100000, .max_bytes = 200u * 1000 * 1000},
+	.limits = {.max_requests = 100000,
+		   .max_bytes = 200u * 1000 * 1000,
+		   .max_line = 50u * 1000 * 1000},
 	.keys = provider_azure_keys,
 	.open = azure_open,
 	.free = oai_free,

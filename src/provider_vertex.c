@@ -1219,7 +1219,10 @@ const struct provider_ops provider_vertex_ops = {
 	 * Per-job caps for Claude on Vertex are not documented (spec C.6, [I]); these follow
 	 * Vertex batch prediction's published ones (200,000 requests, 1 GB input file).
 	 */
-	.limits = {.max_requests = 200000, .max_bytes = 1000u * 1000 * 1000},
+	/* A line is one Claude request: the Messages API's 32 MB, not the job's 1 GB. */
+	.limits = {.max_requests = 200000,
+		   .max_bytes = 1000u * 1000 * 1000,
+		   .max_line = 32u * 1000 * 1000},
 	.keys = provider_vertex_keys,
 	.open = vtx_open,
 	.free = vtx_free,

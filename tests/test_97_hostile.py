@@ -316,3 +316,23 @@ def test_a_draft_named_like_a_foreign_id_not_yet_listed_does_not_hide_that_batch
     assert os.readlink(os.path.join(root, ".by-id", pid)) == "../" + pid + "~"
     assert read_status(os.path.join(root, pid))["state"] == "draft"
     assert sorted(os.listdir(root)) == sorted([".by-id", pid, pid + "~"])
+
+
+def test_a_request_line_over_the_providers_request_cap_is_refused_with_its_number(
+        mount_factory):
+    # mock takes 256 MiB per batch but one request line at most 32 MiB (as Anthropic's
+    # 32 MB per Messages request): a longer line is refused, not buffered whole.
+    import errno
+    m = mount_factory({"mock": {"provider": "mock", "mock_delay": "1"}})
+    d = os.path.join(m.path, "mock", "big")
+    os.mkdir(d)
+    small = json.dumps({"custom_id": "a", "params": {"model": "m", "max_tokens": 1,
+                        "messages": [{"role": "user", "content": "hi"}]}})
+    big = small.replace('"hi"', json.dumps("x" * (33 << 20))).replace('"a"', '"b"', 1)
+    with pytest.raises(OSError) as e:
+        with open(os.path.join(d, "requests.jsonl"), "w") as f:
+            f.write(small + "\n" + big + "\n")
+    assert e.value.errno == errno.EINVAL
+    s = read_status(d)
+    assert s["state"] == "rejected" and s["error"]["line"] == 2, s
+    assert "longer than 33554432 bytes" in s["error"]["message"], s

@@ -105,7 +105,7 @@ static void test_splitter(void)
 static int check(enum jsonl_format fmt, const char *const *lines, long *bad_line, char *msg,
 		 uint64_t max_requests, uint64_t max_bytes)
 {
-	struct jsonl_limits lim = {max_requests, max_bytes};
+	struct jsonl_limits lim = {max_requests, max_bytes, 0};
 	struct jsonl_validator v;
 	struct bfs_err err = BFS_ERR_INIT;
 	int rc = 0;
