@@ -749,6 +749,51 @@ static void test_ingest(struct store *st)
 	is_int(res.size, (long long)strlen(out[0]) + 1, "q1 kept");
 }
 
+/* Bad and repeated result lines: the others are kept, the part is incomplete, each named. */
+static void test_ingest_bad(struct store *st)
+{
+	struct provider_batch pb;
+	struct store_ingest *in = NULL;
+	struct store_result res;
+	struct store_batch b;
+	struct store_part p;
+	char msg[STORE_INGEST_MSG] = "", why[32];
+	int64_t fid = 0, fpart = 0, count = 0, stray = 0;
+
+	memset(&pb, 0, sizeof(pb));
+	snprintf(pb.id, sizeof(pb.id), "pb-bad");
+	pb.state = BATCH_COMPLETED;
+	is_int(store_batch_add_foreign(st, REMOTE, &pb, false, 1, &fid, &fpart), 0,
+	       "a foreign one");
+	is_int(store_ingest_begin(st, fpart, &in), 0, "ingest_begin");
+	if (in) {
+		is_int(store_ingest_add(in, "a", "{\"a\":1}", 7, 1), 0, "a, line 1");
+		is_int(store_ingest_add(in, "a", "{\"a\":2}", 7, 2), 0, "a again, line 2");
+		store_ingest_bad(in, 3, "not strict JSON");
+		is_int(store_ingest_add(in, "b", "{\"b\":1}", 7, 4), 0, "b, line 4");
+		for (int i = 0; i < 40; i++) {
+			snprintf(why, sizeof(why), "bad %d", i);
+			store_ingest_bad(in, 5 + i, why);
+		}
+		is_int(store_ingest_bad_count(in), 41, "41 bad lines noted");
+		is_int(store_ingest_commit(in, &count, &stray, msg), 0, "commit");
+		is_int(count, 2, "a and b kept");
+		is_int(stray, 42, "42 lines lost: one repeated, 41 bad");
+		ok(strstr(msg,
+			  "42 result lines could not be kept: line 2: custom_id 'a' repeats an "
+			  "earlier line; line 3: not strict JSON; line 5: bad 0") == msg,
+		   "named in line order, both lists merged: %s", msg);
+		ok(strstr(msg, "more") && strlen(msg) < STORE_INGEST_MSG, "bounded, with a count");
+	}
+	is_int(store_part_get(st, fpart, &p), 0, "get part");
+	is_int(p.results, RESULTS_INCOMPLETE, "the part is incomplete, not ready");
+	is_int(store_batch_get(st, fid, &b), 0, "get batch");
+	is_int(b.results, RESULTS_INCOMPLETE, "and so is its directory");
+	ok(results_are_in(b.results), "whose results show");
+	is_int(store_result_by_name(st, fid, "a.json", &res), 0, "a.json");
+	is_int(res.size, 8, "holds the first line of a");
+}
+
 static void test_resume(struct store *st)
 {
 	static const struct store_part_plan plan = {1, 1, 0, 10, 1, 0};
@@ -832,6 +877,7 @@ int main(void)
 		test_parts_owner(st);
 		test_aggregate(st);
 		test_ingest(st);
+		test_ingest_bad(st);
 		test_resume(st);
 		test_forget(st);
 		store_free(st);
