@@ -81,7 +81,7 @@ struct provider_submit {
 
 /*
  * Called once per result line, in the provider's order; lineno is its line in the provider's
- * file (1-based). A good line: bad is NULL, line is exactly the provider's line (no
+ * results (1-based, counted on through its files in download order). A good line: bad is NULL, line is exactly the provider's line (no
  * terminator), custom_id its custom_id (non-empty, no NUL). A line that cannot be a result
  * (not strict JSON, no custom_id string, an empty one): bad says why and custom_id is NULL;
  * the download goes on. Return 0 or -errno to stop.
@@ -167,6 +167,7 @@ struct provider_results {
 	void *ctx;
 	uint64_t delivered;	    /* lines given to fn since the last reset */
 	uint64_t before_file;	    /* of which from files before the current one */
+	long base_line, last_line;  /* lines of the files before this one; of this one so far */
 	struct bfs_err *line_err;   /* why a line was refused ("" when none) */
 	provider_retry_fn on_retry; /* for the downloads' http_request.on_retry; may be NULL */
 	void *retry_ctx;

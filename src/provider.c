@@ -54,18 +54,20 @@ int provider_results_line(void *ctx, const char *line, size_t len, long lineno)
 	struct provider_results *r = ctx;
 	struct jsonscan_error je;
 	const cJSON *id = NULL;
+	long n = r->base_line + lineno; /* numbered on through the files, as downloaded */
 	const char *bad = NULL;
 	char why[96];
 	cJSON *o = NULL;
 	size_t i;
 	int rc;
 
+	r->last_line = lineno;
 	if (!line) {
 		/* Over the line cap: skipped by the splitter without being held in memory. */
 		snprintf(why, sizeof(why),
 			 "longer than the %u MiB a result line may have (%zu bytes)",
 			 PROVIDER_RESULT_LINE_MAX >> 20, len);
-		rc = r->fn(r->ctx, NULL, NULL, 0, lineno, why);
+		rc = r->fn(r->ctx, NULL, NULL, 0, n, why);
 		if (!rc)
 			r->delivered++;
 		goto out;
@@ -95,12 +97,12 @@ int provider_results_line(void *ctx, const char *line, size_t len, long lineno)
 	} else if (!id->valuestring[0]) {
 		bad = "empty custom_id"; /* it could not be a file name (and no request has it) */
 	}
-	rc = r->fn(r->ctx, bad ? NULL : id->valuestring, line, len, lineno, bad);
+	rc = r->fn(r->ctx, bad ? NULL : id->valuestring, line, len, n, bad);
 	if (!rc)
 		r->delivered++; /* bad lines too: a reset must forget them as well */
 out:
 	if (rc)
-		err_set(r->line_err, "cannot keep result line %ld: %s", lineno, strerror(-rc));
+		err_set(r->line_err, "cannot keep result line %ld: %s", n, strerror(-rc));
 	cJSON_Delete(o);
 	return rc;
 }
@@ -122,14 +124,18 @@ int provider_results_reset(void *ctx)
 void provider_results_next_file(struct provider_results *r)
 {
 	r->before_file = r->delivered;
+	r->base_line += r->last_line;
+	r->last_line = 0;
 }
 
 int provider_results_restart(struct provider_results *r)
 {
 	int rc = r->reset ? r->reset(r->ctx) : -ECANCELED;
 
-	if (!rc)
+	if (!rc) {
 		r->delivered = r->before_file = 0;
+		r->base_line = r->last_line = 0;
+	}
 	err_clear(r->line_err);
 	return rc;
 }

@@ -2609,7 +2609,7 @@ static void bad_message(const struct ingest_bad *a, const struct ingest_bad *b, 
 
 	used = (size_t)snprintf(out, size, "%" PRId64 " result line%s could not be kept:", n,
 				n == 1 ? "" : "s");
-	while ((i < a->kept || j < b->kept) && used + 120 < size) {
+	while ((i < a->kept || j < b->kept) && shown < INGEST_BAD_KEEP && used + 120 < size) {
 		bool take_a = j >= b->kept || (i < a->kept && a->v[i].line <= b->v[j].line);
 		int64_t line = take_a ? a->v[i].line : b->v[j].line;
 		const char *why = take_a ? a->v[i++].why : b->v[j++].why;
