@@ -39,9 +39,17 @@ def tree_files(root):
 
 @pytest.fixture(params=FAMILIES)
 def make(request, fake_server, mount_factory):
-    """make(**remote_keys) -> a Family: the fake of this family and a mount on it."""
-    return lambda fake_config=None, **keys: family(request.param, fake_server, mount_factory,
-                                                   fake_config=fake_config, **keys)
+    """make(**remote_keys) -> a Family: the fake of this family and a mount on it. Afterwards:
+    nothing was written outside the mount's cache directory."""
+    made = []
+
+    def one(fake_config=None, **keys):
+        made.append(family(request.param, fake_server, mount_factory, fake_config=fake_config,
+                           **keys))
+        return made[-1]
+    yield one
+    for f in made:
+        assert not outside_files(f.m), "written outside the cache directory"
 
 
 @pytest.fixture
