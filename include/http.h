@@ -36,10 +36,18 @@ struct http_opts {
 	long low_speed_time_s; /* default 60 */
 	long low_speed_bps;    /* default 1024 */
 	long total_timeout_ms; /* JSON calls only (not streams); default 600000 */
-	int max_attempts;      /* including the first; default 5 */
-	long backoff_base_ms;  /* first retry delay; default 500, doubled, capped at 8000 */
-	long backoff_max_ms;   /* default 8000 */
-	long max_hint_ms;      /* retry-after hints above this fall back to backoff; 60000 */
+	/*
+	 * The total deadline of a stream (a long upload or download): stream_base_s plus one
+	 * second per stream_min_bps bytes of the body (its announced size, or what has moved so
+	 * far when none was announced), so a body that trickles just fast enough to pass the
+	 * progress deadline still ends. Past it: -ETIMEDOUT, not retried.
+	 */
+	long stream_base_s;   /* default 60 */
+	long stream_min_bps;  /* default 1000000 (1 MB/s) */
+	int max_attempts;     /* including the first; default 5 */
+	long backoff_base_ms; /* first retry delay; default 500, doubled, capped at 8000 */
+	long backoff_max_ms;  /* default 8000 */
+	long max_hint_ms;     /* retry-after hints above this fall back to backoff; 60000 */
 };
 
 /*
@@ -70,6 +78,10 @@ int http_sleep_ms(int64_t ms);
 
 /* Creates a client; NULL opts means defaults. Thread-safe to use from many threads. */
 int http_new(struct http **out, const struct http_opts *opts, struct bfs_err *err);
+/* A body that inflates (Content-Encoding) to more than this many times its size on the wire,
+ * once past HTTP_INFLATE_MIN bytes, is refused (-EFBIG): a gzip bomb. */
+#define HTTP_INFLATE_RATIO 200
+#define HTTP_INFLATE_MIN   (16u << 20)
 /* Frees h and its idle connections; no request may be in flight. NULL-safe. */
 void http_free(struct http *h);
 
@@ -135,6 +147,7 @@ struct http_request {
 	jsonl_line_fn line_fn; /* streamed as lines (CRLF ok, last line w/o newline ok) */
 	void *line_ctx;
 	size_t max_line;	 /* line cap for line_fn; 0 = 64 MiB */
+	bool skip_long_lines;	 /* a line over max_line goes to line_fn as NULL (jsonl.h) */
 	int (*reset)(void *ctx); /* called with line_ctx before a retried stream restarts */
 	bool stream;		 /* long download: no total timeout, only the low-speed one */
 

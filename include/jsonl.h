@@ -21,7 +21,8 @@ struct prompt_ctx;
  * Called for each line with its 1-based number, the terminator ("\n" or "\r\n") removed.
  * Blank lines (empty or only spaces/tabs) are passed too, flagged by the validator, not here.
  * `line` is valid only during the call. Return 0 to go on, a -errno to stop feeding (the
- * splitter returns it).
+ * splitter returns it). With skip_long set, a line over the cap is skipped unbuffered and
+ * reported once its end is seen: line NULL, len its length.
  */
 typedef int (*jsonl_line_fn)(void *ctx, const char *line, size_t len, long lineno);
 
@@ -32,6 +33,9 @@ struct jsonl_splitter {
 	size_t term;	    /* during fn: the terminator length of the line (0, 1 or 2) */
 	jsonl_line_fn fn;
 	void *ctx;
+	bool skip_long; /* a line over the cap is passed as NULL, not an error (set after init) */
+	bool skipping;	/* inside such a line */
+	size_t skipped; /* its bytes so far */
 };
 
 /* Sets up a splitter delivering lines of at most max_line bytes to fn(ctx, ...). */
@@ -58,6 +62,9 @@ enum jsonl_format {
 struct jsonl_limits {
 	uint64_t max_requests; /* 0 = no limit */
 	uint64_t max_bytes;    /* of the whole file, blank lines included; 0 = no limit */
+	/* The longest line (one request) the provider takes; 0 = max_bytes. A line is held
+	 * whole while it is checked: this keeps that bounded where max_bytes is a gigabyte. */
+	uint64_t max_line;
 };
 
 #define JSONL_COMMON_MAX 256

@@ -83,10 +83,14 @@ struct provider_submit {
 };
 
 /*
- * Called once per result line, in the provider's order. line is exactly the provider's line
- * (no terminator), custom_id its custom_id (any bytes but NUL). Return 0 or -errno to stop.
+ * Called once per result line, in the provider's order; lineno is its line in the provider's
+ * results (1-based, counted on through its files in download order). A good line: bad is NULL, line is exactly the provider's line (no
+ * terminator), custom_id its custom_id (non-empty, no NUL). A line that cannot be a result
+ * (not strict JSON, no custom_id string, an empty one): bad says why and custom_id is NULL;
+ * the download goes on. Return 0 or -errno to stop.
  */
-typedef int (*provider_result_fn)(void *ctx, const char *custom_id, const char *line, size_t len);
+typedef int (*provider_result_fn)(void *ctx, const char *custom_id, const char *line, size_t len,
+				  long lineno, const char *bad);
 /* Called by results() before it starts over (a retried download): drop what was delivered. */
 typedef int (*provider_reset_fn)(void *ctx);
 /* Called by list() once per batch. Return 0 or -errno to stop. */
@@ -168,12 +172,21 @@ struct provider_ops {
  * earlier files' lines would go too, so the reset refuses with -ERESTART: the provider then
  * calls provider_results_restart() and downloads every file again.
  */
+/*
+ * The longest result line kept (the http_request.max_line of every results download, with
+ * skip_long_lines): a longer one is skipped unbuffered and named as bad, so one huge line (or
+ * an endless one: a body that inflates to gigabytes of zeros) costs no memory. One answer to
+ * one request: the largest output of these APIs is a few MiB of JSON.
+ */
+#define PROVIDER_RESULT_LINE_MAX (16u << 20)
+
 struct provider_results {
 	provider_result_fn fn;
 	provider_reset_fn reset;
 	void *ctx;
 	uint64_t delivered;	    /* lines given to fn since the last reset */
 	uint64_t before_file;	    /* of which from files before the current one */
+	long base_line, last_line;  /* lines of the files before this one; of this one so far */
 	struct bfs_err *line_err;   /* why a line was refused ("" when none) */
 	provider_retry_fn on_retry; /* for the downloads' http_request.on_retry; may be NULL */
 	void *retry_ctx;
@@ -207,6 +220,15 @@ int provider_check_keys(const struct provider_ops *ops, const struct remote_conf
  */
 int provider_limits(const struct provider_ops *ops, const struct remote_conf *rc,
 		    struct jsonl_limits *out, struct bfs_err *err);
+
+/*
+ * http_new() with the remote's transfer deadlines: progress_timeout (seconds under 1 KiB/s
+ * before a transfer fails, default 60), transfer_timeout and transfer_min_rate (a stream's
+ * total deadline: transfer_timeout seconds, default 60, plus one second per transfer_min_rate
+ * bytes of its body, default 1000000). A bad value: -EINVAL with the key named in err.
+ */
+struct http;
+int provider_http_new(const struct remote_conf *rc, struct http **out, struct bfs_err *err);
 
 /* The ops for a provider name ("anthropic", ...), or NULL when unknown. */
 const struct provider_ops *provider_lookup(const char *name);

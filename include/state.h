@@ -30,6 +30,9 @@ enum results_state {
 	RESULTS_DOWNLOADING,
 	RESULTS_READY,
 	RESULTS_UNAVAILABLE,
+	/* Like ready (the files are there), but some result lines could not be kept: the
+	 * error names them. Never "ready" for a set with a line missing. */
+	RESULTS_INCOMPLETE,
 };
 
 /* "draft", "in_progress", ...; never NULL. */
@@ -38,6 +41,8 @@ const char *state_name(enum batch_state s);
 int state_parse(const char *name, enum batch_state *out);
 const char *results_state_name(enum results_state s);
 int results_state_parse(const char *name, enum results_state *out);
+/* ready or incomplete: the results are in the cache and shown. */
+bool results_are_in(enum results_state s);
 
 /* completed, canceled, expired, failed (queued is not: it is submitted later). */
 bool state_is_terminal(enum batch_state s);

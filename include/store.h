@@ -310,23 +310,31 @@ int store_reqs_end(struct store_reqs *r, bool commit);
  * line in one transaction and puts the fsync'd file in place just before it commits.
  */
 struct store_ingest;
+#define STORE_INGEST_MSG 900 /* the part's error is 1024 with room for a "part K of N" */
 /* Reads a result line's outcome, text and usage (provider_ops.result_parse). */
 typedef int (*store_parse_fn)(const char *line, size_t len, struct result_info *out);
 int store_ingest_begin(struct store *st, int64_t part_id, struct store_ingest **out);
-/* Adds one result line (without terminator). A repeated custom_id replaces the earlier line
- * (a retried download). */
 /* Lines added from now on are read with parse: their outcome, text and usage are kept with
  * them (text/, retry.jsonl, status.usage); without it they are unknown. */
 void store_ingest_set_parse(struct store_ingest *in, store_parse_fn parse);
-int store_ingest_add(struct store_ingest *in, const char *custom_id, const char *line, size_t len);
+/* Adds one result line (without terminator), line lineno of the provider's file. A repeated
+ * custom_id keeps the first line; the later one is named in the part's error as lost. */
+int store_ingest_add(struct store_ingest *in, const char *custom_id, const char *line, size_t len,
+		     long lineno);
+/* Notes a result line that cannot be kept (not JSON, no custom_id): named in the error, the
+ * part's results "incomplete" (see store_ingest_commit). */
+void store_ingest_bad(struct store_ingest *in, long lineno, const char *why);
+int64_t store_ingest_bad_count(const struct store_ingest *in);
 /* Lines added since begin or the last reset. */
 int64_t store_ingest_count(const struct store_ingest *in);
 /* Forgets the lines added so far (a download that starts over). */
 int store_ingest_reset(struct store_ingest *in);
 /*
  * Ends a part's ingest: results whose custom_id is not among the part's requests (when the
- * requests are known) are dropped and named in *stray_msg (size 512, "" when none); the part
- * becomes results ready (unavailable when every line was such a stray); once every part of the directory is settled the results are put in
+ * requests are known) are dropped and, with the lines that could not be kept (bad, repeated),
+ * named in *stray_msg (size STORE_INGEST_MSG, "" when none; *stray counts them all); the part
+ * becomes results ready, incomplete when a line could not be kept, unavailable when no line
+ * could; once every part of the directory is settled the results are put in
  * request order across parts (unknown ids last, in arrival order) with their results.jsonl
  * offsets, and the directory's results are ready. Commits and frees in.
  */

@@ -132,7 +132,7 @@ static void part_from_provider(const struct store_part *old, const struct store_
 		out->next_poll_at = now + poll_ms;
 		return;
 	}
-	if (out->results == RESULTS_READY) {
+	if (results_are_in(out->results)) {
 		out->next_poll_at = 0;
 	} else if (pb->results_gone || (!pb->results_available && out->state == BATCH_FAILED &&
 					!out->counts.succeeded && !out->counts.errored)) {
@@ -1088,9 +1088,15 @@ int batch_refresh(struct bfs *b, struct remote *r, int64_t batch_id, struct bfs_
  * never locked for as long as a network transfer takes and the bytes are written once.
  */
 
-static int dl_line(void *ctx, const char *custom_id, const char *line, size_t len)
+static int dl_line(void *ctx, const char *custom_id, const char *line, size_t len, long lineno,
+		   const char *bad)
 {
-	return store_ingest_add(ctx, custom_id, line, len);
+	if (bad) {
+		/* One bad line costs that line, not the whole set: it is named in status. */
+		store_ingest_bad(ctx, lineno, bad);
+		return 0;
+	}
+	return store_ingest_add(ctx, custom_id, line, len, lineno);
 }
 
 static int dl_reset(void *ctx)
@@ -1112,14 +1118,14 @@ int batch_fetch_results(struct bfs *b, struct remote *r, int64_t part_id, struct
 	struct store_ingest *in = NULL;
 	struct provider_batch pb;
 	struct store_part p;
-	char stray_msg[512] = "";
+	char stray_msg[STORE_INGEST_MSG] = "";
 	int64_t count = 0, stray = 0, t0, t1;
 	int rc;
 
 	rc = store_part_get(b->store, part_id, &p);
 	if (rc)
 		return rc;
-	if (p.results == RESULTS_READY || p.results == RESULTS_UNAVAILABLE)
+	if (results_are_in(p.results) || p.results == RESULTS_UNAVAILABLE)
 		return 0;
 	t0 = timefmt_mono_ms();
 	rc = store_part_set_results(b->store, part_id,
@@ -1163,7 +1169,7 @@ int batch_fetch_results(struct bfs *b, struct remote *r, int64_t part_id, struct
 		prefix_unless_said(err, "cannot download the results of", p.pid);
 		goto out;
 	}
-	if (!store_ingest_count(in) && p.counts.total) {
+	if (!store_ingest_count(in) && !store_ingest_bad_count(in) && p.counts.total) {
 		/* An empty answer for a batch that had requests: say so rather than wait forever. */
 		log_store_err("results", part_id,
 			      store_part_set_results(b->store, part_id,
@@ -1272,7 +1278,7 @@ int batch_visit(struct bfs *b, struct remote *r, int64_t part_id, struct bfs_err
 	}
 	if (store_part_get(b->store, part_id, &p) || store_batch_get(b->store, p.batch_id, &row))
 		return rc;
-	if (p.pid[0] && state_is_terminal(p.state) && p.results != RESULTS_READY &&
+	if (p.pid[0] && state_is_terminal(p.state) && !results_are_in(p.results) &&
 	    p.results != RESULTS_UNAVAILABLE && (!row.foreign || row.results_wanted) &&
 	    p.next_poll_at && p.next_poll_at <= timefmt_now_ms())
 		return batch_fetch_results(b, r, part_id, err);

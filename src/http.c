@@ -70,6 +70,7 @@ struct http {
 /* One http_perform(): the request, and what the current attempt has seen. */
 struct xfer {
 	const struct http_request *rq;
+	const struct http_opts *opts;
 	CURL *curl;
 	char curl_err[CURL_ERROR_SIZE];
 	/* per attempt */
@@ -82,6 +83,8 @@ struct xfer {
 	struct bfs_err cb_err;
 	struct buf errbody; /* non-2xx body, cut at HTTP_ERRBODY_MAX */
 	bool cancelled;	    /* http_abort_all() ended the attempt */
+	bool overdue;	    /* the stream's total deadline ended it */
+	int64_t t0_ms;	    /* when the attempt started (monotonic) */
 	struct jsonl_splitter split;
 	/* headers of the last response (earlier 1xx responses are forgotten) */
 	char request_id[128];
@@ -431,6 +434,8 @@ static void http_opts_fill(struct http_opts *o, const struct http_opts *in)
 		.low_speed_time_s = 60,
 		.low_speed_bps = 1024,
 		.total_timeout_ms = 600000,
+		.stream_base_s = 60,
+		.stream_min_bps = 1000000,
 		.max_attempts = 5,
 		.backoff_base_ms = 500,
 		.backoff_max_ms = 8000,
@@ -448,6 +453,10 @@ static void http_opts_fill(struct http_opts *o, const struct http_opts *in)
 		o->low_speed_bps = in->low_speed_bps;
 	if (in->total_timeout_ms > 0)
 		o->total_timeout_ms = in->total_timeout_ms;
+	if (in->stream_base_s > 0)
+		o->stream_base_s = in->stream_base_s;
+	if (in->stream_min_bps > 0)
+		o->stream_min_bps = in->stream_min_bps;
 	if (in->max_attempts > 0)
 		o->max_attempts =
 			in->max_attempts < HTTP_ATTEMPTS_MAX ? in->max_attempts : HTTP_ATTEMPTS_MAX;
@@ -705,6 +714,20 @@ static size_t write_cb(char *data, size_t size, size_t nmemb, void *user)
 		x->ok_body = x->status >= 200 && x->status <= 299;
 	}
 	x->bytes += len;
+	if (x->ok_body && x->bytes > HTTP_INFLATE_MIN) {
+		curl_off_t wire = 0;
+
+		/* The counter is of bytes as received, before any Content-Encoding is undone. */
+		(void)curl_easy_getinfo(x->curl, CURLINFO_SIZE_DOWNLOAD_T, &wire);
+		if ((uint64_t)wire * HTTP_INFLATE_RATIO < x->bytes) {
+			x->cb_rc = -EFBIG;
+			err_set(&x->cb_err,
+				"the response inflates to over %d times its %lld bytes on the wire "
+				"(Content-Encoding): refused",
+				HTTP_INFLATE_RATIO, (long long)wire);
+			return 0;
+		}
+	}
 	if (!x->ok_body) {
 		size_t room = x->errbody.cap - x->errbody.len;
 
@@ -801,14 +824,29 @@ static int xferinfo_cb(void *user, curl_off_t dltotal, curl_off_t dlnow, curl_of
 {
 	struct xfer *x = user;
 
-	(void)dltotal;
-	(void)dlnow;
-	(void)ultotal;
-	(void)ulnow;
-	if (!http_aborted())
-		return 0;
-	x->cancelled = true;
-	return 1; /* CURLE_ABORTED_BY_CALLBACK */
+	if (http_aborted()) {
+		x->cancelled = true;
+		return 1; /* CURLE_ABORTED_BY_CALLBACK */
+	}
+	if (x->rq->stream && x->opts->stream_min_bps > 0) {
+		curl_off_t size = dltotal > dlnow ? dltotal : dlnow;
+		int64_t allowed;
+
+		if (ultotal > size || ulnow > size)
+			size = ultotal > ulnow ? ultotal : ulnow;
+		allowed = x->opts->stream_base_s * 1000 +
+			  (int64_t)size * 1000 / x->opts->stream_min_bps;
+		if (timefmt_mono_ms() - x->t0_ms > allowed) {
+			x->overdue = true;
+			err_set(&x->cb_err,
+				"transfer deadline: not done after %lld s (%ld s plus 1 s per %ld "
+				"bytes of its %lld)",
+				(long long)(allowed / 1000), x->opts->stream_base_s,
+				x->opts->stream_min_bps, (long long)size);
+			return 1;
+		}
+	}
+	return 0;
 }
 
 /* Error messages */
@@ -1095,7 +1133,8 @@ static CURLcode transfer(struct conn *c, struct xfer *x)
 static void attempt_reset(struct xfer *x)
 {
 	x->status = 0;
-	x->body_started = x->ok_body = x->delivered = false;
+	x->body_started = x->ok_body = x->delivered = x->overdue = false;
+	x->t0_ms = timefmt_mono_ms();
 	x->bytes = 0;
 	x->cb_rc = 0;
 	err_clear(&x->cb_err);
@@ -1122,6 +1161,17 @@ static void judge(const struct xfer *x, CURLcode cc, struct outcome *o)
 		if (policy == HTTP_RETRY_CREATE && (sent > 0 || x->status)) {
 			o->rc = -EAGAIN;
 			err_set(&o->err, HTTP_CANCELLED_MSG "; the request may have taken effect");
+		}
+		return;
+	}
+	if (x->overdue) {
+		/* Not retried: another attempt would take as long. Exactly once: a create that
+		 * left may have landed; batch.c asks find(). */
+		o->rc = -ETIMEDOUT;
+		o->err = x->cb_err;
+		if (policy == HTTP_RETRY_CREATE && (sent > 0 || x->status)) {
+			o->rc = -EAGAIN;
+			err_prefix(&o->err, "the request may have taken effect");
 		}
 		return;
 	}
@@ -1193,7 +1243,7 @@ static void judge(const struct xfer *x, CURLcode cc, struct outcome *o)
 int http_perform(struct http *h, const struct http_request *rq, struct http_response *rs,
 		 struct bfs_err *err)
 {
-	struct xfer x = {.rq = rq};
+	struct xfer x = {.rq = rq, .opts = &h->opts};
 	struct conn conn = {NULL, NULL};
 	struct curl_slist *hl = NULL;
 	struct outcome o = {.rc = -EIO};
@@ -1235,9 +1285,11 @@ int http_perform(struct http *h, const struct http_request *rq, struct http_resp
 		}
 		if (rq->resp)
 			buf_reset(rq->resp);
-		if (rq->line_fn)
+		if (rq->line_fn) {
 			jsonl_splitter_init(&x.split, rq->max_line ? rq->max_line : HTTP_LINE_MAX,
 					    deliver_line, &x);
+			x.split.skip_long = rq->skip_long_lines;
+		}
 		cc = transfer(&conn, &x);
 		if (!x.body_started)
 			(void)curl_easy_getinfo(x.curl, CURLINFO_RESPONSE_CODE, &x.status); /* 0 */

@@ -335,8 +335,10 @@ int intake_begin(struct bfs *b, const struct remote *r, int64_t batch_id, int64_
 		 int user_fd, struct intake **out, struct bfs_err *err)
 {
 	/* Counts and bytes are what parts are for; only a line must fit in one part. */
-	static const struct jsonl_limits unlimited = {0, 0};
-	size_t max_line = r->limits.max_bytes ? r->limits.max_bytes : (512u << 20);
+	static const struct jsonl_limits unlimited = {0, 0, 0};
+	uint64_t cap = r->limits.max_line ? r->limits.max_line : (512u << 20);
+	size_t max_line =
+		r->limits.max_bytes && r->limits.max_bytes < cap ? r->limits.max_bytes : cap;
 	const char *mt = conf_get(r->conf, "max_tokens", NULL);
 	struct intake *vc = calloc(1, sizeof(*vc));
 	int rc;

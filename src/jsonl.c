@@ -25,11 +25,22 @@ void jsonl_splitter_init(struct jsonl_splitter *s, size_t max_line, jsonl_line_f
 	s->term = 0;
 	s->fn = fn;
 	s->ctx = ctx;
+	s->skip_long = s->skipping = false;
+	s->skipped = 0;
 }
 
 void jsonl_splitter_release(struct jsonl_splitter *s)
 {
 	buf_release(&s->partial);
+}
+
+/* With skip_long: the line so far is dropped and the rest of it will be skipped. */
+static int start_skip(struct jsonl_splitter *s, size_t more)
+{
+	s->skipping = true;
+	s->skipped = s->partial.len + more;
+	buf_reset(&s->partial);
+	return 0;
 }
 
 static int too_long(struct jsonl_splitter *s, struct bfs_err *err)
@@ -63,13 +74,37 @@ int jsonl_splitter_feed(struct jsonl_splitter *s, const char *data, size_t n, st
 		const char *nl = memchr(data + pos, '\n', n - pos);
 		size_t len = nl ? (size_t)(nl - (data + pos)) : n - pos;
 
+		if (s->skipping) {
+			/* A line over the cap costs no memory, whatever its length. */
+			s->skipped += len;
+			if (!nl)
+				return 0;
+			s->skipping = false;
+			s->lineno++;
+			rc = s->fn(s->ctx, NULL, s->skipped, s->lineno);
+			if (rc)
+				return rc;
+			pos += len + 1;
+			continue;
+		}
 		if (!nl) {
 			/* An unterminated tail waits in partial, bounded by the cap. */
 			rc = buf_add(&s->partial, data + pos, len);
+			if (rc == -EFBIG && s->skip_long)
+				return start_skip(s, len);
 			return rc == -EFBIG ? too_long(s, err) : rc;
 		}
-		if (s->partial.len) {
+		if (s->partial.len || (s->skip_long && len > s->partial.cap - 1)) {
 			rc = buf_add(&s->partial, data + pos, len);
+			if (rc == -EFBIG && s->skip_long) {
+				s->lineno++;
+				rc = s->fn(s->ctx, NULL, s->partial.len + len, s->lineno);
+				buf_reset(&s->partial);
+				if (rc)
+					return rc;
+				pos += len + 1;
+				continue;
+			}
 			if (rc)
 				return rc == -EFBIG ? too_long(s, err) : rc;
 			rc = deliver(s, s->partial.data, s->partial.len, true, err);
@@ -89,6 +124,11 @@ int jsonl_splitter_finish(struct jsonl_splitter *s, struct bfs_err *err)
 {
 	int rc;
 
+	if (s->skipping) {
+		s->skipping = false;
+		s->lineno++;
+		return s->fn(s->ctx, NULL, s->skipped, s->lineno);
+	}
 	if (!s->partial.len)
 		return 0;
 	rc = deliver(s, s->partial.data, s->partial.len, false, err);

@@ -7,12 +7,15 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "conf.h"
 #include "buf.h"
 #include "err.h"
+#include "http.h"
+#include "jsonscan.h"
 #include "provider.h"
 #include "provider_anthropic.h"
 #include "provider_mock.h"
@@ -49,28 +52,57 @@ void provider_results_init(struct provider_results *r, provider_result_fn fn,
 int provider_results_line(void *ctx, const char *line, size_t len, long lineno)
 {
 	struct provider_results *r = ctx;
-	const cJSON *id;
-	cJSON *o;
+	struct jsonscan_error je;
+	const cJSON *id = NULL;
+	long n = r->base_line + lineno; /* numbered on through the files, as downloaded */
+	const char *bad = NULL;
+	char why[96];
+	cJSON *o = NULL;
 	size_t i;
 	int rc;
 
+	r->last_line = lineno;
+	if (!line) {
+		/* Over the line cap: skipped by the splitter without being held in memory. */
+		snprintf(why, sizeof(why),
+			 "longer than the %u MiB a result line may have (%zu bytes)",
+			 PROVIDER_RESULT_LINE_MAX >> 20, len);
+		rc = r->fn(r->ctx, NULL, NULL, 0, n, why);
+		if (!rc)
+			r->delivered++;
+		goto out;
+	}
 	for (i = 0; i < len && (line[i] == ' ' || line[i] == '\t'); i++)
 		;
 	if (i == len)
 		return 0; /* blank */
-	o = cJSON_ParseWithLength(line, len);
-	id = cJSON_GetObjectItemCaseSensitive(o, "custom_id");
-	if (!cJSON_IsString(id)) {
-		err_set(r->line_err, "result line %ld is not a JSON object with a custom_id",
-			lineno);
-		cJSON_Delete(o);
-		return -EBADMSG;
+	/*
+	 * The request lines' strict scan: cJSON alone would cut a custom_id at \u0000 (two ids
+	 * equal up to a NUL would become one file) and read the first of two custom_id keys. A
+	 * line that fails is named and skipped: one bad line must not cost the other results.
+	 */
+	rc = jsonscan_line(line, len, &je);
+	if (rc == -ENOMEM)
+		goto out;
+	if (rc) {
+		snprintf(why, sizeof(why), "not strict JSON at column %zu: %s", je.column, je.why);
+		bad = why;
+	} else if (!(o = cJSON_ParseWithLength(line, len))) {
+		rc = -ENOMEM; /* the scan passed: only memory can fail */
+		goto out;
+	} else if (!cJSON_IsObject(o)) {
+		bad = "not a JSON object";
+	} else if (!cJSON_IsString(id = cJSON_GetObjectItemCaseSensitive(o, "custom_id"))) {
+		bad = "no custom_id string";
+	} else if (!id->valuestring[0]) {
+		bad = "empty custom_id"; /* it could not be a file name (and no request has it) */
 	}
-	rc = r->fn(r->ctx, id->valuestring, line, len);
+	rc = r->fn(r->ctx, bad ? NULL : id->valuestring, line, len, n, bad);
+	if (!rc)
+		r->delivered++; /* bad lines too: a reset must forget them as well */
+out:
 	if (rc)
-		err_set(r->line_err, "cannot keep result line %ld: %s", lineno, strerror(-rc));
-	else
-		r->delivered++;
+		err_set(r->line_err, "cannot keep result line %ld: %s", n, strerror(-rc));
 	cJSON_Delete(o);
 	return rc;
 }
@@ -92,14 +124,18 @@ int provider_results_reset(void *ctx)
 void provider_results_next_file(struct provider_results *r)
 {
 	r->before_file = r->delivered;
+	r->base_line += r->last_line;
+	r->last_line = 0;
 }
 
 int provider_results_restart(struct provider_results *r)
 {
 	int rc = r->reset ? r->reset(r->ctx) : -ECANCELED;
 
-	if (!rc)
+	if (!rc) {
 		r->delivered = r->before_file = 0;
+		r->base_line = r->last_line = 0;
+	}
 	err_clear(r->line_err);
 	return rc;
 }
@@ -134,7 +170,7 @@ int provider_check_keys(const struct provider_ops *ops, const struct remote_conf
 	static const char *const common[] = {
 		"provider", "poll_interval", "list_interval", "reconcile_grace", "command_timeout",
 		"max_requests", "max_bytes", "discover", "results_attempts", "max_concurrent_jobs",
-		"cancel_confirm",
+		"cancel_confirm", "progress_timeout", "transfer_timeout", "transfer_min_rate",
 		/* prompt lines and cost (conf.c checks them) */
 		"model", "max_tokens", "temperature", "max_cost", "price_file", NULL};
 
@@ -193,6 +229,43 @@ int provider_limits(const struct provider_ops *ops, const struct remote_conf *rc
 		rc2 = limit_key(ops, rc, "max_bytes", ops->limits.max_bytes, &lim.max_bytes, err);
 	if (rc2)
 		return rc2;
+	lim.max_line = ops->limits.max_line;
 	*out = lim;
 	return 0;
+}
+
+/* A whole number in [1, max] from key, or def when absent. */
+static int positive_key(const struct remote_conf *rc, const char *key, long def, long max,
+			long *out, struct bfs_err *err)
+{
+	const char *v = conf_get(rc, key, NULL);
+	char *end;
+	long n;
+
+	*out = def;
+	if (!v)
+		return 0;
+	errno = 0;
+	n = strtol(v, &end, 10);
+	if (errno || end == v || *end || n < 1 || n > max) {
+		err_set(err, "[%s] %s = '%s' is not a whole number from 1 to %ld", rc->name, key, v,
+			max);
+		return -EINVAL;
+	}
+	*out = n;
+	return 0;
+}
+
+int provider_http_new(const struct remote_conf *rc, struct http **out, struct bfs_err *err)
+{
+	struct http_opts o;
+	int ret;
+
+	memset(&o, 0, sizeof(o)); /* zero: http.c's default */
+	ret = positive_key(rc, "progress_timeout", 0, 86400, &o.low_speed_time_s, err);
+	if (!ret)
+		ret = positive_key(rc, "transfer_timeout", 0, 86400 * 7, &o.stream_base_s, err);
+	if (!ret)
+		ret = positive_key(rc, "transfer_min_rate", 0, 1L << 40, &o.stream_min_bps, err);
+	return ret ? ret : http_new(out, &o, err);
 }

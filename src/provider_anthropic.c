@@ -454,7 +454,7 @@ headers:
 		p->hdr_beta = NULL;
 		goto nomem;
 	}
-	rc = http_new(&p->http, NULL, err);
+	rc = provider_http_new(conf, &p->http, err);
 	if (rc)
 		goto fail;
 	i = 0;
@@ -960,6 +960,8 @@ static int anth_results(struct provider *p, const struct provider_batch *b, prov
 		.headers = p->hdr_results,
 		.retry = HTTP_RETRY_IDEMPOTENT,
 		.line_fn = provider_results_line,
+		.max_line = PROVIDER_RESULT_LINE_MAX,
+		.skip_long_lines = true,
 		.line_ctx = &r,
 		.reset = provider_results_reset,
 		.stream = true,
@@ -1036,7 +1038,11 @@ const struct provider_ops provider_anthropic_ops = {
 	 * 100,000 requests and 256 MB per create body (spec section 4). The body adds at most
 	 * 15 bytes to the file ({"requests":[ and ]} minus one terminator), hence the slack.
 	 */
-	.limits = {.max_requests = 100000, .max_bytes = 256u * 1000 * 1000 - 16},
+	/* A line is one Messages request: 32 MB at most ("Request size limits",
+	 * https://docs.anthropic.com/en/api/overview). */
+	.limits = {.max_requests = 100000,
+		   .max_bytes = 256u * 1000 * 1000 - 16,
+		   .max_line = 32u * 1000 * 1000},
 	.keys = provider_anthropic_keys,
 	.open = anth_open,
 	.free = anth_free,

@@ -592,7 +592,7 @@ static int mock_result_line(struct mock_results *r, const cJSON *req)
 	if (!line)
 		rc = -ENOMEM;
 	else
-		rc = r->fn(r->ctx, cid->valuestring, line, strlen(line));
+		rc = r->fn(r->ctx, cid->valuestring, line, strlen(line), r->index + 1, NULL);
 	free(line);
 	cJSON_Delete(o);
 	buf_release(&text);
@@ -670,7 +670,7 @@ static const char *const provider_mock_keys[] = {"mock_delay", NULL};
 const struct provider_ops provider_mock_ops = {
 	.name = "mock",
 	.format = JSONL_ANTHROPIC,
-	.limits = {.max_requests = 100000, .max_bytes = 256ull << 20},
+	.limits = {.max_requests = 100000, .max_bytes = 256ull << 20, .max_line = 32u << 20},
 	.keys = provider_mock_keys,
 	.open = mock_open,
 	.free = mock_free,

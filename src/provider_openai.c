@@ -1593,6 +1593,8 @@ static int download_file(struct provider *p, const char *file_id, struct provide
 		.method = HTTP_GET,
 		.retry = HTTP_RETRY_IDEMPOTENT,
 		.line_fn = provider_results_line,
+		.max_line = PROVIDER_RESULT_LINE_MAX,
+		.skip_long_lines = true,
 		.line_ctx = r,
 		.reset = provider_results_reset,
 		.stream = true,
@@ -1841,7 +1843,7 @@ static int oai_open_common(struct provider **out, const struct remote_conf *conf
 		}
 	}
 	snprintf(p->dir, sizeof(p->dir), "%s", state_dir);
-	rc = http_new(&p->http, NULL, err);
+	rc = provider_http_new(conf, &p->http, err);
 	if (rc)
 		goto fail;
 
@@ -1957,7 +1959,11 @@ static const char *const provider_azure_keys[] = {
 const struct provider_ops provider_openai_ops = {
 	.name = "openai",
 	.format = JSONL_OPENAI,
-	.limits = {.max_requests = 50000, .max_bytes = 200u * 1000 * 1000},
+	/* A line is one request: 50 MB of payload at most
+	 * (https://platform.openai.com/docs/guides/images-vision). */
+	.limits = {.max_requests = 50000,
+		   .max_bytes = 200u * 1000 * 1000,
+		   .max_line = 50u * 1000 * 1000},
 	.keys = provider_openai_keys,
 	.open = openai_open,
 	.free = oai_free,
@@ -1973,7 +1979,9 @@ const struct provider_ops provider_openai_ops = {
 const struct provider_ops provider_azure_ops = {
 	.name = "azure",
 	.format = JSONL_AZURE,
-	.limits = {.max_requests = 100000, .max_bytes = 200u * 1000 * 1000},
+	.limits = {.max_requests = 100000,
+		   .max_bytes = 200u * 1000 * 1000,
+		   .max_line = 50u * 1000 * 1000},
 	.keys = provider_azure_keys,
 	.open = azure_open,
 	.free = oai_free,

@@ -531,7 +531,7 @@ static int vtx_open(struct provider **out, const struct remote_conf *conf, const
 	}
 	p->resumable_threshold = (int64_t)threshold;
 	p->chunk = (int64_t)chunk;
-	rc = http_new(&p->http, NULL, err);
+	rc = provider_http_new(conf, &p->http, err);
 	if (!rc)
 		rc = gauth_new(&p->auth, conf, p->http, err);
 	if (rc)
@@ -1664,13 +1664,13 @@ static bool is_jsonl_name(const char *name)
  * is delivered; after the pass the job's input is read: when every line that has a custom_id
  * sits where its request sat in the input (the job kept input order), each held line takes
  * the custom_id of the request at its position. The others are delivered under a name that
- * says what they are ("(no custom_id: output line N)"), which the ingest leaves out of the
- * results and reports in status. Memory: 8 bytes per output line, plus the held lines.
+ * are named as bad lines in status (results "incomplete"), the rest kept. Memory: 8 bytes per output line, plus the held lines.
  */
 #define VTX_HELD_MAX (8u * 1024 * 1024)
 
 struct held_line {
 	uint64_t pos;	 /* 0-based among the pass's non-blank output lines */
+	long lineno;	 /* in the provider's files, numbered on (provider_results) */
 	size_t off, len; /* in vtx_lines.held */
 	size_t id_off;	 /* in vtx_lines.ids once mapped */
 	size_t id_len;	 /* 0 until mapped */
@@ -1730,7 +1730,7 @@ static int lines_mark(struct vtx_lines *l, uint64_t h)
 	return 0;
 }
 
-static int lines_hold(struct vtx_lines *l, const char *line, size_t len)
+static int lines_hold(struct vtx_lines *l, const char *line, size_t len, long lineno)
 {
 	struct held_line *h;
 
@@ -1749,6 +1749,7 @@ static int lines_hold(struct vtx_lines *l, const char *line, size_t len)
 	}
 	h = &l->v[l->nv];
 	h->pos = l->n;
+	h->lineno = lineno;
 	h->off = l->held.len;
 	h->len = len;
 	h->id_len = 0;
@@ -1758,49 +1759,51 @@ static int lines_hold(struct vtx_lines *l, const char *line, size_t len)
 	return 0;
 }
 
-/* http line_fn of a results download. */
+/*
+ * http line_fn of a results download: a line with a custom_id goes through the common
+ * strict check (provider_results_line); one without is held, to be placed by position.
+ */
 static int vtx_result_line(void *ctx, const char *line, size_t len, long lineno)
 {
 	struct vtx_lines *l = ctx;
 	struct provider_results *r = l->r;
-	const cJSON *id;
-	cJSON *o;
+	const cJSON *id = NULL;
+	cJSON *o = NULL;
 	size_t i;
 	int rc;
 
-	for (i = 0; i < len && (line[i] == ' ' || line[i] == '\t'); i++)
-		;
-	if (i == len)
-		return 0; /* blank */
-	o = cJSON_ParseWithLength(line, len);
-	id = cJSON_GetObjectItemCaseSensitive(o, "custom_id");
-	if (!cJSON_IsString(id)) {
+	if (line) {
+		for (i = 0; i < len && (line[i] == ' ' || line[i] == '\t'); i++)
+			;
+		if (i == len)
+			return 0; /* blank */
+		o = cJSON_ParseWithLength(line, len);
+		id = cJSON_GetObjectItemCaseSensitive(o, "custom_id");
+	}
+	if (cJSON_IsObject(o) && !id) {
+		long n = r->base_line + lineno;
+
 		cJSON_Delete(o);
 		l->missing++;
-		rc = lines_hold(l, line, len);
+		r->last_line = lineno;
+		rc = lines_hold(l, line, len, n);
 		if (rc == 1) {
-			char name[96];
-
-			snprintf(name, sizeof(name), "(no custom_id: output line %zu)", l->n + 1);
-			rc = r->fn(r->ctx, name, line, len);
+			/* No room to hold it: named as a bad line at once. */
+			rc = r->fn(r->ctx, NULL, line, len, n,
+				   "no custom_id (too many such lines to place by position)");
 			r->delivered += !rc;
 		}
 		if (!rc)
 			rc = lines_mark(l, 0);
 		if (rc)
-			err_set(r->line_err, "cannot keep result line %ld: %s", lineno,
-				strerror(-rc));
+			err_set(r->line_err, "cannot keep result line %ld: %s", n, strerror(-rc));
 		return rc;
 	}
-	rc = lines_mark(l, id_hash(id->valuestring, strlen(id->valuestring)));
-	if (!rc)
-		rc = r->fn(r->ctx, id->valuestring, line, len);
-	if (rc)
-		err_set(r->line_err, "cannot keep result line %ld: %s", lineno, strerror(-rc));
-	else
-		r->delivered++;
+	/* Not JSON, too long, or with an id: the common check names what is wrong. */
+	rc = lines_mark(l,
+			cJSON_IsString(id) ? id_hash(id->valuestring, strlen(id->valuestring)) : 0);
 	cJSON_Delete(o);
-	return rc;
+	return rc ? rc : provider_results_line(r, line, len, lineno);
 }
 
 /* A retried download: what provider_results_reset drops, the held lines drop too. */
@@ -1824,6 +1827,10 @@ static int vtx_input_line(void *ctx, const char *line, size_t len, long lineno)
 	uint64_t pos = l->in_pos;
 
 	(void)lineno;
+	if (!line) {
+		l->disorder = true; /* a line over the cap: its custom_id is not known */
+		return 0;
+	}
 	for (i = 0; i < len && (line[i] == ' ' || line[i] == '\t' || line[i] == '\r'); i++)
 		;
 	if (i == len)
@@ -1867,6 +1874,9 @@ static int stream_object(struct provider *p, const char *bucket, const char *nam
 		.method = HTTP_GET,
 		.retry = HTTP_RETRY_IDEMPOTENT,
 		.line_fn = fn,
+		/* A longer line comes as NULL, unbuffered (provider.h PROVIDER_RESULT_LINE_MAX). */
+		.max_line = PROVIDER_RESULT_LINE_MAX,
+		.skip_long_lines = true,
 		.line_ctx = ctx,
 		.reset = reset,
 		.on_retry = on_retry,
@@ -1958,8 +1968,7 @@ static int deliver_held(struct provider *p, const char *id, struct vtx_lines *l,
 	map_by_position(p, id, l);
 	for (size_t i = 0; i < l->nv && !rc; i++) {
 		struct held_line *h = &l->v[i];
-		char name[96];
-		char *cid = name;
+		char *cid = NULL;
 
 		if (!l->disorder && h->id_len) {
 			cid = strndup(l->ids.data + h->id_off, h->id_len);
@@ -1968,15 +1977,14 @@ static int deliver_held(struct provider *p, const char *id, struct vtx_lines *l,
 				break;
 			}
 			mapped++;
-		} else {
-			snprintf(name, sizeof(name), "(no custom_id: output line %" PRIu64 ")",
-				 h->pos + 1);
 		}
-		rc = l->r->fn(l->r->ctx, cid, l->held.data + h->off, h->len);
+		rc = l->r->fn(l->r->ctx, cid, l->held.data + h->off, h->len, h->lineno,
+			      cid	    ? NULL
+			      : l->disorder ? "no custom_id (the job did not keep input order)"
+					    : "no custom_id");
 		if (!rc)
 			l->r->delivered++;
-		if (cid != name)
-			free(cid);
+		free(cid);
 	}
 	if (rc)
 		err_set(err, "cannot keep a result line: %s", strerror(-rc));
@@ -2366,7 +2374,10 @@ const struct provider_ops provider_vertex_ops = {
 	 * Per-job caps for Claude on Vertex are not documented (spec C.6, [I]); these follow
 	 * Vertex batch prediction's published ones (200,000 requests, 1 GB input file).
 	 */
-	.limits = {.max_requests = 200000, .max_bytes = 1000u * 1000 * 1000},
+	/* A line is one Claude request: the Messages API's 32 MB, not the job's 1 GB. */
+	.limits = {.max_requests = 200000,
+		   .max_bytes = 1000u * 1000 * 1000,
+		   .max_line = 32u * 1000 * 1000},
 	/* "4 concurrent batch jobs per project" by default (Google's Claude batch page). */
 	.max_active = 4,
 	.cancel_warning = VTX_CANCEL_WARNING,

@@ -26,10 +26,9 @@ static const char *const batch_names[] = {
 };
 
 static const char *const results_names[] = {
-	[RESULTS_PENDING] = "pending",
-	[RESULTS_DOWNLOADING] = "downloading",
-	[RESULTS_READY] = "ready",
-	[RESULTS_UNAVAILABLE] = "unavailable",
+	[RESULTS_PENDING] = "pending",	     [RESULTS_DOWNLOADING] = "downloading",
+	[RESULTS_READY] = "ready",	     [RESULTS_UNAVAILABLE] = "unavailable",
+	[RESULTS_INCOMPLETE] = "incomplete",
 };
 
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
@@ -53,6 +52,11 @@ int state_parse(const char *name, enum batch_state *out)
 const char *results_state_name(enum results_state s)
 {
 	return (size_t)s < NELEM(results_names) ? results_names[s] : "pending";
+}
+
+bool results_are_in(enum results_state s)
+{
+	return s == RESULTS_READY || s == RESULTS_INCOMPLETE;
 }
 
 int results_state_parse(const char *name, enum results_state *out)

@@ -1521,7 +1521,7 @@ int64_t store_part_next_due(struct store *st, const char *remote)
  * parts, in the transaction of the change that called it.
  */
 struct agg {
-	int n, sent, running, settled, ready, downloading;
+	int n, sent, running, settled, ready, downloading, incomplete;
 	bool failed_unsent, cancel;
 	int state_rank;				    /* the least advanced running state */
 	bool any_failed, any_expired, any_canceled; /* among ended parts */
@@ -1599,9 +1599,10 @@ static int agg_part(void *ctx, const struct store_part *p)
 	if (!a->identity[0] && p->identity[0] && !p->pid[0])
 		snprintf(a->identity, sizeof(a->identity), "%s", p->identity);
 	agg_words(a, p->provider_state);
-	if (p->results == RESULTS_READY || p->results == RESULTS_UNAVAILABLE)
+	if (results_are_in(p->results) || p->results == RESULTS_UNAVAILABLE)
 		a->settled++;
-	a->ready += p->results == RESULTS_READY;
+	a->ready += results_are_in(p->results);
+	a->incomplete += p->results == RESULTS_INCOMPLETE;
 	a->downloading += p->results == RESULTS_DOWNLOADING;
 	/* The error shown: a failed part's first, else the first part's that has one. */
 	if (p->error[0] && (!a->error[0] || (failed_here && !a->err_failed))) {
@@ -1629,7 +1630,7 @@ static int results_merge(struct store_conn *c, int64_t batch_id, int64_t *count,
 	static const char totals[] =
 		"SELECT coalesce(sum(results_count), 0),"
 		" coalesce(sum(results_size), 0) FROM parts WHERE batch_id = ?1"
-		" AND results = 'ready'";
+		" AND results IN ('ready', 'incomplete')";
 	sqlite3_stmt *s = conn_stmt(c, bases);
 	int rc;
 
@@ -1695,8 +1696,8 @@ static int aggregate(struct store_conn *c, int64_t batch_id)
 	count = cur->results_count;
 	size = cur->results_size;
 	if (a->settled == a->n && a->ready) {
-		results = RESULTS_READY;
-		if (cur->results != RESULTS_READY)
+		results = a->incomplete ? RESULTS_INCOMPLETE : RESULTS_READY;
+		if (!results_are_in(cur->results))
 			rc = results_merge(c, batch_id, &count, &size);
 		if (rc)
 			goto out;
@@ -1870,7 +1871,7 @@ int store_part_apply(struct store *st, const struct store_part *p, enum batch_st
 		" processing = ?7, succeeded = ?8, errored = ?9, canceled = ?10, expired = ?11,"
 		" created_at = ?12, ended_at = ?13, expires_at = ?14, ref = ?15, error = ?16,"
 		" error_line = ?17, error_attempt = 0, next_poll_at = ?18, updated_at = ?19,"
-		" results = CASE WHEN results = 'ready' THEN results ELSE ?20 END"
+		" results = CASE WHEN results IN ('ready', 'incomplete') THEN results ELSE ?20 END"
 		" WHERE id = ?1 AND state = ?2 AND (pid = '' OR pid = ?3)";
 	struct store_conn *c;
 	sqlite3_stmt *s;
@@ -1944,7 +1945,7 @@ static int set_results_once(struct store *st, int64_t id, unsigned expect_mask,
 		"UPDATE parts SET results = ?2, error = ?3, error_line = 0, error_attempt = 0,"
 		" next_poll_at = CASE WHEN ?4 >= 0 THEN ?4 ELSE next_poll_at END, updated_at = ?5"
 		" WHERE id = ?1 AND ((?6 >> CASE results WHEN 'pending' THEN 0 WHEN 'downloading'"
-		" THEN 1 WHEN 'ready' THEN 2 ELSE 3 END) & 1) = 1";
+		" THEN 1 WHEN 'ready' THEN 2 WHEN 'incomplete' THEN 4 ELSE 3 END) & 1) = 1";
 	struct store_conn *c;
 	sqlite3_stmt *s;
 	int rc = part_txn(st, sql, &c, &s);
@@ -2183,7 +2184,9 @@ int store_batch_add_foreign(struct store *st, const char *remote, const struct p
 				  " updated_at, dir_mtime) VALUES (?1, ?2, 1, ?3, ?4, ?4)";
 	static const char part[] = "INSERT INTO parts (batch_id, idx, remote, pid, state,"
 				   " updated_at) VALUES (?1, 0, ?2, ?3, ?4, ?5)";
+	static const char owned[] = "SELECT 1 FROM parts WHERE remote = ?1 AND pid = ?2";
 	struct store_conn *c = conn_get(st);
+	char name[PROVIDER_ID_MAX + 2];
 	sqlite3_stmt *s;
 	int rc;
 
@@ -2192,7 +2195,20 @@ int store_batch_add_foreign(struct store *st, const char *remote, const struct p
 	rc = txn_begin(c);
 	if (rc)
 		return rc;
-	rc = name_taken(c, remote, pb->id);
+	snprintf(name, sizeof(name), "%s", pb->id);
+	rc = name_taken(c, remote, name);
+	if (rc == -EEXIST && (s = conn_stmt(c, owned))) {
+		/* A local batch took the id as its name before the listing showed it: the batch
+		 * still appears, as "<id>~" (never a name mkdir accepts, nor a provider id). */
+		sqlite3_bind_text(s, 1, remote, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 2, pb->id, -1, SQLITE_STATIC);
+		rc = sqlite3_step(s) == SQLITE_DONE ? 0 : -EEXIST;
+		stmt_done(c, s);
+		if (!rc) {
+			snprintf(name, sizeof(name), "%s~", pb->id);
+			rc = name_taken(c, remote, name);
+		}
+	}
 	if (!rc)
 		rc = is_forgotten(c, remote, pb->id);
 	if (!rc && recent) {
@@ -2208,7 +2224,7 @@ int store_batch_add_foreign(struct store *st, const char *remote, const struct p
 		rc = -EIO;
 	if (!rc) {
 		sqlite3_bind_text(s, 1, remote, -1, SQLITE_STATIC);
-		sqlite3_bind_text(s, 2, pb->id, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
 		sqlite3_bind_text(s, 3, state_name(pb->state), -1, SQLITE_STATIC);
 		sqlite3_bind_int64(s, 4, now);
 		rc = stmt_run(c, s);
@@ -2560,7 +2576,27 @@ int store_reqs_end(struct store_reqs *r, bool commit)
 /* Writeback of the results file starts every this many bytes (see above). */
 #define INGEST_WRITEBACK (8 << 20)
 
-/* Index records, each: u32 id length, u32 line length, i64 offset in the data file, id. */
+/*
+ * Result lines that could not be kept (not JSON, no custom_id, a custom_id seen before): the
+ * first INGEST_BAD_KEEP are named in the part's error (line in the provider's file and why),
+ * the rest counted. One list per thread that finds them (download, indexer), merged at commit.
+ */
+#define INGEST_BAD_KEEP 20
+#define INGEST_BAD_WHY	72
+
+struct ingest_bad {
+	int64_t n; /* every bad line */
+	int kept;
+	struct {
+		int64_t line;
+		char why[INGEST_BAD_WHY];
+	} v[INGEST_BAD_KEEP];
+};
+
+/* Index records, each: u32 id length, u32 line length, i64 offset in the data file, i64 line
+ * number in the provider's file, id. */
+#define INGEST_REC_HDR (2 * sizeof(uint32_t) + 2 * sizeof(int64_t))
+
 struct ingest_chunk {
 	struct ingest_chunk *next;
 	bool reset; /* first drop the rows indexed so far: the download started over */
@@ -2578,6 +2614,7 @@ struct store_ingest {
 	int64_t doff;		       /* bytes written to data */
 	int64_t synced;		       /* bytes of data whose writeback was started */
 	int64_t added, count;
+	struct ingest_bad dl_bad; /* lines the download thread could not take */
 	struct ingest_chunk *cur; /* being filled by the download thread */
 	bool in_txn, published;
 	store_parse_fn parse; /* reads each line's outcome, text, usage (NULL: rtype unknown) */
@@ -2599,7 +2636,54 @@ struct store_ingest {
 	int64_t run_off;  /* its end in the part's stretch of results.jsonl */
 	int64_t stray;
 	char stray_id[80];
+	struct ingest_bad ix_bad; /* repeated custom_ids */
 };
+
+static void bad_add(struct ingest_bad *bad, int64_t line, const char *why)
+{
+	if (bad->n++ >= INGEST_BAD_KEEP)
+		return;
+	bad->v[bad->kept].line = line;
+	snprintf(bad->v[bad->kept].why, INGEST_BAD_WHY, "%s", why);
+	bad->kept++;
+}
+
+/* At most max bytes of a custom_id for a message, never cut inside a UTF-8 sequence. */
+static int id_cut(const char *id, size_t len, size_t max)
+{
+	if (len <= max)
+		return (int)len;
+	while (max && ((unsigned char)id[max] & 0xc0) == 0x80)
+		max--;
+	return (int)max;
+}
+
+/*
+ * "N result line(s) could not be kept: line L: why; ..." in line order, both lists merged,
+ * as many as fit in size (the part's error also carries the stray note and, with parts, a
+ * prefix), then "and M more".
+ */
+static void bad_message(const struct ingest_bad *a, const struct ingest_bad *b, char *out,
+			size_t size)
+{
+	int i = 0, j = 0, shown = 0;
+	int64_t n = a->n + b->n;
+	size_t used;
+
+	used = (size_t)snprintf(out, size, "%" PRId64 " result line%s could not be kept:", n,
+				n == 1 ? "" : "s");
+	while ((i < a->kept || j < b->kept) && shown < INGEST_BAD_KEEP && used + 120 < size) {
+		bool take_a = j >= b->kept || (i < a->kept && a->v[i].line <= b->v[j].line);
+		int64_t line = take_a ? a->v[i].line : b->v[j].line;
+		const char *why = take_a ? a->v[i++].why : b->v[j++].why;
+
+		used += (size_t)snprintf(out + used, size - used, "%s line %" PRId64 ": %s",
+					 shown ? ";" : "", line, why);
+		shown++;
+	}
+	if (shown < n && used < size)
+		snprintf(out + used, size - used, "; and %" PRId64 " more", n - shown);
+}
 
 static int results_path(const struct store *st, int64_t part_id, const char *ext, char *out,
 			size_t size)
@@ -2648,21 +2732,21 @@ struct ingest_info {
 
 /* One index record into SQLite: only the part's own requests (when they are known). */
 static int ingest_row(struct store_ingest *in, struct store_conn *c, const char *custom_id,
-		      size_t idlen, int64_t doff, int64_t len, const struct ingest_info *info,
-		      const char *model, const char *text)
+		      size_t idlen, int64_t doff, int64_t len, int64_t lineno,
+		      const struct ingest_info *info, const char *model, const char *text)
 {
 	static const char req[] = "SELECT seq, line FROM requests WHERE batch_id = ?1 AND"
 				  " custom_id = ?2";
 	static const char sql[] =
-		"INSERT OR REPLACE INTO results (batch_id, part_id, custom_id, fname, line, seq,"
+		"INSERT OR IGNORE INTO results (batch_id, part_id, custom_id, fname, line, seq,"
 		" len, doff, off, rtype, text, model, tok_in, tok_out, tok_cw, tok_cr) VALUES (?1,"
 		" ?2, ?3, ?4, x'', coalesce(?5, 4611686018427387904 + (SELECT coalesce(max(id), 0)"
 		" + 1 FROM results)), ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
-	char name[ESCAPE_NAME_SIZE + 5];
-	bool known = false;
-	int64_t seq = 0;
+	char name[ESCAPE_NAME_SIZE + 5], why[INGEST_BAD_WHY];
+	bool known = false, was_ordered = in->ordered;
+	int64_t seq = 0, was_seq = in->last_seq;
 	sqlite3_stmt *s;
-	int n;
+	int n, rc;
 
 	if (in->has_requests) {
 		/* A result of another batch never becomes a file here, whatever a provider or an
@@ -2690,8 +2774,8 @@ static int ingest_row(struct store_ingest *in, struct store_conn *c, const char 
 	if (n < 0)
 		return n;
 	memcpy(name + n, ".json", 6);
-	/* In request order (strictly: a repeated custom_id replaces a row), a row's offset in
-	 * results.jsonl is the sum of those before it; else the commit computes them all. */
+	/* In request order, a row's offset in results.jsonl is the sum of those before it; else
+	 * the commit computes them all. */
 	if (in->ordered && known && (!in->indexed || seq > in->last_seq)) {
 		in->last_seq = seq;
 	} else {
@@ -2725,16 +2809,31 @@ static int ingest_row(struct store_ingest *in, struct store_conn *c, const char 
 	sqlite3_bind_text(s, 11, model, (int)info->model_len, SQLITE_STATIC);
 	for (int i = 0; i < 4; i++)
 		sqlite3_bind_int64(s, 12 + i, (int64_t)(info->tok[i] & INT64_MAX));
+	rc = stmt_run(c, s);
+	if (rc)
+		return rc;
+	if (!sqlite3_changes(c->db)) {
+		/* A custom_id seen before: the first line stays (one file per custom_id, and
+		 * which of two answers is right cannot be told); this one is named as lost. */
+		in->ordered = was_ordered;
+		in->last_seq = was_seq;
+		n = id_cut(custom_id, idlen, 24);
+		snprintf(why, sizeof(why), "custom_id '%.*s%s' repeats an earlier line", n,
+			 custom_id, (size_t)n < idlen ? "..." : "");
+		bad_add(&in->ix_bad, lineno, why);
+		return 0;
+	}
 	in->run_off += len + 1;
 	in->indexed = true;
-	return stmt_run(c, s);
+	return 0;
 }
 
 /* The rows of a part that is not ready (a ready part's are never touched again). */
 static int ingest_drop_rows(struct store_conn *c, int64_t part_id)
 {
 	static const char del[] = "DELETE FROM results WHERE part_id = ?1 AND NOT EXISTS"
-				  " (SELECT 1 FROM parts WHERE id = ?1 AND results = 'ready')";
+				  " (SELECT 1 FROM parts WHERE id = ?1 AND results IN ('ready',"
+				  " 'incomplete'))";
 	sqlite3_stmt *s = conn_stmt(c, del);
 
 	if (!s)
@@ -2758,9 +2857,10 @@ static int ingest_chunk_index(struct store_ingest *in, struct store_conn *c,
 	if (!rc) {
 		sqlite3_bind_int64(s, 1, in->part_id);
 		rc = sqlite3_step(s);
-		rc = rc != SQLITE_ROW						 ? -ESTALE
-		     : !strcmp((const char *)sqlite3_column_text(s, 0), "ready") ? -ESTALE
-										 : 0;
+		rc = rc != SQLITE_ROW						      ? -ESTALE
+		     : !strcmp((const char *)sqlite3_column_text(s, 0), "ready")      ? -ESTALE
+		     : !strcmp((const char *)sqlite3_column_text(s, 0), "incomplete") ? -ESTALE
+										      : 0;
 		stmt_done(c, s);
 	}
 	if (!rc && k->reset) {
@@ -2770,16 +2870,18 @@ static int ingest_chunk_index(struct store_ingest *in, struct store_conn *c,
 		in->run_off = 0;
 		in->stray = 0;
 		in->stray_id[0] = '\0';
+		memset(&in->ix_bad, 0, sizeof(in->ix_bad));
 	}
 	for (size_t i = 0; !rc && i < k->nrecs; i++) {
 		struct ingest_info info;
 		uint32_t hdr[2];
-		int64_t doff;
+		int64_t doff, lineno;
 		const char *id, *model, *text;
 
 		memcpy(hdr, k->buf + pos, sizeof(hdr));
 		memcpy(&doff, k->buf + pos + sizeof(hdr), sizeof(doff));
-		pos += sizeof(hdr) + sizeof(doff);
+		memcpy(&lineno, k->buf + pos + sizeof(hdr) + sizeof(doff), sizeof(lineno));
+		pos += INGEST_REC_HDR;
 		id = k->buf + pos;
 		pos += hdr[0];
 		memcpy(&info, k->buf + pos, sizeof(info));
@@ -2787,7 +2889,7 @@ static int ingest_chunk_index(struct store_ingest *in, struct store_conn *c,
 		model = k->buf + pos;
 		text = model + info.model_len;
 		pos += info.model_len + info.text_len;
-		rc = ingest_row(in, c, id, hdr[0], doff, hdr[1], &info, model, text);
+		rc = ingest_row(in, c, id, hdr[0], doff, hdr[1], lineno, &info, model, text);
 	}
 	return txn_end(c, rc);
 }
@@ -2974,9 +3076,11 @@ static int ingest_parse(struct store_ingest *in, const char *line, size_t len,
 	return 0;
 }
 
-int store_ingest_add(struct store_ingest *in, const char *custom_id, const char *line, size_t len)
+int store_ingest_add(struct store_ingest *in, const char *custom_id, const char *line, size_t len,
+		     long lineno)
 {
 	uint32_t hdr[2];
+	int64_t ln = lineno;
 	struct ingest_info info;
 	struct result_info r;
 	size_t idlen = strlen(custom_id), need;
@@ -2988,8 +3092,7 @@ int store_ingest_add(struct store_ingest *in, const char *custom_id, const char 
 	rc = ingest_parse(in, line, len, &r, &info);
 	if (rc)
 		return rc;
-	need = sizeof(hdr) + sizeof(int64_t) + idlen + sizeof(info) + info.model_len +
-	       info.text_len;
+	need = INGEST_REC_HDR + idlen + sizeof(info) + info.model_len + info.text_len;
 	errno = 0;
 	if (fwrite(line, 1, len, in->data) != len || fputc('\n', in->data) == EOF) {
 		rc = stdio_errno();
@@ -3015,9 +3118,9 @@ int store_ingest_add(struct store_ingest *in, const char *custom_id, const char 
 		char *at = k->buf + k->used;
 
 		memcpy(at, hdr, sizeof(hdr));
-		at += sizeof(hdr);
-		memcpy(at, &in->doff, sizeof(in->doff));
-		at += sizeof(in->doff);
+		memcpy(at + sizeof(hdr), &in->doff, sizeof(in->doff));
+		memcpy(at + sizeof(hdr) + sizeof(in->doff), &ln, sizeof(ln));
+		at += INGEST_REC_HDR;
 		memcpy(at, custom_id, idlen);
 		at += idlen;
 		memcpy(at, &info, sizeof(info));
@@ -3048,6 +3151,16 @@ int64_t store_ingest_count(const struct store_ingest *in)
 	return in->added;
 }
 
+void store_ingest_bad(struct store_ingest *in, long lineno, const char *why)
+{
+	bad_add(&in->dl_bad, lineno, why);
+}
+
+int64_t store_ingest_bad_count(const struct store_ingest *in)
+{
+	return in->dl_bad.n;
+}
+
 int store_ingest_reset(struct store_ingest *in)
 {
 	free(in->cur); /* records of the abandoned download */
@@ -3059,6 +3172,7 @@ int store_ingest_reset(struct store_ingest *in)
 	in->doff = 0;
 	in->synced = 0;
 	in->added = 0;
+	memset(&in->dl_bad, 0, sizeof(in->dl_bad));
 	return ingest_send(in, true);
 }
 
@@ -3110,7 +3224,8 @@ int store_ingest_commit(struct store_ingest *in, int64_t *count, int64_t *stray,
 	static const char mark[] =
 		"UPDATE parts SET results = ?5, results_count = ?2, results_size = ?6,"
 		" error = ?3, error_line = 0, error_attempt = 0, next_poll_at = 0,"
-		" fetch_failures = 0, updated_at = ?4 WHERE id = ?1 AND results <> 'ready'";
+		" fetch_failures = 0, updated_at = ?4 WHERE id = ?1 AND results NOT IN ('ready',"
+		" 'incomplete')";
 	static const char stored[] = "SELECT count(*), coalesce(sum(len + 1), 0) FROM results"
 				     " WHERE part_id = ?1";
 	/* Offsets in the part's stretch of results.jsonl, in request order (unknown ids last,
@@ -3120,7 +3235,8 @@ int store_ingest_commit(struct store_ingest *in, int64_t *count, int64_t *stray,
 		" UNBOUNDED PRECEDING) - len - 1 AS o FROM results WHERE part_id = ?1) AS x"
 		" WHERE results.id = x.id";
 	int64_t bytes = 0;
-	char msg[512] = "";
+	char msg[STORE_INGEST_MSG] = "";
+	const char *word;
 	sqlite3_stmt *s = NULL;
 	int rc;
 
@@ -3139,11 +3255,14 @@ int store_ingest_commit(struct store_ingest *in, int64_t *count, int64_t *stray,
 		return rc;
 	}
 	in->in_txn = true;
+	if (in->dl_bad.n || in->ix_bad.n)
+		bad_message(&in->dl_bad, &in->ix_bad, msg, sizeof(msg));
 	if (in->stray)
-		snprintf(msg, sizeof(msg),
-			 "%" PRId64 " result(s) whose custom_id is not among the requests of this "
+		snprintf(msg + strlen(msg), sizeof(msg) - strlen(msg),
+			 "%s%" PRId64
+			 " result(s) whose custom_id is not among the requests of this "
 			 "part were left out (the first: '%.64s')",
-			 in->stray, in->stray_id);
+			 msg[0] ? "; " : "", in->stray, in->stray_id);
 	/* What is stored, not what arrived: a repeated custom_id replaced its earlier line. */
 	if (!in->ordered) {
 		if (!(s = conn_stmt(in->c, offs)))
@@ -3172,9 +3291,12 @@ int store_ingest_commit(struct store_ingest *in, int64_t *count, int64_t *stray,
 		sqlite3_bind_int64(s, 2, in->count);
 		sqlite3_bind_text(s, 3, msg, -1, SQLITE_STATIC);
 		sqlite3_bind_int64(s, 4, timefmt_now_ms());
-		/* Not one of its own results: the part has none to show (never an empty ready). */
-		sqlite3_bind_text(s, 5, in->stray && !in->count ? "unavailable" : "ready", -1,
-				  SQLITE_STATIC);
+		/* None of its own results: the part has none to show (never an empty ready);
+		 * lines lost: never "ready" for a set with a hole. */
+		word = (in->stray || in->dl_bad.n || in->ix_bad.n) && !in->count ? "unavailable"
+		       : in->dl_bad.n || in->ix_bad.n				 ? "incomplete"
+										 : "ready";
+		sqlite3_bind_text(s, 5, word, -1, SQLITE_STATIC);
 		sqlite3_bind_int64(s, 6, bytes);
 		rc = part_change(in->c, in->part_id, s);
 	}
@@ -3190,9 +3312,9 @@ int store_ingest_commit(struct store_ingest *in, int64_t *count, int64_t *stray,
 		if (count)
 			*count = in->count;
 		if (stray)
-			*stray = in->stray;
+			*stray = in->stray + in->dl_bad.n + in->ix_bad.n;
 		if (stray_msg)
-			snprintf(stray_msg, 512, "%s", msg);
+			snprintf(stray_msg, STORE_INGEST_MSG, "%s", msg);
 		reserve_fill(in->st); /* the disk had room for these: keep some back again */
 	} else {
 		in->published =
@@ -3491,8 +3613,9 @@ long store_results_jsonl_read(struct store *st, int64_t batch_id, int64_t off, s
 {
 	/* The part whose stretch holds byte off: parts follow each other in file order. */
 	static const char part[] = "SELECT p.id, p.results_base FROM parts p JOIN batches b ON"
-				   " b.id = p.batch_id WHERE p.batch_id = ?1 AND b.results ="
-				   " 'ready' AND p.results = 'ready' AND p.results_size > 0 AND"
+				   " b.id = p.batch_id WHERE p.batch_id = ?1 AND b.results"
+				   " IN ('ready', 'incomplete') AND p.results IN ('ready',"
+				   " 'incomplete') AND p.results_size > 0 AND"
 				   " p.results_base + p.results_size > ?2 ORDER BY p.idx LIMIT 1";
 	struct store_conn *c = conn_get(st);
 	size_t done = 0;
@@ -3535,7 +3658,7 @@ int store_usage_get(struct store *st, int64_t batch_id, struct bfs_usage *out, s
 		    size_t *n, bool *known)
 {
 	static const char unknown[] = "SELECT count(*) FROM parts WHERE batch_id = ?1 AND"
-				      " results = 'ready' AND usage_known = 0";
+				      " results IN ('ready', 'incomplete') AND usage_known = 0";
 	static const char sums[] =
 		"SELECT model, sum(results), sum(tok_in), sum(tok_out), sum(tok_cw), sum(tok_cr)"
 		" FROM usage WHERE batch_id = ?1 GROUP BY model ORDER BY model";
@@ -3706,7 +3829,7 @@ int store_retry_known(struct store *st, int64_t batch_id)
 {
 	/* A part ingested before v7 kept no outcomes (and so no usage sums). */
 	static const char sql[] = "SELECT count(*) FROM parts WHERE batch_id = ?1 AND"
-				  " results = 'ready' AND usage_known = 0";
+				  " results IN ('ready', 'incomplete') AND usage_known = 0";
 	struct store_conn *c = conn_get(st);
 	sqlite3_stmt *s;
 	int64_t old = -1;

@@ -40,7 +40,7 @@ static bool has_id(const struct store_batch *row)
 
 static bool results_ready(const struct store_batch *row)
 {
-	return row->results == RESULTS_READY;
+	return results_are_in(row->results);
 }
 
 /* Copied out of the snapshot, not replied from it: release may free the handle as soon as
@@ -62,7 +62,7 @@ static long read_text(struct bfs *b, int64_t batch_id, struct buf *text, off_t o
 
 bool vfile_batch_done(const struct store_batch *row)
 {
-	bool settled = row->results == RESULTS_READY || row->results == RESULTS_UNAVAILABLE;
+	bool settled = results_are_in(row->results) || row->results == RESULTS_UNAVAILABLE;
 
 	if (row->state == BATCH_REJECTED)
 		return true; /* nothing will run until it is written again */
@@ -81,7 +81,7 @@ static int extra_load(struct bfs *b, const struct store_batch *row, struct statu
 
 	memset(x, 0, sizeof(*x));
 	x->done = vfile_batch_done(row);
-	if (x->done || row->results == RESULTS_READY) {
+	if (x->done || results_are_in(row->results)) {
 		/* From the per-part sums the ingest wrote: no scan of the results here. */
 		rc = store_usage_get(b->store, row->id, x->usage, STATUSFMT_MODELS_MAX, &x->nusage,
 				     &known);
@@ -90,7 +90,7 @@ static int extra_load(struct bfs *b, const struct store_batch *row, struct statu
 		for (size_t i = 0; i < x->nusage; i++)
 			ok += x->usage[i].results;
 	}
-	if (row->results == RESULTS_READY) {
+	if (results_are_in(row->results)) {
 		x->have_usage = known;
 		if (!known)
 			x->usage_why = "results ingested before batchfs kept usage";
@@ -589,7 +589,7 @@ static long retry_read(struct bfs *b, int64_t batch_id, struct buf *text, off_t 
 
 static bool text_visible(const struct store_batch *row)
 {
-	return row->results == RESULTS_READY;
+	return results_are_in(row->results);
 }
 
 static int text_dir_lookup(struct bfs *b, int64_t batch_id, const char *name,

@@ -362,13 +362,15 @@ RESULTS = {"method": "GET", "path": r"^/v1/messages/batches/[^/]+/results$"}
 
 def test_results_that_keep_failing_are_given_up_then_refresh_tries_again(fake_server,
                                                                          mount_factory):
-    # A lasting cause (here: an answer that is not JSONL) costs a full download per attempt:
-    # the attempts are bounded (results_attempts, with growing waits), then results are
-    # unavailable with the reason, and `echo refresh > ctl` tries again.
+    # A lasting cause (here: a 404 on the results of an ended batch, which Anthropic answers
+    # for a while right after the end) costs a download per attempt: the attempts are bounded
+    # (results_attempts, with growing waits), then results are unavailable with the reason,
+    # and `echo refresh > ctl` tries again. (An answer that is not JSONL is no such cause any
+    # more: its lines are named as bad at once, test_97_hostile.py.)
     srv = fake_server("anthropic", processing_s=0.2)
     m = mount_remote(mount_factory, srv, results_attempts=3)
     m.expect_log(r"cannot download the results|not valid JSON|result")
-    srv.add_fault(RESULTS, action="status", status=200, body="this is not a results file\n",
+    srv.add_fault(RESULTS, action="status", status=404, headers={"x-should-retry": "false"},
                   times=0)
     d = os.path.join(m.path, "a", unique())
     os.mkdir(d)

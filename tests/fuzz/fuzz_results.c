@@ -13,10 +13,12 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static int sink(void *ctx, const char *custom_id, const char *line, size_t len)
+static int sink(void *ctx, const char *custom_id, const char *line, size_t len, long lineno,
+		const char *bad)
 {
 	(void)ctx;
-	if (!custom_id || (len && !line))
+	if ((!custom_id && !bad) || (custom_id && (bad || !custom_id[0])) || (len && !line) ||
+	    lineno < 1)
 		abort();
 	return 0;
 }
@@ -28,7 +30,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct jsonl_splitter sp;
 
 	provider_results_init(&r, sink, NULL, NULL, NULL, NULL, &line_err);
-	jsonl_splitter_init(&sp, 1 << 16, provider_results_line, &r);
+	/* Odd sizes: a short cap whose longer lines are skipped, as downloads do; even: a line
+	 * over the cap is refused. */
+	jsonl_splitter_init(&sp, size & 1 ? 1 << 10 : 1 << 16, provider_results_line, &r);
+	sp.skip_long = size & 1;
 	if (!jsonl_splitter_feed(&sp, (const char *)data, size, &err))
 		(void)jsonl_splitter_finish(&sp, &err);
 	jsonl_splitter_release(&sp);

@@ -16,16 +16,19 @@ test surface, both as Python methods (tests run the server in-process) and over 
 Run one from a shell:  python3 tests/lib/fake_server.py anthropic [--port N] [--set key=value]
 """
 import argparse
+import gzip
 import importlib
 import json
 import os
 import re
 import select
 import socket
+import struct
 import sys
 import threading
 import time
 import urllib.parse
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 FLAVOURS = {
@@ -139,6 +142,18 @@ class Fault:
                           every `interval` seconds (default 0.5)
                         a hold ends early when the client closes or the server stops; the
                         connection is then closed; `holding` counts the holds under way
+                        "rewrite": do it, then send the body after `fn(bytes) -> bytes`
+                          (in-process only) and/or with `append` (a list of str lines) added
+                          at its end, one per line: bad or repeated result lines
+                        "reset": do it, send headers and `after` bytes (default 0) of the
+                          body, then reset the connection (RST, SO_LINGER 0)
+                        "length": do it, but announce Content-Length `length` (an int, or
+                          "+N"/"-N" relative to the body), send the body and close: a short
+                          ("+") or long ("-": more bytes than announced) body
+                        "gzip_bomb": do it, but answer 200 with Content-Encoding: gzip and
+                          `size` bytes (default 4 GiB) of zeros, compressed on the fly
+                        "redirect": answer `status` (default 302) with Location `location`
+                          (the same path on another host if it ends with "/")
       status, headers, body   for "status" (body defaults to the flavour's error envelope)
       after             bytes sent before a "truncate" cuts the stream (default half)
       seconds           for "delay" (default 1), "stall" and "stall_body" (default 3600)
@@ -151,9 +166,15 @@ class Fault:
         self.path = re.compile(rule["path"]) if rule.get("path") else None
         self.action = rule.get("action", "status")
         if self.action not in ("status", "drop_before", "drop_after", "truncate", "delay",
-                               "hold", "stall", "stall_body", "trickle"):
+                               "hold", "stall", "stall_body", "trickle", "rewrite", "reset",
+                               "length", "gzip_bomb", "redirect"):
             raise ValueError(f"unknown fault action {self.action!r}")
-        self.status = int(rule.get("status", 500))
+        self.status = int(rule.get("status", 302 if self.action == "redirect" else 500))
+        self.fn = rule.get("fn")
+        self.append = list(rule.get("append") or [])
+        self.length = rule.get("length", "+100")
+        self.size = int(rule.get("size", 4 << 30))
+        self.location = rule.get("location", "")
         self.headers = rule.get("headers") or {}
         self.body = rule.get("body")
         self.after = rule.get("after")
@@ -341,7 +362,12 @@ class FakeServer:
             m = rx.match(path)
             if m and method == h.command:
                 req = Request(h, m)
-                if fault and fault.action == "status":
+                if fault and fault.action == "redirect":
+                    req.drain()
+                    loc = fault.location + (path.lstrip("/") if fault.location.endswith("/")
+                                            else "")
+                    resp = Response(fault.status, b"", dict(fault.headers, Location=loc))
+                elif fault and fault.action == "status":
                     req.drain()
                     body = fault.body if fault.body is not None else \
                         self.error_body(fault.status, "injected fault")
@@ -372,6 +398,10 @@ class FakeServer:
                 req.drain()  # the body was read by the route; nothing must wait in front
             self._hold_open(h, fault.seconds)
             self._drop(h)
+            return
+        if fault and fault.action in ("rewrite", "reset", "length", "gzip_bomb") and \
+                200 <= resp.status < 300:
+            self._send(h, resp, req, hostile=fault)
             return
         self._send(h, resp, req, truncate=fault if fault and fault.action in
                    ("truncate", "stall_body", "trickle") else None)
@@ -412,11 +442,69 @@ class FakeServer:
         except OSError:
             pass
 
-    def _send(self, h, resp, req, truncate=None):
+    def _send(self, h, resp, req, truncate=None, hostile=None):
         try:
-            self._send_answer(h, resp, req, truncate)
+            if hostile:
+                self._send_hostile(h, resp, req, hostile)
+            else:
+                self._send_answer(h, resp, req, truncate)
         except (BrokenPipeError, ConnectionResetError):
             h.close_connection = True  # the client went away (a killed daemon): not an error
+
+    def _send_hostile(self, h, resp, req, fault):
+        """The answer of a hostile server (see Fault: rewrite, reset, length, gzip_bomb)."""
+        if req is not None and req.content_length:
+            req.drain()
+        body = resp.body if isinstance(resp.body, bytes) else b"".join(resp.body)
+        headers = {k: v for k, v in resp.headers.items() if k.lower() != "request-id"}
+        if headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)  # rewritten as plain bytes
+            headers.pop("Content-Encoding")
+        if fault.action == "rewrite":
+            if fault.fn:
+                body = fault.fn(body)
+            if fault.append:
+                body = body.rstrip(b"\n") + b"".join(b"\n" + x.encode() for x in fault.append)
+        h.send_response(resp.status)
+        h.send_header("request-id", self.next_request_id())
+        for k, v in headers.items():
+            h.send_header(k, str(v))
+        if fault.action == "gzip_bomb":
+            h.send_header("Content-Encoding", "gzip")
+            h.send_header("Transfer-Encoding", "chunked")
+            h.end_headers()
+            z = zlib.compressobj(9, zlib.DEFLATED, 31)  # gzip framing
+            block, left = bytes(1 << 20), fault.size
+            while left > 0 and not self._stopping.is_set():
+                out = z.compress(block[:min(left, len(block))])
+                left -= min(left, len(block))
+                if out:
+                    h.wfile.write(b"%x\r\n%s\r\n" % (len(out), out))
+            out = z.flush()
+            h.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(out), out))
+            return
+        if fault.action == "length":
+            n = fault.length
+            n = len(body) + int(n) if isinstance(n, str) else int(n)
+            h.send_header("Content-Length", str(max(0, n)))
+            h.end_headers()
+            h.wfile.write(body)
+            h.wfile.flush()
+            self._drop(h)
+            return
+        if fault.action == "reset":
+            h.send_header("Content-Length", str(len(body)))
+            h.end_headers()
+            h.wfile.write(body[:fault.after or 0])
+            h.wfile.flush()
+            h.close_connection = True
+            h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                    struct.pack("ii", 1, 0))
+            h.connection.close()
+            return
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
 
     def _send_answer(self, h, resp, req, truncate):
         if req is not None and req.content_length:

@@ -261,7 +261,7 @@ static int sc_results(struct provider *p, const struct provider_batch *b, provid
 			return -EINVAL;
 		memcpy(cid, items[i], (size_t)(tab - items[i]));
 		cid[tab - items[i]] = '\0';
-		rc = fn(ctx, cid, tab + 1, strlen(tab + 1));
+		rc = fn(ctx, cid, tab + 1, strlen(tab + 1), (long)i + 1, NULL);
 	}
 	return rc;
 }

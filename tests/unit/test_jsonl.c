@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 /* Unit tests: the streaming line splitter and the per-format request validator. */
 #include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,15 +24,19 @@ static int collect_line(void *ctx, const char *line, size_t len, long lineno)
 
 	if (n)
 		c->text[n++] = '|';
-	memcpy(c->text + n, line, len);
+	if (!line) /* skipped: over the cap */
+		n += (size_t)snprintf(c->text + n, sizeof(c->text) - n, "<%zu>", len) - len;
+	else
+		memcpy(c->text + n, line, len);
 	c->text[n + len] = '\0';
 	c->last = lineno;
 	c->count++;
 	return 0;
 }
 
-/* Feeds data in chunks of `step` bytes (0: one chunk). */
-static int split(const char *data, size_t step, size_t cap, struct collect *c, struct bfs_err *err)
+/* Feeds data in chunks of `step` bytes (0: one chunk); skip: lines over the cap are skipped. */
+static int split_skip(const char *data, size_t step, size_t cap, bool skip, struct collect *c,
+		      struct bfs_err *err)
 {
 	struct jsonl_splitter s;
 	size_t n = strlen(data), pos = 0;
@@ -38,6 +44,7 @@ static int split(const char *data, size_t step, size_t cap, struct collect *c, s
 
 	memset(c, 0, sizeof(*c));
 	jsonl_splitter_init(&s, cap, collect_line, c);
+	s.skip_long = skip;
 	while (!rc && pos < n) {
 		size_t k = step && step < n - pos ? step : n - pos;
 
@@ -48,6 +55,28 @@ static int split(const char *data, size_t step, size_t cap, struct collect *c, s
 		rc = jsonl_splitter_finish(&s, err);
 	jsonl_splitter_release(&s);
 	return rc;
+}
+
+static int split(const char *data, size_t step, size_t cap, struct collect *c, struct bfs_err *err)
+{
+	return split_skip(data, step, cap, false, c, err);
+}
+
+static void test_splitter_skip(void)
+{
+	struct bfs_err err = BFS_ERR_INIT;
+	struct collect c;
+
+	for (size_t step = 0; step <= 13; step++) {
+		is_int(split_skip("ok\n0123456789abc\nnext\n0123456789ab", step, 10, true, &c,
+				  &err),
+		       0, "skip mode in chunks of %zu", step);
+		is_str(c.text, "ok|<13>|next|<12>",
+		       "a line over the cap comes as NULL with its length (chunks of %zu)", step);
+		is_int(c.last, 4, "and keeps its number (chunks of %zu)", step);
+	}
+	is_int(split_skip("0123456789\n", 1, 10, true, &c, &err), 0, "exactly the cap");
+	is_str(c.text, "0123456789", "is a line, not skipped");
 }
 
 static void test_splitter(void)
@@ -105,7 +134,7 @@ static void test_splitter(void)
 static int check(enum jsonl_format fmt, const char *const *lines, long *bad_line, char *msg,
 		 uint64_t max_requests, uint64_t max_bytes)
 {
-	struct jsonl_limits lim = {max_requests, max_bytes};
+	struct jsonl_limits lim = {max_requests, max_bytes, 0};
 	struct jsonl_validator v;
 	struct bfs_err err = BFS_ERR_INIT;
 	int rc = 0;
@@ -392,6 +421,7 @@ static void test_strict_message(void)
 int main(void)
 {
 	test_splitter();
+	test_splitter_skip();
 	test_validator();
 	test_strict();
 	test_strict_message();

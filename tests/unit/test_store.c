@@ -538,7 +538,7 @@ static void test_aggregate(struct store *st)
 		is_int(store_ingest_begin(st, ids.v[2], &in), 0,
 		       "ingest part 2 (no requests known)");
 		if (in) {
-			is_int(store_ingest_add(in, "x", "{\"x\":1}", 7), 0, "add a result");
+			is_int(store_ingest_add(in, "x", "{\"x\":1}", 7, 1), 0, "add a result");
 			is_int(store_ingest_commit(in, &count, &stray, msg), 0, "commit");
 		}
 		is_int(count, 1, "one result");
@@ -661,7 +661,7 @@ static void test_ingest(struct store *st)
 	/* An aborted ingest leaves nothing. */
 	is_int(store_ingest_begin(st, ids.v[0], &in), 0, "ingest_begin part 0");
 	if (in) {
-		is_int(store_ingest_add(in, "q1", out[0], strlen(out[0])), 0, "add q1");
+		is_int(store_ingest_add(in, "q1", out[0], strlen(out[0]), 1), 0, "add q1");
 		store_ingest_abort(in);
 	}
 	in = NULL;
@@ -673,15 +673,13 @@ static void test_ingest(struct store *st)
 	/* Part 1 first, its lines out of order, with strays. */
 	is_int(store_ingest_begin(st, ids.v[1], &in), 0, "ingest_begin part 1");
 	if (in) {
-		is_int(store_ingest_add(in, "q5", "junk", 4), 0, "add q5 (to be replaced)");
-		is_int(store_ingest_add(in, "q5", out[3], strlen(out[3])), 0,
-		       "q5 again replaces it");
-		is_int(store_ingest_add(in, "q3", out[2], strlen(out[2])), 0, "add q3");
-		is_int(store_ingest_add(in, "q1", "{\"stolen\":1}", 12), 0,
+		is_int(store_ingest_add(in, "q5", out[3], strlen(out[3]), 1), 0, "add q5");
+		is_int(store_ingest_add(in, "q3", out[2], strlen(out[2]), 1), 0, "add q3");
+		is_int(store_ingest_add(in, "q1", "{\"stolen\":1}", 12, 1), 0,
 		       "q1 (a request of part 0)");
-		is_int(store_ingest_add(in, "zz", "{\"zz\":1}", 8), 0, "zz (nobody's)");
+		is_int(store_ingest_add(in, "zz", "{\"zz\":1}", 8, 1), 0, "zz (nobody's)");
 		is_int(store_ingest_commit(in, &count, &stray, msg), 0, "commit part 1");
-		is_int(count, 2, "count: what is stored (the repeated q5 replaced its line)");
+		is_int(count, 2, "count: what is stored");
 		is_int(stray, 2, "two strays");
 		ok(strstr(msg, "2 result(s)") && strstr(msg, "'q1'"),
 		   "stray message counts them and names the first: %s", msg);
@@ -700,10 +698,10 @@ static void test_ingest(struct store *st)
 
 	is_int(store_ingest_begin(st, ids.v[0], &in), 0, "ingest_begin part 0");
 	if (in) {
-		is_int(store_ingest_add(in, "q2", "partial", 7), 0, "add q2 (a first try)");
+		is_int(store_ingest_add(in, "q2", "partial", 7, 1), 0, "add q2 (a first try)");
 		is_int(store_ingest_reset(in), 0, "reset: the download starts over");
-		is_int(store_ingest_add(in, "q2", out[1], strlen(out[1])), 0, "add q2");
-		is_int(store_ingest_add(in, "q1", out[0], strlen(out[0])), 0, "add q1");
+		is_int(store_ingest_add(in, "q2", out[1], strlen(out[1]), 1), 0, "add q2");
+		is_int(store_ingest_add(in, "q1", out[0], strlen(out[0]), 1), 0, "add q1");
 		is_int(store_ingest_commit(in, &count, &stray, msg), 0, "commit part 0");
 		is_int(count, 2, "two results");
 		is_int(stray, 0, "no stray");
@@ -742,13 +740,58 @@ static void test_ingest(struct store *st)
 	is_int(nres, 4, "4 result files");
 	is_int(store_ingest_begin(st, ids.v[0], &in), 0, "ingest part 0 again");
 	if (in) {
-		is_int(store_ingest_add(in, "q1", "{}", 2), 0, "add");
+		is_int(store_ingest_add(in, "q1", "{}", 2, 1), 0, "add");
 		is_int(store_ingest_commit(in, &count, &stray, msg), -ESTALE,
 		       "a part already ready is not ingested twice");
 	}
 	in = NULL;
 	is_int(store_result_by_name(st, id, "q1.json", &res), 0, "q1.json");
 	is_int(res.size, (long long)strlen(out[0]) + 1, "q1 kept");
+}
+
+/* Bad and repeated result lines: the others are kept, the part is incomplete, each named. */
+static void test_ingest_bad(struct store *st)
+{
+	struct provider_batch pb;
+	struct store_ingest *in = NULL;
+	struct store_result res;
+	struct store_batch b;
+	struct store_part p;
+	char msg[STORE_INGEST_MSG] = "", why[32];
+	int64_t fid = 0, fpart = 0, count = 0, stray = 0;
+
+	memset(&pb, 0, sizeof(pb));
+	snprintf(pb.id, sizeof(pb.id), "pb-bad");
+	pb.state = BATCH_COMPLETED;
+	is_int(store_batch_add_foreign(st, REMOTE, &pb, false, 1, &fid, &fpart), 0,
+	       "a foreign one");
+	is_int(store_ingest_begin(st, fpart, &in), 0, "ingest_begin");
+	if (in) {
+		is_int(store_ingest_add(in, "a", "{\"a\":1}", 7, 1), 0, "a, line 1");
+		is_int(store_ingest_add(in, "a", "{\"a\":2}", 7, 2), 0, "a again, line 2");
+		store_ingest_bad(in, 3, "not strict JSON");
+		is_int(store_ingest_add(in, "b", "{\"b\":1}", 7, 4), 0, "b, line 4");
+		for (int i = 0; i < 40; i++) {
+			snprintf(why, sizeof(why), "bad %d", i);
+			store_ingest_bad(in, 5 + i, why);
+		}
+		is_int(store_ingest_bad_count(in), 41, "41 bad lines noted");
+		is_int(store_ingest_commit(in, &count, &stray, msg), 0, "commit");
+		is_int(count, 2, "a and b kept");
+		is_int(stray, 42, "42 lines lost: one repeated, 41 bad");
+		ok(strstr(msg,
+			  "42 result lines could not be kept: line 2: custom_id 'a' repeats an "
+			  "earlier line; line 3: not strict JSON; line 5: bad 0") == msg,
+		   "named in line order, both lists merged: %s", msg);
+		ok(strstr(msg, "more") && strlen(msg) < STORE_INGEST_MSG, "bounded, with a count");
+	}
+	is_int(store_part_get(st, fpart, &p), 0, "get part");
+	is_int(p.results, RESULTS_INCOMPLETE, "the part is incomplete, not ready");
+	is_int(store_batch_get(st, fid, &b), 0, "get batch");
+	is_int(b.results, RESULTS_INCOMPLETE, "and so is its directory");
+	ok(results_are_in(b.results), "whose results show");
+	is_int(store_result_by_name(st, fid, "a.json", &res), 0, "a.json");
+	is_int(res.size, 8, "holds the first line of a");
 }
 
 static void test_resume(struct store *st)
@@ -834,6 +877,7 @@ int main(void)
 		test_parts_owner(st);
 		test_aggregate(st);
 		test_ingest(st);
+		test_ingest_bad(st);
 		test_resume(st);
 		test_forget(st);
 		store_free(st);

@@ -1,0 +1,104 @@
+"""The crash matrix (issue 12): kill -9 the daemon at each step of submission and ingest, for
+every provider family, then remount: no result lost, no batch made twice (the fake's batches
+are counted), the state right. Each step is reached with the fakes' fault controls
+(tests/lib/fake_server.py): a request the fake never acts on ("stall"), one it acts on but
+never answers ("hold"), a batch still running, a results body cut off mid-stream ("stall_body"
+after a few lines: part of the results already streamed into the cache)."""
+import os
+import threading
+
+import pytest
+
+from bfs import read_status, wait_state
+from hostile import FAMILIES, family
+from mount import wait_for
+
+IDS = [f"q{i}" for i in range(6)]
+
+# The requests of each step (path regexes searched in the request path).
+UPLOAD = {"openai": r"^/v1/files$", "azure": r"^/openai/files$",
+          "vertex": r"^/upload/storage/v1/b/[^/]+/o$"}
+CREATE = {"anthropic": r"^/v1/messages/batches$", "openai": r"^/v1/batches$",
+          "azure": r"^/openai/batches$", "vertex": r"/batchPredictionJobs$"}
+FAST = {"anthropic": {"processing_s": 0.3}, "openai": {"processing_s": 0.3},
+        "azure": {"processing_s": 0.3}, "vertex": {}}
+
+STEPS = ["upload-never-done", "create-never-done", "create-done-answer-lost", "running",
+         "download-cut"]
+CASES = [(f, s) for f in FAMILIES for s in STEPS if not (s == "upload-never-done" and
+                                                          f == "anthropic")]
+
+
+class Writer(threading.Thread):
+    """Writes requests.jsonl in a thread: its close() is the commit, which waits for the
+    create; a killed daemon fails it."""
+
+    def __init__(self, path, body):
+        super().__init__(daemon=True)
+        self.path, self.body, self.error = path, body, None
+
+    def run(self):
+        try:
+            with open(self.path, "w") as f:
+                f.write(self.body)
+        except OSError as e:
+            self.error = e
+
+
+def results_of(d):
+    p = os.path.join(d, "results")
+    return sorted(os.listdir(p)) if os.path.isdir(p) else None
+
+
+@pytest.mark.parametrize("name,step", CASES, ids=[f"{f}-{s}" for f, s in CASES])
+def test_kill_9_at_each_step_then_remount(fake_server, mount_factory, name, step):
+    fam = family(name, fake_server, mount_factory, fake_config=FAST[name], reconcile_grace=1)
+    srv, m = fam.srv, fam.m
+    m.expect_log(r"interrupted|cancelled|cannot")
+    d = os.path.join(m.path, "h", "crash")
+    os.mkdir(d)
+    body = "".join(fam.line(c) + "\n" for c in IDS)
+    writer = None
+    if step in ("upload-never-done", "create-never-done", "create-done-answer-lost"):
+        path = UPLOAD[name] if step == "upload-never-done" else CREATE[name]
+        srv.add_fault(method="POST", path=path,
+                      action="hold" if step == "create-done-answer-lost" else "stall",
+                      seconds=120)
+        writer = Writer(os.path.join(d, "requests.jsonl"), body)
+        writer.start()
+        wait_for(lambda: srv.holding == 1, 20, what=f"the {step} request held")
+        made_before = fam.batches_created()
+        assert made_before == (1 if step == "create-done-answer-lost" else 0)
+    elif step == "running":
+        Writer(os.path.join(d, "requests.jsonl"), body).run()
+        assert read_status(d)["state"] in ("validating", "in_progress", "finalizing",
+                                           "completed")
+    else:
+        srv.add_fault(method="GET", path=fam.results_path, action="stall_body", after=300,
+                      seconds=120)
+        Writer(os.path.join(d, "requests.jsonl"), body).run()
+        wait_for(lambda: srv.holding == 1, 30, what="the results download held mid-body")
+    m.kill()
+    if writer:
+        writer.join(10)
+        assert writer.error is not None  # the commit never told it "done"
+    srv.clear_faults()
+    m.start()
+
+    if step in ("upload-never-done", "create-never-done"):
+        # Nothing was created: after reconcile_grace the batch says so, and can be written
+        # again; written again, it makes exactly one batch.
+        s = wait_state(d, "failed", timeout=30)
+        assert s["id"] is None, s
+        assert fam.batches_created() == 0
+        with open(os.path.join(d, "requests.jsonl"), "w") as f:
+            f.write(body)
+    s = wait_state(d, "completed", timeout=40)
+    wait_for(lambda: read_status(d)["results"] not in ("pending", "downloading"), 40,
+             what="results settled")
+    s = read_status(d)
+    assert s["results"] == "ready", s
+    assert results_of(d) == sorted(f"{c}.json" for c in IDS)  # none lost, none extra
+    assert fam.batches_created() == 1  # none made twice
+    with open(os.path.join(d, "id")) as f:
+        assert len(f.read().split()) == 1
