@@ -39,6 +39,9 @@ struct provider_batch {
 	bool results_gone;	/* ended but results will never be available (archived, none) */
 	char error[1024];	/* batch-level failure message, "" when none */
 	long error_line;	/* input line the failure is about, 0 when none */
+	/* Failed for a quota (Azure/OpenAI token_limit_exceeded) before running a request:
+	 * the same requests may succeed when submitted again later. */
+	bool quota;
 	/* The local identity given at submit, when the provider echoes it (metadata, labels). */
 	char identity[64];
 	/* Opaque to everyone but the provider: passed back to results(); kept in the store. */
@@ -107,7 +110,8 @@ struct provider_ops {
 	/*
 	 * Creates the batch. Exactly once: it must not create a second batch when unsure
 	 * whether a first attempt did (answer lost); then it returns -EAGAIN and the caller
-	 * reconciles with find(). -EIO (or another -errno) means certainly not created.
+	 * reconciles with find(). -EIO (or another -errno) means certainly not created;
+	 * -EDQUOT: refused for a quota (may be accepted later, as provider_batch.quota).
 	 */
 	int (*submit)(struct provider *p, const struct provider_submit *s,
 		      struct provider_batch *out, provider_retry_fn on_retry, void *retry_ctx,
@@ -138,6 +142,13 @@ struct provider_ops {
 	int (*results)(struct provider *p, const struct provider_batch *b, provider_result_fn fn,
 		       provider_reset_fn reset, void *ctx, provider_retry_fn on_retry,
 		       void *retry_ctx, struct bfs_err *err);
+	/*
+	 * Optional (NULL: nothing to do). Called when a batch made here has ended and its
+	 * results are in the cache or will never come: the provider may delete what the
+	 * submission left behind (OpenAI/Azure: the uploaded input file). Never called for a
+	 * batch made elsewhere. Failures are logged, not returned.
+	 */
+	void (*settled)(struct provider *p, const struct provider_batch *b);
 };
 
 /*
