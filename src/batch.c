@@ -159,19 +159,19 @@ static int64_t quota_delay_ms(const struct remote *r, int attempt)
 }
 
 /*
- * A part that failed before running a request (quota when quota is set, else validation):
- * with quota_retry = on a quota failure is scheduled for a resubmit (its next_poll_at, which
- * a settled failed part does not otherwise have); else status says how to send it again.
+ * A part that failed for a quota before running a request, with quota_retry = on: its
+ * resubmit is scheduled (its next_poll_at, which a settled failed part does not otherwise
+ * have) and status says when and which attempt; past quota_retry_attempts, that it gave up.
  */
-static void note_unrun_failure(struct bfs *b, struct remote *r, const struct store_part *p,
-			       const char *why, bool quota)
+static void note_quota_failure(struct bfs *b, struct remote *r, const struct store_part *p,
+			       const char *why)
 {
 	struct bfs_err e = BFS_ERR_INIT;
 	char when[TIMEFMT_SIZE];
 	int attempt = p->resubmits + 1;
 	int64_t at;
 
-	if (quota && r->conf->quota_retry && attempt <= r->conf->quota_retry_attempts) {
+	if (attempt <= r->conf->quota_retry_attempts) {
 		at = timefmt_now_ms() + quota_delay_ms(r, attempt);
 		timefmt_format(at, when);
 		err_set(&e, "%s; quota_retry: resubmitting at %s (attempt %d of %d)", why, when,
@@ -181,17 +181,22 @@ static void note_unrun_failure(struct bfs *b, struct remote *r, const struct sto
 			      store_part_note(b->store, p->id, e.msg, attempt, at));
 		return;
 	}
-	if (quota && r->conf->quota_retry)
-		err_set(&e,
-			"%s; quota_retry gave up after %d resubmits; 'echo resubmit > ctl' "
-			"sends it again",
-			why, p->resubmits);
-	else
-		err_set(&e,
-			"%s; nothing ran: 'echo resubmit > ctl' sends it again, or write "
-			"requests.jsonl anew",
-			why);
+	err_set(&e,
+		"%s; quota_retry gave up after %d resubmits; 'echo resubmit > ctl' sends it again",
+		why, p->resubmits);
 	log_store_err("a note", p->id, store_part_note(b->store, p->id, e.msg, 0, -1));
+}
+
+/* What status says of a failure before running (error_line kept, so not a note). */
+static void hint_unrun_failure(struct store_part *nw)
+{
+	size_t len = strlen(nw->error);
+
+	if (!len)
+		len = (size_t)snprintf(nw->error, sizeof(nw->error), "the batch failed");
+	snprintf(nw->error + len, sizeof(nw->error) - len,
+		 "; nothing ran: 'echo resubmit > ctl' sends it again, or write requests.jsonl "
+		 "anew");
 }
 
 /* Applies pb to part id if it is still in state expect (else a newer view won: -ESTALE). */
@@ -200,6 +205,7 @@ static int apply_part(struct bfs *b, struct remote *r, int64_t part_id, enum bat
 {
 	struct store_part old, nw;
 	struct store_batch row;
+	bool unrun, retry;
 	int rc;
 
 	rc = store_part_get(b->store, part_id, &old);
@@ -208,16 +214,19 @@ static int apply_part(struct bfs *b, struct remote *r, int64_t part_id, enum bat
 	if (rc)
 		return rc;
 	part_from_provider(&old, &row, pb, poll_delay_ms(r), &nw);
+	/* Failed at the provider before any request ran: may be sent again (resubmit). */
+	unrun = !row.foreign && old.state != BATCH_FAILED && nw.state == BATCH_FAILED &&
+		!nw.counts.succeeded && !nw.counts.errored;
+	retry = unrun && pb->quota && r->conf->quota_retry;
+	if (unrun && !retry)
+		hint_unrun_failure(&nw);
 	rc = store_part_apply(b->store, &nw, expect);
 	log_store_err("the provider's view", part_id, rc);
-	if (!rc && !row.foreign && old.state != BATCH_FAILED && nw.state == BATCH_FAILED &&
-	    !nw.counts.succeeded && !nw.counts.errored) {
-		note_unrun_failure(b, r, &nw, nw.error[0] ? nw.error : "the batch failed",
-				   pb->quota);
-		if (!store_batch_get(b->store, old.batch_id, &row) &&
-		    store_batch_unrun_failure(&row))
-			set_file_mode(b, row.id, 0644);
-	}
+	if (!rc && retry)
+		note_quota_failure(b, r, &nw, nw.error[0] ? nw.error : "the batch failed");
+	if (!rc && unrun && !store_batch_get(b->store, old.batch_id, &row) &&
+	    store_batch_unrun_failure(&row))
+		set_file_mode(b, row.id, 0644);
 	return rc;
 }
 
@@ -936,7 +945,7 @@ static int submit_parts(struct bfs *b, struct remote *r, int64_t batch_id, struc
 			if (o == PART_QUOTA && r->conf->quota_retry) {
 				/* Kept as a part, so its resubmit can be scheduled and shown. */
 				quota = true;
-				note_unrun_failure(b, r, p, perr.msg, true);
+				note_quota_failure(b, r, p, perr.msg);
 			}
 			continue;
 		case PART_UNKNOWN:
@@ -1597,7 +1606,7 @@ int batch_visit(struct bfs *b, struct remote *r, int64_t part_id, struct bfs_err
 	}
 	if (p.state == BATCH_FAILED && !row.foreign && r->conf->quota_retry && p.next_poll_at &&
 	    p.next_poll_at <= now && !p.counts.succeeded && !p.counts.errored) {
-		/* A quota failure's resubmit is due (note_unrun_failure scheduled it). */
+		/* A quota failure's resubmit is due (note_quota_failure scheduled it). */
 		(void)store_part_schedule(b->store, part_id, p.next_poll_at, 0);
 		return batch_resubmit(b, r, p.batch_id, err);
 	}

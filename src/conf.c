@@ -248,9 +248,11 @@ static int check_quota_keys(struct remote_conf *r, struct bfs_err *err)
  */
 static void azure_poll_floor(struct remote_conf *r, const char *provider)
 {
+	const char *knob = getenv("BATCHFS_TEST_AZURE_POLL_ANY");
+
 	if (strcmp(provider, "azure") || r->poll_interval >= CONF_AZURE_POLL_MIN)
 		return;
-	if (getenv("BATCHFS_TEST_AZURE_POLL_ANY")) {
+	if (knob && *knob) {
 		log_debug("[%s] poll_interval %.1f s kept below Azure's 60 s (test knob)", r->name,
 			  r->poll_interval);
 		return;

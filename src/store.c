@@ -918,7 +918,7 @@ static int parts_at_provider(struct store_conn *c, int64_t batch_id, int *n)
  * resubmit sends again and a new requests.jsonl replaces. Its provider batch is kept as a
  * tombstone, so discovery never shows it as made elsewhere.
  */
-#define UNRUN "state = 'failed' AND succeeded = 0 AND errored = 0 AND identity = ''"
+#define UNRUN "state = 'failed' AND succeeded = 0 AND errored = 0"
 
 static int aggregate(struct store_conn *c, int64_t batch_id);
 
@@ -938,8 +938,9 @@ static int tombstone_unrun(struct store_conn *c, int64_t batch_id)
 
 static int retire_unrun_parts(struct store_conn *c, int64_t batch_id)
 {
-	static const char sql[] = "UPDATE parts SET pid = '' WHERE batch_id = ?1 AND pid <> ''"
-				  " AND identity = '' AND " UNRUN;
+	static const char sql[] =
+		"UPDATE parts SET pid = '', identity = '' WHERE batch_id = ?1 AND pid <> ''"
+		" AND " UNRUN;
 	sqlite3_stmt *s;
 	int rc = tombstone_unrun(c, batch_id);
 
