@@ -76,29 +76,34 @@ def test_configured_expiry_is_sent(fl):
     assert obj["expires_at"] == obj["created_at"] + 20 * DAY
 
 
-@pytest.mark.parametrize("key,value", [("input_expires_after", str(13 * DAY)),
-                                       ("output_expires_after", str(31 * DAY)),
-                                       ("input_expires_after", "2w")])
-def test_expiry_out_of_azures_range_is_refused_at_mount(batchfs_bin, tmp_path, key, value):
+def mount_refusal(batchfs_bin, tmp_path, line):
     cfg = tmp_path / "cfg"
     cfg.write_text(f"[z]\nprovider = azure\nendpoint = http://127.0.0.1:9\n"
-                   f"api_key_env = BFS_TEST_KEY\n{key} = {value}\n")
+                   f"api_key_env = BFS_TEST_KEY\n{line}\n")
     mnt = tmp_path / "m"
     mnt.mkdir()
     r = subprocess.run([batchfs_bin, "-f", "-o", f"config={cfg},cache={tmp_path}/c", str(mnt)],
                        env=dict(os.environ, BFS_TEST_KEY="k"), capture_output=True, text=True,
                        timeout=10)
     assert r.returncode != 0
-    assert f"{key} must be a whole number of seconds from 1209600 to 2592000" in r.stderr
+    return r.stderr
 
 
-def test_azure_fake_refuses_an_expiry_out_of_range(az):
-    """The fake's bounds, as Azure documents them (14 to 30 days)."""
-    with az.srv.lock:
-        bad = az.srv.parse_expiry({"anchor": "created_at", "seconds": 3600}, "expires_after")
-        ok = az.srv.parse_expiry({"anchor": "created_at", "seconds": 14 * DAY},
-                                 "expires_after")
-    assert bad.status == 400 and ok == 14 * DAY
+@pytest.mark.parametrize("key,value", [("input_expires_after", str(13 * DAY)),
+                                       ("output_expires_after", str(31 * DAY)),
+                                       ("input_expires_after", "2w")])
+def test_expiry_out_of_azures_range_is_refused_at_mount(batchfs_bin, tmp_path, key, value):
+    err = mount_refusal(batchfs_bin, tmp_path, f"{key} = {value}")
+    assert f"{key} must be a whole number of seconds from 1209600 to 2592000" in err
+
+
+@pytest.mark.parametrize("line,msg", [("quota_retry = yes", "quota_retry must be on or off"),
+                                      ("quota_retry_attempts = 0",
+                                       "quota_retry_attempts must be a whole number"),
+                                      ("quota_retry_delay = -1",
+                                       "quota_retry_delay must be a positive number")])
+def test_bad_quota_retry_keys_are_refused_at_mount(batchfs_bin, tmp_path, line, msg):
+    assert msg in mount_refusal(batchfs_bin, tmp_path, line)
 
 
 def test_azure_file_cap_is_never_reached(az):
@@ -286,3 +291,46 @@ def test_azure_poll_interval_is_at_least_60_s(az):
     assert read_status(d)["state"] == "completed"
     assert "below the 60 s Azure asks for" in m.read_log()
     assert az.srv.count("GET", rf"^/openai/batches/{b.id}$") == 1
+
+
+def test_only_the_part_that_failed_for_quota_is_resubmitted(fl):
+    fl.srv.set_config(token_limit_skip=2, token_limit_batches=1)
+    m = fl.mount(max_requests="2")
+    d = new_batch(m)
+    write(d, fl.requests(5))
+    s = wait_for(lambda: (lambda s: s if s["results"] == "ready" else None)(read_status(d)),
+                 20, what="results of the parts that ran")
+    assert s["state"] == "failed"
+    assert [p["state"] for p in s["parts"]] == ["completed", "completed", "failed"]
+    assert "token_limit_exceeded" in s["parts"][2]["error"]["message"]
+    before = {n: open(os.path.join(d, "results", n), "rb").read()
+              for n in os.listdir(os.path.join(d, "results"))}
+    assert sorted(before) == ["r0.json", "r1.json", "r2.json", "r3.json"]
+    # Parts ran: the file stays read-only; resubmit sends part 3 alone.
+    with pytest.raises(OSError) as e:
+        write(d, fl.requests(1))
+    assert e.value.errno == errno.EACCES
+    ids = [p["id"] for p in s["parts"]]
+    ctl(d, "resubmit")
+    s = wait_state(d, "completed")
+    assert [p["id"] for p in s["parts"]][:2] == ids[:2] and s["parts"][2]["id"] != ids[2]
+    assert [p.get("resubmits", 0) for p in s["parts"]] == [0, 0, 1]
+    assert len(fl.srv.batches) == 4
+    wait_results(d)
+    for n, data in before.items():
+        assert open(os.path.join(d, "results", n), "rb").read() == data
+    assert [json.loads(x)["custom_id"] for x in
+            open(os.path.join(d, "results.jsonl"), "rb").read().splitlines()] == \
+        ["r0", "r1", "r2", "r3", "r4"]
+
+
+def test_a_scheduled_quota_retry_survives_a_restart(az):
+    az.srv.set_config(token_limit_batches=1)
+    m = az.mount(quota_retry="on", quota_retry_delay="2")
+    d = new_batch(m)
+    write(d, az.requests(2))
+    wait_for(lambda: "resubmitting at" in ((read_status(d)["error"] or {}).get("message") or ""),
+             20, what="retry scheduled")
+    m.restart()
+    s = wait_state(d, "completed", timeout=30)
+    assert s["resubmits"] == 1 and len(az.srv.batches) == 2 and len(az.srv.creates) == 2

@@ -193,6 +193,7 @@ class FakeOpenAI(FakeServer):
             # create itself is a 400 naming token_limit_exceeded.
             "token_limit_batches": 0,
             "token_limit_at_create": 0,
+            "token_limit_skip": 0,         # creates let through before those apply
         }
 
     def reset_state(self):
@@ -494,14 +495,17 @@ class FakeOpenAI(FakeServer):
         if isinstance(out_exp, Response):
             return out_exp
         requests, errors, model = self.validate(f["content"], body["endpoint"])
-        if self.config["token_limit_at_create"] > 0:
+        skip = self.config["token_limit_skip"] > 0
+        if skip:
+            self.config["token_limit_skip"] -= 1
+        elif self.config["token_limit_at_create"] > 0:
             self.config["token_limit_at_create"] -= 1
             return self.fail(400, "token_limit_exceeded: Enqueued token limit reached for "
                              f"{model}. Limit: 2,000,000 enqueued tokens. Please try again "
                              "once some in_progress batches have been completed.",
                              "token_limit_exceeded")
         bid = self.new_batch_id()
-        if not errors and self.config["token_limit_batches"] > 0:
+        if not skip and not errors and self.config["token_limit_batches"] > 0:
             self.config["token_limit_batches"] -= 1
             errors = [{"code": "token_limit_exceeded", "line": None, "param": None,
                        "message": f"Enqueued token limit reached for {model} in "
