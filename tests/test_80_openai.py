@@ -309,7 +309,8 @@ def scenario_kill_before_create(fl, tmp_path, fault_path):
     # The user writes again: one batch in the end.
     subprocess.run(["cp", str(src), os.path.join(d, "requests.jsonl")], check=True)
     wait_state(d, "completed")
-    assert len(fl.srv.batches) == 1 and len(fl.batch_files()) == 1
+    assert len(fl.srv.batches) == 1 and len(fl.srv.uploads) == 2
+    wait_for(lambda: not fl.batch_files(), 10, what="its input deleted once results are in")
     m.expect_log(r"was interrupted")
 
 

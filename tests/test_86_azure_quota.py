@@ -258,6 +258,7 @@ def test_batch_that_ran_requests_is_not_resubmitted(fl):
     d = new_batch(m)
     write(d, fl.requests(1))
     wait_state(d, "completed")
+    assert "resubmit\t" in open(os.path.join(d, "ctl")).read()
     with pytest.raises(OSError) as e:
         ctl(d, "resubmit")
     assert e.value.errno == errno.EINVAL
