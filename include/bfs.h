@@ -15,6 +15,7 @@
 #include "spool.h"
 
 struct conf;
+struct follow;
 struct poller;
 struct provider;
 struct provider_ops;
@@ -49,6 +50,7 @@ struct bfs {
 	size_t nremotes;
 	struct poller *poller;
 	struct worker *worker; /* commits and ctl actions, off the FUSE threads */
+	struct follow *follow; /* checks of requests.jsonl as it is written (follow.h) */
 	char cache_dir[4096];
 	int64_t mount_time; /* ms; mtime of the root and remote dirs */
 	/* The owner and permission bits every inode shows (-o uid=, gid=, umask=; tree.c). */

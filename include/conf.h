@@ -74,6 +74,14 @@ char *conf_secret(const struct remote_conf *rc, const char *env_key, const char 
 		  const char *default_env, struct bfs_err *err);
 
 /*
+ * Runs cmd as conf_secret() runs api_key_command (own process group, clean environment,
+ * command_timeout) and returns its whole stdout without trailing blanks, malloc'd (a secret:
+ * the caller wipes and frees it), or NULL with err naming the remote and what. Blocks.
+ */
+char *conf_command_output(const struct remote_conf *rc, const char *what, const char *cmd,
+			  struct bfs_err *err);
+
+/*
  * Makes the process undumpable (PR_SET_DUMPABLE 0: no core, no ptrace or /proc/<pid>/mem,
  * environ by other processes of the user) with a core size limit of 0. Called once the keys
  * are loaded. Returns 0 or -errno.

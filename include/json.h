@@ -20,4 +20,21 @@ int64_t json_count(const cJSON *o, const char *key);
 /* True when the member is present and not null. */
 bool json_is_set(const cJSON *o, const char *key);
 
+/*
+ * True when the 8 bytes at p are printable ASCII other than '"' and '\\': bytes a JSON
+ * string holds as they are. Eight at a time (SWAR), for the loops over every byte of a
+ * submission's prompts; no alignment needed.
+ */
+static inline bool json_plain8(const char *p)
+{
+	const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+	uint64_t v, q, b;
+
+	__builtin_memcpy(&v, p, 8);
+	q = v ^ (ones * '"');
+	b = v ^ (ones * '\\');
+	/* any byte >= 0x80, < 0x20, == '"' or == '\\' (the "has less than" bit trick) */
+	return !((v | ((v - ones * 0x20) & ~v) | ((q - ones) & ~q) | ((b - ones) & ~b)) & highs);
+}
+
 #endif

@@ -289,15 +289,22 @@ typedef int (*store_file_fn)(void *ctx, const struct store_file *f);
 int store_file_list(struct store *st, int64_t batch_id, int64_t after, int limit, store_file_fn fn,
 		    void *ctx);
 
-/* Request order, written while a requests.jsonl is validated. One transaction. */
+/*
+ * Request order, written while a requests.jsonl is checked (intake.h), which may take as
+ * long as its writer does: rows go in in transactions of STORE_REQS_CHUNK, never one held
+ * while idle (store_reqs_pause()). A list not ended with commit is removed. The calls may come
+ * from different threads, but only with no transaction open (after a pause).
+ */
 struct store_reqs;
-/* Starts replacing the request list of batch_id (BEGIN IMMEDIATE). */
+/* Starts replacing the request list of batch_id: the old one goes. */
 int store_reqs_begin(struct store *st, int64_t batch_id, struct store_reqs **out);
 /* Adds the next request. -EEXIST when custom_id is already there: *dup_line gets that
  * earlier line. */
 int store_reqs_add(struct store_reqs *r, const char *custom_id, size_t len, long line,
 		   long *dup_line);
-/* Commits (commit true) or rolls back, and frees r. */
+/* Commits the rows added so far (the writer is slow: the store is not held meanwhile). */
+int store_reqs_pause(struct store_reqs *r);
+/* Commits the list (commit true) or removes it, and frees r. NULL-safe. */
 int store_reqs_end(struct store_reqs *r, bool commit);
 
 /*

@@ -37,6 +37,8 @@ enum tree_kind {
 #define TREE_BY_ID     ".by-id"
 #define TREE_SUB_MAX   15
 #define TREE_ROOT_INO  1
+/* The I/O size files show (st_blksize) and the largest write the connection takes. */
+#define TREE_IO_SIZE (1u << 20)
 
 /* Attribute and entry timeouts (seconds). */
 #define TREE_TIMEOUT_LIVE  0.0 /* things that change behind the kernel's back */

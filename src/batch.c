@@ -24,6 +24,8 @@
 #include "buf.h"
 #include "conf.h"
 #include "err.h"
+#include "follow.h"
+#include "intake.h"
 #include "jsonl.h"
 #include "log.h"
 #include "price.h"
@@ -33,7 +35,6 @@
 #include "store.h"
 #include "timefmt.h"
 
-#define BATCH_READ_CHUNK   (256 * 1024)
 #define BATCH_SUBMIT_TRIES 3
 /* How long an interrupted create may still take effect at the provider (reconcile_grace). */
 #define BATCH_RECONCILE_GRACE_S 300.0
@@ -245,372 +246,6 @@ static void note_retry(void *ctx, int attempt, const char *reason)
 	err_set(&e, "%s: %s (retrying, attempt %d)", rc->what, reason, attempt);
 	log_store_err("a retry", rc->part_id,
 		      store_part_note(rc->b->store, rc->part_id, e.msg, attempt, -1));
-}
-
-/* Validation and the plan of parts */
-
-struct plan {
-	struct store_part_plan *parts;
-	size_t n, alloc;
-	struct jsonl_limits lim;
-	int64_t off;	      /* file offset of the line being delivered */
-	int64_t part_off;     /* where the current part starts */
-	uint64_t part_n;      /* its requests */
-	int64_t part_payload; /* its request lines' bytes without leading blanks and ends */
-	long part_first;      /* its first line */
-	long last_request;    /* the last request line seen */
-};
-
-static int plan_close(struct plan *pl, int64_t end)
-{
-	struct store_part_plan *p;
-
-	if (!pl->part_n)
-		return 0;
-	if (pl->n == pl->alloc) {
-		size_t na = pl->alloc ? 2 * pl->alloc : 4;
-
-		p = realloc(pl->parts, na * sizeof(*p));
-		if (!p)
-			return -ENOMEM;
-		pl->parts = p;
-		pl->alloc = na;
-	}
-	p = &pl->parts[pl->n++];
-	p->first_line = pl->part_first;
-	p->last_line = pl->last_request;
-	p->off = pl->part_off;
-	p->len = end - pl->part_off;
-	p->nrequests = (int64_t)pl->part_n;
-	p->payload = pl->part_payload;
-	pl->part_off = end;
-	pl->part_n = 0;
-	pl->part_payload = 0;
-	return 0;
-}
-
-/*
- * A line [off, off + size) joins the current part unless it would take the part over a limit
- * (requests, or bytes with terminators and blank lines: what a provider given the raw range
- * counts); then the part ends before it. Parts split at line boundaries, in file order, as few
- * as fit; each starts with the line that did not fit.
- */
-static int plan_line(struct plan *pl, long lineno, int64_t size, int64_t payload, bool request)
-{
-	bool over = pl->part_n &&
-		    ((request && pl->lim.max_requests && pl->part_n + 1 > pl->lim.max_requests) ||
-		     (pl->lim.max_bytes &&
-		      (uint64_t)(pl->off + size - pl->part_off) > pl->lim.max_bytes));
-	int rc = 0;
-
-	if (over) {
-		rc = plan_close(pl, pl->off);
-		pl->part_first = lineno;
-	}
-	if (request) {
-		pl->part_n++;
-		pl->part_payload += payload;
-		pl->last_request = lineno;
-	}
-	return rc;
-}
-
-/*
- * The translated copy of a file with prompt lines (spool_native_path()): every line as it is
- * sent, native lines byte for byte, prompt lines as their translation, each with the user's
- * line end, so line n of the copy is line n of the file and parts, provider errors and
- * results all speak the user's line numbers. Written only once a prompt line shows up: the
- * lines before it are copied from the user's file then.
- */
-struct native_copy {
-	int user_fd;		/* the user's file, to copy the lines before the first prompt */
-	int fd;			/* the copy being written, -1 while there is none */
-	char path[PATH_MAX];	/* where it goes once complete */
-	char tmp[PATH_MAX + 8]; /* where it is written */
-	int64_t user_off;	/* bytes of the user's file before the current line */
-	struct buf out;		/* lines not yet written */
-};
-
-#define NATIVE_FLUSH (256 * 1024)
-
-struct validate_ctx {
-	struct jsonl_validator v;
-	struct jsonl_splitter sp;
-	struct store_reqs *reqs;
-	struct plan plan;
-	struct prompt_ctx prompt;
-	struct price_estimate est;
-	const char *default_model; /* the remote's model (Vertex jobs take it when lines do not) */
-	struct native_copy copy;
-	struct bfs_err *err;
-};
-
-static int write_all(int fd, const char *p, size_t n)
-{
-	while (n) {
-		ssize_t w = write(fd, p, n);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0)
-			return -errno;
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
-static int copy_flush(struct native_copy *c)
-{
-	int rc = write_all(c->fd, c->out.data ? c->out.data : "", c->out.len);
-
-	buf_reset(&c->out);
-	return rc;
-}
-
-/* Starts the copy with the user's first user_off bytes: native lines, already checked. */
-static int copy_open(struct native_copy *c)
-{
-	char *chunk;
-	int64_t off = 0;
-	int rc = 0;
-
-	c->fd = open(c->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (c->fd < 0)
-		return -errno;
-	chunk = malloc(BATCH_READ_CHUNK);
-	if (!chunk)
-		return -ENOMEM;
-	while (!rc && off < c->user_off) {
-		size_t want = (size_t)(c->user_off - off) < BATCH_READ_CHUNK
-				      ? (size_t)(c->user_off - off)
-				      : BATCH_READ_CHUNK;
-		ssize_t n = pread(c->user_fd, chunk, want, off);
-
-		if (n <= 0)
-			rc = n < 0 ? -errno : -EIO;
-		else
-			rc = write_all(c->fd, chunk, (size_t)n);
-		off += n > 0 ? n : 0;
-	}
-	free(chunk);
-	return rc;
-}
-
-/* Adds one line as sent (with the user's terminator of term bytes) to the copy, if any. */
-static int copy_line(struct native_copy *c, bool translated, const char *line, size_t len,
-		     size_t term)
-{
-	static const char *const ends[] = {"", "\n", "\r\n"};
-	int rc = 0;
-
-	if (c->fd < 0 && !translated)
-		return 0;
-	if (c->fd < 0)
-		rc = copy_open(c);
-	if (!rc && len >= NATIVE_FLUSH) {
-		/* A long line goes straight out: the buffer stays small. */
-		rc = copy_flush(c);
-		if (!rc)
-			rc = write_all(c->fd, line, len);
-		len = 0;
-	}
-	if (!rc)
-		rc = buf_add(&c->out, line, len);
-	if (!rc)
-		rc = buf_addstr(&c->out, ends[term]);
-	if (!rc && c->out.len >= NATIVE_FLUSH)
-		rc = copy_flush(c);
-	return rc;
-}
-
-/*
- * Ends the copy: kept, it is made durable under its final name before any part is recorded
- * (a resumed submission sends exactly these bytes); a file without prompt lines removes any
- * copy of an earlier commit, so the parts always describe the file they are sent from.
- */
-static int copy_finish(struct native_copy *c, bool keep)
-{
-	int rc = 0;
-
-	if (c->fd >= 0 && keep) {
-		rc = copy_flush(c);
-		if (!rc && fsync(c->fd))
-			rc = -errno;
-		if (close(c->fd) && !rc)
-			rc = -errno;
-		c->fd = -1;
-		if (!rc && rename(c->tmp, c->path))
-			rc = -errno;
-		if (!rc) {
-			char dir[PATH_MAX];
-			char *slash;
-			int dfd;
-
-			snprintf(dir, sizeof(dir), "%s", c->path);
-			slash = strrchr(dir, '/');
-			if (slash)
-				*slash = '\0';
-			dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-			if (dfd >= 0) {
-				if (fsync(dfd))
-					rc = -errno;
-				close(dfd);
-			}
-		}
-	} else if (keep) {
-		if (unlink(c->path) && errno != ENOENT)
-			rc = -errno;
-	}
-	if (c->fd >= 0) {
-		close(c->fd);
-		c->fd = -1;
-	}
-	if (rc || !keep)
-		(void)unlink(c->tmp);
-	buf_release(&c->out);
-	return rc;
-}
-
-/* A request line's bytes as a body that joins lines (Anthropic's) carries them: without the
- * blanks before the object (the line end is not passed here). */
-static int64_t line_payload(const char *line, size_t len)
-{
-	size_t i = 0;
-
-	while (i < len && (line[i] == ' ' || line[i] == '\t'))
-		i++;
-	return (int64_t)(len - i);
-}
-
-static void estimate_request(void *ctx, const struct cJSON *root)
-{
-	struct validate_ctx *vc = ctx;
-
-	price_estimate_object(&vc->est, vc->v.fmt, root, vc->default_model);
-}
-
-static int validate_line(void *ctx, const char *line, size_t len, long lineno)
-{
-	struct validate_ctx *vc = ctx;
-	const char *sent = line;
-	size_t sent_len = len;
-	int64_t size;
-	char *id = NULL;
-	size_t idlen = 0;
-	long dup = 0;
-	int rc;
-
-	rc = jsonl_validator_line(&vc->v, line, len, vc->sp.term, lineno, &id, &idlen, vc->err);
-	if (vc->prompt.translated) {
-		/* Parts hold what is sent: the translation's bytes, not the prompt line's. */
-		sent = vc->prompt.native.data;
-		sent_len = vc->prompt.native.len;
-	}
-	size = (int64_t)(sent_len + vc->sp.term);
-	if (!rc && vc->plan.lim.max_bytes && (uint64_t)size > vc->plan.lim.max_bytes) {
-		err_set_line(vc->err, lineno,
-			     "line %ld: %" PRId64 " bytes with its line end, more than a batch of "
-			     "this remote may hold (%" PRIu64 ")",
-			     lineno, size, vc->plan.lim.max_bytes);
-		rc = -EINVAL;
-	}
-	if (!rc && !id)
-		rc = plan_line(&vc->plan, lineno, size, 0, false);
-	if (!rc && id) {
-		rc = store_reqs_add(vc->reqs, id, idlen, lineno, &dup);
-		if (rc == -EEXIST) {
-			err_set_line(vc->err, lineno,
-				     "line %ld: duplicate custom_id '%.*s' (first on line %ld)",
-				     lineno, (int)(idlen > 80 ? 80 : idlen), id, dup);
-			rc = -EINVAL;
-		} else if (rc) {
-			err_set_line(vc->err, lineno,
-				     "line %ld: cannot record the request in the cache: %s", lineno,
-				     strerror(-rc));
-		}
-		if (!rc)
-			rc = plan_line(&vc->plan, lineno, size, line_payload(sent, sent_len), true);
-		/* The cost estimate was added by estimate_request() as the line was checked. */
-	}
-	if (!rc) {
-		rc = copy_line(&vc->copy, vc->prompt.translated, sent, sent_len, vc->sp.term);
-		if (rc)
-			err_set(vc->err, "cannot write the translated copy of requests.jsonl: %s",
-				strerror(-rc));
-	}
-	free(id);
-	vc->plan.off += size;
-	vc->copy.user_off += (int64_t)(len + vc->sp.term);
-	return rc;
-}
-
-/*
- * Streams the spool file through the splitter and validator, recording request order and
- * catching duplicate custom_ids in the store (disk, not RAM), and plans the parts. The whole
- * file is checked before anything is sent: one bad line anywhere means no part at all. The
- * request list is committed only when the file is valid.
- */
-static int validate_file(struct bfs *b, const struct remote *r, int64_t batch_id, int fd,
-			 struct validate_ctx *vc, struct bfs_err *err)
-{
-	/* Counts and bytes are what parts are for; only a line must fit in one part. */
-	struct jsonl_limits unlimited = {0, 0};
-	char *chunk = malloc(BATCH_READ_CHUNK);
-	size_t max_line = r->limits.max_bytes ? r->limits.max_bytes : (512u << 20);
-	int rc;
-
-	if (!chunk)
-		return -ENOMEM;
-	vc->err = err;
-	vc->plan.lim = r->limits;
-	vc->plan.part_first = 1;
-	jsonl_validator_init(&vc->v, r->ops->format, &unlimited);
-	vc->v.prompt = &vc->prompt;
-	vc->v.on_request = estimate_request;
-	vc->v.on_request_ctx = vc;
-	vc->copy.user_fd = fd;
-	rc = store_reqs_begin(b->store, batch_id, &vc->reqs);
-	if (rc) {
-		err_set(err, "cannot write to the cache: %s", strerror(-rc));
-		free(chunk);
-		return rc;
-	}
-	jsonl_splitter_init(&vc->sp, max_line, validate_line, vc);
-	for (;;) {
-		ssize_t n = read(fd, chunk, BATCH_READ_CHUNK);
-
-		if (n < 0) {
-			rc = -errno;
-			err_set(err, "cannot read requests.jsonl: %s", strerror(errno));
-			break;
-		}
-		if (n == 0) {
-			rc = jsonl_splitter_finish(&vc->sp, err);
-			break;
-		}
-		rc = jsonl_splitter_feed(&vc->sp, chunk, (size_t)n, err);
-		if (rc)
-			break;
-	}
-	if (rc == -E2BIG) {
-		/* A line over the cap cannot fit in any part. */
-		rc = -EINVAL;
-	}
-	if (!rc)
-		rc = jsonl_validator_finish(&vc->v, err);
-	if (!rc)
-		rc = plan_close(&vc->plan, vc->plan.off);
-	jsonl_splitter_release(&vc->sp);
-	free(chunk);
-	if (rc) {
-		(void)store_reqs_end(vc->reqs, false); /* the validation error is the one to show */
-		return rc;
-	}
-	rc = store_reqs_end(vc->reqs, true);
-	if (rc)
-		err_set(err, "cannot write to the cache: %s", strerror(-rc));
-	return rc;
 }
 
 /* Submission of parts */
@@ -1016,31 +651,13 @@ void batch_unclaim(struct bfs *b, int64_t batch_id, const char *msg)
 	inflight_release(b, batch_id);
 }
 
-/* The remote's defaults for prompt lines and where the translated copy goes. */
-static void commit_ctx_init(struct validate_ctx *vc, struct bfs *b, const struct remote *r,
-			    int64_t file_id)
-{
-	const char *mt = conf_get(r->conf, "max_tokens", NULL);
-
-	prompt_ctx_init(&vc->prompt);
-	vc->prompt.remote = r->conf->name;
-	vc->prompt.model = conf_get(r->conf, "model", NULL);
-	vc->prompt.max_tokens = mt ? (int64_t)strtoll(mt, NULL, 10) : 0; /* checked by conf */
-	vc->prompt.temperature = conf_get_double(r->conf, "temperature", -1);
-	vc->default_model = conf_get(r->conf, "model", NULL);
-	vc->copy.fd = -1;
-	buf_init(&vc->copy.out, 2 * NATIVE_FLUSH);
-	spool_native_path(&b->spool, file_id, vc->copy.path, sizeof(vc->copy.path));
-	snprintf(vc->copy.tmp, sizeof(vc->copy.tmp), "%s.tmp", vc->copy.path);
-}
-
 /*
  * The upper-bound estimate of what the batch will cost, recorded with it (status.cost), and
  * the remote's max_cost: over the cap, or not computable while a cap is set, the commit is
  * refused with -EDQUOT (nothing is sent). Other failures are the cache's: -errno.
  */
 static int commit_cost(struct bfs *b, const struct remote *r, int64_t batch_id,
-		       const struct validate_ctx *vc, struct bfs_err *err)
+		       const struct price_estimate *est, struct bfs_err *err)
 {
 	const char *file = conf_get(r->conf, "price_file", price_default_file());
 	const char *cap_s = conf_get(r->conf, "max_cost", NULL);
@@ -1052,7 +669,7 @@ static int commit_cost(struct bfs *b, const struct remote *r, int64_t batch_id,
 	int rc;
 
 	(void)price_table_load(&t, file, &lerr); /* no table: the estimate says why */
-	rc = price_estimate_json(&vc->est, t, lerr.msg, &json, &usd, why, sizeof(why));
+	rc = price_estimate_json(est, t, lerr.msg, &json, &usd, why, sizeof(why));
 	price_table_free(t);
 	if (!rc)
 		rc = store_batch_set_cost(b->store, batch_id, json.data);
@@ -1086,20 +703,44 @@ static int commit_cost(struct bfs *b, const struct remote *r, int64_t batch_id,
 	return 0;
 }
 
+/*
+ * The whole file is checked before anything is sent: one bad line anywhere means no part at
+ * all. A check that followed the writer (follow.h) has done most of it; otherwise, or when
+ * the writes were not one sequential stream, it is done here in one pass.
+ */
+static int check_file(struct bfs *b, struct remote *r, int64_t batch_id, int64_t file_id, int fd,
+		      int64_t size, struct intake **out, int64_t *left_out, struct bfs_err *err)
+{
+	struct intake *in = NULL;
+	int64_t left = 0;
+	int rc = follow_take(b, batch_id, file_id, size, &in, &left, err);
+
+	*left_out = in ? left : -1;
+	if (rc == -ENOENT)
+		rc = intake_begin(b, r, batch_id, file_id, fd, &in, err);
+	if (!rc)
+		rc = intake_read(in, fd, intake_fed(in), err);
+	if (!rc)
+		rc = intake_finish(in, err);
+	*out = in;
+	return rc;
+}
+
 int batch_commit_claimed(struct bfs *b, struct remote *r, int64_t batch_id, int64_t file_id,
 			 struct bfs_err *err)
 {
-	struct validate_ctx vc;
+	struct intake *in = NULL;
+	struct intake_result res;
 	struct store_batch row;
 	struct stat st;
+	int64_t followed;
 	int fd = -1, rc;
 
-	memset(&vc, 0, sizeof(vc));
-	commit_ctx_init(&vc, b, r, file_id);
 	(void)store_batch_set_cost(b->store, batch_id, ""); /* an older commit's estimate */
 	rc = store_batch_get(b->store, batch_id, &row);
 	if (rc) {
 		err_set(err, "cannot read the cache: %s", strerror(-rc));
+		follow_drop(b, batch_id);
 		inflight_release(b, batch_id);
 		return rc;
 	}
@@ -1113,10 +754,16 @@ int batch_commit_claimed(struct bfs *b, struct remote *r, int64_t batch_id, int6
 	if (fd < 0) {
 		rc = fd;
 		err_set(err, "cannot read requests.jsonl: %s", strerror(-fd));
+		follow_drop(b, batch_id);
 		goto failed;
 	}
-	rc = validate_file(b, r, batch_id, fd, &vc, err);
-	close(fd);
+	rc = check_file(b, r, batch_id, file_id, fd, (int64_t)st.st_size, &in, &followed, err);
+	if (followed >= 0)
+		log_info("batch '%s': requests.jsonl checked as it was written (%" PRId64
+			 " of %" PRId64 " bytes left for the close)",
+			 row.name, followed, (int64_t)st.st_size);
+	else
+		log_debug("batch '%s': requests.jsonl checked at close", row.name);
 	if (rc == -EINVAL || rc == -ENODATA) {
 		log_store_err("a rejection", batch_id,
 			      store_batch_set_state(b->store, batch_id, BATCH_SUBMITTING,
@@ -1127,7 +774,8 @@ int batch_commit_claimed(struct bfs *b, struct remote *r, int64_t batch_id, int6
 	}
 	if (rc)
 		goto failed;
-	rc = commit_cost(b, r, batch_id, &vc, err);
+	intake_result(in, &res);
+	rc = commit_cost(b, r, batch_id, res.est, err);
 	if (rc == -EDQUOT) {
 		log_store_err("a rejection", batch_id,
 			      store_batch_set_state(b->store, batch_id, BATCH_SUBMITTING,
@@ -1137,28 +785,31 @@ int batch_commit_claimed(struct bfs *b, struct remote *r, int64_t batch_id, int6
 	}
 	if (rc)
 		goto failed;
-	rc = copy_finish(&vc.copy, true);
+	rc = intake_keep_copy(in);
 	if (rc) {
 		err_set(err, "cannot write the translated copy of requests.jsonl: %s",
 			strerror(-rc));
 		goto failed;
 	}
-	if (vc.prompt.nprompts)
+	if (res.nprompts)
 		log_info("batch '%s': %" PRIu64 " prompt lines translated for '%s'", row.name,
-			 vc.prompt.nprompts, r->conf->name);
-	rc = store_parts_create(b->store, batch_id, r->conf->name, vc.plan.parts, vc.plan.n,
-				vc.v.endpoint, vc.v.model, (int64_t)vc.v.count,
-				(int64_t)st.st_size);
+			 res.nprompts, r->conf->name);
+	rc = store_parts_create(b->store, batch_id, r->conf->name, res.parts, res.nparts,
+				res.endpoint, res.model, (int64_t)res.count, (int64_t)st.st_size);
 	if (rc) {
 		err_set(err, "cannot record the submission in the cache: %s", strerror(-rc));
 		goto failed;
 	}
 	set_file_mode(b, batch_id, 0444);
-	if (vc.plan.n > 1)
+	if (res.nparts > 1)
 		log_info("batch '%s': %" PRIu64 " requests in %zu parts (limits: %" PRIu64
 			 " requests, %" PRIu64 " bytes per batch)",
-			 row.name, vc.v.count, vc.plan.n, r->limits.max_requests,
+			 row.name, res.count, res.nparts, r->limits.max_requests,
 			 r->limits.max_bytes);
+	intake_free(in);
+	in = NULL;
+	close(fd);
+	fd = -1;
 	rc = submit_parts(b, r, batch_id, err);
 	if (!rc)
 		log_info("batch '%s' submitted", row.name);
@@ -1175,9 +826,9 @@ failed:
 	log_err("%s", err->msg);
 	rc = -EIO;
 out:
-	(void)copy_finish(&vc.copy, false); /* a copy not kept by now is not wanted */
-	prompt_ctx_release(&vc.prompt);
-	free(vc.plan.parts);
+	intake_free(in);
+	if (fd >= 0)
+		close(fd);
 	inflight_release(b, batch_id);
 	return rc;
 }

@@ -661,15 +661,15 @@ static int command_collect(const char *cmd, int64_t timeout_ms, char *mem, size_
 }
 
 /*
- * First line of a command's stdout (key is its config key, for messages). The command's
- * output is a secret: it never goes in a message.
+ * A command's whole stdout, trailing blanks and newlines dropped (what is its config key or
+ * source, for messages). The command's output is a secret: it never goes in a message.
  */
-static char *conf_run_command(const struct remote_conf *rc, const char *key, const char *cmd,
-			      struct bfs_err *err)
+char *conf_command_output(const struct remote_conf *rc, const char *what, const char *cmd,
+			  struct bfs_err *err)
 {
 	double t = rc->command_timeout > 0 ? rc->command_timeout : CONF_COMMAND_TIMEOUT_DEFAULT;
 	char *mem = malloc(CONF_COMMAND_OUT_MAX);
-	char *line = NULL;
+	char *out = NULL;
 	size_t len = 0, n;
 	int st = 0, r;
 
@@ -682,31 +682,48 @@ static char *conf_run_command(const struct remote_conf *rc, const char *key, con
 	r = command_collect(cmd, (int64_t)(t * 1000), mem, &len, &st);
 	if (r == -ETIMEDOUT)
 		err_set(err, "[%s] %s timed out after %g s (command_timeout); killed", rc->name,
-			key, t);
+			what, t);
 	else if (r == -ECANCELED)
-		err_set(err, "[%s] %s: " HTTP_CANCELLED_MSG, rc->name, key);
+		err_set(err, "[%s] %s: " HTTP_CANCELLED_MSG, rc->name, what);
 	else if (r)
-		err_set(err, "[%s] cannot run %s: %s", rc->name, key, strerror(-r));
+		err_set(err, "[%s] cannot run %s: %s", rc->name, what, strerror(-r));
 	else if (WIFSIGNALED(st))
-		err_set(err, "[%s] %s was killed by signal %d", rc->name, key, WTERMSIG(st));
+		err_set(err, "[%s] %s was killed by signal %d", rc->name, what, WTERMSIG(st));
 	else if (!WIFEXITED(st) || WEXITSTATUS(st))
-		err_set(err, "[%s] %s failed (exit status %d)", rc->name, key,
+		err_set(err, "[%s] %s failed (exit status %d)", rc->name, what,
 			WIFEXITED(st) ? WEXITSTATUS(st) : -1);
 	else if (!len)
-		err_set(err, "[%s] %s printed nothing", rc->name, key);
+		err_set(err, "[%s] %s printed nothing", rc->name, what);
 	if (!r && WIFEXITED(st) && !WEXITSTATUS(st) && len) {
-		n = 0;
-		while (n < len && mem[n] != '\n')
-			n++;
-		while (n > 0 && (mem[n - 1] == '\r' || mem[n - 1] == ' '))
+		n = len;
+		while (n > 0 && strchr("\r\n \t", mem[n - 1]))
 			n--;
-		line = strndup(mem, n);
-		if (!line)
+		out = strndup(mem, n);
+		if (!out)
 			err_set(err, "out of memory");
 	}
 	explicit_bzero(mem, len);
 	free(mem);
-	return line;
+	return out;
+}
+
+/* First line of a command's stdout (key is its config key, for messages). */
+static char *conf_run_command(const struct remote_conf *rc, const char *key, const char *cmd,
+			      struct bfs_err *err)
+{
+	char *all = conf_command_output(rc, key, cmd, err);
+	size_t n = 0;
+
+	if (!all)
+		return NULL;
+	while (all[n] && all[n] != '\n')
+		n++;
+	if (all[n]) {
+		explicit_bzero(all + n, strlen(all + n));
+		while (n > 0 && (all[n - 1] == '\r' || all[n - 1] == ' '))
+			all[--n] = '\0';
+	}
+	return all;
 }
 
 char *conf_secret(const struct remote_conf *rc, const char *env_key, const char *cmd_key,

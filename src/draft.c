@@ -20,6 +20,7 @@
 #include "conf.h"
 #include "draft.h"
 #include "err.h"
+#include "follow.h"
 #include "log.h"
 #include "store.h"
 #include "timefmt.h"
@@ -251,6 +252,7 @@ int draft_rmdir(struct bfs *b, fuse_ino_t parent, const char *name, struct bfs_e
 	 * reached the provider is forgotten here once it ended (a tombstone keeps discovery
 	 * from bringing it back); one still running stays. */
 	if (draft_is_writable(&row) && !row.pid[0]) {
+		follow_cut(b, row.id);
 		(void)store_file_list(b->store, row.id, 0, 0, drop_file_cb, b); /* see above */
 		rc = store_batch_delete(b->store, row.id);
 		goto out;
@@ -302,6 +304,8 @@ int draft_open(struct bfs *b, int64_t file_id, int flags, pid_t tid, struct draf
 	if (rc)
 		return rc;
 	rc = may_change(&row, f.name) ? 0 : -EACCES;
+	if (!rc && (flags & O_TRUNC) && is_requests(f.name))
+		follow_cut(b, row.id);
 	if (!rc) {
 		*fd = spool_open(&b->spool, file_id, oflags);
 		rc = *fd < 0 ? *fd : 0;
@@ -345,6 +349,8 @@ int draft_create(struct bfs *b, fuse_ino_t parent, const char *name, mode_t mode
 		/* Open of an existing file through create (O_CREAT without O_EXCL). */
 		id = f.id;
 		existed = true;
+		if ((flags & O_TRUNC) && is_requests(name))
+			follow_cut(b, n.id);
 	} else {
 		rc = store_file_create(b->store, n.id, name, mode & 07777,
 				       timefmt_now_ms() * 1000000, &id);
@@ -395,6 +401,13 @@ long draft_write(struct bfs *b, int64_t file_id, int fd, const char *data, size_
 	}
 	n = pwrite(fd, data, size, off);
 	rc = n < 0 ? -errno : 0;
+	if (lock && is_requests(f.name)) {
+		/* Still under the draft lock: the follower sees the writes in their order. */
+		if (rc)
+			follow_cut(b, row.id);
+		else
+			follow_wrote(b, row.id, file_id, off, (size_t)n);
+	}
 	if (lock)
 		pthread_mutex_unlock(lock);
 	/* The writer of a partial file (disk full: `cp` stops, then closes) must not submit. */
@@ -451,6 +464,8 @@ static int setattr_file(struct bfs *b, int64_t file_id, const struct stat *attr,
 		goto out;
 	}
 	spool_path(&b->spool, file_id, path, sizeof(path));
+	if ((to_set & FUSE_SET_ATTR_SIZE) && is_requests(f.name))
+		follow_cut(b, row.id); /* what it read may be cut or padded away */
 	if ((to_set & FUSE_SET_ATTR_SIZE) && truncate(path, attr->st_size)) {
 		rc = -errno;
 		goto out;
@@ -532,6 +547,8 @@ int draft_unlink(struct bfs *b, fuse_ino_t parent, const char *name)
 		rc = is_forgettable(&row) ? 0 : -EACCES;
 		goto out;
 	}
+	if (is_requests(name))
+		follow_cut(b, row.id);
 	rc = store_file_delete(b->store, f.id);
 	if (rc == -ENOSPC) {
 		/* The cache's disk is full, so SQLite has no room for its journal: give it the
@@ -609,6 +626,8 @@ int draft_rename(struct bfs *b, fuse_ino_t parent, const char *name, fuse_ino_t 
 	}
 	if (!strcmp(name, newname))
 		goto out;
+	if (onto_requests || is_requests(name))
+		follow_cut(b, row.id); /* a commit of another file, or none */
 	rc = store_file_rename(b->store, f.id, newname, &replaced);
 	if (rc)
 		goto out;

@@ -527,7 +527,7 @@ static void fs_init(void *userdata, struct fuse_conn_info *conn)
 	if (conn->capable & FUSE_CAP_READDIRPLUS)
 		conn->want |= FUSE_CAP_READDIRPLUS;
 	conn->want &= ~(unsigned)FUSE_CAP_READDIRPLUS_AUTO;
-	conn->max_write = 1u << 20;
+	conn->max_write = TREE_IO_SIZE;
 }
 
 static const struct fuse_lowlevel_ops fs_ops = {

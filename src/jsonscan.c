@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "json.h"
 #include "jsonscan.h"
 
 #define HEAD_MAX 16 /* longest key name the scan needs to recognise, decoded */
@@ -243,10 +244,13 @@ static int scan_string(struct scan *s, struct str_info *in)
 		unsigned char c;
 
 		/* The hot loop of a long prompt: plain ASCII, nothing to record. */
-		if (!in)
+		if (!in) {
+			while (s->pos + 8 <= s->len && json_plain8((const char *)s->p + s->pos))
+				s->pos += 8;
 			while (s->pos < s->len && s->p[s->pos] >= 0x20 && s->p[s->pos] < 0x80 &&
 			       s->p[s->pos] != '"' && s->p[s->pos] != '\\')
 				s->pos++;
+		}
 		if (s->pos >= s->len)
 			return fail(s, start, "not valid JSON: unterminated string");
 		c = s->p[s->pos];

@@ -24,6 +24,7 @@
 #include "bfs.h"
 #include "conf.h"
 #include "err.h"
+#include "follow.h"
 #include "fs.h"
 #include "http.h"
 #include "log.h"
@@ -675,6 +676,10 @@ int main(int argc, char *argv[])
 	}
 	if (conf_protect_secrets())
 		log_warn("cannot make the process undumpable: %s", strerror(errno));
+	if (follow_init(&b)) {
+		fprintf(stderr, "batchfs: out of memory\n");
+		goto out;
+	}
 	rc = fs_main(&b, &args, fo.mountpoint, fo.singlethread, main_start);
 	sd_notify(0, "STOPPING=1");
 	main_unhook_stop_signals();
@@ -687,6 +692,7 @@ int main(int argc, char *argv[])
 	rc = rc ? 1 : 0;
 out:
 	poller_stop(b.poller);
+	follow_stop(&b); /* after the worker (fs_main stopped it): no commit takes one now */
 	for (size_t i = 0; i < b.nremotes; i++) {
 		b.remotes[i].ops->free(b.remotes[i].prov);
 		pthread_mutex_destroy(&b.remotes[i].create_lock);

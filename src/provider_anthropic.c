@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,7 +43,9 @@
 #define ANTH_NO_OFFSET	    INT64_MIN
 /* Above this a create body relies on the low-speed timeout, not the total one: a 256 MB
  * upload on a slow link takes longer than any fixed deadline we would pick for JSON calls. */
-#define ANTH_BIG_BODY (32 * 1024 * 1024)
+#define ANTH_BIG_BODY	       (32 * 1024 * 1024)
+#define ANTH_TOKEN_TTL_DEFAULT 3000	       /* s a plain bearer token is reused */
+#define ANTH_TOKEN_EARLY_MS    (5 * 60 * 1000) /* refresh this long before a stated expiry */
 
 struct provider {
 	struct http *http;
@@ -54,6 +57,18 @@ struct provider {
 	const char *hdr_json[6];    /* requests with a JSON body */
 	const char *hdr_plain[5];   /* GET and bodiless POST, JSON answer */
 	const char *hdr_results[4]; /* the results download */
+	/*
+	 * auth = bearer: api_key_command prints a short-lived token (workload identity
+	 * federation), sent as "Authorization: Bearer" and fetched again on a 401 or at
+	 * token_until. token_conf holds what conf_command_output() needs (name, timeout).
+	 */
+	bool bearer;
+	char *token_cmd;
+	struct remote_conf token_conf;
+	int64_t token_ttl_ms;
+	pthread_mutex_t token_lock; /* protects token and token_until; taken alone */
+	char *token;		    /* secret, NULL before the first */
+	int64_t token_until;	    /* monotonic ms */
 };
 
 /* Helpers */
@@ -134,6 +149,153 @@ static int batch_from_json(const cJSON *o, struct provider_batch *out, struct bf
 	return 0;
 }
 
+/* Bearer tokens (auth = bearer) */
+
+/*
+ * expires_at as unix seconds or an RFC 3339 string, else expires_in seconds: ms of life left
+ * (wall clock), 0 when neither is there.
+ */
+static int64_t token_life_ms(const cJSON *root)
+{
+	const cJSON *at = cJSON_GetObjectItemCaseSensitive(root, "expires_at");
+	const cJSON *in = cJSON_GetObjectItemCaseSensitive(root, "expires_in");
+	int64_t ms = 0;
+
+	if (cJSON_IsNumber(at))
+		return (int64_t)(at->valuedouble * 1000) - timefmt_now_ms();
+	if (cJSON_IsString(at) && !timefmt_parse(at->valuestring, &ms))
+		return ms - timefmt_now_ms();
+	if (cJSON_IsNumber(in))
+		return (int64_t)(in->valuedouble * 1000);
+	if (cJSON_IsString(in))
+		return (int64_t)(strtod(in->valuestring, NULL) * 1000);
+	return 0;
+}
+
+/*
+ * Runs api_key_command for a new token: a plain token (its first line), reused for
+ * token_ttl, or JSON {access_token | token, expires_in | expires_at}, reused until shortly
+ * before it expires. Called with token_lock held.
+ */
+static int token_fetch(struct provider *p, struct bfs_err *err)
+{
+	char *out = conf_command_output(&p->token_conf, "api_key_command", p->token_cmd, err);
+	int64_t now = timefmt_mono_ms(), life = p->token_ttl_ms;
+	cJSON *root = NULL;
+	const char *tok = out;
+	int rc = 0;
+
+	if (!out)
+		return -EACCES;
+	if (out[0] == '{') {
+		root = cJSON_Parse(out);
+		tok = json_nonempty(root, "access_token");
+		if (!tok)
+			tok = json_nonempty(root, "token");
+		if (token_life_ms(root)) {
+			int64_t l = token_life_ms(root);
+
+			life = l - (l / 4 < ANTH_TOKEN_EARLY_MS ? l / 4 : ANTH_TOKEN_EARLY_MS);
+		}
+	} else {
+		out[strcspn(out, "\r\n")] = '\0';
+	}
+	if (!tok || !*tok || http_has_ctl(tok) || life <= 0) {
+		err_set(err, "[%s] api_key_command printed no usable bearer token%s",
+			p->token_conf.name, life <= 0 ? " (it has expired)" : "");
+		rc = -EACCES;
+		goto out;
+	}
+	conf_secret_free(p->token);
+	p->token = strdup(tok);
+	if (!p->token) {
+		err_set(err, "out of memory");
+		rc = -ENOMEM;
+		goto out;
+	}
+	p->token_until = now + life;
+	log_debug("remote '%s': new bearer token from api_key_command", p->token_conf.name);
+out:
+	if (root) {
+		/* The parsed copy held the token too. */
+		for (cJSON *c = root->child; c; c = c->next)
+			if (c->valuestring)
+				explicit_bzero(c->valuestring, strlen(c->valuestring));
+		cJSON_Delete(root);
+	}
+	conf_secret_free(out);
+	return rc;
+}
+
+/*
+ * "Authorization: Bearer <token>" (malloc'd, a secret), fetched anew when stale, or when
+ * refused (the header a 401 answered) still holds the current token: of several threads
+ * refused at once, one runs the command and the others take its token.
+ */
+static int token_header(struct provider *p, const char *refused, char **hdr, struct bfs_err *err)
+{
+	const char *old = refused ? strrchr(refused, ' ') : NULL;
+	int rc = 0;
+
+	pthread_mutex_lock(&p->token_lock);
+	if (!p->token || timefmt_mono_ms() >= p->token_until ||
+	    (refused && (!old || !strcmp(old + 1, p->token))))
+		rc = token_fetch(p, err);
+	if (!rc && asprintf(hdr, "Authorization: Bearer %s", p->token) < 0) {
+		*hdr = NULL;
+		err_set(err, "out of memory");
+		rc = -ENOMEM;
+	}
+	pthread_mutex_unlock(&p->token_lock);
+	return rc;
+}
+
+/*
+ * http_perform() with the credentials in front of rq's headers. With auth = bearer a 401
+ * (had no effect: the token expired or was revoked early) runs the command again and tries
+ * once more.
+ */
+static int anth_perform(struct provider *p, struct http_request *rq, struct http_response *rs,
+			struct bfs_err *err)
+{
+	const char *const *base = rq->headers;
+	struct http_response r = {0};
+	char *auth = NULL, *refused = NULL;
+	int rc = 0;
+
+	if (!p->bearer)
+		return http_perform(p->http, rq, rs, err);
+	for (int i = 0; i < 2; i++) {
+		const char *hdrs[8];
+		size_t n = 0;
+
+		rc = token_header(p, refused, &auth, err);
+		if (rc)
+			break;
+		hdrs[n++] = auth;
+		for (const char *const *h = base; h && *h && n + 1 < sizeof(hdrs) / sizeof(*hdrs);
+		     h++)
+			hdrs[n++] = *h;
+		hdrs[n] = NULL;
+		rq->headers = hdrs;
+		r = (struct http_response){0};
+		rc = http_perform(p->http, rq, &r, err);
+		rq->headers = base;
+		if (!(rc == -EACCES && r.status == 401))
+			break;
+		refused = auth; /* the next round needs a newer token than this */
+		auth = NULL;
+		log_debug("remote '%s': bearer token refused (HTTP 401); running api_key_command "
+			  "again",
+			  p->token_conf.name);
+	}
+	conf_secret_free(auth);
+	conf_secret_free(refused);
+	if (rs)
+		*rs = r;
+	return rc;
+}
+
 /* Performs a JSON call and parses the answer into *root (the caller frees it). */
 static int call_json(struct provider *p, enum http_method m, const char *url,
 		     const char *const *headers, const struct http_body *body,
@@ -152,7 +314,7 @@ static int call_json(struct provider *p, enum http_method m, const char *url,
 		.on_retry = on_retry,
 		.retry_ctx = retry_ctx,
 	};
-	int rc = http_perform(p->http, &rq, rs, err);
+	int rc = anth_perform(p, &rq, rs, err);
 
 	if (rc)
 		goto out;
@@ -178,8 +340,50 @@ static void anth_free(struct provider *p)
 	}
 	free(p->hdr_version);
 	free(p->hdr_beta);
+	conf_secret_free(p->token);
+	free(p->token_cmd);
+	pthread_mutex_destroy(&p->token_lock);
 	http_free(p->http);
 	free(p);
+}
+
+/* auth = bearer (else the x-api-key of api_key_env / api_key_command). */
+static int bearer_config(struct provider *p, const struct remote_conf *conf, struct bfs_err *err)
+{
+	const char *auth = conf_get(conf, "auth", NULL);
+	const char *cmd = conf_get(conf, "api_key_command", NULL);
+	double ttl = conf_get_double(conf, "token_ttl", ANTH_TOKEN_TTL_DEFAULT);
+
+	if (!auth)
+		return 0;
+	if (strcmp(auth, "bearer")) {
+		err_set(err,
+			"[%s] auth = %.40s: the only value is bearer (else api_key_env or "
+			"api_key_command give an x-api-key)",
+			conf->name, auth);
+		return -EINVAL;
+	}
+	if (!cmd || !*cmd || conf_get(conf, "api_key_env", NULL)) {
+		err_set(err,
+			"[%s] auth = bearer needs api_key_command (and no api_key_env): it "
+			"is run again for each new token",
+			conf->name);
+		return -EINVAL;
+	}
+	if (!(ttl > 0 && ttl < 1e7)) {
+		err_set(err, "[%s] token_ttl must be a positive number of seconds", conf->name);
+		return -EINVAL;
+	}
+	p->token_cmd = strdup(cmd);
+	if (!p->token_cmd) {
+		err_set(err, "[%s] out of memory", conf->name);
+		return -ENOMEM;
+	}
+	snprintf(p->token_conf.name, sizeof(p->token_conf.name), "%s", conf->name);
+	p->token_conf.command_timeout = conf->command_timeout;
+	p->token_ttl_ms = (int64_t)(ttl * 1000);
+	p->bearer = true;
+	return 0;
 }
 
 static int anth_open(struct provider **out, const struct remote_conf *conf, const char *state_dir,
@@ -219,8 +423,14 @@ static int anth_open(struct provider **out, const struct remote_conf *conf, cons
 	p = calloc(1, sizeof(*p));
 	if (!p)
 		goto nomem;
+	pthread_mutex_init(&p->token_lock, NULL);
 	memcpy(p->base, base, n);
 	p->base[n] = '\0';
+	rc = bearer_config(p, conf, err);
+	if (rc)
+		goto fail;
+	if (p->bearer)
+		goto headers;
 	key = conf_secret(conf, "api_key_env", "api_key_command", "ANTHROPIC_API_KEY", err);
 	if (!key) {
 		rc = -EINVAL;
@@ -235,6 +445,7 @@ static int anth_open(struct provider **out, const struct remote_conf *conf, cons
 		p->hdr_key = NULL;
 		goto nomem;
 	}
+headers:
 	if (asprintf(&p->hdr_version, "anthropic-version: %s", version) < 0) {
 		p->hdr_version = NULL;
 		goto nomem;
@@ -247,7 +458,8 @@ static int anth_open(struct provider **out, const struct remote_conf *conf, cons
 	if (rc)
 		goto fail;
 	i = 0;
-	p->hdr_results[i++] = p->hdr_key;
+	if (p->hdr_key) /* else anth_perform() puts the bearer token first */
+		p->hdr_results[i++] = p->hdr_key;
 	p->hdr_results[i++] = p->hdr_version;
 	if (p->hdr_beta)
 		p->hdr_results[i++] = p->hdr_beta;
@@ -256,8 +468,16 @@ static int anth_open(struct provider **out, const struct remote_conf *conf, cons
 	p->hdr_plain[i] = "accept: application/json";
 	memcpy(p->hdr_json, p->hdr_plain, sizeof(p->hdr_plain));
 	p->hdr_json[i + 1] = "content-type: application/json";
-	explicit_bzero(key, strlen(key));
-	free(key);
+	if (p->bearer) {
+		/* Run the command now, as a key command runs at mount: fail early. */
+		char *hdr = NULL;
+
+		rc = token_header(p, NULL, &hdr, err);
+		conf_secret_free(hdr);
+		if (rc)
+			goto fail;
+	}
+	conf_secret_free(key);
 	*out = p;
 	return 0;
 nomem:
@@ -403,11 +623,17 @@ static long spool_read(void *ctx, char *dst, size_t n)
 			sb->cr = true;
 		} else {
 			/* The common case: a run of ordinary bytes. */
-			size_t run = 1, room = n - k, avail = sb->in_len - sb->in_pos;
+			size_t room = n - k, avail = sb->in_len - sb->in_pos;
+			size_t run = avail < room ? avail : room;
 			const char *s = sb->in + sb->in_pos;
+			const char *end = memchr(s, '\n', run);
 
-			while (run < avail && run < room && s[run] != '\n' && s[run] != '\r')
-				run++;
+			/* memchr: this runs over every byte of the upload */
+			if (end)
+				run = (size_t)(end - s);
+			end = memchr(s, '\r', run);
+			if (end)
+				run = (size_t)(end - s); /* >= 1: s[0] is neither */
 			memcpy(dst + k, s, run);
 			k += run;
 			sb->in_pos += run;
@@ -761,7 +987,7 @@ static int anth_results(struct provider *p, const struct provider_batch *b, prov
 		goto out;
 	}
 	rq.url = url.data;
-	rc = http_perform(p->http, &rq, NULL, err);
+	rc = anth_perform(p, &rq, NULL, err);
 	if (!rc)
 		goto out;
 	if (err_is_set(&line_err)) {
@@ -799,7 +1025,8 @@ out:
 }
 
 static const char *const provider_anthropic_keys[] = {
-	"base_url", "api_key_env", "api_key_command", "anthropic_version", "anthropic_beta", NULL,
+	"base_url",	  "api_key_env", "api_key_command", "anthropic_version",
+	"anthropic_beta", "auth",	 "token_ttl",	    NULL,
 };
 
 const struct provider_ops provider_anthropic_ops = {

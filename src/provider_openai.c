@@ -52,6 +52,12 @@
 #define OAI_UPLOAD_TRIES     3			/* uploads whose answers were all lost */
 #define AZ_FILE_WAIT_DEFAULT 300		/* s for an upload to become "processed" */
 #define AZ_TOKEN_TTL_DEFAULT 3000		/* s a token_command's token is reused */
+#define AZ_MI_RESOURCE	     "https://cognitiveservices.azure.com"
+#define AZ_MI_IMDS	     "http://169.254.169.254/metadata/identity/oauth2/token"
+#define AZ_MI_EARLY_MS	     (5 * 60 * 1000) /* refresh this long before expires_on */
+#define AZ_MI_RESP_MAX	     (64 * 1024)
+#define AZ_MI_WAIT_MAX_MS    (64 * 1000) /* 1+2+...+64 s: past IMDS's 70 s of 410s */
+#define AZ_MI_WAIT_404_MS    2000	 /* 1+2 s */
 #define OAI_POLL_FIRST_MS    250
 #define OAI_POLL_MAX_MS	     5000
 /* Expiry of uploads and outputs (A.2, A.4; B.3, B.4): 14 days by default. Azure takes
@@ -84,6 +90,11 @@ struct provider {
 	pthread_mutex_t token_lock; /* protects token and token_at; taken alone */
 	char *token;		    /* the last token (secret), NULL before the first */
 	int64_t token_at;	    /* monotonic ms it was fetched */
+	/* Azure managed identity (auth = managed_identity): the token endpoint and its
+	 * header ("Metadata: true", or App Service's X-IDENTITY-HEADER, a secret). */
+	char *mi_url;
+	char *mi_hdr;
+	int64_t token_until; /* managed identity: monotonic ms to fetch anew */
 };
 
 /* Helpers */
@@ -153,13 +164,99 @@ static int make_url(const struct provider *p, struct buf *url, const char *fmt, 
 
 /* Authentication and calls */
 
-/* The bearer header from token_command, run again when older than token_ttl or refused. */
+static double mi_number(const cJSON *v)
+{
+	return cJSON_IsString(v) ? strtod(v->valuestring, NULL) : v->valuedouble;
+}
+
+/*
+ * A managed identity's token (auth = managed_identity): IMDS answers {access_token,
+ * expires_in, expires_on, ...} with numbers as strings, App Service {access_token, expires_on}.
+ * Called with token_lock held; never logs the answer.
+ */
+static int mi_fetch(struct provider *p, struct bfs_err *err)
+{
+	const char *hdrs[] = {p->mi_hdr, "Accept: application/json", NULL};
+	struct buf resp = BUF_INIT(AZ_MI_RESP_MAX);
+	struct http_request rq = {
+		.method = HTTP_GET,
+		.url = p->mi_url,
+		.headers = hdrs,
+		.retry = HTTP_RETRY_IDEMPOTENT,
+		.resp = &resp,
+	};
+	int64_t now = timefmt_mono_ms(), wall = timefmt_now_ms(), life_ms = 0;
+	const cJSON *in, *on;
+	cJSON *root = NULL;
+	const char *tok;
+	int rc;
+
+	/*
+	 * IMDS answers 410 while it updates (for up to 70 s, Microsoft's managed-identity
+	 * guidance) and 404 while an identity is being assigned: wait those out too, the 404
+	 * briefly (a wrong identity_endpoint must not hold the mount for minutes).
+	 */
+	for (int64_t wait = 1000;; wait *= 2) {
+		struct http_response r = {0};
+
+		rc = http_perform(p->http, &rq, &r, err);
+		if (rc &&
+		    ((r.status == 410 && wait <= AZ_MI_WAIT_MAX_MS) ||
+		     (r.status == 404 && wait <= AZ_MI_WAIT_404_MS)) &&
+		    !http_sleep_ms(wait))
+			continue;
+		break;
+	}
+	if (rc) {
+		err_prefix(err, "[%s] managed identity", p->remote);
+		goto out;
+	}
+	root = cJSON_ParseWithLength(resp.data, resp.len);
+	tok = json_nonempty(root, "access_token");
+	in = cJSON_GetObjectItemCaseSensitive(root, "expires_in");
+	on = cJSON_GetObjectItemCaseSensitive(root, "expires_on");
+	/* Seconds as numbers or, as IMDS sends them, strings of digits. */
+	if (cJSON_IsString(in) || cJSON_IsNumber(in))
+		life_ms = (int64_t)(mi_number(in) * 1000);
+	else if (cJSON_IsString(on) || cJSON_IsNumber(on))
+		life_ms = (int64_t)(mi_number(on) * 1000) - wall;
+	if (!tok || http_has_ctl(tok) || life_ms <= 0) {
+		err_set(err, "[%s] managed identity: the answer has no usable access_token/expiry",
+			p->remote);
+		rc = -EACCES;
+		goto out;
+	}
+	conf_secret_free(p->token);
+	p->token = strdup(tok);
+	if (!p->token) {
+		err_set(err, "out of memory");
+		rc = -ENOMEM;
+		goto out;
+	}
+	p->token_at = now;
+	p->token_until =
+		now + life_ms - (life_ms / 4 < AZ_MI_EARLY_MS ? life_ms / 4 : AZ_MI_EARLY_MS);
+	log_debug("remote '%s': new Entra ID token (managed identity)", p->remote);
+out:
+	cJSON_Delete(root);
+	if (resp.data)
+		explicit_bzero(resp.data, resp.len);
+	buf_release(&resp);
+	return rc;
+}
+
+/* The bearer header from token_command or the managed identity, renewed when old or refused. */
 static int token_header(struct provider *p, bool renew, char **out, struct bfs_err *err)
 {
 	int rc = 0;
 
 	pthread_mutex_lock(&p->token_lock);
-	if (renew || !p->token || timefmt_mono_ms() - p->token_at > p->token_ttl_ms) {
+	if (p->mi_url) {
+		if (renew || !p->token || timefmt_mono_ms() >= p->token_until)
+			rc = mi_fetch(p, err);
+		if (rc)
+			goto out;
+	} else if (renew || !p->token || timefmt_mono_ms() - p->token_at > p->token_ttl_ms) {
 		struct bfs_err e = BFS_ERR_INIT;
 		char *t = conf_secret(&p->token_conf, NULL, "token_command", NULL, &e);
 
@@ -185,6 +282,58 @@ out:
 }
 
 /*
+ * auth = managed_identity (Azure): App Service's IDENTITY_ENDPOINT / IDENTITY_HEADER when set,
+ * else the instance metadata endpoint (identity_endpoint overrides its URL, for tests and
+ * proxies); managed_identity_client_id picks a user-assigned identity.
+ */
+static int mi_config(struct provider *p, const struct remote_conf *conf, struct bfs_err *err)
+{
+	const char *url = conf_get(conf, "identity_endpoint", NULL);
+	const char *cid = conf_get(conf, "managed_identity_client_id", NULL);
+	const char *app = getenv("IDENTITY_ENDPOINT"), *secret = getenv("IDENTITY_HEADER");
+	const char *ver = "2018-02-01";
+	struct buf u = BUF_INIT(OAI_URL_MAX);
+	int rc;
+
+	if (!url && app && *app && secret && *secret) {
+		url = app;
+		ver = "2019-08-01";
+		rc = http_has_ctl(secret) ? -EINVAL : 0;
+		if (!rc && asprintf(&p->mi_hdr, "X-IDENTITY-HEADER: %s", secret) < 0) {
+			p->mi_hdr = NULL;
+			rc = -ENOMEM;
+		}
+	} else {
+		p->mi_hdr = strdup("Metadata: true");
+		rc = p->mi_hdr ? 0 : -ENOMEM;
+	}
+	if (!url || !*url)
+		url = AZ_MI_IMDS;
+	if (!rc && (strncasecmp(url, "http://", 7) && strncasecmp(url, "https://", 8)))
+		rc = -EINVAL;
+	if (!rc)
+		rc = buf_addf(&u, "%s%capi-version=%s&resource=", url, strchr(url, '?') ? '&' : '?',
+			      ver);
+	if (!rc)
+		rc = http_url_escape(AZ_MI_RESOURCE, &u);
+	if (!rc && cid && *cid) {
+		rc = buf_addstr(&u, "&client_id=");
+		if (!rc)
+			rc = http_url_escape(cid, &u);
+	}
+	if (!rc)
+		p->mi_url = buf_detach(&u, NULL);
+	buf_release(&u);
+	if (rc)
+		err_set(err, "[%s] auth = managed_identity: %s", p->remote,
+			rc == -EINVAL
+				? "the identity endpoint is not an http(s) URL (or its header "
+				  "spans lines)"
+				: "the endpoint URL is too long");
+	return rc;
+}
+
+/*
  * http_perform() with the auth headers and ctype (a "Content-Type: ..." line or NULL). With a
  * token_command, a 401 fetches a new token and tries once more: a 401 had no effect.
  */
@@ -199,7 +348,7 @@ static int oai_perform(struct provider *p, struct http_request *rq, const char *
 		char *auth = NULL;
 		int n = 0;
 
-		if (p->has_token_cmd) {
+		if (p->has_token_cmd || p->mi_url) {
 			rc = token_header(p, i > 0, &auth, err);
 			if (rc)
 				return rc;
@@ -218,7 +367,7 @@ static int oai_perform(struct provider *p, struct http_request *rq, const char *
 		rc = http_perform(p->http, rq, &r, err);
 		rq->headers = NULL;
 		conf_secret_free(auth);
-		if (!(rc == -EACCES && r.status == 401 && p->has_token_cmd))
+		if (!(rc == -EACCES && r.status == 401 && (p->has_token_cmd || p->mi_url)))
 			break;
 	}
 	if (rs)
@@ -1540,6 +1689,8 @@ static void oai_free(struct provider *p)
 	free(p->hdr_org);
 	free(p->hdr_project);
 	conf_secret_free(p->token);
+	free(p->mi_url);
+	conf_secret_free(p->mi_hdr);
 	free(p->token_kv.key);
 	free(p->token_kv.value);
 	pthread_mutex_destroy(&p->token_lock);
@@ -1690,6 +1841,7 @@ static int oai_open_common(struct provider **out, const struct remote_conf *conf
 			   const char *state_dir, bool azure, struct bfs_err *err)
 {
 	const char *tcmd = azure ? conf_get(conf, "token_command", NULL) : NULL;
+	const char *auth = conf_get(conf, "auth", NULL);
 	static const char *const subdirs[] = {"", "/uploads", "/lines"};
 	struct provider *p = calloc(1, sizeof(*p));
 	char *key = NULL;
@@ -1728,8 +1880,29 @@ static int oai_open_common(struct provider **out, const struct remote_conf *conf
 		}
 	}
 	snprintf(p->dir, sizeof(p->dir), "%s", state_dir);
+	rc = http_new(&p->http, NULL, err);
+	if (rc)
+		goto fail;
 
-	if (tcmd && *tcmd) {
+	if (auth && (!azure || strcmp(auth, "managed_identity"))) {
+		err_set(err, "[%s] auth = %.40s: %s", conf->name, auth,
+			azure ? "the only value is managed_identity (else api_key_env, "
+				"api_key_command or token_command)"
+			      : "not a key of provider openai");
+		rc = -EINVAL;
+		goto fail;
+	}
+	if (auth) {
+		/* Entra ID without a CLI: the token is fetched now, to fail at mount. */
+		char *hdr = NULL;
+
+		rc = mi_config(p, conf, err);
+		if (!rc)
+			rc = token_header(p, true, &hdr, err);
+		conf_secret_free(hdr);
+		if (rc)
+			goto fail;
+	} else if (tcmd && *tcmd) {
 		/* Entra ID (B.2): the command prints a bearer token; run it now to fail early. */
 		char *hdr = NULL;
 
@@ -1776,9 +1949,6 @@ static int oai_open_common(struct provider **out, const struct remote_conf *conf
 			goto fail;
 		}
 	}
-	rc = http_new(&p->http, NULL, err);
-	if (rc)
-		goto fail;
 	conf_secret_free(key);
 	*out = p;
 	return 0;
@@ -1806,8 +1976,19 @@ static const char *const provider_openai_keys[] = {
 	"project",  "input_expires_after", "output_expires_after", NULL,
 };
 static const char *const provider_azure_keys[] = {
-	"endpoint",  "api_version", "api_key_env",	   "api_key_command",	   "token_command",
-	"token_ttl", "file_wait",   "input_expires_after", "output_expires_after", NULL,
+	"endpoint",
+	"api_version",
+	"api_key_env",
+	"api_key_command",
+	"token_command",
+	"token_ttl",
+	"file_wait",
+	"auth",
+	"identity_endpoint",
+	"managed_identity_client_id",
+	"input_expires_after",
+	"output_expires_after",
+	NULL,
 };
 
 /*

@@ -173,6 +173,8 @@ static int vtx_perform(struct provider *p, struct http_request *rq, const char *
 		if (rc)
 			break;
 		hdrs[n++] = auth;
+		if (gauth_quota_header(p->auth))
+			hdrs[n++] = gauth_quota_header(p->auth);
 		for (const char *const *h = extra; h && *h && n + 1 < sizeof(hdrs) / sizeof(*hdrs);
 		     h++)
 			hdrs[n++] = *h;
@@ -1207,6 +1209,7 @@ static const char *const provider_vertex_keys[] = {
 	"access_token_command",
 	"access_token_ttl",
 	"credentials",
+	"quota_project_id",
 	NULL,
 };
 

@@ -44,17 +44,24 @@ struct store_conn {
 
 struct store {
 	char path[PATH_MAX];
-	char rdir[PATH_MAX]; /* results/: one write-once file per part */
+	char rdir[PATH_MAX];	/* results/: one write-once file per part */
+	char reserve[PATH_MAX]; /* room kept back for the status writes of a full disk */
 	pthread_key_t key;
 	pthread_mutex_t lock; /* protects conns */
 	struct store_conn *conns;
 };
 
 struct store_reqs {
-	struct store_conn *c;
+	struct store *st;
+	struct store_conn *c; /* the connection of the open transaction, NULL: none */
 	int64_t batch_id;
 	int64_t seq;
+	int64_t pending; /* rows in the open transaction */
+	int rc;		 /* a failure that lost rows: every later call fails */
 };
+
+/* Rows of a request list per transaction: short enough for others to get the store. */
+#define STORE_REQS_CHUNK 4096
 
 static int store_errno(int rc)
 {
@@ -559,6 +566,42 @@ int store_check(const char *dir, bool rebuild, struct bfs_err *err)
 	return 0;
 }
 
+/*
+ * A full cache disk must still take the status write that says so (and the backoff that
+ * keeps a lasting failure from costing a download every poll): a WAL commit needs a few
+ * pages. STORE_RESERVE_BYTES are kept allocated in <cache>/reserve while there is room; a
+ * status write that meets ENOSPC frees them and tries once more. The reserve is filled
+ * again at start and after each stored set of results (when the disk has room again).
+ */
+#define STORE_RESERVE_BYTES (512 * 1024)
+
+static void reserve_fill(struct store *st)
+{
+	struct stat sb;
+	int fd;
+
+	if (!stat(st->reserve, &sb) && sb.st_blocks * 512 >= STORE_RESERVE_BYTES)
+		return;
+	fd = open(st->reserve, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return;
+	if (posix_fallocate(fd, 0, STORE_RESERVE_BYTES)) {
+		close(fd);
+		unlink(st->reserve); /* no room for it now: nothing half-kept */
+		return;
+	}
+	close(fd);
+}
+
+/* Frees the reserve; true if there was one to free (a retry may then succeed). */
+static bool reserve_release(struct store *st)
+{
+	if (unlink(st->reserve))
+		return false;
+	log_warn("cache: the disk is full; the space kept for status writes is used");
+	return true;
+}
+
 int store_open(struct store **out, const char *dir, struct bfs_err *err)
 {
 	struct store *st = NULL;
@@ -569,7 +612,9 @@ int store_open(struct store **out, const char *dir, struct bfs_err *err)
 	if (!st)
 		return -ENOMEM;
 	if ((size_t)snprintf(st->path, sizeof(st->path), "%s/cache.db", dir) >= sizeof(st->path) ||
-	    (size_t)snprintf(st->rdir, sizeof(st->rdir), "%s/results", dir) >= sizeof(st->rdir)) {
+	    (size_t)snprintf(st->rdir, sizeof(st->rdir), "%s/results", dir) >= sizeof(st->rdir) ||
+	    (size_t)snprintf(st->reserve, sizeof(st->reserve), "%s/reserve", dir) >=
+		    sizeof(st->reserve)) {
 		err_set(err, "cache directory path too long");
 		free(st);
 		return -ENAMETOOLONG;
@@ -607,6 +652,7 @@ int store_open(struct store **out, const char *dir, struct bfs_err *err)
 		store_free(st);
 		return rc;
 	}
+	reserve_fill(st);
 	*out = st;
 	return 0;
 }
@@ -1956,8 +2002,8 @@ int store_part_note(struct store *st, int64_t id, const char *msg, int attempt,
 
 static int ingest_drop_rows(struct store_conn *c, int64_t part_id);
 
-int store_part_set_results(struct store *st, int64_t id, unsigned expect_mask,
-			   enum results_state results, const char *msg, int64_t next_poll_at)
+static int set_results_once(struct store *st, int64_t id, unsigned expect_mask,
+			    enum results_state results, const char *msg, int64_t next_poll_at)
 {
 	static const char sql[] =
 		"UPDATE parts SET results = ?2, error = ?3, error_line = 0, error_attempt = 0,"
@@ -1983,8 +2029,18 @@ int store_part_set_results(struct store *st, int64_t id, unsigned expect_mask,
 	return txn_end(c, rc);
 }
 
-int store_part_fetch_failed(struct store *st, int64_t id, const char *msg, int64_t base_ms,
-			    int64_t max_ms, int attempts)
+int store_part_set_results(struct store *st, int64_t id, unsigned expect_mask,
+			   enum results_state results, const char *msg, int64_t next_poll_at)
+{
+	int rc = set_results_once(st, id, expect_mask, results, msg, next_poll_at);
+
+	if (rc == -ENOSPC && reserve_release(st))
+		rc = set_results_once(st, id, expect_mask, results, msg, next_poll_at);
+	return rc;
+}
+
+static int fetch_failed_once(struct store *st, int64_t id, const char *msg, int64_t base_ms,
+			     int64_t max_ms, int attempts)
 {
 	static const char sql[] =
 		"UPDATE parts SET results = CASE WHEN fetch_failures + 1 >= ?6 THEN 'unavailable'"
@@ -2018,6 +2074,16 @@ int store_part_fetch_failed(struct store *st, int64_t id, const char *msg, int64
 		rc = stmt_run(c, s);
 	}
 	return txn_end(c, rc);
+}
+
+int store_part_fetch_failed(struct store *st, int64_t id, const char *msg, int64_t base_ms,
+			    int64_t max_ms, int attempts)
+{
+	int rc = fetch_failed_once(st, id, msg, base_ms, max_ms, attempts);
+
+	if (rc == -ENOSPC && reserve_release(st))
+		rc = fetch_failed_once(st, id, msg, base_ms, max_ms, attempts);
+	return rc;
 }
 
 int store_part_results_retry(struct store *st, int64_t id)
@@ -2390,40 +2456,53 @@ int store_file_list(struct store *st, int64_t batch_id, int64_t after, int limit
 
 /* Requests */
 
-int store_reqs_begin(struct store *st, int64_t batch_id, struct store_reqs **out)
+static int reqs_delete(struct store *st, int64_t batch_id)
 {
 	static const char sql[] = "DELETE FROM requests WHERE batch_id = ?1";
 	struct store_conn *c = conn_get(st);
-	struct store_reqs *r;
 	sqlite3_stmt *s;
-	int rc;
 
 	if (!c)
 		return -EIO;
-	r = calloc(1, sizeof(*r));
+	if (!(s = conn_stmt(c, sql)))
+		return -EIO;
+	sqlite3_bind_int64(s, 1, batch_id);
+	return stmt_run(c, s);
+}
+
+int store_reqs_begin(struct store *st, int64_t batch_id, struct store_reqs **out)
+{
+	struct store_reqs *r = calloc(1, sizeof(*r));
+	int rc;
+
 	if (!r)
 		return -ENOMEM;
-	rc = conn_exec(c, "BEGIN IMMEDIATE");
+	rc = reqs_delete(st, batch_id);
 	if (rc) {
 		free(r);
 		return rc;
 	}
-	if (!(s = conn_stmt(c, sql))) {
-		conn_rollback(c); /* reporting the prepare failure */
-		free(r);
-		return -EIO;
-	}
-	sqlite3_bind_int64(s, 1, batch_id);
-	rc = stmt_run(c, s);
-	if (rc) {
-		conn_rollback(c); /* rc is the error */
-		free(r);
-		return rc;
-	}
-	r->c = c;
+	r->st = st;
 	r->batch_id = batch_id;
 	*out = r;
 	return 0;
+}
+
+/* Commits the open transaction, if any. */
+static int reqs_commit(struct store_reqs *r)
+{
+	int rc;
+
+	if (!r->c)
+		return r->rc;
+	rc = conn_exec(r->c, "COMMIT");
+	if (rc) {
+		conn_rollback(r->c); /* rows lost: the list is incomplete for good */
+		r->rc = rc;
+	}
+	r->c = NULL;
+	r->pending = 0;
+	return rc;
 }
 
 int store_reqs_add(struct store_reqs *r, const char *custom_id, size_t len, long line,
@@ -2433,9 +2512,22 @@ int store_reqs_add(struct store_reqs *r, const char *custom_id, size_t len, long
 				  " VALUES (?1, ?2, ?3, ?4)";
 	static const char dup[] =
 		"SELECT line FROM requests WHERE batch_id = ?1 AND custom_id = ?2";
-	sqlite3_stmt *s = conn_stmt(r->c, ins);
+	sqlite3_stmt *s;
 	int rc;
 
+	if (r->rc)
+		return r->rc;
+	if (!r->c) {
+		struct store_conn *c = conn_get(r->st);
+
+		if (!c)
+			return -EIO;
+		rc = conn_exec(c, "BEGIN IMMEDIATE");
+		if (rc)
+			return rc;
+		r->c = c;
+	}
+	s = conn_stmt(r->c, ins);
 	if (!s)
 		return -EIO;
 	sqlite3_bind_int64(s, 1, r->batch_id);
@@ -2454,9 +2546,17 @@ int store_reqs_add(struct store_reqs *r, const char *custom_id, size_t len, long
 		stmt_done(r->c, s);
 		return -EEXIST;
 	}
-	if (!rc)
-		r->seq++;
-	return rc;
+	if (rc)
+		return rc;
+	r->seq++;
+	if (++r->pending >= STORE_REQS_CHUNK)
+		return reqs_commit(r);
+	return 0;
+}
+
+int store_reqs_pause(struct store_reqs *r)
+{
+	return reqs_commit(r);
 }
 
 int store_reqs_end(struct store_reqs *r, bool commit)
@@ -2465,11 +2565,13 @@ int store_reqs_end(struct store_reqs *r, bool commit)
 
 	if (!r)
 		return 0;
-	rc = conn_exec(r->c, commit ? "COMMIT" : "ROLLBACK");
-	if (rc && commit)
-		conn_rollback(r->c); /* COMMIT failed: rc is reported */
+	rc = reqs_commit(r);
+	if (!commit || rc) {
+		/* Not a list to keep: none of it stays (best effort; a new begin clears it). */
+		(void)reqs_delete(r->st, r->batch_id);
+	}
 	free(r);
-	return rc;
+	return commit ? rc : 0;
 }
 
 /* Results */
@@ -3005,6 +3107,7 @@ int store_ingest_commit(struct store_ingest *in, int64_t *count, int64_t *stray,
 			*stray = in->stray;
 		if (stray_msg)
 			snprintf(stray_msg, 512, "%s", msg);
+		reserve_fill(in->st); /* the disk had room for these: keep some back again */
 	} else {
 		in->published =
 			false; /* not ready: its rows go (the file is rewritten next time) */

@@ -56,7 +56,12 @@ void tree_attr_init(struct stat *st, fuse_ino_t ino, mode_t mode, int64_t mtime_
 	st->st_nlink = S_ISDIR(mode) ? 2 : 1;
 	st->st_uid = getuid();
 	st->st_gid = getgid();
-	st->st_blksize = 4096;
+	/*
+	 * The I/O size cp, cat and dd pick (coreutils' io_blksize()): each write is one FUSE
+	 * request, so 1 MiB (the connection's max_write) rather than 128 KiB makes a cp into
+	 * the mount 8 times fewer round trips.
+	 */
+	st->st_blksize = S_ISREG(mode) ? TREE_IO_SIZE : 4096;
 	tree_attr_times(st, mtime_ms);
 }
 

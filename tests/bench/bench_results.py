@@ -22,7 +22,7 @@ measured in the same run and the ratio against the goal:
 
 Usage (root, for the loop mount and drop_caches):
   BATCHFS_BIN=build/src/batchfs python3 tests/bench/bench_results.py [N] [--per-part K]
-      [--log FILE] [--perf]
+      [--log FILE] [--perf] [--only submit]
 """
 import argparse
 import contextlib
@@ -130,6 +130,7 @@ def main():
     ap.add_argument("--per-part", type=int, default=100000, help="max_requests of the remote")
     ap.add_argument("--log", help="keep the daemon's timestamped stderr in this file")
     ap.add_argument("--perf", action="store_true", help="perf record the daemon per phase")
+    ap.add_argument("--only", choices=["submit"], help="stop after this phase")
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench: run as root (loop mount, drop_caches)")
@@ -204,6 +205,8 @@ def main():
         perf.stop("submit")
         rows.add("submit (cp returns)", t_sub, t_cp + t_up, 1.5,
                  note=f"(cp {t_cp:.3f} + curl upload {t_up:.3f})")
+        if a.only == "submit":
+            return 0
 
         # --- ingest --------------------------------------------------------------------------
         perf.start("ingest")

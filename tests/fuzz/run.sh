@@ -19,7 +19,12 @@ fuzz_openai:provider_openai fuzz_vertex:provider_vertex fuzz_http:http"
 	[ "${h%%:*}" = "$a" ] && echo "$h"; done; done)
 
 mkdir -p "$out/obj" "$out/bin" "$out/work" "$out/artifacts" "$out/logs"
-printf '#define BATCHFS_VERSION "fuzz"\n' >"$out/batchfs_build.h"
+# what meson.build's configure_file() writes, for a build without meson
+{
+	printf '#define BATCHFS_VERSION "fuzz"\n'
+	printf '#define BATCHFS_DATADIR "%s"\n' "$PWD/contrib"
+	printf '#define BATCHFS_SOURCE_PRICES "%s"\n' "$PWD/contrib/prices.tsv"
+} >"$out/batchfs_build.h"
 san="-fsanitize=address,undefined,float-cast-overflow -fno-sanitize-recover=all"
 cflags="-g -O1 -std=c11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -DFUSE_USE_VERSION=314 $san
 -Werror -Wall -Wextra -Iinclude -Isrc -I$out $(pkg-config --cflags $pkgs)"

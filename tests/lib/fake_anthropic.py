@@ -15,6 +15,9 @@ Every answer carries `request-id: req_<24 base58>`; errors use the envelope {"ty
 "error": {"type", "message"}, "request_id"} with the same id; 404s add `x-should-retry: false`,
 429/5xx of the fake's own making `x-should-retry: true`. x-api-key (or Authorization: Bearer) and
 anthropic-version are required; anthropic-beta, ?beta=true, Accept and X-Stainless-* are ignored.
+With `bearer_only`, as for an organisation on workload identity federation, only
+`Authorization: Bearer` with a token given to add_bearer_token() and not expired is accepted
+(an x-api-key is refused with 401); revoke_bearer_tokens() plays an early revocation.
 
 Time is lazy: a batch's requests finish one by one over `processing_s` seconds after its creation,
 in a shuffled order; whatever has not finished when a cancel arrives is `canceled` once the batch
@@ -170,6 +173,10 @@ class FakeAnthropic(FakeServer):
     def default_config(self):
         return {
             "api_key": "sk-ant-api03-fake-test-key",  # None: any non-empty key
+            # Short-lived OAuth bearer tokens (workload identity federation): when True, only
+            # `Authorization: Bearer` with a token given to add_bearer_token() and not yet
+            # expired is accepted, and an x-api-key is refused.
+            "bearer_only": False,
             "versions": ["2023-06-01", "2026-10-21"],
             "processing_s": 1.0,        # creation to the last request done
             "cancel_drain_s": 0.3,      # canceling -> ended
@@ -199,6 +206,8 @@ class FakeAnthropic(FakeServer):
             self.batches_created = 0
             self.clock_offset = 0.0
             self._tl = threading.local()
+            self.bearer_tokens = {}  # token -> expiry (time.time())
+            self.bearer_refused = 0
             self._rng = random.Random()
 
     def routes(self):
@@ -268,11 +277,22 @@ class FakeAnthropic(FakeServer):
             auth = req.headers.get("authorization") or ""
             if key is None and auth.lower().startswith("bearer "):
                 key = auth[7:].strip()
-            want = self.config["api_key"]
-            if not key:
-                return self._refuse(req, 401, "x-api-key header is required")
-            if want is not None and key != want:
-                return self._refuse(req, 401, "invalid x-api-key")
+            if self.config["bearer_only"]:
+                tok = auth[7:].strip() if auth.lower().startswith("bearer ") else None
+                with self.lock:
+                    exp = self.bearer_tokens.get(tok)
+                    ok = req.headers.get("x-api-key") is None and exp and time.time() < exp
+                    if not ok:
+                        self.bearer_refused += 1
+                if not ok:
+                    return self._refuse(req, 401, "invalid bearer token" if tok else
+                                        "invalid x-api-key")
+            else:
+                want = self.config["api_key"]
+                if not key:
+                    return self._refuse(req, 401, "x-api-key header is required")
+                if want is not None and key != want:
+                    return self._refuse(req, 401, "invalid x-api-key")
             version = req.headers.get("anthropic-version")
             if not version:
                 return self._refuse(req, 400, "anthropic-version: header is required")
@@ -647,6 +667,14 @@ class FakeAnthropic(FakeServer):
         return data + sep if self.config["results_final_newline"] else data
 
     # --- test surface ---------------------------------------------------------------------
+    def add_bearer_token(self, token, lifetime=3600.0):
+        with self.lock:
+            self.bearer_tokens[token] = time.time() + lifetime
+
+    def revoke_bearer_tokens(self):
+        with self.lock:
+            self.bearer_tokens.clear()
+
     def create_batch(self, requests, age_s=0.0):
         """Creates a batch as another client would (no HTTP), age_s seconds ago; requests:
         [{custom_id, params}] or JSONL text. Returns the batch id."""

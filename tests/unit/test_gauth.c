@@ -241,10 +241,158 @@ static void test_new(void)
 	EVP_PKEY_free(key);
 }
 
+/* Writes content to path and opens it with the extra key pairs; *out keeps the result. */
+static int open_file(const char *content, const char *path, const char *k, const char *v,
+		     struct gauth **out, struct bfs_err *err)
+{
+	struct remote_conf rc;
+	struct conf_kv kv[4];
+	const char *pairs[] = {"credentials", path, k, v, NULL};
+	FILE *f = fopen(path, "w");
+
+	*out = NULL;
+	if (!f)
+		return -EIO;
+	fputs(content, f);
+	fclose(f);
+	make_conf(&rc, kv, pairs);
+	err_clear(err);
+	return gauth_new(out, &rc, NULL, err);
+}
+
+#define EXT_HEAD                                                                  \
+	"{\"type\":\"external_account\",\"audience\":\"//iam.googleapis.com/x\"," \
+	"\"subject_token_type\":\"urn:ietf:params:oauth:token-type:jwt\","        \
+	"\"token_url\":\"https://sts.googleapis.com/v1/token\","
+
+static void test_cloud_identities(void)
+{
+	char path[] = "/tmp/batchfs-test-gauth-XXXXXX";
+	char file[sizeof(path) + 16];
+	struct bfs_err err = BFS_ERR_INIT;
+	struct gauth *g = NULL;
+	bool made = mkdtemp(path) != NULL;
+	int r;
+
+	ok(made, "temp dir");
+	snprintf(file, sizeof(file), "%s/creds.json", path);
+	unsetenv("GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES");
+	unsetenv("GOOGLE_CLOUD_QUOTA_PROJECT");
+
+	r = open_file(EXT_HEAD "\"credential_source\":{\"file\":\"/var/run/token\"},"
+			       "\"quota_project_id\":\"qp\"}",
+		      file, NULL, NULL, &g, &err);
+	is_int(r, 0, "external_account, file-sourced (%s)", err.msg);
+	is_str(gauth_quota_header(g), "x-goog-user-project: qp", "the file's quota project");
+	gauth_free(g);
+
+	r = open_file(EXT_HEAD
+		      "\"credential_source\":{\"url\":\"http://169.254.169.254/t\","
+		      "\"headers\":{\"Metadata\":\"True\"},\"format\":{\"type\":"
+		      "\"json\",\"subject_token_field_name\":\"access_token\"}},"
+		      "\"service_account_impersonation_url\":\"https://iamcredentials."
+		      "googleapis.com/v1/projects/-/serviceAccounts/a@b:generateAccessToken\","
+		      "\"quota_project_id\":\"qp\"}",
+		      file, "quota_project_id", "mine", &g, &err);
+	is_int(r, 0, "external_account, URL-sourced JSON, impersonated (%s)", err.msg);
+	is_str(gauth_quota_header(g), "x-goog-user-project: mine", "the remote's key wins");
+	gauth_free(g);
+
+	r = open_file(EXT_HEAD "\"credential_source\":{\"url\":\"http://x/t\",\"format\":"
+			       "{\"type\":\"json\"}}}",
+		      file, NULL, NULL, &g, &err);
+	is_int(r, -EINVAL, "a json format needs subject_token_field_name");
+	ok(strstr(err.msg, "subject_token_field_name") != NULL, "says so (%s)", err.msg);
+
+	r = open_file(EXT_HEAD "\"credential_source\":{\"environment_id\":\"aws1\"}}", file, NULL,
+		      NULL, &g, &err);
+	is_int(r, -EINVAL, "an AWS source is refused");
+	ok(strstr(err.msg, "external_account") != NULL, "naming the type (%s)", err.msg);
+
+	r = open_file(EXT_HEAD "\"credential_source\":{\"executable\":{\"command\":"
+			       "\"/bin/echo " SECRET "\"}}}",
+		      file, NULL, NULL, &g, &err);
+	is_int(r, -EPERM, "an executable source without Google's opt-in");
+	ok(strstr(err.msg, "GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES=1") &&
+		   !strstr(err.msg, SECRET),
+	   "names the variable, not the command (%s)", err.msg);
+	setenv("GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES", "1", 1);
+	r = open_file(EXT_HEAD "\"credential_source\":{\"executable\":{\"command\":"
+			       "\"/bin/true\"}}}",
+		      file, NULL, NULL, &g, &err);
+	is_int(r, 0, "an executable source with it (%s)", err.msg);
+	gauth_free(g);
+	unsetenv("GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES");
+
+	r = open_file("{\"type\":\"impersonated_service_account\","
+		      "\"service_account_impersonation_url\":\"https://iamcredentials.googleapis."
+		      "com/v1/projects/-/serviceAccounts/a@b:generateAccessToken\","
+		      "\"delegates\":[\"projects/-/serviceAccounts/c@d\"],"
+		      "\"source_credentials\":{\"type\":\"authorized_user\",\"client_id\":"
+		      "\"c\",\"client_secret\":\"s\",\"refresh_token\":\"" SECRET "\"}}",
+		      file, NULL, NULL, &g, &err);
+	is_int(r, 0, "impersonated_service_account over an authorized_user (%s)", err.msg);
+	ok(gauth_quota_header(g) == NULL, "no quota project unless one is set");
+	gauth_free(g);
+
+	r = open_file("{\"type\":\"impersonated_service_account\","
+		      "\"service_account_impersonation_url\":\"https://x/y\","
+		      "\"source_credentials\":{\"type\":\"authorized_user\",\"client_id\":"
+		      "\"c\",\"client_secret\":\"" SECRET "\"}}",
+		      file, NULL, NULL, &g, &err);
+	is_int(r, -EINVAL, "a bad source fails at open");
+	ok(strstr(err.msg, "refresh_token") && !strstr(err.msg, SECRET), "says why (%s)", err.msg);
+
+	r = open_file("{\"type\":\"impersonated_service_account\","
+		      "\"service_account_impersonation_url\":\"https://x/y\","
+		      "\"source_credentials\":{\"type\":\"impersonated_service_account\","
+		      "\"service_account_impersonation_url\":\"https://x/y\","
+		      "\"source_credentials\":{}}}",
+		      file, NULL, NULL, &g, &err);
+	is_int(r, -EINVAL, "an impersonation of an impersonation is refused");
+
+	unlink(file);
+	rmdir(path);
+}
+
+/* No file anywhere: the metadata server (no HTTP client here, so nothing is fetched). */
+static void test_metadata_fallback(void)
+{
+	char home[] = "/tmp/batchfs-test-gauth-home-XXXXXX";
+	struct bfs_err err = BFS_ERR_INIT;
+	struct gauth *g = NULL;
+	struct remote_conf rc;
+	struct conf_kv kv[2];
+	const char *pairs[] = {"quota_project_id", "qp2", NULL};
+	bool made = mkdtemp(home) != NULL;
+	int r;
+
+	ok(made, "empty HOME");
+	setenv("HOME", home, 1);
+	unsetenv("GOOGLE_APPLICATION_CREDENTIALS");
+	unsetenv("CLOUDSDK_CONFIG");
+	setenv("GCE_METADATA_HOST", "127.0.0.1:1", 1);
+	make_conf(&rc, kv, pairs);
+	r = gauth_new(&g, &rc, NULL, &err);
+	is_int(r, 0, "no credentials file: the metadata server (%s)", err.msg);
+	is_str(gauth_quota_header(g), "x-goog-user-project: qp2",
+	       "with the remote's quota project");
+	gauth_free(g);
+	g = NULL;
+	setenv("GCE_METADATA_HOST", "evil.example/path?", 1);
+	r = gauth_new(&g, &rc, NULL, &err);
+	is_int(r, -EINVAL, "GCE_METADATA_HOST must be a host[:port]");
+	gauth_free(g);
+	unsetenv("GCE_METADATA_HOST");
+	rmdir(home);
+}
+
 int main(void)
 {
 	test_b64url();
 	test_jwt();
 	test_new();
+	test_cloud_identities();
+	test_metadata_fallback();
 	return tap_done();
 }

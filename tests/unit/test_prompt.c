@@ -106,8 +106,8 @@ static void test_refusals_and_native(void)
 	};
 	static const char *const native[] = {
 		/* OpenAI's legacy completions endpoint has a "prompt" in its body */
-		"{\"custom_id\":\"a\",\"method\":\"POST\",\"url\":\"/v1/completions\",\"body\":"
-		"{\"model\":\"m\",\"prompt\":\"p\"}}",
+		("{\"custom_id\":\"a\",\"method\":\"POST\",\"url\":\"/v1/completions\",\"body\":"
+		 "{\"model\":\"m\",\"prompt\":\"p\"}}"),
 		"{\"custom_id\":\"a\",\"params\":{\"model\":\"m\"},\"prompt\":\"p\"}",
 		"{\"custom_id\":\"a\",\"params\":{}}",
 		"not json \"prompt\"",
