@@ -335,3 +335,20 @@ def test_a_scheduled_quota_retry_survives_a_restart(az):
     m.restart()
     s = wait_state(d, "completed", timeout=30)
     assert s["resubmits"] == 1 and len(az.srv.batches) == 2 and len(az.srv.creates) == 2
+
+
+def test_resubmit_whose_create_answer_is_lost_makes_one_batch(fl):
+    """The resubmit goes through the commit's exactly-once path: a lost answer is looked for
+    by its identity, never created twice."""
+    fl.srv.set_config(token_limit_batches=1)
+    m = fl.mount()
+    d = new_batch(m)
+    write(d, fl.requests(2))
+    first = wait_state(d, "failed")["id"]
+    fl.srv.add_fault(method="POST", path=f"^{fl.api}/batches$", action="drop_after")
+    m.expect_log("was lost")
+    ctl(d, "resubmit")
+    s = wait_state(d, "completed")
+    assert s["id"] != first and s["resubmits"] == 1
+    assert len(fl.srv.batches) == 2 and fl.count("POST", "/batches") == 2
+    wait_results(d)
