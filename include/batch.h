@@ -48,6 +48,13 @@ int batch_note_unsubmitted(struct bfs *b, int64_t batch_id, const char *msg);
  */
 int batch_cancel(struct bfs *b, struct remote *r, int64_t batch_id, struct bfs_err *err);
 int batch_cancel_confirmed(struct bfs *b, struct remote *r, int64_t batch_id, struct bfs_err *err);
+/*
+ * `echo resubmit > ctl`: sends the parts of batch_id that failed before running a request
+ * (validation, quota; created or refused) again, as new parts, exactly once; a batch of
+ * which nothing was created is committed again from its requests.jsonl. -EINVAL when no
+ * part qualifies (the reason in err).
+ */
+int batch_resubmit(struct bfs *b, struct remote *r, int64_t batch_id, struct bfs_err *err);
 /* Polls batch_id once now (or reconciles an interrupted submission) and stores the state. */
 int batch_refresh(struct bfs *b, struct remote *r, int64_t batch_id, struct bfs_err *err);
 /* Downloads every result of an ended part into the store (one transaction). */

@@ -17,6 +17,11 @@ struct bfs_err;
 #define CONF_COMMAND_TIMEOUT_DEFAULT 30
 /* Failed results downloads in a row (with growing waits) before results are unavailable. */
 #define CONF_RESULTS_ATTEMPTS_DEFAULT 8
+/* quota_retry: the first wait (s) and how many resubmits a part gets. */
+#define CONF_QUOTA_RETRY_DELAY_DEFAULT	  600
+#define CONF_QUOTA_RETRY_ATTEMPTS_DEFAULT 8
+/* Azure asks for at least 60 s between status calls of a batch (its batch how-to). */
+#define CONF_AZURE_POLL_MIN 60
 
 struct conf_kv {
 	char *key;
@@ -31,6 +36,9 @@ struct remote_conf {
 	double command_timeout;	  /* command_timeout: seconds a key/token command may run */
 	bool discover;		  /* discover = all: list the provider for batches made elsewhere */
 	int results_attempts;	  /* downloads of a part's results that may fail in a row */
+	bool quota_retry;	  /* quota_retry = on: resubmit a part failed for a quota */
+	double quota_retry_delay; /* s before the first such resubmit, doubled each time */
+	int quota_retry_attempts; /* resubmits of one part before giving up */
 	struct conf_kv *kv;	  /* every key of the section, in file order */
 	size_t nkv;
 };

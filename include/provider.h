@@ -40,6 +40,9 @@ struct provider_batch {
 	bool results_gone;	/* ended but results will never be available (archived, none) */
 	char error[1024];	/* batch-level failure message, "" when none */
 	long error_line;	/* input line the failure is about, 0 when none */
+	/* Failed for a quota (Azure/OpenAI token_limit_exceeded) before running a request:
+	 * the same requests may succeed when submitted again later. */
+	bool quota;
 	/* The local identity given at submit, when the provider echoes it (metadata, labels). */
 	char identity[64];
 	/* Opaque to everyone but the provider: passed back to results(); kept in the store. */
@@ -125,7 +128,9 @@ struct provider_ops {
 	 * whether a first attempt did (answer lost); then it returns -EAGAIN and the caller
 	 * reconciles with find(). -EUSERS: certainly not created because the provider runs as
 	 * many batches as it allows (the part is queued and sent later; not -EBUSY, which the
-	 * HTTP layer gives a 409). -EIO (or another -errno) means certainly not created.
+	 * HTTP layer gives a 409); -EDQUOT: certainly not created, refused for a quota of
+	 * tokens (may be accepted later, as provider_batch.quota). -EIO (or another -errno)
+	 * means certainly not created.
 	 */
 	int (*submit)(struct provider *p, const struct provider_submit *s,
 		      struct provider_batch *out, provider_retry_fn on_retry, void *retry_ctx,
@@ -161,6 +166,13 @@ struct provider_ops {
 	 * text and usage (result.h). Pure: no network, no provider instance.
 	 */
 	int (*result_parse)(const char *line, size_t len, struct result_info *out);
+	/*
+	 * Optional (NULL: nothing to do). Called when a batch made here has ended and its
+	 * results are in the cache or will never come: the provider may delete what the
+	 * submission left behind (OpenAI/Azure: the uploaded input file). Never called for a
+	 * batch made elsewhere. Failures are logged, not returned.
+	 */
+	void (*settled)(struct provider *p, const struct provider_batch *b);
 };
 
 /*

@@ -87,6 +87,7 @@ struct store_part {
 	char ref[PROVIDER_REF_MAX];
 	int64_t next_poll_at; /* poller: when to look at it again; 0 = never */
 	int64_t results_count;
+	int resubmits; /* times it was sent again after failing before running (resubmit) */
 };
 
 /* The plan of one part, made at the commit point. */
@@ -154,6 +155,18 @@ int store_batch_by_pid(struct store *st, const char *remote, const char *pid,
  * dropped; -EACCES when it cannot be claimed.
  */
 int store_batch_claim(struct store *st, int64_t id);
+/*
+ * True when every part of a local batch ended and it failed at the provider before any
+ * request ran (validation, quota): requests.jsonl may be written again (the claim retires
+ * those parts) or resubmitted as it is. Pure.
+ */
+bool store_batch_unrun_failure(const struct store_batch *row);
+/*
+ * Resubmit: every part of local batch id that failed before running (with or without a
+ * provider id) becomes "not sent" again (submitting, no identity, resubmits + 1); their
+ * provider batches stay as tombstones. -ENOENT when there is no such part.
+ */
+int store_batch_resubmit(struct store *st, int64_t id);
 /* The state of a batch with no part at the provider: draft/rejected/failed after a claim
  * (expect submitting), or a note (state unchanged: pass the current). Drops its parts when
  * drop_parts. msg NULL clears the error. */

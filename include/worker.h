@@ -21,10 +21,11 @@ struct remote;
 struct worker;
 
 enum worker_kind {
-	WORKER_NONE,   /* nothing to do (the op answers at once) */
-	WORKER_COMMIT, /* batch_commit(batch_id, file_id), or the killed-writer note */
-	WORKER_CANCEL, /* batch_cancel(batch_id) */
-	WORKER_REFRESH /* batch_refresh(batch_id) */
+	WORKER_NONE,	/* nothing to do (the op answers at once) */
+	WORKER_COMMIT,	/* batch_commit(batch_id, file_id), or the killed-writer note */
+	WORKER_CANCEL,	/* batch_cancel(batch_id) */
+	WORKER_REFRESH, /* batch_refresh(batch_id) */
+	WORKER_RESUBMIT /* batch_resubmit(batch_id) */
 };
 
 /* One job: a small struct, copied into the queue. */

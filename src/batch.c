@@ -42,6 +42,8 @@
 #define BATCH_DISCOVER_SKEW_MS (10 * 60 * 1000)
 /* The longest wait between two attempts at a part's results after failures in a row. */
 #define BATCH_FETCH_BACKOFF_MAX_MS (60 * 60 * 1000)
+/* The longest wait before an automatic resubmit after a quota failure (quota_retry). */
+#define BATCH_QUOTA_BACKOFF_MAX_MS (6 * 60 * 60 * 1000)
 
 static int64_t poll_delay_ms(const struct remote *r)
 {
@@ -145,12 +147,66 @@ static void part_from_provider(const struct store_part *old, const struct store_
 	}
 }
 
+static void set_file_mode(struct bfs *b, int64_t batch_id, uint32_t mode);
+
+/* The wait before a part's attempt-th automatic resubmit: quota_retry_delay doubled. */
+static int64_t quota_delay_ms(const struct remote *r, int attempt)
+{
+	double d = r->conf->quota_retry_delay * 1000.0;
+
+	for (int i = 1; i < attempt && d < BATCH_QUOTA_BACKOFF_MAX_MS; i++)
+		d *= 2;
+	return d < BATCH_QUOTA_BACKOFF_MAX_MS ? (int64_t)d : BATCH_QUOTA_BACKOFF_MAX_MS;
+}
+
+/*
+ * A part that failed for a quota before running a request, with quota_retry = on: its
+ * resubmit is scheduled (its next_poll_at, which a settled failed part does not otherwise
+ * have) and status says when and which attempt; past quota_retry_attempts, that it gave up.
+ */
+static void note_quota_failure(struct bfs *b, struct remote *r, const struct store_part *p,
+			       const char *why)
+{
+	struct bfs_err e = BFS_ERR_INIT;
+	char when[TIMEFMT_SIZE];
+	int attempt = p->resubmits + 1;
+	int64_t at;
+
+	if (attempt <= r->conf->quota_retry_attempts) {
+		at = timefmt_now_ms() + quota_delay_ms(r, attempt);
+		timefmt_format(at, when);
+		err_set(&e, "%s; quota_retry: resubmitting at %s (attempt %d of %d)", why, when,
+			attempt, r->conf->quota_retry_attempts);
+		log_info("batch part %" PRId64 ": %s", p->id, e.msg);
+		log_store_err("a resubmit", p->id,
+			      store_part_note(b->store, p->id, e.msg, attempt, at));
+		return;
+	}
+	err_set(&e,
+		"%s; quota_retry gave up after %d resubmits; 'echo resubmit > ctl' sends it again",
+		why, p->resubmits);
+	log_store_err("a note", p->id, store_part_note(b->store, p->id, e.msg, 0, -1));
+}
+
+/* What status says of a failure before running (error_line kept, so not a note). */
+static void hint_unrun_failure(struct store_part *nw)
+{
+	size_t len = strlen(nw->error);
+
+	if (!len)
+		len = (size_t)snprintf(nw->error, sizeof(nw->error), "the batch failed");
+	snprintf(nw->error + len, sizeof(nw->error) - len,
+		 "; nothing ran: 'echo resubmit > ctl' sends it again, or write requests.jsonl "
+		 "anew");
+}
+
 /* Applies pb to part id if it is still in state expect (else a newer view won: -ESTALE). */
 static int apply_part(struct bfs *b, struct remote *r, int64_t part_id, enum batch_state expect,
 		      const struct provider_batch *pb)
 {
 	struct store_part old, nw;
 	struct store_batch row;
+	bool unrun, retry;
 	int rc;
 
 	rc = store_part_get(b->store, part_id, &old);
@@ -159,8 +215,19 @@ static int apply_part(struct bfs *b, struct remote *r, int64_t part_id, enum bat
 	if (rc)
 		return rc;
 	part_from_provider(&old, &row, pb, poll_delay_ms(r), &nw);
+	/* Failed at the provider before any request ran: may be sent again (resubmit). */
+	unrun = !row.foreign && old.state != BATCH_FAILED && nw.state == BATCH_FAILED &&
+		!nw.counts.succeeded && !nw.counts.errored;
+	retry = unrun && pb->quota && r->conf->quota_retry;
+	if (unrun && !retry)
+		hint_unrun_failure(&nw);
 	rc = store_part_apply(b->store, &nw, expect);
 	log_store_err("the provider's view", part_id, rc);
+	if (!rc && retry)
+		note_quota_failure(b, r, &nw, nw.error[0] ? nw.error : "the batch failed");
+	if (!rc && unrun && !store_batch_get(b->store, old.batch_id, &row) &&
+	    store_batch_unrun_failure(&row))
+		set_file_mode(b, row.id, 0644);
 	return rc;
 }
 
@@ -249,6 +316,7 @@ enum part_outcome {
 	PART_QUEUED,  /* certainly not created: waits in the remote's queue (state queued) */
 	PART_ABSENT,  /* certainly not created: may be sent (again) */
 	PART_FAILED,  /* certainly not created, and the provider refused it: stop */
+	PART_QUOTA,   /* the same, for a quota: may be resubmitted later (quota_retry) */
 	PART_UNKNOWN, /* cannot tell yet: stays submitting, looked for again later */
 };
 
@@ -479,7 +547,7 @@ static enum part_outcome send_part(struct bfs *b, struct remote *r, const struct
 	if (rc == -EAGAIN)
 		return PART_UNKNOWN;
 	err_prefix(err, "cannot submit batch '%s'", row->name);
-	return PART_FAILED;
+	return rc == -EDQUOT ? PART_QUOTA : PART_FAILED;
 }
 
 /* True when a part other than l[skip] is, or may be, at the provider. */
@@ -517,6 +585,7 @@ static int submit_parts(struct bfs *b, struct remote *r, int64_t batch_id, struc
 	struct store_file f;
 	char path[PATH_MAX] = "";
 	int failed = -1, queued = -1, rc;
+	bool quota = false;
 
 	rc = store_batch_get(b->store, batch_id, &row);
 	if (!rc)
@@ -599,6 +668,7 @@ static int submit_parts(struct bfs *b, struct remote *r, int64_t batch_id, struc
 			continue;
 		case PART_ABSENT:
 			continue;
+		case PART_QUOTA:
 		case PART_FAILED:
 			log_err("batch '%s' part %d: %s", row.name, p->idx + 1, perr.msg);
 			/* Failed after its intent (submitting) or before it left the queue. */
@@ -610,6 +680,11 @@ static int submit_parts(struct bfs *b, struct remote *r, int64_t batch_id, struc
 			failed = p->idx;
 			if (!err->msg[0])
 				err_set(err, "%s", perr.msg);
+			if (o == PART_QUOTA && r->conf->quota_retry) {
+				/* Kept as a part, so its resubmit can be scheduled and shown. */
+				quota = true;
+				note_quota_failure(b, r, p, perr.msg);
+			}
 			continue;
 		case PART_UNKNOWN:
 			log_warn("batch '%s' part %d: %s", row.name, p->idx + 1, perr.msg);
@@ -624,8 +699,8 @@ static int submit_parts(struct bfs *b, struct remote *r, int64_t batch_id, struc
 	free(l.v);
 	if (!rc && failed >= 0)
 		rc = -EIO;
-	if (failed >= 0 && !store_batch_get(b->store, batch_id, &row) && !row.nparts_sent &&
-	    !row.identity[0]) {
+	if (failed >= 0 && !quota && !store_batch_get(b->store, batch_id, &row) &&
+	    !row.nparts_sent && !row.identity[0]) {
 		/* Nothing at the provider: the file may be written again (docs/semantics.md). */
 		(void)store_batch_set_state(b->store, batch_id, BATCH_FAILED, BATCH_FAILED,
 					    err->msg, 0, true); /* logged above */
@@ -646,7 +721,8 @@ int batch_claim(struct bfs *b, int64_t batch_id, int64_t file_id, struct bfs_err
 	/* The draft rule (bfs.h): once claimed under the draft lock, nothing changes the file. */
 	pthread_mutex_lock(dl);
 	rc = store_batch_get(b->store, batch_id, &row);
-	if (!rc && (row.foreign || !state_is_writable(row.state, row.pid[0] != '\0')))
+	if (!rc && (row.foreign || !(state_is_writable(row.state, row.pid[0] != '\0') ||
+				     store_batch_unrun_failure(&row))))
 		rc = -EACCES;
 	if (!rc && stat(path, &st))
 		rc = -errno;
@@ -899,6 +975,56 @@ static int resume_commit(struct bfs *b, struct remote *r, int64_t batch_id, stru
 	return rc;
 }
 
+/* Resubmit */
+
+int batch_resubmit(struct bfs *b, struct remote *r, int64_t batch_id, struct bfs_err *err)
+{
+	struct store_batch row;
+	struct store_file f;
+	int rc;
+
+	rc = store_batch_get(b->store, batch_id, &row);
+	if (rc)
+		return rc;
+	if (row.foreign) {
+		err_set(err, "cannot resubmit '%s': it was made elsewhere", row.name);
+		return -EINVAL;
+	}
+	if (row.state == BATCH_FAILED && !row.nparts) {
+		/* Nothing was created: the same as writing the same file again. */
+		rc = store_file_by_name(b->store, batch_id, "requests.jsonl", &f);
+		if (rc) {
+			err_set(err, "cannot resubmit '%s': it has no requests.jsonl", row.name);
+			return -EINVAL;
+		}
+		log_info("batch '%s': resubmitting requests.jsonl", row.name);
+		return batch_commit(b, r, batch_id, f.id, err);
+	}
+	if (!inflight_claim(b, batch_id)) {
+		err_set(err, "cannot resubmit '%s': its submission is running", row.name);
+		return -EBUSY;
+	}
+	/* The parts go back to "not sent" in one transaction: a crash from here on resumes
+	 * them through the exactly-once path (intent, create, find) like any commit. */
+	rc = store_batch_resubmit(b->store, batch_id);
+	if (rc == -ENOENT) {
+		err_set(err,
+			"cannot resubmit '%s': no part of it failed before running a request "
+			"(state %s)",
+			row.name, state_name(row.state));
+		rc = -EINVAL;
+	} else if (rc) {
+		err_set(err, "cannot resubmit '%s': cannot write to the cache: %s", row.name,
+			strerror(-rc));
+	} else {
+		log_info("batch '%s': resubmitting the parts that failed before running", row.name);
+		set_file_mode(b, batch_id, 0444);
+		rc = submit_parts(b, r, batch_id, err);
+	}
+	inflight_release(b, batch_id);
+	return rc;
+}
+
 /* Cancel, refresh */
 
 /*
@@ -1112,6 +1238,28 @@ static const char *cache_reason(int rc)
 	return rc == -ENOSPC ? "no space left on the cache's file system" : strerror(-rc);
 }
 
+/*
+ * A part made here whose batch ended and whose results are settled (in the cache, or never
+ * coming): the provider may free what the submission left (OpenAI/Azure: the input file).
+ */
+static void part_settled(struct bfs *b, struct remote *r, int64_t part_id)
+{
+	struct provider_batch pb;
+	struct store_batch row;
+	struct store_part p;
+
+	if (!r->ops->settled || store_part_get(b->store, part_id, &p) ||
+	    store_batch_get(b->store, p.batch_id, &row) || row.foreign || !p.pid[0] ||
+	    !state_is_terminal(p.state) ||
+	    (p.results != RESULTS_READY && p.results != RESULTS_UNAVAILABLE))
+		return;
+	memset(&pb, 0, sizeof(pb));
+	snprintf(pb.id, sizeof(pb.id), "%s", p.pid);
+	snprintf(pb.ref, sizeof(pb.ref), "%s", p.ref);
+	pb.state = p.state;
+	r->ops->settled(r->prov, &pb);
+}
+
 int batch_fetch_results(struct bfs *b, struct remote *r, int64_t part_id, struct bfs_err *err)
 {
 	struct retry_ctx rctx = {b, part_id, "downloading the results"};
@@ -1159,6 +1307,7 @@ int batch_fetch_results(struct bfs *b, struct remote *r, int64_t part_id, struct
 				      b->store, part_id, RESULTS_BIT(RESULTS_DOWNLOADING),
 				      RESULTS_UNAVAILABLE, err->msg[0] ? err->msg : NULL, 0));
 		store_ingest_abort(in);
+		part_settled(b, r, part_id);
 		return 0;
 	}
 	if (rc == -ENOSPC) {
@@ -1190,6 +1339,7 @@ int batch_fetch_results(struct bfs *b, struct remote *r, int64_t part_id, struct
 		log_warn("batch '%s': %s", p.pid, stray_msg);
 	log_info("batch '%s': %" PRId64 " results stored (download %.2f s, index %.2f s)", p.pid,
 		 count, (double)(t1 - t0) / 1e3, (double)(timefmt_mono_ms() - t1) / 1e3);
+	part_settled(b, r, part_id);
 out:
 	store_ingest_abort(in);
 	if (rc)
@@ -1270,11 +1420,19 @@ int batch_visit(struct bfs *b, struct remote *r, int64_t part_id, struct bfs_err
 					  now + poll_delay_ms(r)); /* else someone rescheduled it */
 		return 0;
 	}
+	if (p.state == BATCH_FAILED && !row.foreign && r->conf->quota_retry && p.next_poll_at &&
+	    p.next_poll_at <= now && !p.counts.succeeded && !p.counts.errored) {
+		/* A quota failure's resubmit is due (note_quota_failure scheduled it). */
+		(void)store_part_schedule(b->store, part_id, p.next_poll_at, 0);
+		return batch_resubmit(b, r, p.batch_id, err);
+	}
 	if (p.state == BATCH_SUBMITTING || p.state == BATCH_QUEUED) {
 		/* A queued part is sent when a slot is free, else its place is renewed. */
 		rc = resume_commit(b, r, p.batch_id, err);
 	} else if (p.pid[0] && !state_is_terminal(p.state)) {
 		rc = poll_part(b, r, &p, err);
+		if (!store_part_get(b->store, part_id, &p) && p.results == RESULTS_UNAVAILABLE)
+			part_settled(b, r, part_id); /* ended with no results (failed) */
 	}
 	if (store_part_get(b->store, part_id, &p) || store_batch_get(b->store, p.batch_id, &row))
 		return rc;
@@ -1283,7 +1441,8 @@ int batch_visit(struct bfs *b, struct remote *r, int64_t part_id, struct bfs_err
 	    p.next_poll_at && p.next_poll_at <= timefmt_now_ms())
 		return batch_fetch_results(b, r, part_id, err);
 	/* Nothing left to do with it now: keep it off the due list, unless rescheduled since. */
-	if (p.next_poll_at && p.next_poll_at <= timefmt_now_ms())
+	if (p.next_poll_at && p.next_poll_at <= timefmt_now_ms() &&
+	    !(p.state == BATCH_FAILED && r->conf->quota_retry)) /* a resubmit due: next visit */
 		(void)store_part_schedule(b->store, part_id, p.next_poll_at, 0);
 	return rc;
 }

@@ -24,6 +24,7 @@
 #include "conf.h"
 #include "err.h"
 #include "http.h"
+#include "log.h"
 #include "timefmt.h"
 
 #define CONF_COMMAND_OUT_MAX (64 * 1024) /* stdout kept from a command; the rest is dropped */
@@ -209,12 +210,65 @@ static int check_prompt_keys(const struct remote_conf *r, struct bfs_err *err)
 	return 0;
 }
 
+/* quota_retry = on|off, quota_retry_attempts (docs/semantics.md "Resubmitting"). */
+static int check_quota_keys(struct remote_conf *r, struct bfs_err *err)
+{
+	const char *on = conf_get(r, "quota_retry", "off");
+	const char *n = conf_get(r, "quota_retry_attempts", NULL);
+
+	if (strcmp(on, "on") && strcmp(on, "off")) {
+		err_set(err, "[%s] quota_retry must be on or off, not '%.64s'", r->name, on);
+		return -EINVAL;
+	}
+	r->quota_retry = !strcmp(on, "on");
+	r->quota_retry_delay =
+		conf_get_double(r, "quota_retry_delay", CONF_QUOTA_RETRY_DELAY_DEFAULT);
+	r->quota_retry_attempts = CONF_QUOTA_RETRY_ATTEMPTS_DEFAULT;
+	if (n) {
+		char *end;
+		long v = strtol(n, &end, 10);
+
+		if (*end || end == n || v < 1 || v > 100) {
+			err_set(err,
+				"[%s] quota_retry_attempts must be a whole number from 1 to 100, "
+				"not '%.64s'",
+				r->name, n);
+			return -EINVAL;
+		}
+		r->quota_retry_attempts = (int)v;
+	}
+	return 0;
+}
+
+/*
+ * Azure recommends at least 60 s between status calls (its batch how-to): a shorter
+ * poll_interval is raised to that, with a warning. The fakes' tests poll faster: the
+ * environment variable BATCHFS_TEST_AZURE_POLL_ANY (test-only, undocumented for users)
+ * keeps the value as configured.
+ */
+static void azure_poll_floor(struct remote_conf *r, const char *provider)
+{
+	const char *knob = getenv("BATCHFS_TEST_AZURE_POLL_ANY");
+
+	if (strcmp(provider, "azure") || r->poll_interval >= CONF_AZURE_POLL_MIN)
+		return;
+	if (knob && *knob) {
+		log_debug("[%s] poll_interval %.1f s kept below Azure's 60 s (test knob)", r->name,
+			  r->poll_interval);
+		return;
+	}
+	log_warn("[%s] poll_interval %.1f s is below the 60 s Azure asks for between status "
+		 "calls; using 60 s ('echo refresh > ctl' still polls at once)",
+		 r->name, r->poll_interval);
+	r->poll_interval = CONF_AZURE_POLL_MIN;
+}
+
 static int conf_finish_remote(struct remote_conf *r, struct bfs_err *err)
 {
 	static const char *const known[] = {"anthropic", "openai", "azure", "vertex", "mock"};
 	const char *p = conf_get(r, "provider", NULL);
 	const char *keys[] = {"poll_interval", "list_interval", "reconcile_grace",
-			      "command_timeout"};
+			      "command_timeout", "quota_retry_delay"};
 	const char *disc;
 	bool ok = false;
 	int rc;
@@ -282,7 +336,9 @@ static int conf_finish_remote(struct remote_conf *r, struct bfs_err *err)
 			return -EINVAL;
 		}
 	}
-	rc = check_prompt_keys(r, err);
+	rc = check_quota_keys(r, err);
+	if (!rc)
+		rc = check_prompt_keys(r, err);
 	if (rc)
 		return rc;
 	r->provider = strdup(p);
@@ -292,6 +348,7 @@ static int conf_finish_remote(struct remote_conf *r, struct bfs_err *err)
 	r->poll_interval = conf_get_double(r, "poll_interval", strcmp(p, "mock") ? 30 : 0.5);
 	r->list_interval = conf_get_double(r, "list_interval", 300);
 	r->command_timeout = conf_get_double(r, "command_timeout", CONF_COMMAND_TIMEOUT_DEFAULT);
+	azure_poll_floor(r, p);
 	return 0;
 }
 

@@ -37,8 +37,9 @@ bool draft_is_writable(const struct store_batch *row)
 {
 	/* A failed batch that keeps its intent has an unknown outcome: only `refresh` may
 	 * settle it (exactly once). */
-	return !row->foreign && state_is_writable(row->state, row->pid[0] != '\0') &&
-	       !(row->state == BATCH_FAILED && row->identity[0]);
+	return !row->foreign && (store_batch_unrun_failure(row) ||
+				 (state_is_writable(row->state, row->pid[0] != '\0') &&
+				  !(row->state == BATCH_FAILED && row->identity[0])));
 }
 
 /* docs/semantics.md: batch names are [A-Za-z0-9][A-Za-z0-9._-]{0,127}. */

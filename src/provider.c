@@ -171,6 +171,8 @@ int provider_check_keys(const struct provider_ops *ops, const struct remote_conf
 		"provider", "poll_interval", "list_interval", "reconcile_grace", "command_timeout",
 		"max_requests", "max_bytes", "discover", "results_attempts", "max_concurrent_jobs",
 		"cancel_confirm", "progress_timeout", "transfer_timeout", "transfer_min_rate",
+		/* resubmitting after a quota failure (conf.c checks them) */
+		"quota_retry", "quota_retry_delay", "quota_retry_attempts",
 		/* prompt lines and cost (conf.c checks them) */
 		"model", "max_tokens", "temperature", "max_cost", "price_file", NULL};
 

@@ -60,6 +60,13 @@
 #define AZ_MI_WAIT_404_MS    2000	 /* 1+2 s */
 #define OAI_POLL_FIRST_MS    250
 #define OAI_POLL_MAX_MS	     5000
+/* Expiry of uploads and outputs (A.2, A.4; B.3, B.4): 14 days by default. Azure takes
+ * 14-30 days and counts files without one against a cap of 500 per resource (B.3, B.8);
+ * OpenAI takes 1 hour to 30 days. */
+#define OAI_EXPIRES_DEFAULT 1209600
+#define OAI_EXPIRES_MIN	    3600
+#define AZ_EXPIRES_MIN	    1209600
+#define OAI_EXPIRES_MAX	    2592000
 
 struct provider {
 	bool azure;
@@ -73,6 +80,8 @@ struct provider {
 	char *hdr_org;	    /* "OpenAI-Organization: ...", NULL when not configured */
 	char *hdr_project;  /* "OpenAI-Project: ...", NULL when not configured */
 	int64_t file_wait_ms;
+	long input_expires;  /* s: expires_after of uploads (anchor created_at) */
+	long output_expires; /* s: output_expires_after of creates */
 	/* Azure Entra ID: a private one-key config holding token_command, run on demand. */
 	bool has_token_cmd;
 	struct remote_conf token_conf;
@@ -537,6 +546,8 @@ static void batch_errors(const struct provider *p, const cJSON *o, const char *i
 		return;
 	code = json_str(first, "code");
 	msg = json_str(first, "message");
+	/* The enqueued-token quota (A.6, B.4): nothing ran; the same file may pass later. */
+	b->quota = code && !strcmp(code, "token_limit_exceeded");
 	line = cJSON_GetObjectItemCaseSensitive(first, "line");
 	if (cJSON_IsNumber(line) && line->valuedouble >= 1 && line->valuedouble < 1e12)
 		n = (long)line->valuedouble;
@@ -833,7 +844,7 @@ struct upload_body {
 		UB_TAIL,
 		UB_DONE
 	} phase;
-	char head[512], tail[96];
+	char head[768], tail[96];
 	size_t head_len, tail_len, lit;
 	bool line_start; /* skipping the blanks that open a line */
 	bool in_line;	 /* bytes of a non-blank line were given, its '\n' not yet */
@@ -1169,7 +1180,7 @@ static int batch_create(struct provider *p, const struct provider_submit *s, con
 	struct http_mem_body mb;
 	struct http_body body;
 	const char *endpoint = s->endpoint;
-	cJSON *req = cJSON_CreateObject(), *meta, *root = NULL;
+	cJSON *req = cJSON_CreateObject(), *meta, *exp, *root = NULL;
 	char *text = NULL;
 	int rc;
 
@@ -1177,7 +1188,11 @@ static int batch_create(struct provider *p, const struct provider_submit *s, con
 	if (p->azure && !strncmp(endpoint, "/v1/", 4))
 		endpoint += 3;
 	meta = cJSON_AddObjectToObject(req, "metadata");
-	if (!req || !meta || !cJSON_AddStringToObject(req, "input_file_id", file_id) ||
+	/* The output and error files expire too (A.4, B.4): they count against the cap. */
+	exp = cJSON_AddObjectToObject(req, "output_expires_after");
+	if (!req || !meta || !exp || !cJSON_AddStringToObject(exp, "anchor", "created_at") ||
+	    !cJSON_AddNumberToObject(exp, "seconds", (double)p->output_expires) ||
+	    !cJSON_AddStringToObject(req, "input_file_id", file_id) ||
 	    !cJSON_AddStringToObject(req, "endpoint", endpoint) ||
 	    !cJSON_AddStringToObject(req, "completion_window", "24h") ||
 	    !cJSON_AddStringToObject(meta, OAI_META_IDENTITY, s->identity) ||
@@ -1268,12 +1283,18 @@ static int oai_submit(struct provider *p, const struct provider_submit *s,
 	}
 	memcpy(boundary, "batchfs-", 8);
 	snprintf(ctype, sizeof(ctype), "Content-Type: multipart/form-data; boundary=%s", boundary);
+	/* expires_after in the bracket form the SDKs flatten it to (A.2): an upload without
+	 * one counts against Azure's cap of 500 files (B.3). */
 	ub->head_len = (size_t)snprintf(
 		ub->head, sizeof(ub->head),
 		"--%s\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n"
+		"--%s\r\nContent-Disposition: form-data; name=\"expires_after[anchor]\"\r\n\r\n"
+		"created_at\r\n"
+		"--%s\r\nContent-Disposition: form-data; name=\"expires_after[seconds]\"\r\n\r\n"
+		"%ld\r\n"
 		"--%s\r\nContent-Disposition: form-data; name=\"file\"; filename=\"%s.jsonl\"\r\n"
 		"Content-Type: application/octet-stream\r\n\r\n",
-		boundary, boundary, s->identity);
+		boundary, boundary, boundary, p->input_expires, boundary, s->identity);
 	ub->tail_len = (size_t)snprintf(ub->tail, sizeof(ub->tail), "\r\n--%s--\r\n", boundary);
 	if (s->payload > 0 && s->nrequests && s->last_line >= s->first_line &&
 	    (uint64_t)(s->last_line - s->first_line + 1) == s->nrequests) {
@@ -1356,6 +1377,10 @@ static int oai_submit(struct provider *p, const struct provider_submit *s,
 		goto out;
 	}
 	if (rc) {
+		/* "Fail fast" regions refuse a batch over the enqueued-token quota at create,
+		 * with a 400 naming token_limit_exceeded (B.4): a quota, not a bad file. */
+		if (strstr(err->msg, "token_limit_exceeded"))
+			rc = -EDQUOT;
 		err_prefix(err, "cannot create batch");
 		file_discard(p, file_id, "no batch was created on it");
 		record_remove(p, s->identity);
@@ -1673,6 +1698,16 @@ static int oai_results(struct provider *p, const struct provider_batch *b, provi
 	return rc;
 }
 
+/* Once a batch made here has ended and its results are in (or never will be), its input file
+ * only counts against the provider's file cap (B.3): delete it. */
+static void oai_settled(struct provider *p, const struct provider_batch *b)
+{
+	char in[PROVIDER_ID_MAX];
+
+	if (ref_get(b->ref, "in", in))
+		file_discard(p, in, "its batch ended and its results are settled");
+}
+
 /* open / free */
 
 static void oai_free(struct provider *p)
@@ -1805,6 +1840,32 @@ static int azure_config(struct provider *p, const struct remote_conf *conf, stru
 	return 0;
 }
 
+/* An expiry key: whole seconds within what the API takes (A.2, B.3), default 14 days. */
+static int expiry_key(const struct remote_conf *conf, const char *key, bool azure, long *out,
+		      struct bfs_err *err)
+{
+	const char *v = conf_get(conf, key, NULL);
+	long min = azure ? AZ_EXPIRES_MIN : OAI_EXPIRES_MIN;
+	char *end;
+	long n;
+
+	*out = OAI_EXPIRES_DEFAULT;
+	if (!v)
+		return 0;
+	errno = 0;
+	n = strtol(v, &end, 10);
+	if (end == v || *end || errno || n < min || n > OAI_EXPIRES_MAX) {
+		err_set(err,
+			"[%s] %s must be a whole number of seconds from %ld to %d (%s: %ld to %d "
+			"days), not '%.64s'",
+			conf->name, key, min, OAI_EXPIRES_MAX, azure ? "Azure" : "OpenAI",
+			min / 86400, OAI_EXPIRES_MAX / 86400, v);
+		return -EINVAL;
+	}
+	*out = n;
+	return 0;
+}
+
 static int oai_open_common(struct provider **out, const struct remote_conf *conf,
 			   const char *state_dir, bool azure, struct bfs_err *err)
 {
@@ -1829,6 +1890,11 @@ static int oai_open_common(struct provider **out, const struct remote_conf *conf
 		(int64_t)(conf_get_double(conf, "file_wait", AZ_FILE_WAIT_DEFAULT) * 1000);
 	p->token_ttl_ms =
 		(int64_t)(conf_get_double(conf, "token_ttl", AZ_TOKEN_TTL_DEFAULT) * 1000);
+	rc = expiry_key(conf, "input_expires_after", azure, &p->input_expires, err);
+	if (!rc)
+		rc = expiry_key(conf, "output_expires_after", azure, &p->output_expires, err);
+	if (rc)
+		goto fail;
 	if (strlen(state_dir) + 32 > sizeof(p->dir)) {
 		err_set(err, "[%s] cache path too long", conf->name);
 		rc = -ENAMETOOLONG;
@@ -1935,7 +2001,8 @@ static int azure_open(struct provider **out, const struct remote_conf *conf, con
 
 /* The config keys each reads (see include/provider_openai.h). */
 static const char *const provider_openai_keys[] = {
-	"base_url", "api_key_env", "api_key_command", "organization", "project", NULL,
+	"base_url", "api_key_env",	   "api_key_command",	   "organization",
+	"project",  "input_expires_after", "output_expires_after", NULL,
 };
 static const char *const provider_azure_keys[] = {
 	"endpoint",
@@ -1948,6 +2015,8 @@ static const char *const provider_azure_keys[] = {
 	"auth",
 	"identity_endpoint",
 	"managed_identity_client_id",
+	"input_expires_after",
+	"output_expires_after",
 	NULL,
 };
 
@@ -1974,6 +2043,7 @@ const struct provider_ops provider_openai_ops = {
 	.cancel = oai_cancel,
 	.results = oai_results,
 	.result_parse = result_parse_openai,
+	.settled = oai_settled,
 };
 
 const struct provider_ops provider_azure_ops = {
@@ -1992,4 +2062,5 @@ const struct provider_ops provider_azure_ops = {
 	.cancel = oai_cancel,
 	.results = oai_results,
 	.result_parse = result_parse_openai,
+	.settled = oai_settled,
 };

@@ -74,6 +74,8 @@ static int add_part(struct buf *out, const struct store_part *p)
 	else
 		rc |= buf_addstr(out, ", \"first_line\": null, \"last_line\": null");
 	rc |= add_error(out, p->error, p->error_line, p->error_attempt);
+	if (p->resubmits) /* sent again after failing before running (ctl resubmit) */
+		rc |= buf_addf(out, ", \"resubmits\": %d", p->resubmits);
 	rc |= add_time(out, "created_at", p->created_at);
 	rc |= add_time(out, "ended_at", p->ended_at);
 	rc |= buf_addstr(out, "}");
@@ -176,7 +178,7 @@ int statusfmt_batch(const struct store_batch *b, const struct store_part *parts,
 {
 	static const struct statusfmt_extra none = {.done = false};
 	const struct batch_counts *c = &b->counts;
-	int rc = 0;
+	int rc = 0, resubmits = 0;
 
 	rc |= buf_addstr(out, "{\"name\": ");
 	rc |= buf_add_json_string(out, b->name);
@@ -197,6 +199,10 @@ int statusfmt_batch(const struct store_batch *b, const struct store_part *parts,
 	rc |= add_time(out, "ended_at", b->ended_at);
 	rc |= add_time(out, "expires_at", b->expires_at);
 	rc |= add_time(out, "updated_at", b->updated_at);
+	for (size_t i = 0; i < n; i++)
+		resubmits += parts[i].resubmits;
+	if (resubmits)
+		rc |= buf_addf(out, ", \"resubmits\": %d", resubmits);
 	rc |= add_usage(out, x);
 	rc |= add_cost(out, b, x->usage, x->nusage, x->have_usage);
 	rc |= add_retry(out, x);

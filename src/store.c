@@ -26,7 +26,7 @@
 #include "store.h"
 #include "timefmt.h"
 
-#define STORE_SCHEMA_VERSION 7
+#define STORE_SCHEMA_VERSION 8
 #define STORE_STMT_MAX	     128
 
 struct store_conn {
@@ -368,6 +368,27 @@ static const char *const schema_v7 =
 	"CREATE INDEX usage_batch ON usage (batch_id);"
 	"CREATE INDEX requests_line ON requests (batch_id, line);";
 
+/*
+ * The schema steps: migrations[i] brings version i to i + 1 (a new version is one more
+ * entry, and STORE_SCHEMA_VERSION with it).
+ */
+static const char *const migrations[] = {
+	schema_v1,
+	schema_v2,
+	schema_v3,
+	schema_v4,
+	/* 5: the cost estimate of a submission (status.cost); older batches have none. */
+	"ALTER TABLE batches ADD COLUMN cost TEXT NOT NULL DEFAULT ''",
+	/* 6: the bytes of a part's request lines, known at planning (0: not known). */
+	"ALTER TABLE parts ADD COLUMN payload INTEGER NOT NULL DEFAULT 0",
+	schema_v7,
+	/* 8: how many times a part that failed before running was sent again (resubmit). */
+	"ALTER TABLE parts ADD COLUMN resubmits INTEGER NOT NULL DEFAULT 0",
+};
+
+_Static_assert(sizeof(migrations) / sizeof(migrations[0]) == STORE_SCHEMA_VERSION,
+	       "one migration per schema version");
+
 /* Brings the schema to STORE_SCHEMA_VERSION, one step per version, each in a transaction. */
 static int store_migrate(struct store_conn *c, struct bfs_err *err)
 {
@@ -382,106 +403,32 @@ static int store_migrate(struct store_conn *c, struct bfs_err *err)
 	}
 	version = sqlite3_column_int(stmt, 0);
 	sqlite3_finalize(stmt);
+	if (version < 0) {
+		err_set(err, "the cache has no schema version batchfs knows (%d)", version);
+		return -EPROTO;
+	}
 	if (version > STORE_SCHEMA_VERSION) {
 		err_set(err, "the cache was made by a newer batchfs (schema %d, this one knows %d)",
 			version, STORE_SCHEMA_VERSION);
 		return -EPROTO;
 	}
-	if (version == 0) {
+	/* Each step in its own transaction: a failure leaves the last version complete. */
+	for (size_t i = (size_t)version; i < sizeof(migrations) / sizeof(migrations[0]); i++) {
+		char done[64];
+
+		snprintf(done, sizeof(done), "PRAGMA user_version = %zu; COMMIT", i + 1);
 		rc = conn_exec(c, "BEGIN IMMEDIATE");
 		if (!rc)
-			rc = conn_exec(c, schema_v1);
+			rc = conn_exec(c, migrations[i]);
 		if (!rc)
-			rc = conn_exec(c, "PRAGMA user_version = 1; COMMIT");
+			rc = conn_exec(c, done);
 		if (rc) {
 			conn_rollback(c); /* the error above is the one to report */
-			err_set(err, "cannot create the cache schema: %s", sqlite3_errmsg(c->db));
-			return rc;
-		}
-	}
-	if (version < 2) {
-		rc = conn_exec(c, "BEGIN IMMEDIATE");
-		if (!rc)
-			rc = conn_exec(c, schema_v2);
-		if (!rc)
-			rc = conn_exec(c, "PRAGMA user_version = 2; COMMIT");
-		if (rc) {
-			conn_rollback(c); /* the error above is the one to report */
-			err_set(err, "cannot bring the cache schema to version 2: %s",
+			err_set(err, "cannot bring the cache schema to version %zu: %s", i + 1,
 				sqlite3_errmsg(c->db));
 			return rc;
 		}
 	}
-	if (version < 3) {
-		rc = conn_exec(c, "BEGIN IMMEDIATE");
-		if (!rc)
-			rc = conn_exec(c, schema_v3);
-		if (!rc)
-			rc = conn_exec(c, "PRAGMA user_version = 3; COMMIT");
-		if (rc) {
-			conn_rollback(c); /* the error above is the one to report */
-			err_set(err, "cannot bring the cache schema to version 3: %s",
-				sqlite3_errmsg(c->db));
-			return rc;
-		}
-	}
-	if (version < 4) {
-		rc = conn_exec(c, "BEGIN IMMEDIATE");
-		if (!rc)
-			rc = conn_exec(c, schema_v4);
-		if (!rc)
-			rc = conn_exec(c, "PRAGMA user_version = 4; COMMIT");
-		if (rc) {
-			conn_rollback(c); /* the error above is the one to report */
-			err_set(err, "cannot bring the cache schema to version 4: %s",
-				sqlite3_errmsg(c->db));
-			return rc;
-		}
-	}
-	if (version < 5) {
-		/* The cost estimate of a submission (status.cost); older batches have none. */
-		rc = conn_exec(c, "BEGIN IMMEDIATE");
-		if (!rc)
-			rc = conn_exec(
-				c, "ALTER TABLE batches ADD COLUMN cost TEXT NOT NULL DEFAULT ''");
-		if (!rc)
-			rc = conn_exec(c, "PRAGMA user_version = 5; COMMIT");
-		if (rc) {
-			conn_rollback(c); /* the error above is the one to report */
-			err_set(err, "cannot bring the cache schema to version 5: %s",
-				sqlite3_errmsg(c->db));
-			return rc;
-		}
-	}
-	if (version < 6) {
-		/* The bytes of a part's request lines, known at planning (0: not known). */
-		rc = conn_exec(c, "BEGIN IMMEDIATE");
-		if (!rc)
-			rc = conn_exec(c, "ALTER TABLE parts ADD COLUMN payload INTEGER NOT NULL"
-					  " DEFAULT 0");
-		if (!rc)
-			rc = conn_exec(c, "PRAGMA user_version = 6; COMMIT");
-		if (rc) {
-			conn_rollback(c); /* the error above is the one to report */
-			err_set(err, "cannot bring the cache schema to version 6: %s",
-				sqlite3_errmsg(c->db));
-			return rc;
-		}
-	}
-	if (version < 7) {
-		rc = conn_exec(c, "BEGIN IMMEDIATE");
-		if (!rc)
-			rc = conn_exec(c, schema_v7);
-		if (!rc)
-			rc = conn_exec(c, "PRAGMA user_version = 7; COMMIT");
-		if (rc) {
-			conn_rollback(c); /* the error above is the one to report */
-			err_set(err, "cannot bring the cache schema to version 7: %s",
-				sqlite3_errmsg(c->db));
-			return rc;
-		}
-	}
-	/* Future versions: if (version < 8) { ALTER ...; PRAGMA user_version = 8 } */
 	return 0;
 }
 
@@ -978,6 +925,46 @@ static int parts_at_provider(struct store_conn *c, int64_t batch_id, int *n)
 	return rc == SQLITE_ROW ? 0 : -EIO;
 }
 
+/*
+ * A part that failed before any request ran (validation, quota; or never created): what
+ * resubmit sends again and a new requests.jsonl replaces. Its provider batch is kept as a
+ * tombstone, so discovery never shows it as made elsewhere.
+ */
+#define UNRUN "state = 'failed' AND succeeded = 0 AND errored = 0"
+
+static int aggregate(struct store_conn *c, int64_t batch_id);
+
+static int tombstone_unrun(struct store_conn *c, int64_t batch_id)
+{
+	static const char sql[] = "INSERT OR IGNORE INTO forgotten (remote, pid, forgotten_at)"
+				  " SELECT remote, pid, ?2 FROM parts WHERE batch_id = ?1 AND"
+				  " pid <> '' AND " UNRUN;
+	sqlite3_stmt *s = conn_stmt(c, sql);
+
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, batch_id);
+	sqlite3_bind_int64(s, 2, timefmt_now_ms());
+	return stmt_run(c, s);
+}
+
+static int retire_unrun_parts(struct store_conn *c, int64_t batch_id)
+{
+	static const char sql[] =
+		"UPDATE parts SET pid = '', identity = '' WHERE batch_id = ?1 AND pid <> ''"
+		" AND " UNRUN;
+	sqlite3_stmt *s;
+	int rc = tombstone_unrun(c, batch_id);
+
+	if (rc)
+		return rc;
+	s = conn_stmt(c, sql);
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, batch_id);
+	return stmt_run(c, s);
+}
+
 int store_batch_claim(struct store *st, int64_t id)
 {
 	static const char sql[] =
@@ -994,7 +981,10 @@ int store_batch_claim(struct store *st, int64_t id)
 	rc = txn_begin(c);
 	if (rc)
 		return rc;
-	rc = parts_at_provider(c, id, &n);
+	/* Parts that failed at the provider before running anything go with the old file. */
+	rc = retire_unrun_parts(c, id);
+	if (!rc)
+		rc = parts_at_provider(c, id, &n);
 	if (!rc && n)
 		rc = -EACCES;
 	if (!rc)
@@ -1008,6 +998,47 @@ int store_batch_claim(struct store *st, int64_t id)
 		if (rc == -ESTALE)
 			rc = -EACCES;
 	}
+	return txn_end(c, rc);
+}
+
+bool store_batch_unrun_failure(const struct store_batch *row)
+{
+	/* ended_at is set only once no part runs; identity only while a create is unsettled. */
+	return !row->foreign && row->state == BATCH_FAILED && row->pid[0] && row->ended_at &&
+	       !row->identity[0] && !row->counts.succeeded && !row->counts.errored;
+}
+
+int store_batch_resubmit(struct store *st, int64_t id)
+{
+	static const char sql[] =
+		"UPDATE parts SET pid = '', state = 'submitting', provider_state = '', total = 0,"
+		" processing = 0, succeeded = 0, errored = 0, canceled = 0, expired = 0,"
+		" results = 'pending', error = '', error_line = 0, error_attempt = 0,"
+		" created_at = 0, ended_at = 0, expires_at = 0, updated_at = ?2,"
+		" cancel_requested = 0, identity = '', intent_at = 0, ref = '', next_poll_at = 0,"
+		" results_count = 0, resubmits = resubmits + 1 WHERE batch_id = ?1 AND " UNRUN
+		" AND batch_id IN (SELECT id FROM batches WHERE id = ?1 AND is_foreign = 0)";
+	struct store_conn *c = conn_get(st);
+	sqlite3_stmt *s;
+	int rc;
+
+	if (!c)
+		return -EIO;
+	rc = txn_begin(c);
+	if (rc)
+		return rc;
+	rc = tombstone_unrun(c, id);
+	if (!rc && !(s = conn_stmt(c, sql)))
+		rc = -EIO;
+	if (!rc) {
+		sqlite3_bind_int64(s, 1, id);
+		sqlite3_bind_int64(s, 2, timefmt_now_ms());
+		rc = stmt_run(c, s);
+		if (!rc && sqlite3_changes(c->db) == 0)
+			rc = -ENOENT; /* nothing failed before running */
+	}
+	if (!rc)
+		rc = aggregate(c, id);
 	return txn_end(c, rc);
 }
 
@@ -1290,7 +1321,7 @@ int store_batch_list(struct store *st, const char *remote, int64_t after, int li
 	"id, batch_id, idx, remote, pid, state, provider_state, total, processing, succeeded,"  \
 	" errored, canceled, expired, results, error, error_line, error_attempt, created_at,"   \
 	" ended_at, expires_at, updated_at, cancel_requested, identity, intent_at, first_line," \
-	" last_line, off, len, nrequests, ref, next_poll_at, results_count, payload"
+	" last_line, off, len, nrequests, ref, next_poll_at, results_count, payload, resubmits"
 
 static void part_from_row(sqlite3_stmt *s, struct store_part *p)
 {
@@ -1321,6 +1352,7 @@ static void part_from_row(sqlite3_stmt *s, struct store_part *p)
 	p->next_poll_at = sqlite3_column_int64(s, 30);
 	p->results_count = sqlite3_column_int64(s, 31);
 	p->payload = sqlite3_column_int64(s, 32);
+	p->resubmits = sqlite3_column_int(s, 33);
 }
 
 static int part_query_each(struct store_conn *c, sqlite3_stmt *s, store_part_fn fn, void *ctx)

@@ -194,7 +194,8 @@ static int id_open(struct bfs *b, const struct store_batch *row, struct fuse_fil
 static const char ctl_help[] =
 	"cancel\tcancel the batch at the provider (every part still running)\n"
 	"cancel!\tcancel even where the provider then loses the completed work (Vertex)\n"
-	"refresh\tpoll the provider now (or look again for an unsettled submission)\n";
+	"refresh\tpoll the provider now (or look again for an unsettled submission)\n"
+	"resubmit\tsend requests.jsonl again when the batch failed before running a request\n";
 
 static int ctl_stat(struct bfs *b, const struct store_batch *row, struct stat *st)
 {
@@ -253,6 +254,8 @@ static int ctl_write(struct bfs *b, int64_t batch_id, const char *data, size_t s
 		job->kind = WORKER_CANCEL;
 	else if (!strcmp(word, "refresh"))
 		job->kind = WORKER_REFRESH;
+	else if (!strcmp(word, "resubmit"))
+		job->kind = WORKER_RESUBMIT;
 	else
 		return -EINVAL;
 	job->r = r;

@@ -45,10 +45,8 @@ struct worker {
 };
 
 static const char *const kind_names[] = {
-	[WORKER_NONE] = "none",
-	[WORKER_COMMIT] = "commit",
-	[WORKER_CANCEL] = "cancel",
-	[WORKER_REFRESH] = "refresh",
+	[WORKER_NONE] = "none",	      [WORKER_COMMIT] = "commit",     [WORKER_CANCEL] = "cancel",
+	[WORKER_REFRESH] = "refresh", [WORKER_RESUBMIT] = "resubmit",
 };
 
 static int run_commit(struct bfs *b, const struct worker_job *job, const char *name)
@@ -90,6 +88,9 @@ static int run_job(struct bfs *b, const struct worker_job *job)
 		break;
 	case WORKER_REFRESH:
 		rc = batch_refresh(b, job->r, job->batch_id, &err);
+		break;
+	case WORKER_RESUBMIT:
+		rc = batch_resubmit(b, job->r, job->batch_id, &err);
 		break;
 	default:
 		return -EINVAL;

@@ -73,7 +73,7 @@ def test_ctl_reads_back_its_words(mock_mount):
     with open(p) as f:
         text = f.read()
     words = [x.split()[0] for x in text.splitlines()]
-    assert words == ["cancel", "cancel!", "refresh"]
+    assert words == ["cancel", "cancel!", "refresh", "resubmit"]
     assert st.st_size == len(text.encode())
     # writing stays one word per write: the text read back is not a word
     fd = os.open(p, os.O_WRONLY | os.O_TRUNC)

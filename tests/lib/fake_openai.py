@@ -18,7 +18,16 @@ Quirks (each a config key): capitalised statuses ("Validating"), ISO-8601 times 
 fractional digits, request_counts null while validating, "" file ids before the end, endpoint
 null in the create answer, an empty error file even on success, errors.data[].line a string
 (errors.data one object with errors_as_object), uploads "pending" for file_pending_s before
-"processed" (create refuses until then), body.model must name a deployment, no expiry.
+"processed" (create refuses until then), body.model must name a deployment, files never
+expire unless expires_after says so (14 to 30 days), and at most max_files_no_expiry (500)
+files without an expiry per resource (B.3, B.8: https://learn.microsoft.com/azure/ai-foundry/
+openai/how-to/batch, .../batch-limits).
+
+Expiry (https://platform.openai.com/docs/api-reference/files/create): uploads take
+expires_after[anchor]=created_at and expires_after[seconds] form fields, creates an
+output_expires_after {anchor, seconds} object; out of range is a 400. Quota on demand:
+token_limit_batches makes the next creates' batches fail with errors.data code
+token_limit_exceeded (A.6), token_limit_at_create refuses the create with a 400 (B.4).
 
 Time is lazy: nothing runs in the background. A batch validates for validating_s, then its
 requests finish one by one over processing_s (in a shuffled order), then it finalizes for
@@ -175,6 +184,19 @@ class FakeOpenAI(FakeServer):
             # prompt_tokens_details.cached_tokens of each chat completion: part of
             # prompt_tokens, as the API counts them (real ones: prompts of 1024+ tokens)
             "cached_tokens": 0,
+            # expires_after / output_expires_after seconds accepted (A.2, A.4)
+            "expires_min_s": 3600,
+            "expires_max_s": 30 * 86400,
+            "default_expires_s": 30 * 86400,  # purpose=batch files without expires_after
+            # Files without an expiry a resource may hold (Azure: 500, B.3/B.8); None: no cap
+            "max_files_no_expiry": None,
+            "max_files": None,             # with an expiry (Azure: 10,000)
+            # Enqueued-token quota on demand (A.6, B.4): the next N creates make batches that
+            # fail with token_limit_exceeded; with at_create (Azure "fail fast" regions) the
+            # create itself is a 400 naming token_limit_exceeded.
+            "token_limit_batches": 0,
+            "token_limit_at_create": 0,
+            "token_limit_skip": 0,         # creates let through before those apply
         }
 
     def reset_state(self):
@@ -182,6 +204,7 @@ class FakeOpenAI(FakeServer):
             self.batches = {}   # id -> Batch, creation order
             self.files = {}     # id -> {"obj": FileObject, "content": bytes}
             self.deleted_files = []
+            self.token_limited = []  # ids of batches failed with token_limit_exceeded
             self.uploads = []   # every upload seen: filename, purpose, content, chunked
             self.creates = []   # every create body seen
             self.clock_offset = 0.0
@@ -281,17 +304,52 @@ class FakeOpenAI(FakeServer):
         return obj
 
     def add_file(self, content, filename, purpose, status="processed", pending_s=0.0,
-                 fid=None):
+                 fid=None, expires_s=None):
         now = self.now()
         fid = fid or self.new_file_id()
+        if expires_s is None and purpose in ("batch", "batch_output"):
+            expires_s = self.config["default_expires_s"]
         obj = {"id": fid, "object": "file", "bytes": len(content), "created_at": int(now),
-               "expires_at": int(now) + 30 * 86400 if purpose in ("batch", "batch_output")
-               else None,
+               "expires_at": int(now) + expires_s if expires_s else None,
                "filename": filename, "purpose": purpose, "status": status,
                "status_details": None}
         self.files[fid] = {"obj": obj, "content": content,
                            "pending_until": now + pending_s if pending_s else None}
         return fid
+
+    def parse_expiry(self, obj, what):
+        """seconds of an expires_after object {anchor: created_at, seconds}, None when
+        absent; a Response (400) when out of the documented range."""
+        if obj is None:
+            return None
+        lo, hi = self.config["expires_min_s"], self.config["expires_max_s"]
+        if not isinstance(obj, dict) or obj.get("anchor") != "created_at":
+            return self.fail(400, f"Invalid '{what}': anchor must be 'created_at'.",
+                             "invalid_value", what)
+        try:
+            secs = int(obj.get("seconds"))
+        except (TypeError, ValueError):
+            return self.fail(400, f"Invalid '{what}.seconds'.", "invalid_value", what)
+        if not lo <= secs <= hi:
+            return self.fail(400, f"Invalid '{what}.seconds': {secs}; it must be between "
+                             f"{lo} and {hi}.", "invalid_value", what)
+        return secs
+
+    def cap_refusal(self, expires):
+        """The file cap of the resource (B.3, B.8): files that never expire count against
+        max_files_no_expiry, all files against max_files."""
+        live = [f["obj"] for f in self.files.values()]
+        cap = self.config["max_files_no_expiry"]
+        if expires is None and cap is not None and \
+                sum(1 for o in live if not o.get("expires_at")) >= cap:
+            return self.fail(400, f"The maximum number of files without an expiration "
+                             f"({cap}) has been reached. Delete files or set expires_after.",
+                             "quotaExceeded")
+        cap = self.config["max_files"]
+        if cap is not None and len(live) >= cap:
+            return self.fail(400, f"The maximum number of files ({cap}) has been reached.",
+                             "quotaExceeded")
+        return None
 
     def live_files(self, purpose=None):
         with self.lock:
@@ -332,8 +390,21 @@ class FakeOpenAI(FakeServer):
                              "invalid_file_format", "file")
         if purpose == "batch" and len(content) > self.config["max_file_bytes"]:
             return self.fail(400, "File is too large for the Batch API.", "file_too_large")
+        # expires_after in the SDKs' bracket form, or the dotted form of Azure's curl docs
+        exp = None
+        for sep in ("[%s]", ".%s"):
+            anchor = fields.get("expires_after" + sep % "anchor")
+            secs = fields.get("expires_after" + sep % "seconds")
+            if anchor is not None or secs is not None:
+                exp = {"anchor": anchor, "seconds": secs}
+        exp = self.parse_expiry(exp, "expires_after")
+        if isinstance(exp, Response):
+            return exp
+        bad = self.cap_refusal(exp)
+        if bad:
+            return bad
         fid = self.add_file(content, filename, purpose, self.config["file_status"],
-                            self.config["file_pending_s"])
+                            self.config["file_pending_s"], expires_s=exp)
         status = self.upload_status(req)
         headers = {}
         if status == 201:
@@ -433,10 +504,30 @@ class FakeOpenAI(FakeServer):
         bad = self.check_file_ready(fid)
         if bad:
             return bad
+        out_exp = self.parse_expiry(body.get("output_expires_after"), "output_expires_after")
+        if isinstance(out_exp, Response):
+            return out_exp
         requests, errors, model = self.validate(f["content"], body["endpoint"])
+        skip = self.config["token_limit_skip"] > 0
+        if skip:
+            self.config["token_limit_skip"] -= 1
+        elif self.config["token_limit_at_create"] > 0:
+            self.config["token_limit_at_create"] -= 1
+            return self.fail(400, "token_limit_exceeded: Enqueued token limit reached for "
+                             f"{model}. Limit: 2,000,000 enqueued tokens. Please try again "
+                             "once some in_progress batches have been completed.",
+                             "token_limit_exceeded")
         bid = self.new_batch_id()
+        if not skip and not errors and self.config["token_limit_batches"] > 0:
+            self.config["token_limit_batches"] -= 1
+            errors = [{"code": "token_limit_exceeded", "line": None, "param": None,
+                       "message": f"Enqueued token limit reached for {model} in "
+                       "organization org-fake. Limit: 2,000,000 enqueued tokens. Please try "
+                       "again once some in_progress batches have been completed."}]
+            self.token_limited.append(bid)
         b = Batch(bid, self.now(), body, requests, errors, model, self.config,
                   random.Random(bid))
+        b.output_expires_s = out_exp
         self.batches[bid] = b
         return Response(200, self.batch_json(b, create=True))
 
@@ -557,14 +648,17 @@ class FakeOpenAI(FakeServer):
         if self.config["shuffle_output"]:
             b.rng.shuffle(out)
             b.rng.shuffle(errs)
+        exp = getattr(b, "output_expires_s", None)
         if out:
             b.output_file_id = self.add_file(
                 "".join(dumps(x) + "\n" for x in out).encode(),
-                f"{b.id}_output.jsonl", "batch_output", fid=self.output_file_id())
+                f"{b.id}_output.jsonl", "batch_output", fid=self.output_file_id(),
+                expires_s=exp)
         if errs or self.empty_error_file():
             b.error_file_id = self.add_file(
                 "".join(dumps(x) + "\n" for x in errs).encode(),
-                f"{b.id}_error.jsonl", "batch_output", fid=self.output_file_id())
+                f"{b.id}_error.jsonl", "batch_output", fid=self.output_file_id(),
+                expires_s=exp)
 
     def output_file_id(self):
         return self.new_file_id()
@@ -728,6 +822,12 @@ class FakeAzure(FakeOpenAI):
             "line_as_string": True,
             "errors_as_object": False,       # errors.data one object, as the 2024-10-21 spec
             "empty_error_file": True,
+            # Azure: 14 to 30 days, files never expire unless told, and at most 500 files
+            # without an expiry per resource, 10,000 with one (B.3, B.8)
+            "expires_min_s": 14 * 86400,
+            "default_expires_s": 0,
+            "max_files_no_expiry": 500,
+            "max_files": 10000,
         })
         return c
 

@@ -203,7 +203,7 @@ static void test_open(void)
 	store_free(st);
 	st = NULL;
 	is_int(db_exec(path, NULL, &version), SQLITE_OK, "the cache is an SQLite database");
-	is_int(version, 7, "schema version 7");
+	is_int(version, 8, "schema version 8");
 
 	chmod(path, 0644);
 	is_int(store_open(&st, dir, &err), 0, "reopen");
@@ -259,7 +259,7 @@ static void test_open(void)
 		ok(!memcmp(buf, "x\n", 2), "byte for byte too");
 	}
 	is_int(db_exec(path, NULL, &version), SQLITE_OK, "read the version");
-	is_int(version, 7, "now schema version 7");
+	is_int(version, 8, "now schema version 8");
 	{
 		struct store_batch ob;
 
@@ -858,6 +858,54 @@ static void test_forget(struct store *st)
 	       "deletes it)");
 }
 
+/* Resubmit (issue 13): parts that failed before running go back to "not sent". */
+static void test_resubmit(struct store *st)
+{
+	static const struct store_part_plan plans[2] = {
+		{1, 1, 0, 10, 1, 0},
+		{2, 2, 10, 10, 1, 0},
+	};
+	struct batch_counts ran = {.total = 1, .succeeded = 1};
+	struct store_batch b;
+	struct store_part p;
+	struct ids ids;
+	int64_t id;
+
+	id = make_parts(st, "resubmit", plans, 2, &ids);
+	ok(id > 0, "a batch of 2 parts");
+	if (!id)
+		return;
+	is_int(store_batch_resubmit(st, id), -ENOENT, "nothing failed: nothing to resubmit");
+	is_int(apply(st, ids.v[0], BATCH_SUBMITTING, "rs-1", BATCH_COMPLETED, &ran), 0,
+	       "part 1 ran");
+	is_int(apply(st, ids.v[1], BATCH_SUBMITTING, "rs-2", BATCH_FAILED, NULL), 0,
+	       "part 2 failed before running");
+	is_int(store_batch_get(st, id, &b), 0, "get");
+	ok(!store_batch_unrun_failure(&b), "a part ran: not rewritable");
+	is_int(store_batch_resubmit(st, id), 0, "resubmit");
+	is_int(store_part_get(st, ids.v[1], &p), 0, "part 2");
+	ok(p.state == BATCH_SUBMITTING && !p.pid[0] && !p.identity[0] && p.resubmits == 1,
+	   "part 2 is not sent again, counted");
+	ok(store_pid_is_owned(st, REMOTE, "rs-2"), "its old batch is a tombstone");
+	is_int(store_part_get(st, ids.v[0], &p), 0, "part 1");
+	ok(p.state == BATCH_COMPLETED && !strcmp(p.pid, "rs-1") && !p.resubmits,
+	   "part 1 untouched");
+	is_int(store_batch_resubmit(st, id), -ENOENT, "resubmitting again: nothing failed");
+
+	id = make_parts(st, "rewrite", plans, 1, &ids);
+	ok(id > 0, "a batch of 1 part");
+	if (!id)
+		return;
+	is_int(apply(st, ids.v[0], BATCH_SUBMITTING, "rw-1", BATCH_FAILED, NULL), 0,
+	       "it failed before running");
+	is_int(store_batch_get(st, id, &b), 0, "get");
+	ok(store_batch_unrun_failure(&b), "rewritable");
+	is_int(store_batch_claim(st, id), 0, "a new requests.jsonl claims it");
+	ok(store_pid_is_owned(st, REMOTE, "rw-1"), "the failed batch is a tombstone");
+	is_int(store_batch_get(st, id, &b), 0, "get");
+	ok(b.state == BATCH_SUBMITTING && !b.nparts && !b.pid[0], "claimed, its parts gone");
+}
+
 int main(void)
 {
 	struct bfs_err err = BFS_ERR_INIT;
@@ -880,6 +928,7 @@ int main(void)
 		test_ingest_bad(st);
 		test_resume(st);
 		test_forget(st);
+		test_resubmit(st);
 		store_free(st);
 	}
 	rm_tree(tmpdir);
