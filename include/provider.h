@@ -17,6 +17,7 @@
 #include "state.h"
 
 struct bfs_err;
+struct http_opts;
 struct remote_conf;
 struct provider;
 
@@ -86,8 +87,13 @@ struct provider_submit {
 typedef int (*provider_result_fn)(void *ctx, const char *custom_id, const char *line, size_t len);
 /* Called by results() before it starts over (a retried download): drop what was delivered. */
 typedef int (*provider_reset_fn)(void *ctx);
-/* Called by list() once per batch. Return 0 or -errno to stop. */
+/*
+ * Called by list() once per batch. Return 0, -errno to stop, or PROVIDER_LIST_KNOWN: the
+ * batch is known here and unchanged; a page of only such batches ends the listing (providers
+ * list newest first, so the pages after it hold nothing new: incremental discovery).
+ */
 typedef int (*provider_batch_fn)(void *ctx, const struct provider_batch *b);
+#define PROVIDER_LIST_KNOWN 2
 /* Called while an HTTP request is being retried, so status can show it. */
 typedef void (*provider_retry_fn)(void *ctx, int attempt, const char *reason);
 
@@ -97,6 +103,9 @@ struct provider_ops {
 	struct jsonl_limits limits; /* per batch, checked locally before submit */
 	/* The config keys it reads besides the common ones (provider_check_keys), NULL-ended. */
 	const char *const *keys;
+	/* The provider's guidance on the least time between two status calls of one batch
+	 * (seconds, 0: none): poll_interval is raised to it (provider_poll_ms). */
+	double min_poll_interval;
 
 	/* Builds a provider from its remote's config; state_dir is private to it (may be
 	 * unused). Returns 0 or -errno (-EINVAL for a bad config) with the reason in err. */
@@ -125,7 +134,8 @@ struct provider_ops {
 	 * (may be NULL) is told of HTTP retries while they happen, as for submit. */
 	int (*get)(struct provider *p, const char *id, struct provider_batch *out,
 		   provider_retry_fn on_retry, void *retry_ctx, struct bfs_err *err);
-	/* Calls fn for every batch the credentials can see, all pages, newest first. */
+	/* Calls fn for every batch the credentials can see, newest first, page by page: all
+	 * pages, or up to the first page whose batches fn all called PROVIDER_LIST_KNOWN. */
 	int (*list)(struct provider *p, provider_batch_fn fn, void *ctx, struct bfs_err *err);
 	/* Asks the provider to cancel; fills out with the batch as the answer shows it. */
 	int (*cancel)(struct provider *p, const char *id, struct provider_batch *out,
@@ -188,6 +198,17 @@ int provider_check_keys(const struct provider_ops *ops, const struct remote_conf
  */
 int provider_limits(const struct provider_ops *ops, const struct remote_conf *rc,
 		    struct jsonl_limits *out, struct bfs_err *err);
+
+/*
+ * The HTTP options of a remote's client (rate_limit_wait: how long a create waits out a rate
+ * limit in place, other requests at most 60 s of it). Fills out; unset fields keep http.c's
+ * defaults.
+ */
+void provider_http_opts(const struct remote_conf *rc, struct http_opts *out);
+
+/* A remote's poll interval in ms: poll_interval, raised to the provider's guidance
+ * (min_poll_interval, a remote key that may lower it, e.g. for a test server). */
+int64_t provider_poll_ms(const struct provider_ops *ops, const struct remote_conf *rc);
 
 /* The ops for a provider name ("anthropic", ...), or NULL when unknown. */
 const struct provider_ops *provider_lookup(const char *name);

@@ -213,8 +213,8 @@ static int conf_finish_remote(struct remote_conf *r, struct bfs_err *err)
 {
 	static const char *const known[] = {"anthropic", "openai", "azure", "vertex", "mock"};
 	const char *p = conf_get(r, "provider", NULL);
-	const char *keys[] = {"poll_interval", "list_interval", "reconcile_grace",
-			      "command_timeout"};
+	const char *keys[] = {"poll_interval",	 "list_interval",   "reconcile_grace",
+			      "command_timeout", "rate_limit_wait", "list_full_interval"};
 	const char *disc;
 	bool ok = false;
 	int rc;
@@ -239,6 +239,18 @@ static int conf_finish_remote(struct remote_conf *r, struct bfs_err *err)
 		if (v && (strtod(v, &end) <= 0 || *end)) {
 			err_set(err, "[%s] %s must be a positive number of seconds, not '%s'",
 				r->name, keys[i], v);
+			return -EINVAL;
+		}
+	}
+	disc = conf_get(r, "min_poll_interval", NULL);
+	if (disc) {
+		char *end;
+		double v = strtod(disc, &end);
+
+		/* 0 is allowed: it lifts the provider's guidance (a test server). */
+		if (*end || end == disc || !(v >= 0)) {
+			err_set(err, "[%s] min_poll_interval must be a number of seconds, not '%s'",
+				r->name, disc);
 			return -EINVAL;
 		}
 	}

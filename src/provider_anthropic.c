@@ -454,7 +454,10 @@ headers:
 		p->hdr_beta = NULL;
 		goto nomem;
 	}
-	rc = http_new(&p->http, NULL, err);
+	struct http_opts ho;
+
+	provider_http_opts(conf, &ho); /* the remote's rate_limit_wait */
+	rc = http_new(&p->http, &ho, err);
 	if (rc)
 		goto fail;
 	i = 0;
@@ -754,6 +757,7 @@ static int list_pages(struct provider *p, provider_batch_fn fn, void *ctx, long 
 	for (long page = 0; page < max_pages; page++) {
 		const cJSON *data, *item;
 		const char *last;
+		long seen = 0, known = 0; /* batches of this page given to fn, known ones */
 
 		buf_reset(&url);
 		rc = batch_url(p, NULL, NULL, &url);
@@ -791,11 +795,18 @@ static int list_pages(struct provider *p, provider_batch_fn fn, void *ctx, long 
 				continue;
 			}
 			rc = fn(ctx, &b);
-			if (rc) {
+			seen++;
+			if (rc == PROVIDER_LIST_KNOWN) {
+				known++;
+				rc = 0;
+			} else if (rc) {
 				rc = rc > 0 ? 0 : rc;
 				goto out;
 			}
 		}
+		/* A page of batches all known and unchanged: the older pages hold nothing new. */
+		if (seen && known == seen)
+			goto out;
 		last = json_str(root, "last_id");
 		if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "has_more")) || !last ||
 		    !provider_id_is_safe(last) || !strcmp(last, after))

@@ -1361,6 +1361,7 @@ static int list_pages(struct provider *p, provider_batch_fn fn, void *ctx, long 
 	for (long page = 0; page < max_pages; page++) {
 		const cJSON *data, *item;
 		const char *last;
+		long seen = 0, known = 0; /* batches of this page given to fn, known ones */
 
 		rc = make_url(p, &url, "/batches?limit=%d%s%s", OAI_PAGE, after[0] ? "&after=" : "",
 			      after);
@@ -1384,11 +1385,18 @@ static int list_pages(struct provider *p, provider_batch_fn fn, void *ctx, long 
 				continue;
 			}
 			rc = fn(ctx, &b);
-			if (rc) {
+			seen++;
+			if (rc == PROVIDER_LIST_KNOWN) {
+				known++;
+				rc = 0;
+			} else if (rc) {
 				rc = rc > 0 ? 0 : rc;
 				goto out;
 			}
 		}
+		/* A page of batches all known and unchanged: the older pages hold nothing new. */
+		if (seen && known == seen)
+			goto out;
 		/* last_id may be missing (Azure samples, B.5): the last item's id serves. */
 		if (json_id(root, "last_id"))
 			last = json_id(root, "last_id");
@@ -1814,7 +1822,10 @@ static int oai_open_common(struct provider **out, const struct remote_conf *conf
 		}
 	}
 	snprintf(p->dir, sizeof(p->dir), "%s", state_dir);
-	rc = http_new(&p->http, NULL, err);
+	struct http_opts ho;
+
+	provider_http_opts(conf, &ho); /* the remote's rate_limit_wait */
+	rc = http_new(&p->http, &ho, err);
 	if (rc)
 		goto fail;
 
@@ -1947,6 +1958,8 @@ const struct provider_ops provider_azure_ops = {
 	.format = JSONL_AZURE,
 	.limits = {.max_requests = 100000, .max_bytes = 200u * 1000 * 1000},
 	.keys = provider_azure_keys,
+	/* "Recommended polling interval >= 60 s" (learn.microsoft.com, Azure OpenAI batch). */
+	.min_poll_interval = 60,
 	.open = azure_open,
 	.free = oai_free,
 	.submit = oai_submit,

@@ -434,7 +434,10 @@ static int vtx_open(struct provider **out, const struct remote_conf *conf, const
 	snprintf(p->model, sizeof(p->model), "%s", model);
 	p->resumable_threshold = (int64_t)threshold;
 	p->chunk = (int64_t)chunk;
-	rc = http_new(&p->http, NULL, err);
+	struct http_opts ho;
+
+	provider_http_opts(conf, &ho); /* the remote's rate_limit_wait */
+	rc = http_new(&p->http, &ho, err);
 	if (!rc)
 		rc = gauth_new(&p->auth, conf, p->http, err);
 	if (rc)
@@ -846,6 +849,7 @@ static int list_jobs(struct provider *p, bool claude_only, provider_batch_fn fn,
 
 	for (long page = 0; page < VTX_PAGES_MAX; page++) {
 		const cJSON *jobs, *item;
+		long seen = 0, known = 0; /* jobs of this page given to fn, known ones */
 
 		buf_reset(&url);
 		rc = buf_addf(&url, "%s?pageSize=%d", p->jobs, VTX_JOB_PAGE);
@@ -881,11 +885,18 @@ static int list_jobs(struct provider *p, bool claude_only, provider_batch_fn fn,
 				continue;
 			}
 			rc = fn(ctx, &b);
-			if (rc) {
+			seen++;
+			if (rc == PROVIDER_LIST_KNOWN) {
+				known++;
+				rc = 0;
+			} else if (rc) {
 				rc = rc > 0 ? 0 : rc;
 				goto out;
 			}
 		}
+		/* A page of batches all known and unchanged: the older pages hold nothing new. */
+		if (seen && known == seen)
+			goto out;
 		rc = next_page(root, &token, err);
 		if (rc <= 0)
 			goto out;
