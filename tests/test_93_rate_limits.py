@@ -63,7 +63,7 @@ def test_200_batches_in_the_account_stay_under_the_budget(fake_server, mount_fac
              what="listings")
     assert srv.rate_limited == 0, "batchfs went over the budget"
     assert srv.budget_peak() <= 20
-    assert sorted(os.listdir(os.path.join(d, "results"))) == ["req-0", "req-1", "req-2"]
+    assert sorted(os.listdir(os.path.join(d, "results"))) == ["req-0.json", "req-1.json", "req-2.json"]
 
 
 def test_incremental_discovery_lists_far_fewer_pages(fake_server, mount_factory):
@@ -86,7 +86,8 @@ def test_incremental_discovery_lists_far_fewer_pages(fake_server, mount_factory)
     # The full walk: with list_full_interval short, every listing reads every page again.
     srv2 = fake_server("anthropic")
     seed(srv2, 250)
-    m2 = mount_remote(mount_factory, srv2, list_interval="0.2", list_full_interval="0.1")
+    m2 = mount_remote(lambda *a, **k: mount_factory(*a, name="full", **k), srv2,
+                      list_interval="0.2", list_full_interval="0.1")
     wait_for(lambda: len(os.listdir(os.path.join(m2.path, "a"))) >= 250, 15, what="listed")
     n0 = len(srv2.requests)
     wait_for(lambda: sum(1 for r in list_calls(srv2, n0) if "after_id" not in r["query"])
