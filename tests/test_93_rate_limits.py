@@ -15,7 +15,7 @@ import pytest
 
 from bfs import anthropic_requests, read_status, wait_results
 from conftest import unique
-from fake_anthropic import KEY_ENV, mount_remote
+from fake_anthropic import mount_remote
 from mount import wait_for
 from test_80_openai import Flavour, new_batch, write
 
@@ -63,7 +63,8 @@ def test_200_batches_in_the_account_stay_under_the_budget(fake_server, mount_fac
              what="listings")
     assert srv.rate_limited == 0, "batchfs went over the budget"
     assert srv.budget_peak() <= 20
-    assert sorted(os.listdir(os.path.join(d, "results"))) == ["req-0.json", "req-1.json", "req-2.json"]
+    assert sorted(os.listdir(os.path.join(d, "results"))) == \
+        ["req-0.json", "req-1.json", "req-2.json"]
 
 
 def test_incremental_discovery_lists_far_fewer_pages(fake_server, mount_factory):
@@ -127,6 +128,25 @@ def test_a_long_retry_after_on_create_shows_in_status_and_is_honoured(fake_serve
     assert ok[0]["mono"] - first["mono"] >= int(first["retry_after"]) - 1, \
         "sent again before the retry-after"
     assert "rate limited" not in json.dumps(read_status(d))
+
+
+def test_a_create_waiting_for_a_rate_limit_survives_a_crash(fake_server, mount_factory):
+    srv = fake_server("anthropic", rate_limit=2, rate_limit_window=4)
+    m = mount_remote(mount_factory, srv, discover="none", rate_limit_wait="1")
+    d = os.path.join(m.path, "a", unique())
+    os.mkdir(d)
+    spend_budget(srv, srv.url + API, {"x-api-key": srv.config["api_key"],
+                                      "anthropic-version": "2023-06-01"})
+    with pytest.raises(OSError):
+        with open(os.path.join(d, "requests.jsonl"), "w") as f:
+            f.write(anthropic_requests(2))
+    assert "rate limited, retrying at" in json.dumps(read_status(d))
+    m.kill()
+    m.start()
+    # Not "interrupted before anything was sent": the part is sent once the budget allows.
+    wait_results(d, timeout=20)
+    assert srv.batches_created == 1
+    assert sorted(os.listdir(os.path.join(d, "results"))) == ["req-0.json", "req-1.json"]
 
 
 def test_openai_reset_header_is_honoured_for_polls_and_create(fake_server, mount_factory):

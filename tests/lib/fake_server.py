@@ -10,6 +10,10 @@ test surface, both as Python methods (tests run the server in-process) and over 
   clear_faults()
   set_config(**kw)    change flavour settings (processing time, page size, ...)
   requests            the log of requests served: dicts with method, path, query, headers, status
+                      (and mono, a monotonic time; retry_after of a rate limit's 429)
+  rate_limit          config: requests per rate_limit_window seconds (default 60) per key; beyond
+                      it, the flavour's 429 (rate_limited_response); rate_limited counts them,
+                      budget_peak() is the most requests let through in any window
   count(method, re)   how many logged requests matched
   reset()             forget all state, faults and the log
 

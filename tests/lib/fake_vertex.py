@@ -282,8 +282,9 @@ class FakeVertex(FakeServer):
         return path != "/token"  # the token endpoint is the auth server's, not Vertex AI's
 
     def rate_limited_response(self, retry_after, limit, window):
-        # https://cloud.google.com/vertex-ai/docs/quotas, https://cloud.google.com/apis/design/errors:
-        # 429 RESOURCE_EXHAUSTED, no retry-after (clients back off).
+        # https://cloud.google.com/vertex-ai/docs/quotas and
+        # https://cloud.google.com/apis/design/errors: 429 RESOURCE_EXHAUSTED, no retry-after
+        # (clients back off).
         return self.json(self.error_body(
             429, "Quota exceeded for quota metric 'Resource management (CRUD) requests' and "
             "limit 'Resource management (CRUD) requests per minute per region' of service "
