@@ -18,6 +18,7 @@ from conftest import unique
 from fake_anthropic import mount_remote
 from mount import wait_for
 from test_80_openai import Flavour, new_batch, write
+from test_90_vertex import sa_key, vertex, vline  # noqa: F401 (fixtures)
 
 API = "/v1/messages/batches"
 
@@ -65,6 +66,33 @@ def test_200_batches_in_the_account_stay_under_the_budget(fake_server, mount_fac
     assert srv.budget_peak() <= 20
     assert sorted(os.listdir(os.path.join(d, "results"))) == \
         ["req-0.json", "req-1.json", "req-2.json"]
+
+
+@pytest.mark.parametrize("kind", ["openai", "vertex"])
+def test_200_batches_listed_under_the_budget_openai_and_vertex(kind, request, fake_server,
+                                                               mount_factory):
+    # 14 requests per 4 s: every page (2 of 100) every 0.5 s needs 16-18, one page 8-9.
+    if kind == "openai":
+        fl = Flavour(fake_server, mount_factory)
+        srv, m = fl.srv, fl.mount()
+        ids = [srv.create_batch([fl.line("x")]) for _ in range(200)]
+        remote, path = os.path.join(m.path, "o"), "/v1/batches"
+    else:
+        srv, m = request.getfixturevalue("vertex")(fake_config={"jobs_page_max": 100})
+        ids = [srv.create_job([vline("x")]) for _ in range(200)]
+        remote = os.path.join(m.path, "v")
+        path = "/v1/projects/p/locations/us-east5/batchPredictionJobs"
+    srv.advance(3600)  # every one ended long ago
+    wait_for(lambda: set(ids) <= set(os.listdir(remote)), 15, what="200 batches listed")
+    wait_for(lambda: all(read_status(os.path.join(remote, i))["state"] == "completed"
+                         for i in ids), 15, what="all seen ended")
+    srv.set_config(rate_limit=14, rate_limit_window=4)
+    n0, t0 = len(srv.requests), time.monotonic()
+    wait_for(lambda: time.monotonic() - t0 > 6 and
+             sum(1 for r in srv.requests[n0:] if r["path"] == path) >= 10, 20,
+             what="listings over more than a window")
+    assert srv.rate_limited == 0, "batchfs went over the budget"
+    assert srv.budget_peak(since=n0) <= 14
 
 
 def test_incremental_discovery_lists_far_fewer_pages(fake_server, mount_factory):

@@ -269,11 +269,12 @@ class FakeServer:
             retry_after = times[0] + window - now
         return self.rate_limited_response(retry_after, int(limit), window)
 
-    def budget_peak(self, window=None):
-        """The most requests (429s not counted; all keys together) within any window."""
+    def budget_peak(self, window=None, since=0):
+        """The most requests (429s not counted; all keys together) within any window, of the
+        requests logged from index since."""
         window = float(window or self.config.get("rate_limit_window") or 60.0)
         with self.lock:
-            times = sorted(r["mono"] for r in self.requests
+            times = sorted(r["mono"] for r in self.requests[since:]
                            if r.get("mono") is not None and r["status"] != 429)
         peak, lo = 0, 0
         for hi, t in enumerate(times):
