@@ -46,6 +46,7 @@ struct http_opts {
 	 * in all (a create: create_wait_ms); beyond that, or when its attempts run out while
 	 * still limited, it returns at once with err->retry_at set and err->msg "rate limited,
 	 * retrying at HH:MM:SS UTC (...)", so the caller reschedules instead of failing.
+	 * Other retried answers (503, 529) take a hint up to max_hint_ms, else the backoff.
 	 */
 	long max_hint_ms;    /* default 60000 */
 	long create_wait_ms; /* default 120000 */

@@ -1013,16 +1013,18 @@ static long backoff_ms(const struct http *h, int retries)
 }
 
 /*
- * How long to wait before the next attempt. A hint is obeyed; a rate limit (429) with a hint
- * longer than the request may still wait in place (*wait_left), or whose attempts ran out
- * (last), is not waited out here: *retry_at (ms since the epoch) says when the caller may
- * try again, and the delay is -1.
+ * How long to wait before the next attempt, -1 for none. A rate limit (429) with a wait longer
+ * than the request may still spend in place (*wait_left), or whose attempts ran out (last), is
+ * not waited out here: *retry_at (ms since the epoch) says when the caller may try again.
+ * Other answers (503, 529) take a hint up to max_hint_ms, else the backoff.
  */
 static long retry_delay_ms(const struct http *h, const struct xfer *x, int retries, bool last,
 			   long *wait_left, int64_t *retry_at)
 {
 	long hint = retry_hint_ms(x);
-	long d = hint > 0 ? hint : backoff_ms(h, retries);
+	long d = hint > 0 && (x->status == 429 || hint <= h->opts.max_hint_ms)
+			 ? hint
+			 : backoff_ms(h, retries);
 
 	*retry_at = 0;
 	if (x->status == 429 && (last || d > *wait_left)) {
