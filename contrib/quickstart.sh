@@ -27,18 +27,24 @@ if [ -d "$mnt/mock" ]; then
 			"$(echo "$q" | tr -cd 'A-Za-z0-9')" "$q"
 	done > "$b/requests.jsonl"
 	echo "submitted $b:"; cat "$b/status"
-	i=0
-	until [ -d "$b/results" ]; do
-		i=$((i + 1)); [ $i -gt 200 ] && { echo "no results yet; see $b/status"; exit 1; }
-		sleep 0.1
-	done
+	# wait blocks until the batch has ended and its results are in, then prints status;
+	# timeout keeps the demo from hanging (Ctrl-C works as well)
+	if ! timeout 60 cat "$b/wait" > /dev/null; then
+		echo "no results yet; see $b/status"; exit 1
+	fi
 	echo "results:"; ls -l "$b/results"; cat "$b/results.jsonl"
+	echo "the answers (text/, one file per succeeded request):"
+	for f in "$b"/text/*.txt; do printf '%s: ' "$(basename "$f" .txt)"; cat "$f"; done
+	echo "to send again (retry.jsonl, the requests that did not succeed):"
+	cat "$b/retry.jsonl"
 fi
 cat <<MSG
 
 Try:
   mkdir $mnt/mock/mine && cp your-requests.jsonl $mnt/mock/mine/requests.jsonl
-  cat $mnt/mock/mine/status;  ls $mnt/mock/mine/results/
+  cat $mnt/mock/mine/wait | jq -e '.state == "completed"'   # blocks until done
+  cat $mnt/mock/mine/text/*.txt;  ls $mnt/mock/mine/results/
+  mkdir $mnt/mock/again && cp $mnt/mock/mine/retry.jsonl $mnt/mock/again/requests.jsonl
   echo cancel > $mnt/mock/mine/ctl
 Set ANTHROPIC_API_KEY (or OPENAI_API_KEY, or a config file) and remount for real batches.
 Unmount with: fusermount3 -u $mnt

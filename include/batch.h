@@ -40,8 +40,14 @@ void batch_unclaim(struct bfs *b, int64_t batch_id, const char *msg);
 /* Records on a batch not submitted why its requests.jsonl was not (e.g. its writer was
  * killed): the state stays, status shows msg. Local only. */
 int batch_note_unsubmitted(struct bfs *b, int64_t batch_id, const char *msg);
-/* Asks the provider to cancel batch_id. -EINVAL for a batch never submitted. */
+/*
+ * Asks the provider to cancel batch_id. -EINVAL for a batch never submitted. Where a cancel
+ * costs the work already done (provider_ops.cancel_warning: Vertex writes no results for a
+ * cancelled job) it is refused with -EBUSY and the warning in status, unless the remote sets
+ * cancel_confirm = off or batch_cancel_confirmed() (`cancel!`) is used.
+ */
 int batch_cancel(struct bfs *b, struct remote *r, int64_t batch_id, struct bfs_err *err);
+int batch_cancel_confirmed(struct bfs *b, struct remote *r, int64_t batch_id, struct bfs_err *err);
 /* Polls batch_id once now (or reconciles an interrupted submission) and stores the state. */
 int batch_refresh(struct bfs *b, struct remote *r, int64_t batch_id, struct bfs_err *err);
 /* Downloads every result of an ended part into the store (one transaction). */

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "jsonl.h"
+#include "result.h"
 #include "state.h"
 
 struct bfs_err;
@@ -64,6 +65,8 @@ struct provider_submit {
 	int64_t offset;	      /* the part's first byte in path */
 	int64_t length;	      /* the part's bytes (blank lines included) */
 	long first_line;      /* the line of path at offset (1 for the first part) */
+	long last_line;	      /* the line of its last request (so blank lines among its requests
+			       * are known: last_line - first_line + 1 - nrequests); 0: unknown */
 	uint64_t nrequests;   /* non-blank lines of the part */
 	uint64_t nbytes;      /* = length */
 	int64_t payload;      /* the request lines' bytes without leading blanks and line ends (so a
@@ -101,6 +104,15 @@ struct provider_ops {
 	const char *name;	    /* "mock", "anthropic", "openai", "azure", "vertex" */
 	enum jsonl_format format;   /* the line format of requests.jsonl */
 	struct jsonl_limits limits; /* per batch, checked locally before submit */
+	/*
+	 * Batches the provider runs at once per account by default (Vertex: 4 jobs per
+	 * project), 0 for no limit; a remote's max_concurrent_jobs overrides it. Parts beyond
+	 * it wait here in state queued and are submitted as running ones end (batch.c).
+	 */
+	int max_active;
+	/* Non-NULL when cancelling loses the requests already done (Vertex: cancelled jobs
+	 * write no results): `cancel` is refused with this warning, `cancel!` proceeds. */
+	const char *cancel_warning;
 	/* The config keys it reads besides the common ones (provider_check_keys), NULL-ended. */
 	const char *const *keys;
 	/* The provider's guidance on the least time between two status calls of one batch
@@ -116,7 +128,9 @@ struct provider_ops {
 	/*
 	 * Creates the batch. Exactly once: it must not create a second batch when unsure
 	 * whether a first attempt did (answer lost); then it returns -EAGAIN and the caller
-	 * reconciles with find(). -EIO (or another -errno) means certainly not created.
+	 * reconciles with find(). -EUSERS: certainly not created because the provider runs as
+	 * many batches as it allows (the part is queued and sent later; not -EBUSY, which the
+	 * HTTP layer gives a 409). -EIO (or another -errno) means certainly not created.
 	 */
 	int (*submit)(struct provider *p, const struct provider_submit *s,
 		      struct provider_batch *out, provider_retry_fn on_retry, void *retry_ctx,
@@ -148,6 +162,11 @@ struct provider_ops {
 	int (*results)(struct provider *p, const struct provider_batch *b, provider_result_fn fn,
 		       provider_reset_fn reset, void *ctx, provider_retry_fn on_retry,
 		       void *retry_ctx, struct bfs_err *err);
+	/*
+	 * Reads one result line of this provider (as results() delivers it) for its outcome,
+	 * text and usage (result.h). Pure: no network, no provider instance.
+	 */
+	int (*result_parse)(const char *line, size_t len, struct result_info *out);
 };
 
 /*

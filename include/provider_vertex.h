@@ -9,6 +9,9 @@
  *   storage_url = https://storage.googleapis.com
  *   resumable_threshold = 8388608, upload_chunk_size = 8388608 (multiple of 262144)
  *   access_token_command, access_token_ttl = 300, credentials = FILE (else ADC: see gauth.h)
+ *   first_job_retry = 600      seconds before a job failed with INTERNAL is retried (0: never)
+ *   output = gcs | bigquery, bigquery_dataset = PROJECT.DATASET, bigquery_url
+ * (and, read by batch.c for every provider: max_concurrent_jobs, cancel_confirm)
  */
 #ifndef BATCHFS_PROVIDER_VERTEX_H
 #define BATCHFS_PROVIDER_VERTEX_H

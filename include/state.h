@@ -20,6 +20,9 @@ enum batch_state {
 	BATCH_CANCELED,
 	BATCH_EXPIRED,
 	BATCH_FAILED,
+	/* Accepted here, waiting for a free job slot at the provider (max_concurrent_jobs):
+	 * last, so the numbers of the others stay what they were. */
+	BATCH_QUEUED,
 };
 
 enum results_state {
@@ -36,10 +39,10 @@ int state_parse(const char *name, enum batch_state *out);
 const char *results_state_name(enum results_state s);
 int results_state_parse(const char *name, enum results_state *out);
 
-/* completed, canceled, expired, failed. */
+/* completed, canceled, expired, failed (queued is not: it is submitted later). */
 bool state_is_terminal(enum batch_state s);
-/* States in which requests.jsonl may still be (re)written: draft, rejected, and failed before
- * the provider ever knew the batch (has_provider_id false). */
+/* States in which requests.jsonl may still be (re)written: draft, rejected, and failed or
+ * canceled (while queued) before the provider ever knew the batch (has_provider_id false). */
 bool state_is_writable(enum batch_state s, bool has_provider_id);
 
 /*

@@ -15,6 +15,8 @@
 #include <stdint.h>
 
 #include "provider.h"
+#include "result.h"
+#include "usage.h"
 #include "state.h"
 
 struct bfs_err;
@@ -214,7 +216,8 @@ int64_t store_part_next_due(struct store *st, const char *remote);
  * -ESTALE, writing nothing, when the part is in another). Each also brings the directory's
  * aggregate up to date in the same transaction.
  * store_part_intent: records identity and intent_at before the first request that could
- * create it (expects submitting, no identity yet).
+ * create it (expects submitting or queued, no identity yet; a queued part becomes
+ * submitting in the same step).
  */
 int store_part_intent(struct store *st, int64_t id, const char *identity, int64_t intent_at);
 /*
@@ -252,6 +255,13 @@ int store_part_unsend(struct store *st, int64_t id);
 /* Sets next_poll_at = next if it still is expect (what the caller saw: a kick that came
  * meanwhile is never lost). Only schedules. */
 int store_part_schedule(struct store *st, int64_t id, int64_t expect, int64_t next);
+/*
+ * The job slots of a remote, for its max_concurrent_jobs (batch.c's queue): *active counts
+ * the parts other than part_id that are, or may be, running at the provider (an id and a
+ * state not ended, or a create under way), *ahead the queued parts older than part_id.
+ */
+int store_remote_slots(struct store *st, const char *remote, int64_t part_id, int64_t *active,
+		       int64_t *ahead);
 /* True when some part of this cache was submitted with identity (provider_batch.identity). */
 bool store_identity_is_ours(struct store *st, const char *identity);
 /* At start: makes every part that still has work (submitting, unfinished, results to fetch)
@@ -300,9 +310,14 @@ int store_reqs_end(struct store_reqs *r, bool commit);
  * line in one transaction and puts the fsync'd file in place just before it commits.
  */
 struct store_ingest;
+/* Reads a result line's outcome, text and usage (provider_ops.result_parse). */
+typedef int (*store_parse_fn)(const char *line, size_t len, struct result_info *out);
 int store_ingest_begin(struct store *st, int64_t part_id, struct store_ingest **out);
 /* Adds one result line (without terminator). A repeated custom_id replaces the earlier line
  * (a retried download). */
+/* Lines added from now on are read with parse: their outcome, text and usage are kept with
+ * them (text/, retry.jsonl, status.usage); without it they are unknown. */
+void store_ingest_set_parse(struct store_ingest *in, store_parse_fn parse);
 int store_ingest_add(struct store_ingest *in, const char *custom_id, const char *line, size_t len);
 /* Lines added since begin or the last reset. */
 int64_t store_ingest_count(const struct store_ingest *in);
@@ -332,5 +347,40 @@ long store_result_read(struct store *st, int64_t id, int64_t off, size_t size, c
 /* Copies bytes [off, off+size) of batch_id's results.jsonl into dst; returns the count. */
 long store_results_jsonl_read(struct store *st, int64_t batch_id, int64_t off, size_t size,
 			      char *dst);
+
+/* What the results say (kept at ingest, schema v7) */
+/*
+ * The usage sums of batch_id's succeeded results, per model (at most max into out, *n of
+ * them). *known is false when a ready part was ingested before batchfs kept usage (or there
+ * are more than max models): its sums would be short.
+ */
+int store_usage_get(struct store *st, int64_t batch_id, struct bfs_usage *out, size_t max,
+		    size_t *n, bool *known);
+/* text/: succeeded results with text, as struct store_result with the name "<escaped>.txt"
+ * and size the text's bytes + 1 (a newline). */
+int store_text_by_name(struct store *st, int64_t batch_id, const char *fname,
+		       struct store_result *out);
+int store_text_get(struct store *st, int64_t id, struct store_result *out);
+int store_text_list(struct store *st, int64_t batch_id, int64_t after, int limit,
+		    store_result_fn fn, void *ctx);
+/* Copies bytes [off, off+size) of result id's text + "\n" into dst; returns the count. */
+long store_text_read(struct store *st, int64_t id, int64_t off, size_t size, char *dst);
+/*
+ * retry.jsonl: 0 when every ready part of batch_id kept its results' outcomes, -ENODATA when
+ * one was ingested before batchfs kept them. Its line count is the batch's requests less the
+ * succeeded results (store_usage_get's sums).
+ */
+int store_retry_known(struct store *st, int64_t batch_id);
+/* The line numbers (> after, ascending, at most max) of requests whose result is not
+ * succeeded (errored, canceled, expired or missing). */
+int store_retry_lines(struct store *st, int64_t batch_id, int64_t after, int64_t *lines, size_t max,
+		      size_t *n);
+
+/*
+ * A number that changes whenever another thread's connection commits a change (SQLite's
+ * data_version of the calling thread's connection): a cheap "has the store changed?" for
+ * code that waits on it. -1 on failure.
+ */
+int64_t store_data_version(struct store *st);
 
 #endif

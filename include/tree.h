@@ -34,9 +34,11 @@ enum tree_kind {
 /* <remote>/.by-id/: a symlink per provider id (every part's), so the remote directory lists
  * each batch once (and so do globs over it). */
 #define TREE_SUB_BY_ID 1
-#define TREE_BY_ID     ".by-id"
-#define TREE_SUB_MAX   15
-#define TREE_ROOT_INO  1
+/* A TREE_RESULT inode with this sub is the result's text/ file (sub 0: results/). */
+#define TREE_SUB_TEXT 1
+#define TREE_BY_ID    ".by-id"
+#define TREE_SUB_MAX  15
+#define TREE_ROOT_INO 1
 /* The I/O size files show (st_blksize) and the largest write the connection takes. */
 #define TREE_IO_SIZE (1u << 20)
 

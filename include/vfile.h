@@ -38,12 +38,20 @@ struct vfile {
 	int (*open)(struct bfs *b, const struct store_batch *row, struct fuse_file_info *fi,
 		    struct buf *text);
 	/* Copies [off, off + size) into dst; returns the count or -errno. NULL: EBADF. */
-	long (*read)(struct bfs *b, int64_t batch_id, const struct buf *text, off_t off,
-		     size_t size, char *dst);
+	long (*read)(struct bfs *b, int64_t batch_id, struct buf *text, off_t off, size_t size,
+		     char *dst);
 	/* Fills job with what the write asks for (the caller queues it and answers when it is
 	 * done); 0 or -errno. NULL: EBADF. */
 	int (*write)(struct bfs *b, int64_t batch_id, const char *data, size_t size,
 		     struct worker_job *job);
+
+	/*
+	 * A read that waits (wait): 1 with the answer in out, 0 when it must wait (fs.c parks
+	 * the request: waiter.h), -errno. Called with an empty snapshot only.
+	 */
+	int (*ready)(struct bfs *b, int64_t batch_id, struct buf *out);
+	/* Found by lookup but left out of readdir (wait: so tar, cp -a, grep -r never block). */
+	bool unlisted;
 
 	/* Directories: an entry, and the listing after tree_dir.off. */
 	int (*lookup)(struct bfs *b, int64_t batch_id, const char *name,
@@ -61,6 +69,9 @@ struct vfile {
 
 extern const struct vfile vfile_table[];
 extern const size_t vfile_count;
+
+/* True when a batch's wait is over: ended with its results settled (or never to run). */
+bool vfile_batch_done(const struct store_batch *row);
 
 /* The entry called name, or NULL (the names a draft file may not take). */
 const struct vfile *vfile_by_name(const char *name);

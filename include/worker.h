@@ -37,7 +37,8 @@ struct worker_job {
 	 * draft that says why instead of submitting half a file). */
 	bool closer_known;
 	struct caller_info closer;
-	bool claimed; /* COMMIT: set by worker_queue once the batch is claimed */
+	bool claimed;	/* COMMIT: set by worker_queue once the batch is claimed */
+	bool confirmed; /* CANCEL: `cancel!`, the loss of completed work accepted */
 	/* Called once on the worker thread with 0 or -errno (-EIO when unmounting first). */
 	void (*done)(void *ctx, int rc);
 	void *ctx;

@@ -225,6 +225,7 @@ static void submit_desc(const struct store_batch *row, const struct store_part *
 	s->offset = p->off;
 	s->length = p->len;
 	s->first_line = (long)p->first_line;
+	s->last_line = p->last_line < INT64_MAX ? (long)p->last_line : 0;
 	s->nrequests = (uint64_t)p->nrequests;
 	s->nbytes = (uint64_t)p->len;
 	s->payload = p->payload;
@@ -245,11 +246,48 @@ static int64_t reconcile_grace_ms(const struct remote *r)
 
 enum part_outcome {
 	PART_CREATED, /* at the provider, its id recorded */
+	PART_QUEUED,  /* certainly not created: waits in the remote's queue (state queued) */
 	PART_ABSENT,  /* certainly not created: may be sent (again) */
 	PART_FAILED,  /* certainly not created, and the provider refused it: stop */
 	PART_UNKNOWN, /* cannot tell yet: stays submitting, looked for again later */
 	PART_WAIT,    /* rate limited, certainly not created: sent again at err->retry_at */
 };
+
+/*
+ * The queue: a remote runs at most max_concurrent_jobs batches at once (default: the
+ * provider's max_active), counting those made elsewhere that this cache knows. A part past
+ * the limit, or one the provider refused for its own limit (submit's -EUSERS), is accepted
+ * here as queued, oldest first, and sent by the poller as running batches end. The check
+ * and the create happen under the remote's create_lock, so two threads never both take
+ * the last slot.
+ */
+static int64_t max_active(const struct remote *r)
+{
+	return (int64_t)conf_get_double(r->conf, "max_concurrent_jobs", r->ops->max_active);
+}
+
+/* Puts p (in state expect, without an id) in the queue, or renews its place there: status
+ * shows why and the position; the poller looks again after poll_interval. */
+static int queue_part(struct bfs *b, struct remote *r, const struct store_part *p,
+		      enum batch_state expect, const char *why)
+{
+	struct store_part nw = *p;
+	int64_t active = 0, ahead = 0;
+	int rc = store_remote_slots(b->store, r->conf->name, p->id, &active, &ahead);
+
+	if (rc)
+		return rc;
+	nw.state = BATCH_QUEUED;
+	nw.provider_state[0] = '\0';
+	nw.error_line = 0;
+	snprintf(nw.error, sizeof(nw.error),
+		 "queued: position %" PRId64 " in the queue of [%s]; %s", ahead + 1, r->conf->name,
+		 why);
+	nw.next_poll_at = timefmt_now_ms() + poll_delay_ms(r);
+	rc = store_part_apply(b->store, &nw, expect);
+	log_store_err("a queued part", p->id, rc);
+	return rc;
+}
 
 /* Records the id of a created part; an id another part owns is never adopted. */
 static enum part_outcome adopt(struct bfs *b, struct remote *r, const struct store_part *p,
@@ -350,6 +388,29 @@ static enum part_outcome send_part(struct bfs *b, struct remote *r, const struct
 	 * answer's find has one candidate where the provider keeps no identity.
 	 */
 	pthread_mutex_lock(&r->create_lock);
+	if (max_active(r) > 0) {
+		int64_t active = 0, ahead = 0, limit = max_active(r);
+		char why[256];
+
+		rc = store_remote_slots(b->store, r->conf->name, p.id, &active, &ahead);
+		if (!rc && active + ahead >= limit) {
+			snprintf(why, sizeof(why),
+				 "%" PRId64 " of the %" PRId64 " jobs [%s] may run at once "
+				 "(max_concurrent_jobs) are running; sent when one ends",
+				 active, limit, r->conf->name);
+			rc = queue_part(b, r, &p, p.state, why);
+			pthread_mutex_unlock(&r->create_lock);
+			if (!rc)
+				return PART_QUEUED;
+			err_set(err, "cannot queue the part in the cache: %s", strerror(-rc));
+			return PART_FAILED;
+		}
+		if (rc) {
+			pthread_mutex_unlock(&r->create_lock);
+			err_set(err, "cannot read the cache: %s", strerror(-rc));
+			return PART_FAILED;
+		}
+	}
 	rc = make_identity(row->id, p.idx, p.identity, sizeof(p.identity));
 	p.intent_at = timefmt_now_ms();
 	if (!rc)
@@ -389,6 +450,26 @@ static enum part_outcome send_part(struct bfs *b, struct remote *r, const struct
 			break;
 		}
 		rc = -EAGAIN; /* certainly absent: try again */
+	}
+	if (rc == -EUSERS) {
+		/* The provider's own limit (jobs this cache does not know of): not created, so
+		 * the intent is taken back and the part waits for a slot. */
+		char why[sizeof(err->msg)];
+
+		snprintf(why, sizeof(why),
+			 "the provider refused a new batch (%s); sent when a "
+			 "running one ends",
+			 err->msg[0] ? err->msg : "too many running");
+		rc = store_part_unsend(b->store, p.id);
+		if (!rc)
+			rc = queue_part(b, r, &p, BATCH_SUBMITTING, why);
+		pthread_mutex_unlock(&r->create_lock);
+		if (!rc) {
+			err_clear(err);
+			return PART_QUEUED;
+		}
+		err_set(err, "cannot queue the part in the cache: %s", strerror(-rc));
+		return PART_UNKNOWN;
 	}
 	o = rc == 0 ? adopt(b, r, &p, &pb, err) : PART_UNKNOWN;
 	pthread_mutex_unlock(&r->create_lock);
@@ -448,7 +529,7 @@ static int submit_parts(struct bfs *b, struct remote *r, int64_t batch_id, struc
 	struct part_list l;
 	struct store_file f;
 	char path[PATH_MAX] = "";
-	int failed = -1, rc;
+	int failed = -1, queued = -1, rc;
 
 	rc = store_batch_get(b->store, batch_id, &row);
 	if (!rc)
@@ -468,12 +549,23 @@ static int submit_parts(struct bfs *b, struct remote *r, int64_t batch_id, struc
 		struct bfs_err perr = BFS_ERR_INIT;
 		enum part_outcome o = PART_ABSENT;
 
-		if (p->pid[0] || p->state != BATCH_SUBMITTING)
+		if (p->pid[0] || (p->state != BATCH_SUBMITTING && p->state != BATCH_QUEUED))
 			continue;
 		if (failed >= 0) {
 			err_set(&perr, "not submitted: part %d could not be", failed + 1);
 			log_store_err("a part's failure", p->id,
-				      store_part_fail(b->store, p->id, BATCH_SUBMITTING, perr.msg));
+				      store_part_fail(b->store, p->id, p->state, perr.msg));
+			continue;
+		}
+		if (queued >= 0 && !p->identity[0]) {
+			/* Parts go in file order: the ones after a queued part wait behind it. */
+			char why[64];
+
+			snprintf(why, sizeof(why), "waiting behind part %d", queued + 1);
+			if (queue_part(b, r, p, p->state, why)) {
+				err_set(err, "cannot queue part %d in the cache", p->idx + 1);
+				rc = -EIO;
+			}
 			continue;
 		}
 		if (p->identity[0]) {
@@ -511,12 +603,23 @@ static int submit_parts(struct bfs *b, struct remote *r, int64_t batch_id, struc
 		case PART_CREATED:
 			(void)store_part_get(b->store, p->id, p); /* others_sent() sees its id */
 			continue;
+		case PART_QUEUED:
+			if (p->state != BATCH_QUEUED)
+				log_info("batch '%s': part %d queued: [%s] runs as many jobs as "
+					 "it may",
+					 row.name, p->idx + 1, r->conf->name);
+			queued = p->idx;
+			continue;
 		case PART_ABSENT:
 			continue;
 		case PART_FAILED:
 			log_err("batch '%s' part %d: %s", row.name, p->idx + 1, perr.msg);
-			log_store_err("a part's failure", p->id,
-				      store_part_fail(b->store, p->id, BATCH_SUBMITTING, perr.msg));
+			/* Failed after its intent (submitting) or before it left the queue. */
+			rc = store_part_fail(b->store, p->id, BATCH_SUBMITTING, perr.msg);
+			if (rc == -ESTALE)
+				rc = store_part_fail(b->store, p->id, BATCH_QUEUED, perr.msg);
+			log_store_err("a part's failure", p->id, rc);
+			rc = 0;
 			failed = p->idx;
 			if (!err->msg[0])
 				err_set(err, "%s", perr.msg);
@@ -846,7 +949,30 @@ static void prefix_unless_said(struct bfs_err *err, const char *what, const char
 		err_prefix(err, "%s '%s'", what, name);
 }
 
+/* True when cancelling batch_id would throw away finished requests at the provider. */
+static bool cancel_loses_work(const struct part_list *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		if (l->v[i].pid[0] && !state_is_terminal(l->v[i].state))
+			return true;
+	return false;
+}
+
+static int cancel_parts(struct bfs *b, struct remote *r, int64_t batch_id, bool confirmed,
+			struct bfs_err *err);
+
 int batch_cancel(struct bfs *b, struct remote *r, int64_t batch_id, struct bfs_err *err)
+{
+	return cancel_parts(b, r, batch_id, false, err);
+}
+
+int batch_cancel_confirmed(struct bfs *b, struct remote *r, int64_t batch_id, struct bfs_err *err)
+{
+	return cancel_parts(b, r, batch_id, true, err);
+}
+
+static int cancel_parts(struct bfs *b, struct remote *r, int64_t batch_id, bool confirmed,
+			struct bfs_err *err)
 {
 	struct store_batch row;
 	struct part_list l;
@@ -855,18 +981,46 @@ int batch_cancel(struct bfs *b, struct remote *r, int64_t batch_id, struct bfs_e
 	rc = store_batch_get(b->store, batch_id, &row);
 	if (rc)
 		return rc;
-	if (!row.pid[0]) {
+	if (!row.pid[0] && row.state != BATCH_QUEUED) {
 		err_set(err, "cannot cancel batch '%s': it was never submitted", row.name);
 		return -EINVAL;
 	}
 	rc = load_parts(b, batch_id, &l);
 	if (rc)
 		return rc;
+	if (!confirmed && r->ops->cancel_warning && cancel_loses_work(&l) &&
+	    strcmp(conf_get(r->conf, "cancel_confirm", "on"), "off")) {
+		/* Nothing is sent: the user decides, with the cost in status. */
+		err_set(err,
+			"cancel refused: %s; write 'cancel!' to ctl to cancel anyway (or set "
+			"cancel_confirm = off in [%s])",
+			r->ops->cancel_warning, r->conf->name);
+		for (size_t i = 0; i < l.n; i++)
+			if (l.v[i].pid[0] && !state_is_terminal(l.v[i].state))
+				log_store_err(
+					"a note", l.v[i].id,
+					store_part_note(b->store, l.v[i].id, err->msg, 0, -1));
+		free(l.v);
+		return -EBUSY;
+	}
 	for (size_t i = 0; i < l.n; i++) {
 		struct store_part *p = &l.v[i];
 		struct provider_batch pb;
 		struct bfs_err perr = BFS_ERR_INIT;
 
+		if (p->state == BATCH_QUEUED) {
+			/* Never sent: it leaves the queue here, nothing to ask the provider. */
+			struct store_part nw = *p;
+
+			nw.state = BATCH_CANCELED;
+			nw.results = RESULTS_UNAVAILABLE;
+			nw.next_poll_at = 0;
+			nw.counts.canceled = nw.counts.total;
+			snprintf(nw.error, sizeof(nw.error), "canceled while queued: never sent");
+			log_store_err("a cancel", p->id,
+				      store_part_apply(b->store, &nw, BATCH_QUEUED));
+			continue;
+		}
 		if (!p->pid[0] || state_is_terminal(p->state))
 			continue; /* nothing left to cancel; `echo cancel > ctl` twice is fine */
 		log_store_err("a cancel", p->id, store_part_cancel_requested(b->store, p->id));
@@ -883,6 +1037,9 @@ int batch_cancel(struct bfs *b, struct remote *r, int64_t batch_id, struct bfs_e
 		(void)apply_part(b, r, p->id, p->state, &pb); /* logged inside */
 	}
 	free(l.v);
+	if (!store_batch_get(b->store, batch_id, &row) && !row.pid[0] &&
+	    row.state == BATCH_CANCELED)
+		set_file_mode(b, batch_id, 0644); /* nothing was sent: it may be written again */
 	return failures ? -EIO : 0;
 }
 
@@ -929,7 +1086,7 @@ int batch_refresh(struct bfs *b, struct remote *r, int64_t batch_id, struct bfs_
 	for (size_t i = 0; i < l.n; i++) {
 		struct bfs_err perr = BFS_ERR_INIT;
 
-		if (l.v[i].state == BATCH_SUBMITTING) {
+		if (l.v[i].state == BATCH_SUBMITTING || l.v[i].state == BATCH_QUEUED) {
 			submitting = true;
 			continue;
 		}
@@ -1022,6 +1179,8 @@ int batch_fetch_results(struct bfs *b, struct remote *r, int64_t part_id, struct
 	pb.results_available = true;
 
 	rc = store_ingest_begin(b->store, part_id, &in);
+	if (!rc)
+		store_ingest_set_parse(in, r->ops->result_parse); /* text/, retry, usage */
 	if (rc) {
 		err_set(err, "cannot store the results of '%s': %s", p.pid, cache_reason(rc));
 		goto out;
@@ -1172,7 +1331,8 @@ int batch_visit(struct bfs *b, struct remote *r, int64_t part_id, struct bfs_err
 					  now + poll_delay_ms(r)); /* else someone rescheduled it */
 		return 0;
 	}
-	if (p.state == BATCH_SUBMITTING) {
+	if (p.state == BATCH_SUBMITTING || p.state == BATCH_QUEUED) {
+		/* A queued part is sent when a slot is free, else its place is renewed. */
 		rc = resume_commit(b, r, p.batch_id, err);
 	} else if (p.pid[0] && !state_is_terminal(p.state)) {
 		rc = poll_part(b, r, &p, err);

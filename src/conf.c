@@ -275,6 +275,25 @@ static int conf_finish_remote(struct remote_conf *r, struct bfs_err *err)
 		}
 		r->results_attempts = (int)n;
 	}
+	disc = conf_get(r, "cancel_confirm", "on");
+	if (strcmp(disc, "on") && strcmp(disc, "off")) {
+		err_set(err, "[%s] cancel_confirm must be on or off, not '%s'", r->name, disc);
+		return -EINVAL;
+	}
+	disc = conf_get(r, "max_concurrent_jobs", NULL);
+	if (disc) {
+		char *end;
+		long n = strtol(disc, &end, 10);
+
+		/* 0: no limit here (the provider's own refusals still queue a part). */
+		if (*end || end == disc || n < 0 || n > 100000) {
+			err_set(err,
+				"[%s] max_concurrent_jobs must be a whole number from 0 to 100000, "
+				"not '%s'",
+				r->name, disc);
+			return -EINVAL;
+		}
+	}
 	rc = check_prompt_keys(r, err);
 	if (rc)
 		return rc;

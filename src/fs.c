@@ -25,6 +25,7 @@
 #include "store.h"
 #include "tree.h"
 #include "vfile.h"
+#include "waiter.h"
 #include "worker.h"
 
 /* An open file: a draft file (fd), a result, or a virtual file of a batch (vf). */
@@ -43,6 +44,9 @@ struct fs_handle {
  */
 static pthread_mutex_t handles_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct fs_handle *handles;
+
+/* Reads of `wait` parked until their batch is done (one per session, see fs_main). */
+static struct waiter *waiter;
 
 static struct bfs *fs_ctx(fuse_req_t req)
 {
@@ -372,6 +376,8 @@ static long read_handle(struct bfs *b, struct fs_handle *h, size_t size, off_t o
 		k = pread(h->fd, dst, size, off);
 		return k < 0 ? -errno : (long)k;
 	case TREE_RESULT:
+		if (h->node.sub == TREE_SUB_TEXT)
+			return store_text_read(b->store, h->node.id, off, size, dst);
 		return store_result_read(b->store, h->node.id, off, size, dst);
 	default:
 		if (h->vf && h->vf->read)
@@ -380,13 +386,37 @@ static long read_handle(struct bfs *b, struct fs_handle *h, size_t size, off_t o
 	}
 }
 
+/*
+ * A read of a file that waits (wait): answered now when it is ready, else parked with the
+ * waiter, which answers it from its own thread (no FUSE thread is held meanwhile). 1: the
+ * read goes on as any other (the snapshot is in place); 0: parked or answered.
+ */
+static int read_ready(fuse_req_t req, struct fs_handle *h, size_t size, off_t off)
+{
+	int rc;
+
+	if (!h->vf || !h->vf->ready || h->text.len)
+		return 1;
+	rc = h->vf->ready(fs_ctx(req), h->node.id, &h->text);
+	if (rc == 0)
+		rc = waiter_park(waiter, req, h->vf->ready, h->node.id, size, off, &h->text);
+	else if (rc > 0)
+		return 1;
+	if (rc)
+		fuse_reply_err(req, -rc);
+	return 0;
+}
+
 static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
-	char *dst = malloc(size ? size : 1);
+	char *dst;
 	long n;
 
 	(void)ino;
+	if (!read_ready(req, fs_handle_of(fi), size, off))
+		return;
+	dst = malloc(size ? size : 1);
 	n = dst ? read_handle(fs_ctx(req), fs_handle_of(fi), size, off, dst) : -ENOMEM;
 	if (n < 0)
 		fuse_reply_err(req, (int)-n);
@@ -590,11 +620,16 @@ int fs_main(struct bfs *b, struct fuse_args *args, const char *mountpoint, bool 
 	if (fuse_session_mount(se, mountpoint))
 		goto out_signals;
 	rc = start(b); /* detaches first, when asked to: see fs.h */
+	if (!rc)
+		rc = waiter_start(&waiter, b);
 	if (rc)
 		goto out_unmount;
 	rc = fs_loop(se, single);
 	rc = rc < 0 ? rc : (rc > 0 ? -EINTR : 0);
 out_unmount:
+	/* Parked reads are requests of this session too. */
+	waiter_stop(waiter);
+	waiter = NULL;
 	/* Queued jobs hold requests of this session: answer them all before it goes. */
 	worker_stop(b->worker);
 	b->worker = NULL;

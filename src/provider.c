@@ -155,8 +155,8 @@ int provider_check_keys(const struct provider_ops *ops, const struct remote_conf
 {
 	static const char *const common[] = {
 		"provider", "poll_interval", "list_interval", "reconcile_grace", "command_timeout",
-		"max_requests", "max_bytes", "discover", "results_attempts", "rate_limit_wait",
-		"list_full_interval", "min_poll_interval",
+		"max_requests", "max_bytes", "discover", "results_attempts", "max_concurrent_jobs",
+		"cancel_confirm", "rate_limit_wait", "list_full_interval", "min_poll_interval",
 		/* prompt lines and cost (conf.c checks them) */
 		"model", "max_tokens", "temperature", "max_cost", "price_file", NULL};
 

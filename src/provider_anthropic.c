@@ -1057,4 +1057,5 @@ const struct provider_ops provider_anthropic_ops = {
 	.list = anth_list,
 	.cancel = anth_cancel,
 	.results = anth_results,
+	.result_parse = result_parse_anthropic,
 };

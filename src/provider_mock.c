@@ -682,4 +682,5 @@ const struct provider_ops provider_mock_ops = {
 	.list = mock_list,
 	.cancel = mock_cancel,
 	.results = mock_results,
+	.result_parse = result_parse_anthropic,
 };

@@ -897,6 +897,23 @@ static void map_open(struct upload_body *ub)
 		ub->map_rc = -EIO;
 }
 
+/* The map of a part without blank lines among its requests: only where it starts. */
+static int map_write_offset(const char *map_path, long first_line, bool *has_map)
+{
+	FILE *f = fopen(map_path, "we");
+	int rc = 0;
+
+	if (!f)
+		return -errno;
+	if (fprintf(f, "@%ld\n", first_line - 1) < 0 || fflush(f) || fsync(fileno(f)))
+		rc = -EIO;
+	if (fclose(f) && !rc)
+		rc = -EIO;
+	if (!rc)
+		*has_map = true;
+	return rc;
+}
+
 static void flush_blanks(struct upload_body *ub)
 {
 	if (!ub->measuring || !ub->blank_n)
@@ -1258,7 +1275,17 @@ static int oai_submit(struct provider *p, const struct provider_submit *s,
 		"Content-Type: application/octet-stream\r\n\r\n",
 		boundary, boundary, s->identity);
 	ub->tail_len = (size_t)snprintf(ub->tail, sizeof(ub->tail), "\r\n--%s--\r\n", boundary);
-	rc = upload_measure(ub, &body.length, &lines, map_tmp, &has_map);
+	if (s->payload > 0 && s->nrequests && s->last_line >= s->first_line &&
+	    (uint64_t)(s->last_line - s->first_line + 1) == s->nrequests) {
+		/* No blank line among the requests, the length known from the planning pass:
+		 * no first pass over the part (a later part still maps its line numbers). */
+		body.length =
+			(int64_t)(ub->head_len + ub->tail_len) + s->payload + (int64_t)s->nrequests;
+		lines = s->nrequests;
+		rc = s->first_line > 1 ? map_write_offset(map_tmp, s->first_line, &has_map) : 0;
+	} else {
+		rc = upload_measure(ub, &body.length, &lines, map_tmp, &has_map);
+	}
 	if (rc) {
 		err_set(err, "cannot create batch: cannot read '%s': %s", s->path, strerror(-rc));
 		goto out;
@@ -1951,6 +1978,7 @@ const struct provider_ops provider_openai_ops = {
 	.list = oai_list,
 	.cancel = oai_cancel,
 	.results = oai_results,
+	.result_parse = result_parse_openai,
 };
 
 const struct provider_ops provider_azure_ops = {
@@ -1968,4 +1996,5 @@ const struct provider_ops provider_azure_ops = {
 	.list = oai_list,
 	.cancel = oai_cancel,
 	.results = oai_results,
+	.result_parse = result_parse_openai,
 };

@@ -11,11 +11,14 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "buf.h"
 #include "conf.h"
@@ -28,37 +31,57 @@
 #include "state.h"
 #include "timefmt.h"
 
-#define VTX_AIPLATFORM_FMT  "https://%s-aiplatform.googleapis.com"
-#define VTX_STORAGE_DEFAULT "https://storage.googleapis.com"
-#define VTX_PREFIX_DEFAULT  "batchfs/"
-#define VTX_PUBLISHER	    "publishers/anthropic/models/"
-#define VTX_CONTENT_TYPE    "application/jsonl"
-#define VTX_URL_MAX	    8192
-#define VTX_RESP_MAX	    (8u * 1024 * 1024) /* one JSON answer; a page of 100 jobs ~300 KiB */
-#define VTX_JOB_PAGE	    100
-#define VTX_OBJ_PAGE	    1000	    /* the Cloud Storage maximum (spec C.9) */
-#define VTX_PAGES_MAX	    100000	    /* a loop guard, not a limit anyone should reach */
-#define VTX_TOKEN_MAX	    4096	    /* a pageToken we send back */
-#define VTX_UNIT	    (256 * 1024)    /* resumable chunks are multiples of this (spec C.9) */
-#define VTX_CHUNK_DEFAULT   (32 * VTX_UNIT) /* 8 MiB */
-#define VTX_UPLOAD_FAILURES 8		    /* interrupted chunks before giving up */
-#define VTX_RESTARTS	    3		    /* whole results downloads started over */
-#define VTX_BIG_BODY	    (32 * 1024 * 1024) /* above: only the low-speed timeout applies */
-#define VTX_LABEL_ID	    "batchfs_identity"
-#define VTX_LABEL_N	    "batchfs_requests"
-#define VTX_NAME_MAX	    128 /* displayName */
+#define VTX_AIPLATFORM_FMT   "https://%s-aiplatform.googleapis.com"
+#define VTX_STORAGE_DEFAULT  "https://storage.googleapis.com"
+#define VTX_BIGQUERY_DEFAULT "https://bigquery.googleapis.com"
+#define VTX_BQ_PAGE	     500 /* rows per tabledata.list page */
+#define VTX_PREFIX_DEFAULT   "batchfs/"
+#define VTX_PUBLISHER	     "publishers/anthropic/models/"
+#define VTX_CONTENT_TYPE     "application/jsonl"
+#define VTX_URL_MAX	     8192
+#define VTX_RESP_MAX	     (8u * 1024 * 1024) /* one JSON answer; a page of 100 jobs ~300 KiB */
+#define VTX_JOB_PAGE	     100
+#define VTX_OBJ_PAGE	     1000	     /* the Cloud Storage maximum (spec C.9) */
+#define VTX_PAGES_MAX	     100000	     /* a loop guard, not a limit anyone should reach */
+#define VTX_TOKEN_MAX	     4096	     /* a pageToken we send back */
+#define VTX_UNIT	     (256 * 1024)    /* resumable chunks are multiples of this (spec C.9) */
+#define VTX_CHUNK_DEFAULT    (32 * VTX_UNIT) /* 8 MiB */
+#define VTX_UPLOAD_FAILURES  8		     /* interrupted chunks before giving up */
+#define VTX_RESTARTS	     3		     /* whole results downloads started over */
+#define VTX_BIG_BODY	     (32 * 1024 * 1024) /* above: only the low-speed timeout applies */
+#define VTX_LABEL_ID	     "batchfs_identity"
+#define VTX_LABEL_N	     "batchfs_requests"
+#define VTX_LABEL_RETRY	     "batchfs_retry_of" /* on a retry: the id of the job it retries */
+#define VTX_INTERNAL	     13			/* google.rpc.Code INTERNAL */
+#define VTX_RETRY_DEFAULT    600.0		/* first_job_retry: "about 10 minutes" */
+#define VTX_RETRIES_MAX	     64			/* retried jobs remembered (then: listed) */
+#define VTX_NAME_MAX	     128		/* displayName */
+/* Google's Claude batch page: "due to a known bug, cancelled jobs write no results". */
+#define VTX_CANCEL_WARNING                                                             \
+	"Vertex AI writes no results for a cancelled job (a known bug): the requests " \
+	"completed so far are lost"
 
 struct provider {
 	struct http *http;
 	struct gauth *auth;
 	char remote[CONF_NAME_MAX];
-	char jobs[2048];    /* .../v1/projects/P/locations/L/batchPredictionJobs */
-	char storage[1024]; /* storage_url, no trailing slash */
+	char jobs[2048];      /* .../v1/projects/P/locations/L/batchPredictionJobs */
+	char storage[1024];   /* storage_url, no trailing slash */
+	char bigquery[1024];  /* bigquery_url, no trailing slash */
+	char bq_dataset[512]; /* output = bigquery: "bq://project.dataset", else "" */
 	char bucket[256];
-	char prefix[512]; /* object name prefix: "" or ending in '/' */
-	char model[256];  /* default model, "" when none */
+	char prefix[512];     /* object name prefix: "" or ending in '/' */
+	char model[256];      /* default model, "" when none */
+	char state_dir[4096]; /* where the normalised copy of a part is written before upload */
 	int64_t resumable_threshold;
 	int64_t chunk;
+	int64_t first_job_retry_ms; /* 0: a job failing with INTERNAL is not retried */
+	/* Jobs that failed with INTERNAL and their retries, once seen (else found by label). */
+	pthread_mutex_t retry_lock;
+	struct {
+		char of[PROVIDER_ID_MAX], id[PROVIDER_ID_MAX];
+	} retries[VTX_RETRIES_MAX];
+	size_t nretries;
 };
 
 static const char *const hdr_json[] = {"Content-Type: application/json; charset=utf-8",
@@ -196,10 +219,12 @@ static int vtx_perform(struct provider *p, struct http_request *rq, const char *
 	return rc;
 }
 
-/* A JSON call: the answer parsed into *root (the caller frees it). */
-static int call_json(struct provider *p, enum http_method m, const char *url,
-		     const struct http_body *body, enum http_retry retry,
-		     provider_retry_fn on_retry, void *retry_ctx, cJSON **root, struct bfs_err *err)
+/* A JSON call: the answer parsed into *root (the caller frees it); rs (may be NULL) gets the
+ * HTTP status and headers. */
+static int call_json_rs(struct provider *p, enum http_method m, const char *url,
+			const struct http_body *body, enum http_retry retry,
+			provider_retry_fn on_retry, void *retry_ctx, cJSON **root,
+			struct http_response *rs, struct bfs_err *err)
 {
 	struct buf resp = BUF_INIT(VTX_RESP_MAX);
 	struct http_request rq = {
@@ -211,7 +236,7 @@ static int call_json(struct provider *p, enum http_method m, const char *url,
 		.on_retry = on_retry,
 		.retry_ctx = retry_ctx,
 	};
-	int rc = vtx_perform(p, &rq, body ? hdr_json : hdr_accept, NULL, err);
+	int rc = vtx_perform(p, &rq, body ? hdr_json : hdr_accept, rs, err);
 
 	if (rc)
 		goto out;
@@ -225,6 +250,13 @@ out:
 	return rc;
 }
 
+static int call_json(struct provider *p, enum http_method m, const char *url,
+		     const struct http_body *body, enum http_retry retry,
+		     provider_retry_fn on_retry, void *retry_ctx, cJSON **root, struct bfs_err *err)
+{
+	return call_json_rs(p, m, url, body, retry, on_retry, retry_ctx, root, NULL, err);
+}
+
 /* BatchPredictionJob -> provider_batch */
 
 static bool is_claude_job(const cJSON *o)
@@ -232,6 +264,12 @@ static bool is_claude_job(const cJSON *o)
 	const char *model = json_str(o, "model");
 
 	return model && strstr(model, VTX_PUBLISHER);
+}
+
+/* A job batchfs made to retry another (labelled VTX_LABEL_RETRY): never a batch of its own. */
+static bool is_retry_job(const cJSON *o)
+{
+	return json_str(cJSON_GetObjectItemCaseSensitive(o, "labels"), VTX_LABEL_RETRY) != NULL;
 }
 
 /* BatchPredictionJob (spec C.4) -> provider_batch. -EBADMSG when it is not one. */
@@ -297,6 +335,7 @@ static int job_from_json(const cJSON *o, struct provider_batch *out, struct bfs_
 			break;
 		case BATCH_DRAFT:
 		case BATCH_REJECTED:
+		case BATCH_QUEUED:
 		case BATCH_SUBMITTING:
 		case BATCH_VALIDATING:
 		case BATCH_IN_PROGRESS:
@@ -312,9 +351,22 @@ static int job_from_json(const cJSON *o, struct provider_batch *out, struct bfs_
 		b.ended_at = json_time(o, "updateTime");
 	if (dir && *dir && strlen(dir) < sizeof(b.ref) && !http_has_ctl(dir))
 		snprintf(b.ref, sizeof(b.ref), "%s", dir);
-	b.results_available = state_is_terminal(b.state) && b.ref[0];
-	/* A job that failed or expired before writing anything has nothing to fetch. */
-	b.results_gone = (b.state == BATCH_FAILED || b.state == BATCH_EXPIRED) && !b.ref[0];
+	if (!b.ref[0]) {
+		/* A BigQuery destination: "bq://project.dataset" and the table Vertex made. */
+		const char *ds = json_str(info, "bigqueryOutputDataset");
+		const char *table = json_str(info, "bigqueryOutputTable");
+
+		if (ds && table && !strncmp(ds, "bq://", 5) && *table && !http_has_ctl(ds) &&
+		    !http_has_ctl(table) && strlen(ds) + strlen(table) + 2 < sizeof(b.ref))
+			snprintf(b.ref, sizeof(b.ref), "%s.%s", ds, table);
+	}
+	b.results_available = state_is_terminal(b.state) && b.ref[0] && b.state != BATCH_CANCELED;
+	/* A job that failed or expired before writing anything has nothing to fetch; a
+	 * cancelled one never has (VTX_CANCEL_WARNING), whatever outputInfo says. */
+	b.results_gone = ((b.state == BATCH_FAILED || b.state == BATCH_EXPIRED) && !b.ref[0]) ||
+			 b.state == BATCH_CANCELED;
+	if (b.state == BATCH_CANCELING || b.state == BATCH_CANCELED)
+		snprintf(b.error, sizeof(b.error), "cancelled: %s", VTX_CANCEL_WARNING);
 	if ((b.state == BATCH_FAILED || b.state == BATCH_EXPIRED) && cJSON_IsObject(error)) {
 		const char *msg = json_str(error, "message");
 
@@ -338,6 +390,7 @@ static void vtx_free(struct provider *p)
 		return;
 	gauth_free(p->auth);
 	http_free(p->http);
+	pthread_mutex_destroy(&p->retry_lock);
 	free(p);
 }
 
@@ -372,11 +425,14 @@ static int vtx_open(struct provider **out, const struct remote_conf *conf, const
 	const char *storage = conf_get(conf, "storage_url", VTX_STORAGE_DEFAULT);
 	double threshold = conf_get_double(conf, "resumable_threshold", VTX_CHUNK_DEFAULT);
 	double chunk = conf_get_double(conf, "upload_chunk_size", VTX_CHUNK_DEFAULT);
+	double retry_s = conf_get_double(conf, "first_job_retry", VTX_RETRY_DEFAULT);
+	const char *output = conf_get(conf, "output", "gcs");
+	const char *dataset = conf_get(conf, "bigquery_dataset", NULL);
+	const char *bqurl = conf_get(conf, "bigquery_url", VTX_BIGQUERY_DEFAULT);
 	char base[1024], def[256];
 	struct provider *p = NULL;
 	int rc;
 
-	(void)state_dir; /* nothing kept on disk: Vertex and the bucket hold everything */
 	if (!project || !is_word(project, 100, ":.-", false) || !location ||
 	    !is_word(location, 64, "-", false) || !bucket || !is_word(bucket, 222, "._-", false)) {
 		err_set(err,
@@ -410,16 +466,50 @@ static int vtx_open(struct provider **out, const struct remote_conf *conf, const
 			conf->name);
 		return -EINVAL;
 	}
+	if (strcmp(output, "gcs") && strcmp(output, "bigquery")) {
+		err_set(err, "[%s] output must be gcs or bigquery, not '%.64s'", conf->name,
+			output);
+		return -EINVAL;
+	}
+	if (dataset && !strncmp(dataset, "bq://", 5))
+		dataset += 5;
+	if (!strcmp(output, "bigquery") &&
+	    (!dataset || !strchr(dataset, '.') || !is_word(dataset, 400, ":.-_", true))) {
+		err_set(err,
+			"[%s] output = bigquery needs bigquery_dataset = PROJECT.DATASET (or "
+			"bq://PROJECT.DATASET)",
+			conf->name);
+		return -EINVAL;
+	}
+	if (conf_get(conf, "first_job_retry", NULL)) {
+		const char *v = conf_get(conf, "first_job_retry", NULL);
+		char *end;
+
+		retry_s = strtod(v, &end);
+		if (end == v || *end)
+			retry_s = -1;
+	}
+	if (!(retry_s >= 0 && retry_s < 1e9)) {
+		err_set(err, "[%s] first_job_retry must be a number of seconds (0: never)",
+			conf->name);
+		return -EINVAL;
+	}
 	p = calloc(1, sizeof(*p));
 	if (!p) {
 		err_set(err, "[%s] out of memory", conf->name);
 		return -ENOMEM;
 	}
+	pthread_mutex_init(&p->retry_lock, NULL);
+	p->first_job_retry_ms = (int64_t)(retry_s * 1000.0);
 	snprintf(p->remote, sizeof(p->remote), "%s", conf->name);
 	snprintf(def, sizeof(def), VTX_AIPLATFORM_FMT, location);
 	rc = take_url(conf, "aiplatform_url", aip && *aip ? aip : def, base, sizeof(base), err);
 	if (!rc)
 		rc = take_url(conf, "storage_url", storage, p->storage, sizeof(p->storage), err);
+	if (!rc)
+		rc = take_url(conf, "bigquery_url", bqurl, p->bigquery, sizeof(p->bigquery), err);
+	if (!rc && !strcmp(output, "bigquery"))
+		snprintf(p->bq_dataset, sizeof(p->bq_dataset), "bq://%s", dataset);
 	if (rc)
 		goto fail;
 	if (snprintf(p->jobs, sizeof(p->jobs), "%s/v1/projects/%s/locations/%s/batchPredictionJobs",
@@ -432,6 +522,13 @@ static int vtx_open(struct provider **out, const struct remote_conf *conf, const
 	snprintf(p->prefix, sizeof(p->prefix), "%s%s", prefix,
 		 *prefix && prefix[strlen(prefix) - 1] != '/' ? "/" : "");
 	snprintf(p->model, sizeof(p->model), "%s", model);
+	snprintf(p->state_dir, sizeof(p->state_dir), "%s", state_dir ? state_dir : "");
+	if (p->state_dir[0] && mkdir(p->state_dir, 0700) && errno != EEXIST) {
+		rc = -errno;
+		err_set(err, "[%s] cannot create '%s': %s", conf->name, p->state_dir,
+			strerror(-rc));
+		goto fail;
+	}
 	p->resumable_threshold = (int64_t)threshold;
 	p->chunk = (int64_t)chunk;
 	struct http_opts ho;
@@ -713,11 +810,20 @@ static int create_body(const struct provider *p, const struct provider_submit *s
 	if (!uris || !cJSON_AddItemToArray(uris, cJSON_CreateString(in.data)))
 		goto out;
 	cfg = cJSON_AddObjectToObject(o, "outputConfig");
-	if (!cfg || !cJSON_AddStringToObject(cfg, "predictionsFormat", "jsonl"))
-		goto out;
-	src = cJSON_AddObjectToObject(cfg, "gcsDestination");
-	if (!src || !cJSON_AddStringToObject(src, "outputUriPrefix", outp.data))
-		goto out;
+	if (cfg && p->bq_dataset[0]) {
+		/* output = bigquery: Vertex makes a predictions table in the dataset. */
+		if (!cJSON_AddStringToObject(cfg, "predictionsFormat", "bigquery"))
+			goto out;
+		src = cJSON_AddObjectToObject(cfg, "bigqueryDestination");
+		if (!src || !cJSON_AddStringToObject(src, "outputUri", p->bq_dataset))
+			goto out;
+	} else {
+		if (!cfg || !cJSON_AddStringToObject(cfg, "predictionsFormat", "jsonl"))
+			goto out;
+		src = cJSON_AddObjectToObject(cfg, "gcsDestination");
+		if (!src || !cJSON_AddStringToObject(src, "outputUriPrefix", outp.data))
+			goto out;
+	}
 	labels = cJSON_AddObjectToObject(o, "labels");
 	if (!labels || !cJSON_AddStringToObject(labels, VTX_LABEL_ID, label) ||
 	    !cJSON_AddStringToObject(labels, VTX_LABEL_N, count))
@@ -732,6 +838,243 @@ out:
 	return rc;
 }
 
+/*
+ * The input as Vertex reads it best, and as Google's own SDK writes it (one JSON value per
+ * line, "\n"-terminated): no blank lines, no CRs, no byte order mark, no blanks around the
+ * object, and no request.model (the job names the model; the request body of a Claude batch
+ * line has none: spec C.6). Written beside the state of the remote, streamed line by line
+ * (only a line at a time in memory), uploaded, then removed. The member is cut out byte by
+ * byte, so every other byte of the line is sent as the user wrote it.
+ */
+#define VTX_NORM_FLUSH (256 * 1024)
+
+static size_t skip_ws(const char *s, size_t n, size_t i)
+{
+	while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\r' || s[i] == '\n'))
+		i++;
+	return i;
+}
+
+/* The end of the JSON value at i (the line was validated: well formed). */
+static size_t value_end(const char *s, size_t n, size_t i)
+{
+	int depth = 0;
+
+	if (i >= n)
+		return n;
+	if (s[i] == '"') {
+		for (i++; i < n && s[i] != '"'; i++)
+			if (s[i] == '\\')
+				i++;
+		return i < n ? i + 1 : n;
+	}
+	if (s[i] != '{' && s[i] != '[') {
+		while (i < n && !strchr(",}] \t\r\n", s[i]))
+			i++;
+		return i;
+	}
+	for (; i < n; i++) {
+		if (s[i] == '"') {
+			i = value_end(s, n, i) - 1;
+		} else if (s[i] == '{' || s[i] == '[') {
+			depth++;
+		} else if ((s[i] == '}' || s[i] == ']') && --depth == 0) {
+			return i + 1;
+		}
+	}
+	return n;
+}
+
+/*
+ * In the object at o, the member named key (written without escapes): its value at *v, and
+ * the bytes [*cut, *cut_end) that remove it with one comma. 0 when found, -ENOENT.
+ */
+static int find_member(const char *s, size_t n, size_t o, const char *key, size_t *v, size_t *cut,
+		       size_t *cut_end)
+{
+	size_t klen = strlen(key), i, prev_end = 0;
+	bool first = true;
+
+	if (o >= n || s[o] != '{')
+		return -ENOENT;
+	i = skip_ws(s, n, o + 1);
+	while (i < n && s[i] == '"') {
+		size_t kend = value_end(s, n, i);
+		size_t val = skip_ws(s, n, skip_ws(s, n, kend) + 1); /* past the ':' */
+		size_t vend = value_end(s, n, val);
+		size_t after = skip_ws(s, n, vend);
+
+		if (kend - i == klen + 2 && !memcmp(s + i + 1, key, klen)) {
+			*v = val;
+			if (after < n && s[after] == ',') {
+				*cut = i;
+				*cut_end = skip_ws(s, n, after + 1);
+			} else {
+				/* The last member: the comma before it goes (none: the only one). */
+				*cut = first ? i : prev_end;
+				*cut_end = vend;
+			}
+			return 0;
+		}
+		if (after >= n || s[after] != ',')
+			break;
+		first = false;
+		prev_end = vend;
+		i = skip_ws(s, n, after + 1);
+	}
+	return -ENOENT;
+}
+
+struct norm_ctx {
+	int fd;
+	struct buf out;
+	int64_t size;
+	int rc;
+};
+
+static int norm_flush(struct norm_ctx *c)
+{
+	const char *d = c->out.data;
+	size_t n = c->out.len;
+
+	while (n) {
+		ssize_t w = write(c->fd, d, n);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return -errno;
+		d += w;
+		n -= (size_t)w;
+	}
+	buf_reset(&c->out);
+	return 0;
+}
+
+static int norm_add(struct norm_ctx *c, const char *d, size_t n)
+{
+	int rc = 0;
+
+	if (c->out.len + n > VTX_NORM_FLUSH)
+		rc = norm_flush(c);
+	if (!rc && n > VTX_NORM_FLUSH) {
+		/* A long line goes straight out: the buffer stays small. */
+		while (n && !rc) {
+			ssize_t w = write(c->fd, d, n);
+
+			if (w < 0 && errno != EINTR)
+				rc = -errno;
+			if (w > 0) {
+				d += w;
+				n -= (size_t)w;
+			}
+		}
+		return rc;
+	}
+	return rc ? rc : buf_add(&c->out, d, n);
+}
+
+static int norm_line(void *ctx, const char *line, size_t len, long lineno)
+{
+	struct norm_ctx *c = ctx;
+	size_t a = 0, b = len, req, v, cut, cut_end;
+	int rc;
+
+	if (lineno == 1 && len >= 3 && !memcmp(line, "\xef\xbb\xbf", 3))
+		a = 3;
+	while (a < b && (line[a] == ' ' || line[a] == '\t'))
+		a++;
+	while (b > a && (line[b - 1] == ' ' || line[b - 1] == '\t' || line[b - 1] == '\r'))
+		b--;
+	if (a == b)
+		return 0; /* blank */
+	if (!find_member(line, b, a, "request", &req, &cut, &cut_end) &&
+	    !find_member(line, b, req, "model", &v, &cut, &cut_end)) {
+		c->size += (int64_t)(cut - a);
+		rc = norm_add(c, line + a, cut - a);
+		a = cut_end;
+		if (rc)
+			return rc;
+	}
+	rc = norm_add(c, line + a, b - a);
+	if (!rc)
+		rc = norm_add(c, "\n", 1);
+	if (!rc)
+		c->size += (int64_t)(b - a) + 1;
+	return rc;
+}
+
+/* Writes the normalised part s to path; its size in *size. 0 or -errno with err set. */
+static int normalise_part(const struct provider_submit *s, const char *path, int64_t *size,
+			  struct bfs_err *err)
+{
+	struct norm_ctx c = {.fd = -1, .out = BUF_INIT(2 * VTX_NORM_FLUSH)};
+	struct jsonl_splitter sp;
+	char *chunk = malloc(VTX_NORM_FLUSH);
+	int64_t off = 0;
+	int in = -1, rc = 0;
+
+	jsonl_splitter_init(&sp, (size_t)s->length + 1, norm_line, &c);
+	if (!chunk) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	in = open(s->path, O_RDONLY | O_CLOEXEC);
+	c.fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (in < 0 || c.fd < 0) {
+		rc = -errno;
+		goto out;
+	}
+	while (!rc && off < s->length) {
+		size_t want = (size_t)(s->length - off) < VTX_NORM_FLUSH ? (size_t)(s->length - off)
+									 : VTX_NORM_FLUSH;
+		ssize_t n = pread(in, chunk, want, s->offset + off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			rc = n < 0 ? -errno : -EIO;
+			break;
+		}
+		rc = jsonl_splitter_feed(&sp, chunk, (size_t)n, err);
+		off += n;
+	}
+	if (!rc)
+		rc = jsonl_splitter_finish(&sp, err);
+	if (!rc)
+		rc = norm_flush(&c);
+	if (!rc && fsync(c.fd))
+		rc = -errno;
+out:
+	if (rc && !err_is_set(err))
+		err_set(err, "cannot write the upload copy '%s': %s", path, strerror(-rc));
+	if (in >= 0)
+		close(in);
+	if (c.fd >= 0)
+		close(c.fd);
+	jsonl_splitter_release(&sp);
+	buf_release(&c.out);
+	free(chunk);
+	*size = c.size;
+	return rc;
+}
+
+/* Removes an object of the bucket; best effort (a leftover costs only storage). */
+static void delete_object(struct provider *p, const char *object)
+{
+	struct buf url = BUF_INIT(VTX_URL_MAX);
+	struct bfs_err e = BFS_ERR_INIT;
+	struct http_request rq = {.method = HTTP_DELETE, .retry = HTTP_RETRY_IDEMPOTENT};
+
+	if (!buf_addf(&url, "%s/storage/v1/b/", p->storage) && !http_url_escape(p->bucket, &url) &&
+	    !buf_addstr(&url, "/o/") && !http_url_escape(object, &url)) {
+		rq.url = url.data;
+		if (vtx_perform(p, &rq, hdr_accept, NULL, &e))
+			log_debug("vertex: cannot remove an unused upload: %s", e.msg);
+	}
+	buf_release(&url);
+}
+
 static int vtx_submit(struct provider *p, const struct provider_submit *s,
 		      struct provider_batch *out, provider_retry_fn on_retry, void *retry_ctx,
 		      struct bfs_err *err)
@@ -740,10 +1083,14 @@ static int vtx_submit(struct provider *p, const struct provider_submit *s,
 	struct buf object = BUF_INIT(1024);
 	struct http_mem_body mb;
 	struct http_body body;
+	struct http_response rs;
 	struct provider_batch b;
 	struct stat st;
 	cJSON *root = NULL;
 	char *json = NULL;
+	char norm[sizeof(p->state_dir) + 128] = "";
+	const char *path = s->path;
+	int64_t base = s->offset, size = s->length;
 	int rc;
 
 	if (!*model) {
@@ -773,12 +1120,26 @@ static int vtx_submit(struct provider *p, const struct provider_submit *s,
 		rc = -EINVAL;
 		goto out;
 	}
-	if (s->length > p->resumable_threshold)
-		rc = upload_resumable(p, s->path, s->offset, object.data, s->length, on_retry,
-				      retry_ctx, err);
+	if (p->state_dir[0]) {
+		if (snprintf(norm, sizeof(norm), "%s/upload-%s.jsonl", p->state_dir, s->identity) >=
+		    (int)sizeof(norm)) {
+			err_set(err, "cannot create batch: the state directory's name is too long");
+			norm[0] = '\0';
+			rc = -ENAMETOOLONG;
+			goto out;
+		}
+		rc = normalise_part(s, norm, &size, err);
+		if (rc) {
+			err_prefix(err, "cannot create batch");
+			goto out;
+		}
+		path = norm;
+		base = 0;
+	}
+	if (size > p->resumable_threshold)
+		rc = upload_resumable(p, path, base, object.data, size, on_retry, retry_ctx, err);
 	else
-		rc = upload_simple(p, s->path, s->offset, object.data, s->length, on_retry,
-				   retry_ctx, err);
+		rc = upload_simple(p, path, base, object.data, size, on_retry, retry_ctx, err);
 	if (rc) {
 		err_prefix(err, "cannot upload the requests to gs://%s", p->bucket);
 		goto out;
@@ -789,9 +1150,15 @@ static int vtx_submit(struct provider *p, const struct provider_submit *s,
 		goto out;
 	}
 	http_mem_body_init(&mb, &body, json, strlen(json));
-	rc = call_json(p, HTTP_POST, p->jobs, &body, HTTP_RETRY_CREATE, on_retry, retry_ctx, &root,
-		       err);
-	if (rc == -EBADMSG) {
+	memset(&rs, 0, sizeof(rs));
+	rc = call_json_rs(p, HTTP_POST, p->jobs, &body, HTTP_RETRY_CREATE, on_retry, retry_ctx,
+			  &root, &rs, err);
+	if (rc && rc != -EAGAIN && rs.status == 429) {
+		/* RESOURCE_EXHAUSTED: the project's concurrent jobs quota; nothing was made. The
+		 * part is sent again later under a new identity: its upload goes (best effort). */
+		rc = -EUSERS;
+		delete_object(p, object.data);
+	} else if (rc == -EBADMSG) {
 		rc = -EAGAIN; /* a 2xx came back: the job exists, but we cannot tell which */
 	} else if (!rc && job_from_json(root, &b, err)) {
 		rc = -EAGAIN; /* as above */
@@ -804,6 +1171,8 @@ static int vtx_submit(struct provider *p, const struct provider_submit *s,
 		  s->nrequests, s->length);
 	*out = b;
 out:
+	if (norm[0])
+		(void)unlink(norm); /* in the bucket now, or not needed */
 	cJSON_Delete(root);
 	free(json);
 	buf_release(&object);
@@ -877,8 +1246,9 @@ static int list_jobs(struct provider *p, bool claude_only, provider_batch_fn fn,
 			struct provider_batch b;
 			struct bfs_err berr = BFS_ERR_INIT;
 
-			/* Other publishers' jobs (Gemini, ...) are not this remote's batches. */
-			if (claude_only && !is_claude_job(item))
+			/* Other publishers' jobs (Gemini, ...) are not this remote's batches, nor
+			 * are our retries of a job (they show as the job they retry). */
+			if ((claude_only && !is_claude_job(item)) || is_retry_job(item))
 				continue;
 			if (job_from_json(item, &b, &berr)) {
 				log_warn("vertex: skipping a listed job: %s", berr.msg);
@@ -975,14 +1345,14 @@ static bool is_job_id(const char *id)
 	       strspn(id, "0123456789") == strlen(id);
 }
 
-static int vtx_get(struct provider *p, const char *id, struct provider_batch *out,
+/* GET one job: its JSON in *root (the caller frees it) and its provider_batch. */
+static int get_job(struct provider *p, const char *id, struct provider_batch *out, cJSON **root,
 		   provider_retry_fn on_retry, void *retry_ctx, struct bfs_err *err)
 {
 	struct buf url = BUF_INIT(VTX_URL_MAX);
-	struct provider_batch b;
-	cJSON *root = NULL;
 	int rc;
 
+	*root = NULL;
 	if (!is_job_id(id)) {
 		err_set(err, "cannot get job: '%.*s' is not a job id", 64, id);
 		return -ENOENT;
@@ -990,17 +1360,243 @@ static int vtx_get(struct provider *p, const char *id, struct provider_batch *ou
 	rc = buf_addf(&url, "%s/%s", p->jobs, id);
 	if (!rc)
 		rc = call_json(p, HTTP_GET, url.data, NULL, HTTP_RETRY_IDEMPOTENT, on_retry,
-			       retry_ctx, &root, err);
+			       retry_ctx, root, err);
 	if (!rc)
-		rc = job_from_json(root, &b, err);
-	if (rc) {
+		rc = job_from_json(*root, out, err);
+	if (rc)
 		err_prefix(err, "cannot get job '%s'", id);
-		goto out;
-	}
-	*out = b;
-out:
-	cJSON_Delete(root);
 	buf_release(&url);
+	return rc;
+}
+
+/*
+ * A region's first job may fail with INTERNAL (Google's Claude batch page: retry after about
+ * ten minutes). Such a job is retried once, first_job_retry after it ended: a new job with
+ * the same input, model and labels plus VTX_LABEL_RETRY = the failed job's id, its output
+ * beside the first one's. The batch keeps the first job's id; get() and cancel() follow the
+ * retry. Exactly once: the retry is looked for (cache, then by label) before any create,
+ * under retry_lock, and a create whose answer was lost is found by the next look.
+ */
+/* The id of the retry of job `of`: 1 found, 0 not there, -errno when it cannot tell. */
+static int retry_lookup(struct provider *p, const char *of, char *id, struct bfs_err *err)
+{
+	struct buf url = BUF_INIT(VTX_URL_MAX);
+	char *token = NULL;
+	cJSON *root = NULL;
+	int rc = 0, found = 0;
+
+	for (size_t i = 0; i < p->nretries; i++) {
+		if (!strcmp(p->retries[i].of, of)) {
+			snprintf(id, PROVIDER_ID_MAX, "%s", p->retries[i].id);
+			return 1;
+		}
+	}
+	/* Every page: the label is exact, and no filter is trusted to be applied. */
+	for (long page = 0; page < VTX_PAGES_MAX && !found; page++) {
+		const cJSON *item;
+
+		buf_reset(&url);
+		rc = buf_addf(&url, "%s?pageSize=%d", p->jobs, VTX_JOB_PAGE);
+		if (!rc && token) {
+			rc = buf_addstr(&url, "&pageToken=");
+			if (!rc)
+				rc = http_url_escape(token, &url);
+		}
+		if (!rc)
+			rc = call_json(p, HTTP_GET, url.data, NULL, HTTP_RETRY_IDEMPOTENT, NULL,
+				       NULL, &root, err);
+		if (rc)
+			break;
+		cJSON_ArrayForEach(item,
+				   cJSON_GetObjectItemCaseSensitive(root, "batchPredictionJobs")) {
+			const char *o = json_str(cJSON_GetObjectItemCaseSensitive(item, "labels"),
+						 VTX_LABEL_RETRY);
+			const char *name = json_str(item, "name");
+			const char *slash = name ? strrchr(name, '/') : NULL;
+
+			if (o && !strcmp(o, of) && slash && is_job_id(slash + 1)) {
+				snprintf(id, PROVIDER_ID_MAX, "%s", slash + 1);
+				found = 1;
+				break;
+			}
+		}
+		if (!found) {
+			rc = next_page(root, &token, err);
+			if (rc <= 0)
+				break;
+		}
+		cJSON_Delete(root);
+		root = NULL;
+	}
+	cJSON_Delete(root);
+	free(token);
+	buf_release(&url);
+	if (rc < 0)
+		return rc;
+	if (found && p->nretries < VTX_RETRIES_MAX) {
+		snprintf(p->retries[p->nretries].of, PROVIDER_ID_MAX, "%s", of);
+		snprintf(p->retries[p->nretries].id, PROVIDER_ID_MAX, "%s", id);
+		p->nretries++;
+	}
+	return found;
+}
+
+/* Creates the retry of the failed job `first` (its JSON). 0 with its id, -EAGAIN when the
+ * answer was lost (the next look finds it), another -errno when not created. */
+static int retry_create(struct provider *p, const cJSON *first, const char *of, char *id,
+			struct bfs_err *err)
+{
+	static const char *const keep[] = {"displayName", "model", "inputConfig", "outputConfig",
+					   "labels"};
+	cJSON *o = cJSON_CreateObject(), *root = NULL, *labels, *dest;
+	struct http_mem_body mb;
+	struct http_body body;
+	struct provider_batch b;
+	const char *prefix;
+	char *json = NULL;
+	int rc = -ENOMEM;
+
+	for (size_t i = 0; o && i < sizeof(keep) / sizeof(keep[0]); i++) {
+		const cJSON *v = cJSON_GetObjectItemCaseSensitive(first, keep[i]);
+
+		if (v && !cJSON_AddItemToObject(o, keep[i], cJSON_Duplicate(v, true)))
+			goto out;
+	}
+	labels = cJSON_GetObjectItemCaseSensitive(o, "labels");
+	if (!labels)
+		labels = cJSON_AddObjectToObject(o, "labels");
+	if (!labels || !cJSON_AddStringToObject(labels, VTX_LABEL_RETRY, of))
+		goto out;
+	/* Beside the first job's output, never mixed with what it may have written. */
+	dest = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(o, "outputConfig"),
+						"gcsDestination");
+	prefix = json_str(dest, "outputUriPrefix");
+	if (prefix) {
+		struct buf np = BUF_INIT(4096);
+
+		if (buf_addf(&np, "%.*s-retry",
+			     (int)(strlen(prefix) -
+				   (prefix[0] && prefix[strlen(prefix) - 1] == '/')),
+			     prefix) ||
+		    !cJSON_ReplaceItemInObjectCaseSensitive(dest, "outputUriPrefix",
+							    cJSON_CreateString(np.data))) {
+			buf_release(&np);
+			goto out;
+		}
+		buf_release(&np);
+	}
+	json = cJSON_PrintUnformatted(o);
+	if (!json)
+		goto out;
+	http_mem_body_init(&mb, &body, json, strlen(json));
+	rc = call_json(p, HTTP_POST, p->jobs, &body, HTTP_RETRY_CREATE, NULL, NULL, &root, err);
+	if (rc == -EBADMSG || (!rc && job_from_json(root, &b, err)))
+		rc = -EAGAIN; /* a 2xx: made, but which? The label tells next time. */
+	if (!rc)
+		snprintf(id, PROVIDER_ID_MAX, "%s", b.id);
+out:
+	if (rc == -ENOMEM)
+		err_set(err, "out of memory");
+	cJSON_Delete(o);
+	cJSON_Delete(root);
+	free(json);
+	return rc;
+}
+
+/* True when job JSON o failed with INTERNAL and is not a retry itself. */
+static bool failed_internal(const cJSON *o, const struct provider_batch *b)
+{
+	const cJSON *code = cJSON_GetObjectItemCaseSensitive(
+		cJSON_GetObjectItemCaseSensitive(o, "error"), "code");
+
+	return b->state == BATCH_FAILED && cJSON_IsNumber(code) &&
+	       code->valuedouble == VTX_INTERNAL && !is_retry_job(o);
+}
+
+/* b (job `id`, JSON first) failed with INTERNAL: the retry's view under id, or the wait. */
+static int follow_retry(struct provider *p, const char *id, const cJSON *first,
+			struct provider_batch *b, provider_retry_fn on_retry, void *retry_ctx,
+			struct bfs_err *err)
+{
+	struct bfs_err e = BFS_ERR_INIT;
+	struct provider_batch nb;
+	char rid[PROVIDER_ID_MAX], at[TIMEFMT_SIZE];
+	int64_t due = (b->ended_at ? b->ended_at : timefmt_now_ms()) + p->first_job_retry_ms;
+	cJSON *root = NULL;
+	int rc;
+
+	pthread_mutex_lock(&p->retry_lock);
+	/* Before it is due no retry can exist (none is made earlier): no listing then. */
+	rc = timefmt_now_ms() < due ? 0 : retry_lookup(p, id, rid, &e);
+	if (rc == 0 && timefmt_now_ms() >= due) {
+		rc = retry_create(p, first, id, rid, &e);
+		if (!rc) {
+			log_info("vertex: job %s failed with INTERNAL; retried as job %s", id, rid);
+			if (p->nretries < VTX_RETRIES_MAX) {
+				snprintf(p->retries[p->nretries].of, PROVIDER_ID_MAX, "%s", id);
+				snprintf(p->retries[p->nretries].id, PROVIDER_ID_MAX, "%s", rid);
+				p->nretries++;
+			}
+			rc = 1;
+		} else if (rc == -EINVAL || rc == -EACCES) {
+			/* Refused for good: the first job's failure stands, with the reason. */
+			size_t n = strlen(b->error);
+
+			snprintf(b->error + n, sizeof(b->error) - n, "; its retry was refused: %s",
+				 e.msg);
+			pthread_mutex_unlock(&p->retry_lock);
+			return 0;
+		}
+	}
+	pthread_mutex_unlock(&p->retry_lock);
+	if (rc == 1 && !rid[0]) {
+		/* Cancelled while it waited: the first job's failure stands. */
+		size_t n = strlen(b->error);
+
+		snprintf(b->error + n, sizeof(b->error) - n,
+			 "; cancelled before its retry: not retried");
+		return 0;
+	}
+	if (rc == 1) {
+		rc = get_job(p, rid, &nb, &root, on_retry, retry_ctx, err);
+		cJSON_Delete(root);
+		if (rc)
+			return rc;
+		snprintf(nb.id, sizeof(nb.id), "%s", id); /* the batch keeps its first id */
+		snprintf(nb.identity, sizeof(nb.identity), "%s", b->identity);
+		if (!nb.error[0])
+			snprintf(nb.error, sizeof(nb.error),
+				 "job %s failed with INTERNAL (code 13), as a region's first job "
+				 "may; retried once as job %s",
+				 id, rid);
+		*b = nb;
+		return 0;
+	}
+	/* Waiting (or the look or create failed: tried again at the next poll). */
+	timefmt_format(due, at);
+	b->state = BATCH_VALIDATING;
+	b->results_available = b->results_gone = false;
+	b->counts.processing = b->counts.total;
+	b->counts.errored = 0;
+	snprintf(b->error, sizeof(b->error),
+		 "job %s failed with INTERNAL (code 13), as a region's first job may; batchfs "
+		 "retries it once at %s (first_job_retry)%s%s",
+		 id, at, e.msg[0] ? "; last attempt: " : "", e.msg);
+	return 0;
+}
+
+static int vtx_get(struct provider *p, const char *id, struct provider_batch *out,
+		   provider_retry_fn on_retry, void *retry_ctx, struct bfs_err *err)
+{
+	struct provider_batch b;
+	cJSON *root = NULL;
+	int rc = get_job(p, id, &b, &root, on_retry, retry_ctx, err);
+
+	if (!rc && p->first_job_retry_ms && failed_internal(root, &b))
+		rc = follow_retry(p, id, root, &b, on_retry, retry_ctx, err);
+	if (!rc)
+		*out = b;
+	cJSON_Delete(root);
 	return rc;
 }
 
@@ -1013,14 +1609,45 @@ static int vtx_cancel(struct provider *p, const char *id, struct provider_batch 
 	cJSON *root = NULL;
 	int rc;
 
+	struct bfs_err e = BFS_ERR_INIT;
+	char target[PROVIDER_ID_MAX];
+
 	if (!is_job_id(id)) {
 		err_set(err, "cannot cancel job: '%.*s' is not a job id", 64, id);
 		return -ENOENT;
 	}
+	/* A job retried after INTERNAL: it is the retry that runs. One still waiting for its
+	 * retry is not retried any more (this process remembers it: VTX_RETRIES_MAX). */
+	snprintf(target, sizeof(target), "%s", id);
+	if (p->first_job_retry_ms) {
+		struct provider_batch first;
+		cJSON *froot = NULL;
+		int found;
+
+		pthread_mutex_lock(&p->retry_lock);
+		found = retry_lookup(p, id, target, &e);
+		if (found <= 0 || !target[0])
+			snprintf(target, sizeof(target), "%s", id);
+		if (found == 0 && !get_job(p, id, &first, &froot, NULL, NULL, &e) &&
+		    failed_internal(froot, &first) && p->nretries < VTX_RETRIES_MAX) {
+			snprintf(p->retries[p->nretries].of, PROVIDER_ID_MAX, "%s", id);
+			p->retries[p->nretries].id[0] = '\0'; /* cancelled: no retry */
+			p->nretries++;
+			cJSON_Delete(froot);
+			pthread_mutex_unlock(&p->retry_lock);
+			snprintf(first.error + strlen(first.error),
+				 sizeof(first.error) - strlen(first.error),
+				 "; cancelled before its retry: not retried");
+			*out = first;
+			return 0;
+		}
+		cJSON_Delete(froot);
+		pthread_mutex_unlock(&p->retry_lock);
+	}
 	/* :cancel answers {} (spec C.2), so the job is read again for its state. Asking
 	 * twice is harmless: retry as an idempotent call. */
 	http_mem_body_init(&mb, &body, "{}", 2);
-	rc = buf_addf(&url, "%s/%s:cancel", p->jobs, id);
+	rc = buf_addf(&url, "%s/%s:cancel", p->jobs, target);
 	if (!rc)
 		rc = call_json(p, HTTP_POST, url.data, &body, HTTP_RETRY_IDEMPOTENT, NULL, NULL,
 			       &root, err);
@@ -1042,18 +1669,219 @@ static bool is_jsonl_name(const char *name)
 	return n > 6 && !strcmp(name + n - 6, ".jsonl");
 }
 
-static int download_object(struct provider *p, const char *bucket, const char *name,
-			   struct provider_results *r, struct bfs_err *err)
+/*
+ * Output lines without a custom_id (seen on Vertex; one used to fail the whole download on
+ * every poll). Their positions and bytes are held back (up to VTX_HELD_MAX) while the rest
+ * is delivered; after the pass the job's input is read: when every line that has a custom_id
+ * sits where its request sat in the input (the job kept input order), each held line takes
+ * the custom_id of the request at its position. The others are delivered under a name that
+ * says what they are ("(no custom_id: output line N)"), which the ingest leaves out of the
+ * results and reports in status. Memory: 8 bytes per output line, plus the held lines.
+ */
+#define VTX_HELD_MAX (8u * 1024 * 1024)
+
+struct held_line {
+	uint64_t pos;	 /* 0-based among the pass's non-blank output lines */
+	size_t off, len; /* in vtx_lines.held */
+	size_t id_off;	 /* in vtx_lines.ids once mapped */
+	size_t id_len;	 /* 0 until mapped */
+};
+
+struct vtx_lines {
+	struct provider_results *r;
+	uint64_t *hash; /* per output line: its custom_id's hash, 0 without one */
+	size_t n, alloc;
+	struct held_line *v;
+	size_t nv, valloc;
+	struct buf held, ids;
+	uint64_t missing, dropped; /* lines without custom_id; of which not held */
+	/* The input pass */
+	uint64_t in_pos;
+	size_t next; /* the next held line to map */
+	bool disorder;
+};
+
+static uint64_t id_hash(const char *s, size_t n)
+{
+	uint64_t h = 1469598103934665603ull; /* FNV-1a */
+
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
+	return h | 1; /* never 0: 0 means "no custom_id" */
+}
+
+static void lines_clear(struct vtx_lines *l)
+{
+	l->n = l->nv = 0;
+	l->missing = l->dropped = 0;
+	buf_reset(&l->held);
+	buf_reset(&l->ids);
+}
+
+static void lines_release(struct vtx_lines *l)
+{
+	free(l->hash);
+	free(l->v);
+	buf_release(&l->held);
+	buf_release(&l->ids);
+}
+
+static int lines_mark(struct vtx_lines *l, uint64_t h)
+{
+	if (l->n == l->alloc) {
+		size_t na = l->alloc ? 2 * l->alloc : 1024;
+		uint64_t *v = realloc(l->hash, na * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		l->hash = v;
+		l->alloc = na;
+	}
+	l->hash[l->n++] = h;
+	return 0;
+}
+
+static int lines_hold(struct vtx_lines *l, const char *line, size_t len)
+{
+	struct held_line *h;
+
+	if (l->held.len + len > VTX_HELD_MAX) {
+		l->dropped++;
+		return 1; /* delivered unmapped at once */
+	}
+	if (l->nv == l->valloc) {
+		size_t na = l->valloc ? 2 * l->valloc : 16;
+
+		h = realloc(l->v, na * sizeof(*h));
+		if (!h)
+			return -ENOMEM;
+		l->v = h;
+		l->valloc = na;
+	}
+	h = &l->v[l->nv];
+	h->pos = l->n;
+	h->off = l->held.len;
+	h->len = len;
+	h->id_len = 0;
+	if (buf_add(&l->held, line, len))
+		return -ENOMEM;
+	l->nv++;
+	return 0;
+}
+
+/* http line_fn of a results download. */
+static int vtx_result_line(void *ctx, const char *line, size_t len, long lineno)
+{
+	struct vtx_lines *l = ctx;
+	struct provider_results *r = l->r;
+	const cJSON *id;
+	cJSON *o;
+	size_t i;
+	int rc;
+
+	for (i = 0; i < len && (line[i] == ' ' || line[i] == '\t'); i++)
+		;
+	if (i == len)
+		return 0; /* blank */
+	o = cJSON_ParseWithLength(line, len);
+	id = cJSON_GetObjectItemCaseSensitive(o, "custom_id");
+	if (!cJSON_IsString(id)) {
+		cJSON_Delete(o);
+		l->missing++;
+		rc = lines_hold(l, line, len);
+		if (rc == 1) {
+			char name[96];
+
+			snprintf(name, sizeof(name), "(no custom_id: output line %zu)", l->n + 1);
+			rc = r->fn(r->ctx, name, line, len);
+			r->delivered += !rc;
+		}
+		if (!rc)
+			rc = lines_mark(l, 0);
+		if (rc)
+			err_set(r->line_err, "cannot keep result line %ld: %s", lineno,
+				strerror(-rc));
+		return rc;
+	}
+	rc = lines_mark(l, id_hash(id->valuestring, strlen(id->valuestring)));
+	if (!rc)
+		rc = r->fn(r->ctx, id->valuestring, line, len);
+	if (rc)
+		err_set(r->line_err, "cannot keep result line %ld: %s", lineno, strerror(-rc));
+	else
+		r->delivered++;
+	cJSON_Delete(o);
+	return rc;
+}
+
+/* A retried download: what provider_results_reset drops, the held lines drop too. */
+static int vtx_result_reset(void *ctx)
+{
+	struct vtx_lines *l = ctx;
+	int rc = provider_results_reset(l->r);
+
+	if (!rc)
+		lines_clear(l);
+	return rc;
+}
+
+/* http line_fn of the input pass: the custom_id of the request at each position. */
+static int vtx_input_line(void *ctx, const char *line, size_t len, long lineno)
+{
+	struct vtx_lines *l = ctx;
+	const cJSON *id;
+	cJSON *o;
+	size_t i;
+	uint64_t pos = l->in_pos;
+
+	(void)lineno;
+	for (i = 0; i < len && (line[i] == ' ' || line[i] == '\t' || line[i] == '\r'); i++)
+		;
+	if (i == len)
+		return 0;
+	l->in_pos++;
+	if (l->disorder)
+		return 0;
+	if (pos >= l->n) {
+		l->disorder = true; /* more requests than output lines: positions say nothing */
+		return 0;
+	}
+	o = cJSON_ParseWithLength(line, len);
+	id = cJSON_GetObjectItemCaseSensitive(o, "custom_id");
+	if (cJSON_IsString(id)) {
+		size_t n = strlen(id->valuestring);
+
+		if (l->hash[pos] && l->hash[pos] != id_hash(id->valuestring, n)) {
+			l->disorder = true;
+		} else if (!l->hash[pos] && l->next < l->nv && l->v[l->next].pos == pos) {
+			l->v[l->next].id_off = l->ids.len;
+			l->v[l->next].id_len = n;
+			if (buf_add(&l->ids, id->valuestring, n))
+				l->v[l->next].id_len = 0;
+			l->next++;
+		} else if (!l->hash[pos]) {
+			/* A line not held (over VTX_HELD_MAX): nothing to map it to. */
+			while (l->next < l->nv && l->v[l->next].pos < pos)
+				l->next++;
+		}
+	}
+	cJSON_Delete(o);
+	return 0;
+}
+
+static int stream_object(struct provider *p, const char *bucket, const char *name, jsonl_line_fn fn,
+			 int (*reset)(void *), void *ctx, provider_retry_fn on_retry,
+			 void *retry_ctx, struct bfs_err *err)
 {
 	struct buf url = BUF_INIT(VTX_URL_MAX);
 	struct http_request rq = {
 		.method = HTTP_GET,
 		.retry = HTTP_RETRY_IDEMPOTENT,
-		.line_fn = provider_results_line,
-		.line_ctx = r,
-		.reset = provider_results_reset,
-		.on_retry = r->on_retry,
-		.retry_ctx = r->retry_ctx,
+		.line_fn = fn,
+		.line_ctx = ctx,
+		.reset = reset,
+		.on_retry = on_retry,
+		.retry_ctx = retry_ctx,
 		.stream = true,
 	};
 	int rc = buf_addf(&url, "%s/storage/v1/b/", p->storage);
@@ -1070,11 +1898,8 @@ static int download_object(struct provider *p, const char *bucket, const char *n
 		err_set(err, "object name too long");
 		goto out;
 	}
-	provider_results_next_file(r);
 	rq.url = url.data;
 	rc = vtx_perform(p, &rq, NULL, NULL, err);
-	if (rc && err_is_set(r->line_err))
-		err_set(err, "%s", r->line_err->msg);
 	if (rc)
 		err_prefix(err, "gs://%s/%.300s", bucket, name);
 out:
@@ -1082,10 +1907,116 @@ out:
 	return rc;
 }
 
+/* The input pass after a results pass with lines lacking a custom_id. Best effort: what
+ * cannot be read leaves the lines unmapped. */
+static void map_by_position(struct provider *p, const char *id, struct vtx_lines *l)
+{
+	struct buf url = BUF_INIT(VTX_URL_MAX);
+	struct bfs_err e = BFS_ERR_INIT;
+	const cJSON *uris, *u;
+	cJSON *root = NULL;
+
+	l->in_pos = 0;
+	l->next = 0;
+	l->disorder = false;
+	if (buf_addf(&url, "%s/%s", p->jobs, id) ||
+	    call_json(p, HTTP_GET, url.data, NULL, HTTP_RETRY_IDEMPOTENT, NULL, NULL, &root, &e))
+		goto out;
+	uris = cJSON_GetObjectItemCaseSensitive(
+		cJSON_GetObjectItemCaseSensitive(
+			cJSON_GetObjectItemCaseSensitive(root, "inputConfig"), "gcsSource"),
+		"uris");
+	if (cJSON_IsString(uris)) {
+		u = uris; /* a single string is accepted too (spec C.3) */
+		uris = NULL;
+	} else {
+		u = cJSON_IsArray(uris) ? uris->child : NULL;
+	}
+	for (; u && !l->disorder; u = uris ? u->next : NULL) {
+		const char *s = cJSON_IsString(u) ? u->valuestring : "";
+		const char *slash = strncmp(s, "gs://", 5) ? NULL : strchr(s + 5, '/');
+		char bucket[256];
+
+		if (!slash || (size_t)(slash - s - 5) >= sizeof(bucket) || !slash[1]) {
+			l->disorder = true;
+			break;
+		}
+		snprintf(bucket, sizeof(bucket), "%.*s", (int)(slash - s - 5), s + 5);
+		if (stream_object(p, bucket, slash + 1, vtx_input_line, NULL, l, NULL, NULL, &e)) {
+			l->disorder = true; /* a retry would map twice: give up on positions */
+			break;
+		}
+	}
+	if (l->in_pos != l->n)
+		l->disorder = true;
+out:
+	if (e.msg[0])
+		log_warn("vertex: job %s: cannot read its input to place result lines without "
+			 "custom_id: %s",
+			 id, e.msg);
+	cJSON_Delete(root);
+	buf_release(&url);
+}
+
+/* Delivers the held lines: mapped ones under their custom_id, the rest under a name the
+ * ingest reports (not among the requests). */
+static int deliver_held(struct provider *p, const char *id, struct vtx_lines *l,
+			struct bfs_err *err)
+{
+	uint64_t mapped = 0;
+	int rc = 0;
+
+	map_by_position(p, id, l);
+	for (size_t i = 0; i < l->nv && !rc; i++) {
+		struct held_line *h = &l->v[i];
+		char name[96];
+		char *cid = name;
+
+		if (!l->disorder && h->id_len) {
+			cid = strndup(l->ids.data + h->id_off, h->id_len);
+			if (!cid) {
+				rc = -ENOMEM;
+				break;
+			}
+			mapped++;
+		} else {
+			snprintf(name, sizeof(name), "(no custom_id: output line %" PRIu64 ")",
+				 h->pos + 1);
+		}
+		rc = l->r->fn(l->r->ctx, cid, l->held.data + h->off, h->len);
+		if (!rc)
+			l->r->delivered++;
+		if (cid != name)
+			free(cid);
+	}
+	if (rc)
+		err_set(err, "cannot keep a result line: %s", strerror(-rc));
+	log_warn("vertex: job %s: %" PRIu64 " result line(s) without custom_id: %" PRIu64
+		 " placed by position%s, %" PRIu64 " left out",
+		 id, l->missing, mapped, l->disorder ? " (the job did not keep input order)" : "",
+		 l->missing - mapped);
+	return rc;
+}
+
+static int download_object(struct provider *p, const char *bucket, const char *name,
+			   struct vtx_lines *l, struct bfs_err *err)
+{
+	struct provider_results *r = l->r;
+	int rc;
+
+	provider_results_next_file(r);
+	rc = stream_object(p, bucket, name, vtx_result_line, vtx_result_reset, l, r->on_retry,
+			   r->retry_ctx, err);
+	if (rc && err_is_set(r->line_err))
+		err_set(err, "gs://%s/%.300s: %s", bucket, name, r->line_err->msg);
+	return rc;
+}
+
 /* One pass over the output directory: list it page by page, stream each .jsonl object. */
 static int results_pass(struct provider *p, const char *bucket, const char *prefix,
-			struct provider_results *r, struct bfs_err *err)
+			struct vtx_lines *l, struct bfs_err *err)
 {
+	struct provider_results *r = l->r;
 	struct buf url = BUF_INIT(VTX_URL_MAX);
 	char *token = NULL;
 	cJSON *root = NULL;
@@ -1128,7 +2059,7 @@ static int results_pass(struct provider *p, const char *bucket, const char *pref
 
 			if (!name || strncmp(name, prefix, strlen(prefix)) || !is_jsonl_name(name))
 				continue;
-			rc = download_object(p, bucket, name, r, err);
+			rc = download_object(p, bucket, name, l, err);
 			if (rc)
 				goto out;
 		}
@@ -1147,12 +2078,207 @@ out:
 	return rc;
 }
 
+/*
+ * Results in BigQuery (output = bigquery, or a job made elsewhere with a bq:// output): the
+ * table's schema (tables.get), then its rows page by page (tabledata.list), each row made the
+ * line the Cloud Storage output would have: an object of its non-null columns, JSON columns
+ * (request, response) as JSON, the others as BigQuery's strings. Each page is one bounded
+ * JSON answer; lines go through vtx_result_line (custom_id, position) like file lines.
+ */
+#define VTX_BQ_COLS 64
+
+struct bq_col {
+	char name[128];
+	bool json;
+};
+
+/* "bq://project.dataset.table" -> its three names, URL-escaped after the table path. */
+static int bq_table_url(const struct provider *p, const char *ref, struct buf *url)
+{
+	const char *t = ref + 5, *last = strrchr(t, '.'), *mid;
+	int rc;
+
+	if (strncmp(ref, "bq://", 5) || !last || last == t)
+		return -EINVAL;
+	for (mid = last - 1; mid > t && *mid != '.'; mid--)
+		;
+	if (mid == t || last - mid < 2 || !last[1])
+		return -EINVAL;
+	rc = buf_addf(url, "%s/bigquery/v2/projects/", p->bigquery);
+	if (!rc) {
+		char *proj = strndup(t, (size_t)(mid - t));
+		char *ds = strndup(mid + 1, (size_t)(last - mid - 1));
+
+		rc = proj && ds ? 0 : -ENOMEM;
+		if (!rc)
+			rc = http_url_escape(proj, url);
+		if (!rc)
+			rc = buf_addstr(url, "/datasets/");
+		if (!rc)
+			rc = http_url_escape(ds, url);
+		free(proj);
+		free(ds);
+	}
+	if (!rc)
+		rc = buf_addstr(url, "/tables/");
+	if (!rc)
+		rc = http_url_escape(last + 1, url);
+	return rc;
+}
+
+static int bq_schema(struct provider *p, const char *table_url, struct bq_col *cols, size_t *n,
+		     struct provider_results *r, struct bfs_err *err)
+{
+	const cJSON *f;
+	cJSON *root = NULL;
+	int rc = call_json(p, HTTP_GET, table_url, NULL, HTTP_RETRY_IDEMPOTENT, r->on_retry,
+			   r->retry_ctx, &root, err);
+
+	*n = 0;
+	if (rc)
+		return rc;
+	cJSON_ArrayForEach(f, cJSON_GetObjectItemCaseSensitive(
+				      cJSON_GetObjectItemCaseSensitive(root, "schema"), "fields")) {
+		const char *name = json_str(f, "name"), *type = json_str(f, "type");
+
+		if (*n == VTX_BQ_COLS || !name) {
+			rc = -EBADMSG;
+			break;
+		}
+		snprintf(cols[*n].name, sizeof(cols[*n].name), "%s", name);
+		cols[*n].json = type && !strcmp(type, "JSON");
+		(*n)++;
+	}
+	cJSON_Delete(root);
+	if (!rc && !*n)
+		rc = -EBADMSG;
+	if (rc == -EBADMSG)
+		err_set(err, "the table's schema is not one batchfs can read");
+	return rc;
+}
+
+/* One row ({"f": [{"v": ...}]}) as a JSON line; NULL when out of memory. */
+static char *bq_row_line(const cJSON *row, const struct bq_col *cols, size_t n)
+{
+	const cJSON *cell = cJSON_GetObjectItemCaseSensitive(row, "f");
+	cJSON *o = cJSON_CreateObject();
+	char *line = NULL;
+	size_t i = 0;
+
+	cell = cJSON_IsArray(cell) ? cell->child : NULL;
+	for (; o && cell && i < n; cell = cell->next, i++) {
+		const cJSON *v = cJSON_GetObjectItemCaseSensitive(cell, "v");
+		cJSON *item = NULL;
+
+		if (!v || cJSON_IsNull(v))
+			continue;
+		if (cols[i].json && cJSON_IsString(v))
+			item = cJSON_Parse(v->valuestring);
+		if (!item)
+			item = cJSON_Duplicate(v, true);
+		if (!item || !cJSON_AddItemToObject(o, cols[i].name, item)) {
+			cJSON_Delete(item);
+			goto out;
+		}
+	}
+	line = cJSON_PrintUnformatted(o);
+out:
+	cJSON_Delete(o);
+	return line;
+}
+
+static int bq_results(struct provider *p, const char *ref, struct vtx_lines *l, struct bfs_err *err)
+{
+	struct buf table = BUF_INIT(VTX_URL_MAX), url = BUF_INIT(VTX_URL_MAX);
+	struct bq_col *cols = calloc(VTX_BQ_COLS, sizeof(*cols));
+	char *token = NULL;
+	cJSON *root = NULL;
+	long lineno = 0;
+	size_t ncols = 0;
+	int rc;
+
+	if (!cols)
+		return -ENOMEM;
+	rc = bq_table_url(p, ref, &table);
+	if (rc) {
+		err_set(err, "'%.200s' is not a BigQuery table", ref);
+		rc = -EBADMSG;
+		goto out;
+	}
+	rc = bq_schema(p, table.data, cols, &ncols, l->r, err);
+	for (long page = 0; !rc && page < VTX_PAGES_MAX; page++) {
+		const cJSON *row;
+
+		buf_reset(&url);
+		rc = buf_addf(&url, "%s/data?maxResults=%d", table.data, VTX_BQ_PAGE);
+		if (!rc && token) {
+			rc = buf_addstr(&url, "&pageToken=");
+			if (!rc)
+				rc = http_url_escape(token, &url);
+		}
+		if (rc) {
+			err_set(err, "the table's URL is too long");
+			break;
+		}
+		rc = call_json(p, HTTP_GET, url.data, NULL, HTTP_RETRY_IDEMPOTENT, l->r->on_retry,
+			       l->r->retry_ctx, &root, err);
+		if (rc)
+			break;
+		cJSON_ArrayForEach(row, cJSON_GetObjectItemCaseSensitive(root, "rows")) {
+			char *line = bq_row_line(row, cols, ncols);
+
+			rc = line ? vtx_result_line(l, line, strlen(line), ++lineno) : -ENOMEM;
+			free(line);
+			if (rc)
+				break;
+		}
+		if (rc) {
+			if (err_is_set(l->r->line_err))
+				err_set(err, "%s", l->r->line_err->msg);
+			break;
+		}
+		/* tabledata.list names its next page "pageToken" (not nextPageToken). */
+		{
+			const char *next = json_str(root, "pageToken");
+			char *copy;
+
+			if (!next || !*next)
+				break;
+			if (strlen(next) > VTX_TOKEN_MAX || (token && !strcmp(token, next))) {
+				err_set(err, "the table's pageToken is unusable");
+				rc = -EBADMSG;
+				break;
+			}
+			copy = strdup(next);
+			if (!copy) {
+				rc = -ENOMEM;
+				break;
+			}
+			free(token);
+			token = copy;
+		}
+		cJSON_Delete(root);
+		root = NULL;
+	}
+	if (rc)
+		err_prefix(err, "%.200s", ref);
+out:
+	cJSON_Delete(root);
+	free(token);
+	free(cols);
+	buf_release(&table);
+	buf_release(&url);
+	return rc;
+}
+
 static int vtx_results(struct provider *p, const struct provider_batch *b, provider_result_fn fn,
 		       provider_reset_fn reset, void *ctx, provider_retry_fn on_retry,
 		       void *retry_ctx, struct bfs_err *err)
 {
 	struct bfs_err line_err = BFS_ERR_INIT;
 	struct provider_results r;
+	struct vtx_lines l = {
+		.r = &r, .held = BUF_INIT(VTX_HELD_MAX), .ids = BUF_INIT(VTX_HELD_MAX)};
 	struct buf prefix = BUF_INIT(PROVIDER_REF_MAX + 2);
 	struct provider_batch now;
 	const char *dir = b->ref;
@@ -1175,6 +2301,18 @@ static int vtx_results(struct provider *p, const struct provider_batch *b, provi
 		err_set(err, "job '%s' has no output directory", b->id);
 		return -ENODATA;
 	}
+	if (!strncmp(dir, "bq://", 5)) {
+		rc = bq_results(p, dir, &l, err);
+		if (!rc && l.missing)
+			rc = deliver_held(p, b->id, &l, err);
+		if (!rc && !r.delivered) {
+			err_set(err, "job '%s' wrote no rows to %.200s", b->id, dir);
+			rc = -ENODATA;
+		} else if (rc) {
+			err_prefix(err, "cannot download the results of job '%s'", b->id);
+		}
+		goto out;
+	}
 	if (parse_gs(dir, bucket, sizeof(bucket), &prefix) || !prefix.len) {
 		err_set(err, "job '%s': output directory '%.200s' is not a gs:// directory", b->id,
 			dir);
@@ -1183,7 +2321,8 @@ static int vtx_results(struct provider *p, const struct provider_batch *b, provi
 	}
 	for (int pass = 0; pass < VTX_RESTARTS; pass++) {
 		err_clear(err);
-		rc = results_pass(p, bucket, prefix.data, &r, err);
+		lines_clear(&l);
+		rc = results_pass(p, bucket, prefix.data, &l, err);
 		if (rc != -ERESTART)
 			break;
 		log_debug("vertex: results of job %s: a file was cut short; starting over", b->id);
@@ -1196,6 +2335,8 @@ static int vtx_results(struct provider *p, const struct provider_batch *b, provi
 	}
 	if (rc == -ERESTART)
 		err_set(err, "the download was cut short %d times", VTX_RESTARTS);
+	if (!rc && l.missing)
+		rc = deliver_held(p, b->id, &l, err);
 	if (!rc && !r.delivered) {
 		err_set(err, "job '%s' wrote no predictions under %.200s", b->id, dir);
 		rc = -ENODATA;
@@ -1203,6 +2344,7 @@ static int vtx_results(struct provider *p, const struct provider_batch *b, provi
 		err_prefix(err, "cannot download the results of job '%s'", b->id);
 	}
 out:
+	lines_release(&l);
 	buf_release(&prefix);
 	return rc;
 }
@@ -1221,6 +2363,10 @@ static const char *const provider_vertex_keys[] = {
 	"access_token_ttl",
 	"credentials",
 	"quota_project_id",
+	"first_job_retry",
+	"output",
+	"bigquery_dataset",
+	"bigquery_url",
 	NULL,
 };
 
@@ -1232,6 +2378,9 @@ const struct provider_ops provider_vertex_ops = {
 	 * Vertex batch prediction's published ones (200,000 requests, 1 GB input file).
 	 */
 	.limits = {.max_requests = 200000, .max_bytes = 1000u * 1000 * 1000},
+	/* "4 concurrent batch jobs per project" by default (Google's Claude batch page). */
+	.max_active = 4,
+	.cancel_warning = VTX_CANCEL_WARNING,
 	.keys = provider_vertex_keys,
 	.open = vtx_open,
 	.free = vtx_free,
@@ -1241,4 +2390,5 @@ const struct provider_ops provider_vertex_ops = {
 	.list = vtx_list,
 	.cancel = vtx_cancel,
 	.results = vtx_results,
+	.result_parse = result_parse_vertex,
 };

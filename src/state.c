@@ -22,6 +22,7 @@ static const char *const batch_names[] = {
 	[BATCH_CANCELED] = "canceled",
 	[BATCH_EXPIRED] = "expired",
 	[BATCH_FAILED] = "failed",
+	[BATCH_QUEUED] = "queued",
 };
 
 static const char *const results_names[] = {
@@ -75,6 +76,7 @@ bool state_is_terminal(enum batch_state s)
 		return true;
 	case BATCH_DRAFT:
 	case BATCH_REJECTED:
+	case BATCH_QUEUED:
 	case BATCH_SUBMITTING:
 	case BATCH_VALIDATING:
 	case BATCH_IN_PROGRESS:
@@ -92,14 +94,15 @@ bool state_is_writable(enum batch_state s, bool has_provider_id)
 	case BATCH_REJECTED:
 		return true;
 	case BATCH_FAILED:
+	case BATCH_CANCELED: /* canceled while queued: nothing was ever sent */
 		return !has_provider_id;
+	case BATCH_QUEUED:
 	case BATCH_SUBMITTING:
 	case BATCH_VALIDATING:
 	case BATCH_IN_PROGRESS:
 	case BATCH_FINALIZING:
 	case BATCH_CANCELING:
 	case BATCH_COMPLETED:
-	case BATCH_CANCELED:
 	case BATCH_EXPIRED:
 		return false;
 	}

@@ -81,9 +81,77 @@ static int add_part(struct buf *out, const struct store_part *p)
 }
 
 /*
- * status.cost: the estimate made at submission and the cost of the reported usage.
- * MERGE(results-files): pass the batch's usage sums (store_usage_list()) as u/n with
- * have_usage true once its results are in; until then "actual" is null.
+ * status.usage: the token sums of the succeeded results, over the batch and per model; null
+ * until the results are in (with a reason when they are in but usage was not kept).
+ */
+static int add_usage(struct buf *out, const struct statusfmt_extra *x)
+{
+	struct bfs_usage t = {.results = 0};
+	int rc = 0;
+
+	if (!x->have_usage) {
+		rc |= buf_addstr(out, ", \"usage\": null");
+		if (x->usage_why) {
+			rc |= buf_addstr(out, ", \"usage_reason\": ");
+			rc |= buf_add_json_string(out, x->usage_why);
+		}
+		return rc;
+	}
+	for (size_t i = 0; i < x->nusage; i++) {
+		t.results += x->usage[i].results;
+		t.input_tokens += x->usage[i].input_tokens;
+		t.output_tokens += x->usage[i].output_tokens;
+		t.cache_creation_tokens += x->usage[i].cache_creation_tokens;
+		t.cache_read_tokens += x->usage[i].cache_read_tokens;
+	}
+	rc |= buf_addf(out,
+		       ", \"usage\": {\"results\": %" PRIu64 ", \"input_tokens\": %" PRIu64
+		       ", \"output_tokens\": %" PRIu64 ", \"cache_creation_tokens\": %" PRIu64
+		       ", \"cache_read_tokens\": %" PRIu64 ", \"models\": [",
+		       t.results, t.input_tokens, t.output_tokens, t.cache_creation_tokens,
+		       t.cache_read_tokens);
+	for (size_t i = 0; i < x->nusage; i++) {
+		const struct bfs_usage *u = &x->usage[i];
+
+		rc |= buf_addstr(out, i ? ", {\"model\": " : "{\"model\": ");
+		if (u->model[0])
+			rc |= buf_add_json_string(out, u->model);
+		else
+			rc |= buf_addstr(out, "null");
+		rc |= buf_addf(out,
+			       ", \"results\": %" PRIu64 ", \"input_tokens\": %" PRIu64
+			       ", \"output_tokens\": %" PRIu64
+			       ", \"cache_creation_tokens\": %" PRIu64
+			       ", \"cache_read_tokens\": %" PRIu64 "}",
+			       u->results, u->input_tokens, u->output_tokens,
+			       u->cache_creation_tokens, u->cache_read_tokens);
+	}
+	rc |= buf_addstr(out, "]}");
+	return rc;
+}
+
+/* status.retry: what retry.jsonl holds, or why there is none. */
+static int add_retry(struct buf *out, const struct statusfmt_extra *x)
+{
+	int rc = 0;
+
+	switch (x->retry) {
+	case STATUSFMT_RETRY_THERE:
+		return buf_addf(out, ", \"retry\": {\"requests\": %" PRId64 ", \"reason\": null}",
+				x->retry_lines);
+	case STATUSFMT_RETRY_ABSENT:
+		rc |= buf_addstr(out, ", \"retry\": {\"requests\": null, \"reason\": ");
+		rc |= buf_add_json_string(out, x->retry_why ? x->retry_why : "");
+		rc |= buf_addstr(out, "}");
+		return rc;
+	default:
+		return buf_addstr(out, ", \"retry\": null");
+	}
+}
+
+/*
+ * status.cost: the estimate made at submission and the cost of the reported usage (the
+ * batch's usage sums once its results are in; until then "actual" is null).
  */
 static int add_cost(struct buf *out, const struct store_batch *b, const struct bfs_usage *u,
 		    size_t n, bool have_usage)
@@ -104,8 +172,9 @@ int statusfmt_ids(const struct store_part *parts, size_t n, struct buf *out)
 }
 
 int statusfmt_batch(const struct store_batch *b, const struct store_part *parts, size_t n,
-		    const char *provider, struct buf *out)
+		    const char *provider, const struct statusfmt_extra *x, struct buf *out)
 {
+	static const struct statusfmt_extra none = {.done = false};
 	const struct batch_counts *c = &b->counts;
 	int rc = 0;
 
@@ -119,13 +188,18 @@ int statusfmt_batch(const struct store_batch *b, const struct store_part *parts,
 	rc |= buf_addf(out, ", \"state\": \"%s\"", state_name(b->state));
 	rc |= add_str_or_null(out, "provider_state", b->provider_state);
 	rc |= add_counts(out, c);
+	if (!x)
+		x = &none;
 	rc |= buf_addf(out, ", \"results\": \"%s\"", results_state_name(b->results));
+	rc |= buf_addf(out, ", \"done\": %s", x->done ? "true" : "false");
 	rc |= add_error(out, b->error, b->error_line, b->error_attempt);
 	rc |= add_time(out, "created_at", b->created_at);
 	rc |= add_time(out, "ended_at", b->ended_at);
 	rc |= add_time(out, "expires_at", b->expires_at);
 	rc |= add_time(out, "updated_at", b->updated_at);
-	rc |= add_cost(out, b, NULL, 0, false);
+	rc |= add_usage(out, x);
+	rc |= add_cost(out, b, x->usage, x->nusage, x->have_usage);
+	rc |= add_retry(out, x);
 	if (n) {
 		rc |= buf_addstr(out, ", \"parts\": [");
 		for (size_t i = 0; i < n; i++) {

@@ -26,7 +26,7 @@
 #include "store.h"
 #include "timefmt.h"
 
-#define STORE_SCHEMA_VERSION 6
+#define STORE_SCHEMA_VERSION 7
 #define STORE_STMT_MAX	     128
 
 struct store_conn {
@@ -346,6 +346,28 @@ static const char *const schema_v4 =
 	" remote TEXT NOT NULL, pid TEXT NOT NULL, forgotten_at INTEGER NOT NULL,"
 	" PRIMARY KEY (remote, pid)) WITHOUT ROWID;";
 
+/*
+ * v7: what each result says (result.h), read once at ingest: its outcome (rtype, NULL for
+ * rows ingested before v7: unknown), the assistant's text of a succeeded one, its usage; the
+ * usage sums of each ready part (one row per model), so status never scans the results; and
+ * requests by line, so retry.jsonl walks them in file order.
+ */
+static const char *const schema_v7 =
+	"ALTER TABLE results ADD COLUMN rtype TEXT;"
+	"ALTER TABLE results ADD COLUMN text BLOB;"
+	"ALTER TABLE results ADD COLUMN model TEXT NOT NULL DEFAULT '';"
+	"ALTER TABLE results ADD COLUMN tok_in INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE results ADD COLUMN tok_out INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE results ADD COLUMN tok_cw INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE results ADD COLUMN tok_cr INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE parts ADD COLUMN usage_known INTEGER NOT NULL DEFAULT 0;"
+	"CREATE TABLE usage ("
+	" part_id INTEGER NOT NULL, batch_id INTEGER NOT NULL, model TEXT NOT NULL,"
+	" results INTEGER NOT NULL, tok_in INTEGER NOT NULL, tok_out INTEGER NOT NULL,"
+	" tok_cw INTEGER NOT NULL, tok_cr INTEGER NOT NULL, PRIMARY KEY (part_id, model));"
+	"CREATE INDEX usage_batch ON usage (batch_id);"
+	"CREATE INDEX requests_line ON requests (batch_id, line);";
+
 /* Brings the schema to STORE_SCHEMA_VERSION, one step per version, each in a transaction. */
 static int store_migrate(struct store_conn *c, struct bfs_err *err)
 {
@@ -446,7 +468,20 @@ static int store_migrate(struct store_conn *c, struct bfs_err *err)
 			return rc;
 		}
 	}
-	/* Future versions: if (version < 7) { ALTER ...; PRAGMA user_version = 7 } */
+	if (version < 7) {
+		rc = conn_exec(c, "BEGIN IMMEDIATE");
+		if (!rc)
+			rc = conn_exec(c, schema_v7);
+		if (!rc)
+			rc = conn_exec(c, "PRAGMA user_version = 7; COMMIT");
+		if (rc) {
+			conn_rollback(c); /* the error above is the one to report */
+			err_set(err, "cannot bring the cache schema to version 7: %s",
+				sqlite3_errmsg(c->db));
+			return rc;
+		}
+	}
+	/* Future versions: if (version < 8) { ALTER ...; PRAGMA user_version = 8 } */
 	return 0;
 }
 
@@ -948,7 +983,8 @@ int store_batch_claim(struct store *st, int64_t id)
 	static const char sql[] =
 		"UPDATE batches SET state = 'submitting', error = '',"
 		" error_line = 0, error_attempt = 0, updated_at = ?2 WHERE id = ?1"
-		" AND is_foreign = 0 AND state IN ('draft', 'rejected', 'failed')";
+		" AND is_foreign = 0 AND state IN ('draft', 'rejected', 'failed',"
+		" 'canceled')";
 	struct store_conn *c = conn_get(st);
 	sqlite3_stmt *s;
 	int n = 0, rc;
@@ -1116,11 +1152,9 @@ static void unlink_results(struct store_conn *c, int64_t batch_id)
 static int batch_delete_c(struct store_conn *c, int64_t id)
 {
 	static const char *const sqls[] = {
-		"DELETE FROM results WHERE batch_id = ?1",
-		"DELETE FROM requests WHERE batch_id = ?1",
-		"DELETE FROM files WHERE batch_id = ?1",
-		"DELETE FROM parts WHERE batch_id = ?1",
-		"DELETE FROM batches WHERE id = ?1",
+		"DELETE FROM results WHERE batch_id = ?1",  "DELETE FROM usage WHERE batch_id = ?1",
+		"DELETE FROM requests WHERE batch_id = ?1", "DELETE FROM files WHERE batch_id = ?1",
+		"DELETE FROM parts WHERE batch_id = ?1",    "DELETE FROM batches WHERE id = ?1",
 	};
 	int rc = 0;
 
@@ -1506,7 +1540,8 @@ struct agg {
 };
 
 static const enum batch_state running_order[] = {
-	BATCH_SUBMITTING, BATCH_VALIDATING, BATCH_IN_PROGRESS, BATCH_FINALIZING, BATCH_CANCELING,
+	BATCH_QUEUED,	   BATCH_SUBMITTING, BATCH_VALIDATING,
+	BATCH_IN_PROGRESS, BATCH_FINALIZING, BATCH_CANCELING,
 };
 
 static int running_rank(enum batch_state s)
@@ -1810,10 +1845,11 @@ int store_parts_create(struct store *st, int64_t batch_id, const char *remote,
 
 int store_part_intent(struct store *st, int64_t id, const char *identity, int64_t intent_at)
 {
-	static const char sql[] = "UPDATE parts SET identity = ?2, intent_at = ?3, error = '',"
-				  " error_line = 0, error_attempt = 0, next_poll_at = 0,"
-				  " updated_at = ?4 WHERE id = ?1 AND state = 'submitting' AND"
-				  " pid = '' AND identity = ''";
+	/* A queued part leaves the queue in the same step: no crash can see it in between. */
+	static const char sql[] = "UPDATE parts SET state = 'submitting', identity = ?2,"
+				  " intent_at = ?3, error = '', error_line = 0, error_attempt = 0,"
+				  " next_poll_at = 0, updated_at = ?4 WHERE id = ?1 AND state IN"
+				  " ('submitting', 'queued') AND pid = '' AND identity = ''";
 	struct store_conn *c;
 	sqlite3_stmt *s;
 	int rc = part_txn(st, sql, &c, &s);
@@ -2049,6 +2085,31 @@ int store_part_schedule(struct store *st, int64_t id, int64_t expect, int64_t ne
 	return stmt_run(c, s);
 }
 
+int store_remote_slots(struct store *st, const char *remote, int64_t part_id, int64_t *active,
+		       int64_t *ahead)
+{
+	static const char sql[] =
+		"SELECT coalesce(sum(CASE WHEN state IN ('submitting', 'validating', 'in_progress',"
+		" 'finalizing', 'canceling') AND (pid <> '' OR identity <> '') THEN 1 ELSE 0 END),"
+		" 0), coalesce(sum(CASE WHEN state = 'queued' AND id < ?2 THEN 1 ELSE 0 END), 0)"
+		" FROM parts WHERE remote = ?1 AND id <> ?2";
+	struct store_conn *c = conn_get(st);
+	sqlite3_stmt *s;
+	int rc;
+
+	if (!c || !(s = conn_stmt(c, sql)))
+		return -EIO;
+	sqlite3_bind_text(s, 1, remote, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, part_id);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		*active = sqlite3_column_int64(s, 0);
+		*ahead = sqlite3_column_int64(s, 1);
+	}
+	stmt_done(c, s);
+	return rc == SQLITE_ROW ? 0 : -EIO;
+}
+
 bool store_identity_is_ours(struct store *st, const char *identity)
 {
 	static const char sql[] = "SELECT 1 FROM parts WHERE identity = ?1 LIMIT 1";
@@ -2073,7 +2134,8 @@ int store_parts_resume(struct store *st, const char *msg)
 		" WHERE state = 'submitting' AND nparts = 0",
 		"UPDATE parts SET results = 'pending' WHERE results = 'downloading'",
 		"UPDATE batches SET results = 'pending' WHERE results = 'downloading'",
-		"UPDATE parts SET next_poll_at = 1 WHERE state IN ('submitting', 'validating',"
+		"UPDATE parts SET next_poll_at = 1 WHERE state IN ('queued', 'submitting', "
+		"'validating',"
 		" 'in_progress', 'finalizing', 'canceling') OR (pid <> '' AND results = 'pending'"
 		" AND (SELECT is_foreign = 0 OR results_wanted = 1 FROM batches b WHERE b.id ="
 		" parts.batch_id))",
@@ -2518,6 +2580,7 @@ struct store_ingest {
 	int64_t added, count;
 	struct ingest_chunk *cur; /* being filled by the download thread */
 	bool in_txn, published;
+	store_parse_fn parse; /* reads each line's outcome, text, usage (NULL: rtype unknown) */
 
 	/* Shared with the indexer thread, under lock. */
 	pthread_t thread;
@@ -2572,16 +2635,29 @@ static void chunks_free(struct ingest_chunk *k)
 	}
 }
 
+/*
+ * What the parser read of a line, carried in its index record after the custom_id (then the
+ * model's bytes and the text's): the indexer thread stores it with the row.
+ */
+struct ingest_info {
+	int32_t type; /* enum result_type; -1: not parsed (rtype NULL) */
+	uint32_t model_len, text_len;
+	uint32_t has_text;
+	uint64_t tok[4]; /* input, output, cache creation, cache read */
+};
+
 /* One index record into SQLite: only the part's own requests (when they are known). */
 static int ingest_row(struct store_ingest *in, struct store_conn *c, const char *custom_id,
-		      size_t idlen, int64_t doff, int64_t len)
+		      size_t idlen, int64_t doff, int64_t len, const struct ingest_info *info,
+		      const char *model, const char *text)
 {
 	static const char req[] = "SELECT seq, line FROM requests WHERE batch_id = ?1 AND"
 				  " custom_id = ?2";
 	static const char sql[] =
 		"INSERT OR REPLACE INTO results (batch_id, part_id, custom_id, fname, line, seq,"
-		" len, doff, off) VALUES (?1, ?2, ?3, ?4, x'', coalesce(?5, 4611686018427387904 +"
-		" (SELECT coalesce(max(id), 0) + 1 FROM results)), ?6, ?7, ?8)";
+		" len, doff, off, rtype, text, model, tok_in, tok_out, tok_cw, tok_cr) VALUES (?1,"
+		" ?2, ?3, ?4, x'', coalesce(?5, 4611686018427387904 + (SELECT coalesce(max(id), 0)"
+		" + 1 FROM results)), ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
 	char name[ESCAPE_NAME_SIZE + 5];
 	bool known = false;
 	int64_t seq = 0;
@@ -2635,6 +2711,20 @@ static int ingest_row(struct store_ingest *in, struct store_conn *c, const char 
 	sqlite3_bind_int64(s, 6, len);
 	sqlite3_bind_int64(s, 7, doff);
 	sqlite3_bind_int64(s, 8, in->run_off);
+	if (info->type >= 0)
+		sqlite3_bind_text(s, 9, result_type_name((enum result_type)info->type), -1,
+				  SQLITE_STATIC);
+	else
+		sqlite3_bind_null(s, 9);
+	if (info->has_text && info->text_len)
+		sqlite3_bind_blob(s, 10, text, (int)info->text_len, SQLITE_STATIC);
+	else if (info->has_text)
+		sqlite3_bind_zeroblob(s, 10, 0); /* succeeded with no text: a file of "\n" */
+	else
+		sqlite3_bind_null(s, 10);
+	sqlite3_bind_text(s, 11, model, (int)info->model_len, SQLITE_STATIC);
+	for (int i = 0; i < 4; i++)
+		sqlite3_bind_int64(s, 12 + i, (int64_t)(info->tok[i] & INT64_MAX));
 	in->run_off += len + 1;
 	in->indexed = true;
 	return stmt_run(c, s);
@@ -2682,14 +2772,22 @@ static int ingest_chunk_index(struct store_ingest *in, struct store_conn *c,
 		in->stray_id[0] = '\0';
 	}
 	for (size_t i = 0; !rc && i < k->nrecs; i++) {
+		struct ingest_info info;
 		uint32_t hdr[2];
 		int64_t doff;
+		const char *id, *model, *text;
 
 		memcpy(hdr, k->buf + pos, sizeof(hdr));
 		memcpy(&doff, k->buf + pos + sizeof(hdr), sizeof(doff));
 		pos += sizeof(hdr) + sizeof(doff);
-		rc = ingest_row(in, c, k->buf + pos, hdr[0], doff, hdr[1]);
+		id = k->buf + pos;
 		pos += hdr[0];
+		memcpy(&info, k->buf + pos, sizeof(info));
+		pos += sizeof(info);
+		model = k->buf + pos;
+		text = model + info.model_len;
+		pos += info.model_len + info.text_len;
+		rc = ingest_row(in, c, id, hdr[0], doff, hdr[1], &info, model, text);
 	}
 	return txn_end(c, rc);
 }
@@ -2839,35 +2937,96 @@ int store_ingest_begin(struct store *st, int64_t part_id, struct store_ingest **
 	return 0;
 }
 
+void store_ingest_set_parse(struct store_ingest *in, store_parse_fn parse)
+{
+	in->parse = parse;
+}
+
+/* The parser's reading of a line as a record's info; the text stays in r. */
+static int ingest_parse(struct store_ingest *in, const char *line, size_t len,
+			struct result_info *r, struct ingest_info *info)
+{
+	int rc;
+
+	memset(info, 0, sizeof(*info));
+	memset(r, 0, sizeof(*r));
+	info->type = -1;
+	if (!in->parse)
+		return 0;
+	rc = in->parse(line, len, r);
+	if (rc)
+		return rc;
+	if (r->text_len > INT32_MAX) {
+		result_info_release(r);
+		return -E2BIG;
+	}
+	info->type = (int32_t)r->type;
+	info->model_len = (uint32_t)strlen(r->usage.model);
+	/* Every succeeded result has a text file (a tool call alone, a filtered answer: "\n"). */
+	info->has_text = r->type == RESULT_SUCCEEDED;
+	info->text_len = info->has_text && r->text ? (uint32_t)r->text_len : 0;
+	if (r->type == RESULT_SUCCEEDED) {
+		info->tok[0] = r->usage.input_tokens;
+		info->tok[1] = r->usage.output_tokens;
+		info->tok[2] = r->usage.cache_creation_tokens;
+		info->tok[3] = r->usage.cache_read_tokens;
+	}
+	return 0;
+}
+
 int store_ingest_add(struct store_ingest *in, const char *custom_id, const char *line, size_t len)
 {
 	uint32_t hdr[2];
-	size_t idlen = strlen(custom_id), need = sizeof(hdr) + sizeof(int64_t) + idlen;
+	struct ingest_info info;
+	struct result_info r;
+	size_t idlen = strlen(custom_id), need;
 	struct ingest_chunk *k = in->cur;
 	int rc;
 
 	if (idlen > UINT32_MAX || len > UINT32_MAX || len > INT32_MAX)
 		return -E2BIG;
+	rc = ingest_parse(in, line, len, &r, &info);
+	if (rc)
+		return rc;
+	need = sizeof(hdr) + sizeof(int64_t) + idlen + sizeof(info) + info.model_len +
+	       info.text_len;
 	errno = 0;
-	if (fwrite(line, 1, len, in->data) != len || fputc('\n', in->data) == EOF)
-		return stdio_errno();
+	if (fwrite(line, 1, len, in->data) != len || fputc('\n', in->data) == EOF) {
+		rc = stdio_errno();
+		goto out;
+	}
 	if (k && (k->nrecs >= INGEST_CHUNK_RECS || k->size - k->used < need)) {
 		rc = ingest_send(in, false);
 		if (rc)
-			return rc;
+			goto out;
 		k = NULL;
 	}
 	if (!k) {
 		k = chunk_new(need > 64 * INGEST_CHUNK_RECS ? need : 64 * INGEST_CHUNK_RECS);
-		if (!k)
-			return -ENOMEM;
+		if (!k) {
+			rc = -ENOMEM;
+			goto out;
+		}
 		in->cur = k;
 	}
 	hdr[0] = (uint32_t)idlen;
 	hdr[1] = (uint32_t)len;
-	memcpy(k->buf + k->used, hdr, sizeof(hdr));
-	memcpy(k->buf + k->used + sizeof(hdr), &in->doff, sizeof(in->doff));
-	memcpy(k->buf + k->used + sizeof(hdr) + sizeof(in->doff), custom_id, idlen);
+	{
+		char *at = k->buf + k->used;
+
+		memcpy(at, hdr, sizeof(hdr));
+		at += sizeof(hdr);
+		memcpy(at, &in->doff, sizeof(in->doff));
+		at += sizeof(in->doff);
+		memcpy(at, custom_id, idlen);
+		at += idlen;
+		memcpy(at, &info, sizeof(info));
+		at += sizeof(info);
+		memcpy(at, r.usage.model, info.model_len);
+		at += info.model_len;
+		if (info.text_len)
+			memcpy(at, r.text, info.text_len);
+	}
 	k->used += need;
 	k->nrecs++;
 	in->doff += (int64_t)len + 1;
@@ -2879,7 +3038,9 @@ int store_ingest_add(struct store_ingest *in, const char *custom_id, const char 
 					      SYNC_FILE_RANGE_WRITE);
 		in->synced = in->doff;
 	}
-	return 0;
+out:
+	result_info_release(&r);
+	return rc;
 }
 
 int64_t store_ingest_count(const struct store_ingest *in)
@@ -2917,6 +3078,30 @@ static int data_publish(struct store_ingest *in)
 		rc = -errno;
 	if (!rc)
 		in->published = true;
+	return rc;
+}
+
+/* The part's usage sums, per model, from the rows it keeps (status never scans them). */
+static int ingest_usage(struct store_ingest *in)
+{
+	static const char *const sqls[] = {
+		"DELETE FROM usage WHERE part_id = ?1",
+		"INSERT INTO usage (part_id, batch_id, model, results, tok_in, tok_out, tok_cw,"
+		" tok_cr) SELECT ?1, batch_id, model, count(*), sum(tok_in), sum(tok_out),"
+		" sum(tok_cw), sum(tok_cr) FROM results WHERE part_id = ?1 AND rtype = 'succeeded'"
+		" GROUP BY batch_id, model",
+		"UPDATE parts SET usage_known = 1 WHERE id = ?1",
+	};
+	int rc = 0;
+
+	for (size_t i = 0; i < sizeof(sqls) / sizeof(sqls[0]) && !rc; i++) {
+		sqlite3_stmt *s = conn_stmt(in->c, sqls[i]);
+
+		if (!s)
+			return -EIO;
+		sqlite3_bind_int64(s, 1, in->part_id);
+		rc = stmt_run(in->c, s);
+	}
 	return rc;
 }
 
@@ -2968,6 +3153,8 @@ int store_ingest_commit(struct store_ingest *in, int64_t *count, int64_t *stray,
 			rc = stmt_run(in->c, s);
 		}
 	}
+	if (!rc && in->parse)
+		rc = ingest_usage(in);
 	if (!rc && !(s = conn_stmt(in->c, stored)))
 		rc = -EIO;
 	if (!rc) {
@@ -3340,4 +3527,233 @@ long store_results_jsonl_read(struct store *st, int64_t batch_id, int64_t off, s
 		done += (size_t)n;
 	}
 	return (long)done;
+}
+
+/* What the results say (schema v7) */
+
+int store_usage_get(struct store *st, int64_t batch_id, struct bfs_usage *out, size_t max,
+		    size_t *n, bool *known)
+{
+	static const char unknown[] = "SELECT count(*) FROM parts WHERE batch_id = ?1 AND"
+				      " results = 'ready' AND usage_known = 0";
+	static const char sums[] =
+		"SELECT model, sum(results), sum(tok_in), sum(tok_out), sum(tok_cw), sum(tok_cr)"
+		" FROM usage WHERE batch_id = ?1 GROUP BY model ORDER BY model";
+	struct store_conn *c = conn_get(st);
+	sqlite3_stmt *s;
+	int rc;
+
+	*n = 0;
+	*known = false;
+	if (!c || !(s = conn_stmt(c, unknown)))
+		return -EIO;
+	sqlite3_bind_int64(s, 1, batch_id);
+	rc = sqlite3_step(s);
+	*known = rc == SQLITE_ROW && sqlite3_column_int64(s, 0) == 0;
+	stmt_done(c, s);
+	if (rc != SQLITE_ROW)
+		return -EIO;
+	if (!(s = conn_stmt(c, sums)))
+		return -EIO;
+	sqlite3_bind_int64(s, 1, batch_id);
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		struct bfs_usage *u;
+
+		if (*n == max) {
+			/* More models than a batch can have been priced for: say nothing. */
+			*known = false;
+			break;
+		}
+		u = &out[(*n)++];
+		memset(u, 0, sizeof(*u));
+		copy_text(u->model, sizeof(u->model), s, 0);
+		u->results = (uint64_t)sqlite3_column_int64(s, 1);
+		u->input_tokens = (uint64_t)sqlite3_column_int64(s, 2);
+		u->output_tokens = (uint64_t)sqlite3_column_int64(s, 3);
+		u->cache_creation_tokens = (uint64_t)sqlite3_column_int64(s, 4);
+		u->cache_read_tokens = (uint64_t)sqlite3_column_int64(s, 5);
+	}
+	stmt_done(c, s);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+/* "x.json" (a results/ name) for "x.txt" (a text/ name); -ENOENT for any other name. */
+static int text_to_json_name(const char *txt, char *out, size_t size)
+{
+	size_t n = strlen(txt);
+
+	if (n < 5 || strcmp(txt + n - 4, ".txt") || n + 2 > size)
+		return -ENOENT;
+	memcpy(out, txt, n - 4);
+	memcpy(out + n - 4, ".json", 6);
+	return 0;
+}
+
+/* A text row: the result's name with .txt, its text's size plus the newline. */
+static void text_from_row(sqlite3_stmt *s, struct store_result *r)
+{
+	size_t n;
+
+	result_from_row(s, r);
+	n = strlen(r->fname);
+	if (n >= 5 && !strcmp(r->fname + n - 5, ".json"))
+		memcpy(r->fname + n - 5, ".txt", 5);
+}
+
+#define TEXT_COLS                                                                     \
+	"SELECT r.id, r.batch_id, r.fname, length(r.text), b.ended_at FROM results r" \
+	" JOIN batches b ON b.id = r.batch_id"
+
+int store_text_by_name(struct store *st, int64_t batch_id, const char *fname,
+		       struct store_result *out)
+{
+	static const char sql[] = TEXT_COLS " WHERE r.batch_id = ?1 AND r.fname = ?2 AND"
+					    " r.rtype = 'succeeded' AND r.text IS NOT NULL";
+	struct store_conn *c = conn_get(st);
+	char name[STORE_NAME_MAX];
+	sqlite3_stmt *s;
+	int rc;
+
+	if (text_to_json_name(fname, name, sizeof(name)))
+		return -ENOENT;
+	if (!c || !(s = conn_stmt(c, sql)))
+		return -EIO;
+	sqlite3_bind_int64(s, 1, batch_id);
+	sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		text_from_row(s, out);
+	stmt_done(c, s);
+	return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : -EIO;
+}
+
+int store_text_get(struct store *st, int64_t id, struct store_result *out)
+{
+	static const char sql[] = TEXT_COLS " WHERE r.id = ?1 AND r.rtype = 'succeeded' AND"
+					    " r.text IS NOT NULL";
+	struct store_conn *c = conn_get(st);
+	sqlite3_stmt *s;
+	int rc;
+
+	if (!c || !(s = conn_stmt(c, sql)))
+		return -EIO;
+	sqlite3_bind_int64(s, 1, id);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		text_from_row(s, out);
+	stmt_done(c, s);
+	return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : -EIO;
+}
+
+int store_text_list(struct store *st, int64_t batch_id, int64_t after, int limit,
+		    store_result_fn fn, void *ctx)
+{
+	static const char sql[] = TEXT_COLS " WHERE r.batch_id = ?1 AND r.id > ?2 AND"
+					    " r.rtype = 'succeeded' AND r.text IS NOT NULL"
+					    " ORDER BY r.id LIMIT ?3";
+	struct store_conn *c = conn_get(st);
+	struct store_result r;
+	sqlite3_stmt *s;
+	int rc, stop = 0;
+
+	if (!c || !(s = conn_stmt(c, sql)))
+		return -EIO;
+	sqlite3_bind_int64(s, 1, batch_id);
+	sqlite3_bind_int64(s, 2, after);
+	sqlite3_bind_int(s, 3, limit);
+	while (!stop && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+		text_from_row(s, &r);
+		stop = fn(ctx, &r);
+	}
+	stmt_done(c, s);
+	if (stop)
+		return stop;
+	return rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+long store_text_read(struct store *st, int64_t id, int64_t off, size_t size, char *dst)
+{
+	static const char sql[] = "SELECT text FROM results WHERE id = ?1 AND rtype ="
+				  " 'succeeded' AND text IS NOT NULL";
+	struct store_conn *c = conn_get(st);
+	const char *text;
+	int64_t len, k;
+	size_t n = 0;
+	sqlite3_stmt *s;
+	int rc;
+
+	if (!c || !(s = conn_stmt(c, sql)))
+		return -EIO;
+	sqlite3_bind_int64(s, 1, id);
+	rc = sqlite3_step(s);
+	if (rc != SQLITE_ROW) {
+		stmt_done(c, s);
+		return rc == SQLITE_DONE ? -ENOENT : -EIO;
+	}
+	text = sqlite3_column_blob(s, 0);
+	len = sqlite3_column_bytes(s, 0);
+	/* The text, then a newline. */
+	for (k = off; k < len && n < size; k++)
+		dst[n++] = text[k];
+	if (k == len && n < size && off <= len) {
+		dst[n++] = '\n';
+	}
+	stmt_done(c, s);
+	return (long)n;
+}
+
+int store_retry_known(struct store *st, int64_t batch_id)
+{
+	/* A part ingested before v7 kept no outcomes (and so no usage sums). */
+	static const char sql[] = "SELECT count(*) FROM parts WHERE batch_id = ?1 AND"
+				  " results = 'ready' AND usage_known = 0";
+	struct store_conn *c = conn_get(st);
+	sqlite3_stmt *s;
+	int64_t old = -1;
+
+	if (!c || !(s = conn_stmt(c, sql)))
+		return -EIO;
+	sqlite3_bind_int64(s, 1, batch_id);
+	if (sqlite3_step(s) == SQLITE_ROW)
+		old = sqlite3_column_int64(s, 0);
+	stmt_done(c, s);
+	return old < 0 ? -EIO : old ? -ENODATA : 0;
+}
+
+int store_retry_lines(struct store *st, int64_t batch_id, int64_t after, int64_t *lines, size_t max,
+		      size_t *n)
+{
+	static const char sql[] =
+		"SELECT q.line FROM requests q WHERE q.batch_id = ?1 AND q.line > ?2 AND NOT"
+		" EXISTS (SELECT 1 FROM results r WHERE r.batch_id = ?1 AND r.custom_id ="
+		" q.custom_id AND r.rtype = 'succeeded') ORDER BY q.line LIMIT ?3";
+	struct store_conn *c = conn_get(st);
+	sqlite3_stmt *s;
+	int rc;
+
+	*n = 0;
+	if (!c || !(s = conn_stmt(c, sql)))
+		return -EIO;
+	sqlite3_bind_int64(s, 1, batch_id);
+	sqlite3_bind_int64(s, 2, after);
+	sqlite3_bind_int64(s, 3, (int64_t)max);
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW && *n < max)
+		lines[(*n)++] = sqlite3_column_int64(s, 0);
+	stmt_done(c, s);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+int64_t store_data_version(struct store *st)
+{
+	static const char sql[] = "PRAGMA data_version";
+	struct store_conn *c = conn_get(st);
+	sqlite3_stmt *s;
+	int64_t v = -1;
+
+	if (!c || !(s = conn_stmt(c, sql)))
+		return -1;
+	if (sqlite3_step(s) == SQLITE_ROW)
+		v = sqlite3_column_int64(s, 0);
+	stmt_done(c, s);
+	return v;
 }

@@ -157,7 +157,8 @@ static int stat_node(struct bfs *b, fuse_ino_t ino, struct stat *st, double *tim
 		*timeout = TREE_TIMEOUT_LIVE;
 		return stat_file(b, ino, n.id, st);
 	case TREE_RESULT:
-		rc = store_result_get(b->store, n.id, &res);
+		rc = n.sub == TREE_SUB_TEXT ? store_text_get(b->store, n.id, &res)
+					    : store_result_get(b->store, n.id, &res);
 		if (rc)
 			return rc;
 		tree_attr_init(st, ino, S_IFREG | 0444, res.mtime);
@@ -431,7 +432,7 @@ static int readdir_batch(struct bfs *b, struct tree_node n, struct tree_dir *d)
 		want_results(b, row.id);
 	for (size_t i = 0; i < vfile_count; i++) {
 		v = &vfile_table[i];
-		if (!vfile_is_visible(v, &row))
+		if (v->unlisted || !vfile_is_visible(v, &row))
 			continue;
 		if (!tree_dir_add(d, v->name, tree_ino(TREE_BATCH, n.id, v->sub), vfile_cookie(v),
 				  NULL, 0))

@@ -5,11 +5,14 @@
  * write (ctl) does not act itself but says which job the worker runs.
  */
 #include <errno.h>
+#include <pthread.h>
+#include <unistd.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "bfs.h"
+#include "spool.h"
 #include "buf.h"
 #include "conf.h"
 #include "statusfmt.h"
@@ -42,8 +45,8 @@ static bool results_ready(const struct store_batch *row)
 
 /* Copied out of the snapshot, not replied from it: release may free the handle as soon as
  * the kernel has the data, before the reply returns. */
-static long read_text(struct bfs *b, int64_t batch_id, const struct buf *text, off_t off,
-		      size_t size, char *dst)
+static long read_text(struct bfs *b, int64_t batch_id, struct buf *text, off_t off, size_t size,
+		      char *dst)
 {
 	size_t len = text->len, k = (size_t)off >= len ? 0 : len - (size_t)off;
 	size_t n = k < size ? k : size;
@@ -57,6 +60,59 @@ static long read_text(struct bfs *b, int64_t batch_id, const struct buf *text, o
 
 /* status */
 
+bool vfile_batch_done(const struct store_batch *row)
+{
+	bool settled = row->results == RESULTS_READY || row->results == RESULTS_UNAVAILABLE;
+
+	if (row->state == BATCH_REJECTED)
+		return true; /* nothing will run until it is written again */
+	if (row->state == BATCH_FAILED && !row->nparts_sent)
+		return true; /* nothing reached the provider: no results will come */
+	return state_is_terminal(row->state) && settled;
+}
+
+/* What status shows of the results beyond the row: usage sums and retry.jsonl. */
+static int extra_load(struct bfs *b, const struct store_batch *row, struct statusfmt_extra *x)
+{
+	int rc;
+
+	bool known = false;
+	uint64_t ok = 0;
+
+	memset(x, 0, sizeof(*x));
+	x->done = vfile_batch_done(row);
+	if (x->done || row->results == RESULTS_READY) {
+		/* From the per-part sums the ingest wrote: no scan of the results here. */
+		rc = store_usage_get(b->store, row->id, x->usage, STATUSFMT_MODELS_MAX, &x->nusage,
+				     &known);
+		if (rc)
+			return rc;
+		for (size_t i = 0; i < x->nusage; i++)
+			ok += x->usage[i].results;
+	}
+	if (row->results == RESULTS_READY) {
+		x->have_usage = known;
+		if (!known)
+			x->usage_why = "results ingested before batchfs kept usage";
+	}
+	if (!x->done || row->state == BATCH_REJECTED || row->state == BATCH_DRAFT ||
+	    !row->nparts_sent) {
+		x->retry = STATUSFMT_RETRY_NOT_YET;
+	} else if (row->foreign) {
+		x->retry = STATUSFMT_RETRY_ABSENT;
+		x->retry_why = "made elsewhere: its requests are not known here";
+	} else {
+		if (!known) {
+			x->retry = STATUSFMT_RETRY_ABSENT;
+			x->retry_why = "results ingested before batchfs kept their outcomes";
+		} else {
+			x->retry = STATUSFMT_RETRY_THERE;
+			x->retry_lines = row->nrequests - (int64_t)ok;
+		}
+	}
+	return 0;
+}
+
 /* status (ids false) or id (ids true) of a batch and its parts, from the store. */
 static int batch_render(struct bfs *b, const struct store_batch *row, bool ids, struct buf *out)
 {
@@ -65,9 +121,13 @@ static int batch_render(struct bfs *b, const struct store_batch *row, bool ids, 
 	size_t n = 0;
 	int rc = row->nparts ? store_parts_load(b->store, row->id, &parts, &n) : 0;
 
+	struct statusfmt_extra x;
+
+	if (!rc && !ids)
+		rc = extra_load(b, row, &x);
 	if (!rc)
 		rc = ids ? statusfmt_ids(parts, n, out)
-			 : statusfmt_batch(row, parts, n, r ? r->conf->provider : "?", out);
+			 : statusfmt_batch(row, parts, n, r ? r->conf->provider : "?", &x, out);
 	free(parts);
 	return rc;
 }
@@ -133,6 +193,7 @@ static int id_open(struct bfs *b, const struct store_batch *row, struct fuse_fil
  */
 static const char ctl_help[] =
 	"cancel\tcancel the batch at the provider (every part still running)\n"
+	"cancel!\tcancel even where the provider then loses the completed work (Vertex)\n"
 	"refresh\tpoll the provider now (or look again for an unsettled submission)\n";
 
 static int ctl_stat(struct bfs *b, const struct store_batch *row, struct stat *st)
@@ -187,7 +248,8 @@ static int ctl_write(struct bfs *b, int64_t batch_id, const char *data, size_t s
 	if (!r)
 		return -EIO;
 	memset(job, 0, sizeof(*job));
-	if (!strcmp(word, "cancel"))
+	job->confirmed = !strcmp(word, "cancel!");
+	if (!strcmp(word, "cancel") || job->confirmed)
 		job->kind = WORKER_CANCEL;
 	else if (!strcmp(word, "refresh"))
 		job->kind = WORKER_REFRESH;
@@ -223,7 +285,7 @@ static int results_jsonl_open(struct bfs *b, const struct store_batch *row,
 	return 0;
 }
 
-static long results_jsonl_read(struct bfs *b, int64_t batch_id, const struct buf *text, off_t off,
+static long results_jsonl_read(struct bfs *b, int64_t batch_id, struct buf *text, off_t off,
 			       size_t size, char *dst)
 {
 	(void)text;
@@ -267,6 +329,295 @@ static int results_dir_readdir(struct bfs *b, int64_t batch_id, struct tree_dir 
 {
 	int rc = store_result_list(b->store, batch_id, d->off > 2 ? d->off - 2 : 0,
 				   tree_dir_limit(d), results_dir_cb, d);
+
+	return rc > 0 ? 0 : rc;
+}
+
+/* wait */
+
+static int wait_stat(struct bfs *b, const struct store_batch *row, struct stat *st)
+{
+	(void)b;
+	tree_attr_times(st, row->updated_at);
+	st->st_size = 0; /* unknown until the wait is over; read it to the end */
+	return 0;
+}
+
+static int wait_open(struct bfs *b, const struct store_batch *row, struct fuse_file_info *fi,
+		     struct buf *text)
+{
+	(void)b;
+	(void)row;
+	(void)text;
+	if (wants_write(fi->flags))
+		return -EACCES;
+	/* Every read reaches batchfs from the reader (so an interrupt names it): no cache. */
+	fi->direct_io = 1;
+	fi->noflush = 1;
+	return 0;
+}
+
+/* The status once the wait is over, taken at that moment (one state per open, as status). */
+static int wait_ready(struct bfs *b, int64_t batch_id, struct buf *out)
+{
+	struct store_batch row;
+	int rc = store_batch_get(b->store, batch_id, &row);
+
+	if (rc)
+		return rc;
+	if (!vfile_batch_done(&row))
+		return 0;
+	rc = status_render(b, &row, out);
+	if (rc)
+		buf_reset(out); /* never half a status for the next read */
+	return rc ? rc : 1;
+}
+
+/* retry.jsonl: the lines of requests.jsonl whose result is not succeeded, byte for byte. */
+
+static bool retry_visible(const struct store_batch *row)
+{
+	return !row->foreign && row->nparts_sent > 0 && row->state != BATCH_REJECTED &&
+	       vfile_batch_done(row);
+}
+
+#define RETRY_LINES 1024
+#define RETRY_BUF   65536
+
+/*
+ * A walk over requests.jsonl that copies the lines to retry: a read continues where the
+ * last one ended (cat, cp read in order), any other offset starts over. Kept in the open
+ * file's snapshot buffer; memory is one chunk of line numbers and one read buffer.
+ */
+struct retry_walk {
+	pthread_mutex_t lock;
+	bool started;
+	int64_t pos;		    /* next byte of requests.jsonl */
+	int64_t out;		    /* bytes of retry.jsonl produced so far */
+	int64_t line;		    /* the line pos is in (1-based) */
+	bool inc;		    /* that line is copied */
+	int64_t lines[RETRY_LINES]; /* to copy, ascending, from the store */
+	size_t n, i;
+	bool lines_end; /* the store has no more after lines[n - 1] */
+};
+
+static int retry_fd(struct bfs *b, int64_t batch_id)
+{
+	struct store_file f;
+	int rc = store_file_by_name(b->store, batch_id, "requests.jsonl", &f);
+
+	return rc ? rc : spool_open(&b->spool, f.id, O_RDONLY | O_CLOEXEC);
+}
+
+/* Whether line is one to copy, fetching line numbers from the store as the walk needs. */
+static int retry_includes(struct bfs *b, int64_t batch_id, struct retry_walk *w, int64_t line,
+			  bool *inc)
+{
+	int rc;
+
+	for (;;) {
+		while (w->i < w->n && w->lines[w->i] < line)
+			w->i++;
+		if (w->i < w->n || w->lines_end)
+			break;
+		rc = store_retry_lines(b->store, batch_id, line - 1, w->lines, RETRY_LINES, &w->n);
+		if (rc)
+			return rc;
+		w->i = 0;
+		w->lines_end = w->n < RETRY_LINES;
+	}
+	*inc = w->i < w->n && w->lines[w->i] == line;
+	return 0;
+}
+
+static int retry_restart(struct bfs *b, int64_t batch_id, struct retry_walk *w)
+{
+	w->started = true;
+	w->pos = w->out = 0;
+	w->line = 1;
+	w->n = w->i = 0;
+	w->lines_end = false;
+	return retry_includes(b, batch_id, w, 1, &w->inc);
+}
+
+/*
+ * Walks on until out reaches until (-1: the end), copying retry.jsonl's bytes from off on to
+ * dst (NULL: only walking). Returns the bytes copied.
+ */
+static long retry_walk_to(struct bfs *b, int64_t batch_id, int fd, struct retry_walk *w,
+			  int64_t off, int64_t until, char *dst)
+{
+	char *in = malloc(RETRY_BUF);
+	size_t copied = 0;
+	int rc = 0;
+
+	if (!in)
+		return -ENOMEM;
+	while (!rc && (until < 0 || w->out < until)) {
+		ssize_t k = pread(fd, in, RETRY_BUF, w->pos), j;
+
+		if (k < 0) {
+			rc = -errno;
+			break;
+		}
+		if (k == 0)
+			break;
+		for (j = 0; j < k && !rc; j++) {
+			char c = in[j];
+
+			if (until >= 0 && w->out >= until)
+				break;
+			if (w->inc) {
+				if (dst && w->out >= off)
+					dst[copied++] = c;
+				w->out++;
+			}
+			if (c == '\n') {
+				w->line++;
+				rc = retry_includes(b, batch_id, w, w->line, &w->inc);
+			}
+		}
+		w->pos += j;
+	}
+	free(in);
+	return rc ? rc : (long)copied;
+}
+
+/* The size of retry.jsonl: one walk per batch state (results never change once in). */
+static struct {
+	pthread_mutex_t lock;
+	struct {
+		int64_t batch_id, updated_at, size;
+	} slot[16];
+	unsigned next;
+} retry_sizes = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static int retry_size(struct bfs *b, const struct store_batch *row, int64_t *size)
+{
+	struct retry_walk *w = NULL;
+	long n;
+	int fd = -1, rc = 0;
+
+	pthread_mutex_lock(&retry_sizes.lock);
+	for (size_t i = 0; i < 16; i++) {
+		if (retry_sizes.slot[i].batch_id == row->id &&
+		    retry_sizes.slot[i].updated_at == row->updated_at) {
+			*size = retry_sizes.slot[i].size;
+			pthread_mutex_unlock(&retry_sizes.lock);
+			return 0;
+		}
+	}
+	pthread_mutex_unlock(&retry_sizes.lock);
+	rc = store_retry_known(b->store, row->id);
+	if (rc)
+		return rc == -ENODATA ? -ENOENT : rc;
+	fd = retry_fd(b, row->id);
+	if (fd < 0)
+		return fd;
+	w = calloc(1, sizeof(*w));
+	rc = w ? retry_restart(b, row->id, w) : -ENOMEM;
+	n = rc ? rc : retry_walk_to(b, row->id, fd, w, 0, -1, NULL);
+	if (n < 0) {
+		rc = (int)n;
+		goto out;
+	}
+	*size = w->out;
+	pthread_mutex_lock(&retry_sizes.lock);
+	retry_sizes.slot[retry_sizes.next].batch_id = row->id;
+	retry_sizes.slot[retry_sizes.next].updated_at = row->updated_at;
+	retry_sizes.slot[retry_sizes.next].size = w->out;
+	retry_sizes.next = (retry_sizes.next + 1) % 16;
+	pthread_mutex_unlock(&retry_sizes.lock);
+out:
+	free(w);
+	close(fd);
+	return rc;
+}
+
+static int retry_stat(struct bfs *b, const struct store_batch *row, struct stat *st)
+{
+	int64_t size = 0;
+	int rc = retry_size(b, row, &size);
+
+	tree_attr_times(st, row->ended_at);
+	st->st_size = size;
+	st->st_blocks = (size + 511) / 512;
+	return rc;
+}
+
+static int retry_open(struct bfs *b, const struct store_batch *row, struct fuse_file_info *fi,
+		      struct buf *text)
+{
+	struct retry_walk w;
+	int rc;
+
+	if (wants_write(fi->flags))
+		return -EACCES;
+	rc = store_retry_known(b->store, row->id);
+	if (rc)
+		return rc == -ENODATA ? -ENOENT : rc;
+	fi->noflush = 1;
+	memset(&w, 0, sizeof(w));
+	pthread_mutex_init(&w.lock, NULL);
+	return buf_add(text, (const char *)&w, sizeof(w));
+}
+
+static long retry_read(struct bfs *b, int64_t batch_id, struct buf *text, off_t off, size_t size,
+		       char *dst)
+{
+	struct retry_walk *w = (struct retry_walk *)(void *)text->data;
+	long n;
+	int fd, rc = 0;
+
+	if (text->len != sizeof(*w))
+		return -EBADF;
+	fd = retry_fd(b, batch_id);
+	if (fd < 0)
+		return fd;
+	pthread_mutex_lock(&w->lock);
+	if (!w->started || off < w->out)
+		rc = retry_restart(b, batch_id, w);
+	if (!rc && off > w->out)
+		rc = (int)retry_walk_to(b, batch_id, fd, w, 0, off, NULL);
+	n = rc < 0 ? rc : retry_walk_to(b, batch_id, fd, w, off, off + (int64_t)size, dst);
+	pthread_mutex_unlock(&w->lock);
+	close(fd);
+	return n;
+}
+
+/* text/ */
+
+static bool text_visible(const struct store_batch *row)
+{
+	return row->results == RESULTS_READY;
+}
+
+static int text_dir_lookup(struct bfs *b, int64_t batch_id, const char *name,
+			   struct fuse_entry_param *e)
+{
+	struct store_result res;
+
+	if (store_text_by_name(b->store, batch_id, name, &res))
+		return -ENOENT;
+	return tree_entry(b, tree_ino(TREE_RESULT, res.id, TREE_SUB_TEXT), e);
+}
+
+static int text_dir_cb(void *ctx, const struct store_result *r)
+{
+	struct tree_dir *d = ctx;
+	fuse_ino_t ino = tree_ino(TREE_RESULT, r->id, TREE_SUB_TEXT);
+	struct stat st;
+
+	tree_attr_init(&st, ino, S_IFREG | 0444, r->mtime);
+	st.st_size = r->size;
+	st.st_blocks = (r->size + 511) / 512;
+	return tree_dir_add(d, r->fname, ino, 2 + (off_t)r->id, &st, TREE_TIMEOUT_FIXED) ? 0 : 1;
+}
+
+static int text_dir_readdir(struct bfs *b, int64_t batch_id, struct tree_dir *d)
+{
+	int rc = store_text_list(b->store, batch_id, d->off > 2 ? d->off - 2 : 0, tree_dir_limit(d),
+				 text_dir_cb, d);
 
 	return rc > 0 ? 0 : rc;
 }
@@ -332,6 +683,40 @@ const struct vfile vfile_table[] = {
 		.stat = results_dir_stat,
 		.lookup = results_dir_lookup,
 		.readdir = results_dir_readdir,
+	},
+	{
+		.name = "wait",
+		.sub = 6,
+		.mode = S_IFREG | 0444,
+		.timeout = TREE_TIMEOUT_LIVE,
+		.setattr_refused = SET_CHANGES,
+		.unlisted = true,
+		.stat = wait_stat,
+		.open = wait_open,
+		.read = read_text,
+		.ready = wait_ready,
+	},
+	{
+		.name = "retry.jsonl",
+		.sub = 7,
+		.mode = S_IFREG | 0444,
+		.timeout = TREE_TIMEOUT_LIVE, /* a refresh may bring results given up on */
+		.setattr_refused = SET_CHANGES,
+		.visible = retry_visible,
+		.stat = retry_stat,
+		.open = retry_open,
+		.read = retry_read,
+	},
+	{
+		.name = "text",
+		.sub = 8,
+		.mode = S_IFDIR | 0555,
+		.timeout = TREE_TIMEOUT_FIXED,
+		.setattr_refused = SET_CHANGES,
+		.visible = text_visible,
+		.stat = results_dir_stat,
+		.lookup = text_dir_lookup,
+		.readdir = text_dir_readdir,
 	},
 };
 

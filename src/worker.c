@@ -85,7 +85,8 @@ static int run_job(struct bfs *b, const struct worker_job *job)
 	case WORKER_COMMIT:
 		return run_commit(b, job, row.name);
 	case WORKER_CANCEL:
-		rc = batch_cancel(b, job->r, job->batch_id, &err);
+		rc = job->confirmed ? batch_cancel_confirmed(b, job->r, job->batch_id, &err)
+				    : batch_cancel(b, job->r, job->batch_id, &err);
 		break;
 	case WORKER_REFRESH:
 		rc = batch_refresh(b, job->r, job->batch_id, &err);

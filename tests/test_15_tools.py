@@ -73,7 +73,7 @@ def test_ctl_reads_back_its_words(mock_mount):
     with open(p) as f:
         text = f.read()
     words = [x.split()[0] for x in text.splitlines()]
-    assert words == ["cancel", "refresh"]
+    assert words == ["cancel", "cancel!", "refresh"]
     assert st.st_size == len(text.encode())
     # writing stays one word per write: the text read back is not a word
     fd = os.open(p, os.O_WRONLY | os.O_TRUNC)
@@ -116,9 +116,10 @@ def test_tar_cp_rsync_grep_of_batch_dirs_in_every_state(fake_server, mount_facto
     assert tools_copy(draft, out) == ["ctl", "requests.jsonl", "status"]
     assert tools_copy(running, out) == ["ctl", "id", "requests.jsonl", "status"]
     names = tools_copy(ended, out)
+    # retry.jsonl and text/ once ended (wait is never listed, so never copied)
     assert names == ["ctl", "id", "notes.txt", "requests.jsonl", "results", "results.jsonl",
-                     "status"]
-    assert tools_copy(fd, out) == ["ctl", "id", "results", "results.jsonl", "status"]
+                     "retry.jsonl", "status", "text"]
+    assert tools_copy(fd, out) == ["ctl", "id", "results", "results.jsonl", "status", "text"]
     name = os.path.basename(ended)
     for copy in (out / f"{name}.cp", out / f"{name}.rsync"):
         with open(os.path.join(ended, "results.jsonl"), "rb") as a, \

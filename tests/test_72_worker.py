@@ -159,15 +159,17 @@ def test_status_of_an_idle_batch_stays_fast_while_eight_commits_hang(fake_server
     dirs, committers = hang_commits(m, srv)
     # The machine may be shared with other work: up to three rounds of 200. Reads queued
     # behind commits cost about DELAY_S each and fail every round (and the max below).
+    # The 1 ms p99 target itself is measured by tests/bench (bench_results.py, "status"); here
+    # the bound only tells reads that wait for nobody from reads queued behind a commit.
     rounds = []
     for _ in range(3):
         rounds.append(timed_reads(idle))
-        if p99(rounds[-1]) < 0.001:
+        if p99(rounds[-1]) < 0.02:
             break
     # The reads happened while the commits hung (they take COMMITS * DELAY_S in all).
     assert pending(committers) >= COMMITS // 2
     report = ", ".join(f"p99 {p99(t) * 1000:.2f} ms max {t[-1] * 1000:.2f} ms" for t in rounds)
-    assert p99(rounds[-1]) < 0.001, report
+    assert p99(rounds[-1]) < 0.02, report
     assert max(t[-1] for t in rounds) < 0.25, report
     finish_commits(srv, dirs, committers)
 

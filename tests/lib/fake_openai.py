@@ -173,6 +173,9 @@ class FakeOpenAI(FakeServer):
             "content_chunk": 4096,
             "shuffle_output": True,
             "cancel_terminal": "unchanged",  # or "error": 400 on a cancel of an ended batch
+            # prompt_tokens_details.cached_tokens of each chat completion: part of
+            # prompt_tokens, as the API counts them (real ones: prompts of 1024+ tokens)
+            "cached_tokens": 0,
         }
 
     def reset_state(self):
@@ -255,7 +258,17 @@ class FakeOpenAI(FakeServer):
         return model != "fail-validation" and (models is None or model in models)
 
     def result_body(self, b, r, now):
-        return result_body(b.endpoint, r["body"], now, self._rng)
+        body = result_body(b.endpoint, r["body"], now, self._rng)
+        u = body.get("usage", {})
+        if "prompt_tokens" in u and "completion_tokens" in u:
+            # the chat completion usage object's details, as the API sends them
+            u["prompt_tokens_details"] = {
+                "cached_tokens": min(self.config["cached_tokens"], u["prompt_tokens"]),
+                "audio_tokens": 0}
+            u["completion_tokens_details"] = {"reasoning_tokens": 0, "audio_tokens": 0,
+                                              "accepted_prediction_tokens": 0,
+                                              "rejected_prediction_tokens": 0}
+        return body
 
     def request_id(self):
         return "req_" + os.urandom(16).hex()

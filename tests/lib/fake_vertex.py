@@ -23,9 +23,13 @@ fractional digits, empty fields omitted. Errors use Google's envelope {"error": 
 Time is lazy: a job is QUEUED for `queued_s`, PENDING for `pending_s`, RUNNING for `running_s`
 (its requests finish one by one in a shuffled order), then SUCCEEDED and its output is written
 as `{outputUriPrefix}/prediction-model-{time slightly after createTime}/predictions.jsonl` (or
-`predictions_0001.jsonl`... with `output_shards` > 1), lines in processing order. A cancel makes
-it CANCELLING for `cancel_s`, then CANCELLED with the lines finished before the cancel. A model
-whose name contains `fail_model` goes PENDING -> FAILED with an error message. A request whose
+`predictions_0001.jsonl`... with `output_shards` > 1), lines in processing order (the spec: output
+order is not guaranteed) or, with `output_order` = "input", in input order. The output lines
+of the requests in `no_custom_id` lack their custom_id. A cancel makes
+it CANCELLING for `cancel_s`, then CANCELLED; as on Vertex ("due to a known bug, cancelled jobs
+write no results") nothing is written for it. A model
+whose name contains `fail_model` goes PENDING -> FAILED with an error message; with
+`internal_first_job` the first job of a region goes PENDING -> FAILED with code 13 INTERNAL. A request whose
 last user message contains `error_marker`, or that is not a valid Claude request, gets an
 output line with a non-empty `status` and no `response`. `advance(s)` moves the clock.
 
@@ -43,8 +47,16 @@ client_id, client_secret, refresh_token), add_token(token, lifetime), create_job
 tokens_issued, advance(seconds); over HTTP: POST /_control/jobs {"lines", "model"},
 GET /_control/stats, POST /_control/advance {"seconds"}.
 
-Known gaps ([I] in the spec): list filters are ignored (all jobs are returned), no BigQuery
-I/O, no per-project quota unless `max_running` is set, no metadata server.
+Quota: at most `max_running` (default 4) unfinished jobs at once; a create beyond is refused
+with 429 RESOURCE_EXHAUSTED (stats: quota_refusals, most_running).
+
+BigQuery: a job may read a table (inputConfig bigquerySource, bq://p.d.t) and write one
+(outputConfig bigqueryDestination, bq://p.d: a new predictions_<time> table, named in
+outputInfo); GET .../tables/T (schema) and .../tables/T/data (tabledata.list, `bq_page_max`
+rows a page) read them, POST .../tables inserts one; add_table() is the test surface.
+
+Known gaps ([I] in the spec): list filters are ignored (all jobs are returned), no metadata
+server.
 """
 import base64
 import datetime
@@ -72,6 +84,11 @@ UNIT = 256 * 1024
 STATUS_NAMES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
                 404: "NOT_FOUND", 409: "ALREADY_EXISTS", 429: "RESOURCE_EXHAUSTED",
                 500: "INTERNAL", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
+BQ_OUTPUT_SCHEMA = [{"name": "custom_id", "type": "STRING", "mode": "NULLABLE"},
+                    {"name": "request", "type": "JSON", "mode": "NULLABLE"},
+                    {"name": "response", "type": "JSON", "mode": "NULLABLE"},
+                    {"name": "status", "type": "STRING", "mode": "NULLABLE"},
+                    {"name": "processed_time", "type": "TIMESTAMP", "mode": "NULLABLE"}]
 TERMINAL = ("JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED",
             "JOB_STATE_EXPIRED", "JOB_STATE_PARTIALLY_SUCCEEDED")
 
@@ -87,6 +104,30 @@ def b64url_decode(s):
 def rfc3339(t):
     d = datetime.datetime.fromtimestamp(t, datetime.timezone.utc)
     return d.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_bq(uri):
+    """bq://project.dataset[.table] -> (project, dataset, table or None); None when not one.
+    The project may hold dots (domain-scoped "example.com:p"): the names split from the right."""
+    if not isinstance(uri, str) or not uri.startswith("bq://"):
+        return None
+    parts = uri[5:].split(".")
+    if len(parts) >= 3 and ":" in parts[0] and len(parts) > 3:
+        parts = [".".join(parts[:-2])] + parts[-2:]
+    if len(parts) == 2:
+        return parts[0], parts[1], None
+    if len(parts) == 3:
+        return parts[0], parts[1], parts[2]
+    return None
+
+
+def bq_value(v):
+    """A cell as tabledata.list renders it: every scalar a string, NULL as null."""
+    if v is None:
+        return None
+    if isinstance(v, (dict, list)):
+        return json.dumps(v, separators=(",", ":"))
+    return v if isinstance(v, str) else json.dumps(v)
 
 
 def parse_gs(uri):
@@ -105,7 +146,8 @@ class Job:
         self.body = body
         self.created = created
         self.requests = requests  # [(custom_id or None, raw line, request object or None)]
-        self.fail = cfg["fail_model"] and cfg["fail_model"] in body["model"]
+        self.fail = bool(cfg["fail_model"] and cfg["fail_model"] in body["model"])
+        self.internal = False  # fails with INTERNAL (code 13): a region's first job may
         self.run_start = created + cfg["queued_s"] + cfg["pending_s"]
         self.run_end = self.run_start + cfg["running_s"]
         self.cancel_s = cfg["cancel_s"]
@@ -120,6 +162,8 @@ class Job:
         self.rng.shuffle(order)
         self.order = order  # order[k]: the k-th request to finish
         self.marker = cfg["error_marker"]
+        self.no_custom_id = set(cfg["no_custom_id"])
+        self.input_order = cfg["output_order"] == "input"
 
     def state(self, now):
         if self.cancel_at is not None:
@@ -161,6 +205,16 @@ class Job:
         return not self.fail and now >= self.run_start and \
             (self.cancel_at is None or self.cancel_at > self.run_start)
 
+    def bq_output(self):
+        """(project, dataset, table) of a BigQuery destination, else None. A dataset gets a
+        new table named for the job's time (Vertex's predictions_<timestamp>)."""
+        oc = self.body["outputConfig"]
+        if oc.get("predictionsFormat") != "bigquery":
+            return None
+        proj, ds, table = parse_bq(oc["bigqueryDestination"]["outputUri"])
+        stamp = datetime.datetime.fromtimestamp(self.dir_time, datetime.timezone.utc)
+        return proj, ds, table or stamp.strftime("predictions_%Y_%m_%dT%H_%M_%S_%f")[:-3] + "Z"
+
     def output_dir(self):
         prefix = self.body["outputConfig"]["gcsDestination"]["outputUriPrefix"].rstrip("/")
         return f"{prefix}/prediction-model-{rfc3339(self.dir_time)}"
@@ -173,6 +227,10 @@ class Job:
                 not req["anthropic_version"].startswith("vertex-"):
             return 'Bad Request: {"type":"error","error":{"type":"invalid_request_error",' \
                    '"message":"anthropic_version: Field required"}}'
+        if "model" in req:
+            # The job names the model; a Claude batch request body has none.
+            return 'Bad Request: {"type":"error","error":{"type":"invalid_request_error",' \
+                   '"message":"model: Extra inputs are not permitted"}}'
         msgs = req.get("messages")
         if not isinstance(msgs, list) or not isinstance(req.get("max_tokens"), int):
             return 'Bad Request: {"type":"error","error":{"type":"invalid_request_error",' \
@@ -190,6 +248,8 @@ class Job:
     def output_line(self, i, t):
         cid, raw, req = self.requests[i]
         line = {"custom_id": cid, "request": req if req is not None else raw}
+        if cid in self.no_custom_id:
+            del line["custom_id"]  # seen on Vertex: a line that lost its custom_id
         err = self.is_errored(i)
         if err:
             line["status"] = err
@@ -233,8 +293,20 @@ class FakeVertex(FakeServer):
             "objects_page_max": 1000,
             "persist_max": None,        # bytes of a resumable chunk kept (None: all)
             "media_chunk": 4096,        # bytes per chunk of an alt=media download
-            "max_running": None,        # concurrent unfinished jobs (429 beyond)
+            # Unfinished jobs per project at once; a create beyond is refused with 429
+            # RESOURCE_EXHAUSTED ("4 concurrent batch jobs per project" by default, Google's
+            # Claude batch page). None: no limit.
+            "max_running": 4,
             "cancel_terminal": "ignore",  # or "error": 400 FAILED_PRECONDITION
+            "output_order": "processing",  # order of output lines, or "input"
+            "bq_page_max": 2,           # tabledata.list rows per page at most
+            # The first job of each region fails with INTERNAL (code 13), as Google's Claude
+            # batch page warns; the next ones run.
+            "internal_first_job": False,
+            "internal_message": "Internal error encountered. The first batch job in a region "
+                                "may fail while the region is provisioned; retry in about "
+                                "10 minutes.",
+            "no_custom_id": (),         # custom_ids whose output line comes without one
         }
 
     def reset_state(self):
@@ -249,8 +321,11 @@ class FakeVertex(FakeServer):
             self.users = {}             # refresh_token -> (client_id, client_secret)
             self.stats = {"jwt_grants": 0, "refresh_grants": 0, "unauthenticated": 0,
                           "bad_grants": 0, "media_uploads": 0, "resumable_sessions": 0,
-                          "chunks": 0, "status_queries": 0, "downloads": 0}
+                          "chunks": 0, "status_queries": 0, "downloads": 0,
+                          "quota_refusals": 0, "most_running": 0}
             self.create_bodies = []
+            self.regions_used = set()
+            self.tables = {}            # (project, dataset, table) -> {"schema", "rows"}
             self.clock_offset = 0.0
             self._rng = random.Random()
             self._loc = "us-east5"
@@ -269,6 +344,10 @@ class FakeVertex(FakeServer):
         self.route("DELETE", r"/storage/v1/b/(?P<bucket>[^/]+)/o/(?P<name>.+)",
                    self._api(self.h_object_delete))
         self.route("POST", r"/token", self.h_token)
+        bq = r"/bigquery/v2/projects/(?P<p>[^/]+)/datasets/(?P<d>[^/]+)/tables"
+        self.route("POST", bq, self._api(self.h_table_insert))
+        self.route("GET", bq + r"/(?P<t>[^/]+)", self._api(self.h_table_get))
+        self.route("GET", bq + r"/(?P<t>[^/]+)/data", self._api(self.h_table_data))
 
     # --- envelope, time, auth -------------------------------------------------------------
     def now(self):
@@ -423,7 +502,11 @@ class FakeVertex(FakeServer):
         end = job.end_time(now)
         if end is not None:
             out["endTime"] = rfc3339(end)
-        if job.has_output_dir(now):
+        if job.has_output_dir(now) and job.bq_output():
+            proj, ds, table = job.bq_output()
+            out["outputInfo"] = {"bigqueryOutputDataset": f"bq://{proj}.{ds}",
+                                 "bigqueryOutputTable": table}
+        elif job.has_output_dir(now):
             out["outputInfo"] = {"gcsOutputDirectory": job.output_dir()}
         if st not in ("JOB_STATE_QUEUED", "JOB_STATE_PENDING", "JOB_STATE_FAILED"):
             ok, bad, rest = job.counts(now)
@@ -434,7 +517,9 @@ class FakeVertex(FakeServer):
                     stats[k] = str(v)  # int64 as strings, zeros omitted (C.1)
             if stats:
                 out["completionStats"] = stats
-        if st == "JOB_STATE_FAILED":
+        if st == "JOB_STATE_FAILED" and job.internal:
+            out["error"] = {"code": 13, "message": self.config["internal_message"]}
+        elif st == "JOB_STATE_FAILED":
             out["error"] = {"code": 9, "message": self.config["fail_message"]}
         elif st == "JOB_STATE_CANCELLED":
             out["error"] = {"code": 1, "message": "CANCELED"}
@@ -448,9 +533,27 @@ class FakeVertex(FakeServer):
         job.written = True
         if not job.has_output_dir(now):
             return
+        if st == "JOB_STATE_CANCELLED":
+            # "Due to a known bug, cancelled jobs write no results" (Google's Claude batch
+            # page): the output directory is named, nothing is written to it.
+            return
         k = job.finished(now)
+        done = sorted(job.order[:k]) if job.input_order else job.order[:k]
         lines = [job.output_line(i, job.run_start + 0.001 * (j + 1))
-                 for j, i in enumerate(job.order[:k])]
+                 for j, i in enumerate(done)]
+        if job.bq_output():
+            # The predictions table: the input's columns, response and status (Google's
+            # "Batch prediction for BigQuery" page), processed_time.
+            rows = []
+            for ln in lines:
+                o = json.loads(ln)
+                t = datetime.datetime.strptime(o["processed_time"], "%Y-%m-%dT%H:%M:%S.%fZ")
+                t = t.replace(tzinfo=datetime.timezone.utc).timestamp()
+                rows.append({"custom_id": o.get("custom_id"), "request": o.get("request"),
+                             "response": o.get("response"), "status": o.get("status"),
+                             "processed_time": f"{t:.6E}"})
+            self.add_table(*job.bq_output(), rows, schema=BQ_OUTPUT_SCHEMA)
+            return
         bucket, base = parse_gs(job.output_dir())
         shards = [lines[s::job.shards] for s in range(job.shards)]
         for s, part in enumerate(shards):
@@ -485,12 +588,32 @@ class FakeVertex(FakeServer):
                 requests.append((cid, raw.decode(errors="replace"), req))
         return requests, None
 
+    def _read_table(self, uri):
+        proj, ds, table = parse_bq(uri)
+        with self.lock:
+            t = self.tables.get((proj, ds, table))
+        if t is None:
+            return None, f"Not found: Table {proj}:{ds}.{table}"
+        out = []
+        for row in t["rows"]:
+            req = row.get("request")
+            if isinstance(req, str):
+                try:
+                    req = json.loads(req)
+                except ValueError:
+                    req = None
+            out.append((row.get("custom_id"), json.dumps(row), req))
+        return out, None
+
     def _new_job(self, body):
         with self.lock:
             running = sum(1 for j in self.jobs.values() if j.state(self.now()) not in TERMINAL)
         if self.config["max_running"] is not None and running >= self.config["max_running"]:
-            return None, self.error(429, "Quota exceeded for aiplatform.googleapis.com/"
-                                    "concurrent_batch_prediction_jobs_per_base_model.")
+            with self.lock:
+                self.stats["quota_refusals"] += 1
+            return None, self.error(429, "Quota exceeded for quota metric 'Concurrent batch "
+                                    "prediction jobs' and limit 'Concurrent batch prediction "
+                                    "jobs per region' of service 'aiplatform.googleapis.com'.")
         if not isinstance(body, dict) or not isinstance(body.get("displayName"), str) or \
                 not body["displayName"]:
             return None, self.error(400, "Field displayName is required.")
@@ -499,16 +622,29 @@ class FakeVertex(FakeServer):
         if not isinstance(body.get("model"), str) or not MODEL_RE.match(body["model"]):
             return None, self.error(400, f"Invalid model: {body.get('model')!r}")
         ic, oc = body.get("inputConfig"), body.get("outputConfig")
-        if not isinstance(ic, dict) or ic.get("instancesFormat") != "jsonl" or \
+        bq_in = isinstance(ic, dict) and ic.get("instancesFormat") == "bigquery"
+        if bq_in:
+            src = ic.get("bigquerySource")
+            ref = parse_bq(src.get("inputUri")) if isinstance(src, dict) else None
+            if not ref or not ref[2]:
+                return None, self.error(400, "bigquerySource.inputUri must be "
+                                        "bq://project.dataset.table.")
+        elif not isinstance(ic, dict) or ic.get("instancesFormat") != "jsonl" or \
                 not isinstance(ic.get("gcsSource"), dict):
             return None, self.error(400, "inputConfig must have instancesFormat jsonl and "
                                     "gcsSource.")
-        uris = ic["gcsSource"].get("uris")
-        uris = [uris] if isinstance(uris, str) else uris  # both accepted (C.3)
-        if not isinstance(uris, list) or not uris or \
-                not all(parse_gs(u)[1] for u in uris):
-            return None, self.error(400, "gcsSource.uris must be gs:// URIs.")
-        if not isinstance(oc, dict) or oc.get("predictionsFormat") != "jsonl" or \
+        else:
+            uris = ic["gcsSource"].get("uris")
+            uris = [uris] if isinstance(uris, str) else uris  # both accepted (C.3)
+            if not isinstance(uris, list) or not uris or \
+                    not all(parse_gs(u)[1] for u in uris):
+                return None, self.error(400, "gcsSource.uris must be gs:// URIs.")
+        if isinstance(oc, dict) and oc.get("predictionsFormat") == "bigquery":
+            dest = oc.get("bigqueryDestination")
+            if not isinstance(dest, dict) or not parse_bq(dest.get("outputUri")):
+                return None, self.error(400, "bigqueryDestination.outputUri must be "
+                                        "bq://project.dataset[.table].")
+        elif not isinstance(oc, dict) or oc.get("predictionsFormat") != "jsonl" or \
                 not isinstance(oc.get("gcsDestination"), dict) or \
                 not parse_gs(oc["gcsDestination"].get("outputUriPrefix"))[0]:
             return None, self.error(400, "outputConfig must have predictionsFormat jsonl and "
@@ -519,7 +655,10 @@ class FakeVertex(FakeServer):
                 LABEL_VALUE_RE.match(v) for k, v in labels.items()):
             return None, self.error(400, "Label keys and values can only contain lowercase "
                                     "letters, numeric characters, underscores and dashes.")
-        requests, why = self._read_requests(uris)
+        if bq_in:
+            requests, why = self._read_table(ic["bigquerySource"]["inputUri"])
+        else:
+            requests, why = self._read_requests(uris)
         if why:
             return None, self.error(400, why)
         with self.lock:
@@ -527,7 +666,11 @@ class FakeVertex(FakeServer):
             jid = str(self._rng.randrange(10 ** 18, 10 ** 19))
             job = Job(jid, body, self.now(), self.config, self.config["project_number"],
                       self._loc, requests)
+            if self.config["internal_first_job"] and self._loc not in self.regions_used:
+                job.internal = job.fail = True
+            self.regions_used.add(self._loc)
             self.jobs[jid] = job
+            self.stats["most_running"] = max(self.stats["most_running"], running + 1)
         return job, None
 
     def h_create(self, req):
@@ -611,6 +754,84 @@ class FakeVertex(FakeServer):
             "@type": "type.googleapis.com/google.cloud.aiplatform.v1.DeleteOperationMetadata",
             "genericMetadata": {"createTime": rfc3339(self.now())}}, "done": True,
             "response": {"@type": "type.googleapis.com/google.protobuf.Empty"}})
+
+    # --- BigQuery (tables.insert, tables.get, tabledata.list) -------------------------------
+    # https://cloud.google.com/bigquery/docs/reference/rest/v2/tables and .../tabledata/list:
+    # every cell value a string (or null), rows as {"f": [{"v": ...}]}, totalRows a string,
+    # the next page's token in "pageToken".
+    def _bq_error(self, status, message, reason):
+        return self.json({"error": {"code": status, "message": message, "errors": [
+            {"message": message, "domain": "global", "reason": reason}],
+            "status": STATUS_NAMES.get(status, "UNKNOWN")}}, status)
+
+    def _bq_table(self, req):
+        key = tuple(urllib.parse.unquote(req.match.group(k)) for k in ("p", "d", "t"))
+        with self.lock:
+            t = self.tables.get(key)
+        if t is None:
+            return key, None, self._bq_error(404, f"Not found: Table {key[0]}:{key[1]}."
+                                             f"{key[2]}", "notFound")
+        return key, t, None
+
+    def _bq_resource(self, key, t):
+        return {"kind": "bigquery#table", "id": f"{key[0]}:{key[1]}.{key[2]}",
+                "tableReference": {"projectId": key[0], "datasetId": key[1],
+                                   "tableId": key[2]},
+                "schema": {"fields": t["schema"]}, "numRows": str(len(t["rows"])),
+                "type": "TABLE", "location": self._loc}
+
+    def h_table_insert(self, req):
+        try:
+            body = req.json()
+            ref = body["tableReference"]
+            key = (ref["projectId"], ref["datasetId"], ref["tableId"])
+        except (ValueError, KeyError, TypeError):
+            return self._bq_error(400, "Invalid table resource", "invalid")
+        with self.lock:
+            if key in self.tables:
+                return self._bq_error(409, f"Already Exists: Table {key[0]}:{key[1]}."
+                                      f"{key[2]}", "duplicate")
+            self.tables[key] = {"schema": (body.get("schema") or {}).get("fields", []),
+                                "rows": []}
+            return self.json(self._bq_resource(key, self.tables[key]))
+
+    def h_table_get(self, req):
+        self._advance_all()
+        key, t, err = self._bq_table(req)
+        if err:
+            return err
+        with self.lock:
+            return self.json(self._bq_resource(key, t))
+
+    def h_table_data(self, req):
+        self._advance_all()
+        key, t, err = self._bq_table(req)
+        if err:
+            return err
+        try:
+            size = int(req.query.get("maxResults") or 100000)
+            start = int(req.query.get("pageToken") or req.query.get("startIndex") or 0)
+        except ValueError:
+            return self._bq_error(400, "Invalid pageToken", "invalid")
+        size = max(1, min(size, self.config["bq_page_max"]))
+        with self.lock:
+            names = [f["name"] for f in t["schema"]]
+            rows = t["rows"][start:start + size]
+            out = {"kind": "bigquery#tableDataList", "etag": f"\"{len(t['rows'])}\"",
+                   "totalRows": str(len(t["rows"]))}
+            if rows:
+                out["rows"] = [{"f": [{"v": bq_value(r.get(n))} for n in names]}
+                               for r in rows]
+            if start + size < len(t["rows"]):
+                out["pageToken"] = str(start + size)
+        return self.json(out)
+
+    def add_table(self, project, dataset, table, rows, schema=None):
+        """A table with rows (dicts by column name), as BigQuery holds it."""
+        schema = schema or [{"name": "custom_id", "type": "STRING", "mode": "NULLABLE"},
+                            {"name": "request", "type": "JSON", "mode": "NULLABLE"}]
+        with self.lock:
+            self.tables[(project, dataset, table)] = {"schema": schema, "rows": list(rows)}
 
     # --- Cloud Storage (C.9) --------------------------------------------------------------
     def _gcs_error(self, status, message, reason):
@@ -802,18 +1023,29 @@ class FakeVertex(FakeServer):
 
     def create_job(self, lines, model="claude-3-5-haiku@20241022", bucket="b",
                    display_name="made elsewhere", location="us-east5", labels=None,
-                   publisher="anthropic"):
+                   publisher="anthropic", bq_input=None, bq_output=None):
         """Uploads lines and creates a job, as another client (console, SDK) would.
-        publisher="google" makes a Gemini job (a Claude remote must not show it)."""
+        publisher="google" makes a Gemini job (a Claude remote must not show it).
+        bq_input="bq://p.d.t": the lines become that table's rows (custom_id, request) and the
+        job reads it; bq_output="bq://p.d": the job writes a predictions table there."""
         name = f"elsewhere/{self._rng.randrange(10 ** 9)}/input.jsonl"
-        self._put_object(bucket, name, "".join(ln + "\n" for ln in lines).encode(),
-                         "application/jsonl")
+        if bq_input:
+            rows = [json.loads(ln) for ln in lines]
+            self.add_table(*parse_bq(bq_input), [
+                {"custom_id": r.get("custom_id"), "request": r.get("request")} for r in rows])
+            ic = {"instancesFormat": "bigquery", "bigquerySource": {"inputUri": bq_input}}
+        else:
+            self._put_object(bucket, name, "".join(ln + "\n" for ln in lines).encode(),
+                             "application/jsonl")
+            ic = {"instancesFormat": "jsonl", "gcsSource": {"uris": f"gs://{bucket}/{name}"}}
+        oc = {"predictionsFormat": "jsonl", "gcsDestination": {
+            "outputUriPrefix": f"gs://{bucket}/elsewhere-out"}}
+        if bq_output:
+            oc = {"predictionsFormat": "bigquery", "bigqueryDestination": {
+                "outputUri": bq_output}}
         body = {"displayName": display_name,
                 "model": f"publishers/{publisher}/models/{model}",
-                "inputConfig": {"instancesFormat": "jsonl",
-                                "gcsSource": {"uris": f"gs://{bucket}/{name}"}},
-                "outputConfig": {"predictionsFormat": "jsonl", "gcsDestination": {
-                    "outputUriPrefix": f"gs://{bucket}/elsewhere-out"}}}
+                "inputConfig": ic, "outputConfig": oc}
         if labels:
             body["labels"] = labels
         with self.lock:

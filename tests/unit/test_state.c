@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 /* Unit tests: state names and the mapping of every provider's words. */
 #include <errno.h>
+#include <string.h>
 
 #include "state.h"
 #include "tap.h"
@@ -90,7 +91,18 @@ int main(void)
 		   state_is_writable(BATCH_FAILED, false) &&
 		   !state_is_writable(BATCH_FAILED, true) &&
 		   !state_is_writable(BATCH_IN_PROGRESS, true) &&
-		   !state_is_writable(BATCH_SUBMITTING, false),
+		   !state_is_writable(BATCH_SUBMITTING, false) &&
+		   !state_is_writable(BATCH_QUEUED, false) &&
+		   state_is_writable(BATCH_CANCELED, false) &&
+		   !state_is_writable(BATCH_CANCELED, true),
 	   "writable states");
+	ok(!state_is_terminal(BATCH_QUEUED), "queued is not terminal");
+	{
+		enum batch_state q = BATCH_DRAFT;
+
+		ok(!strcmp(state_name(BATCH_QUEUED), "queued") && !state_parse("queued", &q) &&
+			   q == BATCH_QUEUED,
+		   "queued by name");
+	}
 	return tap_done();
 }
