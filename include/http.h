@@ -166,6 +166,8 @@ struct http_response {
 	/* The Date header (ms since the epoch, whole seconds, 0 when absent) and our clock when
 	 * the response headers arrived: together they bound the server's clock against ours. */
 	int64_t date_ms, local_ms;
+	/* The last answer's retry-after(-ms), 2xx too: a poll's "not again before", 0 none. */
+	long hint_ms;
 };
 
 /*

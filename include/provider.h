@@ -45,6 +45,9 @@ struct provider_batch {
 	char identity[64];
 	/* Opaque to everyone but the provider: passed back to results(); kept in the store. */
 	char ref[PROVIDER_REF_MAX];
+	/* get(): the provider asks not to be polled again before this (ms; a retry-after on
+	 * the answer), 0 when it said nothing. */
+	int64_t poll_after;
 };
 
 /*

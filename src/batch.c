@@ -129,7 +129,8 @@ static void part_from_provider(const struct store_part *old, const struct store_
 	snprintf(out->error, sizeof(out->error), "%s", pb->error);
 	out->error_line = pb->error_line; /* the file's line: providers know first_line */
 	if (!state_is_terminal(out->state)) {
-		out->next_poll_at = now + poll_ms;
+		/* Whichever is later: our interval or the provider's "not before". */
+		out->next_poll_at = now + poll_ms > pb->poll_after ? now + poll_ms : pb->poll_after;
 		return;
 	}
 	if (out->results == RESULTS_READY) {

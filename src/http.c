@@ -1400,6 +1400,7 @@ out:
 		snprintf(rs->content_type, sizeof(rs->content_type), "%s", x.content_type);
 		rs->date_ms = 0;
 		rs->local_ms = x.local_ms;
+		rs->hint_ms = retry_hint_ms(&x);
 		if (x.date[0]) {
 			time_t t = curl_getdate(x.date, NULL);
 

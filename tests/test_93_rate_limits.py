@@ -180,6 +180,23 @@ def test_a_create_waiting_for_a_rate_limit_survives_a_crash(fake_server, mount_f
     assert sorted(os.listdir(os.path.join(d, "results"))) == ["req-0.json", "req-1.json"]
 
 
+def test_anthropic_retry_after_on_a_poll_spaces_the_polls(fake_server, mount_factory):
+    # The API hints retry-after on GETs of a running batch; poll no sooner than it says
+    # (max of it and poll_interval).
+    srv = fake_server("anthropic", processing_s=5, poll_retry_after=2)
+    m = mount_remote(mount_factory, srv, discover="none")
+    d = os.path.join(m.path, "a", unique())
+    os.mkdir(d)
+    with open(os.path.join(d, "requests.jsonl"), "w") as f:
+        f.write(anthropic_requests(2))
+    bid = read_status(d)["id"]
+    wait_results(d, timeout=20)
+    gets = [r["mono"] for r in srv.requests if r["method"] == "GET" and
+            r["path"] == f"{API}/{bid}"]
+    assert 2 <= len(gets) <= 5, f"{len(gets)} polls of a 5 s batch (poll_interval 0.2)"
+    assert all(b - a >= 1.9 for a, b in zip(gets, gets[1:])), gets
+
+
 def test_openai_reset_header_is_honoured_for_polls_and_create(fake_server, mount_factory):
     fl = Flavour(fake_server, mount_factory, rate_limit=3, rate_limit_window=3)
     m = fl.mount(discover="none", rate_limit_wait="1")
