@@ -63,8 +63,12 @@ int batch_fetch_results(struct bfs *b, struct remote *r, int64_t part_id, struct
 int batch_visit(struct bfs *b, struct remote *r, int64_t part_id, struct bfs_err *err);
 /* True while this process is submitting batch_id (a commit, or a resumed one). */
 bool batch_is_in_flight(struct bfs *b, int64_t batch_id);
-/* Lists the provider's batches and adds those not known here as foreign batches. */
-int batch_discover(struct bfs *b, struct remote *r, struct bfs_err *err);
+/*
+ * Lists the provider's batches and adds those not known here as foreign batches. Unless full,
+ * the listing stops at the first page whose batches are all known and unchanged (the pages
+ * after it are older).
+ */
+int batch_discover(struct bfs *b, struct remote *r, bool full, struct bfs_err *err);
 /* At start: every part left in `submitting` by an earlier run is made due for
  * reconciliation (or its commit resumed), and every unfinished one for polling. */
 int batch_resume_all(struct bfs *b);

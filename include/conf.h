@@ -21,7 +21,6 @@ struct bfs_err;
 #define CONF_QUOTA_RETRY_DELAY_DEFAULT	  600
 #define CONF_QUOTA_RETRY_ATTEMPTS_DEFAULT 8
 /* Azure asks for at least 60 s between status calls of a batch (its batch how-to). */
-#define CONF_AZURE_POLL_MIN 60
 
 struct conf_kv {
 	char *key;

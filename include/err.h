@@ -7,6 +7,7 @@
 #define BATCHFS_ERR_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #define BFS_ERR_MSG_MAX 1024
 
@@ -14,11 +15,18 @@ struct bfs_err {
 	char msg[BFS_ERR_MSG_MAX]; /* "" when no error was recorded */
 	long line;		   /* 1-based input line the error is about, 0 when none */
 	int attempt;		   /* HTTP attempt count when the error came from retries, else 0 */
+	/* Rate limited: the server asked not to be called before this (ms since the epoch),
+	 * else 0. Set by http.c, kept by err_set and err_prefix, reset by err_clear: the caller
+	 * reschedules instead of failing (docs/semantics.md "Rate limits"). */
+	int64_t retry_at;
 };
 
-#define BFS_ERR_INIT                               \
-	{                                          \
-		.msg = "", .line = 0, .attempt = 0 \
+/* Where a rate limit's message starts (http.c writes it, batch.c recognises it in status). */
+#define ERR_RATE_LIMITED_MSG "rate limited, retrying at"
+
+#define BFS_ERR_INIT                                              \
+	{                                                         \
+		.msg = "", .line = 0, .attempt = 0, .retry_at = 0 \
 	}
 
 /* Empties err. NULL-safe. */

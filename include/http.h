@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "err.h"
 #include "jsonl.h"
 
 struct bfs_err;
@@ -47,8 +48,20 @@ struct http_opts {
 	int max_attempts;     /* including the first; default 5 */
 	long backoff_base_ms; /* first retry delay; default 500, doubled, capped at 8000 */
 	long backoff_max_ms;  /* default 8000 */
-	long max_hint_ms;     /* retry-after hints above this fall back to backoff; 60000 */
+	/*
+	 * Rate limits (429 with retry-after-ms / retry-after / anthropic-ratelimit-requests-reset
+	 * / x-ratelimit-reset-requests): a request waits its hints out in place up to this much
+	 * in all (a create: create_wait_ms); beyond that, or when its attempts run out while
+	 * still limited, it returns at once with err->retry_at set and err->msg "rate limited,
+	 * retrying at HH:MM:SS UTC (...)", so the caller reschedules instead of failing.
+	 * Other retried answers (503, 529) take a hint up to max_hint_ms, else the backoff.
+	 */
+	long max_hint_ms;    /* default 60000 */
+	long create_wait_ms; /* default 120000 */
 };
+
+/* The start of the message of a request that a rate limit sent back (err->retry_at set). */
+#define HTTP_RATE_LIMITED_MSG ERR_RATE_LIMITED_MSG
 
 /*
  * curl_global_init(), once per process (pthread_once); http_new() calls it too. Returns 0 or
@@ -166,6 +179,8 @@ struct http_response {
 	/* The Date header (ms since the epoch, whole seconds, 0 when absent) and our clock when
 	 * the response headers arrived: together they bound the server's clock against ours. */
 	int64_t date_ms, local_ms;
+	/* The last answer's retry-after(-ms), 2xx too: a poll's "not again before", 0 none. */
+	long hint_ms;
 };
 
 /*

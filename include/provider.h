@@ -18,6 +18,7 @@
 #include "state.h"
 
 struct bfs_err;
+struct http_opts;
 struct remote_conf;
 struct provider;
 
@@ -47,6 +48,9 @@ struct provider_batch {
 	char identity[64];
 	/* Opaque to everyone but the provider: passed back to results(); kept in the store. */
 	char ref[PROVIDER_REF_MAX];
+	/* get(): the provider asks not to be polled again before this (ms; a retry-after on
+	 * the answer), 0 when it said nothing. */
+	int64_t poll_after;
 };
 
 /*
@@ -96,8 +100,13 @@ typedef int (*provider_result_fn)(void *ctx, const char *custom_id, const char *
 				  long lineno, const char *bad);
 /* Called by results() before it starts over (a retried download): drop what was delivered. */
 typedef int (*provider_reset_fn)(void *ctx);
-/* Called by list() once per batch. Return 0 or -errno to stop. */
+/*
+ * Called by list() once per batch. Return 0, -errno to stop, or PROVIDER_LIST_KNOWN: the
+ * batch is known here and unchanged; a page of only such batches ends the listing (providers
+ * list newest first, so the pages after it hold nothing new: incremental discovery).
+ */
 typedef int (*provider_batch_fn)(void *ctx, const struct provider_batch *b);
+#define PROVIDER_LIST_KNOWN 2
 /* Called while an HTTP request is being retried, so status can show it. */
 typedef void (*provider_retry_fn)(void *ctx, int attempt, const char *reason);
 
@@ -116,6 +125,9 @@ struct provider_ops {
 	const char *cancel_warning;
 	/* The config keys it reads besides the common ones (provider_check_keys), NULL-ended. */
 	const char *const *keys;
+	/* The provider's guidance on the least time between two status calls of one batch
+	 * (seconds, 0: none): poll_interval is raised to it (provider_poll_ms). */
+	double min_poll_interval;
 
 	/* Builds a provider from its remote's config; state_dir is private to it (may be
 	 * unused). Returns 0 or -errno (-EINVAL for a bad config) with the reason in err. */
@@ -148,7 +160,8 @@ struct provider_ops {
 	 * (may be NULL) is told of HTTP retries while they happen, as for submit. */
 	int (*get)(struct provider *p, const char *id, struct provider_batch *out,
 		   provider_retry_fn on_retry, void *retry_ctx, struct bfs_err *err);
-	/* Calls fn for every batch the credentials can see, all pages, newest first. */
+	/* Calls fn for every batch the credentials can see, newest first, page by page: all
+	 * pages, or up to the first page whose batches fn all called PROVIDER_LIST_KNOWN. */
 	int (*list)(struct provider *p, provider_batch_fn fn, void *ctx, struct bfs_err *err);
 	/* Asks the provider to cancel; fills out with the batch as the answer shows it. */
 	int (*cancel)(struct provider *p, const char *id, struct provider_batch *out,
@@ -234,13 +247,25 @@ int provider_limits(const struct provider_ops *ops, const struct remote_conf *rc
 		    struct jsonl_limits *out, struct bfs_err *err);
 
 /*
- * http_new() with the remote's transfer deadlines: progress_timeout (seconds under 1 KiB/s
- * before a transfer fails, default 60), transfer_timeout and transfer_min_rate (a stream's
+ * http_new() with the remote's rate-limit waits (provider_http_opts()) and transfer
+ * deadlines: progress_timeout (seconds under 1 KiB/s before a transfer fails, default 60),
+ * transfer_timeout and transfer_min_rate (a stream's
  * total deadline: transfer_timeout seconds, default 60, plus one second per transfer_min_rate
  * bytes of its body, default 1000000). A bad value: -EINVAL with the key named in err.
  */
 struct http;
 int provider_http_new(const struct remote_conf *rc, struct http **out, struct bfs_err *err);
+
+/*
+ * The HTTP options of a remote's client (rate_limit_wait: how long a create waits out a rate
+ * limit in place, other requests at most 60 s of it). Fills out; unset fields keep http.c's
+ * defaults.
+ */
+void provider_http_opts(const struct remote_conf *rc, struct http_opts *out);
+
+/* A remote's poll interval in ms: poll_interval, raised to the provider's guidance
+ * (min_poll_interval, a remote key that may lower it, e.g. for a test server). */
+int64_t provider_poll_ms(const struct provider_ops *ops, const struct remote_conf *rc);
 
 /* The ops for a provider name ("anthropic", ...), or NULL when unknown. */
 const struct provider_ops *provider_lookup(const char *name);

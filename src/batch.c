@@ -47,7 +47,7 @@
 
 static int64_t poll_delay_ms(const struct remote *r)
 {
-	return (int64_t)(r->conf->poll_interval * 1000.0);
+	return provider_poll_ms(r->ops, r->conf); /* poll_interval, at least the guidance */
 }
 
 /* The registry of submissions in flight (struct bfs). */
@@ -131,7 +131,8 @@ static void part_from_provider(const struct store_part *old, const struct store_
 	snprintf(out->error, sizeof(out->error), "%s", pb->error);
 	out->error_line = pb->error_line; /* the file's line: providers know first_line */
 	if (!state_is_terminal(out->state)) {
-		out->next_poll_at = now + poll_ms;
+		/* Whichever is later: our interval or the provider's "not before". */
+		out->next_poll_at = now + poll_ms > pb->poll_after ? now + poll_ms : pb->poll_after;
 		return;
 	}
 	if (results_are_in(out->results)) {
@@ -318,6 +319,7 @@ enum part_outcome {
 	PART_FAILED,  /* certainly not created, and the provider refused it: stop */
 	PART_QUOTA,   /* the same, for a quota: may be resubmitted later (quota_retry) */
 	PART_UNKNOWN, /* cannot tell yet: stays submitting, looked for again later */
+	PART_WAIT,    /* rate limited, certainly not created: sent again at err->retry_at */
 };
 
 /*
@@ -542,6 +544,18 @@ static enum part_outcome send_part(struct bfs *b, struct remote *r, const struct
 	pthread_mutex_unlock(&r->create_lock);
 	if (rc == 0)
 		return o;
+	if (rc != -EAGAIN && err->retry_at) {
+		/*
+		 * A 429 is a refusal that created nothing (http.c): the intent goes, and the
+		 * poller sends the part afresh when the provider said; the close does not wait
+		 * longer than rate_limit_wait. Should forgetting fail, the intent stays and the
+		 * part is settled by find() as after a crash: exactly once either way.
+		 */
+		if (store_part_unsend(b->store, p.id))
+			return PART_UNKNOWN;
+		log_info("batch '%s': part %d not created yet: %s", row->name, p.idx + 1, err->msg);
+		return PART_WAIT;
+	}
 	if (rc == -EAGAIN && !err->msg[0])
 		err_set(err, "the answers to %d creates were lost", BATCH_SUBMIT_TRIES);
 	if (rc == -EAGAIN)
@@ -692,6 +706,14 @@ static int submit_parts(struct bfs *b, struct remote *r, int64_t batch_id, struc
 				      store_part_note(b->store, p->id, perr.msg, 0,
 						      timefmt_now_ms() + poll_delay_ms(r)));
 			err_set(err, "%s", perr.msg);
+			rc = -EIO;
+			break;
+		case PART_WAIT:
+			/* Stays submitting; its error says until when (resume_commit). */
+			log_store_err("a note", p->id,
+				      store_part_note(b->store, p->id, perr.msg, 0, perr.retry_at));
+			err_set(err, "%s", perr.msg);
+			err->retry_at = perr.retry_at;
 			rc = -EIO;
 			break;
 		}
@@ -946,6 +968,21 @@ int batch_commit(struct bfs *b, struct remote *r, int64_t batch_id, int64_t file
 	return batch_commit_claimed(b, r, batch_id, file_id, err);
 }
 
+/* True when a part of the batch waits for a rate limit to send its create (PART_WAIT). */
+static bool rate_limited(struct bfs *b, int64_t batch_id)
+{
+	struct part_list l;
+	bool yes = false;
+
+	if (load_parts(b, batch_id, &l))
+		return false;
+	for (size_t i = 0; i < l.n && !yes; i++)
+		yes = l.v[i].state == BATCH_SUBMITTING && !l.v[i].pid[0] &&
+		      strstr(l.v[i].error, ERR_RATE_LIMITED_MSG);
+	free(l.v);
+	return yes;
+}
+
 /*
  * After a crash (or when a create could not be settled): carries on with a batch's commit in
  * this process. Nothing sent at all: failed, nothing at the provider, the user may write again.
@@ -958,7 +995,8 @@ static int resume_commit(struct bfs *b, struct remote *r, int64_t batch_id, stru
 	if (!inflight_claim(b, batch_id))
 		return 0; /* its commit is running: it reports for itself */
 	rc = store_batch_get(b->store, batch_id, &row);
-	if (!rc && row.state == BATCH_SUBMITTING && !row.nparts_sent && !row.identity[0]) {
+	if (!rc && row.state == BATCH_SUBMITTING && !row.nparts_sent && !row.identity[0] &&
+	    !rate_limited(b, batch_id)) {
 		err_set(err,
 			"submission of '%s' was interrupted before anything was sent; write "
 			"requests.jsonl again to submit",
@@ -1141,10 +1179,12 @@ static int poll_part(struct bfs *b, struct remote *r, const struct store_part *p
 
 	rc = r->ops->get(r->prov, p->pid, &pb, note_retry, &rctx, err);
 	if (rc) {
+		int64_t next = timefmt_now_ms() + poll_delay_ms(r);
+
 		prefix_unless_said(err, "cannot poll batch", p->pid);
 		log_store_err("a note", p->id,
 			      store_part_note(b->store, p->id, err->msg, 0,
-					      timefmt_now_ms() + poll_delay_ms(r)));
+					      err->retry_at > next ? err->retry_at : next));
 		return rc;
 	}
 	rc = apply_part(b, r, p->id, p->state, &pb);
@@ -1342,6 +1382,14 @@ int batch_fetch_results(struct bfs *b, struct remote *r, int64_t part_id, struct
 	part_settled(b, r, part_id);
 out:
 	store_ingest_abort(in);
+	if (rc && err->retry_at) {
+		/* A rate limit is no failed attempt: pending again, looked at when it said. */
+		log_store_err("results", part_id,
+			      store_part_set_results(b->store, part_id,
+						     RESULTS_BIT(RESULTS_DOWNLOADING),
+						     RESULTS_PENDING, err->msg, err->retry_at));
+		return rc;
+	}
 	if (rc)
 		/* A lasting cause (a full disk, a bad answer) must not cost a whole download
 		 * every poll_interval: each failure in a row doubles the wait. */
@@ -1361,7 +1409,21 @@ struct discover_ctx {
 	struct remote *r;
 	int added;
 	int64_t started; /* when the listing was asked for */
+	bool full;	 /* every page, whatever is known */
+	int known;	 /* batches seen known and unchanged */
 };
+
+/* A listed batch already owned here whose view is the one stored: nothing to learn from it. */
+static bool discover_unchanged(struct discover_ctx *dc, const struct provider_batch *pb)
+{
+	struct store_part p;
+	int rc = store_part_by_pid(dc->b->store, dc->r->conf->name, pb->id, &p);
+
+	if (rc == -ENOENT)
+		return true; /* owned but no part: a batch forgotten here (rm), not shown again */
+	return !rc && p.state == pb->state && !strcmp(p.provider_state, pb->provider_state) &&
+	       !memcmp(&p.counts, &pb->counts, sizeof(p.counts));
+}
 
 static int discover_one(void *ctx, const struct provider_batch *pb)
 {
@@ -1370,8 +1432,12 @@ static int discover_one(void *ctx, const struct provider_batch *pb)
 	int64_t id, part_id;
 	int rc;
 
-	if (store_pid_is_owned(dc->b->store, dc->r->conf->name, pb->id))
-		return 0;
+	if (store_pid_is_owned(dc->b->store, dc->r->conf->name, pb->id)) {
+		if (dc->full || !discover_unchanged(dc, pb))
+			return 0;
+		dc->known++;
+		return PROVIDER_LIST_KNOWN;
+	}
 	/* One of ours whose create answer was lost is adopted by its part, not shown twice. */
 	if (pb->identity[0] && store_identity_is_ours(dc->b->store, pb->identity))
 		return 0;
@@ -1393,12 +1459,14 @@ static int discover_one(void *ctx, const struct provider_batch *pb)
 	return rc == -ESTALE ? 0 : rc;
 }
 
-int batch_discover(struct bfs *b, struct remote *r, struct bfs_err *err)
+int batch_discover(struct bfs *b, struct remote *r, bool full, struct bfs_err *err)
 {
-	struct discover_ctx dc = {b, r, 0, timefmt_now_ms()};
+	struct discover_ctx dc = {b, r, 0, timefmt_now_ms(), full, 0};
 	int rc;
 
 	rc = r->ops->list(r->prov, discover_one, &dc, err);
+	log_debug("remote '%s': %s listing, %d batch(es) known and unchanged", r->conf->name,
+		  full ? "full" : "incremental", dc.known);
 	if (dc.added)
 		log_info("remote '%s': %d batch(es) made elsewhere found", r->conf->name, dc.added);
 	return rc;

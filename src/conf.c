@@ -240,35 +240,13 @@ static int check_quota_keys(struct remote_conf *r, struct bfs_err *err)
 	return 0;
 }
 
-/*
- * Azure recommends at least 60 s between status calls (its batch how-to): a shorter
- * poll_interval is raised to that, with a warning. The fakes' tests poll faster: the
- * environment variable BATCHFS_TEST_AZURE_POLL_ANY (test-only, undocumented for users)
- * keeps the value as configured.
- */
-static void azure_poll_floor(struct remote_conf *r, const char *provider)
-{
-	const char *knob = getenv("BATCHFS_TEST_AZURE_POLL_ANY");
-
-	if (strcmp(provider, "azure") || r->poll_interval >= CONF_AZURE_POLL_MIN)
-		return;
-	if (knob && *knob) {
-		log_debug("[%s] poll_interval %.1f s kept below Azure's 60 s (test knob)", r->name,
-			  r->poll_interval);
-		return;
-	}
-	log_warn("[%s] poll_interval %.1f s is below the 60 s Azure asks for between status "
-		 "calls; using 60 s ('echo refresh > ctl' still polls at once)",
-		 r->name, r->poll_interval);
-	r->poll_interval = CONF_AZURE_POLL_MIN;
-}
-
 static int conf_finish_remote(struct remote_conf *r, struct bfs_err *err)
 {
 	static const char *const known[] = {"anthropic", "openai", "azure", "vertex", "mock"};
 	const char *p = conf_get(r, "provider", NULL);
-	const char *keys[] = {"poll_interval", "list_interval", "reconcile_grace",
-			      "command_timeout", "quota_retry_delay"};
+	const char *keys[] = {"poll_interval",	   "list_interval",	"reconcile_grace",
+			      "command_timeout",   "quota_retry_delay", "rate_limit_wait",
+			      "list_full_interval"};
 	const char *disc;
 	bool ok = false;
 	int rc;
@@ -293,6 +271,18 @@ static int conf_finish_remote(struct remote_conf *r, struct bfs_err *err)
 		if (v && (strtod(v, &end) <= 0 || *end)) {
 			err_set(err, "[%s] %s must be a positive number of seconds, not '%s'",
 				r->name, keys[i], v);
+			return -EINVAL;
+		}
+	}
+	disc = conf_get(r, "min_poll_interval", NULL);
+	if (disc) {
+		char *end;
+		double v = strtod(disc, &end);
+
+		/* 0 is allowed: it lifts the provider's guidance (a test server). */
+		if (*end || end == disc || !(v >= 0)) {
+			err_set(err, "[%s] min_poll_interval must be a number of seconds, not '%s'",
+				r->name, disc);
 			return -EINVAL;
 		}
 	}
@@ -348,7 +338,6 @@ static int conf_finish_remote(struct remote_conf *r, struct bfs_err *err)
 	r->poll_interval = conf_get_double(r, "poll_interval", strcmp(p, "mock") ? 30 : 0.5);
 	r->list_interval = conf_get_double(r, "list_interval", 300);
 	r->command_timeout = conf_get_double(r, "command_timeout", CONF_COMMAND_TIMEOUT_DEFAULT);
-	azure_poll_floor(r, p);
 	return 0;
 }
 

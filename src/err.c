@@ -45,6 +45,7 @@ void err_clear(struct bfs_err *err)
 	err->msg[0] = '\0';
 	err->line = 0;
 	err->attempt = 0;
+	err->retry_at = 0;
 }
 
 void err_set(struct bfs_err *err, const char *fmt, ...)

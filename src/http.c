@@ -95,7 +95,9 @@ struct xfer {
 	int64_t local_ms; /* our clock when the status line arrived */
 	char retry_after_ms[32];
 	char retry_after[64];
-	int should_retry; /* x-should-retry: -1 absent, 0 false, 1 true */
+	char reset_at[64]; /* anthropic-ratelimit-requests-reset: RFC 3339 */
+	char reset_in[32]; /* x-ratelimit-reset-requests: a duration, "6m0s", "20ms" */
+	int should_retry;  /* x-should-retry: -1 absent, 0 false, 1 true */
 };
 
 /* What one attempt came to. */
@@ -440,6 +442,7 @@ static void http_opts_fill(struct http_opts *o, const struct http_opts *in)
 		.backoff_base_ms = 500,
 		.backoff_max_ms = 8000,
 		.max_hint_ms = 60000,
+		.create_wait_ms = 120000,
 	};
 
 	*o = defaults;
@@ -466,6 +469,8 @@ static void http_opts_fill(struct http_opts *o, const struct http_opts *in)
 		o->backoff_max_ms = in->backoff_max_ms;
 	if (in->max_hint_ms > 0)
 		o->max_hint_ms = in->max_hint_ms;
+	if (in->create_wait_ms > 0)
+		o->create_wait_ms = in->create_wait_ms;
 }
 
 int http_new(struct http **out, const struct http_opts *opts, struct bfs_err *err)
@@ -771,6 +776,7 @@ static void headers_clear(struct xfer *x)
 	x->request_id[0] = x->location[0] = x->content_type[0] = x->range[0] = '\0';
 	x->date[0] = '\0';
 	x->retry_after_ms[0] = x->retry_after[0] = '\0';
+	x->reset_at[0] = x->reset_in[0] = '\0';
 	x->should_retry = -1;
 }
 
@@ -807,6 +813,10 @@ static size_t header_cb(char *data, size_t size, size_t nitems, void *user)
 		header_copy(x->retry_after_ms, sizeof(x->retry_after_ms), colon, len - nlen - 1);
 	} else if (HDR_IS("retry-after")) {
 		header_copy(x->retry_after, sizeof(x->retry_after), colon, len - nlen - 1);
+	} else if (HDR_IS("anthropic-ratelimit-requests-reset")) {
+		header_copy(x->reset_at, sizeof(x->reset_at), colon, len - nlen - 1);
+	} else if (HDR_IS("x-ratelimit-reset-requests")) {
+		header_copy(x->reset_in, sizeof(x->reset_in), colon, len - nlen - 1);
 	} else if (HDR_IS("x-should-retry")) {
 		header_copy(word, sizeof(word), colon, len - nlen - 1);
 		if (!strcasecmp(word, "true"))
@@ -955,11 +965,50 @@ static double random_unit(void)
 	return u / 4294967296.0;
 }
 
-/* A server hint in ms (retry-after-ms, else retry-after: seconds or HTTP-date), 0 if none. */
+/*
+ * OpenAI's x-ratelimit-reset-requests: a Go-style duration ("1s", "6m0s", "1h2m3.5s",
+ * "20ms") -> ms, 0 when it is not one.
+ */
+static long duration_ms(const char *s)
+{
+	double total = 0;
+
+	if (!*s)
+		return 0;
+	while (*s) {
+		char *end;
+		double v = strtod(s, &end);
+		double unit;
+
+		if (end == s || !isfinite(v) || v < 0)
+			return 0;
+		if (!strncmp(end, "ms", 2))
+			unit = 1, end += 2;
+		else if (*end == 'h')
+			unit = 3600e3, end++;
+		else if (*end == 'm')
+			unit = 60e3, end++;
+		else if (*end == 's')
+			unit = 1e3, end++;
+		else
+			return 0;
+		total += v * unit;
+		s = end;
+	}
+	return total > 0 && total < 1e9 ? (long)ceil(total) : 0;
+}
+
+/*
+ * A server hint in ms, 0 if none: retry-after-ms, else retry-after (seconds or HTTP-date),
+ * as the SDKs read them; a 429 without either falls back on the rate-limit reset headers
+ * (Anthropic's RFC 3339 anthropic-ratelimit-requests-reset, OpenAI's duration
+ * x-ratelimit-reset-requests), which say when the request budget refills.
+ */
 static long retry_hint_ms(const struct xfer *x)
 {
 	char *end;
 	double v;
+	int64_t at;
 
 	if (x->retry_after_ms[0]) {
 		v = strtod(x->retry_after_ms, &end);
@@ -979,21 +1028,64 @@ static long retry_hint_ms(const struct xfer *x)
 			return ms > 0 && ms < 1e9 ? (long)ms : 0;
 		}
 	}
-	return 0;
+	if (x->status != 429)
+		return 0;
+	if (x->reset_at[0] && !timefmt_parse(x->reset_at, &at)) {
+		int64_t ms = at - timefmt_now_ms();
+
+		return ms > 0 && ms < 1000000000 ? (long)ms : 0;
+	}
+	return x->reset_in[0] ? duration_ms(x->reset_in) : 0;
 }
 
-static long retry_delay_ms(const struct http *h, const struct xfer *x, int retries)
+/* The backoff before retry number retries + 1 (jittered, doubling, capped). */
+static long backoff_ms(const struct http *h, int retries)
 {
-	long hint = retry_hint_ms(x);
 	double d = (double)h->opts.backoff_base_ms;
 
-	if (hint > 0 && hint <= h->opts.max_hint_ms)
-		return hint;
 	for (int i = 0; i < retries && d < (double)h->opts.backoff_max_ms; i++)
 		d *= 2;
 	if (d > (double)h->opts.backoff_max_ms)
 		d = (double)h->opts.backoff_max_ms;
 	return (long)(d * (1 - 0.25 * random_unit()));
+}
+
+/*
+ * How long to wait before the next attempt, -1 for none. A rate limit (429) with a wait longer
+ * than the request may still spend in place (*wait_left), or whose attempts ran out (last), is
+ * not waited out here: *retry_at (ms since the epoch) says when the caller may try again.
+ * Other answers (503, 529) take a hint up to max_hint_ms, else the backoff.
+ */
+static long retry_delay_ms(const struct http *h, const struct xfer *x, int retries, bool last,
+			   long *wait_left, int64_t *retry_at)
+{
+	long hint = retry_hint_ms(x);
+	long d = hint > 0 && (x->status == 429 || hint <= h->opts.max_hint_ms)
+			 ? hint
+			 : backoff_ms(h, retries);
+
+	*retry_at = 0;
+	if (x->status == 429 && (last || d > *wait_left)) {
+		*retry_at = timefmt_now_ms() + d;
+		return -1;
+	}
+	if (last)
+		return -1;
+	if (x->status == 429)
+		*wait_left -= d;
+	return d;
+}
+
+/* "rate limited, retrying at HH:MM:SS UTC" in front of what the server said. */
+static void rate_limited_msg(struct bfs_err *err, int64_t retry_at)
+{
+	time_t t = (time_t)(retry_at / 1000 + (retry_at % 1000 > 0));
+	struct tm tm;
+	char hms[16] = "?";
+
+	if (gmtime_r(&t, &tm))
+		strftime(hms, sizeof(hms), "%H:%M:%S", &tm);
+	err_prefix(err, HTTP_RATE_LIMITED_MSG " %s UTC", hms);
 }
 
 /* One request */
@@ -1250,6 +1342,11 @@ int http_perform(struct http *h, const struct http_request *rq, struct http_resp
 	char where[256];
 	int attempt = 0, max = h->opts.max_attempts;
 	bool keep = false;
+	/* What rate limits may still be waited out in place (http_opts). */
+	long wait_left =
+		rq->retry == HTTP_RETRY_CREATE ? h->opts.create_wait_ms : h->opts.max_hint_ms;
+	int64_t retry_at = 0;
+	long delay;
 
 	x.errbody = (struct buf)BUF_INIT(HTTP_ERRBODY_MAX);
 	url_for_log(rq->url, where, sizeof(where));
@@ -1307,10 +1404,26 @@ int http_perform(struct http *h, const struct http_request *rq, struct http_resp
 			  method_name(rq->method), where, x.status,
 			  cc == CURLE_OK ? "ok" : curl_easy_strerror(cc), attempt,
 			  (long long)(timefmt_mono_ms() - t0), (unsigned long long)x.bytes);
-		if (!o.rc || !o.retry || attempt >= max)
+		if (!o.rc || !o.retry)
 			break;
-		if (rq->on_retry)
+		delay = retry_delay_ms(h, &x, attempt - 1, attempt >= max, &wait_left, &retry_at);
+		if (delay < 0) {
+			if (retry_at) {
+				/* Not a failure: the caller tries again then (err.h retry_at). */
+				rate_limited_msg(&o.err, retry_at);
+				o.err.retry_at = retry_at;
+			}
+			break;
+		}
+		if (rq->on_retry && x.status == 429) {
+			struct bfs_err note = o.err;
+
+			/* A wait of a minute must say why and until when while it lasts. */
+			rate_limited_msg(&note, timefmt_now_ms() + delay);
+			rq->on_retry(rq->retry_ctx, attempt + 1, note.msg);
+		} else if (rq->on_retry) {
 			rq->on_retry(rq->retry_ctx, attempt + 1, o.err.msg);
+		}
 		if (rq->line_fn && x.delivered && rq->reset) {
 			int rc = rq->reset(rq->line_ctx);
 
@@ -1320,7 +1433,7 @@ int http_perform(struct http *h, const struct http_request *rq, struct http_resp
 				break;
 			}
 		}
-		if (http_sleep_ms(retry_delay_ms(h, &x, attempt - 1))) {
+		if (http_sleep_ms(delay)) {
 			/* A create is retried only after an attempt with no effect: nothing landed. */
 			o.rc = -ECANCELED;
 			err_set(&o.err, HTTP_CANCELLED_MSG);
@@ -1339,6 +1452,7 @@ out:
 		snprintf(rs->content_type, sizeof(rs->content_type), "%s", x.content_type);
 		rs->date_ms = 0;
 		rs->local_ms = x.local_ms;
+		rs->hint_ms = retry_hint_ms(&x);
 		if (x.date[0]) {
 			time_t t = curl_getdate(x.date, NULL);
 

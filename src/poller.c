@@ -2,7 +2,8 @@
 /*
  * Background threads, POLLER_THREADS per remote: they poll unfinished parts when due, download
  * the results of ended ones, reconcile submissions a crash interrupted, and list the provider
- * every list_interval so batches made elsewhere appear. A part is visited by one thread at a
+ * every list_interval so batches made elsewhere appear (up to the first page of known batches;
+ * every page once per list_full_interval). A part is visited by one thread at a
  * time, so one slow download (a provider trickling its bytes) leaves the others' polls,
  * downloads and listings going, and the parts of a big batch download side by side. FUSE
  * threads never wait for them: they only kick. Never holds a lock across a provider call.
@@ -21,17 +22,20 @@
 #include "err.h"
 #include "log.h"
 #include "poller.h"
+#include "provider.h"
 #include "store.h"
 #include "timefmt.h"
 
 #define POLLER_BATCH_MAX      256 /* parts looked at per round; the rest wait for the next */
 #define POLLER_BACKOFF_MAX_MS (60 * 60 * 1000)
-#define POLLER_THREADS	      2 /* per remote */
+#define POLLER_THREADS	      2	     /* per remote */
+#define POLLER_FULL_LIST_S    3600.0 /* list_full_interval's default */
 
 /* What the threads of one remote share (under poller.lock). */
 struct poller_remote {
 	struct remote *r;
 	int64_t next_list;	      /* when the provider is listed next */
+	int64_t last_full;	      /* when every page was last listed, 0 never */
 	bool listing;		      /* a thread is listing it now */
 	int64_t busy[POLLER_THREADS]; /* the part each thread is visiting, or 0 */
 };
@@ -124,23 +128,38 @@ static int poller_visit(struct poller_thread *t, int64_t part_id)
 static int64_t poller_list(struct poller_thread *t)
 {
 	struct bfs_err err = BFS_ERR_INIT;
-	bool mine = false;
-	int64_t next;
+	bool mine = false, full;
+	int64_t next, started = timefmt_now_ms(), last_full;
+	int64_t full_ms =
+		(int64_t)(conf_get_double(t->r->conf, "list_full_interval", POLLER_FULL_LIST_S) *
+			  1000);
 
 	pthread_mutex_lock(&t->p->lock);
-	if (!t->pr->listing && timefmt_now_ms() >= t->pr->next_list)
+	if (!t->pr->listing && started >= t->pr->next_list)
 		mine = t->pr->listing = true;
 	next = t->pr->next_list;
+	last_full = t->pr->last_full;
 	pthread_mutex_unlock(&t->p->lock);
 	if (!mine)
 		return next;
+	/* The first listing of a mount walks every page; later ones stop at known batches. */
+	full = !last_full || started - last_full >= full_ms;
+	next = started + (int64_t)(t->r->conf->list_interval * 1000);
 	/* discover = none: batches made elsewhere are not looked for (no list call); the
 	 * schedule stays, so the wait has its bound. */
-	if (t->r->conf->discover && batch_discover(t->p->b, t->r, &err))
+	if (t->r->conf->discover && batch_discover(t->p->b, t->r, full, &err)) {
 		log_warn("cannot list the batches of '%s': %s", t->r->conf->name, err.msg);
-	next = timefmt_now_ms() + (int64_t)(t->r->conf->list_interval * 1000);
+		/* Rate limited: the remote's listing waits as long as the provider asked. */
+		if (err.retry_at > next)
+			next = err.retry_at;
+	} else if (full) {
+		last_full = started;
+	}
+	if (next < timefmt_now_ms())
+		next = timefmt_now_ms();
 	pthread_mutex_lock(&t->p->lock);
 	t->pr->next_list = next;
+	t->pr->last_full = last_full;
 	t->pr->listing = false;
 	pthread_mutex_unlock(&t->p->lock);
 	return next;
@@ -194,11 +213,11 @@ static void *poller_main(void *arg)
 		if (skipped && skipped == due.n && wake <= now) {
 			/* All that is due is being visited by the other thread: wait for a kick
 			 * or a poll interval, not a spin. */
-			wake = now + (int64_t)(t->r->conf->poll_interval * 1000.0);
+			wake = now + provider_poll_ms(t->r->ops, t->r->conf);
 			if (wake < now + 100)
 				wake = now + 100;
 		} else if (failed && wake <= now) {
-			int64_t floor_ms = (int64_t)(t->r->conf->poll_interval * 1000.0);
+			int64_t floor_ms = provider_poll_ms(t->r->ops, t->r->conf);
 
 			for (int k = 0; k < stuck && floor_ms < POLLER_BACKOFF_MAX_MS; k++)
 				floor_ms *= 2;

@@ -22,10 +22,31 @@
 #include "provider_openai.h"
 #include "provider_vertex.h"
 
+/* How long a create waits out a rate limit before the poller takes it over (seconds). */
+#define PROVIDER_RATE_LIMIT_WAIT_S 120.0
+
 static const struct provider_ops *const providers[] = {
 	&provider_mock_ops,  &provider_anthropic_ops, &provider_openai_ops,
 	&provider_azure_ops, &provider_vertex_ops,
 };
+
+void provider_http_opts(const struct remote_conf *rc, struct http_opts *out)
+{
+	double wait = conf_get_double(rc, "rate_limit_wait", PROVIDER_RATE_LIMIT_WAIT_S) * 1000;
+
+	memset(out, 0, sizeof(*out));
+	/* A close waits this long for its create at most; polls and listings, which the
+	 * poller may as well reschedule, a minute at most. */
+	out->create_wait_ms = wait >= 1 ? (long)wait : 1;
+	out->max_hint_ms = out->create_wait_ms < 60000 ? out->create_wait_ms : 60000;
+}
+
+int64_t provider_poll_ms(const struct provider_ops *ops, const struct remote_conf *rc)
+{
+	double min = conf_get_double(rc, "min_poll_interval", ops ? ops->min_poll_interval : 0);
+
+	return (int64_t)((rc->poll_interval > min ? rc->poll_interval : min) * 1000.0);
+}
 
 const struct provider_ops *provider_lookup(const char *name)
 {
@@ -173,6 +194,8 @@ int provider_check_keys(const struct provider_ops *ops, const struct remote_conf
 		"cancel_confirm", "progress_timeout", "transfer_timeout", "transfer_min_rate",
 		/* resubmitting after a quota failure (conf.c checks them) */
 		"quota_retry", "quota_retry_delay", "quota_retry_attempts",
+		/* rate limits and polling (conf.c checks them) */
+		"rate_limit_wait", "list_full_interval", "min_poll_interval",
 		/* prompt lines and cost (conf.c checks them) */
 		"model", "max_tokens", "temperature", "max_cost", "price_file", NULL};
 
@@ -263,7 +286,7 @@ int provider_http_new(const struct remote_conf *rc, struct http **out, struct bf
 	struct http_opts o;
 	int ret;
 
-	memset(&o, 0, sizeof(o)); /* zero: http.c's default */
+	provider_http_opts(rc, &o); /* the rate-limit waits; zero elsewhere: http.c's default */
 	ret = positive_key(rc, "progress_timeout", 0, 86400, &o.low_speed_time_s, err);
 	if (!ret)
 		ret = positive_key(rc, "transfer_timeout", 0, 86400 * 7, &o.stream_base_s, err);

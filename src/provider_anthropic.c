@@ -28,16 +28,17 @@
 #include "state.h"
 #include "timefmt.h"
 
-#define ANTH_BASE_DEFAULT    "https://api.anthropic.com"
-#define ANTH_VERSION_DEFAULT "2023-06-01"
-#define ANTH_PATH	     "/v1/messages/batches"
-#define ANTH_URL_MAX	     4096
-#define ANTH_PAGE	     100	     /* batches per listing page (the API allows 1..1000) */
-#define ANTH_SKEW_MS	     (5 * 60 * 1000) /* our clock against the API's, for find() */
-#define ANTH_FIND_PAGES_MAX  100	     /* find() gives up after this many newer batches */
-#define ANTH_LIST_PAGES_MAX  100000	     /* a loop guard, not a limit anyone should reach */
-#define ANTH_RESP_MAX	     (8u * 1024 * 1024) /* one JSON answer; a page of 100 is ~50 KiB */
-#define ANTH_CHUNK	     (64 * 1024)
+#define ANTH_BASE_DEFAULT     "https://api.anthropic.com"
+#define ANTH_VERSION_DEFAULT  "2023-06-01"
+#define ANTH_PATH	      "/v1/messages/batches"
+#define ANTH_URL_MAX	      4096
+#define ANTH_POLL_HINT_MAX_MS (60 * 60 * 1000) /* a poll's retry-after beyond: ignored */
+#define ANTH_PAGE	      100 /* batches per listing page (the API allows 1..1000) */
+#define ANTH_SKEW_MS	      (5 * 60 * 1000)	 /* our clock against the API's, for find() */
+#define ANTH_FIND_PAGES_MAX   100		 /* find() gives up after this many newer batches */
+#define ANTH_LIST_PAGES_MAX   100000		 /* a loop guard, not a limit anyone should reach */
+#define ANTH_RESP_MAX	      (8u * 1024 * 1024) /* one JSON answer; a page of 100 is ~50 KiB */
+#define ANTH_CHUNK	      (64 * 1024)
 /* find() once the API's clock is known from its Date header: whole seconds, plus latency. */
 #define ANTH_DATE_MARGIN_MS 2000
 #define ANTH_NO_OFFSET	    INT64_MIN
@@ -754,6 +755,7 @@ static int list_pages(struct provider *p, provider_batch_fn fn, void *ctx, long 
 	for (long page = 0; page < max_pages; page++) {
 		const cJSON *data, *item;
 		const char *last;
+		long seen = 0, known = 0; /* batches of this page given to fn, known ones */
 
 		buf_reset(&url);
 		rc = batch_url(p, NULL, NULL, &url);
@@ -791,11 +793,18 @@ static int list_pages(struct provider *p, provider_batch_fn fn, void *ctx, long 
 				continue;
 			}
 			rc = fn(ctx, &b);
-			if (rc) {
+			seen++;
+			if (rc == PROVIDER_LIST_KNOWN) {
+				known++;
+				rc = 0;
+			} else if (rc) {
 				rc = rc > 0 ? 0 : rc;
 				goto out;
 			}
 		}
+		/* A page of batches all known and unchanged: the older pages hold nothing new. */
+		if (seen && known == seen)
+			goto out;
 		last = json_str(root, "last_id");
 		if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "has_more")) || !last ||
 		    !provider_id_is_safe(last) || !strcmp(last, after))
@@ -906,6 +915,7 @@ static int one_batch(struct provider *p, const char *what, const char *id, const
 {
 	struct buf url = BUF_INIT(ANTH_URL_MAX);
 	struct provider_batch b;
+	struct http_response rs;
 	cJSON *root = NULL;
 	int rc;
 
@@ -918,14 +928,18 @@ static int one_batch(struct provider *p, const char *what, const char *id, const
 		err_set(err, "cannot %s batch '%s': base_url too long", what, id);
 		goto out;
 	}
+	memset(&rs, 0, sizeof(rs));
 	rc = call_json(p, m, url.data, p->hdr_plain, NULL, HTTP_RETRY_IDEMPOTENT, on_retry,
-		       retry_ctx, NULL, &root, err);
+		       retry_ctx, &rs, &root, err);
 	if (!rc)
 		rc = batch_from_json(root, &b, err);
 	if (rc) {
 		err_prefix(err, "cannot %s batch '%s'", what, id);
 		goto out;
 	}
+	/* The API hints retry-after on polls of a running batch: poll no sooner (spec 1.2). */
+	if (rs.hint_ms > 0 && rs.hint_ms <= ANTH_POLL_HINT_MAX_MS)
+		b.poll_after = timefmt_now_ms() + rs.hint_ms;
 	*out = b;
 out:
 	cJSON_Delete(root);

@@ -467,9 +467,11 @@ static int mock_list_one(void *ctx, const struct mock_meta *m)
 {
 	struct mock_list *l = ctx;
 	struct provider_batch b;
+	int rc;
 
 	mock_describe(m, timefmt_now_ms(), &b);
-	return l->fn(l->ctx, &b);
+	rc = l->fn(l->ctx, &b);
+	return rc == PROVIDER_LIST_KNOWN ? 0 : rc; /* no pages: always the whole walk */
 }
 
 static int mock_list(struct provider *p, provider_batch_fn fn, void *ctx, struct bfs_err *err)

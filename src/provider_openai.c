@@ -1413,6 +1413,7 @@ static int list_pages(struct provider *p, provider_batch_fn fn, void *ctx, long 
 	for (long page = 0; page < max_pages; page++) {
 		const cJSON *data, *item;
 		const char *last;
+		long seen = 0, known = 0; /* batches of this page given to fn, known ones */
 
 		rc = make_url(p, &url, "/batches?limit=%d%s%s", OAI_PAGE, after[0] ? "&after=" : "",
 			      after);
@@ -1436,11 +1437,18 @@ static int list_pages(struct provider *p, provider_batch_fn fn, void *ctx, long 
 				continue;
 			}
 			rc = fn(ctx, &b);
-			if (rc) {
+			seen++;
+			if (rc == PROVIDER_LIST_KNOWN) {
+				known++;
+				rc = 0;
+			} else if (rc) {
 				rc = rc > 0 ? 0 : rc;
 				goto out;
 			}
 		}
+		/* A page of batches all known and unchanged: the older pages hold nothing new. */
+		if (seen && known == seen)
+			goto out;
 		/* last_id may be missing (Azure samples, B.5): the last item's id serves. */
 		if (json_id(root, "last_id"))
 			last = json_id(root, "last_id");
@@ -2053,6 +2061,8 @@ const struct provider_ops provider_azure_ops = {
 		   .max_bytes = 200u * 1000 * 1000,
 		   .max_line = 50u * 1000 * 1000},
 	.keys = provider_azure_keys,
+	/* "Recommended polling interval >= 60 s" (learn.microsoft.com, Azure OpenAI batch). */
+	.min_poll_interval = 60,
 	.open = azure_open,
 	.free = oai_free,
 	.submit = oai_submit,

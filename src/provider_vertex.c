@@ -1215,6 +1215,7 @@ static int list_jobs(struct provider *p, bool claude_only, provider_batch_fn fn,
 
 	for (long page = 0; page < VTX_PAGES_MAX; page++) {
 		const cJSON *jobs, *item;
+		long seen = 0, known = 0; /* jobs of this page given to fn, known ones */
 
 		buf_reset(&url);
 		rc = buf_addf(&url, "%s?pageSize=%d", p->jobs, VTX_JOB_PAGE);
@@ -1251,11 +1252,18 @@ static int list_jobs(struct provider *p, bool claude_only, provider_batch_fn fn,
 				continue;
 			}
 			rc = fn(ctx, &b);
-			if (rc) {
+			seen++;
+			if (rc == PROVIDER_LIST_KNOWN) {
+				known++;
+				rc = 0;
+			} else if (rc) {
 				rc = rc > 0 ? 0 : rc;
 				goto out;
 			}
 		}
+		/* A page of batches all known and unchanged: the older pages hold nothing new. */
+		if (seen && known == seen)
+			goto out;
 		rc = next_page(root, &token, err);
 		if (rc <= 0)
 			goto out;

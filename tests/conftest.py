@@ -63,7 +63,6 @@ def mount_factory(batchfs_bin, tmp_path, request):
         write_config(cfg, sections)
         full_env = dict(os.environ)
         # Test-only: Azure remotes keep a poll_interval under Azure's 60 s (src/conf.c).
-        full_env.setdefault("BATCHFS_TEST_AZURE_POLL_ANY", "1")
         full_env.update(env or {})
         wrapper = os.environ.get("BATCHFS_TEST_WRAPPER", "").split()
         m = Mount(batchfs_bin, base / "m", cfg, base / "cache", base / "log",

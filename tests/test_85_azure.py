@@ -25,7 +25,7 @@ class AzureFlavour(Flavour):
 
     def remote(self, **extra):
         r = {"provider": "azure", "endpoint": self.srv.url, "api_key_env": "BFS_TEST_KEY",
-             "poll_interval": "0.2", "list_interval": "0.5"}
+             "poll_interval": "0.2", "list_interval": "0.5", "min_poll_interval": "0"}
         r.update(extra)
         return r
 

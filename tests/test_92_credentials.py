@@ -300,7 +300,7 @@ def test_impersonated_service_account_trades_the_source_token(fake_server, fake_
 
 def azure_section(az, **extra):
     s = {"provider": "azure", "endpoint": az.url, "auth": "managed_identity",
-         "poll_interval": "0.2", "list_interval": "0.5"}
+         "poll_interval": "0.2", "list_interval": "0.5", "min_poll_interval": "0"}
     s.update(extra)
     return s
 

@@ -51,6 +51,7 @@ import datetime
 import email.utils
 import gzip
 import json
+import math
 import random
 import re
 import select
@@ -249,6 +250,20 @@ class FakeAnthropic(FakeServer):
             headers.setdefault("x-should-retry", "true")
         return Response(status, compact(self.error_body(status, message, kind)), headers,
                         content_type="application/json")
+
+    def rate_limited_response(self, retry_after, limit, window):
+        # https://docs.anthropic.com/en/api/rate-limits: 429 rate_limit_error with
+        # retry-after (seconds) and anthropic-ratelimit-requests-* (reset in RFC 3339).
+        wait = max(1, math.ceil(retry_after))
+        reset = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + wait))
+        return self.error(429, "Number of requests has exceeded your rate limit "
+                          "(https://docs.anthropic.com/en/api/rate-limits). Please reduce the "
+                          "prompt length or the maximum tokens requested, or try again later.",
+                          "rate_limit_error",
+                          {"retry-after": str(wait),
+                           "anthropic-ratelimit-requests-limit": str(limit),
+                           "anthropic-ratelimit-requests-remaining": "0",
+                           "anthropic-ratelimit-requests-reset": reset})
 
     def json(self, obj, headers=None, req=None):
         headers = dict(headers or {})

@@ -51,6 +51,7 @@ POST /_control/advance {"seconds"}, GET /_control/stats.
 """
 import datetime
 import json
+import math
 import os
 import random
 import re
@@ -232,6 +233,16 @@ class FakeOpenAI(FakeServer):
 
     def fail(self, status, message, code=None, param=None, kind=None):
         return Response(status, self.error_body(status, message, kind, code, param))
+
+    def rate_limited_response(self, retry_after, limit, window):
+        # https://platform.openai.com/docs/guides/rate-limits: 429 rate_limit_exceeded and the
+        # x-ratelimit-*-requests headers (reset as a duration, "20s", "6m0s"); no retry-after.
+        wait = max(1, math.ceil(retry_after))
+        return Response(429, self.error_body(
+            429, f"Rate limit reached for requests: Limit {limit}, Used {limit}, Requested 1. "
+            f"Please try again in {wait}s.", "requests", "rate_limit_exceeded"),
+            {"x-ratelimit-limit-requests": str(limit), "x-ratelimit-remaining-requests": "0",
+             "x-ratelimit-reset-requests": f"{wait}s"})
 
     def check_auth(self, req):
         auth = req.headers.get("Authorization") or ""
@@ -833,6 +844,15 @@ class FakeAzure(FakeOpenAI):
 
     def error_body(self, status, message, kind=None, code=None, param=None):
         return {"error": {"code": code or kind or str(status), "message": message}}
+
+    def rate_limited_response(self, retry_after, limit, window):
+        # https://learn.microsoft.com/azure/ai-foundry/openai/quotas-limits: 429 with
+        # retry-after and retry-after-ms, the wait also in the message.
+        wait = max(1, math.ceil(retry_after))
+        return Response(429, self.error_body(
+            429, "Requests to the Batch Operation under Azure OpenAI API have exceeded call "
+            f"rate limit of your current pricing tier. Please retry after {wait} seconds.",
+            code="429"), {"retry-after": str(wait), "retry-after-ms": str(wait * 1000)})
 
     def is_dated(self, req):
         return not req.path.startswith("/openai/v1/")

@@ -10,6 +10,10 @@ test surface, both as Python methods (tests run the server in-process) and over 
   clear_faults()
   set_config(**kw)    change flavour settings (processing time, page size, ...)
   requests            the log of requests served: dicts with method, path, query, headers, status
+                      (and mono, a monotonic time; retry_after of a rate limit's 429)
+  rate_limit          config: requests per rate_limit_window seconds (default 60) per key; beyond
+                      it, the flavour's 429 (rate_limited_response); rate_limited counts them,
+                      budget_peak() is the most requests let through in any window
   count(method, re)   how many logged requests matched
   reset()             forget all state, faults and the log
 
@@ -19,6 +23,7 @@ import argparse
 import gzip
 import importlib
 import json
+import math
 import os
 import re
 import select
@@ -221,6 +226,8 @@ class FakeServer:
         self.config.update(config)
         self._request_seq = 0
         self._stopping = threading.Event()
+        self._budget = {}  # rate limit: key -> times of the requests let through (a window)
+        self.rate_limited = 0  # requests refused with 429 by the rate limit
         self.holding = 0  # connections held open by a stall fault right now
         self.routes()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
@@ -246,6 +253,56 @@ class FakeServer:
 
     def error(self, status, message, kind=None, headers=None):
         return Response(status, self.error_body(status, message, kind), headers)
+
+    # --- rate limit (config "rate_limit": requests per "rate_limit_window" seconds, per key;
+    # None: off). The services document a per-minute request budget per key (or project)
+    # and answer 429 beyond it, with retry-after where they send one; a refused request does
+    # not use the budget. Flavours shape the 429 (rate_limited_response).
+    def rate_limit_key(self, h):
+        """The credential a request is counted against."""
+        return h.headers.get("x-api-key") or h.headers.get("api-key") or \
+            h.headers.get("Authorization") or ""
+
+    def rate_limit_applies(self, method, path):
+        return True
+
+    def rate_limited_response(self, retry_after, limit, window):
+        """The 429 of the flavour's service; retry_after: seconds until the budget allows
+        the next request."""
+        return self.error(429, "rate limit exceeded", None,
+                          {"retry-after": str(max(1, math.ceil(retry_after)))})
+
+    def _rate_limit(self, h, method, path):
+        """None, or the 429 for a request beyond its key's budget."""
+        limit = self.config.get("rate_limit")
+        if not limit or not self.rate_limit_applies(method, path):
+            return None
+        window = float(self.config.get("rate_limit_window") or 60.0)
+        now = time.monotonic()
+        key = self.rate_limit_key(h)
+        with self.lock:
+            times = [t for t in self._budget.get(key, []) if now - t < window]
+            self._budget[key] = times
+            if len(times) < int(limit):
+                times.append(now)
+                return None
+            self.rate_limited += 1
+            retry_after = times[0] + window - now
+        return self.rate_limited_response(retry_after, int(limit), window)
+
+    def budget_peak(self, window=None, since=0):
+        """The most requests (429s not counted; all keys together) within any window, of the
+        requests logged from index since."""
+        window = float(window or self.config.get("rate_limit_window") or 60.0)
+        with self.lock:
+            times = sorted(r["mono"] for r in self.requests[since:]
+                           if r.get("mono") is not None and r["status"] != 429)
+        peak, lo = 0, 0
+        for hi, t in enumerate(times):
+            while t - times[lo] >= window:
+                lo += 1
+            peak = max(peak, hi - lo + 1)
+        return peak
 
     def route(self, method, pattern, fn):
         self._routes.append((method, re.compile("^" + pattern + "$"), fn))
@@ -284,6 +341,7 @@ class FakeServer:
         with self.lock:
             self.faults = []
             self.requests = []
+            self._budget = {}
             self.config = self.default_config()
             self.reset_state()
 
@@ -342,9 +400,18 @@ class FakeServer:
             self._send(h, self._control(req), req)
             return
         entry = {"method": h.command, "path": path, "query": urllib.parse.urlsplit(h.path).query,
-                 "headers": dict(h.headers.items()), "status": None, "time": self.now()}
+                 "headers": dict(h.headers.items()), "status": None, "time": self.now(),
+                 "mono": time.monotonic()}
         with self.lock:
             self.requests.append(entry)
+        limited = self._rate_limit(h, h.command, path)
+        if limited is not None:
+            req = Request(h, None)
+            req.drain()
+            entry["status"] = limited.status
+            entry["retry_after"] = limited.headers.get("retry-after")
+            self._send(h, limited, req)
+            return
         fault = self._take_fault(h.command, path)
         if fault and fault.action == "drop_before":
             entry["status"] = "dropped"

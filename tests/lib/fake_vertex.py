@@ -357,6 +357,18 @@ class FakeVertex(FakeServer):
         return {"error": {"code": status, "message": message,
                           "status": kind or STATUS_NAMES.get(status, "UNKNOWN")}}
 
+    def rate_limit_applies(self, method, path):
+        return path != "/token"  # the token endpoint is the auth server's, not Vertex AI's
+
+    def rate_limited_response(self, retry_after, limit, window):
+        # https://cloud.google.com/vertex-ai/docs/quotas and
+        # https://cloud.google.com/apis/design/errors: 429 RESOURCE_EXHAUSTED, no retry-after
+        # (clients back off).
+        return self.json(self.error_body(
+            429, "Quota exceeded for quota metric 'Resource management (CRUD) requests' and "
+            "limit 'Resource management (CRUD) requests per minute per region' of service "
+            "'aiplatform.googleapis.com'.", "RESOURCE_EXHAUSTED"), status=429)
+
     def json(self, obj, status=200, headers=None):
         return Response(status, compact(obj), headers, content_type="application/json")
 

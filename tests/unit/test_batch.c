@@ -1268,7 +1268,7 @@ static void test_discover(void)
 	S.list = pbs;
 	S.list_n = 4;
 	ok(ours[0] != '\0', "an identity of ours");
-	is_int(batch_discover(&B, &R, &err), 0, "discover: %s", err.msg);
+	is_int(batch_discover(&B, &R, true, &err), 0, "discover: %s", err.msg);
 	is_int(S.nlist, 1, "one listing");
 	is_int(store_batch_by_name(B.store, REMOTE, "ext-1", &row), 0, "ext-1 appears");
 	ok(row.foreign, "as a foreign batch");
@@ -1281,7 +1281,7 @@ static void test_discover(void)
 	       "one with our identity is not added");
 	is_int(store_batch_by_name(B.store, REMOTE, "ext-new", &row), -ENOENT,
 	       "a recent one waits while a create of ours is unsettled");
-	is_int(batch_discover(&B, &R, &err), 0, "discover again");
+	is_int(batch_discover(&B, &R, true, &err), 0, "discover again");
 	is_int(store_batch_get(B.store, id, &row), 0, "ext-1 is still there");
 	is_int(store_batch_want_results(B.store, id), 0, "someone looked");
 	S.results[0] = (const char *const[]){"x1\t{\"custom_id\":\"x1\"}", NULL};

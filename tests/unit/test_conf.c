@@ -19,6 +19,7 @@
 #include "conf.h"
 #include "err.h"
 #include "http.h"
+#include "provider.h"
 #include "tap.h"
 #include "timefmt.h"
 
@@ -222,6 +223,47 @@ static void test_load(void)
 	rc = conf_load(&c, path, &err);
 	is_int(rc, -EINVAL, "discover = yes is refused");
 	ok(strstr(err.msg, "discover must be all or none") != NULL, "%s", err.msg);
+
+	/* The poll interval: poll_interval, at least the provider's guidance (Azure 60 s),
+	 * whose floor min_poll_interval may lower, to 0 too. */
+	f = fopen(path, "w");
+	if (!f) {
+		ok(0, "cannot write %s", path);
+		return;
+	}
+	fprintf(f, "[a]\nprovider = azure\n[b]\nprovider = azure\nmin_poll_interval = 0\n"
+		   "poll_interval = 0.2\n[c]\nprovider = anthropic\nrate_limit_wait = 1\n");
+	fclose(f);
+	rc = conf_load(&c, path, &err);
+	is_int(rc, 0, "min_poll_interval 0 and rate_limit_wait are read (%s)", err.msg);
+	if (!rc) {
+		const struct provider_ops *az = provider_lookup("azure");
+
+		is_int(provider_poll_ms(az, &c->remotes[0]), 60000, "azure: 60 s by default");
+		is_int(provider_poll_ms(az, &c->remotes[1]), 200, "unless lowered");
+		is_int(provider_poll_ms(provider_lookup("anthropic"), &c->remotes[2]), 30000,
+		       "anthropic: poll_interval");
+		conf_free(c);
+	}
+	f = fopen(path, "w");
+	if (!f) {
+		ok(0, "cannot write %s", path);
+		return;
+	}
+	fprintf(f, "[a]\nprovider = mock\nmin_poll_interval = -1\n");
+	fclose(f);
+	rc = conf_load(&c, path, &err);
+	is_int(rc, -EINVAL, "a negative min_poll_interval is refused");
+	f = fopen(path, "w");
+	if (!f) {
+		ok(0, "cannot write %s", path);
+		return;
+	}
+	fprintf(f, "[a]\nprovider = mock\nrate_limit_wait = 0\n");
+	fclose(f);
+	rc = conf_load(&c, path, &err);
+	is_int(rc, -EINVAL, "a zero rate_limit_wait is refused");
+	ok(strstr(err.msg, "rate_limit_wait must be a positive number") != NULL, "%s", err.msg);
 	unlink(path);
 }
 

@@ -95,6 +95,23 @@ static void *serve(void *arg)
 		hold(fd);
 	} else if (strstr(head, " /upload ")) {
 		hold(fd); /* the body is never read: the sender's buffers fill up */
+	} else if (strstr(head, " /limited-")) {
+		char r[512], reset[64] = "";
+		time_t t = time(NULL) + 100;
+		struct tm tm;
+
+		/* 429s as the providers send them: a long retry-after, a reset header only. */
+		gmtime_r(&t, &tm);
+		strftime(reset, sizeof(reset), "%Y-%m-%dT%H:%M:%SZ", &tm);
+		snprintf(r, sizeof(r),
+			 "HTTP/1.1 429 Too Many Requests\r\n%s%s%s\r\n"
+			 "Content-Length: 0\r\nConnection: close\r\n\r\n",
+			 strstr(head, " /limited-long ")    ? "Retry-After: 90"
+			 : strstr(head, " /limited-short ") ? "Retry-After-Ms: 20"
+			 : strstr(head, " /limited-oai ")   ? "x-ratelimit-reset-requests: 2m0.5s"
+							  : "anthropic-ratelimit-requests-reset: ",
+			 strstr(head, " /limited-anth ") ? reset : "", "");
+		send_all(fd, r, strlen(r));
 	} else if (strstr(head, " /busy ")) {
 		static const char r[] = "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 30\r\n"
 					"Content-Length: 0\r\nConnection: close\r\n\r\n";
@@ -235,6 +252,42 @@ static void test_ok(struct http *h)
 	buf_release(&resp);
 }
 
+/* A 429 whose wait is longer than the request may wait returns at once with err.retry_at. */
+static void test_rate_limit(struct http *h)
+{
+	static const struct {
+		const char *path;
+		int64_t wait_ms;
+		int requests;
+	} cases[] = {
+		{"/limited-long", 90000, 1},
+		{"/limited-oai", 120500, 1},
+		{"/limited-anth", 100000, 1},
+		{"/limited-short", 20, 5}, /* short waits until the attempts run out */
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct bfs_err err = BFS_ERR_INIT;
+		struct http_request rq = {.method = HTTP_GET, .retry = HTTP_RETRY_IDEMPOTENT};
+		int before = atomic_load(&srv_requests);
+		int64_t t0 = timefmt_now_ms(), left;
+		char u[128];
+		int rc;
+
+		url(u, sizeof(u), cases[i].path);
+		rq.url = u;
+		rc = http_perform(h, &rq, NULL, &err);
+		left = err.retry_at - t0;
+		is_int(rc, -EIO, "%s: an error", cases[i].path);
+		ok(!strncmp(err.msg, HTTP_RATE_LIMITED_MSG, strlen(HTTP_RATE_LIMITED_MSG)),
+		   "%s: that says so (%s)", cases[i].path, err.msg);
+		ok(left >= cases[i].wait_ms - 2000 && left <= cases[i].wait_ms + 2000,
+		   "%s: retry_at %lld ms ahead", cases[i].path, (long long)left);
+		is_int(atomic_load(&srv_requests) - before, cases[i].requests, "%s: requests",
+		       cases[i].path);
+	}
+}
+
 static void test_sleep(void)
 {
 	int64_t t0 = timefmt_mono_ms();
@@ -361,6 +414,7 @@ int main(void)
 	ok(http_abort_fd() >= 0, "the stop descriptor exists");
 	ok(!http_aborted(), "not stopping at start");
 	test_ok(h);
+	test_rate_limit(h);
 	test_sleep();
 	test_trickle();
 	test_upload_stall();
