@@ -2,7 +2,7 @@
 # Installs what batchfs needs to build, run and test on Debian 12 (as root, or with sudo).
 set -eu
 pkgs="meson ninja-build pkg-config gcc libfuse3-dev fuse3 libcurl4-openssl-dev libcjson-dev
-libsqlite3-dev libinih-dev libssl-dev libsystemd-dev python3-pytest rsync openssl clang-format vim-tiny jq
+libsqlite3-dev libinih-dev libssl-dev libsystemd-dev python3-pytest python3-pytest-xdist rsync openssl clang-format vim-tiny jq
 bsdutils clang"
 missing=""
 for p in $pkgs; do
