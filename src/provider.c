@@ -17,10 +17,10 @@
 #include "http.h"
 #include "jsonscan.h"
 #include "provider.h"
-#include "provider_anthropic.h"
-#include "provider_mock.h"
-#include "provider_openai.h"
-#include "provider_vertex.h"
+#include "providers/anthropic.h"
+#include "providers/mock.h"
+#include "providers/openai.h"
+#include "providers/vertex.h"
 
 /* How long a create waits out a rate limit before the poller takes it over (seconds). */
 #define PROVIDER_RATE_LIMIT_WAIT_S 120.0

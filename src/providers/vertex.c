@@ -27,7 +27,7 @@
 #include "http.h"
 #include "json.h"
 #include "log.h"
-#include "provider_vertex.h"
+#include "providers/vertex.h"
 #include "state.h"
 #include "timefmt.h"
 

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* provider = anthropic, the Message Batches API: see src/provider_anthropic.c. */
+/* provider = anthropic, the Message Batches API: see src/providers/anthropic.c. */
 #ifndef BATCHFS_PROVIDER_ANTHROPIC_H
 #define BATCHFS_PROVIDER_ANTHROPIC_H
 

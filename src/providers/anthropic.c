@@ -24,7 +24,7 @@
 #include "http.h"
 #include "json.h"
 #include "log.h"
-#include "provider_anthropic.h"
+#include "providers/anthropic.h"
 #include "state.h"
 #include "timefmt.h"
 

@@ -31,7 +31,7 @@
 #include "http.h"
 #include "json.h"
 #include "log.h"
-#include "provider_openai.h"
+#include "providers/openai.h"
 #include "state.h"
 #include "timefmt.h"
 
@@ -47,7 +47,7 @@
 #define OAI_SWEEP_PAGES_MAX  20		     /* pages of files looked through for orphans */
 #define OAI_RESP_MAX	     (8u * 1024 * 1024) /* one JSON answer */
 #define OAI_CHUNK	     (64 * 1024)
-#define OAI_BIG_BODY	     (32 * 1024 * 1024) /* see provider_anthropic.c ANTH_BIG_BODY */
+#define OAI_BIG_BODY	     (32 * 1024 * 1024) /* src/providers/anthropic.c ANTH_BIG_BODY */
 #define OAI_RESTARTS_MAX     3			/* whole results downloads started over */
 #define OAI_UPLOAD_TRIES     3			/* uploads whose answers were all lost */
 #define AZ_FILE_WAIT_DEFAULT 300		/* s for an upload to become "processed" */
@@ -2007,7 +2007,7 @@ static int azure_open(struct provider **out, const struct remote_conf *conf, con
 	return oai_open_common(out, conf, state_dir, true, err);
 }
 
-/* The config keys each reads (see include/provider_openai.h). */
+/* The config keys each reads (see include/providers/openai.h). */
 static const char *const provider_openai_keys[] = {
 	"base_url", "api_key_env",	   "api_key_command",	   "organization",
 	"project",  "input_expires_after", "output_expires_after", NULL,

@@ -25,7 +25,7 @@
 #include "conf.h"
 #include "err.h"
 #include "jsonl.h"
-#include "provider_mock.h"
+#include "providers/mock.h"
 #include "timefmt.h"
 
 #define MOCK_META_MAX	     4096
