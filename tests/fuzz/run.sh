@@ -14,7 +14,7 @@ cc=${FUZZ_CC:-clang}
 pkgs="fuse3 libcurl libcjson sqlite3 inih libcrypto"
 # harness: the module it includes (to reach static parsers), so not linked as an object
 harnesses="fuzz_jsonl: fuzz_escape: fuzz_results: fuzz_conf: fuzz_anthropic:anthropic
-fuzz_openai:openai fuzz_vertex:vertex fuzz_http:http"
+fuzz_openai:openai_common fuzz_vertex:vertex fuzz_http:http"
 [ $# -gt 0 ] && harnesses=$(for h in $harnesses; do for a; do
 	[ "${h%%:*}" = "$a" ] && echo "$h"; done; done)
 
