@@ -75,6 +75,16 @@ bool oai_ends_with(const char *s, const char *tail);
 /* *out = "name: value" (malloc'd). 0 or -ENOMEM. */
 int oai_header_dup(char **out, const char *name, const char *value);
 
+/* The Batch API endpoints OpenAI and Azure accept (docs/semantics.md: "url" of each line). */
+bool oai_is_endpoint(const char *url);
+/* Both providers' request line rules (jsonl_check_fn with the dialect): method POST, one
+ * endpoint and one body.model per file; Azure's url may lack /v1, its model is a deployment. */
+int oai_validate_line(struct jsonl_validator *v, const struct cJSON *root, const char *custom_id,
+		      long lineno, bool azure, struct bfs_err *err);
+
+/* Both providers' status words (provider_ops.state_from). */
+int oai_state_from(const char *status, bool cancel_initiated, enum batch_state *out);
+
 /* The ops both providers share. */
 int oai_submit(struct provider *p, const struct provider_submit *s, struct provider_batch *out,
 	       provider_retry_fn on_retry, void *retry_ctx, struct bfs_err *err);

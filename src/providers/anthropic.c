@@ -98,6 +98,23 @@ static int64_t json_time(const cJSON *o, const char *key)
 	return s && !timefmt_parse(s, &ms) ? ms : 0;
 }
 
+/* processing_status: in_progress, canceling, ended (canceled when a cancel was initiated). */
+int anthropic_state_from(const char *processing_status, bool cancel_initiated,
+			 enum batch_state *out)
+{
+	static const struct state_word map[] = {
+		{"in_progress", BATCH_IN_PROGRESS},
+		{"canceling", BATCH_CANCELING},
+		{"ended", BATCH_COMPLETED},
+	};
+	int rc = state_map_word(map, sizeof(map) / sizeof(map[0]), processing_status, false, out);
+
+	/* docs/semantics.md: Anthropic "ended" is canceled when a cancel was initiated. */
+	if (!rc && *out == BATCH_COMPLETED && cancel_initiated)
+		*out = BATCH_CANCELED;
+	return rc;
+}
+
 /* MessageBatch (spec section 3) -> provider_batch. -EBADMSG when it is not one. */
 static int batch_from_json(const cJSON *o, struct provider_batch *out, struct bfs_err *err)
 {
@@ -121,7 +138,7 @@ static int batch_from_json(const cJSON *o, struct provider_batch *out, struct bf
 	memset(&b, 0, sizeof(b));
 	snprintf(b.id, sizeof(b.id), "%s", id);
 	snprintf(b.provider_state, sizeof(b.provider_state), "%s", ps);
-	if (state_from_anthropic(ps, canceled, &b.state)) {
+	if (anthropic_state_from(ps, canceled, &b.state)) {
 		/* A word this version does not know: keep polling, show the word verbatim. */
 		log_debug("anthropic: batch %s has unknown processing_status", b.id);
 		b.state = BATCH_IN_PROGRESS;
@@ -1045,9 +1062,71 @@ static const char *const provider_anthropic_keys[] = {
 	"anthropic_beta", "auth",	 "token_ttl",	    NULL,
 };
 
+/* Request lines */
+
+/* Anthropic's custom_id rule: ^[a-zA-Z0-9_-]{1,64}$, length checked first (as the API). */
+static int check_anthropic_id(const char *id, long lineno, struct bfs_err *err)
+{
+	size_t n = strlen(id);
+
+	if (n == 0 || n > 64) {
+		err_set_line(err, lineno,
+			     "line %ld: custom_id must be 1 to 64 characters (has %zu)", lineno, n);
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < n; i++) {
+		char c = id[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '_' || c == '-')) {
+			err_set_line(err, lineno,
+				     "line %ld: custom_id '%.64s' is not accepted by the provider: "
+				     "must match ^[a-zA-Z0-9_-]{1,64}$",
+				     lineno, id);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+/* A Message Batches request line (docs/semantics.md): custom_id and params, nothing else. */
+int anthropic_validate_line(struct jsonl_validator *v, const cJSON *root, const char *custom_id,
+			    long lineno, struct bfs_err *err)
+{
+	const cJSON *params = cJSON_GetObjectItemCaseSensitive(root, "params");
+	const cJSON *it;
+	int rc = check_anthropic_id(custom_id, lineno, err);
+
+	(void)v;
+	if (rc)
+		return rc;
+	/* The API refuses the whole batch for an unknown field beside custom_id and params. */
+	cJSON_ArrayForEach(it, root) {
+		if (strcmp(it->string, "custom_id") && strcmp(it->string, "params")) {
+			err_set_line(err, lineno, "line %ld: unexpected field '%.64s' beside %s",
+				     lineno, it->string, "custom_id and params");
+			return -EINVAL;
+		}
+	}
+	rc = jsonl_need_object(params, "params", lineno, err);
+	if (!rc)
+		rc = jsonl_need_string(cJSON_GetObjectItemCaseSensitive(params, "model"),
+				       "params.model", lineno, err);
+	if (!rc)
+		rc = jsonl_need_max_tokens(cJSON_GetObjectItemCaseSensitive(params, "max_tokens"),
+					   "params.max_tokens", lineno, err);
+	if (!rc)
+		rc = jsonl_need_array(cJSON_GetObjectItemCaseSensitive(params, "messages"),
+				      "params.messages", lineno, err);
+	return rc;
+}
+
 const struct provider_ops provider_anthropic_ops = {
 	.name = "anthropic",
 	.format = JSONL_ANTHROPIC,
+	.validate_line = anthropic_validate_line,
+	.state_from = anthropic_state_from,
+	.env_key = "ANTHROPIC_API_KEY",
 	/*
 	 * 100,000 requests and 256 MB per create body (spec section 4). The body adds at most
 	 * 15 bytes to the file ({"requests":[ and ]} minus one terminator), hence the slack.

@@ -365,6 +365,13 @@ static const char *const provider_azure_keys[] = {
 	NULL,
 };
 
+/* Request lines: the shared rules, in Azure's dialect. */
+static int azure_validate_line(struct jsonl_validator *v, const cJSON *root, const char *custom_id,
+			       long lineno, struct bfs_err *err)
+{
+	return oai_validate_line(v, root, custom_id, lineno, true, err);
+}
+
 /*
  * Limits (B.8): 100,000 requests and 200 MB per input file, counted in decimal megabytes to be
  * on the safe side; blank lines count though they are not uploaded, so a file near the limit
@@ -373,6 +380,10 @@ static const char *const provider_azure_keys[] = {
 const struct provider_ops provider_azure_ops = {
 	.name = "azure",
 	.format = JSONL_AZURE,
+	.validate_line = azure_validate_line,
+	.state_from = oai_state_from,
+	.env_key = "AZURE_OPENAI_API_KEY",
+	.env_endpoint = "AZURE_OPENAI_ENDPOINT",
 	.limits = {.max_requests = 100000,
 		   .max_bytes = 200u * 1000 * 1000,
 		   .max_line = 50u * 1000 * 1000},

@@ -5,6 +5,7 @@
  * organization and project headers, its limits. The Batch and Files calls themselves are
  * openai_common.c's. The key lives only in struct provider's memory: never log it.
  */
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -83,6 +84,13 @@ static const char *const provider_openai_keys[] = {
 	"project",  "input_expires_after", "output_expires_after", NULL,
 };
 
+/* Request lines: the shared rules, in OpenAI's dialect. */
+static int openai_validate_line(struct jsonl_validator *v, const cJSON *root, const char *custom_id,
+				long lineno, struct bfs_err *err)
+{
+	return oai_validate_line(v, root, custom_id, lineno, false, err);
+}
+
 /*
  * Limits (A.9): 50,000 requests and 200 MB per input file, counted in decimal megabytes to be
  * on the safe side; blank lines count though they are not uploaded, so a file near the limit
@@ -91,6 +99,9 @@ static const char *const provider_openai_keys[] = {
 const struct provider_ops provider_openai_ops = {
 	.name = "openai",
 	.format = JSONL_OPENAI,
+	.validate_line = openai_validate_line,
+	.state_from = oai_state_from,
+	.env_key = "OPENAI_API_KEY",
 	/* A line is one request: 50 MB of payload at most
 	 * (https://platform.openai.com/docs/guides/images-vision). */
 	.limits = {.max_requests = 50000,

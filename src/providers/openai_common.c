@@ -368,6 +368,23 @@ static void batch_errors(const struct provider *p, const cJSON *o, const char *i
 			*c = ' ';
 }
 
+/* status, case-insensitive (Azure sends "Validating"); cancel_initiated plays no part. */
+int oai_state_from(const char *status, bool cancel_initiated, enum batch_state *out)
+{
+	(void)cancel_initiated;
+	/* Azure capitalises ("Validating"); spellings with one 'l' seen in Azure docs too. */
+	static const struct state_word map[] = {
+		{"validating", BATCH_VALIDATING},  {"in_progress", BATCH_IN_PROGRESS},
+		{"finalizing", BATCH_FINALIZING},  {"cancelling", BATCH_CANCELING},
+		{"canceling", BATCH_CANCELING},	   {"completed", BATCH_COMPLETED},
+		{"cancelled", BATCH_CANCELED},	   {"canceled", BATCH_CANCELED},
+		{"expired", BATCH_EXPIRED},	   {"failed", BATCH_FAILED},
+		{"inprogress", BATCH_IN_PROGRESS},
+	};
+
+	return state_map_word(map, sizeof(map) / sizeof(map[0]), status, true, out);
+}
+
 /* Batch (A.5, with B.5's Azure quirks) -> provider_batch. -EBADMSG when it is not one. */
 static int batch_from_json(const struct provider *p, const cJSON *o, struct provider_batch *out,
 			   struct bfs_err *err)
@@ -398,7 +415,7 @@ static int batch_from_json(const struct provider *p, const cJSON *o, struct prov
 	memset(&b, 0, sizeof(b));
 	snprintf(b.id, sizeof(b.id), "%s", id);
 	snprintf(b.provider_state, sizeof(b.provider_state), "%s", status);
-	if (state_from_openai(status, &b.state)) {
+	if (oai_state_from(status, false, &b.state)) {
 		/* A word this version does not know: keep polling, show the word verbatim. */
 		log_debug("%s: batch %s has an unknown status", p->remote, b.id);
 		b.state = BATCH_IN_PROGRESS;
@@ -1654,4 +1671,94 @@ int oai_open(struct provider **out, const struct remote_conf *conf, const char *
 fail:
 	oai_free(p);
 	return rc;
+}
+
+/* Request lines */
+
+static const char *const oai_endpoints[] = {
+	"/v1/responses",   "/v1/chat/completions",   "/v1/embeddings",	 "/v1/completions",
+	"/v1/moderations", "/v1/images/generations", "/v1/images/edits", "/v1/videos",
+};
+
+bool oai_is_endpoint(const char *url)
+{
+	for (size_t i = 0; i < sizeof(oai_endpoints) / sizeof(oai_endpoints[0]); i++)
+		if (!strcmp(url, oai_endpoints[i]))
+			return true;
+	return false;
+}
+
+/* OpenAI and Azure: method POST, a Batch API url shared by all lines, body.model. */
+int oai_validate_line(struct jsonl_validator *v, const cJSON *root, const char *custom_id,
+		      long lineno, bool azure, struct bfs_err *err)
+{
+	const cJSON *method = cJSON_GetObjectItemCaseSensitive(root, "method"),
+		    *url = cJSON_GetObjectItemCaseSensitive(root, "url");
+	const cJSON *body = cJSON_GetObjectItemCaseSensitive(root, "body"), *model;
+	char ep[JSONL_COMMON_MAX];
+	int rc;
+
+	rc = jsonl_need_id(custom_id, lineno, err);
+	if (!rc)
+		rc = jsonl_need_string(method, "method", lineno, err);
+	if (rc)
+		return rc;
+	if (strcmp(method->valuestring, "POST")) {
+		err_set_line(err, lineno, "line %ld: method must be \"POST\"", lineno);
+		return -EINVAL;
+	}
+	rc = jsonl_need_string(url, "url", lineno, err);
+	if (rc)
+		return rc;
+	/*
+	 * Azure accepts the url with or without the /v1 prefix
+	 * (https://learn.microsoft.com/azure/ai-services/openai/how-to/batch); compare in one
+	 * form. OpenAI wants the line's url to equal the batch's endpoint, one of the /v1/...
+	 * values (https://platform.openai.com/docs/api-reference/batch/create).
+	 */
+	if (azure && strncmp(url->valuestring, "/v1/", 4) && url->valuestring[0] == '/')
+		snprintf(ep, sizeof(ep), "/v1%s", url->valuestring);
+	else
+		snprintf(ep, sizeof(ep), "%s", url->valuestring);
+	if (!oai_is_endpoint(ep)) {
+		err_set_line(err, lineno,
+			     "line %ld: url '%.100s' is not an endpoint the Batch API "
+			     "accepts",
+			     lineno, url->valuestring);
+		return -EINVAL;
+	}
+	if (v->endpoint[0] && strcmp(v->endpoint, ep)) {
+		err_set_line(err, lineno,
+			     "line %ld: url '%s' differs from '%s' on line %ld (a batch "
+			     "has one endpoint)",
+			     lineno, ep, v->endpoint, v->common_line);
+		return -EINVAL;
+	}
+	rc = jsonl_need_object(body, "body", lineno, err);
+	if (rc)
+		return rc;
+	model = cJSON_GetObjectItemCaseSensitive(body, "model");
+	rc = jsonl_need_string(model, "body.model", lineno, err);
+	if (rc)
+		return rc;
+	if (strlen(model->valuestring) >= sizeof(v->model)) {
+		err_set_line(err, lineno, "line %ld: body.model is too long", lineno);
+		return -EINVAL;
+	}
+	/* One model per input file: OpenAI's guide (A.7), Azure's deployment rule (B.4). */
+	if (v->model[0] && strcmp(v->model, model->valuestring)) {
+		err_set_line(err, lineno,
+			     "line %ld: body.model '%.100s' differs from '%s' on line %ld "
+			     "(%s)",
+			     lineno, model->valuestring, v->model, v->common_line,
+			     azure ? "an Azure batch uses one deployment"
+				   : "a batch uses one model");
+		return -EINVAL;
+	}
+	if (!v->endpoint[0]) {
+		snprintf(v->endpoint, sizeof(v->endpoint), "%s", ep);
+		snprintf(v->model, sizeof(v->model), "%s", model->valuestring);
+		v->common_line = lineno;
+	}
+	return 0;
 }

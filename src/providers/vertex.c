@@ -272,6 +272,27 @@ static bool is_retry_job(const cJSON *o)
 	return json_str(cJSON_GetObjectItemCaseSensitive(o, "labels"), VTX_LABEL_RETRY) != NULL;
 }
 
+/* JobState: QUEUED/PENDING are validating, PAUSED in_progress (docs/semantics.md). */
+static int vertex_state_from(const char *job_state, bool cancel_initiated, enum batch_state *out)
+{
+	static const struct state_word map[] = {
+		{"JOB_STATE_QUEUED", BATCH_VALIDATING},
+		{"JOB_STATE_PENDING", BATCH_VALIDATING},
+		{"JOB_STATE_RUNNING", BATCH_IN_PROGRESS},
+		{"JOB_STATE_UPDATING", BATCH_IN_PROGRESS},
+		{"JOB_STATE_PAUSED", BATCH_IN_PROGRESS},
+		{"JOB_STATE_CANCELLING", BATCH_CANCELING},
+		{"JOB_STATE_SUCCEEDED", BATCH_COMPLETED},
+		{"JOB_STATE_PARTIALLY_SUCCEEDED", BATCH_COMPLETED},
+		{"JOB_STATE_CANCELLED", BATCH_CANCELED},
+		{"JOB_STATE_EXPIRED", BATCH_EXPIRED},
+		{"JOB_STATE_FAILED", BATCH_FAILED},
+	};
+
+	(void)cancel_initiated;
+	return state_map_word(map, sizeof(map) / sizeof(map[0]), job_state, false, out);
+}
+
 /* BatchPredictionJob (spec C.4) -> provider_batch. -EBADMSG when it is not one. */
 static int job_from_json(const cJSON *o, struct provider_batch *out, struct bfs_err *err)
 {
@@ -303,7 +324,7 @@ static int job_from_json(const cJSON *o, struct provider_batch *out, struct bfs_
 	/* proto3 JSON omits an enum at its default: JOB_STATE_UNSPECIFIED (spec C.1). */
 	snprintf(b.provider_state, sizeof(b.provider_state), "%s",
 		 st && *st && !http_has_ctl(st) ? st : "JOB_STATE_UNSPECIFIED");
-	if (state_from_vertex(b.provider_state, &b.state)) {
+	if (vertex_state_from(b.provider_state, false, &b.state)) {
 		/* Unknown or newer than this code (spec C.5): keep polling, show the word. */
 		log_debug("vertex: job %s has unknown state", b.id);
 		b.state = BATCH_IN_PROGRESS;
@@ -2375,9 +2396,71 @@ static const char *const provider_vertex_keys[] = {
 	NULL,
 };
 
+/* Request lines */
+
+/*
+ * Vertex (spec C.6): request is a Messages body with anthropic_version "vertex-..." and no
+ * model of its own; a request.model, if given, names the job's model and must be the same on
+ * every line (a job has one model, spec C.3).
+ */
+static int vertex_validate_line(struct jsonl_validator *v, const cJSON *root, const char *custom_id,
+				long lineno, struct bfs_err *err)
+{
+	const cJSON *req = cJSON_GetObjectItemCaseSensitive(root, "request");
+	const cJSON *ver, *model;
+	int rc;
+
+	rc = jsonl_need_id(custom_id, lineno, err);
+	if (!rc)
+		rc = jsonl_need_object(req, "request", lineno, err);
+	if (!rc)
+		rc = jsonl_need_array(cJSON_GetObjectItemCaseSensitive(req, "messages"),
+				      "request.messages", lineno, err);
+	if (!rc)
+		rc = jsonl_need_max_tokens(cJSON_GetObjectItemCaseSensitive(req, "max_tokens"),
+					   "request.max_tokens", lineno, err);
+	if (rc)
+		return rc;
+	ver = cJSON_GetObjectItemCaseSensitive(req, "anthropic_version");
+	rc = jsonl_need_string(ver, "request.anthropic_version", lineno, err);
+	if (rc)
+		return rc;
+	if (strncmp(ver->valuestring, "vertex-", 7)) {
+		err_set_line(err, lineno,
+			     "line %ld: request.anthropic_version must be a Vertex version such as "
+			     "\"vertex-2023-10-16\"",
+			     lineno);
+		return -EINVAL;
+	}
+	model = cJSON_GetObjectItemCaseSensitive(req, "model");
+	if (!model)
+		return 0;
+	rc = jsonl_need_string(model, "request.model", lineno, err);
+	if (rc)
+		return rc;
+	if (strlen(model->valuestring) >= sizeof(v->model)) {
+		err_set_line(err, lineno, "line %ld: request.model is too long", lineno);
+		return -EINVAL;
+	}
+	if (v->common_line && strcmp(v->model, model->valuestring)) {
+		err_set_line(err, lineno,
+			     "line %ld: request.model '%.100s' differs from '%s' on line %ld (a "
+			     "Vertex job uses one model)",
+			     lineno, model->valuestring, v->model, v->common_line);
+		return -EINVAL;
+	}
+	if (!v->common_line) {
+		snprintf(v->model, sizeof(v->model), "%s", model->valuestring);
+		v->common_line = lineno;
+	}
+	return 0;
+}
+
 const struct provider_ops provider_vertex_ops = {
 	.name = "vertex",
 	.format = JSONL_VERTEX,
+	.validate_line = vertex_validate_line,
+	.state_from = vertex_state_from,
 	/*
 	 * Per-job caps for Claude on Vertex are not documented (spec C.6, [I]); these follow
 	 * Vertex batch prediction's published ones (200,000 requests, 1 GB input file).
