@@ -32,6 +32,7 @@
 #include "http.h"
 #include "json.h"
 #include "log.h"
+#include "providers/common.h"
 #include "providers/openai_common.h"
 #include "state.h"
 #include "timefmt.h"
@@ -128,12 +129,14 @@ static int make_url(const struct provider *p, struct buf *url, const char *fmt, 
 /* Calls */
 
 /*
- * http_perform() with the auth headers and ctype (a "Content-Type: ..." line or NULL). With a
- * token source (bearer), a 401 fetches a new token and tries once more: a 401 had no effect.
+ * http_perform() with the auth headers in front of rq->headers (a "Content-Type: ..." line,
+ * or none). With a token source (bearer), a 401 fetches a new token and tries once more: a
+ * 401 had no effect.
  */
-static int oai_perform(struct provider *p, struct http_request *rq, const char *ctype,
-		       struct http_response *rs, struct bfs_err *err)
+static int oai_perform(struct provider *p, struct http_request *rq, struct http_response *rs,
+		       struct bfs_err *err)
 {
+	const char *const *base = rq->headers;
 	struct http_response r = {0};
 	int rc = 0;
 
@@ -154,12 +157,12 @@ static int oai_perform(struct provider *p, struct http_request *rq, const char *
 			hdrs[n++] = p->hdr_org;
 		if (p->hdr_project)
 			hdrs[n++] = p->hdr_project;
-		if (ctype)
-			hdrs[n++] = ctype;
+		for (const char *const *h = base; h && *h && n + 1 < 6; h++)
+			hdrs[n++] = *h;
 		hdrs[n] = NULL;
 		rq->headers = hdrs;
 		rc = http_perform(p->http, rq, &r, err);
-		rq->headers = NULL;
+		rq->headers = base;
 		conf_secret_free(auth);
 		if (!(rc == -EACCES && r.status == 401 && p->bearer))
 			break;
@@ -175,28 +178,18 @@ static int call_json(struct provider *p, enum http_method m, const char *url,
 		     provider_retry_fn on_retry, void *retry_ctx, cJSON **root,
 		     struct http_response *rs, struct bfs_err *err)
 {
-	struct buf resp = BUF_INIT(OAI_RESP_MAX);
+	static const char *const hdr_json[] = {"Content-Type: application/json", NULL};
 	struct http_request rq = {
 		.method = m,
 		.url = url,
+		.headers = body ? hdr_json : NULL,
 		.body = body,
 		.retry = retry,
-		.resp = &resp,
 		.on_retry = on_retry,
 		.retry_ctx = retry_ctx,
 	};
-	int rc = oai_perform(p, &rq, body ? "Content-Type: application/json" : NULL, rs, err);
 
-	if (rc)
-		goto out;
-	*root = resp.data ? cJSON_ParseWithLength(resp.data, resp.len) : NULL;
-	if (!*root) {
-		err_set(err, "the answer is not JSON");
-		rc = -EBADMSG;
-	}
-out:
-	buf_release(&resp);
-	return rc;
+	return provider_call_json(p, oai_perform, &rq, OAI_RESP_MAX, root, rs, err);
 }
 
 /* GETs one page of a list (files, batches): *root is the caller's to free, *data its array. */
@@ -482,7 +475,7 @@ static int file_delete(struct provider *p, const char *file_id, struct bfs_err *
 
 	if (!rc) {
 		rq.url = url.data;
-		rc = oai_perform(p, &rq, NULL, NULL, err);
+		rc = oai_perform(p, &rq, NULL, err);
 	}
 	if (rc == -ENOENT)
 		rc = 0; /* gone already */
@@ -901,6 +894,7 @@ static int file_upload(struct provider *p, const struct http_body *body, const c
 		       char file_id[PROVIDER_ID_MAX], char status[32], struct http_response *rs,
 		       provider_retry_fn on_retry, void *retry_ctx, struct bfs_err *err)
 {
+	const char *const ctype_hdr[] = {ctype, NULL};
 	struct buf url = BUF_INIT(OAI_URL_MAX);
 	struct buf resp = BUF_INIT(OAI_RESP_MAX);
 	struct http_request rq = {
@@ -924,7 +918,8 @@ static int file_upload(struct provider *p, const struct http_body *body, const c
 		goto out;
 	}
 	rq.url = url.data;
-	rc = oai_perform(p, &rq, ctype, rs, err);
+	rq.headers = ctype_hdr;
+	rc = oai_perform(p, &rq, rs, err);
 	if (rc)
 		goto out;
 	root = resp.data ? cJSON_ParseWithLength(resp.data, resp.len) : NULL;
@@ -1211,68 +1206,72 @@ out:
 
 /* list / find */
 
+/* The listing's pages (provider_list_pages): GET /batches?limit=&after=. */
+static int list_fetch(struct provider_pager *pg, long page, const char *cursor, cJSON **root,
+		      const cJSON **items, struct bfs_err *err)
+{
+	struct buf *url = pg->ctx;
+	int rc;
+
+	(void)page;
+	rc = make_url(pg->p, url, "/batches?limit=%d%s%s", OAI_PAGE, cursor ? "&after=" : "",
+		      cursor ? cursor : "");
+	if (rc) {
+		err_set(err, "URL too long");
+		return rc;
+	}
+	return get_list_page(pg->p, url->data, "batches", root, items, err);
+}
+
+static int list_item(struct provider_pager *pg, const cJSON *item, struct provider_batch *out)
+{
+	struct bfs_err berr = BFS_ERR_INIT;
+
+	if (batch_from_json(pg->p, item, out, &berr)) {
+		log_warn("%s: skipping a listed batch: %s", pg->p->remote, berr.msg);
+		return 1;
+	}
+	return 0;
+}
+
+static int list_next(struct provider_pager *pg, const cJSON *root, const char *cursor, char **next,
+		     struct bfs_err *err)
+{
+	const cJSON *item;
+	const char *last = NULL;
+
+	(void)pg;
+	(void)err;
+	/* last_id may be missing (Azure samples, B.5): the last item's id serves. */
+	cJSON_ArrayForEach(item, cJSON_GetObjectItemCaseSensitive(root, "data")) {
+		if (json_id(item, "id"))
+			last = json_id(item, "id");
+	}
+	if (json_id(root, "last_id"))
+		last = json_id(root, "last_id");
+	if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "has_more")) || !last ||
+	    (cursor && !strcmp(last, cursor)))
+		return 0;
+	*next = strdup(last);
+	return *next ? 1 : -ENOMEM;
+}
+
 /* Calls fn for each batch, newest first; fn returns < 0 to fail, > 0 to stop early. */
 static int list_pages(struct provider *p, provider_batch_fn fn, void *ctx, long max_pages,
 		      struct bfs_err *err)
 {
-	char after[PROVIDER_ID_MAX] = "";
 	struct buf url = BUF_INIT(OAI_URL_MAX);
-	cJSON *root = NULL;
-	int rc = 0;
+	struct provider_pager pg = {
+		.p = p,
+		.ctx = &url,
+		.fetch = list_fetch,
+		.item = list_item,
+		.next = list_next,
+		.max_pages = max_pages,
+		.what = "batches",
+	};
+	int rc = provider_list_pages(&pg, fn, ctx, err);
 
-	for (long page = 0; page < max_pages; page++) {
-		const cJSON *data, *item;
-		const char *last;
-		long seen = 0, known = 0; /* batches of this page given to fn, known ones */
-
-		rc = make_url(p, &url, "/batches?limit=%d%s%s", OAI_PAGE, after[0] ? "&after=" : "",
-			      after);
-		if (rc) {
-			err_set(err, "URL too long");
-			goto out;
-		}
-		rc = get_list_page(p, url.data, "batches", &root, &data, err);
-		if (rc)
-			goto out;
-		last = NULL;
-		cJSON_ArrayForEach(item, data) {
-			struct provider_batch b;
-			struct bfs_err berr = BFS_ERR_INIT;
-
-			if (json_id(item, "id"))
-				last = json_id(item, "id");
-			if (batch_from_json(p, item, &b, &berr)) {
-				/* One odd entry must not hide every other batch. */
-				log_warn("%s: skipping a listed batch: %s", p->remote, berr.msg);
-				continue;
-			}
-			rc = fn(ctx, &b);
-			seen++;
-			if (rc == PROVIDER_LIST_KNOWN) {
-				known++;
-				rc = 0;
-			} else if (rc) {
-				rc = rc > 0 ? 0 : rc;
-				goto out;
-			}
-		}
-		/* A page of batches all known and unchanged: the older pages hold nothing new. */
-		if (seen && known == seen)
-			goto out;
-		/* last_id may be missing (Azure samples, B.5): the last item's id serves. */
-		if (json_id(root, "last_id"))
-			last = json_id(root, "last_id");
-		if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "has_more")) || !last ||
-		    !strcmp(last, after))
-			goto out;
-		snprintf(after, sizeof(after), "%s", last);
-		cJSON_Delete(root);
-		root = NULL;
-	}
-	err_set(err, "more than %ld pages of batches", max_pages);
-	rc = -E2BIG;
-out:
-	cJSON_Delete(root);
 	buf_release(&url);
 	return rc;
 }
@@ -1451,7 +1450,7 @@ static int download_file(struct provider *p, const char *file_id, struct provide
 	}
 	rq.url = url.data;
 	provider_results_next_file(r);
-	rc = oai_perform(p, &rq, NULL, NULL, err);
+	rc = oai_perform(p, &rq, NULL, err);
 out:
 	buf_release(&url);
 	return rc;

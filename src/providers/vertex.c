@@ -27,6 +27,7 @@
 #include "http.h"
 #include "json.h"
 #include "log.h"
+#include "providers/common.h"
 #include "providers/vertex.h"
 #include "state.h"
 #include "timefmt.h"
@@ -180,9 +181,10 @@ static int parse_gs(const char *uri, char *bucket, size_t bsize, struct buf *pat
  * http_perform() with the bearer token in front of extra (NULL-terminated), retrying once
  * with a fresh token after a 401 (the token expired or was revoked early: spec C.8).
  */
-static int vtx_perform(struct provider *p, struct http_request *rq, const char *const *extra,
-		       struct http_response *rs, struct bfs_err *err)
+static int vtx_perform(struct provider *p, struct http_request *rq, struct http_response *rs,
+		       struct bfs_err *err)
 {
+	const char *const *extra = rq->headers;
 	const char *hdrs[12];
 	struct http_response r;
 	char *auth = NULL;
@@ -213,7 +215,7 @@ static int vtx_perform(struct provider *p, struct http_request *rq, const char *
 		auth = NULL;
 	}
 	gauth_header_free(auth);
-	rq->headers = NULL;
+	rq->headers = extra;
 	if (rs)
 		*rs = r;
 	return rc;
@@ -226,28 +228,17 @@ static int call_json_rs(struct provider *p, enum http_method m, const char *url,
 			provider_retry_fn on_retry, void *retry_ctx, cJSON **root,
 			struct http_response *rs, struct bfs_err *err)
 {
-	struct buf resp = BUF_INIT(VTX_RESP_MAX);
 	struct http_request rq = {
 		.method = m,
 		.url = url,
+		.headers = body ? hdr_json : hdr_accept,
 		.body = body,
 		.retry = retry,
-		.resp = &resp,
 		.on_retry = on_retry,
 		.retry_ctx = retry_ctx,
 	};
-	int rc = vtx_perform(p, &rq, body ? hdr_json : hdr_accept, rs, err);
 
-	if (rc)
-		goto out;
-	*root = resp.data ? cJSON_ParseWithLength(resp.data, resp.len) : NULL;
-	if (!*root) {
-		err_set(err, "the answer is not JSON");
-		rc = -EBADMSG;
-	}
-out:
-	buf_release(&resp);
-	return rc;
+	return provider_call_json(p, vtx_perform, &rq, VTX_RESP_MAX, root, rs, err);
 }
 
 static int call_json(struct provider *p, enum http_method m, const char *url,
@@ -626,7 +617,8 @@ static int upload_simple(struct provider *p, const char *path, int64_t base, con
 		goto out;
 	}
 	rq.url = url.data;
-	rc = vtx_perform(p, &rq, hdrs, NULL, err);
+	rq.headers = hdrs;
+	rc = vtx_perform(p, &rq, NULL, err);
 	if (rc)
 		goto out;
 	root = resp.data ? cJSON_ParseWithLength(resp.data, resp.len) : NULL;
@@ -695,7 +687,8 @@ static int session_put(struct provider *p, const char *session, const char *path
 	} else {
 		snprintf(range, sizeof(range), "Content-Range: bytes */%" PRId64, size);
 	}
-	rc = vtx_perform(p, &rq, hdrs, rs, err);
+	rq.headers = hdrs;
+	rc = vtx_perform(p, &rq, rs, err);
 	if (!rc) {
 		root = resp.data ? cJSON_ParseWithLength(resp.data, resp.len) : NULL;
 		rc = check_object(root, size, err);
@@ -746,7 +739,8 @@ static int upload_resumable(struct provider *p, const char *path, int64_t base, 
 	}
 	http_mem_body_init(&mb, &body, "{}", 2);
 	rq.url = url.data;
-	rc = vtx_perform(p, &rq, hdrs, &rs, err);
+	rq.headers = hdrs;
+	rc = vtx_perform(p, &rq, &rs, err);
 	if (rc)
 		goto out;
 	/* The session URI is where the file goes: only to the configured host (and token). */
@@ -1087,7 +1081,8 @@ static void delete_object(struct provider *p, const char *object)
 	if (!buf_addf(&url, "%s/storage/v1/b/", p->storage) && !http_url_escape(p->bucket, &url) &&
 	    !buf_addstr(&url, "/o/") && !http_url_escape(object, &url)) {
 		rq.url = url.data;
-		if (vtx_perform(p, &rq, hdr_accept, NULL, &e))
+		rq.headers = hdr_accept;
+		if (vtx_perform(p, &rq, NULL, &e))
 			log_debug("vertex: cannot remove an unused upload: %s", e.msg);
 	}
 	buf_release(&url);
@@ -1222,6 +1217,75 @@ static int next_page(const cJSON *root, char **token, struct bfs_err *err)
 	return 1;
 }
 
+/* The listing's pages (provider_list_pages): GET {jobs}?pageSize=&pageToken=. */
+struct list_ctx {
+	struct buf url;
+	bool claude_only;
+};
+
+static int list_fetch(struct provider_pager *pg, long page, const char *cursor, cJSON **root,
+		      const cJSON **items, struct bfs_err *err)
+{
+	struct list_ctx *lc = pg->ctx;
+	int rc;
+
+	(void)page;
+	buf_reset(&lc->url);
+	rc = buf_addf(&lc->url, "%s?pageSize=%d", pg->p->jobs, VTX_JOB_PAGE);
+	if (!rc && cursor) {
+		rc = buf_addstr(&lc->url, "&pageToken=");
+		if (!rc)
+			rc = http_url_escape(cursor, &lc->url);
+	}
+	if (rc) {
+		err_set(err, "the listing URL is too long");
+		return rc;
+	}
+	rc = call_json(pg->p, HTTP_GET, lc->url.data, NULL, HTTP_RETRY_IDEMPOTENT, NULL, NULL, root,
+		       err);
+	if (rc)
+		return rc;
+	/* Empty fields are omitted (spec C.1): no batchPredictionJobs, no jobs. */
+	*items = cJSON_GetObjectItemCaseSensitive(*root, "batchPredictionJobs");
+	if (*items && !cJSON_IsArray(*items)) {
+		err_set(err, "the answer is not a page of jobs");
+		return -EBADMSG;
+	}
+	return 0;
+}
+
+static int list_item(struct provider_pager *pg, const cJSON *item, struct provider_batch *out)
+{
+	struct list_ctx *lc = pg->ctx;
+	struct bfs_err berr = BFS_ERR_INIT;
+
+	/* Other publishers' jobs (Gemini, ...) are not this remote's batches, nor are our
+	 * retries of a job (they show as the job they retry). */
+	if ((lc->claude_only && !is_claude_job(item)) || is_retry_job(item))
+		return 1;
+	if (job_from_json(item, out, &berr)) {
+		log_warn("vertex: skipping a listed job: %s", berr.msg);
+		return 1;
+	}
+	return 0;
+}
+
+static int list_next(struct provider_pager *pg, const cJSON *root, const char *cursor, char **next,
+		     struct bfs_err *err)
+{
+	const char *tok = json_str(root, "nextPageToken");
+
+	(void)pg;
+	if (!tok || !*tok)
+		return 0;
+	if (strlen(tok) > VTX_TOKEN_MAX || (cursor && !strcmp(cursor, tok))) {
+		err_set(err, "the listing's nextPageToken is unusable");
+		return -EBADMSG;
+	}
+	*next = strdup(tok);
+	return *next ? 1 : -ENOMEM;
+}
+
 /*
  * Calls fn for each job (only Claude ones when claude_only); fn returns < 0 to fail, > 0 to
  * stop early.
@@ -1229,74 +1293,19 @@ static int next_page(const cJSON *root, char **token, struct bfs_err *err)
 static int list_jobs(struct provider *p, bool claude_only, provider_batch_fn fn, void *ctx,
 		     struct bfs_err *err)
 {
-	struct buf url = BUF_INIT(VTX_URL_MAX);
-	char *token = NULL;
-	cJSON *root = NULL;
-	int rc = 0;
+	struct list_ctx lc = {.url = BUF_INIT(VTX_URL_MAX), .claude_only = claude_only};
+	struct provider_pager pg = {
+		.p = p,
+		.ctx = &lc,
+		.fetch = list_fetch,
+		.item = list_item,
+		.next = list_next,
+		.max_pages = VTX_PAGES_MAX,
+		.what = "jobs",
+	};
+	int rc = provider_list_pages(&pg, fn, ctx, err);
 
-	for (long page = 0; page < VTX_PAGES_MAX; page++) {
-		const cJSON *jobs, *item;
-		long seen = 0, known = 0; /* jobs of this page given to fn, known ones */
-
-		buf_reset(&url);
-		rc = buf_addf(&url, "%s?pageSize=%d", p->jobs, VTX_JOB_PAGE);
-		if (!rc && token) {
-			rc = buf_addstr(&url, "&pageToken=");
-			if (!rc)
-				rc = http_url_escape(token, &url);
-		}
-		if (rc) {
-			err_set(err, "the listing URL is too long");
-			goto out;
-		}
-		rc = call_json(p, HTTP_GET, url.data, NULL, HTTP_RETRY_IDEMPOTENT, NULL, NULL,
-			       &root, err);
-		if (rc)
-			goto out;
-		jobs = cJSON_GetObjectItemCaseSensitive(root, "batchPredictionJobs");
-		if (jobs && !cJSON_IsArray(jobs)) {
-			err_set(err, "the answer is not a page of jobs");
-			rc = -EBADMSG;
-			goto out;
-		}
-		/* Empty fields are omitted (spec C.1): no batchPredictionJobs, no jobs. */
-		cJSON_ArrayForEach(item, jobs) {
-			struct provider_batch b;
-			struct bfs_err berr = BFS_ERR_INIT;
-
-			/* Other publishers' jobs (Gemini, ...) are not this remote's batches, nor
-			 * are our retries of a job (they show as the job they retry). */
-			if ((claude_only && !is_claude_job(item)) || is_retry_job(item))
-				continue;
-			if (job_from_json(item, &b, &berr)) {
-				log_warn("vertex: skipping a listed job: %s", berr.msg);
-				continue;
-			}
-			rc = fn(ctx, &b);
-			seen++;
-			if (rc == PROVIDER_LIST_KNOWN) {
-				known++;
-				rc = 0;
-			} else if (rc) {
-				rc = rc > 0 ? 0 : rc;
-				goto out;
-			}
-		}
-		/* A page of batches all known and unchanged: the older pages hold nothing new. */
-		if (seen && known == seen)
-			goto out;
-		rc = next_page(root, &token, err);
-		if (rc <= 0)
-			goto out;
-		cJSON_Delete(root);
-		root = NULL;
-	}
-	err_set(err, "more than %d pages of jobs", VTX_PAGES_MAX);
-	rc = -E2BIG;
-out:
-	cJSON_Delete(root);
-	free(token);
-	buf_release(&url);
+	buf_release(&lc.url);
 	return rc;
 }
 
@@ -1927,7 +1936,7 @@ static int stream_object(struct provider *p, const char *bucket, const char *nam
 		goto out;
 	}
 	rq.url = url.data;
-	rc = vtx_perform(p, &rq, NULL, NULL, err);
+	rc = vtx_perform(p, &rq, NULL, err);
 	if (rc)
 		err_prefix(err, "gs://%s/%.300s", bucket, name);
 out:

@@ -61,7 +61,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	};
 
 	for (int fmt = JSONL_ANTHROPIC; fmt <= JSONL_VERTEX; fmt++) {
-		struct jsonl_limits lim = {1000, 1 << 20};
+		struct jsonl_limits lim = {1000, 1 << 20, 0};
 		struct ctx c;
 
 		memset(&c, 0, sizeof(c));

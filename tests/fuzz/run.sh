@@ -16,7 +16,7 @@ pkgs="fuse3 libcurl libcjson sqlite3 inih libcrypto"
 harnesses="fuzz_jsonl: fuzz_escape: fuzz_results: fuzz_conf: fuzz_anthropic:anthropic
 fuzz_openai:openai_common fuzz_vertex:vertex fuzz_http:http"
 [ $# -gt 0 ] && harnesses=$(for h in $harnesses; do for a; do
-	[ "${h%%:*}" = "$a" ] && echo "$h"; done; done)
+	[ "${h%%:*}" != "$a" ] || echo "$h"; done; done)
 
 mkdir -p "$out/obj" "$out/bin" "$out/work" "$out/artifacts" "$out/logs"
 # what meson.build's configure_file() writes, for a build without meson
