@@ -4,7 +4,7 @@ set -eu
 cd "$(dirname "$0")/.."
 fail=0
 if command -v clang-format >/dev/null 2>&1; then
-	for f in src/*.c include/*.h; do
+	for f in src/*.c src/providers/*.c include/*.h include/providers/*.h; do
 		if ! clang-format --dry-run -Werror "$f" >/dev/null 2>&1; then
 			echo "style: clang-format would change $f"
 			fail=1
@@ -15,17 +15,17 @@ fi
 # draft.c (draft rules, commit point), worker.c (commits and ctl off the FUSE threads).
 fuse_files="src/fs.c src/tree.c src/vfile.c src/draft.c src/worker.c"
 # It sees providers only through provider.h (via batch.h), never HTTP; nor do poller/batch.
-if grep -nE '#include "(http|provider_[a-z]+)\.h"' $fuse_files src/poller.c src/batch.c; then
-	echo "layering: the FUSE layer, poller and batch must not include http.h or a provider_*.h"
+if grep -nE '#include "(http|providers/[a-z_]+)\.h"' $fuse_files src/poller.c src/batch.c; then
+	echo "layering: the FUSE layer, poller and batch must not include http.h or a providers/*.h"
 	fail=1
 fi
 # Providers never include FUSE.
-if grep -nE '#include <fuse' src/provider*.c src/http.c 2>/dev/null; then
+if grep -nE '#include <fuse' src/provider.c src/providers/*.c src/http.c 2>/dev/null; then
 	echo "layering: providers and http must not include FUSE headers"
 	fail=1
 fi
 # Only store.c speaks SQLite.
-if grep -lE '#include <sqlite3.h>' src/*.c include/*.h | grep -v '^src/store.c$'; then
+if grep -lE '#include <sqlite3.h>' src/*.c src/providers/*.c include/*.h include/providers/*.h | grep -v '^src/store.c$'; then
 	echo "layering: only src/store.c may include sqlite3.h"
 	fail=1
 fi

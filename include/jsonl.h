@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * JSON Lines, streamed: a splitter that turns chunks of bytes (a spool file, an HTTP body)
- * into lines of any length up to a cap, and the per-format validator of request lines
- * (docs/semantics.md "The commit point"). Pure: no I/O, no global state.
+ * into lines of any length up to a cap, and the validator of request lines (docs/semantics.md
+ * "The commit point"): the provider-agnostic checks here, the provider's own rules through a
+ * jsonl_check_fn each provider gives (provider_ops.validate_line). Pure: no I/O, no global
+ * state.
  */
 #ifndef BATCHFS_JSONL_H
 #define BATCHFS_JSONL_H
@@ -69,8 +71,21 @@ struct jsonl_limits {
 
 #define JSONL_COMMON_MAX 256
 
+struct jsonl_validator;
+
+/*
+ * A provider's rules for one request line (provider_ops.validate_line): root is a JSON
+ * object whose custom_id is a string (custom_id, any bytes but NUL), checked strictly already.
+ * It checks the custom_id's alphabet, the format's fields and the values every line must
+ * share (v->endpoint, v->model, v->common_line). Pure. 0, or -EINVAL with err set to "line N:
+ * ..." (err->line = lineno).
+ */
+typedef int (*jsonl_check_fn)(struct jsonl_validator *v, const struct cJSON *root,
+			      const char *custom_id, long lineno, struct bfs_err *err);
+
 struct jsonl_validator {
 	enum jsonl_format fmt;
+	jsonl_check_fn check; /* the provider's rules; NULL: the agnostic checks only */
 	struct jsonl_limits lim;
 	uint64_t count; /* requests (non-blank lines) accepted so far */
 	uint64_t bytes; /* bytes seen so far, terminators included */
@@ -95,8 +110,8 @@ struct jsonl_validator {
 	void *on_request_ctx;
 };
 
-/* Sets up a validator for one file. */
-void jsonl_validator_init(struct jsonl_validator *v, enum jsonl_format fmt,
+/* Sets up a validator for one file: fmt for prompt lines (prompt.h), check for the rest. */
+void jsonl_validator_init(struct jsonl_validator *v, enum jsonl_format fmt, jsonl_check_fn check,
 			  const struct jsonl_limits *lim);
 /*
  * Checks one line of the file (terminator length term_len, 0 for a last line without one, so
@@ -114,7 +129,17 @@ int jsonl_validator_line(struct jsonl_validator *v, const char *line, size_t len
 /* Whole-file checks after the last line. Returns 0, or -ENODATA when no request was seen. */
 int jsonl_validator_finish(struct jsonl_validator *v, struct bfs_err *err);
 
-/* The Batch API endpoints OpenAI and Azure accept (docs/semantics.md: "url" of each line). */
-bool jsonl_is_openai_endpoint(const char *url);
+/*
+ * Field checks the providers' rules share, each with its fixed message ("line N: WHAT is
+ * missing", "... must be an object", "... must be a non-empty string", "... must be an
+ * integer >= 1", "... must be an array", "custom_id must not be empty"). o may be NULL
+ * (absent). 0 or -EINVAL with err set.
+ */
+int jsonl_need_object(const struct cJSON *o, const char *what, long lineno, struct bfs_err *err);
+int jsonl_need_string(const struct cJSON *o, const char *what, long lineno, struct bfs_err *err);
+int jsonl_need_max_tokens(const struct cJSON *o, const char *what, long lineno,
+			  struct bfs_err *err);
+int jsonl_need_array(const struct cJSON *o, const char *what, long lineno, struct bfs_err *err);
+int jsonl_need_id(const char *id, long lineno, struct bfs_err *err);
 
 #endif

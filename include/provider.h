@@ -111,8 +111,15 @@ typedef int (*provider_batch_fn)(void *ctx, const struct provider_batch *b);
 typedef void (*provider_retry_fn)(void *ctx, int attempt, const char *reason);
 
 struct provider_ops {
-	const char *name;	    /* "mock", "anthropic", "openai", "azure", "vertex" */
-	enum jsonl_format format;   /* the line format of requests.jsonl */
+	const char *name;	  /* "mock", "anthropic", "openai", "azure", "vertex" */
+	enum jsonl_format format; /* the line format of requests.jsonl */
+	/* Its rules for a request line (jsonl.h): custom_id alphabet, fields, shared values,
+	 * in its own messages; jsonl.c does the rest (strict JSON, limits). Pure. */
+	jsonl_check_fn validate_line;
+	/* Its batch state word (provider_batch.provider_state) -> the contract's state, 0 or
+	 * -EINVAL for a word it does not know (the caller keeps the previous state).
+	 * cancel_initiated: a cancel was asked (Anthropic's "ended" is then canceled). Pure. */
+	int (*state_from)(const char *word, bool cancel_initiated, enum batch_state *out);
 	struct jsonl_limits limits; /* per batch, checked locally before submit */
 	/*
 	 * Batches the provider runs at once per account by default (Vertex: 4 jobs per
@@ -125,6 +132,13 @@ struct provider_ops {
 	const char *cancel_warning;
 	/* The config keys it reads besides the common ones (provider_check_keys), NULL-ended. */
 	const char *const *keys;
+	/* poll_interval when the remote sets none (seconds; 0: the common 30). */
+	double default_poll_interval;
+	/* A remote made from the environment when there is no config file (docs/semantics.md
+	 * "Mount, sharing and start-up"): when $env_key is non-empty (and $env_endpoint set,
+	 * when given), with api_key_env = env_key and endpoint = $env_endpoint. NULL: never. */
+	const char *env_key;
+	const char *env_endpoint;
 	/* The provider's guidance on the least time between two status calls of one batch
 	 * (seconds, 0: none): poll_interval is raised to it (provider_poll_ms). */
 	double min_poll_interval;
@@ -269,5 +283,10 @@ int64_t provider_poll_ms(const struct provider_ops *ops, const struct remote_con
 
 /* The ops for a provider name ("anthropic", ...), or NULL when unknown. */
 const struct provider_ops *provider_lookup(const char *name);
+/* The i-th provider of the registry (0-based), NULL past the last: for walks over all. */
+const struct provider_ops *provider_at(size_t i);
+/* Writes "anthropic, openai, azure, vertex or mock" (every name, for messages) to out,
+ * truncated to size (> 0). */
+void provider_names(char *out, size_t size);
 
 #endif

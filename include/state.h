@@ -1,12 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The contract's batch states and results states, their names, and the mapping of each
- * provider's own words onto them (docs/semantics.md "status"). Pure.
+ * The contract's batch states and results states, their names, and the lookup providers map
+ * their own words onto them with (docs/semantics.md "status"). Pure.
  */
 #ifndef BATCHFS_STATE_H
 #define BATCHFS_STATE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 enum batch_state {
 	BATCH_DRAFT,
@@ -51,20 +52,17 @@ bool state_is_terminal(enum batch_state s);
 bool state_is_writable(enum batch_state s, bool has_provider_id);
 
 /*
- * Provider words -> contract states. Each returns 0 and sets *out, or -EINVAL for a word it
- * does not know (the caller keeps the previous state and shows the word in provider_state).
- *  - Anthropic processing_status: in_progress, canceling, ended (ended -> canceled when a
- *    cancel was initiated, else completed).
- *  - OpenAI/Azure status, case-insensitive (Azure sends "Validating"): validating,
- *    in_progress, finalizing, cancelling (and "canceling"), completed, cancelled (and
- *    "canceled"), expired, failed.
- *  - Vertex JobState: JOB_STATE_QUEUED/PENDING -> validating, RUNNING/UPDATING -> in_progress,
- *    CANCELLING -> canceling, SUCCEEDED/PARTIALLY_SUCCEEDED -> completed, CANCELLED -> canceled,
- *    EXPIRED -> expired, FAILED -> failed, PAUSED -> in_progress.
+ * A provider's word for a batch state (its table, in src/providers/: provider_ops.state_from)
+ * and the contract's state it means.
  */
-int state_from_anthropic(const char *processing_status, bool cancel_initiated,
-			 enum batch_state *out);
-int state_from_openai(const char *status, enum batch_state *out);
-int state_from_vertex(const char *job_state, enum batch_state *out);
+struct state_word {
+	const char *word;
+	enum batch_state state;
+};
+
+/* Looks word up in map (exactly, or ignoring case): 0 with *out set, -EINVAL when absent or
+ * NULL (the caller keeps the previous state and shows the word in provider_state). */
+int state_map_word(const struct state_word *map, size_t n, const char *word, bool icase,
+		   enum batch_state *out);
 
 #endif

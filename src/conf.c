@@ -25,6 +25,7 @@
 #include "err.h"
 #include "http.h"
 #include "log.h"
+#include "provider.h"
 #include "timefmt.h"
 
 #define CONF_COMMAND_OUT_MAX (64 * 1024) /* stdout kept from a command; the rest is dropped */
@@ -242,26 +243,22 @@ static int check_quota_keys(struct remote_conf *r, struct bfs_err *err)
 
 static int conf_finish_remote(struct remote_conf *r, struct bfs_err *err)
 {
-	static const char *const known[] = {"anthropic", "openai", "azure", "vertex", "mock"};
 	const char *p = conf_get(r, "provider", NULL);
 	const char *keys[] = {"poll_interval",	   "list_interval",	"reconcile_grace",
 			      "command_timeout",   "quota_retry_delay", "rate_limit_wait",
 			      "list_full_interval"};
+	const struct provider_ops *ops = p ? provider_lookup(p) : NULL;
+	char names[256];
 	const char *disc;
-	bool ok = false;
 	int rc;
 
-	if (!p) {
-		err_set(err, "[%s] has no 'provider' (anthropic, openai, azure, vertex or mock)",
-			r->name);
-		return -EINVAL;
-	}
-	for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
-		ok |= !strcmp(p, known[i]);
-	if (!ok) {
-		err_set(err,
-			"[%s] unknown provider '%s' (anthropic, openai, azure, vertex or mock)",
-			r->name, p);
+	/* The registry knows the providers: a new one needs no change here. */
+	if (!ops) {
+		provider_names(names, sizeof(names));
+		if (!p)
+			err_set(err, "[%s] has no 'provider' (%s)", r->name, names);
+		else
+			err_set(err, "[%s] unknown provider '%s' (%s)", r->name, p, names);
 		return -EINVAL;
 	}
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
@@ -334,8 +331,8 @@ static int conf_finish_remote(struct remote_conf *r, struct bfs_err *err)
 	r->provider = strdup(p);
 	if (!r->provider)
 		return -ENOMEM;
-	/* The mock lives seconds, not hours: poll it often so a first try feels alive. */
-	r->poll_interval = conf_get_double(r, "poll_interval", strcmp(p, "mock") ? 30 : 0.5);
+	r->poll_interval = conf_get_double(
+		r, "poll_interval", ops->default_poll_interval ? ops->default_poll_interval : 30);
 	r->list_interval = conf_get_double(r, "list_interval", 300);
 	r->command_timeout = conf_get_double(r, "command_timeout", CONF_COMMAND_TIMEOUT_DEFAULT);
 	return 0;
@@ -344,25 +341,21 @@ static int conf_finish_remote(struct remote_conf *r, struct bfs_err *err)
 /* Remotes from the environment (docs/semantics.md "Mount, sharing and start-up"), else the mock. */
 static int conf_from_env(struct conf *c)
 {
-	static const struct {
-		const char *remote, *key_env, *need_env;
-	} envs[] = {
-		{"anthropic", "ANTHROPIC_API_KEY", NULL},
-		{"openai", "OPENAI_API_KEY", NULL},
-		{"azure", "AZURE_OPENAI_API_KEY", "AZURE_OPENAI_ENDPOINT"},
-	};
+	const struct provider_ops *ops;
 	struct remote_conf *r;
 
-	for (size_t i = 0; i < sizeof(envs) / sizeof(envs[0]); i++) {
-		const char *key = getenv(envs[i].key_env);
+	/* The providers that say how (provider_ops.env_key), in the registry's order. */
+	for (size_t i = 0; (ops = provider_at(i)); i++) {
+		const char *key = ops->env_key ? getenv(ops->env_key) : NULL;
+		const char *ep = ops->env_endpoint ? getenv(ops->env_endpoint) : NULL;
 
-		if (!key || !*key || (envs[i].need_env && !getenv(envs[i].need_env)))
+		if (!key || !*key || (ops->env_endpoint && !ep))
 			continue;
-		r = conf_add_remote(c, envs[i].remote);
-		if (!r || conf_set(r, "provider", envs[i].remote) ||
-		    conf_set(r, "api_key_env", envs[i].key_env))
+		r = conf_add_remote(c, ops->name);
+		if (!r || conf_set(r, "provider", ops->name) ||
+		    conf_set(r, "api_key_env", ops->env_key))
 			return -ENOMEM;
-		if (envs[i].need_env && conf_set(r, "endpoint", getenv(envs[i].need_env)))
+		if (ep && conf_set(r, "endpoint", ep))
 			return -ENOMEM;
 	}
 	if (c->nremotes) {

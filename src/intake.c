@@ -362,7 +362,7 @@ int intake_begin(struct bfs *b, const struct remote *r, int64_t batch_id, int64_
 	snprintf(vc->copy.tmp, sizeof(vc->copy.tmp), "%s.tmp", vc->copy.path);
 	vc->plan.lim = r->limits;
 	vc->plan.part_first = 1;
-	jsonl_validator_init(&vc->v, r->ops->format, &unlimited);
+	jsonl_validator_init(&vc->v, r->ops->format, r->ops->validate_line, &unlimited);
 	vc->v.prompt = &vc->prompt;
 	vc->v.on_request = estimate_request;
 	vc->v.on_request_ctx = vc;

@@ -2,7 +2,9 @@
 /*
  * JSON Lines, streamed: the splitter turns chunks (a spool file, an HTTP body) into lines of
  * bounded length, passing lines wholly inside a chunk without a copy; the validator checks one
- * request line at a time against a provider's format and limits. Pure: no I/O, no globals.
+ * request line at a time: strict JSON, an object, a custom_id string and the limits here, the
+ * rest by the provider's own rules (provider_ops.validate_line, in src/providers/), with the
+ * field checks below they share. Pure: no I/O, no globals.
  */
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -136,26 +138,14 @@ int jsonl_splitter_finish(struct jsonl_splitter *s, struct bfs_err *err)
 	return rc;
 }
 
-void jsonl_validator_init(struct jsonl_validator *v, enum jsonl_format fmt,
+void jsonl_validator_init(struct jsonl_validator *v, enum jsonl_format fmt, jsonl_check_fn check,
 			  const struct jsonl_limits *lim)
 {
 	memset(v, 0, sizeof(*v));
 	v->fmt = fmt;
+	v->check = check;
 	if (lim)
 		v->lim = *lim;
-}
-
-static const char *const openai_endpoints[] = {
-	"/v1/responses",   "/v1/chat/completions",   "/v1/embeddings",	 "/v1/completions",
-	"/v1/moderations", "/v1/images/generations", "/v1/images/edits", "/v1/videos",
-};
-
-bool jsonl_is_openai_endpoint(const char *url)
-{
-	for (size_t i = 0; i < sizeof(openai_endpoints) / sizeof(openai_endpoints[0]); i++)
-		if (!strcmp(url, openai_endpoints[i]))
-			return true;
-	return false;
 }
 
 static bool is_blank(const char *line, size_t len)
@@ -178,32 +168,7 @@ static int check_syntax(const char *line, size_t len, long lineno, struct bfs_er
 	return rc;
 }
 
-/* Anthropic's custom_id rule: ^[a-zA-Z0-9_-]{1,64}$, length checked first (as the API). */
-static int check_anthropic_id(const char *id, long lineno, struct bfs_err *err)
-{
-	size_t n = strlen(id);
-
-	if (n == 0 || n > 64) {
-		err_set_line(err, lineno,
-			     "line %ld: custom_id must be 1 to 64 characters (has %zu)", lineno, n);
-		return -EINVAL;
-	}
-	for (size_t i = 0; i < n; i++) {
-		char c = id[i];
-
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-		      c == '_' || c == '-')) {
-			err_set_line(err, lineno,
-				     "line %ld: custom_id '%.64s' is not accepted by the provider: "
-				     "must match ^[a-zA-Z0-9_-]{1,64}$",
-				     lineno, id);
-			return -EINVAL;
-		}
-	}
-	return 0;
-}
-
-static int need_object(const cJSON *o, const char *what, long lineno, struct bfs_err *err)
+int jsonl_need_object(const cJSON *o, const char *what, long lineno, struct bfs_err *err)
 {
 	if (!o) {
 		err_set_line(err, lineno, "line %ld: %s is missing", lineno, what);
@@ -216,7 +181,7 @@ static int need_object(const cJSON *o, const char *what, long lineno, struct bfs
 	return 0;
 }
 
-static int need_string(const cJSON *o, const char *what, long lineno, struct bfs_err *err)
+int jsonl_need_string(const cJSON *o, const char *what, long lineno, struct bfs_err *err)
 {
 	if (!o) {
 		err_set_line(err, lineno, "line %ld: %s is missing", lineno, what);
@@ -229,7 +194,7 @@ static int need_string(const cJSON *o, const char *what, long lineno, struct bfs
 	return 0;
 }
 
-static int need_max_tokens(const cJSON *o, const char *what, long lineno, struct bfs_err *err)
+int jsonl_need_max_tokens(const cJSON *o, const char *what, long lineno, struct bfs_err *err)
 {
 	if (!o) {
 		err_set_line(err, lineno, "line %ld: %s is missing", lineno, what);
@@ -244,7 +209,7 @@ static int need_max_tokens(const cJSON *o, const char *what, long lineno, struct
 	return 0;
 }
 
-static int need_array(const cJSON *o, const char *what, long lineno, struct bfs_err *err)
+int jsonl_need_array(const cJSON *o, const char *what, long lineno, struct bfs_err *err)
 {
 	if (!o) {
 		err_set_line(err, lineno, "line %ld: %s is missing", lineno, what);
@@ -257,160 +222,12 @@ static int need_array(const cJSON *o, const char *what, long lineno, struct bfs_
 	return 0;
 }
 
-static const cJSON *field(const cJSON *o, const char *key)
+int jsonl_need_id(const char *id, long lineno, struct bfs_err *err)
 {
-	return cJSON_GetObjectItemCaseSensitive(o, key);
-}
-
-static int check_anthropic(const cJSON *root, long lineno, struct bfs_err *err)
-{
-	const cJSON *params = field(root, "params");
-	const cJSON *it;
-	int rc;
-
-	/* The API refuses the whole batch for an unknown field beside custom_id and params. */
-	cJSON_ArrayForEach(it, root) {
-		if (strcmp(it->string, "custom_id") && strcmp(it->string, "params")) {
-			err_set_line(err, lineno, "line %ld: unexpected field '%.64s' beside %s",
-				     lineno, it->string, "custom_id and params");
-			return -EINVAL;
-		}
-	}
-	rc = need_object(params, "params", lineno, err);
-	if (!rc)
-		rc = need_string(field(params, "model"), "params.model", lineno, err);
-	if (!rc)
-		rc = need_max_tokens(field(params, "max_tokens"), "params.max_tokens", lineno, err);
-	if (!rc)
-		rc = need_array(field(params, "messages"), "params.messages", lineno, err);
-	return rc;
-}
-
-/*
- * Vertex (spec C.6): request is a Messages body with anthropic_version "vertex-..." and no
- * model of its own; a request.model, if given, names the job's model and must be the same on
- * every line (a job has one model, spec C.3).
- */
-static int check_vertex(struct jsonl_validator *v, const cJSON *root, long lineno,
-			struct bfs_err *err)
-{
-	const cJSON *req = field(root, "request");
-	const cJSON *ver, *model;
-	int rc;
-
-	rc = need_object(req, "request", lineno, err);
-	if (!rc)
-		rc = need_array(field(req, "messages"), "request.messages", lineno, err);
-	if (!rc)
-		rc = need_max_tokens(field(req, "max_tokens"), "request.max_tokens", lineno, err);
-	if (rc)
-		return rc;
-	ver = field(req, "anthropic_version");
-	rc = need_string(ver, "request.anthropic_version", lineno, err);
-	if (rc)
-		return rc;
-	if (strncmp(ver->valuestring, "vertex-", 7)) {
-		err_set_line(err, lineno,
-			     "line %ld: request.anthropic_version must be a Vertex version such as "
-			     "\"vertex-2023-10-16\"",
-			     lineno);
-		return -EINVAL;
-	}
-	model = field(req, "model");
-	if (!model)
+	if (id[0])
 		return 0;
-	rc = need_string(model, "request.model", lineno, err);
-	if (rc)
-		return rc;
-	if (strlen(model->valuestring) >= sizeof(v->model)) {
-		err_set_line(err, lineno, "line %ld: request.model is too long", lineno);
-		return -EINVAL;
-	}
-	if (v->common_line && strcmp(v->model, model->valuestring)) {
-		err_set_line(err, lineno,
-			     "line %ld: request.model '%.100s' differs from '%s' on line %ld (a "
-			     "Vertex job uses one model)",
-			     lineno, model->valuestring, v->model, v->common_line);
-		return -EINVAL;
-	}
-	if (!v->common_line) {
-		snprintf(v->model, sizeof(v->model), "%s", model->valuestring);
-		v->common_line = lineno;
-	}
-	return 0;
-}
-
-/* OpenAI and Azure: method POST, a Batch API url shared by all lines, body.model. */
-static int check_openai(struct jsonl_validator *v, const cJSON *root, long lineno,
-			struct bfs_err *err)
-{
-	const cJSON *method = field(root, "method"), *url = field(root, "url");
-	const cJSON *body = field(root, "body"), *model;
-	char ep[JSONL_COMMON_MAX];
-	int rc;
-
-	rc = need_string(method, "method", lineno, err);
-	if (rc)
-		return rc;
-	if (strcmp(method->valuestring, "POST")) {
-		err_set_line(err, lineno, "line %ld: method must be \"POST\"", lineno);
-		return -EINVAL;
-	}
-	rc = need_string(url, "url", lineno, err);
-	if (rc)
-		return rc;
-	/*
-	 * Azure accepts the url with or without the /v1 prefix
-	 * (https://learn.microsoft.com/azure/ai-services/openai/how-to/batch); compare in one
-	 * form. OpenAI wants the line's url to equal the batch's endpoint, one of the /v1/...
-	 * values (https://platform.openai.com/docs/api-reference/batch/create).
-	 */
-	if (v->fmt == JSONL_AZURE && strncmp(url->valuestring, "/v1/", 4) &&
-	    url->valuestring[0] == '/')
-		snprintf(ep, sizeof(ep), "/v1%s", url->valuestring);
-	else
-		snprintf(ep, sizeof(ep), "%s", url->valuestring);
-	if (!jsonl_is_openai_endpoint(ep)) {
-		err_set_line(err, lineno,
-			     "line %ld: url '%.100s' is not an endpoint the Batch API "
-			     "accepts",
-			     lineno, url->valuestring);
-		return -EINVAL;
-	}
-	if (v->endpoint[0] && strcmp(v->endpoint, ep)) {
-		err_set_line(err, lineno,
-			     "line %ld: url '%s' differs from '%s' on line %ld (a batch "
-			     "has one endpoint)",
-			     lineno, ep, v->endpoint, v->common_line);
-		return -EINVAL;
-	}
-	rc = need_object(body, "body", lineno, err);
-	if (rc)
-		return rc;
-	model = field(body, "model");
-	rc = need_string(model, "body.model", lineno, err);
-	if (rc)
-		return rc;
-	if (strlen(model->valuestring) >= sizeof(v->model)) {
-		err_set_line(err, lineno, "line %ld: body.model is too long", lineno);
-		return -EINVAL;
-	}
-	/* One model per input file: OpenAI's guide (A.7), Azure's deployment rule (B.4). */
-	if (v->model[0] && strcmp(v->model, model->valuestring)) {
-		err_set_line(err, lineno,
-			     "line %ld: body.model '%.100s' differs from '%s' on line %ld "
-			     "(%s)",
-			     lineno, model->valuestring, v->model, v->common_line,
-			     v->fmt == JSONL_AZURE ? "an Azure batch uses one deployment"
-						   : "a batch uses one model");
-		return -EINVAL;
-	}
-	if (!v->endpoint[0]) {
-		snprintf(v->endpoint, sizeof(v->endpoint), "%s", ep);
-		snprintf(v->model, sizeof(v->model), "%s", model->valuestring);
-		v->common_line = lineno;
-	}
-	return 0;
+	err_set_line(err, lineno, "line %ld: custom_id must not be empty", lineno);
+	return -EINVAL;
 }
 
 int jsonl_validator_line(struct jsonl_validator *v, const char *line, size_t len, size_t term_len,
@@ -449,7 +266,7 @@ int jsonl_validator_line(struct jsonl_validator *v, const char *line, size_t len
 		rc = -EINVAL;
 		goto out;
 	}
-	id = field(root, "custom_id");
+	id = cJSON_GetObjectItemCaseSensitive(root, "custom_id");
 	if (!id) {
 		err_set_line(err, lineno, "line %ld: custom_id is missing", lineno);
 		rc = -EINVAL;
@@ -460,28 +277,9 @@ int jsonl_validator_line(struct jsonl_validator *v, const char *line, size_t len
 		rc = -EINVAL;
 		goto out;
 	}
-	switch (v->fmt) {
-	case JSONL_ANTHROPIC:
-		rc = check_anthropic_id(id->valuestring, lineno, err);
-		if (!rc)
-			rc = check_anthropic(root, lineno, err);
-		break;
-	case JSONL_VERTEX:
-		rc = id->valuestring[0] ? 0 : -EINVAL;
-		if (rc)
-			err_set_line(err, lineno, "line %ld: custom_id must not be empty", lineno);
-		else
-			rc = check_vertex(v, root, lineno, err);
-		break;
-	case JSONL_OPENAI:
-	case JSONL_AZURE:
-		rc = id->valuestring[0] ? 0 : -EINVAL;
-		if (rc)
-			err_set_line(err, lineno, "line %ld: custom_id must not be empty", lineno);
-		else
-			rc = check_openai(v, root, lineno, err);
-		break;
-	}
+	/* The provider's rules: its custom_id alphabet, its fields, the values lines share. */
+	if (v->check)
+		rc = v->check(v, root, id->valuestring, lineno, err);
 	if (rc)
 		goto out;
 	if (v->lim.max_requests && v->count + 1 > v->lim.max_requests) {

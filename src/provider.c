@@ -17,18 +17,21 @@
 #include "http.h"
 #include "jsonscan.h"
 #include "provider.h"
-#include "provider_anthropic.h"
-#include "provider_mock.h"
-#include "provider_openai.h"
-#include "provider_vertex.h"
+#include "providers/anthropic.h"
+#include "providers/mock.h"
+#include "providers/openai.h"
+#include "providers/vertex.h"
 
 /* How long a create waits out a rate limit before the poller takes it over (seconds). */
 #define PROVIDER_RATE_LIMIT_WAIT_S 120.0
 
+/* The order of messages (provider_names) and of the remotes made from the environment. */
 static const struct provider_ops *const providers[] = {
-	&provider_mock_ops,  &provider_anthropic_ops, &provider_openai_ops,
-	&provider_azure_ops, &provider_vertex_ops,
+	&provider_anthropic_ops, &provider_openai_ops, &provider_azure_ops,
+	&provider_vertex_ops,	 &provider_mock_ops,
 };
+
+#define NPROVIDERS (sizeof(providers) / sizeof(providers[0]))
 
 void provider_http_opts(const struct remote_conf *rc, struct http_opts *out)
 {
@@ -50,10 +53,28 @@ int64_t provider_poll_ms(const struct provider_ops *ops, const struct remote_con
 
 const struct provider_ops *provider_lookup(const char *name)
 {
-	for (size_t i = 0; i < sizeof(providers) / sizeof(providers[0]); i++)
+	for (size_t i = 0; i < NPROVIDERS; i++)
 		if (!strcmp(providers[i]->name, name))
 			return providers[i];
 	return NULL;
+}
+
+const struct provider_ops *provider_at(size_t i)
+{
+	return i < NPROVIDERS ? providers[i] : NULL;
+}
+
+void provider_names(char *out, size_t size)
+{
+	size_t n = 0;
+
+	out[0] = '\0';
+	for (size_t i = 0; i < NPROVIDERS && n < size; i++)
+		n += (size_t)snprintf(out + n, size - n, "%s%s",
+				      !i		   ? ""
+				      : i + 1 < NPROVIDERS ? ", "
+							   : " or ",
+				      providers[i]->name);
 }
 
 void provider_results_init(struct provider_results *r, provider_result_fn fn,

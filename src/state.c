@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 /*
- * Batch and results states: names, parsing, and the mapping of each provider's own words onto
- * the contract's states. Pure: no I/O, no allocation.
+ * Batch and results states: names, parsing, and the table lookup each provider maps its own
+ * words with (the tables are the providers', provider_ops.state_from). Pure: no I/O, no
+ * allocation.
  */
 #include <errno.h>
 #include <stddef.h>
@@ -113,13 +114,8 @@ bool state_is_writable(enum batch_state s, bool has_provider_id)
 	return false;
 }
 
-struct word_map {
-	const char *word;
-	enum batch_state state;
-};
-
-static int map_word(const struct word_map *map, size_t n, const char *word, bool icase,
-		    enum batch_state *out)
+int state_map_word(const struct state_word *map, size_t n, const char *word, bool icase,
+		   enum batch_state *out)
 {
 	if (!word)
 		return -EINVAL;
@@ -130,54 +126,4 @@ static int map_word(const struct word_map *map, size_t n, const char *word, bool
 		}
 	}
 	return -EINVAL;
-}
-
-int state_from_anthropic(const char *processing_status, bool cancel_initiated,
-			 enum batch_state *out)
-{
-	static const struct word_map map[] = {
-		{"in_progress", BATCH_IN_PROGRESS},
-		{"canceling", BATCH_CANCELING},
-		{"ended", BATCH_COMPLETED},
-	};
-	int rc = map_word(map, NELEM(map), processing_status, false, out);
-
-	/* docs/semantics.md: Anthropic "ended" is canceled when a cancel was initiated. */
-	if (!rc && *out == BATCH_COMPLETED && cancel_initiated)
-		*out = BATCH_CANCELED;
-	return rc;
-}
-
-int state_from_openai(const char *status, enum batch_state *out)
-{
-	/* Azure capitalises ("Validating"); spellings with one 'l' seen in Azure docs too. */
-	static const struct word_map map[] = {
-		{"validating", BATCH_VALIDATING},  {"in_progress", BATCH_IN_PROGRESS},
-		{"finalizing", BATCH_FINALIZING},  {"cancelling", BATCH_CANCELING},
-		{"canceling", BATCH_CANCELING},	   {"completed", BATCH_COMPLETED},
-		{"cancelled", BATCH_CANCELED},	   {"canceled", BATCH_CANCELED},
-		{"expired", BATCH_EXPIRED},	   {"failed", BATCH_FAILED},
-		{"inprogress", BATCH_IN_PROGRESS},
-	};
-
-	return map_word(map, NELEM(map), status, true, out);
-}
-
-int state_from_vertex(const char *job_state, enum batch_state *out)
-{
-	static const struct word_map map[] = {
-		{"JOB_STATE_QUEUED", BATCH_VALIDATING},
-		{"JOB_STATE_PENDING", BATCH_VALIDATING},
-		{"JOB_STATE_RUNNING", BATCH_IN_PROGRESS},
-		{"JOB_STATE_UPDATING", BATCH_IN_PROGRESS},
-		{"JOB_STATE_PAUSED", BATCH_IN_PROGRESS},
-		{"JOB_STATE_CANCELLING", BATCH_CANCELING},
-		{"JOB_STATE_SUCCEEDED", BATCH_COMPLETED},
-		{"JOB_STATE_PARTIALLY_SUCCEEDED", BATCH_COMPLETED},
-		{"JOB_STATE_CANCELLED", BATCH_CANCELED},
-		{"JOB_STATE_EXPIRED", BATCH_EXPIRED},
-		{"JOB_STATE_FAILED", BATCH_FAILED},
-	};
-
-	return map_word(map, NELEM(map), job_state, false, out);
 }

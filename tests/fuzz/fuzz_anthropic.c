@@ -1,11 +1,11 @@
 // SPDX-License-Identifier: MIT
 /*
- * libFuzzer: the Message Batches answer parser (batch_from_json) of provider_anthropic.c,
+ * libFuzzer: the Message Batches answer parser (batch_from_json) of providers/anthropic.c,
  * on a batch object and on each entry of a list page's "data". The provider file is included
  * so its static parser is reached without widening its interface; the build links every
  * other module but this one.
  */
-#include "provider_anthropic.c"
+#include "providers/anthropic.c"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

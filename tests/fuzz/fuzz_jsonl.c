@@ -13,6 +13,7 @@
 #include "err.h"
 #include "jsonl.h"
 #include "jsonscan.h"
+#include "provider.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -52,12 +53,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	} else if (e.column < 1 || e.column > size + 1 || !e.why) {
 		abort();
 	}
+	static const char *const names[] = {
+		[JSONL_ANTHROPIC] = "anthropic",
+		[JSONL_OPENAI] = "openai",
+		[JSONL_AZURE] = "azure",
+		[JSONL_VERTEX] = "vertex",
+	};
+
 	for (int fmt = JSONL_ANTHROPIC; fmt <= JSONL_VERTEX; fmt++) {
-		struct jsonl_limits lim = {1000, 1 << 20};
+		struct jsonl_limits lim = {1000, 1 << 20, 0};
 		struct ctx c;
 
 		memset(&c, 0, sizeof(c));
-		jsonl_validator_init(&c.v, (enum jsonl_format)fmt, &lim);
+		jsonl_validator_init(&c.v, (enum jsonl_format)fmt,
+				     provider_lookup(names[fmt])->validate_line, &lim);
 		jsonl_splitter_init(&c.sp, 1 << 16, on_line, &c);
 		if (!jsonl_splitter_feed(&c.sp, text, cut, &c.err) &&
 		    !jsonl_splitter_feed(&c.sp, text + cut, size - cut, &c.err))

@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: MIT
 /*
  * libFuzzer: the Batch object parser (batch_from_json, with its errors.data reading) of
- * provider_openai.c, for OpenAI and for Azure (the first byte chooses), on a batch and on
+ * providers/openai_common.c, for OpenAI and for Azure (the first byte chooses), on a batch and on
  * each entry of a list page's "data". Included, as fuzz_anthropic.c explains.
  */
-#include "provider_openai.c"
+#include "providers/openai_common.c"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -1,11 +1,11 @@
 // SPDX-License-Identifier: MIT
 /*
- * libFuzzer: the Vertex AI parsers of provider_vertex.c: a batchPredictionJob (job_from_json)
+ * libFuzzer: the Vertex AI parsers of providers/vertex.c: a batchPredictionJob (job_from_json)
  * alone and in a list page, the page token (next_page), an uploaded object's metadata
  * (check_object) and gs:// URIs (parse_gs) found in the input. Included, as
  * fuzz_anthropic.c explains.
  */
-#include "provider_vertex.c"
+#include "providers/vertex.c"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -13,10 +13,10 @@ jobs=${FUZZ_JOBS:-2}
 cc=${FUZZ_CC:-clang}
 pkgs="fuse3 libcurl libcjson sqlite3 inih libcrypto"
 # harness: the module it includes (to reach static parsers), so not linked as an object
-harnesses="fuzz_jsonl: fuzz_escape: fuzz_results: fuzz_conf: fuzz_anthropic:provider_anthropic
-fuzz_openai:provider_openai fuzz_vertex:provider_vertex fuzz_http:http"
+harnesses="fuzz_jsonl: fuzz_escape: fuzz_results: fuzz_conf: fuzz_anthropic:anthropic
+fuzz_openai:openai_common fuzz_vertex:vertex fuzz_http:http"
 [ $# -gt 0 ] && harnesses=$(for h in $harnesses; do for a; do
-	[ "${h%%:*}" = "$a" ] && echo "$h"; done; done)
+	[ "${h%%:*}" != "$a" ] || echo "$h"; done; done)
 
 mkdir -p "$out/obj" "$out/bin" "$out/work" "$out/artifacts" "$out/logs"
 # what meson.build's configure_file() writes, for a build without meson
@@ -30,7 +30,7 @@ cflags="-g -O1 -std=c11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -DFUSE_USE_VERSION=
 -Werror -Wall -Wextra -Iinclude -Isrc -I$out $(pkg-config --cflags $pkgs)"
 libs="$(pkg-config --libs $pkgs) -lpthread -lm"
 
-for src in src/*.c; do
+for src in src/*.c src/providers/*.c; do
 	m=$(basename "$src" .c)
 	[ "$m" = main ] && continue
 	if [ ! -f "$out/obj/$m.o" ] || [ "$src" -nt "$out/obj/$m.o" ]; then

@@ -90,7 +90,9 @@ def remote_section(name, srv, **keys):
     elif name == "openai":
         s = {"provider": "openai", "base_url": srv.base_url, "api_key_env": "BFS_TEST_KEY"}
     elif name == "azure":
-        s = {"provider": "azure", "endpoint": srv.url, "api_key_env": "BFS_TEST_KEY"}
+        # Azure's poll guidance (60 s, provider_ops.min_poll_interval) lowered as test_85 does.
+        s = {"provider": "azure", "endpoint": srv.url, "api_key_env": "BFS_TEST_KEY",
+             "min_poll_interval": "0"}
     else:
         s = {"provider": "vertex", "project": "p", "location": "us-east5", "bucket": "b",
              "model": "claude-3-5-haiku@20241022", "aiplatform_url": srv.url,

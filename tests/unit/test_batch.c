@@ -22,6 +22,7 @@
 #include "err.h"
 #include "log.h"
 #include "provider.h"
+#include "providers/anthropic.h"
 #include "spool.h"
 #include "store.h"
 #include "tap.h"
@@ -281,6 +282,7 @@ static int sc_list(struct provider *p, provider_batch_fn fn, void *ctx, struct b
 static const struct provider_ops script_ops = {
 	.name = "scripted",
 	.format = JSONL_ANTHROPIC,
+	.validate_line = anthropic_validate_line,
 	.limits = {.max_requests = 0, .max_bytes = 0},
 	.keys = NULL,
 	.open = NULL,

@@ -9,6 +9,8 @@
 #include "err.h"
 #include "jsonl.h"
 #include "jsonscan.h"
+#include "provider.h"
+#include "providers/openai_common.h"
 #include "tap.h"
 
 struct collect {
@@ -131,6 +133,19 @@ static void test_splitter(void)
 
 #define A_OK "{\"custom_id\":\"a\",\"params\":{\"model\":\"m\",\"max_tokens\":5,\"messages\":[]}}"
 
+/* The line rules of the provider with this format: the validator's provider hook. */
+static jsonl_check_fn rules(enum jsonl_format fmt)
+{
+	static const char *const names[] = {
+		[JSONL_ANTHROPIC] = "anthropic",
+		[JSONL_OPENAI] = "openai",
+		[JSONL_AZURE] = "azure",
+		[JSONL_VERTEX] = "vertex",
+	};
+
+	return provider_lookup(names[fmt])->validate_line;
+}
+
 static int check(enum jsonl_format fmt, const char *const *lines, long *bad_line, char *msg,
 		 uint64_t max_requests, uint64_t max_bytes)
 {
@@ -139,7 +154,7 @@ static int check(enum jsonl_format fmt, const char *const *lines, long *bad_line
 	struct bfs_err err = BFS_ERR_INIT;
 	int rc = 0;
 
-	jsonl_validator_init(&v, fmt, &lim);
+	jsonl_validator_init(&v, fmt, rules(fmt), &lim);
 	for (long i = 0; lines[i] && !rc; i++) {
 		char *id = NULL;
 		size_t idlen;
@@ -297,7 +312,7 @@ static void test_validator(void)
 	is_int(line, 2, "too many bytes names the line that crosses the limit");
 	is_int(check(JSONL_OPENAI, good_openai, &line, msg, 0, 0), 0,
 	       "openai custom_ids may be any string");
-	ok(jsonl_is_openai_endpoint("/v1/embeddings") && !jsonl_is_openai_endpoint("/embeddings"),
+	ok(oai_is_endpoint("/v1/embeddings") && !oai_is_endpoint("/embeddings"),
 	   "endpoint list is of /v1 urls");
 }
 

@@ -11,6 +11,7 @@
 #include "err.h"
 #include "jsonl.h"
 #include "prompt.h"
+#include "provider.h"
 #include "tap.h"
 
 static int tr(struct prompt_ctx *c, enum jsonl_format fmt, const char *in, const char **out,
@@ -142,7 +143,7 @@ static void test_validator_hook(void)
 
 	prompt_ctx_init(&c);
 	c.model = "m";
-	jsonl_validator_init(&v, JSONL_OPENAI, NULL);
+	jsonl_validator_init(&v, JSONL_OPENAI, provider_lookup("openai")->validate_line, NULL);
 	is_int(jsonl_validator_line(&v, line, strlen(line), 1, 1, &id, &idlen, &err), -EINVAL,
 	       "without the hook a prompt line is not a native line");
 	v.prompt = &c;

@@ -3,15 +3,22 @@
 #include <errno.h>
 #include <string.h>
 
+#include "provider.h"
 #include "state.h"
 #include "tap.h"
 
-static enum batch_state map(int (*fn)(const char *, enum batch_state *), const char *w, int *rc)
+/* A provider's word through its ops (provider_ops.state_from), no cancel initiated. */
+static enum batch_state map(const char *provider, const char *w, int *rc)
 {
 	enum batch_state s = BATCH_DRAFT;
 
-	*rc = fn(w, &s);
+	*rc = provider_lookup(provider)->state_from(w, false, &s);
 	return s;
+}
+
+static int state_from_anthropic(const char *w, bool cancel_initiated, enum batch_state *out)
+{
+	return provider_lookup("anthropic")->state_from(w, cancel_initiated, out);
 }
 
 int main(void)
@@ -42,46 +49,46 @@ int main(void)
 	is_int(s, BATCH_CANCELED, "anthropic ended after a cancel -> canceled");
 	is_int(state_from_anthropic("Ended", false, &s), -EINVAL, "anthropic words are exact");
 
-	s = map(state_from_openai, "validating", &rc);
+	s = map("openai", "validating", &rc);
 	ok(!rc && s == BATCH_VALIDATING, "openai validating");
-	s = map(state_from_openai, "Validating", &rc);
+	s = map("openai", "Validating", &rc);
 	ok(!rc && s == BATCH_VALIDATING, "azure Validating (capitalised)");
-	s = map(state_from_openai, "in_progress", &rc);
+	s = map("openai", "in_progress", &rc);
 	ok(!rc && s == BATCH_IN_PROGRESS, "openai in_progress");
-	s = map(state_from_openai, "finalizing", &rc);
+	s = map("openai", "finalizing", &rc);
 	ok(!rc && s == BATCH_FINALIZING, "openai finalizing");
-	s = map(state_from_openai, "cancelling", &rc);
+	s = map("openai", "cancelling", &rc);
 	ok(!rc && s == BATCH_CANCELING, "openai cancelling");
-	s = map(state_from_openai, "completed", &rc);
+	s = map("openai", "completed", &rc);
 	ok(!rc && s == BATCH_COMPLETED, "openai completed");
-	s = map(state_from_openai, "cancelled", &rc);
+	s = map("openai", "cancelled", &rc);
 	ok(!rc && s == BATCH_CANCELED, "openai cancelled");
-	s = map(state_from_openai, "Expired", &rc);
+	s = map("openai", "Expired", &rc);
 	ok(!rc && s == BATCH_EXPIRED, "azure Expired");
-	s = map(state_from_openai, "failed", &rc);
+	s = map("openai", "failed", &rc);
 	ok(!rc && s == BATCH_FAILED, "openai failed");
-	map(state_from_openai, "paused", &rc);
+	map("openai", "paused", &rc);
 	is_int(rc, -EINVAL, "unknown openai word is -EINVAL");
-	map(state_from_openai, NULL, &rc);
+	map("openai", NULL, &rc);
 	is_int(rc, -EINVAL, "null openai status is -EINVAL");
 
-	s = map(state_from_vertex, "JOB_STATE_QUEUED", &rc);
+	s = map("vertex", "JOB_STATE_QUEUED", &rc);
 	ok(!rc && s == BATCH_VALIDATING, "vertex queued");
-	s = map(state_from_vertex, "JOB_STATE_RUNNING", &rc);
+	s = map("vertex", "JOB_STATE_RUNNING", &rc);
 	ok(!rc && s == BATCH_IN_PROGRESS, "vertex running");
-	s = map(state_from_vertex, "JOB_STATE_CANCELLING", &rc);
+	s = map("vertex", "JOB_STATE_CANCELLING", &rc);
 	ok(!rc && s == BATCH_CANCELING, "vertex cancelling");
-	s = map(state_from_vertex, "JOB_STATE_SUCCEEDED", &rc);
+	s = map("vertex", "JOB_STATE_SUCCEEDED", &rc);
 	ok(!rc && s == BATCH_COMPLETED, "vertex succeeded");
-	s = map(state_from_vertex, "JOB_STATE_PARTIALLY_SUCCEEDED", &rc);
+	s = map("vertex", "JOB_STATE_PARTIALLY_SUCCEEDED", &rc);
 	ok(!rc && s == BATCH_COMPLETED, "vertex partially succeeded");
-	s = map(state_from_vertex, "JOB_STATE_CANCELLED", &rc);
+	s = map("vertex", "JOB_STATE_CANCELLED", &rc);
 	ok(!rc && s == BATCH_CANCELED, "vertex cancelled");
-	s = map(state_from_vertex, "JOB_STATE_FAILED", &rc);
+	s = map("vertex", "JOB_STATE_FAILED", &rc);
 	ok(!rc && s == BATCH_FAILED, "vertex failed");
-	s = map(state_from_vertex, "JOB_STATE_EXPIRED", &rc);
+	s = map("vertex", "JOB_STATE_EXPIRED", &rc);
 	ok(!rc && s == BATCH_EXPIRED, "vertex expired");
-	map(state_from_vertex, "JOB_STATE_UNSPECIFIED", &rc);
+	map("vertex", "JOB_STATE_UNSPECIFIED", &rc);
 	is_int(rc, -EINVAL, "vertex unspecified is -EINVAL");
 
 	ok(state_is_terminal(BATCH_COMPLETED) && state_is_terminal(BATCH_FAILED) &&
@@ -103,6 +110,20 @@ int main(void)
 		ok(!strcmp(state_name(BATCH_QUEUED), "queued") && !state_parse("queued", &q) &&
 			   q == BATCH_QUEUED,
 		   "queued by name");
+	}
+	/* Every provider gives its words through its ops: Azure's are OpenAI's, the mock's
+	 * Anthropic's. */
+	s = map("azure", "inprogress", &rc);
+	ok(!rc && s == BATCH_IN_PROGRESS, "azure's words through its ops");
+	s = map("mock", "ended", &rc);
+	ok(!rc && s == BATCH_COMPLETED, "mock's words through its ops");
+	{
+		static const char *const all[] = {"mock", "anthropic", "openai", "azure", "vertex"};
+
+		for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+			ok(provider_lookup(all[i])->state_from &&
+				   provider_lookup(all[i])->validate_line,
+			   "%s owns its state words and line rules", all[i]);
 	}
 	return tap_done();
 }

@@ -25,7 +25,8 @@
 #include "conf.h"
 #include "err.h"
 #include "jsonl.h"
-#include "provider_mock.h"
+#include "providers/anthropic.h"
+#include "providers/mock.h"
 #include "timefmt.h"
 
 #define MOCK_META_MAX	     4096
@@ -210,7 +211,7 @@ static void mock_describe(const struct mock_meta *m, int64_t now, struct provide
 		snprintf(out->provider_state, sizeof(out->provider_state), "%s",
 			 m->cancel_at ? "canceling" : "in_progress");
 	}
-	if (state_from_anthropic(out->provider_state, m->cancel_at != 0, &out->state))
+	if (anthropic_state_from(out->provider_state, m->cancel_at != 0, &out->state))
 		out->state = BATCH_FAILED;
 }
 
@@ -672,6 +673,10 @@ static const char *const provider_mock_keys[] = {"mock_delay", NULL};
 const struct provider_ops provider_mock_ops = {
 	.name = "mock",
 	.format = JSONL_ANTHROPIC,
+	.validate_line = anthropic_validate_line, /* the mock takes Anthropic's lines */
+	.state_from = anthropic_state_from,
+	/* The mock lives seconds, not hours: poll it often so a first try feels alive. */
+	.default_poll_interval = 0.5,
 	.limits = {.max_requests = 100000, .max_bytes = 256ull << 20, .max_line = 32u << 20},
 	.keys = provider_mock_keys,
 	.open = mock_open,

@@ -24,7 +24,8 @@
 #include "http.h"
 #include "json.h"
 #include "log.h"
-#include "provider_anthropic.h"
+#include "providers/common.h"
+#include "providers/anthropic.h"
 #include "state.h"
 #include "timefmt.h"
 
@@ -98,6 +99,23 @@ static int64_t json_time(const cJSON *o, const char *key)
 	return s && !timefmt_parse(s, &ms) ? ms : 0;
 }
 
+/* processing_status: in_progress, canceling, ended (canceled when a cancel was initiated). */
+int anthropic_state_from(const char *processing_status, bool cancel_initiated,
+			 enum batch_state *out)
+{
+	static const struct state_word map[] = {
+		{"in_progress", BATCH_IN_PROGRESS},
+		{"canceling", BATCH_CANCELING},
+		{"ended", BATCH_COMPLETED},
+	};
+	int rc = state_map_word(map, sizeof(map) / sizeof(map[0]), processing_status, false, out);
+
+	/* docs/semantics.md: Anthropic "ended" is canceled when a cancel was initiated. */
+	if (!rc && *out == BATCH_COMPLETED && cancel_initiated)
+		*out = BATCH_CANCELED;
+	return rc;
+}
+
 /* MessageBatch (spec section 3) -> provider_batch. -EBADMSG when it is not one. */
 static int batch_from_json(const cJSON *o, struct provider_batch *out, struct bfs_err *err)
 {
@@ -121,7 +139,7 @@ static int batch_from_json(const cJSON *o, struct provider_batch *out, struct bf
 	memset(&b, 0, sizeof(b));
 	snprintf(b.id, sizeof(b.id), "%s", id);
 	snprintf(b.provider_state, sizeof(b.provider_state), "%s", ps);
-	if (state_from_anthropic(ps, canceled, &b.state)) {
+	if (anthropic_state_from(ps, canceled, &b.state)) {
 		/* A word this version does not know: keep polling, show the word verbatim. */
 		log_debug("anthropic: batch %s has unknown processing_status", b.id);
 		b.state = BATCH_IN_PROGRESS;
@@ -303,30 +321,18 @@ static int call_json(struct provider *p, enum http_method m, const char *url,
 		     enum http_retry retry, provider_retry_fn on_retry, void *retry_ctx,
 		     struct http_response *rs, cJSON **root, struct bfs_err *err)
 {
-	struct buf resp = BUF_INIT(ANTH_RESP_MAX);
 	struct http_request rq = {
 		.method = m,
 		.url = url,
 		.headers = headers,
 		.body = body,
 		.retry = retry,
-		.resp = &resp,
 		.stream = body && body->length > ANTH_BIG_BODY,
 		.on_retry = on_retry,
 		.retry_ctx = retry_ctx,
 	};
-	int rc = anth_perform(p, &rq, rs, err);
 
-	if (rc)
-		goto out;
-	*root = resp.data ? cJSON_ParseWithLength(resp.data, resp.len) : NULL;
-	if (!*root) {
-		err_set(err, "the answer is not JSON");
-		rc = -EBADMSG;
-	}
-out:
-	buf_release(&resp);
-	return rc;
+	return provider_call_json(p, anth_perform, &rq, ANTH_RESP_MAX, root, rs, err);
 }
 
 /* open / free */
@@ -738,6 +744,73 @@ out:
 
 /* list / find */
 
+/* The listing's pages (provider_list_pages): GET /v1/messages/batches?limit=&after_id=. */
+struct list_ctx {
+	struct buf url;
+	int64_t *offset;
+};
+
+static int list_fetch(struct provider_pager *pg, long page, const char *cursor, cJSON **root,
+		      const cJSON **items, struct bfs_err *err)
+{
+	struct list_ctx *lc = pg->ctx;
+	struct http_response rs;
+	int rc;
+
+	buf_reset(&lc->url);
+	rc = batch_url(pg->p, NULL, NULL, &lc->url);
+	if (!rc)
+		rc = buf_addf(&lc->url, "?limit=%d", ANTH_PAGE);
+	if (!rc && cursor) {
+		rc = buf_addstr(&lc->url, "&after_id=");
+		if (!rc)
+			rc = http_url_escape(cursor, &lc->url);
+	}
+	if (rc) {
+		err_set(err, "base_url too long");
+		return rc;
+	}
+	rc = call_json(pg->p, HTTP_GET, lc->url.data, pg->p->hdr_plain, NULL, HTTP_RETRY_IDEMPOTENT,
+		       NULL, NULL, &rs, root, err);
+	if (rc)
+		return rc;
+	/* Date has whole seconds and was stamped before we read it: a lower bound. */
+	if (lc->offset && page == 0 && rs.date_ms && rs.local_ms)
+		*lc->offset = rs.date_ms - rs.local_ms;
+	*items = cJSON_GetObjectItemCaseSensitive(*root, "data");
+	if (!cJSON_IsArray(*items)) {
+		err_set(err, "the answer is not a page of batches");
+		return -EBADMSG;
+	}
+	return 0;
+}
+
+static int list_item(struct provider_pager *pg, const cJSON *item, struct provider_batch *out)
+{
+	struct bfs_err berr = BFS_ERR_INIT;
+
+	(void)pg;
+	if (batch_from_json(item, out, &berr)) {
+		log_warn("anthropic: skipping a listed batch: %s", berr.msg);
+		return 1;
+	}
+	return 0;
+}
+
+static int list_next(struct provider_pager *pg, const cJSON *root, const char *cursor, char **next,
+		     struct bfs_err *err)
+{
+	const char *last = json_str(root, "last_id");
+
+	(void)pg;
+	(void)err;
+	if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "has_more")) || !last ||
+	    !provider_id_is_safe(last) || (cursor && !strcmp(last, cursor)))
+		return 0;
+	*next = strdup(last);
+	return *next ? 1 : -ENOMEM;
+}
+
 /*
  * Calls fn for each batch, newest first; fn returns < 0 to fail, > 0 to stop early. When
  * offset is not NULL and the first page has a Date header, *offset is set, before fn sees a
@@ -746,78 +819,19 @@ out:
 static int list_pages(struct provider *p, provider_batch_fn fn, void *ctx, long max_pages,
 		      int64_t *offset, struct bfs_err *err)
 {
-	char after[PROVIDER_ID_MAX] = "";
-	struct buf url = BUF_INIT(ANTH_URL_MAX);
-	struct http_response rs;
-	cJSON *root = NULL;
-	int rc = 0;
+	struct list_ctx lc = {.url = BUF_INIT(ANTH_URL_MAX), .offset = offset};
+	struct provider_pager pg = {
+		.p = p,
+		.ctx = &lc,
+		.fetch = list_fetch,
+		.item = list_item,
+		.next = list_next,
+		.max_pages = max_pages,
+		.what = "batches",
+	};
+	int rc = provider_list_pages(&pg, fn, ctx, err);
 
-	for (long page = 0; page < max_pages; page++) {
-		const cJSON *data, *item;
-		const char *last;
-		long seen = 0, known = 0; /* batches of this page given to fn, known ones */
-
-		buf_reset(&url);
-		rc = batch_url(p, NULL, NULL, &url);
-		if (!rc)
-			rc = buf_addf(&url, "?limit=%d", ANTH_PAGE);
-		if (!rc && after[0]) {
-			rc = buf_addstr(&url, "&after_id=");
-			if (!rc)
-				rc = http_url_escape(after, &url);
-		}
-		if (rc) {
-			err_set(err, "base_url too long");
-			goto out;
-		}
-		rc = call_json(p, HTTP_GET, url.data, p->hdr_plain, NULL, HTTP_RETRY_IDEMPOTENT,
-			       NULL, NULL, &rs, &root, err);
-		if (rc)
-			goto out;
-		/* Date has whole seconds and was stamped before we read it: a lower bound. */
-		if (offset && page == 0 && rs.date_ms && rs.local_ms)
-			*offset = rs.date_ms - rs.local_ms;
-		data = cJSON_GetObjectItemCaseSensitive(root, "data");
-		if (!cJSON_IsArray(data)) {
-			err_set(err, "the answer is not a page of batches");
-			rc = -EBADMSG;
-			goto out;
-		}
-		cJSON_ArrayForEach(item, data) {
-			struct provider_batch b;
-			struct bfs_err berr = BFS_ERR_INIT;
-
-			if (batch_from_json(item, &b, &berr)) {
-				/* One odd entry must not hide every other batch. */
-				log_warn("anthropic: skipping a listed batch: %s", berr.msg);
-				continue;
-			}
-			rc = fn(ctx, &b);
-			seen++;
-			if (rc == PROVIDER_LIST_KNOWN) {
-				known++;
-				rc = 0;
-			} else if (rc) {
-				rc = rc > 0 ? 0 : rc;
-				goto out;
-			}
-		}
-		/* A page of batches all known and unchanged: the older pages hold nothing new. */
-		if (seen && known == seen)
-			goto out;
-		last = json_str(root, "last_id");
-		if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "has_more")) || !last ||
-		    !provider_id_is_safe(last) || !strcmp(last, after))
-			goto out;
-		snprintf(after, sizeof(after), "%s", last);
-		cJSON_Delete(root);
-		root = NULL;
-	}
-	err_set(err, "more than %ld pages of batches", max_pages);
-	rc = -E2BIG;
-out:
-	cJSON_Delete(root);
-	buf_release(&url);
+	buf_release(&lc.url);
 	return rc;
 }
 
@@ -1045,9 +1059,71 @@ static const char *const provider_anthropic_keys[] = {
 	"anthropic_beta", "auth",	 "token_ttl",	    NULL,
 };
 
+/* Request lines */
+
+/* Anthropic's custom_id rule: ^[a-zA-Z0-9_-]{1,64}$, length checked first (as the API). */
+static int check_anthropic_id(const char *id, long lineno, struct bfs_err *err)
+{
+	size_t n = strlen(id);
+
+	if (n == 0 || n > 64) {
+		err_set_line(err, lineno,
+			     "line %ld: custom_id must be 1 to 64 characters (has %zu)", lineno, n);
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < n; i++) {
+		char c = id[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '_' || c == '-')) {
+			err_set_line(err, lineno,
+				     "line %ld: custom_id '%.64s' is not accepted by the provider: "
+				     "must match ^[a-zA-Z0-9_-]{1,64}$",
+				     lineno, id);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+/* A Message Batches request line (docs/semantics.md): custom_id and params, nothing else. */
+int anthropic_validate_line(struct jsonl_validator *v, const cJSON *root, const char *custom_id,
+			    long lineno, struct bfs_err *err)
+{
+	const cJSON *params = cJSON_GetObjectItemCaseSensitive(root, "params");
+	const cJSON *it;
+	int rc = check_anthropic_id(custom_id, lineno, err);
+
+	(void)v;
+	if (rc)
+		return rc;
+	/* The API refuses the whole batch for an unknown field beside custom_id and params. */
+	cJSON_ArrayForEach(it, root) {
+		if (strcmp(it->string, "custom_id") && strcmp(it->string, "params")) {
+			err_set_line(err, lineno, "line %ld: unexpected field '%.64s' beside %s",
+				     lineno, it->string, "custom_id and params");
+			return -EINVAL;
+		}
+	}
+	rc = jsonl_need_object(params, "params", lineno, err);
+	if (!rc)
+		rc = jsonl_need_string(cJSON_GetObjectItemCaseSensitive(params, "model"),
+				       "params.model", lineno, err);
+	if (!rc)
+		rc = jsonl_need_max_tokens(cJSON_GetObjectItemCaseSensitive(params, "max_tokens"),
+					   "params.max_tokens", lineno, err);
+	if (!rc)
+		rc = jsonl_need_array(cJSON_GetObjectItemCaseSensitive(params, "messages"),
+				      "params.messages", lineno, err);
+	return rc;
+}
+
 const struct provider_ops provider_anthropic_ops = {
 	.name = "anthropic",
 	.format = JSONL_ANTHROPIC,
+	.validate_line = anthropic_validate_line,
+	.state_from = anthropic_state_from,
+	.env_key = "ANTHROPIC_API_KEY",
 	/*
 	 * 100,000 requests and 256 MB per create body (spec section 4). The body adds at most
 	 * 15 bytes to the file ({"requests":[ and ]} minus one terminator), hence the slack.

@@ -27,7 +27,8 @@
 #include "http.h"
 #include "json.h"
 #include "log.h"
-#include "provider_vertex.h"
+#include "providers/common.h"
+#include "providers/vertex.h"
 #include "state.h"
 #include "timefmt.h"
 
@@ -180,9 +181,10 @@ static int parse_gs(const char *uri, char *bucket, size_t bsize, struct buf *pat
  * http_perform() with the bearer token in front of extra (NULL-terminated), retrying once
  * with a fresh token after a 401 (the token expired or was revoked early: spec C.8).
  */
-static int vtx_perform(struct provider *p, struct http_request *rq, const char *const *extra,
-		       struct http_response *rs, struct bfs_err *err)
+static int vtx_perform(struct provider *p, struct http_request *rq, struct http_response *rs,
+		       struct bfs_err *err)
 {
+	const char *const *extra = rq->headers;
 	const char *hdrs[12];
 	struct http_response r;
 	char *auth = NULL;
@@ -213,7 +215,7 @@ static int vtx_perform(struct provider *p, struct http_request *rq, const char *
 		auth = NULL;
 	}
 	gauth_header_free(auth);
-	rq->headers = NULL;
+	rq->headers = extra;
 	if (rs)
 		*rs = r;
 	return rc;
@@ -226,28 +228,17 @@ static int call_json_rs(struct provider *p, enum http_method m, const char *url,
 			provider_retry_fn on_retry, void *retry_ctx, cJSON **root,
 			struct http_response *rs, struct bfs_err *err)
 {
-	struct buf resp = BUF_INIT(VTX_RESP_MAX);
 	struct http_request rq = {
 		.method = m,
 		.url = url,
+		.headers = body ? hdr_json : hdr_accept,
 		.body = body,
 		.retry = retry,
-		.resp = &resp,
 		.on_retry = on_retry,
 		.retry_ctx = retry_ctx,
 	};
-	int rc = vtx_perform(p, &rq, body ? hdr_json : hdr_accept, rs, err);
 
-	if (rc)
-		goto out;
-	*root = resp.data ? cJSON_ParseWithLength(resp.data, resp.len) : NULL;
-	if (!*root) {
-		err_set(err, "the answer is not JSON");
-		rc = -EBADMSG;
-	}
-out:
-	buf_release(&resp);
-	return rc;
+	return provider_call_json(p, vtx_perform, &rq, VTX_RESP_MAX, root, rs, err);
 }
 
 static int call_json(struct provider *p, enum http_method m, const char *url,
@@ -270,6 +261,27 @@ static bool is_claude_job(const cJSON *o)
 static bool is_retry_job(const cJSON *o)
 {
 	return json_str(cJSON_GetObjectItemCaseSensitive(o, "labels"), VTX_LABEL_RETRY) != NULL;
+}
+
+/* JobState: QUEUED/PENDING are validating, PAUSED in_progress (docs/semantics.md). */
+static int vertex_state_from(const char *job_state, bool cancel_initiated, enum batch_state *out)
+{
+	static const struct state_word map[] = {
+		{"JOB_STATE_QUEUED", BATCH_VALIDATING},
+		{"JOB_STATE_PENDING", BATCH_VALIDATING},
+		{"JOB_STATE_RUNNING", BATCH_IN_PROGRESS},
+		{"JOB_STATE_UPDATING", BATCH_IN_PROGRESS},
+		{"JOB_STATE_PAUSED", BATCH_IN_PROGRESS},
+		{"JOB_STATE_CANCELLING", BATCH_CANCELING},
+		{"JOB_STATE_SUCCEEDED", BATCH_COMPLETED},
+		{"JOB_STATE_PARTIALLY_SUCCEEDED", BATCH_COMPLETED},
+		{"JOB_STATE_CANCELLED", BATCH_CANCELED},
+		{"JOB_STATE_EXPIRED", BATCH_EXPIRED},
+		{"JOB_STATE_FAILED", BATCH_FAILED},
+	};
+
+	(void)cancel_initiated;
+	return state_map_word(map, sizeof(map) / sizeof(map[0]), job_state, false, out);
 }
 
 /* BatchPredictionJob (spec C.4) -> provider_batch. -EBADMSG when it is not one. */
@@ -303,7 +315,7 @@ static int job_from_json(const cJSON *o, struct provider_batch *out, struct bfs_
 	/* proto3 JSON omits an enum at its default: JOB_STATE_UNSPECIFIED (spec C.1). */
 	snprintf(b.provider_state, sizeof(b.provider_state), "%s",
 		 st && *st && !http_has_ctl(st) ? st : "JOB_STATE_UNSPECIFIED");
-	if (state_from_vertex(b.provider_state, &b.state)) {
+	if (vertex_state_from(b.provider_state, false, &b.state)) {
 		/* Unknown or newer than this code (spec C.5): keep polling, show the word. */
 		log_debug("vertex: job %s has unknown state", b.id);
 		b.state = BATCH_IN_PROGRESS;
@@ -605,7 +617,8 @@ static int upload_simple(struct provider *p, const char *path, int64_t base, con
 		goto out;
 	}
 	rq.url = url.data;
-	rc = vtx_perform(p, &rq, hdrs, NULL, err);
+	rq.headers = hdrs;
+	rc = vtx_perform(p, &rq, NULL, err);
 	if (rc)
 		goto out;
 	root = resp.data ? cJSON_ParseWithLength(resp.data, resp.len) : NULL;
@@ -674,7 +687,8 @@ static int session_put(struct provider *p, const char *session, const char *path
 	} else {
 		snprintf(range, sizeof(range), "Content-Range: bytes */%" PRId64, size);
 	}
-	rc = vtx_perform(p, &rq, hdrs, rs, err);
+	rq.headers = hdrs;
+	rc = vtx_perform(p, &rq, rs, err);
 	if (!rc) {
 		root = resp.data ? cJSON_ParseWithLength(resp.data, resp.len) : NULL;
 		rc = check_object(root, size, err);
@@ -725,7 +739,8 @@ static int upload_resumable(struct provider *p, const char *path, int64_t base, 
 	}
 	http_mem_body_init(&mb, &body, "{}", 2);
 	rq.url = url.data;
-	rc = vtx_perform(p, &rq, hdrs, &rs, err);
+	rq.headers = hdrs;
+	rc = vtx_perform(p, &rq, &rs, err);
 	if (rc)
 		goto out;
 	/* The session URI is where the file goes: only to the configured host (and token). */
@@ -1066,7 +1081,8 @@ static void delete_object(struct provider *p, const char *object)
 	if (!buf_addf(&url, "%s/storage/v1/b/", p->storage) && !http_url_escape(p->bucket, &url) &&
 	    !buf_addstr(&url, "/o/") && !http_url_escape(object, &url)) {
 		rq.url = url.data;
-		if (vtx_perform(p, &rq, hdr_accept, NULL, &e))
+		rq.headers = hdr_accept;
+		if (vtx_perform(p, &rq, NULL, &e))
 			log_debug("vertex: cannot remove an unused upload: %s", e.msg);
 	}
 	buf_release(&url);
@@ -1201,6 +1217,75 @@ static int next_page(const cJSON *root, char **token, struct bfs_err *err)
 	return 1;
 }
 
+/* The listing's pages (provider_list_pages): GET {jobs}?pageSize=&pageToken=. */
+struct list_ctx {
+	struct buf url;
+	bool claude_only;
+};
+
+static int list_fetch(struct provider_pager *pg, long page, const char *cursor, cJSON **root,
+		      const cJSON **items, struct bfs_err *err)
+{
+	struct list_ctx *lc = pg->ctx;
+	int rc;
+
+	(void)page;
+	buf_reset(&lc->url);
+	rc = buf_addf(&lc->url, "%s?pageSize=%d", pg->p->jobs, VTX_JOB_PAGE);
+	if (!rc && cursor) {
+		rc = buf_addstr(&lc->url, "&pageToken=");
+		if (!rc)
+			rc = http_url_escape(cursor, &lc->url);
+	}
+	if (rc) {
+		err_set(err, "the listing URL is too long");
+		return rc;
+	}
+	rc = call_json(pg->p, HTTP_GET, lc->url.data, NULL, HTTP_RETRY_IDEMPOTENT, NULL, NULL, root,
+		       err);
+	if (rc)
+		return rc;
+	/* Empty fields are omitted (spec C.1): no batchPredictionJobs, no jobs. */
+	*items = cJSON_GetObjectItemCaseSensitive(*root, "batchPredictionJobs");
+	if (*items && !cJSON_IsArray(*items)) {
+		err_set(err, "the answer is not a page of jobs");
+		return -EBADMSG;
+	}
+	return 0;
+}
+
+static int list_item(struct provider_pager *pg, const cJSON *item, struct provider_batch *out)
+{
+	struct list_ctx *lc = pg->ctx;
+	struct bfs_err berr = BFS_ERR_INIT;
+
+	/* Other publishers' jobs (Gemini, ...) are not this remote's batches, nor are our
+	 * retries of a job (they show as the job they retry). */
+	if ((lc->claude_only && !is_claude_job(item)) || is_retry_job(item))
+		return 1;
+	if (job_from_json(item, out, &berr)) {
+		log_warn("vertex: skipping a listed job: %s", berr.msg);
+		return 1;
+	}
+	return 0;
+}
+
+static int list_next(struct provider_pager *pg, const cJSON *root, const char *cursor, char **next,
+		     struct bfs_err *err)
+{
+	const char *tok = json_str(root, "nextPageToken");
+
+	(void)pg;
+	if (!tok || !*tok)
+		return 0;
+	if (strlen(tok) > VTX_TOKEN_MAX || (cursor && !strcmp(cursor, tok))) {
+		err_set(err, "the listing's nextPageToken is unusable");
+		return -EBADMSG;
+	}
+	*next = strdup(tok);
+	return *next ? 1 : -ENOMEM;
+}
+
 /*
  * Calls fn for each job (only Claude ones when claude_only); fn returns < 0 to fail, > 0 to
  * stop early.
@@ -1208,74 +1293,19 @@ static int next_page(const cJSON *root, char **token, struct bfs_err *err)
 static int list_jobs(struct provider *p, bool claude_only, provider_batch_fn fn, void *ctx,
 		     struct bfs_err *err)
 {
-	struct buf url = BUF_INIT(VTX_URL_MAX);
-	char *token = NULL;
-	cJSON *root = NULL;
-	int rc = 0;
+	struct list_ctx lc = {.url = BUF_INIT(VTX_URL_MAX), .claude_only = claude_only};
+	struct provider_pager pg = {
+		.p = p,
+		.ctx = &lc,
+		.fetch = list_fetch,
+		.item = list_item,
+		.next = list_next,
+		.max_pages = VTX_PAGES_MAX,
+		.what = "jobs",
+	};
+	int rc = provider_list_pages(&pg, fn, ctx, err);
 
-	for (long page = 0; page < VTX_PAGES_MAX; page++) {
-		const cJSON *jobs, *item;
-		long seen = 0, known = 0; /* jobs of this page given to fn, known ones */
-
-		buf_reset(&url);
-		rc = buf_addf(&url, "%s?pageSize=%d", p->jobs, VTX_JOB_PAGE);
-		if (!rc && token) {
-			rc = buf_addstr(&url, "&pageToken=");
-			if (!rc)
-				rc = http_url_escape(token, &url);
-		}
-		if (rc) {
-			err_set(err, "the listing URL is too long");
-			goto out;
-		}
-		rc = call_json(p, HTTP_GET, url.data, NULL, HTTP_RETRY_IDEMPOTENT, NULL, NULL,
-			       &root, err);
-		if (rc)
-			goto out;
-		jobs = cJSON_GetObjectItemCaseSensitive(root, "batchPredictionJobs");
-		if (jobs && !cJSON_IsArray(jobs)) {
-			err_set(err, "the answer is not a page of jobs");
-			rc = -EBADMSG;
-			goto out;
-		}
-		/* Empty fields are omitted (spec C.1): no batchPredictionJobs, no jobs. */
-		cJSON_ArrayForEach(item, jobs) {
-			struct provider_batch b;
-			struct bfs_err berr = BFS_ERR_INIT;
-
-			/* Other publishers' jobs (Gemini, ...) are not this remote's batches, nor
-			 * are our retries of a job (they show as the job they retry). */
-			if ((claude_only && !is_claude_job(item)) || is_retry_job(item))
-				continue;
-			if (job_from_json(item, &b, &berr)) {
-				log_warn("vertex: skipping a listed job: %s", berr.msg);
-				continue;
-			}
-			rc = fn(ctx, &b);
-			seen++;
-			if (rc == PROVIDER_LIST_KNOWN) {
-				known++;
-				rc = 0;
-			} else if (rc) {
-				rc = rc > 0 ? 0 : rc;
-				goto out;
-			}
-		}
-		/* A page of batches all known and unchanged: the older pages hold nothing new. */
-		if (seen && known == seen)
-			goto out;
-		rc = next_page(root, &token, err);
-		if (rc <= 0)
-			goto out;
-		cJSON_Delete(root);
-		root = NULL;
-	}
-	err_set(err, "more than %d pages of jobs", VTX_PAGES_MAX);
-	rc = -E2BIG;
-out:
-	cJSON_Delete(root);
-	free(token);
-	buf_release(&url);
+	buf_release(&lc.url);
 	return rc;
 }
 
@@ -1906,7 +1936,7 @@ static int stream_object(struct provider *p, const char *bucket, const char *nam
 		goto out;
 	}
 	rq.url = url.data;
-	rc = vtx_perform(p, &rq, NULL, NULL, err);
+	rc = vtx_perform(p, &rq, NULL, err);
 	if (rc)
 		err_prefix(err, "gs://%s/%.300s", bucket, name);
 out:
@@ -2375,9 +2405,71 @@ static const char *const provider_vertex_keys[] = {
 	NULL,
 };
 
+/* Request lines */
+
+/*
+ * Vertex (spec C.6): request is a Messages body with anthropic_version "vertex-..." and no
+ * model of its own; a request.model, if given, names the job's model and must be the same on
+ * every line (a job has one model, spec C.3).
+ */
+static int vertex_validate_line(struct jsonl_validator *v, const cJSON *root, const char *custom_id,
+				long lineno, struct bfs_err *err)
+{
+	const cJSON *req = cJSON_GetObjectItemCaseSensitive(root, "request");
+	const cJSON *ver, *model;
+	int rc;
+
+	rc = jsonl_need_id(custom_id, lineno, err);
+	if (!rc)
+		rc = jsonl_need_object(req, "request", lineno, err);
+	if (!rc)
+		rc = jsonl_need_array(cJSON_GetObjectItemCaseSensitive(req, "messages"),
+				      "request.messages", lineno, err);
+	if (!rc)
+		rc = jsonl_need_max_tokens(cJSON_GetObjectItemCaseSensitive(req, "max_tokens"),
+					   "request.max_tokens", lineno, err);
+	if (rc)
+		return rc;
+	ver = cJSON_GetObjectItemCaseSensitive(req, "anthropic_version");
+	rc = jsonl_need_string(ver, "request.anthropic_version", lineno, err);
+	if (rc)
+		return rc;
+	if (strncmp(ver->valuestring, "vertex-", 7)) {
+		err_set_line(err, lineno,
+			     "line %ld: request.anthropic_version must be a Vertex version such as "
+			     "\"vertex-2023-10-16\"",
+			     lineno);
+		return -EINVAL;
+	}
+	model = cJSON_GetObjectItemCaseSensitive(req, "model");
+	if (!model)
+		return 0;
+	rc = jsonl_need_string(model, "request.model", lineno, err);
+	if (rc)
+		return rc;
+	if (strlen(model->valuestring) >= sizeof(v->model)) {
+		err_set_line(err, lineno, "line %ld: request.model is too long", lineno);
+		return -EINVAL;
+	}
+	if (v->common_line && strcmp(v->model, model->valuestring)) {
+		err_set_line(err, lineno,
+			     "line %ld: request.model '%.100s' differs from '%s' on line %ld (a "
+			     "Vertex job uses one model)",
+			     lineno, model->valuestring, v->model, v->common_line);
+		return -EINVAL;
+	}
+	if (!v->common_line) {
+		snprintf(v->model, sizeof(v->model), "%s", model->valuestring);
+		v->common_line = lineno;
+	}
+	return 0;
+}
+
 const struct provider_ops provider_vertex_ops = {
 	.name = "vertex",
 	.format = JSONL_VERTEX,
+	.validate_line = vertex_validate_line,
+	.state_from = vertex_state_from,
 	/*
 	 * Per-job caps for Claude on Vertex are not documented (spec C.6, [I]); these follow
 	 * Vertex batch prediction's published ones (200,000 requests, 1 GB input file).

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * provider = openai and provider = azure: the Batch API over the Files API, see
- * src/provider_openai.c. One implementation, two ops tables (line format, limits, URLs, auth).
+ * src/providers/openai.c (OpenAI), azure.c (Azure) and openai_common.c (what they share: one
+ * implementation of the calls, two ops tables with their own line format, limits, URLs, auth).
  *
  * Config keys, openai: base_url (default $OPENAI_BASE_URL, else https://api.openai.com/v1; a
  * bare host gets /v1), api_key_env (default OPENAI_API_KEY) or api_key_command, organization,

@@ -1,20 +1,20 @@
 // SPDX-License-Identifier: MIT
 /*
- * provider = openai and provider = azure: the Batch API on top of the Files API
+ * What provider = openai and provider = azure share: the Batch API on top of the Files API
  * (https://platform.openai.com/docs/api-reference/batch, and for Azure
  * https://learn.microsoft.com/azure/ai-services/openai/how-to/batch). A submission uploads the spool
  * file (multipart, streamed from disk) and creates a batch on it whose metadata carries the local
  * identity. Until the create is settled the upload's id is recorded in the state directory, so
  * neither a crash nor a lost answer leaves an upload nobody knows of: find() adopts the batch or
  * deletes the upload. Results are the output and error files, streamed line by line. Keys and
- * tokens live only in this struct's memory: never log them, nor any header or body.
+ * tokens live only in this struct's memory: never log them, nor any header or body. What is
+ * OpenAI's alone is in openai.c, Azure's (URLs, api-version, Entra ID) in azure.c.
  */
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,35 +31,27 @@
 #include "http.h"
 #include "json.h"
 #include "log.h"
-#include "provider_openai.h"
+#include "providers/common.h"
+#include "providers/openai_common.h"
 #include "state.h"
 #include "timefmt.h"
 
-#define OAI_BASE_DEFAULT     "https://api.openai.com/v1"
-#define AZ_VERSION_DEFAULT   "2024-10-21" /* first GA api-version with Files and Batches (B.1) */
-#define OAI_META_IDENTITY    "batchfs_identity"
-#define OAI_META_NAME	     "batchfs_name"
-#define OAI_URL_MAX	     4096
-#define OAI_PAGE	     100	     /* batches per listing page (the API allows 1..100) */
-#define OAI_SKEW_MS	     (5 * 60 * 1000) /* our clock against the API's, for find() */
-#define OAI_FIND_PAGES_MAX   100	     /* find() gives up after this many newer batches */
-#define OAI_LIST_PAGES_MAX   100000	     /* a loop guard, not a limit anyone should reach */
-#define OAI_SWEEP_PAGES_MAX  20		     /* pages of files looked through for orphans */
-#define OAI_RESP_MAX	     (8u * 1024 * 1024) /* one JSON answer */
-#define OAI_CHUNK	     (64 * 1024)
-#define OAI_BIG_BODY	     (32 * 1024 * 1024) /* see provider_anthropic.c ANTH_BIG_BODY */
-#define OAI_RESTARTS_MAX     3			/* whole results downloads started over */
-#define OAI_UPLOAD_TRIES     3			/* uploads whose answers were all lost */
-#define AZ_FILE_WAIT_DEFAULT 300		/* s for an upload to become "processed" */
-#define AZ_TOKEN_TTL_DEFAULT 3000		/* s a token_command's token is reused */
-#define AZ_MI_RESOURCE	     "https://cognitiveservices.azure.com"
-#define AZ_MI_IMDS	     "http://169.254.169.254/metadata/identity/oauth2/token"
-#define AZ_MI_EARLY_MS	     (5 * 60 * 1000) /* refresh this long before expires_on */
-#define AZ_MI_RESP_MAX	     (64 * 1024)
-#define AZ_MI_WAIT_MAX_MS    (64 * 1000) /* 1+2+...+64 s: past IMDS's 70 s of 410s */
-#define AZ_MI_WAIT_404_MS    2000	 /* 1+2 s */
-#define OAI_POLL_FIRST_MS    250
-#define OAI_POLL_MAX_MS	     5000
+#define OAI_META_IDENTITY     "batchfs_identity"
+#define OAI_META_NAME	      "batchfs_name"
+#define OAI_URL_MAX	      4096
+#define OAI_PAGE	      100	      /* batches per listing page (the API allows 1..100) */
+#define OAI_SKEW_MS	      (5 * 60 * 1000) /* our clock against the API's, for find() */
+#define OAI_FIND_PAGES_MAX    100	      /* find() gives up after this many newer batches */
+#define OAI_LIST_PAGES_MAX    100000	      /* a loop guard, not a limit anyone should reach */
+#define OAI_SWEEP_PAGES_MAX   20	      /* pages of files looked through for orphans */
+#define OAI_RESP_MAX	      (8u * 1024 * 1024) /* one JSON answer */
+#define OAI_CHUNK	      (64 * 1024)
+#define OAI_BIG_BODY	      (32 * 1024 * 1024) /* src/providers/anthropic.c ANTH_BIG_BODY */
+#define OAI_RESTARTS_MAX      3			 /* whole results downloads started over */
+#define OAI_UPLOAD_TRIES      3			 /* uploads whose answers were all lost */
+#define OAI_FILE_WAIT_DEFAULT 300		 /* s for an upload to become "processed" */
+#define OAI_POLL_FIRST_MS     250
+#define OAI_POLL_MAX_MS	      5000
 /* Expiry of uploads and outputs (A.2, A.4; B.3, B.4): 14 days by default. Azure takes
  * 14-30 days and counts files without one against a cap of 500 per resource (B.3, B.8);
  * OpenAI takes 1 hour to 30 days. */
@@ -67,35 +59,6 @@
 #define OAI_EXPIRES_MIN	    3600
 #define AZ_EXPIRES_MIN	    1209600
 #define OAI_EXPIRES_MAX	    2592000
-
-struct provider {
-	bool azure;
-	struct http *http;
-	char remote[CONF_NAME_MAX];
-	char base[1024];    /* up to and including the API's version segment, no trailing '/' */
-	char version[128];  /* Azure dated API: "api-version=..." added to every URL; else "" */
-	char dir[PATH_MAX]; /* state dir: uploads/<identity> records, lines/<file id> maps */
-	char *hdr_key;	    /* "Authorization: Bearer ..." or "api-key: ..." (secret); NULL
-			     * when a token_command gives the bearer token */
-	char *hdr_org;	    /* "OpenAI-Organization: ...", NULL when not configured */
-	char *hdr_project;  /* "OpenAI-Project: ...", NULL when not configured */
-	int64_t file_wait_ms;
-	long input_expires;  /* s: expires_after of uploads (anchor created_at) */
-	long output_expires; /* s: output_expires_after of creates */
-	/* Azure Entra ID: a private one-key config holding token_command, run on demand. */
-	bool has_token_cmd;
-	struct remote_conf token_conf;
-	struct conf_kv token_kv;
-	int64_t token_ttl_ms;
-	pthread_mutex_t token_lock; /* protects token and token_at; taken alone */
-	char *token;		    /* the last token (secret), NULL before the first */
-	int64_t token_at;	    /* monotonic ms it was fetched */
-	/* Azure managed identity (auth = managed_identity): the token endpoint and its
-	 * header ("Metadata: true", or App Service's X-IDENTITY-HEADER, a secret). */
-	char *mi_url;
-	char *mi_hdr;
-	int64_t token_until; /* managed identity: monotonic ms to fetch anew */
-};
 
 /* Helpers */
 
@@ -162,184 +125,17 @@ static int make_url(const struct provider *p, struct buf *url, const char *fmt, 
 	return rc;
 }
 
-/* Authentication and calls */
-
-static double mi_number(const cJSON *v)
-{
-	return cJSON_IsString(v) ? strtod(v->valuestring, NULL) : v->valuedouble;
-}
+/* Calls */
 
 /*
- * A managed identity's token (auth = managed_identity): IMDS answers {access_token,
- * expires_in, expires_on, ...} with numbers as strings, App Service {access_token, expires_on}.
- * Called with token_lock held; never logs the answer.
+ * http_perform() with the auth headers in front of rq->headers (a "Content-Type: ..." line,
+ * or none). With a token source (bearer), a 401 fetches a new token and tries once more: a
+ * 401 had no effect.
  */
-static int mi_fetch(struct provider *p, struct bfs_err *err)
+static int oai_perform(struct provider *p, struct http_request *rq, struct http_response *rs,
+		       struct bfs_err *err)
 {
-	const char *hdrs[] = {p->mi_hdr, "Accept: application/json", NULL};
-	struct buf resp = BUF_INIT(AZ_MI_RESP_MAX);
-	struct http_request rq = {
-		.method = HTTP_GET,
-		.url = p->mi_url,
-		.headers = hdrs,
-		.retry = HTTP_RETRY_IDEMPOTENT,
-		.resp = &resp,
-	};
-	int64_t now = timefmt_mono_ms(), wall = timefmt_now_ms(), life_ms = 0;
-	const cJSON *in, *on;
-	cJSON *root = NULL;
-	const char *tok;
-	int rc;
-
-	/*
-	 * IMDS answers 410 while it updates (for up to 70 s, Microsoft's managed-identity
-	 * guidance) and 404 while an identity is being assigned: wait those out too, the 404
-	 * briefly (a wrong identity_endpoint must not hold the mount for minutes).
-	 */
-	for (int64_t wait = 1000;; wait *= 2) {
-		struct http_response r = {0};
-
-		rc = http_perform(p->http, &rq, &r, err);
-		if (rc &&
-		    ((r.status == 410 && wait <= AZ_MI_WAIT_MAX_MS) ||
-		     (r.status == 404 && wait <= AZ_MI_WAIT_404_MS)) &&
-		    !http_sleep_ms(wait))
-			continue;
-		break;
-	}
-	if (rc) {
-		err_prefix(err, "[%s] managed identity", p->remote);
-		goto out;
-	}
-	root = cJSON_ParseWithLength(resp.data, resp.len);
-	tok = json_nonempty(root, "access_token");
-	in = cJSON_GetObjectItemCaseSensitive(root, "expires_in");
-	on = cJSON_GetObjectItemCaseSensitive(root, "expires_on");
-	/* Seconds as numbers or, as IMDS sends them, strings of digits. */
-	if (cJSON_IsString(in) || cJSON_IsNumber(in))
-		life_ms = (int64_t)(mi_number(in) * 1000);
-	else if (cJSON_IsString(on) || cJSON_IsNumber(on))
-		life_ms = (int64_t)(mi_number(on) * 1000) - wall;
-	if (!tok || http_has_ctl(tok) || life_ms <= 0) {
-		err_set(err, "[%s] managed identity: the answer has no usable access_token/expiry",
-			p->remote);
-		rc = -EACCES;
-		goto out;
-	}
-	conf_secret_free(p->token);
-	p->token = strdup(tok);
-	if (!p->token) {
-		err_set(err, "out of memory");
-		rc = -ENOMEM;
-		goto out;
-	}
-	p->token_at = now;
-	p->token_until =
-		now + life_ms - (life_ms / 4 < AZ_MI_EARLY_MS ? life_ms / 4 : AZ_MI_EARLY_MS);
-	log_debug("remote '%s': new Entra ID token (managed identity)", p->remote);
-out:
-	cJSON_Delete(root);
-	if (resp.data)
-		explicit_bzero(resp.data, resp.len);
-	buf_release(&resp);
-	return rc;
-}
-
-/* The bearer header from token_command or the managed identity, renewed when old or refused. */
-static int token_header(struct provider *p, bool renew, char **out, struct bfs_err *err)
-{
-	int rc = 0;
-
-	pthread_mutex_lock(&p->token_lock);
-	if (p->mi_url) {
-		if (renew || !p->token || timefmt_mono_ms() >= p->token_until)
-			rc = mi_fetch(p, err);
-		if (rc)
-			goto out;
-	} else if (renew || !p->token || timefmt_mono_ms() - p->token_at > p->token_ttl_ms) {
-		struct bfs_err e = BFS_ERR_INIT;
-		char *t = conf_secret(&p->token_conf, NULL, "token_command", NULL, &e);
-
-		if (!t || !*t || http_has_ctl(t)) {
-			err_set(err, "[%s] token_command: %s", p->remote,
-				t ? "the token is empty or spans lines" : e.msg);
-			conf_secret_free(t);
-			rc = -EACCES;
-			goto out;
-		}
-		conf_secret_free(p->token);
-		p->token = t;
-		p->token_at = timefmt_mono_ms();
-	}
-	if (asprintf(out, "Authorization: Bearer %s", p->token) < 0) {
-		*out = NULL;
-		err_set(err, "out of memory");
-		rc = -ENOMEM;
-	}
-out:
-	pthread_mutex_unlock(&p->token_lock);
-	return rc;
-}
-
-/*
- * auth = managed_identity (Azure): App Service's IDENTITY_ENDPOINT / IDENTITY_HEADER when set,
- * else the instance metadata endpoint (identity_endpoint overrides its URL, for tests and
- * proxies); managed_identity_client_id picks a user-assigned identity.
- */
-static int mi_config(struct provider *p, const struct remote_conf *conf, struct bfs_err *err)
-{
-	const char *url = conf_get(conf, "identity_endpoint", NULL);
-	const char *cid = conf_get(conf, "managed_identity_client_id", NULL);
-	const char *app = getenv("IDENTITY_ENDPOINT"), *secret = getenv("IDENTITY_HEADER");
-	const char *ver = "2018-02-01";
-	struct buf u = BUF_INIT(OAI_URL_MAX);
-	int rc;
-
-	if (!url && app && *app && secret && *secret) {
-		url = app;
-		ver = "2019-08-01";
-		rc = http_has_ctl(secret) ? -EINVAL : 0;
-		if (!rc && asprintf(&p->mi_hdr, "X-IDENTITY-HEADER: %s", secret) < 0) {
-			p->mi_hdr = NULL;
-			rc = -ENOMEM;
-		}
-	} else {
-		p->mi_hdr = strdup("Metadata: true");
-		rc = p->mi_hdr ? 0 : -ENOMEM;
-	}
-	if (!url || !*url)
-		url = AZ_MI_IMDS;
-	if (!rc && (strncasecmp(url, "http://", 7) && strncasecmp(url, "https://", 8)))
-		rc = -EINVAL;
-	if (!rc)
-		rc = buf_addf(&u, "%s%capi-version=%s&resource=", url, strchr(url, '?') ? '&' : '?',
-			      ver);
-	if (!rc)
-		rc = http_url_escape(AZ_MI_RESOURCE, &u);
-	if (!rc && cid && *cid) {
-		rc = buf_addstr(&u, "&client_id=");
-		if (!rc)
-			rc = http_url_escape(cid, &u);
-	}
-	if (!rc)
-		p->mi_url = buf_detach(&u, NULL);
-	buf_release(&u);
-	if (rc)
-		err_set(err, "[%s] auth = managed_identity: %s", p->remote,
-			rc == -EINVAL
-				? "the identity endpoint is not an http(s) URL (or its header "
-				  "spans lines)"
-				: "the endpoint URL is too long");
-	return rc;
-}
-
-/*
- * http_perform() with the auth headers and ctype (a "Content-Type: ..." line or NULL). With a
- * token_command, a 401 fetches a new token and tries once more: a 401 had no effect.
- */
-static int oai_perform(struct provider *p, struct http_request *rq, const char *ctype,
-		       struct http_response *rs, struct bfs_err *err)
-{
+	const char *const *base = rq->headers;
 	struct http_response r = {0};
 	int rc = 0;
 
@@ -348,8 +144,8 @@ static int oai_perform(struct provider *p, struct http_request *rq, const char *
 		char *auth = NULL;
 		int n = 0;
 
-		if (p->has_token_cmd || p->mi_url) {
-			rc = token_header(p, i > 0, &auth, err);
+		if (p->bearer) {
+			rc = p->bearer(p, i > 0, &auth, err);
 			if (rc)
 				return rc;
 			hdrs[n++] = auth;
@@ -360,14 +156,14 @@ static int oai_perform(struct provider *p, struct http_request *rq, const char *
 			hdrs[n++] = p->hdr_org;
 		if (p->hdr_project)
 			hdrs[n++] = p->hdr_project;
-		if (ctype)
-			hdrs[n++] = ctype;
+		for (const char *const *h = base; h && *h && n + 1 < 6; h++)
+			hdrs[n++] = *h;
 		hdrs[n] = NULL;
 		rq->headers = hdrs;
 		rc = http_perform(p->http, rq, &r, err);
-		rq->headers = NULL;
+		rq->headers = base;
 		conf_secret_free(auth);
-		if (!(rc == -EACCES && r.status == 401 && (p->has_token_cmd || p->mi_url)))
+		if (!(rc == -EACCES && r.status == 401 && p->bearer))
 			break;
 	}
 	if (rs)
@@ -381,28 +177,18 @@ static int call_json(struct provider *p, enum http_method m, const char *url,
 		     provider_retry_fn on_retry, void *retry_ctx, cJSON **root,
 		     struct http_response *rs, struct bfs_err *err)
 {
-	struct buf resp = BUF_INIT(OAI_RESP_MAX);
+	static const char *const hdr_json[] = {"Content-Type: application/json", NULL};
 	struct http_request rq = {
 		.method = m,
 		.url = url,
+		.headers = body ? hdr_json : NULL,
 		.body = body,
 		.retry = retry,
-		.resp = &resp,
 		.on_retry = on_retry,
 		.retry_ctx = retry_ctx,
 	};
-	int rc = oai_perform(p, &rq, body ? "Content-Type: application/json" : NULL, rs, err);
 
-	if (rc)
-		goto out;
-	*root = resp.data ? cJSON_ParseWithLength(resp.data, resp.len) : NULL;
-	if (!*root) {
-		err_set(err, "the answer is not JSON");
-		rc = -EBADMSG;
-	}
-out:
-	buf_release(&resp);
-	return rc;
+	return provider_call_json(p, oai_perform, &rq, OAI_RESP_MAX, root, rs, err);
 }
 
 /* GETs one page of a list (files, batches): *root is the caller's to free, *data its array. */
@@ -574,6 +360,23 @@ static void batch_errors(const struct provider *p, const cJSON *o, const char *i
 			*c = ' ';
 }
 
+/* status, case-insensitive (Azure sends "Validating"); cancel_initiated plays no part. */
+int oai_state_from(const char *status, bool cancel_initiated, enum batch_state *out)
+{
+	(void)cancel_initiated;
+	/* Azure capitalises ("Validating"); spellings with one 'l' seen in Azure docs too. */
+	static const struct state_word map[] = {
+		{"validating", BATCH_VALIDATING},  {"in_progress", BATCH_IN_PROGRESS},
+		{"finalizing", BATCH_FINALIZING},  {"cancelling", BATCH_CANCELING},
+		{"canceling", BATCH_CANCELING},	   {"completed", BATCH_COMPLETED},
+		{"cancelled", BATCH_CANCELED},	   {"canceled", BATCH_CANCELED},
+		{"expired", BATCH_EXPIRED},	   {"failed", BATCH_FAILED},
+		{"inprogress", BATCH_IN_PROGRESS},
+	};
+
+	return state_map_word(map, sizeof(map) / sizeof(map[0]), status, true, out);
+}
+
 /* Batch (A.5, with B.5's Azure quirks) -> provider_batch. -EBADMSG when it is not one. */
 static int batch_from_json(const struct provider *p, const cJSON *o, struct provider_batch *out,
 			   struct bfs_err *err)
@@ -604,7 +407,7 @@ static int batch_from_json(const struct provider *p, const cJSON *o, struct prov
 	memset(&b, 0, sizeof(b));
 	snprintf(b.id, sizeof(b.id), "%s", id);
 	snprintf(b.provider_state, sizeof(b.provider_state), "%s", status);
-	if (state_from_openai(status, &b.state)) {
+	if (oai_state_from(status, false, &b.state)) {
 		/* A word this version does not know: keep polling, show the word verbatim. */
 		log_debug("%s: batch %s has an unknown status", p->remote, b.id);
 		b.state = BATCH_IN_PROGRESS;
@@ -671,7 +474,7 @@ static int file_delete(struct provider *p, const char *file_id, struct bfs_err *
 
 	if (!rc) {
 		rq.url = url.data;
-		rc = oai_perform(p, &rq, NULL, NULL, err);
+		rc = oai_perform(p, &rq, NULL, err);
 	}
 	if (rc == -ENOENT)
 		rc = 0; /* gone already */
@@ -1090,6 +893,7 @@ static int file_upload(struct provider *p, const struct http_body *body, const c
 		       char file_id[PROVIDER_ID_MAX], char status[32], struct http_response *rs,
 		       provider_retry_fn on_retry, void *retry_ctx, struct bfs_err *err)
 {
+	const char *const ctype_hdr[] = {ctype, NULL};
 	struct buf url = BUF_INIT(OAI_URL_MAX);
 	struct buf resp = BUF_INIT(OAI_RESP_MAX);
 	struct http_request rq = {
@@ -1113,7 +917,8 @@ static int file_upload(struct provider *p, const struct http_body *body, const c
 		goto out;
 	}
 	rq.url = url.data;
-	rc = oai_perform(p, &rq, ctype, rs, err);
+	rq.headers = ctype_hdr;
+	rc = oai_perform(p, &rq, rs, err);
 	if (rc)
 		goto out;
 	root = resp.data ? cJSON_ParseWithLength(resp.data, resp.len) : NULL;
@@ -1242,9 +1047,8 @@ static bool upload_reusable(struct provider *p, const char *file_id, int64_t byt
 	return ok;
 }
 
-static int oai_submit(struct provider *p, const struct provider_submit *s,
-		      struct provider_batch *out, provider_retry_fn on_retry, void *retry_ctx,
-		      struct bfs_err *err)
+int oai_submit(struct provider *p, const struct provider_submit *s, struct provider_batch *out,
+	       provider_retry_fn on_retry, void *retry_ctx, struct bfs_err *err)
 {
 	struct upload_body *ub = calloc(1, sizeof(*ub));
 	struct http_body body = {upload_read, upload_rewind, ub, -1};
@@ -1401,73 +1205,77 @@ out:
 
 /* list / find */
 
+/* The listing's pages (provider_list_pages): GET /batches?limit=&after=. */
+static int list_fetch(struct provider_pager *pg, long page, const char *cursor, cJSON **root,
+		      const cJSON **items, struct bfs_err *err)
+{
+	struct buf *url = pg->ctx;
+	int rc;
+
+	(void)page;
+	rc = make_url(pg->p, url, "/batches?limit=%d%s%s", OAI_PAGE, cursor ? "&after=" : "",
+		      cursor ? cursor : "");
+	if (rc) {
+		err_set(err, "URL too long");
+		return rc;
+	}
+	return get_list_page(pg->p, url->data, "batches", root, items, err);
+}
+
+static int list_item(struct provider_pager *pg, const cJSON *item, struct provider_batch *out)
+{
+	struct bfs_err berr = BFS_ERR_INIT;
+
+	if (batch_from_json(pg->p, item, out, &berr)) {
+		log_warn("%s: skipping a listed batch: %s", pg->p->remote, berr.msg);
+		return 1;
+	}
+	return 0;
+}
+
+static int list_next(struct provider_pager *pg, const cJSON *root, const char *cursor, char **next,
+		     struct bfs_err *err)
+{
+	const cJSON *item;
+	const char *last = NULL;
+
+	(void)pg;
+	(void)err;
+	/* last_id may be missing (Azure samples, B.5): the last item's id serves. */
+	cJSON_ArrayForEach(item, cJSON_GetObjectItemCaseSensitive(root, "data")) {
+		if (json_id(item, "id"))
+			last = json_id(item, "id");
+	}
+	if (json_id(root, "last_id"))
+		last = json_id(root, "last_id");
+	if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "has_more")) || !last ||
+	    (cursor && !strcmp(last, cursor)))
+		return 0;
+	*next = strdup(last);
+	return *next ? 1 : -ENOMEM;
+}
+
 /* Calls fn for each batch, newest first; fn returns < 0 to fail, > 0 to stop early. */
 static int list_pages(struct provider *p, provider_batch_fn fn, void *ctx, long max_pages,
 		      struct bfs_err *err)
 {
-	char after[PROVIDER_ID_MAX] = "";
 	struct buf url = BUF_INIT(OAI_URL_MAX);
-	cJSON *root = NULL;
-	int rc = 0;
+	struct provider_pager pg = {
+		.p = p,
+		.ctx = &url,
+		.fetch = list_fetch,
+		.item = list_item,
+		.next = list_next,
+		.max_pages = max_pages,
+		.what = "batches",
+	};
+	int rc = provider_list_pages(&pg, fn, ctx, err);
 
-	for (long page = 0; page < max_pages; page++) {
-		const cJSON *data, *item;
-		const char *last;
-		long seen = 0, known = 0; /* batches of this page given to fn, known ones */
-
-		rc = make_url(p, &url, "/batches?limit=%d%s%s", OAI_PAGE, after[0] ? "&after=" : "",
-			      after);
-		if (rc) {
-			err_set(err, "URL too long");
-			goto out;
-		}
-		rc = get_list_page(p, url.data, "batches", &root, &data, err);
-		if (rc)
-			goto out;
-		last = NULL;
-		cJSON_ArrayForEach(item, data) {
-			struct provider_batch b;
-			struct bfs_err berr = BFS_ERR_INIT;
-
-			if (json_id(item, "id"))
-				last = json_id(item, "id");
-			if (batch_from_json(p, item, &b, &berr)) {
-				/* One odd entry must not hide every other batch. */
-				log_warn("%s: skipping a listed batch: %s", p->remote, berr.msg);
-				continue;
-			}
-			rc = fn(ctx, &b);
-			seen++;
-			if (rc == PROVIDER_LIST_KNOWN) {
-				known++;
-				rc = 0;
-			} else if (rc) {
-				rc = rc > 0 ? 0 : rc;
-				goto out;
-			}
-		}
-		/* A page of batches all known and unchanged: the older pages hold nothing new. */
-		if (seen && known == seen)
-			goto out;
-		/* last_id may be missing (Azure samples, B.5): the last item's id serves. */
-		if (json_id(root, "last_id"))
-			last = json_id(root, "last_id");
-		if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "has_more")) || !last ||
-		    !strcmp(last, after))
-			goto out;
-		snprintf(after, sizeof(after), "%s", last);
-		cJSON_Delete(root);
-		root = NULL;
-	}
-	err_set(err, "more than %ld pages of batches", max_pages);
-	rc = -E2BIG;
-out:
-	cJSON_Delete(root);
 	buf_release(&url);
 	return rc;
 }
 
-static int oai_list(struct provider *p, provider_batch_fn fn, void *ctx, struct bfs_err *err)
+int oai_list(struct provider *p, provider_batch_fn fn, void *ctx, struct bfs_err *err)
 {
 	int rc;
 
@@ -1516,8 +1324,8 @@ static int find_one(void *ctx, const struct provider_batch *b)
 	return 0;
 }
 
-static int oai_find(struct provider *p, const struct provider_submit *s, struct provider_batch *out,
-		    struct bfs_err *err)
+int oai_find(struct provider *p, const struct provider_submit *s, struct provider_batch *out,
+	     struct bfs_err *err)
 {
 	char file_id[PROVIDER_ID_MAX] = "";
 	struct find_ctx f = {
@@ -1603,14 +1411,13 @@ out:
 	return rc;
 }
 
-static int oai_get(struct provider *p, const char *id, struct provider_batch *out,
-		   provider_retry_fn on_retry, void *retry_ctx, struct bfs_err *err)
+int oai_get(struct provider *p, const char *id, struct provider_batch *out,
+	    provider_retry_fn on_retry, void *retry_ctx, struct bfs_err *err)
 {
 	return one_batch(p, "get", id, "", on_retry, retry_ctx, HTTP_GET, out, err);
 }
 
-static int oai_cancel(struct provider *p, const char *id, struct provider_batch *out,
-		      struct bfs_err *err)
+int oai_cancel(struct provider *p, const char *id, struct provider_batch *out, struct bfs_err *err)
 {
 	/* POST without a body (A.4); repeating it is harmless. */
 	return one_batch(p, "cancel", id, "/cancel", NULL, NULL, HTTP_POST, out, err);
@@ -1642,15 +1449,15 @@ static int download_file(struct provider *p, const char *file_id, struct provide
 	}
 	rq.url = url.data;
 	provider_results_next_file(r);
-	rc = oai_perform(p, &rq, NULL, NULL, err);
+	rc = oai_perform(p, &rq, NULL, err);
 out:
 	buf_release(&url);
 	return rc;
 }
 
-static int oai_results(struct provider *p, const struct provider_batch *b, provider_result_fn fn,
-		       provider_reset_fn reset, void *ctx, provider_retry_fn on_retry,
-		       void *retry_ctx, struct bfs_err *err)
+int oai_results(struct provider *p, const struct provider_batch *b, provider_result_fn fn,
+		provider_reset_fn reset, void *ctx, provider_retry_fn on_retry, void *retry_ctx,
+		struct bfs_err *err)
 {
 	struct bfs_err line_err = BFS_ERR_INIT;
 	struct provider_results r;
@@ -1708,7 +1515,7 @@ static int oai_results(struct provider *p, const struct provider_batch *b, provi
 
 /* Once a batch made here has ended and its results are in (or never will be), its input file
  * only counts against the provider's file cap (B.3): delete it. */
-static void oai_settled(struct provider *p, const struct provider_batch *b)
+void oai_settled(struct provider *p, const struct provider_batch *b)
 {
 	char in[PROVIDER_ID_MAX];
 
@@ -1718,25 +1525,20 @@ static void oai_settled(struct provider *p, const struct provider_batch *b)
 
 /* open / free */
 
-static void oai_free(struct provider *p)
+void oai_free(struct provider *p)
 {
 	if (!p)
 		return;
 	conf_secret_free(p->hdr_key);
 	free(p->hdr_org);
 	free(p->hdr_project);
-	conf_secret_free(p->token);
-	free(p->mi_url);
-	conf_secret_free(p->mi_hdr);
-	free(p->token_kv.key);
-	free(p->token_kv.value);
-	pthread_mutex_destroy(&p->token_lock);
+	if (p->auth_free)
+		p->auth_free(p->auth);
 	http_free(p->http);
 	free(p);
 }
 
-/* Copies an http(s) URL without trailing '/' into out; *path_at: where its path starts. */
-static int url_copy(const char *url, char *out, size_t size, size_t *path_at)
+int oai_url_copy(const char *url, char *out, size_t size, size_t *path_at)
 {
 	size_t n = strlen(url), scheme = 0;
 
@@ -1754,97 +1556,19 @@ static int url_copy(const char *url, char *out, size_t size, size_t *path_at)
 	return 0;
 }
 
-static bool ends_with(const char *s, const char *tail)
+bool oai_ends_with(const char *s, const char *tail)
 {
 	size_t n = strlen(s), t = strlen(tail);
 
 	return n >= t && !strcasecmp(s + n - t, tail);
 }
 
-static int header_dup(char **out, const char *name, const char *value)
+int oai_header_dup(char **out, const char *name, const char *value)
 {
 	if (asprintf(out, "%s: %s", name, value) < 0) {
 		*out = NULL;
 		return -ENOMEM;
 	}
-	return 0;
-}
-
-/*
- * OpenAI: base_url exactly as the official SDKs take it (default "https://api.openai.com/v1"):
- * paths such as /files are appended to it as given, nothing is added, so one OPENAI_BASE_URL
- * serves batchfs and the SDKs alike (a proxy at http://host:port answers http://host:port/files).
- */
-static int openai_config(struct provider *p, const struct remote_conf *conf, struct bfs_err *err)
-{
-	const char *base = conf_get(conf, "base_url", NULL);
-	const char *org = conf_get(conf, "organization", NULL);
-	const char *project = conf_get(conf, "project", NULL);
-	size_t path_at;
-
-	if (!base || !*base)
-		base = getenv("OPENAI_BASE_URL");
-	if (!base || !*base)
-		base = OAI_BASE_DEFAULT;
-	if (url_copy(base, p->base, sizeof(p->base), &path_at)) {
-		err_set(err, "[%s] base_url '%.200s' is not an http:// or https:// URL", conf->name,
-			base);
-		return -EINVAL;
-	}
-	if ((org && http_has_ctl(org)) || (project && http_has_ctl(project))) {
-		err_set(err, "[%s] organization and project must be one-line words", conf->name);
-		return -EINVAL;
-	}
-	if ((org && *org && header_dup(&p->hdr_org, "OpenAI-Organization", org)) ||
-	    (project && *project && header_dup(&p->hdr_project, "OpenAI-Project", project))) {
-		err_set(err, "[%s] out of memory", conf->name);
-		return -ENOMEM;
-	}
-	return 0;
-}
-
-/*
- * Azure (B.1): {endpoint}/openai/... with ?api-version=, or the v1 API {endpoint}/openai/v1/...
- * (api_version = v1, or an endpoint ending in /openai/v1) without one.
- */
-static int azure_config(struct provider *p, const struct remote_conf *conf, struct bfs_err *err)
-{
-	const char *ep = conf_get(conf, "endpoint", NULL);
-	const char *ver = conf_get(conf, "api_version", NULL);
-	size_t path_at;
-	bool v1;
-
-	if (!ep || !*ep)
-		ep = getenv("AZURE_OPENAI_ENDPOINT");
-	if (!ep || !*ep) {
-		err_set(err, "[%s] endpoint is not set (https://RESOURCE.openai.azure.com)",
-			conf->name);
-		return -EINVAL;
-	}
-	if (!ver || !*ver)
-		ver = getenv("OPENAI_API_VERSION");
-	if (!ver || !*ver)
-		ver = AZ_VERSION_DEFAULT;
-	if (strlen(ver) > 64 ||
-	    strspn(ver, "abcdefghijklmnopqrstuvwxyz0123456789-.") != strlen(ver)) {
-		err_set(err, "[%s] api_version '%.64s' is not a version like %s", conf->name, ver,
-			AZ_VERSION_DEFAULT);
-		return -EINVAL;
-	}
-	if (url_copy(ep, p->base, sizeof(p->base) - 16, &path_at)) {
-		err_set(err, "[%s] endpoint '%.200s' is not an http:// or https:// URL", conf->name,
-			ep);
-		return -EINVAL;
-	}
-	v1 = !strcmp(ver, "v1") || ends_with(p->base, "/openai/v1");
-	if (ends_with(p->base, "/openai/v1"))
-		p->base[strlen(p->base) - 3] = '\0';
-	if (!ends_with(p->base, "/openai"))
-		strcat(p->base, "/openai");
-	if (v1)
-		strcat(p->base, "/v1");
-	else
-		snprintf(p->version, sizeof(p->version), "api-version=%s", ver);
 	return 0;
 }
 
@@ -1874,33 +1598,50 @@ static int expiry_key(const struct remote_conf *conf, const char *key, bool azur
 	return 0;
 }
 
-static int oai_open_common(struct provider **out, const struct remote_conf *conf,
-			   const char *state_dir, bool azure, struct bfs_err *err)
+int oai_api_key(struct provider *p, const struct remote_conf *conf, const char *env_default,
+		const char *name, const char *prefix, struct bfs_err *err)
 {
-	const char *tcmd = azure ? conf_get(conf, "token_command", NULL) : NULL;
-	const char *auth = conf_get(conf, "auth", NULL);
+	char *key = conf_secret(conf, "api_key_env", "api_key_command", env_default, err);
+	int rc = 0;
+
+	if (!key)
+		return -EINVAL;
+	if (!*key || http_has_ctl(key)) {
+		err_set(err, "[%s] the API key is empty or spans lines", conf->name);
+		rc = -EINVAL;
+		goto out;
+	}
+	if (asprintf(&p->hdr_key, "%s: %s%s", name, prefix, key) < 0) {
+		p->hdr_key = NULL;
+		err_set(err, "[%s] out of memory", conf->name);
+		rc = -ENOMEM;
+	}
+out:
+	conf_secret_free(key);
+	return rc;
+}
+
+int oai_open(struct provider **out, const struct remote_conf *conf, const char *state_dir,
+	     const struct oai_dialect *d, struct bfs_err *err)
+{
 	static const char *const subdirs[] = {"", "/uploads", "/lines"};
 	struct provider *p = calloc(1, sizeof(*p));
-	char *key = NULL;
 	int rc;
 
 	if (!p) {
 		err_set(err, "[%s] out of memory", conf->name);
 		return -ENOMEM;
 	}
-	pthread_mutex_init(&p->token_lock, NULL);
-	p->azure = azure;
+	p->azure = d->azure;
 	snprintf(p->remote, sizeof(p->remote), "%s", conf->name);
-	rc = azure ? azure_config(p, conf, err) : openai_config(p, conf, err);
+	rc = d->config(p, conf, err);
 	if (rc)
 		goto fail;
 	p->file_wait_ms =
-		(int64_t)(conf_get_double(conf, "file_wait", AZ_FILE_WAIT_DEFAULT) * 1000);
-	p->token_ttl_ms =
-		(int64_t)(conf_get_double(conf, "token_ttl", AZ_TOKEN_TTL_DEFAULT) * 1000);
-	rc = expiry_key(conf, "input_expires_after", azure, &p->input_expires, err);
+		(int64_t)(conf_get_double(conf, "file_wait", OAI_FILE_WAIT_DEFAULT) * 1000);
+	rc = expiry_key(conf, "input_expires_after", p->azure, &p->input_expires, err);
 	if (!rc)
-		rc = expiry_key(conf, "output_expires_after", azure, &p->output_expires, err);
+		rc = expiry_key(conf, "output_expires_after", p->azure, &p->output_expires, err);
 	if (rc)
 		goto fail;
 	if (strlen(state_dir) + 32 > sizeof(p->dir)) {
@@ -1920,157 +1661,102 @@ static int oai_open_common(struct provider **out, const struct remote_conf *conf
 	rc = provider_http_new(conf, &p->http, err);
 	if (rc)
 		goto fail;
-
-	if (auth && (!azure || strcmp(auth, "managed_identity"))) {
-		err_set(err, "[%s] auth = %.40s: %s", conf->name, auth,
-			azure ? "the only value is managed_identity (else api_key_env, "
-				"api_key_command or token_command)"
-			      : "not a key of provider openai");
-		rc = -EINVAL;
+	rc = d->auth(p, conf, err);
+	if (rc)
 		goto fail;
-	}
-	if (auth) {
-		/* Entra ID without a CLI: the token is fetched now, to fail at mount. */
-		char *hdr = NULL;
-
-		rc = mi_config(p, conf, err);
-		if (!rc)
-			rc = token_header(p, true, &hdr, err);
-		conf_secret_free(hdr);
-		if (rc)
-			goto fail;
-	} else if (tcmd && *tcmd) {
-		/* Entra ID (B.2): the command prints a bearer token; run it now to fail early. */
-		char *hdr = NULL;
-
-		p->has_token_cmd = true;
-		snprintf(p->token_conf.name, sizeof(p->token_conf.name), "%s", conf->name);
-		p->token_kv.key = strdup("token_command");
-		p->token_kv.value = strdup(tcmd);
-		if (!p->token_kv.key || !p->token_kv.value) {
-			err_set(err, "[%s] out of memory", conf->name);
-			rc = -ENOMEM;
-			goto fail;
-		}
-		p->token_conf.kv = &p->token_kv;
-		p->token_conf.nkv = 1;
-		p->token_conf.command_timeout = conf->command_timeout;
-		rc = token_header(p, true, &hdr, err);
-		conf_secret_free(hdr);
-		if (rc)
-			goto fail;
-	} else {
-		key = conf_secret(conf, "api_key_env", "api_key_command",
-				  azure ? "AZURE_OPENAI_API_KEY" : "OPENAI_API_KEY", err);
-		if (!key) {
-			rc = -EINVAL;
-			goto fail;
-		}
-		if (!*key || http_has_ctl(key)) {
-			err_set(err, "[%s] the API key is empty or spans lines", conf->name);
-			rc = -EINVAL;
-			goto fail;
-		}
-		/* OpenAI: a bearer token (A.1); Azure: the api-key header (B.2). */
-		rc = azure ? header_dup(&p->hdr_key, "api-key", key)
-			   : header_dup(&p->hdr_key, "Authorization", "Bearer ");
-		if (!rc && !azure) {
-			char *h = NULL;
-
-			rc = asprintf(&h, "%s%s", p->hdr_key, key) < 0 ? -ENOMEM : 0;
-			conf_secret_free(p->hdr_key);
-			p->hdr_key = rc ? NULL : h;
-		}
-		if (rc) {
-			err_set(err, "[%s] out of memory", conf->name);
-			goto fail;
-		}
-	}
-	conf_secret_free(key);
 	*out = p;
 	return 0;
 fail:
-	conf_secret_free(key);
 	oai_free(p);
 	return rc;
 }
 
-static int openai_open(struct provider **out, const struct remote_conf *conf, const char *state_dir,
-		       struct bfs_err *err)
+/* Request lines */
+
+static const char *const oai_endpoints[] = {
+	"/v1/responses",   "/v1/chat/completions",   "/v1/embeddings",	 "/v1/completions",
+	"/v1/moderations", "/v1/images/generations", "/v1/images/edits", "/v1/videos",
+};
+
+bool oai_is_endpoint(const char *url)
 {
-	return oai_open_common(out, conf, state_dir, false, err);
+	for (size_t i = 0; i < sizeof(oai_endpoints) / sizeof(oai_endpoints[0]); i++)
+		if (!strcmp(url, oai_endpoints[i]))
+			return true;
+	return false;
 }
 
-static int azure_open(struct provider **out, const struct remote_conf *conf, const char *state_dir,
-		      struct bfs_err *err)
+/* OpenAI and Azure: method POST, a Batch API url shared by all lines, body.model. */
+int oai_validate_line(struct jsonl_validator *v, const cJSON *root, const char *custom_id,
+		      long lineno, bool azure, struct bfs_err *err)
 {
-	return oai_open_common(out, conf, state_dir, true, err);
+	const cJSON *method = cJSON_GetObjectItemCaseSensitive(root, "method"),
+		    *url = cJSON_GetObjectItemCaseSensitive(root, "url");
+	const cJSON *body = cJSON_GetObjectItemCaseSensitive(root, "body"), *model;
+	char ep[JSONL_COMMON_MAX];
+	int rc;
+
+	rc = jsonl_need_id(custom_id, lineno, err);
+	if (!rc)
+		rc = jsonl_need_string(method, "method", lineno, err);
+	if (rc)
+		return rc;
+	if (strcmp(method->valuestring, "POST")) {
+		err_set_line(err, lineno, "line %ld: method must be \"POST\"", lineno);
+		return -EINVAL;
+	}
+	rc = jsonl_need_string(url, "url", lineno, err);
+	if (rc)
+		return rc;
+	/*
+	 * Azure accepts the url with or without the /v1 prefix
+	 * (https://learn.microsoft.com/azure/ai-services/openai/how-to/batch); compare in one
+	 * form. OpenAI wants the line's url to equal the batch's endpoint, one of the /v1/...
+	 * values (https://platform.openai.com/docs/api-reference/batch/create).
+	 */
+	if (azure && strncmp(url->valuestring, "/v1/", 4) && url->valuestring[0] == '/')
+		snprintf(ep, sizeof(ep), "/v1%s", url->valuestring);
+	else
+		snprintf(ep, sizeof(ep), "%s", url->valuestring);
+	if (!oai_is_endpoint(ep)) {
+		err_set_line(err, lineno,
+			     "line %ld: url '%.100s' is not an endpoint the Batch API "
+			     "accepts",
+			     lineno, url->valuestring);
+		return -EINVAL;
+	}
+	if (v->endpoint[0] && strcmp(v->endpoint, ep)) {
+		err_set_line(err, lineno,
+			     "line %ld: url '%s' differs from '%s' on line %ld (a batch "
+			     "has one endpoint)",
+			     lineno, ep, v->endpoint, v->common_line);
+		return -EINVAL;
+	}
+	rc = jsonl_need_object(body, "body", lineno, err);
+	if (rc)
+		return rc;
+	model = cJSON_GetObjectItemCaseSensitive(body, "model");
+	rc = jsonl_need_string(model, "body.model", lineno, err);
+	if (rc)
+		return rc;
+	if (strlen(model->valuestring) >= sizeof(v->model)) {
+		err_set_line(err, lineno, "line %ld: body.model is too long", lineno);
+		return -EINVAL;
+	}
+	/* One model per input file: OpenAI's guide (A.7), Azure's deployment rule (B.4). */
+	if (v->model[0] && strcmp(v->model, model->valuestring)) {
+		err_set_line(err, lineno,
+			     "line %ld: body.model '%.100s' differs from '%s' on line %ld "
+			     "(%s)",
+			     lineno, model->valuestring, v->model, v->common_line,
+			     azure ? "an Azure batch uses one deployment"
+				   : "a batch uses one model");
+		return -EINVAL;
+	}
+	if (!v->endpoint[0]) {
+		snprintf(v->endpoint, sizeof(v->endpoint), "%s", ep);
+		snprintf(v->model, sizeof(v->model), "%s", model->valuestring);
+		v->common_line = lineno;
+	}
+	return 0;
 }
-
-/* The config keys each reads (see include/provider_openai.h). */
-static const char *const provider_openai_keys[] = {
-	"base_url", "api_key_env",	   "api_key_command",	   "organization",
-	"project",  "input_expires_after", "output_expires_after", NULL,
-};
-static const char *const provider_azure_keys[] = {
-	"endpoint",
-	"api_version",
-	"api_key_env",
-	"api_key_command",
-	"token_command",
-	"token_ttl",
-	"file_wait",
-	"auth",
-	"identity_endpoint",
-	"managed_identity_client_id",
-	"input_expires_after",
-	"output_expires_after",
-	NULL,
-};
-
-/*
- * Limits (A.9, B.8): 50,000 requests (OpenAI) or 100,000 (Azure) and 200 MB per input file,
- * counted in decimal megabytes to be on the safe side; blank lines count though they are not
- * uploaded, so a file near the limit fails here rather than at the provider.
- */
-const struct provider_ops provider_openai_ops = {
-	.name = "openai",
-	.format = JSONL_OPENAI,
-	/* A line is one request: 50 MB of payload at most
-	 * (https://platform.openai.com/docs/guides/images-vision). */
-	.limits = {.max_requests = 50000,
-		   .max_bytes = 200u * 1000 * 1000,
-		   .max_line = 50u * 1000 * 1000},
-	.keys = provider_openai_keys,
-	.open = openai_open,
-	.free = oai_free,
-	.submit = oai_submit,
-	.find = oai_find,
-	.get = oai_get,
-	.list = oai_list,
-	.cancel = oai_cancel,
-	.results = oai_results,
-	.result_parse = result_parse_openai,
-	.settled = oai_settled,
-};
-
-const struct provider_ops provider_azure_ops = {
-	.name = "azure",
-	.format = JSONL_AZURE,
-	.limits = {.max_requests = 100000,
-		   .max_bytes = 200u * 1000 * 1000,
-		   .max_line = 50u * 1000 * 1000},
-	.keys = provider_azure_keys,
-	/* "Recommended polling interval >= 60 s" (learn.microsoft.com, Azure OpenAI batch). */
-	.min_poll_interval = 60,
-	.open = azure_open,
-	.free = oai_free,
-	.submit = oai_submit,
-	.find = oai_find,
-	.get = oai_get,
-	.list = oai_list,
-	.cancel = oai_cancel,
-	.results = oai_results,
-	.result_parse = result_parse_openai,
-	.settled = oai_settled,
-};

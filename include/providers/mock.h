@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* The built-in offline provider: see src/provider_mock.c. */
+/* The built-in offline provider: see src/providers/mock.c. */
 #ifndef BATCHFS_PROVIDER_MOCK_H
 #define BATCHFS_PROVIDER_MOCK_H
 

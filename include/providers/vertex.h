@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * provider = vertex, Claude batch prediction on Vertex AI: see src/provider_vertex.c.
+ * provider = vertex, Claude batch prediction on Vertex AI: see src/providers/vertex.c.
  * Keys of its config section:
  *   project, location (a region, e.g. us-east5), bucket   required
  *   prefix = batchfs/          object names: {prefix}{identity}/requests.jsonl, output/
