@@ -5,11 +5,13 @@
  * such a line is safe, a text file made up from it would not be.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "json.h"
+#include "provider.h"
 #include "result.h"
 
 const char *result_type_name(enum result_type t)
@@ -84,15 +86,27 @@ static int message_parse(const cJSON *msg, struct result_info *out)
 	return rc;
 }
 
-static cJSON *line_parse(const char *line, size_t len, struct result_info *out)
+/* The line's tree: the one its delivery parsed already (not to be freed: *own false), or a
+ * new parse. */
+static const cJSON *line_parse(const char *line, size_t len, struct result_info *out, bool *own)
 {
+	const cJSON *lent = provider_results_parsed(line);
+
 	memset(out, 0, sizeof(*out));
-	return cJSON_ParseWithLength(line, len);
+	*own = !lent;
+	return lent ? lent : cJSON_ParseWithLength(line, len);
+}
+
+static void line_done(const cJSON *root, bool own)
+{
+	if (own)
+		cJSON_Delete((cJSON *)root);
 }
 
 int result_parse_anthropic(const char *line, size_t len, struct result_info *out)
 {
-	cJSON *root = line_parse(line, len, out);
+	bool own;
+	const cJSON *root = line_parse(line, len, out, &own);
 	const cJSON *res = cJSON_GetObjectItemCaseSensitive(root, "result");
 	const char *type = json_str(res, "type");
 	int rc = 0;
@@ -107,7 +121,7 @@ int result_parse_anthropic(const char *line, size_t len, struct result_info *out
 		out->type = RESULT_CANCELED;
 	else if (!strcmp(type, "expired"))
 		out->type = RESULT_EXPIRED;
-	cJSON_Delete(root);
+	line_done(root, own);
 	if (rc)
 		result_info_release(out);
 	return rc;
@@ -115,7 +129,8 @@ int result_parse_anthropic(const char *line, size_t len, struct result_info *out
 
 int result_parse_vertex(const char *line, size_t len, struct result_info *out)
 {
-	cJSON *root = line_parse(line, len, out);
+	bool own;
+	const cJSON *root = line_parse(line, len, out, &own);
 	const cJSON *resp = cJSON_GetObjectItemCaseSensitive(root, "response");
 	const cJSON *status = cJSON_GetObjectItemCaseSensitive(root, "status");
 	int rc = 0;
@@ -129,7 +144,7 @@ int result_parse_vertex(const char *line, size_t len, struct result_info *out)
 		rc = message_parse(resp, out);
 	else
 		out->type = RESULT_ERRORED;
-	cJSON_Delete(root);
+	line_done(root, own);
 	if (rc)
 		result_info_release(out);
 	return rc;
@@ -183,7 +198,8 @@ static int openai_body(const cJSON *body, struct result_info *out)
 
 int result_parse_openai(const char *line, size_t len, struct result_info *out)
 {
-	cJSON *root = line_parse(line, len, out);
+	bool own;
+	const cJSON *root = line_parse(line, len, out, &own);
 	const cJSON *resp = cJSON_GetObjectItemCaseSensitive(root, "response");
 	const cJSON *error = cJSON_GetObjectItemCaseSensitive(root, "error");
 	const cJSON *sc = cJSON_GetObjectItemCaseSensitive(resp, "status_code");
@@ -201,7 +217,7 @@ int result_parse_openai(const char *line, size_t len, struct result_info *out)
 		rc = openai_body(cJSON_GetObjectItemCaseSensitive(resp, "body"), out);
 	else
 		out->type = RESULT_ERRORED;
-	cJSON_Delete(root);
+	line_done(root, own);
 	if (rc)
 		result_info_release(out);
 	return rc;
