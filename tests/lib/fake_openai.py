@@ -385,7 +385,8 @@ class FakeOpenAI(FakeServer):
         self.uploads.append({"purpose": purpose, "filename": files.get("file", (None,))[0],
                              "content": files.get("file", (None, None, b""))[2],
                              "content_type": files.get("file", (None, None))[1],
-                             "chunked": chunked, "fields": sorted(fields)})
+                             "chunked": chunked, "fields": sorted(fields),
+                             "values": dict(fields)})
         if purpose is None:
             return self.fail(400, "Missing required parameter: 'purpose'.",
                              "missing_required_parameter", "purpose")
