@@ -53,12 +53,22 @@ int jsonl_splitter_finish(struct jsonl_splitter *s, struct bfs_err *err);
 /* Frees the partial-line storage. Restart with jsonl_splitter_init(). */
 void jsonl_splitter_release(struct jsonl_splitter *s);
 
-enum jsonl_format {
-	JSONL_ANTHROPIC, /* {"custom_id", "params": {model, max_tokens, messages}} */
-	JSONL_OPENAI,	 /* {"custom_id", "method": "POST", "url", "body": {model}}; one model */
-	JSONL_AZURE,	 /* as OPENAI; url with or without /v1; model = the deployment */
-	JSONL_VERTEX,	 /* {"custom_id", "request": {messages, max_tokens, anthropic_version}};
-			  * an optional request.model the same on every line */
+struct prompt_request;
+
+/*
+ * A provider's request-line format (provider_ops.format), as far as the provider-agnostic
+ * modules need to know it: the estimate (price.c) finds a line's request parameters, and a
+ * prompt line (prompt.c) becomes a native line. The line rules themselves are the provider's
+ * validate_line. A provider with a new format defines one of these in its own file
+ * (docs/internals/new-provider.md). Pure data and pure functions.
+ */
+struct jsonl_format {
+	const char *name;	 /* "anthropic", "openai", ...: for messages and tests */
+	const char *request_key; /* the member holding the request ("params", "body", ...) */
+	double max_temperature;	 /* the largest temperature its models take */
+	/* The native line of a prompt line (prompt.h), keys in a fixed order, so the same file
+	 * under the same config gives the same bytes. NULL when memory runs out. Pure. */
+	struct cJSON *(*prompt_native)(const struct prompt_request *r);
 };
 
 struct jsonl_limits {
@@ -84,8 +94,8 @@ typedef int (*jsonl_check_fn)(struct jsonl_validator *v, const struct cJSON *roo
 			      const char *custom_id, long lineno, struct bfs_err *err);
 
 struct jsonl_validator {
-	enum jsonl_format fmt;
-	jsonl_check_fn check; /* the provider's rules; NULL: the agnostic checks only */
+	const struct jsonl_format *fmt; /* may be NULL: no prompt lines, no estimate */
+	jsonl_check_fn check;		/* the provider's rules; NULL: the agnostic checks only */
 	struct jsonl_limits lim;
 	uint64_t count; /* requests (non-blank lines) accepted so far */
 	uint64_t bytes; /* bytes seen so far, terminators included */
@@ -111,8 +121,8 @@ struct jsonl_validator {
 };
 
 /* Sets up a validator for one file: fmt for prompt lines (prompt.h), check for the rest. */
-void jsonl_validator_init(struct jsonl_validator *v, enum jsonl_format fmt, jsonl_check_fn check,
-			  const struct jsonl_limits *lim);
+void jsonl_validator_init(struct jsonl_validator *v, const struct jsonl_format *fmt,
+			  jsonl_check_fn check, const struct jsonl_limits *lim);
 /*
  * Checks one line of the file (terminator length term_len, 0 for a last line without one, so
  * byte limits count exactly). Blank lines return 0 with *custom_id NULL. A valid request line

@@ -70,16 +70,16 @@ struct price_estimate {
 };
 
 /*
- * Adds one native request line of format fmt: its model (default_model when the line has
+ * Adds one native request line of format fmt (its request_key names the request): its model (default_model when the line has
  * none, as Vertex), input tokens bounded by the bytes of its messages, system and tools as
  * JSON (a token is at least one byte for the Claude and GPT tokenizers), output at its
  * max_tokens (max_completion_tokens). A line that is not a request adds nothing.
  */
-void price_estimate_line(struct price_estimate *e, enum jsonl_format fmt, const char *line,
+void price_estimate_line(struct price_estimate *e, const struct jsonl_format *fmt, const char *line,
 			 size_t len, const char *default_model);
 /* The same, from the line's parsed object (the validator's: no second parse). */
 struct cJSON;
-void price_estimate_object(struct price_estimate *e, enum jsonl_format fmt,
+void price_estimate_object(struct price_estimate *e, const struct jsonl_format *fmt,
 			   const struct cJSON *root, const char *default_model);
 /*
  * Prices e with t (NULL: the table could not be read, load_err says why) into the JSON kept

@@ -20,8 +20,20 @@ struct bfs_err;
 
 /* max_tokens of a prompt line when neither the line nor the remote names one. */
 #define PROMPT_MAX_TOKENS_DEFAULT 1024
-/* Vertex's Messages version for Claude (spec: "vertex-2023-10-16" on the official pages). */
-#define PROMPT_VERTEX_VERSION "vertex-2023-10-16"
+
+/*
+ * A prompt line's fields with the remote's defaults applied: what a format's prompt_native
+ * (jsonl.h) builds the native line from.
+ */
+struct prompt_request {
+	const char *custom_id;
+	const char *model;  /* the line's model, else the remote's; never NULL */
+	bool model_on_line; /* the line named it (Vertex: else the job names the model) */
+	double max_tokens;  /* >= 1 */
+	double temperature; /* < 0: none given */
+	const char *system; /* NULL: none */
+	const char *prompt;
+};
 
 struct prompt_ctx {
 	/* Set by the caller: the remote's defaults. */
@@ -39,12 +51,19 @@ struct prompt_ctx {
 void prompt_ctx_init(struct prompt_ctx *ctx);
 void prompt_ctx_release(struct prompt_ctx *ctx);
 /*
- * Looks at one line of a requests file of format fmt. A prompt line is translated into
+ * The messages array of r as the Messages and Chat Completions APIs take it: the user's
+ * prompt, after the system prompt when system_in_messages (Chat Completions' convention; the
+ * Messages API takes "system" beside the messages). NULL when memory runs out. For the
+ * formats' prompt_native.
+ */
+struct cJSON *prompt_messages(const struct prompt_request *r, bool system_in_messages);
+/*
+ * Looks at one line of a requests file of format fmt (NULL: no prompt lines). A prompt line is translated into
  * ctx->native and *line and *len are pointed at it (valid until the next call); any other line is
  * left alone for the native validator. Returns 0, or -EINVAL with err naming lineno (a prompt
  * line with a bad field, or no model anywhere), or -ENOMEM.
  */
-int prompt_line(struct prompt_ctx *ctx, enum jsonl_format fmt, const char **line, size_t *len,
-		long lineno, struct bfs_err *err);
+int prompt_line(struct prompt_ctx *ctx, const struct jsonl_format *fmt, const char **line,
+		size_t *len, long lineno, struct bfs_err *err);
 
 #endif

@@ -111,8 +111,8 @@ typedef int (*provider_batch_fn)(void *ctx, const struct provider_batch *b);
 typedef void (*provider_retry_fn)(void *ctx, int attempt, const char *reason);
 
 struct provider_ops {
-	const char *name;	  /* "mock", "anthropic", "openai", "azure", "vertex" */
-	enum jsonl_format format; /* the line format of requests.jsonl */
+	const char *name;		   /* "mock", "anthropic", "openai", "azure", "vertex" */
+	const struct jsonl_format *format; /* the line format of requests.jsonl */
 	/* Its rules for a request line (jsonl.h): custom_id alphabet, fields, shared values,
 	 * in its own messages; jsonl.c does the rest (strict JSON, limits). Pure. */
 	jsonl_check_fn validate_line;

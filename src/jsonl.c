@@ -138,8 +138,8 @@ int jsonl_splitter_finish(struct jsonl_splitter *s, struct bfs_err *err)
 	return rc;
 }
 
-void jsonl_validator_init(struct jsonl_validator *v, enum jsonl_format fmt, jsonl_check_fn check,
-			  const struct jsonl_limits *lim)
+void jsonl_validator_init(struct jsonl_validator *v, const struct jsonl_format *fmt,
+			  jsonl_check_fn check, const struct jsonl_limits *lim)
 {
 	memset(v, 0, sizeof(*v));
 	v->fmt = fmt;

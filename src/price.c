@@ -337,8 +337,8 @@ static int64_t max_tokens_of(const cJSON *o)
 		       : -1;
 }
 
-void price_estimate_object(struct price_estimate *e, enum jsonl_format fmt, const cJSON *root,
-			   const char *default_model)
+void price_estimate_object(struct price_estimate *e, const struct jsonl_format *fmt,
+			   const cJSON *root, const char *default_model)
 {
 	static const char *const inputs[] = {"messages", "system", "tools", "input",
 					     "instructions"};
@@ -349,18 +349,8 @@ void price_estimate_object(struct price_estimate *e, enum jsonl_format fmt, cons
 
 	if (!cJSON_IsObject(root))
 		goto out;
-	switch (fmt) {
-	case JSONL_ANTHROPIC:
-		req = cJSON_GetObjectItemCaseSensitive(root, "params");
-		break;
-	case JSONL_OPENAI:
-	case JSONL_AZURE:
-		req = cJSON_GetObjectItemCaseSensitive(root, "body");
-		break;
-	case JSONL_VERTEX:
-		req = cJSON_GetObjectItemCaseSensitive(root, "request");
-		break;
-	}
+	if (fmt)
+		req = cJSON_GetObjectItemCaseSensitive(root, fmt->request_key);
 	if (!cJSON_IsObject(req))
 		goto out;
 	model = json_nonempty(req, "model");
@@ -385,7 +375,7 @@ out:
 	return;
 }
 
-void price_estimate_line(struct price_estimate *e, enum jsonl_format fmt, const char *line,
+void price_estimate_line(struct price_estimate *e, const struct jsonl_format *fmt, const char *line,
 			 size_t len, const char *default_model)
 {
 	cJSON *root = cJSON_ParseWithLength(line, len);

@@ -50,14 +50,15 @@ static bool is_prompt_key(const char *k)
 }
 
 /* The checks of a prompt line's own fields; the custom_id is the native validator's job. */
-static int check_fields(const cJSON *root, enum jsonl_format fmt, long lineno, struct bfs_err *err)
+static int check_fields(const cJSON *root, const struct jsonl_format *fmt, long lineno,
+			struct bfs_err *err)
 {
 	const cJSON *it, *p = cJSON_GetObjectItemCaseSensitive(root, "prompt");
 	const cJSON *sys = cJSON_GetObjectItemCaseSensitive(root, "system");
 	const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
 	const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "max_tokens");
 	const cJSON *t = cJSON_GetObjectItemCaseSensitive(root, "temperature");
-	double tmax = fmt == JSONL_OPENAI || fmt == JSONL_AZURE ? 2 : 1;
+	double tmax = fmt->max_temperature;
 
 	cJSON_ArrayForEach(it, root) {
 		if (!is_prompt_key(it->string)) {
@@ -94,22 +95,22 @@ static int check_fields(const cJSON *root, enum jsonl_format fmt, long lineno, s
 	return 0;
 }
 
-static cJSON *user_messages(const char *system, const char *prompt, bool system_in_messages)
+cJSON *prompt_messages(const struct prompt_request *r, bool system_in_messages)
 {
 	cJSON *msgs = cJSON_CreateArray(), *m;
 
 	if (!msgs)
 		return NULL;
-	if (system && system_in_messages) {
+	if (r->system && system_in_messages) {
 		m = cJSON_CreateObject();
 		if (!m || !cJSON_AddItemToArray(msgs, m) ||
 		    !cJSON_AddStringToObject(m, "role", "system") ||
-		    !cJSON_AddStringToObject(m, "content", system))
+		    !cJSON_AddStringToObject(m, "content", r->system))
 			goto fail;
 	}
 	m = cJSON_CreateObject();
 	if (!m || !cJSON_AddItemToArray(msgs, m) || !cJSON_AddStringToObject(m, "role", "user") ||
-	    !cJSON_AddStringToObject(m, "content", prompt))
+	    !cJSON_AddStringToObject(m, "content", r->prompt))
 		goto fail;
 	return msgs;
 fail:
@@ -117,70 +118,19 @@ fail:
 	return NULL;
 }
 
-/*
- * The native line, keys in a fixed order:
- * Anthropic, mock: {custom_id, params: {model, max_tokens, temperature?, system?, messages}}
- * OpenAI, Azure:   {custom_id, method, url, body: {model, max_completion_tokens,
- *                   temperature?, messages: [system?, user]}}
- * Vertex:          {custom_id, request: {model?, anthropic_version, max_tokens, temperature?,
- *                   system?, messages}}
- */
-static cJSON *build(enum jsonl_format fmt, const char *id, const char *model, double max_tokens,
-		    double temperature, const char *system, const char *prompt)
-{
-	bool openai = fmt == JSONL_OPENAI || fmt == JSONL_AZURE;
-	cJSON *root = cJSON_CreateObject(), *req = cJSON_CreateObject(), *msgs;
-	const char *slot = fmt == JSONL_VERTEX ? "request" : openai ? "body" : "params";
-	bool ok = root && req && cJSON_AddStringToObject(root, "custom_id", id);
-
-	if (ok && openai) {
-		/*
-		 * Azure's samples all write "/chat/completions" (the validator takes both forms);
-		 * max_completion_tokens replaces the deprecated max_tokens, which reasoning models
-		 * refuse (https://platform.openai.com/docs/api-reference/chat/create).
-		 */
-		ok = cJSON_AddStringToObject(root, "method", "POST") &&
-		     cJSON_AddStringToObject(root, "url",
-					     fmt == JSONL_AZURE ? "/chat/completions"
-								: "/v1/chat/completions");
-	}
-	if (ok)
-		ok = cJSON_AddItemToObject(root, slot, req);
-	else
-		cJSON_Delete(req);
-	if (ok && model)
-		ok = cJSON_AddStringToObject(req, "model", model) != NULL;
-	if (ok && fmt == JSONL_VERTEX)
-		ok = cJSON_AddStringToObject(req, "anthropic_version", PROMPT_VERTEX_VERSION);
-	if (ok)
-		ok = cJSON_AddNumberToObject(req, openai ? "max_completion_tokens" : "max_tokens",
-					     max_tokens);
-	if (ok && temperature >= 0)
-		ok = cJSON_AddNumberToObject(req, "temperature", temperature) != NULL;
-	if (ok && system && !openai)
-		ok = cJSON_AddStringToObject(req, "system", system) != NULL;
-	msgs = ok ? user_messages(system, prompt, openai) : NULL;
-	if (!msgs || !cJSON_AddItemToObject(req, "messages", msgs)) {
-		cJSON_Delete(msgs);
-		cJSON_Delete(root);
-		return NULL;
-	}
-	return root;
-}
-
-int prompt_line(struct prompt_ctx *ctx, enum jsonl_format fmt, const char **line, size_t *len,
-		long lineno, struct bfs_err *err)
+int prompt_line(struct prompt_ctx *ctx, const struct jsonl_format *fmt, const char **line,
+		size_t *len, long lineno, struct bfs_err *err)
 {
 	static const char needle[] = "\"prompt\"";
 	const cJSON *id, *sys, *model, *mt, *t;
-	const char *use_model;
+	struct prompt_request r;
 	cJSON *root = NULL, *native = NULL;
 	char *text = NULL;
 	int rc = 0;
 
 	ctx->translated = false;
 	/* Most native lines never spell the key: spare them a second parse. */
-	if (!memmem(*line, *len, needle, sizeof(needle) - 1))
+	if (!fmt || !fmt->prompt_native || !memmem(*line, *len, needle, sizeof(needle) - 1))
 		return 0;
 	root = cJSON_ParseWithLength(*line, *len);
 	if (!cJSON_IsObject(root) || !cJSON_GetObjectItemCaseSensitive(root, "prompt") ||
@@ -196,17 +146,18 @@ int prompt_line(struct prompt_ctx *ctx, enum jsonl_format fmt, const char **line
 	model = cJSON_GetObjectItemCaseSensitive(root, "model");
 	mt = cJSON_GetObjectItemCaseSensitive(root, "max_tokens");
 	t = cJSON_GetObjectItemCaseSensitive(root, "temperature");
-	if (!t && ctx->temperature > (fmt == JSONL_OPENAI || fmt == JSONL_AZURE ? 2 : 1)) {
+	if (!t && ctx->temperature > fmt->max_temperature) {
 		err_set_line(
 			err, lineno,
 			"line %ld: temperature %g of [%s] is above what this provider takes (0 "
-			"to 1)",
-			lineno, ctx->temperature, ctx->remote ? ctx->remote : "the remote");
+			"to %g)",
+			lineno, ctx->temperature, ctx->remote ? ctx->remote : "the remote",
+			fmt->max_temperature);
 		rc = -EINVAL;
 		goto out;
 	}
-	use_model = model ? model->valuestring : ctx->model && *ctx->model ? ctx->model : NULL;
-	if (!use_model) {
+	r.model = model ? model->valuestring : ctx->model && *ctx->model ? ctx->model : NULL;
+	if (!r.model) {
 		err_set_line(err, lineno,
 			     "line %ld: prompt line without a model: give \"model\" on the line or "
 			     "set 'model' in [%s]",
@@ -214,12 +165,14 @@ int prompt_line(struct prompt_ctx *ctx, enum jsonl_format fmt, const char **line
 		rc = -EINVAL;
 		goto out;
 	}
-	/* Vertex: the job's model comes from the config; a line names one only if it says so. */
-	native = build(fmt, id->valuestring, fmt == JSONL_VERTEX && !model ? NULL : use_model,
-		       mt ? mt->valuedouble
-			  : (double)(ctx->max_tokens ? ctx->max_tokens : PROMPT_MAX_TOKENS_DEFAULT),
-		       t ? t->valuedouble : ctx->temperature, sys ? sys->valuestring : NULL,
-		       cJSON_GetObjectItemCaseSensitive(root, "prompt")->valuestring);
+	r.custom_id = id->valuestring;
+	r.model_on_line = model != NULL;
+	r.max_tokens = mt ? mt->valuedouble
+			  : (double)(ctx->max_tokens ? ctx->max_tokens : PROMPT_MAX_TOKENS_DEFAULT);
+	r.temperature = t ? t->valuedouble : ctx->temperature;
+	r.system = sys ? sys->valuestring : NULL;
+	r.prompt = cJSON_GetObjectItemCaseSensitive(root, "prompt")->valuestring;
+	native = fmt->prompt_native(&r);
 	text = native ? cJSON_PrintUnformatted(native) : NULL;
 	if (!text) {
 		rc = -ENOMEM;

@@ -7,6 +7,9 @@
 
 extern const struct provider_ops provider_anthropic_ops;
 
+/* Anthropic's request line (the mock takes the same lines). */
+extern const struct jsonl_format anthropic_format;
+
 /* Its request line rules (a jsonl_check_fn), shared with the mock, which takes the same lines. */
 int anthropic_validate_line(struct jsonl_validator *v, const struct cJSON *root,
 			    const char *custom_id, long lineno, struct bfs_err *err);

@@ -82,6 +82,12 @@ bool oai_is_endpoint(const char *url);
 int oai_validate_line(struct jsonl_validator *v, const struct cJSON *root, const char *custom_id,
 		      long lineno, bool azure, struct bfs_err *err);
 
+/* Both providers' prompt_native (jsonl_format): {custom_id, method, url, body: {model,
+ * max_completion_tokens, temperature?, messages: [system?, user]}} with this url. */
+struct cJSON *oai_prompt_native(const struct prompt_request *r, const char *url);
+/* The largest temperature of the Chat Completions API. */
+#define OAI_MAX_TEMPERATURE 2
+
 /* Both providers' status words (provider_ops.state_from). */
 int oai_state_from(const char *status, bool cancel_initiated, enum batch_state *out);
 

@@ -24,6 +24,7 @@
 #include "http.h"
 #include "json.h"
 #include "log.h"
+#include "prompt.h"
 #include "providers/common.h"
 #include "providers/anthropic.h"
 #include "state.h"
@@ -1118,9 +1119,41 @@ int anthropic_validate_line(struct jsonl_validator *v, const cJSON *root, const 
 	return rc;
 }
 
+/* {custom_id, params: {model, max_tokens, temperature?, system?, messages}} */
+static cJSON *anthropic_prompt_native(const struct prompt_request *r)
+{
+	cJSON *root = cJSON_CreateObject(), *params = NULL, *msgs;
+
+	if (cJSON_AddStringToObject(root, "custom_id", r->custom_id))
+		params = cJSON_AddObjectToObject(root, "params");
+	if (!params || !cJSON_AddStringToObject(params, "model", r->model) ||
+	    !cJSON_AddNumberToObject(params, "max_tokens", r->max_tokens) ||
+	    (r->temperature >= 0 &&
+	     !cJSON_AddNumberToObject(params, "temperature", r->temperature)) ||
+	    (r->system && !cJSON_AddStringToObject(params, "system", r->system)))
+		goto fail;
+	msgs = prompt_messages(r, false);
+	if (!msgs || !cJSON_AddItemToObject(params, "messages", msgs)) {
+		cJSON_Delete(msgs);
+		goto fail;
+	}
+	return root;
+fail:
+	cJSON_Delete(root);
+	return NULL;
+}
+
+/* Claude's temperature is 0 to 1 (https://docs.anthropic.com/en/api/messages). */
+const struct jsonl_format anthropic_format = {
+	.name = "anthropic",
+	.request_key = "params",
+	.max_temperature = 1,
+	.prompt_native = anthropic_prompt_native,
+};
+
 const struct provider_ops provider_anthropic_ops = {
 	.name = "anthropic",
-	.format = JSONL_ANTHROPIC,
+	.format = &anthropic_format,
 	.validate_line = anthropic_validate_line,
 	.state_from = anthropic_state_from,
 	.env_key = "ANTHROPIC_API_KEY",

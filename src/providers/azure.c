@@ -372,6 +372,19 @@ static int azure_validate_line(struct jsonl_validator *v, const cJSON *root, con
 	return oai_validate_line(v, root, custom_id, lineno, true, err);
 }
 
+/* Azure's samples all write "/chat/completions" (the validator takes both forms). */
+static struct cJSON *azure_prompt_native(const struct prompt_request *r)
+{
+	return oai_prompt_native(r, "/chat/completions");
+}
+
+static const struct jsonl_format azure_format = {
+	.name = "azure",
+	.request_key = "body",
+	.max_temperature = OAI_MAX_TEMPERATURE,
+	.prompt_native = azure_prompt_native,
+};
+
 /*
  * Limits (B.8): 100,000 requests and 200 MB per input file, counted in decimal megabytes to be
  * on the safe side; blank lines count though they are not uploaded, so a file near the limit
@@ -379,7 +392,7 @@ static int azure_validate_line(struct jsonl_validator *v, const cJSON *root, con
  */
 const struct provider_ops provider_azure_ops = {
 	.name = "azure",
-	.format = JSONL_AZURE,
+	.format = &azure_format,
 	.validate_line = azure_validate_line,
 	.state_from = oai_state_from,
 	.env_key = "AZURE_OPENAI_API_KEY",

@@ -672,7 +672,7 @@ static const char *const provider_mock_keys[] = {"mock_delay", NULL};
 
 const struct provider_ops provider_mock_ops = {
 	.name = "mock",
-	.format = JSONL_ANTHROPIC,
+	.format = &anthropic_format,
 	.validate_line = anthropic_validate_line, /* the mock takes Anthropic's lines */
 	.state_from = anthropic_state_from,
 	/* The mock lives seconds, not hours: poll it often so a first try feels alive. */

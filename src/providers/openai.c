@@ -91,6 +91,18 @@ static int openai_validate_line(struct jsonl_validator *v, const cJSON *root, co
 	return oai_validate_line(v, root, custom_id, lineno, false, err);
 }
 
+static struct cJSON *openai_prompt_native(const struct prompt_request *r)
+{
+	return oai_prompt_native(r, "/v1/chat/completions");
+}
+
+static const struct jsonl_format openai_format = {
+	.name = "openai",
+	.request_key = "body",
+	.max_temperature = OAI_MAX_TEMPERATURE,
+	.prompt_native = openai_prompt_native,
+};
+
 /*
  * Limits (A.9): 50,000 requests and 200 MB per input file, counted in decimal megabytes to be
  * on the safe side; blank lines count though they are not uploaded, so a file near the limit
@@ -98,7 +110,7 @@ static int openai_validate_line(struct jsonl_validator *v, const cJSON *root, co
  */
 const struct provider_ops provider_openai_ops = {
 	.name = "openai",
-	.format = JSONL_OPENAI,
+	.format = &openai_format,
 	.validate_line = openai_validate_line,
 	.state_from = oai_state_from,
 	.env_key = "OPENAI_API_KEY",

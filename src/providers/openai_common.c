@@ -31,6 +31,7 @@
 #include "http.h"
 #include "json.h"
 #include "log.h"
+#include "prompt.h"
 #include "providers/common.h"
 #include "providers/openai_common.h"
 #include "state.h"
@@ -1687,6 +1688,33 @@ bool oai_is_endpoint(const char *url)
 }
 
 /* OpenAI and Azure: method POST, a Batch API url shared by all lines, body.model. */
+/*
+ * max_completion_tokens replaces the deprecated max_tokens, which reasoning models refuse
+ * (https://platform.openai.com/docs/api-reference/chat/create).
+ */
+cJSON *oai_prompt_native(const struct prompt_request *r, const char *url)
+{
+	cJSON *root = cJSON_CreateObject(), *body = NULL, *msgs;
+
+	if (cJSON_AddStringToObject(root, "custom_id", r->custom_id) &&
+	    cJSON_AddStringToObject(root, "method", "POST") &&
+	    cJSON_AddStringToObject(root, "url", url))
+		body = cJSON_AddObjectToObject(root, "body");
+	if (!body || !cJSON_AddStringToObject(body, "model", r->model) ||
+	    !cJSON_AddNumberToObject(body, "max_completion_tokens", r->max_tokens) ||
+	    (r->temperature >= 0 && !cJSON_AddNumberToObject(body, "temperature", r->temperature)))
+		goto fail;
+	msgs = prompt_messages(r, true);
+	if (!msgs || !cJSON_AddItemToObject(body, "messages", msgs)) {
+		cJSON_Delete(msgs);
+		goto fail;
+	}
+	return root;
+fail:
+	cJSON_Delete(root);
+	return NULL;
+}
+
 int oai_validate_line(struct jsonl_validator *v, const cJSON *root, const char *custom_id,
 		      long lineno, bool azure, struct bfs_err *err)
 {

@@ -27,6 +27,7 @@
 #include "http.h"
 #include "json.h"
 #include "log.h"
+#include "prompt.h"
 #include "providers/common.h"
 #include "providers/vertex.h"
 #include "state.h"
@@ -2465,9 +2466,46 @@ static int vertex_validate_line(struct jsonl_validator *v, const cJSON *root, co
 	return 0;
 }
 
+/* Vertex's Messages version for Claude ("vertex-2023-10-16" on Google's Claude pages). */
+#define VTX_ANTHROPIC_VERSION "vertex-2023-10-16"
+
+/*
+ * {custom_id, request: {model?, anthropic_version, max_tokens, temperature?, system?,
+ * messages}}: the job's model comes from the config, so a line names one only if it says so.
+ */
+static cJSON *vertex_prompt_native(const struct prompt_request *r)
+{
+	cJSON *root = cJSON_CreateObject(), *req = NULL, *msgs;
+
+	if (cJSON_AddStringToObject(root, "custom_id", r->custom_id))
+		req = cJSON_AddObjectToObject(root, "request");
+	if (!req || (r->model_on_line && !cJSON_AddStringToObject(req, "model", r->model)) ||
+	    !cJSON_AddStringToObject(req, "anthropic_version", VTX_ANTHROPIC_VERSION) ||
+	    !cJSON_AddNumberToObject(req, "max_tokens", r->max_tokens) ||
+	    (r->temperature >= 0 && !cJSON_AddNumberToObject(req, "temperature", r->temperature)) ||
+	    (r->system && !cJSON_AddStringToObject(req, "system", r->system)))
+		goto fail;
+	msgs = prompt_messages(r, false);
+	if (!msgs || !cJSON_AddItemToObject(req, "messages", msgs)) {
+		cJSON_Delete(msgs);
+		goto fail;
+	}
+	return root;
+fail:
+	cJSON_Delete(root);
+	return NULL;
+}
+
+static const struct jsonl_format vertex_format = {
+	.name = "vertex",
+	.request_key = "request",
+	.max_temperature = 1,
+	.prompt_native = vertex_prompt_native,
+};
+
 const struct provider_ops provider_vertex_ops = {
 	.name = "vertex",
-	.format = JSONL_VERTEX,
+	.format = &vertex_format,
 	.validate_line = vertex_validate_line,
 	.state_from = vertex_state_from,
 	/*

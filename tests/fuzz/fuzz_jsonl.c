@@ -53,20 +53,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	} else if (e.column < 1 || e.column > size + 1 || !e.why) {
 		abort();
 	}
-	static const char *const names[] = {
-		[JSONL_ANTHROPIC] = "anthropic",
-		[JSONL_OPENAI] = "openai",
-		[JSONL_AZURE] = "azure",
-		[JSONL_VERTEX] = "vertex",
-	};
-
-	for (int fmt = JSONL_ANTHROPIC; fmt <= JSONL_VERTEX; fmt++) {
+	/* Every provider's line rules, the mock's included. */
+	for (size_t i = 0; provider_at(i); i++) {
+		const struct provider_ops *ops = provider_at(i);
 		struct jsonl_limits lim = {1000, 1 << 20, 0};
 		struct ctx c;
 
 		memset(&c, 0, sizeof(c));
-		jsonl_validator_init(&c.v, (enum jsonl_format)fmt,
-				     provider_lookup(names[fmt])->validate_line, &lim);
+		jsonl_validator_init(&c.v, ops->format, ops->validate_line, &lim);
 		jsonl_splitter_init(&c.sp, 1 << 16, on_line, &c);
 		if (!jsonl_splitter_feed(&c.sp, text, cut, &c.err) &&
 		    !jsonl_splitter_feed(&c.sp, text + cut, size - cut, &c.err))

@@ -281,7 +281,7 @@ static int sc_list(struct provider *p, provider_batch_fn fn, void *ctx, struct b
 
 static const struct provider_ops script_ops = {
 	.name = "scripted",
-	.format = JSONL_ANTHROPIC,
+	.format = &anthropic_format,
 	.validate_line = anthropic_validate_line,
 	.limits = {.max_requests = 0, .max_bytes = 0},
 	.keys = NULL,

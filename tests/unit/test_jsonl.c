@@ -133,20 +133,13 @@ static void test_splitter(void)
 
 #define A_OK "{\"custom_id\":\"a\",\"params\":{\"model\":\"m\",\"max_tokens\":5,\"messages\":[]}}"
 
-/* The line rules of the provider with this format: the validator's provider hook. */
-static jsonl_check_fn rules(enum jsonl_format fmt)
+/* The provider's line rules: the validator's provider hook. */
+static jsonl_check_fn rules(const char *provider)
 {
-	static const char *const names[] = {
-		[JSONL_ANTHROPIC] = "anthropic",
-		[JSONL_OPENAI] = "openai",
-		[JSONL_AZURE] = "azure",
-		[JSONL_VERTEX] = "vertex",
-	};
-
-	return provider_lookup(names[fmt])->validate_line;
+	return provider_lookup(provider)->validate_line;
 }
 
-static int check(enum jsonl_format fmt, const char *const *lines, long *bad_line, char *msg,
+static int check(const char *fmt, const char *const *lines, long *bad_line, char *msg,
 		 uint64_t max_requests, uint64_t max_bytes)
 {
 	struct jsonl_limits lim = {max_requests, max_bytes, 0};
@@ -154,7 +147,7 @@ static int check(enum jsonl_format fmt, const char *const *lines, long *bad_line
 	struct bfs_err err = BFS_ERR_INIT;
 	int rc = 0;
 
-	jsonl_validator_init(&v, fmt, rules(fmt), &lim);
+	jsonl_validator_init(&v, provider_lookup(fmt)->format, rules(fmt), &lim);
 	for (long i = 0; lines[i] && !rc; i++) {
 		char *id = NULL;
 		size_t idlen;
@@ -172,65 +165,65 @@ static int check(enum jsonl_format fmt, const char *const *lines, long *bad_line
 
 struct vcase {
 	const char *name;
-	enum jsonl_format fmt;
+	const char *fmt;
 	const char *lines[4];
 	long line;
 	const char *word;
 };
 
 static const struct vcase cases[] = {
-	{"not JSON", JSONL_ANTHROPIC, {A_OK, "{oops"}, 2, "not valid JSON"},
-	{"not an object", JSONL_ANTHROPIC, {"[1]"}, 1, "object"},
-	{"custom_id missing", JSONL_ANTHROPIC, {"{\"params\":{}}"}, 1, "custom_id is missing"},
-	{"custom_id not a string", JSONL_ANTHROPIC, {"{\"custom_id\":1}"}, 1, "must be a string"},
+	{"not JSON", "anthropic", {A_OK, "{oops"}, 2, "not valid JSON"},
+	{"not an object", "anthropic", {"[1]"}, 1, "object"},
+	{"custom_id missing", "anthropic", {"{\"params\":{}}"}, 1, "custom_id is missing"},
+	{"custom_id not a string", "anthropic", {"{\"custom_id\":1}"}, 1, "must be a string"},
 	{"custom_id pattern",
-	 JSONL_ANTHROPIC,
+	 "anthropic",
 	 {"{\"custom_id\":\"a b\",\"params\":{\"model\":\"m\",\"max_tokens\":1,\"messages\":[]}}"},
 	 1,
 	 "^[a-zA-Z0-9_-]{1,64}$"},
 	{"custom_id too long",
-	 JSONL_ANTHROPIC,
+	 "anthropic",
 	 {"{\"custom_id\":\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\","
 	  "\"params\":{}}"},
 	 1,
 	 "1 to 64"},
-	{"params missing", JSONL_ANTHROPIC, {"{\"custom_id\":\"a\"}"}, 1, "params is missing"},
+	{"params missing", "anthropic", {"{\"custom_id\":\"a\"}"}, 1, "params is missing"},
 	{"model wrong type",
-	 JSONL_ANTHROPIC,
+	 "anthropic",
 	 {"{\"custom_id\":\"a\",\"params\":{\"model\":1,\"max_tokens\":1,\"messages\":[]}}"},
 	 1,
 	 "params.model"},
 	{"max_tokens zero",
-	 JSONL_ANTHROPIC,
+	 "anthropic",
 	 {"{\"custom_id\":\"a\",\"params\":{\"model\":\"m\",\"max_tokens\":0,\"messages\":[]}}"},
 	 1,
 	 "params.max_tokens must be an integer >= 1"},
 	{"messages missing",
-	 JSONL_ANTHROPIC,
+	 "anthropic",
 	 {"{\"custom_id\":\"a\",\"params\":{\"model\":\"m\",\"max_tokens\":3}}"},
 	 1,
 	 "params.messages is missing"},
 	{"unknown field beside params",
-	 JSONL_ANTHROPIC,
+	 "anthropic",
 	 {"{\"custom_id\":\"a\",\"params\":{\"model\":\"m\",\"max_tokens\":3,\"messages\":[]},"
 	  "\"betas\":[]}"},
 	 1,
 	 "unexpected field 'betas'"},
-	{"only blank lines", JSONL_ANTHROPIC, {"", "  "}, 1, "no requests"},
+	{"only blank lines", "anthropic", {"", "  "}, 1, "no requests"},
 	{"openai bad method",
-	 JSONL_OPENAI,
+	 "openai",
 	 {"{\"custom_id\":\"a\",\"method\":\"GET\",\"url\":\"/v1/embeddings\",\"body\":{\"model\":"
 	  "\"m\"}}"},
 	 1,
 	 "POST"},
 	{"openai unknown endpoint",
-	 JSONL_OPENAI,
+	 "openai",
 	 {"{\"custom_id\":\"a\",\"method\":\"POST\",\"url\":\"/v1/files\",\"body\":{\"model\":"
 	  "\"m\"}}"},
 	 1,
 	 "not an endpoint"},
 	{"openai mixed endpoints",
-	 JSONL_OPENAI,
+	 "openai",
 	 {"{\"custom_id\":\"a\",\"method\":\"POST\",\"url\":\"/v1/embeddings\",\"body\":{\"model\":"
 	  "\"m\"}}",
 	  "",
@@ -239,37 +232,37 @@ static const struct vcase cases[] = {
 	 3,
 	 "on line 1"},
 	{"openai body missing model",
-	 JSONL_OPENAI,
+	 "openai",
 	 {"{\"custom_id\":\"a\",\"method\":\"POST\",\"url\":\"/v1/embeddings\",\"body\":{}}"},
 	 1,
 	 "body.model"},
 	{"azure mixed models",
-	 JSONL_AZURE,
+	 "azure",
 	 {"{\"custom_id\":\"a\",\"method\":\"POST\",\"url\":\"/chat/completions\",\"body\":"
 	  "{\"model\":\"d1\"}}",
 	  "{\"custom_id\":\"b\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":"
 	  "{\"model\":\"d2\"}}"},
 	 2,
 	 "one deployment"},
-	{"vertex request missing", JSONL_VERTEX, {"{\"custom_id\":\"a\"}"}, 1, "request"},
+	{"vertex request missing", "vertex", {"{\"custom_id\":\"a\"}"}, 1, "request"},
 	{"vertex max_tokens",
-	 JSONL_VERTEX,
+	 "vertex",
 	 {"{\"custom_id\":\"a\",\"request\":{\"messages\":[],\"max_tokens\":\"1\"}}"},
 	 1,
 	 "request.max_tokens"},
 	{"vertex anthropic_version missing",
-	 JSONL_VERTEX,
+	 "vertex",
 	 {"{\"custom_id\":\"a\",\"request\":{\"messages\":[],\"max_tokens\":1}}"},
 	 1,
 	 "request.anthropic_version is missing"},
 	{"vertex anthropic_version not vertex-",
-	 JSONL_VERTEX,
+	 "vertex",
 	 {"{\"custom_id\":\"a\",\"request\":{\"messages\":[],\"max_tokens\":1,"
 	  "\"anthropic_version\":\"2023-06-01\"}}"},
 	 1,
 	 "vertex-2023-10-16"},
 	{"vertex mixed models",
-	 JSONL_VERTEX,
+	 "vertex",
 	 {"{\"custom_id\":\"a\",\"request\":{\"messages\":[],\"max_tokens\":1,"
 	  "\"anthropic_version\":\"vertex-2023-10-16\"}}",
 	  "{\"custom_id\":\"b\",\"request\":{\"messages\":[],\"max_tokens\":1,"
@@ -304,13 +297,13 @@ static void test_validator(void)
 		ok(strstr(msg, cases[i].word) != NULL, "%s says '%s' (%s)", cases[i].name,
 		   cases[i].word, msg);
 	}
-	is_int(check(JSONL_ANTHROPIC, many, &line, msg, 0, 0), 0, "three good lines pass");
-	is_int(check(JSONL_ANTHROPIC, many, &line, msg, 2, 0), -EINVAL, "max_requests 2");
+	is_int(check("anthropic", many, &line, msg, 0, 0), 0, "three good lines pass");
+	is_int(check("anthropic", many, &line, msg, 2, 0), -EINVAL, "max_requests 2");
 	is_int(line, 3, "too many requests names the first line over");
 	ok(strstr(msg, "at most 2") != NULL, "and the limit (%s)", msg);
-	is_int(check(JSONL_ANTHROPIC, many, &line, msg, 0, 100), -EINVAL, "max_bytes 100");
+	is_int(check("anthropic", many, &line, msg, 0, 100), -EINVAL, "max_bytes 100");
 	is_int(line, 2, "too many bytes names the line that crosses the limit");
-	is_int(check(JSONL_OPENAI, good_openai, &line, msg, 0, 0), 0,
+	is_int(check("openai", good_openai, &line, msg, 0, 0), 0,
 	       "openai custom_ids may be any string");
 	ok(oai_is_endpoint("/v1/embeddings") && !oai_is_endpoint("/embeddings"),
 	   "endpoint list is of /v1 urls");
@@ -425,11 +418,11 @@ static void test_strict_message(void)
 	char msg[BFS_ERR_MSG_MAX];
 	long line;
 
-	is_int(check(JSONL_ANTHROPIC, lines, &line, msg, 0, 0), -EINVAL, "trailing text refused");
+	is_int(check("anthropic", lines, &line, msg, 0, 0), -EINVAL, "trailing text refused");
 	is_int(line, 2, "on line 2");
 	is_str(msg, "line 2, column 71: text after the JSON value (one request per line)",
 	       "the message names line and column");
-	is_int(check(JSONL_ANTHROPIC, big, &line, msg, 0, 0), -EINVAL, "max_tokens 1e300 refused");
+	is_int(check("anthropic", big, &line, msg, 0, 0), -EINVAL, "max_tokens 1e300 refused");
 	ok(strstr(msg, "max_tokens must be an integer") != NULL, "as out of range (%s)", msg);
 }
 

@@ -15,7 +15,11 @@
 #include "buf.h"
 #include "err.h"
 #include "price.h"
+#include "provider.h"
 #include "tap.h"
+
+/* The line format of a provider. */
+#define FMT(provider) (provider_lookup(provider)->format)
 
 static char path[] = "/tmp/batchfs-test-price-XXXXXX";
 
@@ -110,10 +114,10 @@ static void test_estimate(void)
 	write_table("# date: d\nm-one\t1\t2\t0\t0\nm-two\t10\t20\t0\t0\n");
 	is_int(price_table_load(&t, path, &err), 0, "table");
 	memset(&e, 0, sizeof(e));
-	price_estimate_line(&e, JSONL_ANTHROPIC, l1, strlen(l1), NULL);
-	price_estimate_line(&e, JSONL_ANTHROPIC, l1, strlen(l1), NULL);
-	price_estimate_line(&e, JSONL_ANTHROPIC, l2, strlen(l2), NULL);
-	price_estimate_line(&e, JSONL_ANTHROPIC, "not json", 8, NULL);
+	price_estimate_line(&e, FMT("anthropic"), l1, strlen(l1), NULL);
+	price_estimate_line(&e, FMT("anthropic"), l1, strlen(l1), NULL);
+	price_estimate_line(&e, FMT("anthropic"), l2, strlen(l2), NULL);
+	price_estimate_line(&e, FMT("anthropic"), "not json", 8, NULL);
 	is_int(e.n, 2, "two models");
 	is_int(e.m[0].results, 2, "two requests of the first");
 	is_int(e.m[0].input_tokens, 2 * (strlen(msgs1) + strlen("\"sys\"")),
@@ -166,7 +170,7 @@ static void test_estimate(void)
 
 	/* A model missing from the table: null and the reason, never a guess. */
 	buf_reset(&out);
-	price_estimate_line(&e, JSONL_ANTHROPIC,
+	price_estimate_line(&e, FMT("anthropic"),
 			    "{\"custom_id\":\"c\",\"params\":{\"model\":\"zzz\",\"max_tokens\":1,"
 			    "\"messages\":[]}}",
 			    75, NULL);
@@ -188,15 +192,15 @@ static void test_estimate(void)
 		const char *b = "{\"custom_id\":\"b\",\"method\":\"POST\",\"url\":\"/v1/chat/"
 				"completions\",\"body\":{\"model\":\"m-one\",\"messages\":[]}}";
 
-		price_estimate_line(&e, JSONL_OPENAI, a, strlen(a), NULL);
+		price_estimate_line(&e, FMT("openai"), a, strlen(a), NULL);
 		is_int(e.m[0].output_tokens, 7, "max_completion_tokens is the output bound");
 		const char *c = "{\"custom_id\":\"c\",\"method\":\"POST\",\"url\":\"/v1/chat/"
 				"completions\",\"body\":{\"model\":\"m-one\",\"max_tokens\":5,"
 				"\"n\":3,\"messages\":[]}}";
 
-		price_estimate_line(&e, JSONL_OPENAI, c, strlen(c), NULL);
+		price_estimate_line(&e, FMT("openai"), c, strlen(c), NULL);
 		is_int(e.m[0].output_tokens, 7 + 15, "n completions: n times the cap");
-		price_estimate_line(&e, JSONL_OPENAI, b, strlen(b), NULL);
+		price_estimate_line(&e, FMT("openai"), b, strlen(b), NULL);
 		is_int(e.unbounded, 1, "a request without a cap is unbounded");
 		is_int(price_estimate_json(&e, t, NULL, &out, &usd, why, sizeof(why)), 0, "json");
 		ok(usd < 0 && strstr(why, "no upper bound"), "no estimate: %s", why);
@@ -209,7 +213,7 @@ static void test_estimate(void)
 			"{\"custom_id\":\"a\",\"request\":{\"anthropic_version\":\"vertex-x\","
 			"\"max_tokens\":3,\"messages\":[]}}";
 
-		price_estimate_line(&e, JSONL_VERTEX, v, strlen(v), "m-two@20250101");
+		price_estimate_line(&e, FMT("vertex"), v, strlen(v), "m-two@20250101");
 		is_str(e.m[0].model, "m-two@20250101", "the default model");
 		ok(price_lookup(t, e.m[0].model) != NULL, "priced through its undated row");
 	}
@@ -221,7 +225,7 @@ static void test_estimate(void)
 		cJSON *s;
 
 		memset(&e, 0, sizeof(e));
-		price_estimate_line(&e, JSONL_ANTHROPIC, l1, strlen(l1), NULL);
+		price_estimate_line(&e, FMT("anthropic"), l1, strlen(l1), NULL);
 		is_int(price_estimate_json(&e, t, NULL, &one, &usd, why, sizeof(why)), 0,
 		       "one model");
 		is_int(price_status_json(one.data, &u1, 1, true, &st), 0, "status");
@@ -240,7 +244,7 @@ static void test_estimate(void)
 		struct buf small = BUF_INIT(64);
 
 		memset(&e, 0, sizeof(e));
-		price_estimate_line(&e, JSONL_ANTHROPIC, l1, strlen(l1), NULL);
+		price_estimate_line(&e, FMT("anthropic"), l1, strlen(l1), NULL);
 		is_int(price_estimate_json(&e, t, NULL, &small, &usd, why, sizeof(why)), -EFBIG,
 		       "-EFBIG past the cap");
 		ok(near(usd, ((strlen(msgs1) + 5) * 1.0 + 10 * 2.0) / 1e6), "usd still set");
