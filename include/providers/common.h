@@ -7,7 +7,9 @@
 #ifndef BATCHFS_PROVIDERS_COMMON_H
 #define BATCHFS_PROVIDERS_COMMON_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 #include "http.h"
 #include "provider.h"
@@ -21,6 +23,25 @@ struct cJSON;
  */
 typedef int (*provider_perform_fn)(struct provider *p, struct http_request *rq,
 				   struct http_response *rs, struct bfs_err *err);
+
+/*
+ * A part of a validated spool file read in chunks, for the upload bodies that stream it (each
+ * provider rewrites the lines byte by byte in its own way; the reading is the same).
+ */
+#define PROVIDER_SPOOL_CHUNK (64 * 1024)
+
+struct provider_spool {
+	int fd;
+	off_t start, end; /* the part: file bytes [start, end) */
+	off_t off;	  /* next file byte to read */
+	char in[PROVIDER_SPOOL_CHUNK];
+	size_t in_len, in_pos; /* bytes in in[], the next one to use */
+	bool eof;	       /* the part's end was reached */
+};
+
+/* Refills in[] from off, at most up to end (in_pos = 0): 0 (eof set when nothing was left to
+ * read) or -errno. */
+int provider_spool_fill(struct provider_spool *s);
 
 /*
  * One JSON call: rq as the caller set it (method, url, headers, body, retry, on_retry, ...;

@@ -511,12 +511,7 @@ static const char body_tail[] = "]}";
  * whitespace either way); nothing else of a line changes.
  */
 struct spool_body {
-	int fd;
-	off_t start, end; /* the part: file bytes [start, end) */
-	off_t off;	  /* next file byte to read */
-	char in[ANTH_CHUNK];
-	size_t in_len, in_pos;
-	bool eof;
+	struct provider_spool sp; /* the part's bytes */
 	enum {
 		SB_HEAD,
 		SB_LINES,
@@ -534,9 +529,9 @@ static int spool_rewind(void *ctx)
 {
 	struct spool_body *sb = ctx;
 
-	sb->off = sb->start;
-	sb->in_len = sb->in_pos = 0;
-	sb->eof = false;
+	sb->sp.off = sb->sp.start;
+	sb->sp.in_len = sb->sp.in_pos = 0;
+	sb->sp.eof = false;
 	sb->phase = SB_HEAD;
 	sb->lit = 0;
 	sb->line_start = true;
@@ -580,33 +575,23 @@ static long spool_read(void *ctx, char *dst, size_t n)
 		case SB_LINES:
 			break;
 		}
-		if (sb->in_pos == sb->in_len) {
-			ssize_t r;
+		if (sb->sp.in_pos == sb->sp.in_len) {
+			int r;
 
-			if (sb->eof) {
+			if (sb->sp.eof) {
 				/* A CR still held back here ends the file: trailing space, dropped. */
 				sb->phase = SB_TAIL;
 				continue;
 			}
-			do
-				r = pread(sb->fd, sb->in,
-					  sb->end - sb->off < (off_t)sizeof(sb->in)
-						  ? (size_t)(sb->end - sb->off)
-						  : sizeof(sb->in),
-					  sb->off);
-			while (r < 0 && errno == EINTR);
-			if (r < 0)
-				return -errno;
-			sb->eof = r == 0;
-			sb->in_len = (size_t)r;
-			sb->in_pos = 0;
-			sb->off += r;
+			r = provider_spool_fill(&sb->sp);
+			if (r)
+				return r;
 			continue;
 		}
-		c = sb->in[sb->in_pos];
+		c = sb->sp.in[sb->sp.in_pos];
 		if (sb->line_start) {
 			if (c == ' ' || c == '\t' || c == '\r' || c == '\n') {
-				sb->in_pos++;
+				sb->sp.in_pos++;
 				continue;
 			}
 			sb->line_start = false;
@@ -618,22 +603,22 @@ static long spool_read(void *ctx, char *dst, size_t n)
 		} else if (sb->cr) {
 			sb->cr = false;
 			if (c == '\n') {
-				sb->in_pos++;
+				sb->sp.in_pos++;
 				sb->line_start = true;
 			} else {
 				dst[k++] = '\r';
 			}
 		} else if (c == '\n') {
-			sb->in_pos++;
+			sb->sp.in_pos++;
 			sb->line_start = true;
 		} else if (c == '\r') {
-			sb->in_pos++;
+			sb->sp.in_pos++;
 			sb->cr = true;
 		} else {
 			/* The common case: a run of ordinary bytes. */
-			size_t room = n - k, avail = sb->in_len - sb->in_pos;
+			size_t room = n - k, avail = sb->sp.in_len - sb->sp.in_pos;
 			size_t run = avail < room ? avail : room;
-			const char *s = sb->in + sb->in_pos;
+			const char *s = sb->sp.in + sb->sp.in_pos;
 			const char *end = memchr(s, '\n', run);
 
 			/* memchr: this runs over every byte of the upload */
@@ -644,7 +629,7 @@ static long spool_read(void *ctx, char *dst, size_t n)
 				run = (size_t)(end - s); /* >= 1: s[0] is neither */
 			memcpy(dst + k, s, run);
 			k += run;
-			sb->in_pos += run;
+			sb->sp.in_pos += run;
 		}
 	}
 	return (long)k;
@@ -683,10 +668,10 @@ static int anth_submit(struct provider *p, const struct provider_submit *s,
 		err_set(err, "cannot create batch: out of memory");
 		return -ENOMEM;
 	}
-	sb->start = s->offset;
-	sb->end = s->offset + s->length;
-	sb->fd = open(s->path, O_RDONLY | O_CLOEXEC);
-	if (sb->fd < 0) {
+	sb->sp.start = s->offset;
+	sb->sp.end = s->offset + s->length;
+	sb->sp.fd = open(s->path, O_RDONLY | O_CLOEXEC);
+	if (sb->sp.fd < 0) {
 		rc = -errno;
 		err_set(err, "cannot create batch: cannot open '%s': %s", s->path, strerror(errno));
 		goto out;
@@ -737,8 +722,8 @@ static int anth_submit(struct provider *p, const struct provider_submit *s,
 out:
 	cJSON_Delete(root);
 	buf_release(&url);
-	if (sb->fd >= 0)
-		close(sb->fd);
+	if (sb->sp.fd >= 0)
+		close(sb->sp.fd);
 	free(sb);
 	return rc;
 }

@@ -7,6 +7,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "buf.h"
 #include "err.h"
@@ -82,4 +83,22 @@ out:
 	free(cursor);
 	free(next);
 	return rc;
+}
+
+int provider_spool_fill(struct provider_spool *s)
+{
+	size_t want =
+		s->end - s->off < (off_t)sizeof(s->in) ? (size_t)(s->end - s->off) : sizeof(s->in);
+	ssize_t r;
+
+	do
+		r = pread(s->fd, s->in, want, s->off);
+	while (r < 0 && errno == EINTR);
+	if (r < 0)
+		return -errno;
+	s->eof = r == 0;
+	s->in_len = (size_t)r;
+	s->in_pos = 0;
+	s->off += r;
+	return 0;
 }

@@ -635,13 +635,8 @@ static int file_wait_processed(struct provider *p, const char *file_id, const ch
  * request (lines/ maps it back).
  */
 struct upload_body {
-	int fd;
-	off_t start, end; /* the part: file bytes [start, end) */
-	long first_line;  /* the file's line at start */
-	off_t off;	  /* next file byte to read */
-	char in[OAI_CHUNK];
-	size_t in_len, in_pos;
-	bool eof;
+	struct provider_spool sp; /* the part's bytes */
+	long first_line;	  /* the file's line at start */
 	enum {
 		UB_HEAD,
 		UB_LINES,
@@ -667,9 +662,9 @@ static int upload_rewind(void *ctx)
 {
 	struct upload_body *ub = ctx;
 
-	ub->off = ub->start;
-	ub->in_len = ub->in_pos = 0;
-	ub->eof = false;
+	ub->sp.off = ub->sp.start;
+	ub->sp.in_len = ub->sp.in_pos = 0;
+	ub->sp.eof = false;
 	ub->phase = UB_HEAD;
 	ub->lit = 0;
 	ub->line_start = true;
@@ -766,10 +761,10 @@ static long upload_read(void *ctx, char *dst, size_t n)
 		case UB_LINES:
 			break;
 		}
-		if (ub->in_pos == ub->in_len) {
-			ssize_t r;
+		if (ub->sp.in_pos == ub->sp.in_len) {
+			int r;
 
-			if (ub->eof) {
+			if (ub->sp.eof) {
 				/* The last line lacked its newline: give it one. A CR held back
 				 * here is trailing space, dropped. */
 				if (ub->in_line) {
@@ -779,28 +774,18 @@ static long upload_read(void *ctx, char *dst, size_t n)
 				ub->phase = UB_TAIL;
 				continue;
 			}
-			do
-				r = pread(ub->fd, ub->in,
-					  ub->end - ub->off < (off_t)sizeof(ub->in)
-						  ? (size_t)(ub->end - ub->off)
-						  : sizeof(ub->in),
-					  ub->off);
-			while (r < 0 && errno == EINTR);
-			if (r < 0)
-				return -errno;
-			ub->eof = r == 0;
-			ub->in_len = (size_t)r;
-			ub->in_pos = 0;
-			ub->off += r;
+			r = provider_spool_fill(&ub->sp);
+			if (r)
+				return r;
 			continue;
 		}
-		c = ub->in[ub->in_pos];
+		c = ub->sp.in[ub->sp.in_pos];
 		if (ub->line_start) {
-			ub->in_pos++;
+			ub->sp.in_pos++;
 			if (c == '\n')
 				note_blank(ub);
 			else if (c != ' ' && c != '\t' && c != '\r') {
-				ub->in_pos--;
+				ub->sp.in_pos--;
 				ub->line_start = false;
 				ub->in_line = true;
 				ub->lines++;
@@ -816,23 +801,23 @@ static long upload_read(void *ctx, char *dst, size_t n)
 		}
 		if (c == '\n') {
 			dst[k++] = '\n';
-			ub->in_pos++;
+			ub->sp.in_pos++;
 			ub->line_start = true;
 			ub->in_line = false;
 			ub->lineno++;
 		} else if (c == '\r') {
-			ub->in_pos++;
+			ub->sp.in_pos++;
 			ub->cr = true;
 		} else {
 			/* The common case: a run of ordinary bytes. */
-			size_t run = 1, room = n - k, avail = ub->in_len - ub->in_pos;
-			const char *s = ub->in + ub->in_pos;
+			size_t run = 1, room = n - k, avail = ub->sp.in_len - ub->sp.in_pos;
+			const char *s = ub->sp.in + ub->sp.in_pos;
 
 			while (run < avail && run < room && s[run] != '\n' && s[run] != '\r')
 				run++;
 			memcpy(dst + k, s, run);
 			k += run;
-			ub->in_pos += run;
+			ub->sp.in_pos += run;
 		}
 	}
 	return (long)k;
@@ -1065,18 +1050,18 @@ int oai_submit(struct provider *p, const struct provider_submit *s, struct provi
 		err_set(err, "cannot create batch: out of memory");
 		return -ENOMEM;
 	}
-	ub->fd = -1;
+	ub->sp.fd = -1;
 	if (!provider_id_is_safe(s->identity)) {
 		err_set(err, "cannot create batch: bad identity");
 		rc = -EINVAL;
 		goto out;
 	}
 	snprintf(map_tmp, sizeof(map_tmp), "%s/lines/%s.tmp", p->dir, s->identity);
-	ub->start = s->offset;
-	ub->end = s->offset + s->length;
+	ub->sp.start = s->offset;
+	ub->sp.end = s->offset + s->length;
 	ub->first_line = s->first_line > 0 ? s->first_line : 1;
-	ub->fd = open(s->path, O_RDONLY | O_CLOEXEC);
-	if (ub->fd < 0) {
+	ub->sp.fd = open(s->path, O_RDONLY | O_CLOEXEC);
+	if (ub->sp.fd < 0) {
 		rc = -errno;
 		err_set(err, "cannot create batch: cannot open '%s': %s", s->path, strerror(errno));
 		goto out;
@@ -1198,8 +1183,8 @@ int oai_submit(struct provider *p, const struct provider_submit *s, struct provi
 out:
 	if (has_map)
 		unlink(map_tmp);
-	if (ub->fd >= 0)
-		close(ub->fd);
+	if (ub->sp.fd >= 0)
+		close(ub->sp.fd);
 	free(ub);
 	return rc;
 }
