@@ -37,4 +37,21 @@ static inline bool json_plain8(const char *p)
 	return !((v | ((v - ones * 0x20) & ~v) | ((q - ones) & ~q) | ((b - ones) & ~b)) & highs);
 }
 
+/* Bytes beyond one that c takes in a JSON string as cJSON prints it: 1 for the two-byte
+ * escapes, 5 for other control bytes (\u00XX); UTF-8 is kept raw. */
+static inline unsigned json_escape_extra(unsigned char c)
+{
+	if (c >= 0x20)
+		return c == '"' || c == '\\';
+	return c == '\b' || c == '\f' || c == '\n' || c == '\r' || c == '\t' ? 1 : 5;
+}
+
+/*
+ * Bytes of s as a JSON string as cJSON prints it, quotes included (this runs over every byte
+ * of every message of a submission: one test for most bytes). s may be NULL ("").
+ */
+uint64_t json_string_bytes(const char *s);
+/* Bytes of the number d as cJSON prints it. */
+uint64_t json_number_bytes(double d);
+
 #endif

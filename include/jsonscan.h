@@ -29,4 +29,16 @@ struct jsonscan_error {
  */
 int jsonscan_line(const char *line, size_t len, struct jsonscan_error *e);
 
+/*
+ * jsonscan_line() and, when the line passes, its tree in *root for the validators, built in
+ * the same pass: the line's value and the values in it, and the values in those, are nodes as
+ * cJSON_Parse would make them (a string ends at a decoded \u0000, as cJSON's C string does).
+ * Objects and arrays one level deeper (a request's "messages") are not built: each is a node
+ * of its type flagged cJSON_IsReference, with no children, valuedouble the bytes cJSON would
+ * print it in (unformatted) and valueint its count of members. Free with cJSON_Delete().
+ * Returns as jsonscan_line(); *root is NULL on failure.
+ */
+struct cJSON;
+int jsonscan_tree(const char *line, size_t len, struct cJSON **root, struct jsonscan_error *e);
+
 #endif

@@ -156,11 +156,14 @@ static bool is_blank(const char *line, size_t len)
 	return true;
 }
 
-/* The strict scan (jsonscan.h) before cJSON, which is lenient where providers are not. */
-static int check_syntax(const char *line, size_t len, long lineno, struct bfs_err *err)
+/*
+ * The strict scan (jsonscan.h), which also builds the shallow tree the checks read: cJSON is
+ * lenient where providers are not, and a full parse of every line would copy every message.
+ */
+static int parse_line(const char *line, size_t len, long lineno, cJSON **root, struct bfs_err *err)
 {
 	struct jsonscan_error e;
-	int rc = jsonscan_line(line, len, &e);
+	int rc = jsonscan_tree(line, len, root, &e);
 
 	if (rc == -EINVAL)
 		err_set_line(err, lineno, "line %ld, column %zu: %s%s%s", lineno, e.column, e.why,
@@ -239,28 +242,34 @@ int jsonl_validator_line(struct jsonl_validator *v, const char *line, size_t len
 
 	*custom_id = NULL;
 	*id_len = 0;
-	if (v->prompt) {
+	if (v->prompt)
+		v->prompt->translated = false; /* read by the caller after each line */
+	if (is_blank(line, len))
+		goto count;
+	rc = parse_line(line, len, lineno, &root, err);
+	if (rc)
+		goto out;
+	/* A prompt line (prompt.h) is checked as the native line it translates into. */
+	if (v->prompt && cJSON_IsObject(root) && cJSON_GetObjectItemCaseSensitive(root, "prompt")) {
 		rc = prompt_line(v->prompt, v->fmt, &line, &len, lineno, err);
+		if (!rc && v->prompt->translated) {
+			cJSON_Delete(root);
+			rc = parse_line(line, len, lineno, &root, err);
+		}
 		if (rc)
-			return rc;
+			goto out;
 	}
+count:
 	v->bytes += len + term_len;
 	if (v->lim.max_bytes && v->bytes > v->lim.max_bytes) {
 		err_set_line(err, lineno,
 			     "line %ld: file exceeds the provider's limit of %" PRIu64 " bytes",
 			     lineno, v->lim.max_bytes);
-		return -EINVAL;
+		rc = -EINVAL;
+		goto out;
 	}
-	if (is_blank(line, len))
-		return 0;
-	rc = check_syntax(line, len, lineno, err);
-	if (rc)
-		return rc;
-	root = cJSON_ParseWithLength(line, len);
-	if (!root) {
-		err_set_line(err, lineno, "line %ld: not valid JSON", lineno);
-		return -EINVAL;
-	}
+	if (!root)
+		return 0; /* a blank line */
 	if (!cJSON_IsObject(root)) {
 		err_set_line(err, lineno, "line %ld: not a JSON object", lineno);
 		rc = -EINVAL;

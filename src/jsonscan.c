@@ -1,11 +1,16 @@
 // SPDX-License-Identifier: MIT
 /*
- * The strict check of one request line: a recursive-descent scan of RFC 8259 JSON that
- * builds nothing, with the I-JSON (RFC 7493) rules a provider applies and cJSON does not.
- * cJSON still builds the tree afterwards; this scan is what makes its reading and the
- * provider's the same (one value, the same strings, the same key for each name).
+ * The strict check of one request line: a recursive-descent scan of RFC 8259 JSON with the
+ * I-JSON (RFC 7493) rules a provider applies and cJSON does not, so that batchfs's reading of
+ * a line and the provider's are the same (one value, the same strings, the same key for each
+ * name). jsonscan_tree() builds, in the same pass, the shallow tree the validators read: a
+ * request line is mostly the bytes of its messages, which no check looks into, so they are
+ * scanned and counted, never copied into nodes (a cJSON parse of every line cost a third of
+ * the check).
  */
+#include <cjson/cJSON.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -22,6 +27,9 @@ struct scan {
 	size_t len, pos;
 	struct jsonscan_error *e;
 };
+
+/* Containers deeper than this are not built by jsonscan_tree() (the root is depth 1). */
+#define TREE_DEPTH 2
 
 /* What a string decodes to, as far as keys need: a hash, a prefix, a \u0000 inside. */
 struct str_info {
@@ -227,11 +235,16 @@ static int scan_utf8(struct scan *s, size_t *n)
 	return 0;
 }
 
-/* A string at p[pos] == '"'. With in, records what it decodes to (keys and custom_id). */
-static int scan_string(struct scan *s, struct str_info *in)
+/*
+ * A string at p[pos] == '"'. With in, records what it decodes to (keys and custom_id). With
+ * size, the bytes cJSON prints it in (its C string ends at a decoded NUL).
+ */
+static int scan_string(struct scan *s, struct str_info *in, uint64_t *size)
 {
-	size_t start = s->pos;
+	size_t start = s->pos, run;
 	unsigned char b[4];
+	uint64_t out = 2;
+	bool cut = false;
 	size_t n;
 	int rc;
 
@@ -245,17 +258,22 @@ static int scan_string(struct scan *s, struct str_info *in)
 
 		/* The hot loop of a long prompt: plain ASCII, nothing to record. */
 		if (!in) {
+			run = s->pos;
 			while (s->pos + 8 <= s->len && json_plain8((const char *)s->p + s->pos))
 				s->pos += 8;
 			while (s->pos < s->len && s->p[s->pos] >= 0x20 && s->p[s->pos] < 0x80 &&
 			       s->p[s->pos] != '"' && s->p[s->pos] != '\\')
 				s->pos++;
+			if (!cut)
+				out += s->pos - run;
 		}
 		if (s->pos >= s->len)
 			return fail(s, start, "not valid JSON: unterminated string");
 		c = s->p[s->pos];
 		if (c == '"') {
 			s->pos++;
+			if (size)
+				*size = out;
 			return 0;
 		}
 		if (c < 0x20)
@@ -270,11 +288,16 @@ static int scan_string(struct scan *s, struct str_info *in)
 				in->nul |= n == 1 && b[0] == 0;
 				info_add(in, b, n);
 			}
+			for (size_t i = 0; i < n && !cut; i++) {
+				cut = b[i] == 0;
+				out += cut ? 0 : 1 + json_escape_extra(b[i]);
+			}
 			continue;
 		}
 		if (c < 0x80) {
 			if (in)
 				info_add(in, &c, 1);
+			out += !cut;
 			s->pos++;
 			continue;
 		}
@@ -283,6 +306,7 @@ static int scan_string(struct scan *s, struct str_info *in)
 			return rc;
 		if (in)
 			info_add(in, s->p + s->pos, n);
+		out += cut ? 0 : n;
 		s->pos += n;
 	}
 }
@@ -292,9 +316,11 @@ static bool is_digit(int c)
 	return c >= '0' && c <= '9';
 }
 
-static int scan_number(struct scan *s)
+/* A number; with val, its value as cJSON reads it (strtod of the token). */
+static int scan_number(struct scan *s, double *val)
 {
 	size_t start = s->pos;
+	char tmp[64], *t = tmp;
 
 	if (peek(s) == '-')
 		s->pos++;
@@ -322,6 +348,18 @@ static int scan_number(struct scan *s)
 		while (is_digit(peek(s)))
 			s->pos++;
 	}
+	if (!val)
+		return 0;
+	if (s->pos - start >= sizeof(tmp)) {
+		t = malloc(s->pos - start + 1);
+		if (!t)
+			return -ENOMEM;
+	}
+	memcpy(t, s->p + start, s->pos - start);
+	t[s->pos - start] = '\0';
+	*val = strtod(t, NULL);
+	if (t != tmp)
+		free(t);
 	return 0;
 }
 
@@ -376,6 +414,29 @@ static bool same_string(const unsigned char *p, size_t a, size_t b)
 	return true;
 }
 
+/* The decoded bytes of the checked string whose quote is at p[q] and which ends before p[end],
+ * NUL-terminated, malloc'd (decoding never lengthens a string); NULL when memory runs out. */
+static char *decode_dup(const unsigned char *p, size_t q, size_t end)
+{
+	char *d = malloc(end - q - 1);
+	unsigned char b[4];
+	size_t pos = q + 1, k = 0, n;
+
+	if (!d)
+		return NULL;
+	while (p[pos] != '"') {
+		if (p[pos] != '\\') {
+			d[k++] = (char)p[pos++];
+			continue;
+		}
+		n = decode_next(p, &pos, b);
+		memcpy(d + k, b, n);
+		k += n;
+	}
+	d[k] = '\0';
+	return d;
+}
+
 static int key_cmp(const void *x, const void *y)
 {
 	const struct key *a = x, *b = y;
@@ -393,6 +454,16 @@ static int check_dups(struct scan *s, struct keys *k)
 {
 	size_t dup = SIZE_MAX, end;
 
+	/* A request's few keys: pairs of hashes, no sort (rare equal hashes go the long way). */
+	if (k->n <= 16) {
+		bool same = false;
+
+		for (size_t i = 1; i < k->n && !same; i++)
+			for (size_t j = 0; j < i && !same; j++)
+				same = k->v[i].hash == k->v[j].hash;
+		if (!same)
+			return 0;
+	}
 	qsort(k->v, k->n, sizeof(*k->v), key_cmp);
 	for (size_t i = 1; i < k->n && dup == SIZE_MAX; i++)
 		for (size_t j = i; j-- > 0 && k->v[j].hash == k->v[i].hash;)
@@ -424,11 +495,39 @@ enum role {
 	ROLE_ID,   /* the top-level custom_id */
 };
 
-static int scan_value(struct scan *s, enum role role, int depth);
+static int scan_value(struct scan *s, enum role role, int depth, cJSON **out, uint64_t *size);
 
-static int scan_object(struct scan *s, enum role role, int depth)
+/*
+ * A container's node for jsonscan_tree() (out set): built when shallow enough, else a
+ * placeholder of its type flagged cJSON_IsReference (no children; see jsonscan.h).
+ */
+static int node_open(cJSON **node, cJSON *(*create)(void), bool build)
+{
+	*node = create();
+	if (!*node)
+		return -ENOMEM;
+	if (!build)
+		(*node)->type |= cJSON_IsReference;
+	return 0;
+}
+
+static void node_close(cJSON **node, cJSON **out, bool build, uint64_t size, size_t count)
+{
+	if (!build) {
+		(*node)->valuedouble = (double)size;
+		(*node)->valueint = count > INT_MAX ? INT_MAX : (int)count;
+	}
+	*out = *node;
+	*node = NULL;
+}
+
+static int scan_object(struct scan *s, enum role role, int depth, cJSON **out, uint64_t *size)
 {
 	bool read = role == ROLE_ROOT || role == ROLE_READ;
+	bool build = out && depth <= TREE_DEPTH;
+	uint64_t total = 2, ksize = 0, vsize = 0, own;
+	size_t count = 0;
+	cJSON *obj = NULL, *item;
 	struct keys k;
 	struct str_info in;
 	int rc;
@@ -436,25 +535,34 @@ static int scan_object(struct scan *s, enum role role, int depth)
 	k.v = k.small;
 	k.n = 0;
 	k.alloc = sizeof(k.small) / sizeof(k.small[0]);
+	/* A placeholder keeps its printed size; a built node's is its members' (price.c). */
+	if (out && !build && !size)
+		size = &own;
+	if (out) {
+		rc = node_open(&obj, cJSON_CreateObject, build);
+		if (rc)
+			return rc;
+	}
 	s->pos++;
 	rc = skip_ws(s);
 	if (rc)
-		return rc;
+		goto out;
 	if (peek(s) == '}') {
 		s->pos++;
-		return 0;
+		goto done;
 	}
 	for (;;) {
-		size_t start = s->pos;
+		size_t start = s->pos, key_end;
 		enum role child = ROLE_OTHER;
 
 		if (peek(s) != '"') {
 			rc = fail(s, s->pos, "not valid JSON: expected a quoted key");
 			goto out;
 		}
-		rc = scan_string(s, read ? &in : NULL);
+		rc = scan_string(s, read ? &in : NULL, size ? &ksize : NULL);
 		if (rc)
 			goto out;
+		key_end = s->pos;
 		if (read) {
 			if (in.nul) {
 				rc = fail(s, start, "\\u0000 in a key");
@@ -491,10 +599,25 @@ static int scan_object(struct scan *s, enum role role, int depth)
 		}
 		s->pos++;
 		rc = skip_ws(s);
-		if (!rc)
-			rc = scan_value(s, child, depth + 1);
-		if (!rc)
-			rc = skip_ws(s);
+		if (rc)
+			goto out;
+		item = NULL;
+		rc = scan_value(s, child, depth + 1, build ? &item : NULL, size ? &vsize : NULL);
+		if (rc)
+			goto out;
+		if (item) {
+			/* cJSON's own way of adding a member: the node keyed, then linked in. */
+			item->string = decode_dup(s->p, start, key_end);
+			if (!item->string) {
+				cJSON_Delete(item);
+				rc = -ENOMEM;
+				goto out;
+			}
+			cJSON_AddItemToArray(obj, item);
+		}
+		total += (count ? 1 : 0) + ksize + 1 + vsize;
+		count++;
+		rc = skip_ws(s);
 		if (rc)
 			goto out;
 		if (peek(s) == '}') {
@@ -512,94 +635,182 @@ static int scan_object(struct scan *s, enum role role, int depth)
 	}
 	if (read)
 		rc = check_dups(s, &k);
+done:
+	if (!rc && size)
+		*size = total;
+	if (!rc && out)
+		node_close(&obj, out, build, total, count);
 out:
 	if (k.v != k.small)
 		free(k.v);
+	cJSON_Delete(obj);
 	return rc;
 }
 
-static int scan_array(struct scan *s, int depth)
+static int scan_array(struct scan *s, int depth, cJSON **out, uint64_t *size)
 {
+	bool build = out && depth <= TREE_DEPTH;
+	uint64_t total = 2, vsize = 0, own;
+	size_t count = 0;
+	cJSON *arr = NULL, *item;
 	int rc;
 
+	if (out && !build && !size)
+		size = &own;
+	if (out) {
+		rc = node_open(&arr, cJSON_CreateArray, build);
+		if (rc)
+			return rc;
+	}
 	s->pos++;
 	rc = skip_ws(s);
 	if (rc)
-		return rc;
+		goto out;
 	if (peek(s) == ']') {
 		s->pos++;
-		return 0;
+		goto done;
 	}
 	for (;;) {
-		rc = scan_value(s, ROLE_OTHER, depth + 1);
-		if (!rc)
-			rc = skip_ws(s);
+		item = NULL;
+		rc = scan_value(s, ROLE_OTHER, depth + 1, build ? &item : NULL,
+				size ? &vsize : NULL);
 		if (rc)
-			return rc;
+			goto out;
+		if (item)
+			cJSON_AddItemToArray(arr, item);
+		total += (count ? 1 : 0) + vsize;
+		count++;
+		rc = skip_ws(s);
+		if (rc)
+			goto out;
 		if (peek(s) == ']') {
 			s->pos++;
-			return 0;
+			break;
 		}
-		if (peek(s) != ',')
-			return fail(s, s->pos, "not valid JSON: expected ',' or ']'");
+		if (peek(s) != ',') {
+			rc = fail(s, s->pos, "not valid JSON: expected ',' or ']'");
+			goto out;
+		}
 		s->pos++;
 		rc = skip_ws(s);
 		if (rc)
-			return rc;
+			goto out;
 	}
+done:
+	if (size)
+		*size = total;
+	if (out)
+		node_close(&arr, out, build, total, count);
+out:
+	cJSON_Delete(arr);
+	return rc;
 }
 
-static int scan_value(struct scan *s, enum role role, int depth)
+/* A scalar's node for jsonscan_tree(); -ENOMEM when it cannot be made. */
+static int leaf(cJSON **out, cJSON *node)
+{
+	*out = node;
+	return node ? 0 : -ENOMEM;
+}
+
+static int scan_value(struct scan *s, enum role role, int depth, cJSON **out, uint64_t *size)
 {
 	struct str_info in;
 	size_t start = s->pos;
+	uint64_t dummy;
+	bool sized = size != NULL;
+	double d = 0;
 	int rc;
 
+	if (!size)
+		size = &dummy;
 	/* Containers only, as cJSON counts: a scalar inside the deepest array is fine. */
 	if ((peek(s) == '{' || peek(s) == '[') && depth > JSONSCAN_DEPTH_MAX)
 		return fail(s, s->pos, "nested too deep");
 	switch (peek(s)) {
 	case '{':
-		return scan_object(s, role, depth);
+		return scan_object(s, role, depth, out, sized ? size : NULL);
 	case '[':
-		return scan_array(s, depth);
+		return scan_array(s, depth, out, sized ? size : NULL);
 	case '"':
-		rc = scan_string(s, role == ROLE_ID ? &in : NULL);
+		rc = scan_string(s, role == ROLE_ID ? &in : NULL, sized ? size : NULL);
 		if (!rc && role == ROLE_ID && in.nul)
 			rc = fail(s, start, "\\u0000 in custom_id");
+		if (!rc && out) {
+			char *str = decode_dup(s->p, start, s->pos);
+
+			rc = leaf(out, str ? cJSON_CreateNull() : NULL);
+			if (rc) {
+				free(str);
+				return rc;
+			}
+			(*out)->type = cJSON_String;
+			(*out)->valuestring = str;
+		}
 		return rc;
 	case 't':
-		return scan_literal(s, "true");
+		*size = 4;
+		rc = scan_literal(s, "true");
+		return !rc && out ? leaf(out, cJSON_CreateTrue()) : rc;
 	case 'f':
-		return scan_literal(s, "false");
+		*size = 5;
+		rc = scan_literal(s, "false");
+		return !rc && out ? leaf(out, cJSON_CreateFalse()) : rc;
 	case 'n':
-		return scan_literal(s, "null");
+		*size = 4;
+		rc = scan_literal(s, "null");
+		return !rc && out ? leaf(out, cJSON_CreateNull()) : rc;
 	case -1:
 		return fail(s, s->pos, "not valid JSON: the value is cut short");
 	default:
-		if (peek(s) == '-' || is_digit(peek(s)))
-			return scan_number(s);
-		return fail(s, s->pos, "not valid JSON: expected a value");
+		if (peek(s) != '-' && !is_digit(peek(s)))
+			return fail(s, s->pos, "not valid JSON: expected a value");
+		rc = scan_number(s, sized || out ? &d : NULL);
+		if (rc)
+			return rc;
+		if (sized)
+			*size = json_number_bytes(d);
+		return out ? leaf(out, cJSON_CreateNumber(d)) : 0;
 	}
 }
 
-int jsonscan_line(const char *line, size_t len, struct jsonscan_error *e)
+static int scan_line(struct scan *s, const char *line, size_t len, cJSON **root)
 {
-	struct scan s = {.p = (const unsigned char *)line, .len = len, .e = e};
 	const char *nul = memchr(line, '\0', len);
 	int rc;
 
 	/* First, so `dd seek=` padding or a NUL in a string is named as what it is. */
 	if (nul)
-		return fail(&s, (size_t)(nul - line), "a NUL byte");
+		return fail(s, (size_t)(nul - line), "a NUL byte");
 	if (len >= 3 && !memcmp(line, "\xef\xbb\xbf", 3))
-		return fail(&s, 0, "a UTF-8 byte order mark (BOM): save the file without it");
-	rc = skip_ws(&s);
+		return fail(s, 0, "a UTF-8 byte order mark (BOM): save the file without it");
+	rc = skip_ws(s);
 	if (!rc)
-		rc = scan_value(&s, ROLE_ROOT, 1);
+		rc = scan_value(s, ROLE_ROOT, 1, root, NULL);
 	if (!rc)
-		rc = skip_ws(&s);
-	if (!rc && s.pos < s.len)
-		rc = fail(&s, s.pos, "text after the JSON value (one request per line)");
+		rc = skip_ws(s);
+	if (!rc && s->pos < s->len)
+		rc = fail(s, s->pos, "text after the JSON value (one request per line)");
+	return rc;
+}
+
+int jsonscan_line(const char *line, size_t len, struct jsonscan_error *e)
+{
+	struct scan s = {.p = (const unsigned char *)line, .len = len, .e = e};
+
+	return scan_line(&s, line, len, NULL);
+}
+
+int jsonscan_tree(const char *line, size_t len, cJSON **root, struct jsonscan_error *e)
+{
+	struct scan s = {.p = (const unsigned char *)line, .len = len, .e = e};
+	int rc;
+
+	*root = NULL;
+	rc = scan_line(&s, line, len, root);
+	if (rc) {
+		cJSON_Delete(*root);
+		*root = NULL;
+	}
 	return rc;
 }

@@ -249,48 +249,6 @@ static struct bfs_usage *estimate_slot(struct price_estimate *e, const char *mod
 	return &e->m[e->n++];
 }
 
-/* Bytes beyond one that c takes in a JSON string as cJSON prints it: 1 for the two-byte
- * escapes, 5 for other control bytes (\u00XX); UTF-8 is kept raw. */
-static inline unsigned json_escape_extra(unsigned char c)
-{
-	if (c >= 0x20)
-		return c == '"' || c == '\\';
-	return c == '\b' || c == '\f' || c == '\n' || c == '\r' || c == '\t' ? 1 : 5;
-}
-
-/* Bytes of s as a JSON string, quotes included (this runs over every byte of every message
- * of a submission: one test for most bytes). */
-static uint64_t json_string_bytes(const char *s)
-{
-	size_t len = s ? strlen(s) : 0, i = 0;
-	uint64_t n = 2 + len;
-
-	for (; i < len; i++) {
-		while (i + 8 <= len && json_plain8(s + i))
-			i += 8;
-		if (i < len)
-			n += json_escape_extra((unsigned char)s[i]);
-	}
-	return n;
-}
-
-static uint64_t json_number_bytes(const cJSON *o)
-{
-	char tmp[32];
-	double d = o->valuedouble, back;
-	int n;
-
-	if (isnan(d) || isinf(d))
-		return 4;
-	if (d == (double)o->valueint)
-		return (uint64_t)snprintf(tmp, sizeof(tmp), "%d", o->valueint);
-	n = snprintf(tmp, sizeof(tmp), "%1.15g", d);
-	back = strtod(tmp, NULL);
-	if (fabs(back - d) > fmax(fabs(back), fabs(d)) * 2.2204460492503131e-16)
-		n = snprintf(tmp, sizeof(tmp), "%1.17g", d);
-	return (uint64_t)n;
-}
-
 /*
  * Bytes of o printed as compact JSON (what cJSON_PrintUnformatted gives, without making it):
  * the input-token bound of one field. Depth is bounded by the line check's nesting limit.
@@ -305,13 +263,16 @@ static uint64_t json_bytes(const cJSON *o)
 	if (cJSON_IsString(o))
 		return json_string_bytes(o->valuestring);
 	if (cJSON_IsNumber(o))
-		return json_number_bytes(o);
+		return json_number_bytes(o->valuedouble);
 	if (cJSON_IsTrue(o) || cJSON_IsNull(o))
 		return 4;
 	if (cJSON_IsFalse(o))
 		return 5;
 	if (!cJSON_IsArray(o) && !cJSON_IsObject(o))
 		return 0;
+	/* A container the validator's scan did not build (jsonscan_tree): its size is kept. */
+	if (o->type & cJSON_IsReference)
+		return (uint64_t)o->valuedouble;
 	n = 2;
 	for (c = o->child; c; c = c->next) {
 		if (c != o->child)

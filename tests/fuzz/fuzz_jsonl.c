@@ -6,6 +6,7 @@
  * lies inside the line, and a custom_id handed out holds no NUL.
  */
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,7 @@
 #include "err.h"
 #include "jsonl.h"
 #include "jsonscan.h"
+#include "../unit/tree_check.h"
 #include "provider.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -45,13 +47,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t cut = size ? data[0] % (size + 1) : 0;
 
 	if (!jsonscan_line(text, size, &e)) {
-		cJSON *o = cJSON_ParseWithLength(text, size);
+		cJSON *o = cJSON_ParseWithLength(text, size), *t = NULL;
 
-		if (!o)
+		/* The validators' shallow tree reads the line as cJSON does (jsonscan.h). */
+		if (!o || jsonscan_tree(text, size, &t, &e) || tree_diff(t, o, 1))
 			abort();
+		cJSON_Delete(t);
 		cJSON_Delete(o);
 	} else if (e.column < 1 || e.column > size + 1 || !e.why) {
 		abort();
+	} else {
+		cJSON *t = NULL;
+
+		if (jsonscan_tree(text, size, &t, &e) != -EINVAL || t)
+			abort();
 	}
 	/* Every provider's line rules, the mock's included. */
 	for (size_t i = 0; provider_at(i); i++) {

@@ -9,6 +9,8 @@
 #include "err.h"
 #include "jsonl.h"
 #include "jsonscan.h"
+#include "price.h"
+#include "tree_check.h"
 #include "provider.h"
 #include "providers/openai_common.h"
 #include "tap.h"
@@ -407,6 +409,73 @@ static void test_strict(void)
 	is_int(jsonscan_line("", 0, &e), -EINVAL, "an empty line is no value");
 }
 
+/* Lines whose shallow tree (jsonscan_tree) must read as cJSON reads them. */
+static const char *const tree_lines[] = {
+	A_OK,
+	"{\"custom_id\":\"r-1\",\"params\":{\"model\":\"claude\",\"max_tokens\":1024,"
+	"\"temperature\":0.7,\"system\":\"Be \\\"brief\\\"\\n\",\"messages\":[{\"role\":"
+	"\"user\",\"content\":\"caf\xc3\xa9 \\u00e9 \\ud83d\\ude00 \\/ \\u0001 tab\\t end\"}],"
+	"\"tools\":[{\"name\":\"t\",\"input_schema\":{\"type\":\"object\",\"n\":[1,2.5,-0,"
+	"1e400,123456789012,1.0e-7,0.30000000000000004,2147483648,true,false,null]}}],\"metadata\":"
+	"{}}}",
+	"{\"custom_id\":\"o\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":{"
+	"\"model\":\"gpt\",\"n\":3,\"max_completion_tokens\":9,\"messages\":[{\"role\":"
+	"\"system\",\"content\":\"s\"},{\"role\":\"user\",\"content\":[{\"type\":\"text\","
+	"\"text\":\"cut \\u0000 here\"}]}]}}",
+	"{\"custom_id\":\"v\",\"request\":{\"anthropic_version\":\"vertex-2023-10-16\","
+	"\"messages\":[],\"max_tokens\":1,\"x\":{\"k\":1,\"k\":2}},\"top\":[[[]],{}]}",
+	"  {\"a\" : [ 1 , { \"b\" : [ 2 ] } ] , \"s\" : \"\\u0041\\u0000b\" }  ",
+	"[1,[2,[3]],{\"a\":{\"b\":{}}}]",
+	"\"a string\"",
+	"-12.5e3",
+	"{}",
+};
+
+static void test_tree(void)
+{
+	static const char *const provs[] = {"anthropic", "openai", "vertex"};
+	struct jsonscan_error e;
+	cJSON *mine, *ref;
+	char big[64];
+
+	for (size_t i = 0; i < sizeof(tree_lines) / sizeof(tree_lines[0]); i++) {
+		const char *l = tree_lines[i];
+
+		ref = cJSON_Parse(l);
+		is_int(jsonscan_tree(l, strlen(l), &mine, &e), 0, "tree %zu built", i);
+		ok(ref && mine, "tree %zu: both parsed", i);
+		if (!ref || !mine) {
+			cJSON_Delete(ref);
+			cJSON_Delete(mine);
+			continue;
+		}
+		ok(tree_diff(mine, ref, 1) == NULL, "tree %zu reads as cJSON's (%s)", i,
+		   tree_diff(mine, ref, 1) ? tree_diff(mine, ref, 1) : "same");
+		/* The estimate reads sizes from it: the same figures as from the full tree. */
+		for (size_t k = 0; k < sizeof(provs) / sizeof(provs[0]); k++) {
+			struct price_estimate a, b;
+
+			memset(&a, 0, sizeof(a));
+			memset(&b, 0, sizeof(b));
+			price_estimate_object(&a, provider_lookup(provs[k])->format, ref, "d");
+			price_estimate_object(&b, provider_lookup(provs[k])->format, mine, "d");
+			ok(a.n == b.n && !memcmp(a.m, b.m, sizeof(a.m)) &&
+				   a.unbounded == b.unbounded,
+			   "tree %zu: %s estimate as from cJSON's tree", i, provs[k]);
+		}
+		cJSON_Delete(ref);
+		cJSON_Delete(mine);
+	}
+	is_int(jsonscan_tree("{\"a\":1} x", 9, &mine, &e), -EINVAL, "a bad line builds nothing");
+	ok(mine == NULL, "and leaves NULL");
+	/* A number longer than cJSON's 63-byte buffer is still read whole. */
+	memset(big, '1', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	is_int(jsonscan_tree(big, strlen(big), &mine, &e), 0, "a 63-digit number");
+	ok(mine && cJSON_IsNumber(mine) && mine->valuedouble > 1.1e62, "read whole");
+	cJSON_Delete(mine);
+}
+
 /* Through the validator: the message has the line and the byte column. */
 static void test_strict_message(void)
 {
@@ -433,5 +502,6 @@ int main(void)
 	test_validator();
 	test_strict();
 	test_strict_message();
+	test_tree();
 	return tap_done();
 }

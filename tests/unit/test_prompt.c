@@ -161,12 +161,25 @@ static void test_validator_hook(void)
 	is_str(v.model, "m", "validated as the translation: its model is the batch's");
 	is_str(v.endpoint, "/v1/chat/completions", "and its endpoint");
 	is_int(v.bytes, c.native.len + 1, "byte limits count the translation");
+	ok(c.translated, "flagged as translated");
 	free(id);
 	id = NULL;
+	line = "{\"custom_id\":\"n1\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\","
+	       "\"body\":{\"model\":\"m\",\"messages\":[]}}";
+	is_int(jsonl_validator_line(&v, line, strlen(line), 1, 3, &id, &idlen, &err), 0,
+	       "a native line after it (%s)", err.msg);
+	ok(!c.translated, "is not flagged as translated (the caller copies it as written)");
+	free(id);
+	id = NULL;
+	line = "{\"custom_id\":\"bad\",\"prompt\":\"hi\"} trailing";
+	is_int(jsonl_validator_line(&v, line, strlen(line), 1, 4, &id, &idlen, &err), -EINVAL,
+	       "a prompt line is strict JSON too");
+	ok(strstr(err.msg, "text after the JSON value") != NULL, "says why: %s", err.msg);
+	err_clear(&err);
 	line = "{\"custom_id\":\"q2\",\"prompt\":\"hi\",\"model\":\"other\"}";
-	is_int(jsonl_validator_line(&v, line, strlen(line), 1, 3, &id, &idlen, &err), -EINVAL,
+	is_int(jsonl_validator_line(&v, line, strlen(line), 1, 5, &id, &idlen, &err), -EINVAL,
 	       "one model per OpenAI batch holds for prompt lines too");
-	is_int(err.line, 3, "line 3");
+	is_int(err.line, 5, "line 5");
 	free(id);
 	prompt_ctx_release(&c);
 }
