@@ -51,12 +51,13 @@ struct prompt_ctx {
 void prompt_ctx_init(struct prompt_ctx *ctx);
 void prompt_ctx_release(struct prompt_ctx *ctx);
 /*
- * The messages array of r as the Messages and Chat Completions APIs take it: the user's
- * prompt, after the system prompt when system_in_messages (Chat Completions' convention; the
- * Messages API takes "system" beside the messages). NULL when memory runs out. For the
- * formats' prompt_native.
+ * Adds "messages" to req as the Messages and Chat Completions APIs take it: the user's prompt,
+ * after the system prompt when system_in_messages (Chat Completions' convention; the Messages
+ * API takes "system" beside the messages). False when memory runs out (req is then only fit
+ * for cJSON_Delete of its root). For the formats' prompt_native.
  */
-struct cJSON *prompt_messages(const struct prompt_request *r, bool system_in_messages);
+bool prompt_add_messages(struct cJSON *req, const struct prompt_request *r,
+			 bool system_in_messages);
 /*
  * Looks at one line of a requests file of format fmt (NULL: no prompt lines). A prompt line is translated into
  * ctx->native and *line and *len are pointed at it (valid until the next call); any other line is

@@ -95,27 +95,26 @@ static int check_fields(const cJSON *root, const struct jsonl_format *fmt, long 
 	return 0;
 }
 
-cJSON *prompt_messages(const struct prompt_request *r, bool system_in_messages)
+/* {"role": role, "content": content} added to msgs; false when memory runs out. */
+static bool add_message(cJSON *msgs, const char *role, const char *content)
 {
-	cJSON *msgs = cJSON_CreateArray(), *m;
+	cJSON *m = cJSON_CreateObject();
 
-	if (!msgs)
-		return NULL;
-	if (r->system && system_in_messages) {
-		m = cJSON_CreateObject();
-		if (!m || !cJSON_AddItemToArray(msgs, m) ||
-		    !cJSON_AddStringToObject(m, "role", "system") ||
-		    !cJSON_AddStringToObject(m, "content", r->system))
-			goto fail;
+	if (!m || !cJSON_AddItemToArray(msgs, m)) {
+		cJSON_Delete(m);
+		return false;
 	}
-	m = cJSON_CreateObject();
-	if (!m || !cJSON_AddItemToArray(msgs, m) || !cJSON_AddStringToObject(m, "role", "user") ||
-	    !cJSON_AddStringToObject(m, "content", r->prompt))
-		goto fail;
-	return msgs;
-fail:
-	cJSON_Delete(msgs);
-	return NULL;
+	return cJSON_AddStringToObject(m, "role", role) &&
+	       cJSON_AddStringToObject(m, "content", content);
+}
+
+bool prompt_add_messages(cJSON *req, const struct prompt_request *r, bool system_in_messages)
+{
+	cJSON *msgs = cJSON_AddArrayToObject(req, "messages");
+
+	return msgs &&
+	       (!r->system || !system_in_messages || add_message(msgs, "system", r->system)) &&
+	       add_message(msgs, "user", r->prompt);
 }
 
 int prompt_line(struct prompt_ctx *ctx, const struct jsonl_format *fmt, const char **line,

@@ -1107,7 +1107,7 @@ int anthropic_validate_line(struct jsonl_validator *v, const cJSON *root, const 
 /* {custom_id, params: {model, max_tokens, temperature?, system?, messages}} */
 static cJSON *anthropic_prompt_native(const struct prompt_request *r)
 {
-	cJSON *root = cJSON_CreateObject(), *params = NULL, *msgs;
+	cJSON *root = cJSON_CreateObject(), *params = NULL;
 
 	if (cJSON_AddStringToObject(root, "custom_id", r->custom_id))
 		params = cJSON_AddObjectToObject(root, "params");
@@ -1115,17 +1115,12 @@ static cJSON *anthropic_prompt_native(const struct prompt_request *r)
 	    !cJSON_AddNumberToObject(params, "max_tokens", r->max_tokens) ||
 	    (r->temperature >= 0 &&
 	     !cJSON_AddNumberToObject(params, "temperature", r->temperature)) ||
-	    (r->system && !cJSON_AddStringToObject(params, "system", r->system)))
-		goto fail;
-	msgs = prompt_messages(r, false);
-	if (!msgs || !cJSON_AddItemToObject(params, "messages", msgs)) {
-		cJSON_Delete(msgs);
-		goto fail;
+	    (r->system && !cJSON_AddStringToObject(params, "system", r->system)) ||
+	    !prompt_add_messages(params, r, false)) {
+		cJSON_Delete(root);
+		return NULL;
 	}
 	return root;
-fail:
-	cJSON_Delete(root);
-	return NULL;
 }
 
 /* Claude's temperature is 0 to 1 (https://docs.anthropic.com/en/api/messages). */

@@ -1679,7 +1679,7 @@ bool oai_is_endpoint(const char *url)
  */
 cJSON *oai_prompt_native(const struct prompt_request *r, const char *url)
 {
-	cJSON *root = cJSON_CreateObject(), *body = NULL, *msgs;
+	cJSON *root = cJSON_CreateObject(), *body = NULL;
 
 	if (cJSON_AddStringToObject(root, "custom_id", r->custom_id) &&
 	    cJSON_AddStringToObject(root, "method", "POST") &&
@@ -1687,17 +1687,13 @@ cJSON *oai_prompt_native(const struct prompt_request *r, const char *url)
 		body = cJSON_AddObjectToObject(root, "body");
 	if (!body || !cJSON_AddStringToObject(body, "model", r->model) ||
 	    !cJSON_AddNumberToObject(body, "max_completion_tokens", r->max_tokens) ||
-	    (r->temperature >= 0 && !cJSON_AddNumberToObject(body, "temperature", r->temperature)))
-		goto fail;
-	msgs = prompt_messages(r, true);
-	if (!msgs || !cJSON_AddItemToObject(body, "messages", msgs)) {
-		cJSON_Delete(msgs);
-		goto fail;
+	    (r->temperature >= 0 &&
+	     !cJSON_AddNumberToObject(body, "temperature", r->temperature)) ||
+	    !prompt_add_messages(body, r, true)) {
+		cJSON_Delete(root);
+		return NULL;
 	}
 	return root;
-fail:
-	cJSON_Delete(root);
-	return NULL;
 }
 
 int oai_validate_line(struct jsonl_validator *v, const cJSON *root, const char *custom_id,

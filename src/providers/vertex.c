@@ -2475,7 +2475,7 @@ static int vertex_validate_line(struct jsonl_validator *v, const cJSON *root, co
  */
 static cJSON *vertex_prompt_native(const struct prompt_request *r)
 {
-	cJSON *root = cJSON_CreateObject(), *req = NULL, *msgs;
+	cJSON *root = cJSON_CreateObject(), *req = NULL;
 
 	if (cJSON_AddStringToObject(root, "custom_id", r->custom_id))
 		req = cJSON_AddObjectToObject(root, "request");
@@ -2483,17 +2483,12 @@ static cJSON *vertex_prompt_native(const struct prompt_request *r)
 	    !cJSON_AddStringToObject(req, "anthropic_version", VTX_ANTHROPIC_VERSION) ||
 	    !cJSON_AddNumberToObject(req, "max_tokens", r->max_tokens) ||
 	    (r->temperature >= 0 && !cJSON_AddNumberToObject(req, "temperature", r->temperature)) ||
-	    (r->system && !cJSON_AddStringToObject(req, "system", r->system)))
-		goto fail;
-	msgs = prompt_messages(r, false);
-	if (!msgs || !cJSON_AddItemToObject(req, "messages", msgs)) {
-		cJSON_Delete(msgs);
-		goto fail;
+	    (r->system && !cJSON_AddStringToObject(req, "system", r->system)) ||
+	    !prompt_add_messages(req, r, false)) {
+		cJSON_Delete(root);
+		return NULL;
 	}
 	return root;
-fail:
-	cJSON_Delete(root);
-	return NULL;
 }
 
 static const struct jsonl_format vertex_format = {
