@@ -3912,3 +3912,20 @@ int64_t store_data_version(struct store *st)
 	stmt_done(c, s);
 	return v;
 }
+
+int store_mark_get(struct store *st, struct store_mark *out)
+{
+	static const char sql[] = "PRAGMA data_version";
+	struct store_conn *c = conn_get(st);
+	sqlite3_stmt *s;
+	int rc;
+
+	if (!c || !(s = conn_stmt(c, sql)))
+		return -EIO;
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		out->version = sqlite3_column_int64(s, 0);
+	stmt_done(c, s);
+	out->changes = sqlite3_total_changes64(c->db);
+	return rc == SQLITE_ROW ? 0 : -EIO;
+}
