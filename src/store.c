@@ -657,11 +657,15 @@ static int stmt_run(struct store_conn *c, sqlite3_stmt *stmt)
 	return 0;
 }
 
+/* As snprintf(dst, size, "%s", s) (cut at size - 1 bytes), without the printf machinery: rows
+ * of up to a dozen text columns are read for every stat and open of a batch's files. */
 static void copy_text(char *dst, size_t size, sqlite3_stmt *stmt, int col)
 {
-	const unsigned char *s = sqlite3_column_text(stmt, col);
+	const char *s = (const char *)sqlite3_column_text(stmt, col);
+	size_t n = s ? strnlen(s, size - 1) : 0;
 
-	snprintf(dst, size, "%s", s ? (const char *)s : "");
+	memcpy(dst, s ? s : "", n);
+	dst[n] = '\0';
 }
 
 /* Batches */

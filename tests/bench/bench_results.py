@@ -38,7 +38,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
-from bench_parts import (Daemon, Monitor, Perf, describe_lat, make_requests,  # noqa: E402
+from bench_parts import (Daemon, Monitor, Perf, cpu_s, describe_lat, make_requests,  # noqa: E402
                          proc_status_kb, sh, start_server, stop_proc, status_latencies)
 from mount import is_mounted, wait_for  # noqa: E402
 
@@ -231,8 +231,10 @@ def main():
         if a.only == "status":
             perf.start("status")
             for _ in range(3):
+                c0 = cpu_s(daemon.pid)
                 text, p99 = status_p99_concurrent(os.path.join(batch, "status"))
-                print(f"  status, 8 readers x 1000: {text}", flush=True)
+                print(f"  status, 8 readers x 1000: {text}; daemon CPU "
+                      f"{(cpu_s(daemon.pid) - c0) / 8000 * 1e6:.0f} us per read", flush=True)
             perf.stop("status")
             return 0
 
