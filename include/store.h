@@ -404,4 +404,17 @@ int store_retry_lines(struct store *st, int64_t batch_id, int64_t after, int64_t
  */
 int64_t store_data_version(struct store *st);
 
+/*
+ * A mark of the store's state as the calling thread's connection sees it: two marks taken by
+ * one thread are equal only if no connection committed a change in between (data_version
+ * counts the other connections' commits, sqlite3_total_changes64() this one's changes). For
+ * caches of what is rendered from the store; a mark means nothing to another thread.
+ * 0 or -errno.
+ */
+struct store_mark {
+	int64_t version;
+	int64_t changes;
+};
+int store_mark_get(struct store *st, struct store_mark *out);
+
 #endif

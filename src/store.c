@@ -657,11 +657,15 @@ static int stmt_run(struct store_conn *c, sqlite3_stmt *stmt)
 	return 0;
 }
 
+/* As snprintf(dst, size, "%s", s) (cut at size - 1 bytes), without the printf machinery: rows
+ * of up to a dozen text columns are read for every stat and open of a batch's files. */
 static void copy_text(char *dst, size_t size, sqlite3_stmt *stmt, int col)
 {
-	const unsigned char *s = sqlite3_column_text(stmt, col);
+	const char *s = (const char *)sqlite3_column_text(stmt, col);
+	size_t n = s ? strnlen(s, size - 1) : 0;
 
-	snprintf(dst, size, "%s", s ? (const char *)s : "");
+	memcpy(dst, s ? s : "", n);
+	dst[n] = '\0';
 }
 
 /* Batches */
@@ -3911,4 +3915,21 @@ int64_t store_data_version(struct store *st)
 		v = sqlite3_column_int64(s, 0);
 	stmt_done(c, s);
 	return v;
+}
+
+int store_mark_get(struct store *st, struct store_mark *out)
+{
+	static const char sql[] = "PRAGMA data_version";
+	struct store_conn *c = conn_get(st);
+	sqlite3_stmt *s;
+	int rc;
+
+	if (!c || !(s = conn_stmt(c, sql)))
+		return -EIO;
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		out->version = sqlite3_column_int64(s, 0);
+	stmt_done(c, s);
+	out->changes = sqlite3_total_changes64(c->db);
+	return rc == SQLITE_ROW ? 0 : -EIO;
 }

@@ -137,28 +137,146 @@ static int status_render(struct bfs *b, const struct store_batch *row, struct bu
 	return batch_render(b, row, false, out);
 }
 
-static int status_stat(struct bfs *b, const struct store_batch *row, struct stat *st)
+/*
+ * The status texts this thread rendered last, each with the row and the store mark it was
+ * rendered at: a reader's open and its stat calls (three renders of four queries each for
+ * `cat status`) become one look-up while nothing changes. Per thread because a store mark
+ * is; a text is reused only if no connection committed since its mark and the row is the
+ * same, so a change is in the next read. Bounded: STATUS_MEMOS texts of at most
+ * STATUS_MEMO_MAX bytes per thread; longer ones are rendered every time.
+ */
+#define STATUS_MEMOS	4
+#define STATUS_MEMO_MAX (64 << 10)
+
+struct status_memo {
+	const struct store *store;
+	struct store_mark mark;
+	struct store_batch row;
+	struct buf text;
+};
+
+struct status_memos {
+	struct status_memo m[STATUS_MEMOS];
+	unsigned next; /* the slot a new batch takes */
+};
+
+static pthread_key_t status_memo_key;
+static pthread_once_t status_memo_once = PTHREAD_ONCE_INIT;
+static bool status_memo_ok;
+
+static void status_memos_free(void *p)
 {
-	struct buf text = BUF_INIT(1 << 20); /* as at open: a batch of many parts is long */
+	struct status_memos *ms = p;
+
+	for (int i = 0; i < STATUS_MEMOS; i++)
+		buf_release(&ms->m[i].text);
+	free(ms);
+}
+
+static void status_memo_init(void)
+{
+	status_memo_ok = !pthread_key_create(&status_memo_key, status_memos_free);
+}
+
+static struct status_memos *status_memos_get(void)
+{
+	struct status_memos *ms;
+
+	(void)pthread_once(&status_memo_once, status_memo_init); /* cannot fail: static once */
+	if (!status_memo_ok)
+		return NULL;
+	ms = pthread_getspecific(status_memo_key);
+	if (ms)
+		return ms;
+	ms = calloc(1, sizeof(*ms));
+	if (!ms)
+		return NULL;
+	for (int i = 0; i < STATUS_MEMOS; i++)
+		buf_init(&ms->m[i].text, STATUS_MEMO_MAX);
+	if (pthread_setspecific(status_memo_key, ms)) {
+		status_memos_free(ms);
+		return NULL;
+	}
+	return ms;
+}
+
+static bool status_memo_fits(const struct status_memo *m, const struct store *st,
+			     const struct store_mark *mark, const struct store_batch *row)
+{
+	/* Rows come from one memset and column copy (store.c), so equal rows compare equal. */
+	return m->store == st && m->text.len && m->row.id == row->id &&
+	       m->mark.version == mark->version && m->mark.changes == mark->changes &&
+	       !memcmp(&m->row, row, sizeof(*row));
+}
+
+/*
+ * The status text of row, from this thread's memo or rendered (and kept) now: *text points
+ * into the memo until this thread's next call, or is out when it was rendered without one.
+ * The mark is taken before the queries of the render, so a commit during it leaves the text
+ * under an older mark, never a newer one.
+ */
+static int status_text(struct bfs *b, const struct store_batch *row, struct buf *out,
+		       const struct buf **text)
+{
+	struct status_memos *ms = status_memos_get();
+	struct status_memo *m = NULL;
+	struct store_mark mark;
 	int rc;
 
-	rc = status_render(b, row, &text);
+	*text = out;
+	if (!ms || store_mark_get(b->store, &mark))
+		return status_render(b, row, out);
+	for (int i = 0; i < STATUS_MEMOS; i++) {
+		if (status_memo_fits(&ms->m[i], b->store, &mark, row)) {
+			*text = &ms->m[i].text;
+			return 0;
+		}
+		if (!m && ms->m[i].row.id == row->id)
+			m = &ms->m[i];
+	}
+	rc = status_render(b, row, out);
+	if (rc || out->len > STATUS_MEMO_MAX)
+		return rc;
+	if (!m)
+		m = &ms->m[ms->next++ % STATUS_MEMOS];
+	buf_reset(&m->text);
+	m->store = b->store;
+	m->mark = mark;
+	m->row = *row;
+	if (buf_add(&m->text, out->data, out->len))
+		buf_reset(&m->text); /* an empty memo fits nothing */
+	return 0;
+}
+
+static int status_stat(struct bfs *b, const struct store_batch *row, struct stat *st)
+{
+	struct buf out = BUF_INIT(1 << 20); /* as at open: a batch of many parts is long */
+	const struct buf *text;
+	int rc;
+
+	rc = status_text(b, row, &out, &text);
 	tree_attr_times(st, row->updated_at);
-	st->st_size = (off_t)text.len;
-	buf_release(&text);
+	st->st_size = (off_t)text->len;
+	buf_release(&out);
 	return rc;
 }
 
 static int status_open(struct bfs *b, const struct store_batch *row, struct fuse_file_info *fi,
-		       struct buf *text)
+		       struct buf *out)
 {
+	const struct buf *text;
+	int rc;
+
 	if (wants_write(fi->flags))
 		return -EACCES;
 	/* One snapshot per open, so a reader never sees half of two states; its size changes
 	 * between opens, so no page cache. */
 	fi->direct_io = 1;
 	fi->noflush = 1;
-	return status_render(b, row, text);
+	rc = status_text(b, row, out, &text);
+	if (!rc && text != out)
+		rc = buf_add(out, text->data, text->len);
+	return rc;
 }
 
 /* id */

@@ -22,7 +22,8 @@ measured in the same run and the ratio against the goal:
 
 Usage (root, for the loop mount and drop_caches):
   BATCHFS_BIN=build/src/batchfs python3 tests/bench/bench_results.py [N] [--per-part K]
-      [--log FILE] [--perf] [--only submit]
+      [--log FILE] [--perf] [--only submit|status]
+  (--only status: after the ingest, the status row alone, three rounds)
 """
 import argparse
 import contextlib
@@ -37,7 +38,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
-from bench_parts import (Daemon, Monitor, Perf, describe_lat, make_requests,  # noqa: E402
+from bench_parts import (Daemon, Monitor, Perf, cpu_s, describe_lat, make_requests,  # noqa: E402
                          proc_status_kb, sh, start_server, stop_proc, status_latencies)
 from mount import is_mounted, wait_for  # noqa: E402
 
@@ -130,7 +131,8 @@ def main():
     ap.add_argument("--per-part", type=int, default=100000, help="max_requests of the remote")
     ap.add_argument("--log", help="keep the daemon's timestamped stderr in this file")
     ap.add_argument("--perf", action="store_true", help="perf record the daemon per phase")
-    ap.add_argument("--only", choices=["submit"], help="stop after this phase")
+    ap.add_argument("--only", choices=["submit", "status"],
+                    help="submit: stop after it; status: after the ingest, only status")
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench: run as root (loop mount, drop_caches)")
@@ -225,6 +227,16 @@ def main():
         print("\ningest", flush=True)
         rows.add("ingest (ready after end)", t_ing, t_dl, 1.5,
                  note=f"(vs curl + fsync {t_dls:.3f}: {t_ing / t_dls:.2f}x)")
+
+        if a.only == "status":
+            perf.start("status")
+            for _ in range(3):
+                c0 = cpu_s(daemon.pid)
+                text, p99 = status_p99_concurrent(os.path.join(batch, "status"))
+                print(f"  status, 8 readers x 1000: {text}; daemon CPU "
+                      f"{(cpu_s(daemon.pid) - c0) / 8000 * 1e6:.0f} us per read", flush=True)
+            perf.stop("status")
+            return 0
 
         # --- reads ---------------------------------------------------------------------------
         print("\nreads", flush=True)

@@ -10,6 +10,7 @@
 #include <ftw.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -906,6 +907,45 @@ static void test_resubmit(struct store *st)
 	ok(b.state == BATCH_SUBMITTING && !b.nparts && !b.pid[0], "claimed, its parts gone");
 }
 
+struct noter {
+	struct store *st;
+	int64_t id;
+	int rc;
+};
+
+static void *note_main(void *arg)
+{
+	struct noter *n = arg;
+
+	n->rc = store_batch_note(n->st, n->id, "from another thread");
+	return NULL;
+}
+
+static bool marks_equal(const struct store_mark *a, const struct store_mark *b)
+{
+	return a->version == b->version && a->changes == b->changes;
+}
+
+/* The mark the status memo is keyed by moves with every commit, this thread's or another's. */
+static void test_mark(struct store *st)
+{
+	struct store_mark m0, m1, m2, m3;
+	struct noter n = {.st = st};
+	pthread_t t;
+
+	is_int(store_batch_create(st, REMOTE, "marked", timefmt_now_ms(), &n.id), 0, "create");
+	is_int(store_mark_get(st, &m0), 0, "mark");
+	is_int(store_mark_get(st, &m1), 0, "mark again");
+	ok(marks_equal(&m0, &m1), "no commit: the same mark");
+	is_int(store_batch_note(st, n.id, "from this thread"), 0, "a change on this thread");
+	is_int(store_mark_get(st, &m2), 0, "mark after it");
+	ok(!marks_equal(&m1, &m2), "this thread's commit moves the mark");
+	ok(!pthread_create(&t, NULL, note_main, &n) && !pthread_join(t, NULL) && !n.rc,
+	   "a change on another thread");
+	is_int(store_mark_get(st, &m3), 0, "mark after it");
+	ok(!marks_equal(&m2, &m3), "another connection's commit moves the mark");
+}
+
 int main(void)
 {
 	struct bfs_err err = BFS_ERR_INIT;
@@ -929,6 +969,7 @@ int main(void)
 		test_resume(st);
 		test_forget(st);
 		test_resubmit(st);
+		test_mark(st);
 		store_free(st);
 	}
 	rm_tree(tmpdir);
