@@ -50,9 +50,6 @@ struct store_conn {
  */
 #define STORE_LOC_SLOTS 65536
 
-/* How far a results.jsonl read asks the kernel to read ahead in the data file. */
-#define STORE_READ_AHEAD (4 << 20)
-
 struct store_loc {
 	int64_t id, part_id, doff, len;
 };
@@ -3705,14 +3702,6 @@ static long part_jsonl_read(struct store_conn *c, int64_t part_id, int64_t off, 
 
 		if (k < 0)
 			n = k;
-		/*
-		 * The kernel's readahead of this descriptor sees only the reads of this thread
-		 * (each FUSE thread has its own), never the reader's whole sequence: ask for what
-		 * follows now, so that the next reads find it in the page cache.
-		 */
-		if (k >= 0)
-			(void)posix_fadvise(fd, run_doff + run_len, STORE_READ_AHEAD,
-					    POSIX_FADV_WILLNEED);
 	}
 out:
 	stmt_done(c, s);
