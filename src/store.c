@@ -386,7 +386,8 @@ static const char *const schema_v7 =
  * v9: the reads of results never touch a results row (about a page each with its text), only
  * indexes that hold what they need: listing and lookup by name carry size and place (a cold
  * `ls -l` or `cat` of every result read 4 KiB of table per result), and results.jsonl maps its
- * offsets to the data file from (part_id, off) alone (a cold cat read the whole table).
+ * offsets to the data file from (part_id, off) alone (a cold cat read the whole table), and
+ * a read by row id finds the place in results_loc (SQLite would pick the row itself).
  */
 static const char *const schema_v9 =
 	"DROP INDEX results_batch;"
@@ -394,7 +395,8 @@ static const char *const schema_v9 =
 	"DROP INDEX results_part_off;"
 	"CREATE INDEX results_list ON results (batch_id, id, fname, len, part_id, doff);"
 	"CREATE INDEX results_name ON results (batch_id, fname, len, part_id, doff);"
-	"CREATE INDEX results_part_map ON results (part_id, off, len, doff);";
+	"CREATE INDEX results_part_map ON results (part_id, off, len, doff);"
+	"CREATE INDEX results_loc ON results (id, part_id, doff, len);";
 
 /*
  * The schema steps: migrations[i] brings version i to i + 1 (a new version is one more
@@ -3605,7 +3607,8 @@ static long result_copy(struct store_conn *c, int64_t id, int64_t part_id, int64
 
 long store_result_read(struct store *st, int64_t id, int64_t off, size_t size, char *dst)
 {
-	static const char sql[] = "SELECT part_id, doff, len FROM results WHERE id = ?1";
+	static const char sql[] =
+		"SELECT part_id, doff, len FROM results INDEXED BY results_loc WHERE id = ?1";
 	struct store_conn *c = conn_get(st);
 	int64_t part_id, doff, len;
 	struct store_loc l;
