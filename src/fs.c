@@ -48,6 +48,61 @@ static struct fs_handle *handles;
 /* Reads of `wait` parked until their batch is done (one per session, see fs_main). */
 static struct waiter *waiter;
 
+/* The session, for notifications (fs_main sets it before the loop starts). */
+static struct fuse_session *session;
+
+/*
+ * A result file is pushed into the kernel's page cache at its open (FUSE_NOTIFY_STORE), so
+ * the reader's read is served there: a cold `cat` of many small results costs no READ round
+ * trip per file. Pushed only when the kernel cannot have it yet: each slot holds the inode of
+ * a push whose inode the kernel has not forgotten since (direct-mapped; a lost slot means a
+ * push too many, a page cache dropped under a live inode one READ: both only cost time).
+ */
+#define PUSH_MAX   (64u << 10) /* larger files are read as usual: the round trip is amortized */
+#define PUSH_SLOTS (1u << 18)
+static fuse_ino_t pushed[PUSH_SLOTS];
+
+static fuse_ino_t *push_slot(fuse_ino_t ino)
+{
+	return &pushed[(ino >> 4) % PUSH_SLOTS];
+}
+
+static void push_result(struct bfs *b, fuse_ino_t ino, struct tree_node n)
+{
+	fuse_ino_t *slot = push_slot(ino);
+	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(0);
+	char *buf;
+	long k;
+
+	if (!session || __atomic_load_n(slot, __ATOMIC_RELAXED) == ino)
+		return;
+	buf = malloc(PUSH_MAX);
+	if (!buf)
+		return;
+	k = store_result_read(b->store, n.id, 0, PUSH_MAX, buf);
+	/* A short read is the whole file (results never change once visible). */
+	if (k > 0 && (size_t)k < PUSH_MAX) {
+		bv.buf[0].mem = buf;
+		bv.buf[0].size = (size_t)k;
+		if (!fuse_lowlevel_notify_store(session, ino, 0, &bv, 0))
+			__atomic_store_n(slot, ino, __ATOMIC_RELAXED);
+	} else if (k > 0) {
+		/* Too large to push: marked all the same, so that its opens do not read it
+		 * again for nothing until the kernel forgets it. */
+		__atomic_store_n(slot, ino, __ATOMIC_RELAXED);
+	}
+	free(buf);
+}
+
+/* The kernel dropped the inode, its page cache with it: the next open pushes again. */
+static void push_forget(fuse_ino_t ino)
+{
+	fuse_ino_t *slot = push_slot(ino);
+	fuse_ino_t want = ino;
+
+	__atomic_compare_exchange_n(slot, &want, 0, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+}
+
 static struct bfs *fs_ctx(fuse_req_t req)
 {
 	return fuse_req_userdata(req);
@@ -176,6 +231,20 @@ static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_err(req, -rc);
 	else
 		fuse_reply_entry(req, &e);
+}
+
+static void fs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	(void)nlookup;
+	push_forget(ino);
+	fuse_reply_none(req);
+}
+
+static void fs_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+	for (size_t i = 0; i < count; i++)
+		push_forget(forgets[i].ino);
+	fuse_reply_none(req);
 }
 
 static void fs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -319,6 +388,8 @@ static int open_node(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 		/* Results never change once visible (row ids are never reused). */
 		fi->keep_cache = 1;
 		fi->noflush = 1; /* cat of many results: no flush round trips */
+		if (n.sub != TREE_SUB_TEXT)
+			push_result(fs_ctx(req), ino, n);
 		*out = h;
 		return 0;
 	case TREE_BATCH:
@@ -563,6 +634,8 @@ static void fs_init(void *userdata, struct fuse_conn_info *conn)
 static const struct fuse_lowlevel_ops fs_ops = {
 	.init = fs_init,
 	.lookup = fs_lookup,
+	.forget = fs_forget,
+	.forget_multi = fs_forget_multi,
 	.getattr = fs_getattr,
 	.setattr = fs_setattr,
 	.readlink = fs_readlink,
@@ -624,7 +697,9 @@ int fs_main(struct bfs *b, struct fuse_args *args, const char *mountpoint, bool 
 		rc = waiter_start(&waiter, b);
 	if (rc)
 		goto out_unmount;
+	session = se;
 	rc = fs_loop(se, single);
+	session = NULL;
 	rc = rc < 0 ? rc : (rc > 0 ? -EINTR : 0);
 out_unmount:
 	/* Parked reads are requests of this session too. */

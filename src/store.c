@@ -26,7 +26,7 @@
 #include "store.h"
 #include "timefmt.h"
 
-#define STORE_SCHEMA_VERSION 8
+#define STORE_SCHEMA_VERSION 9
 #define STORE_STMT_MAX	     128
 
 struct store_conn {
@@ -42,6 +42,18 @@ struct store_conn {
 	struct store_conn *next; /* in st->conns, protected by st->lock */
 };
 
+/*
+ * Where a result's bytes are (its part's data file, offset, line length), by row id, as a
+ * listing or a lookup by name found them: the open and read that follow need no query, where
+ * the row itself would be a page of its own to read from disk when cold. Direct-mapped, a
+ * fixed size; rows of ready parts only, which never change (and row ids are never reused).
+ */
+#define STORE_LOC_SLOTS 65536
+
+struct store_loc {
+	int64_t id, part_id, doff, len;
+};
+
 struct store {
 	char path[PATH_MAX];
 	char rdir[PATH_MAX];	/* results/: one write-once file per part */
@@ -49,6 +61,8 @@ struct store {
 	pthread_key_t key;
 	pthread_mutex_t lock; /* protects conns */
 	struct store_conn *conns;
+	pthread_mutex_t loc_lock;
+	struct store_loc *loc; /* STORE_LOC_SLOTS, or NULL: every read queries */
 };
 
 struct store_reqs {
@@ -369,6 +383,22 @@ static const char *const schema_v7 =
 	"CREATE INDEX requests_line ON requests (batch_id, line);";
 
 /*
+ * v9: the reads of results never touch a results row (about a page each with its text), only
+ * indexes that hold what they need: listing and lookup by name carry size and place (a cold
+ * `ls -l` or `cat` of every result read 4 KiB of table per result), and results.jsonl maps its
+ * offsets to the data file from (part_id, off) alone (a cold cat read the whole table), and
+ * a read by row id finds the place in results_loc (SQLite would pick the row itself).
+ */
+static const char *const schema_v9 =
+	"DROP INDEX results_batch;"
+	"DROP INDEX results_fname;"
+	"DROP INDEX results_part_off;"
+	"CREATE INDEX results_list ON results (batch_id, id, fname, len, part_id, doff);"
+	"CREATE INDEX results_name ON results (batch_id, fname, len, part_id, doff);"
+	"CREATE INDEX results_part_map ON results (part_id, off, len, doff);"
+	"CREATE INDEX results_loc ON results (id, part_id, doff, len);";
+
+/*
  * The schema steps: migrations[i] brings version i to i + 1 (a new version is one more
  * entry, and STORE_SCHEMA_VERSION with it).
  */
@@ -384,6 +414,7 @@ static const char *const migrations[] = {
 	schema_v7,
 	/* 8: how many times a part that failed before running was sent again (resubmit). */
 	"ALTER TABLE parts ADD COLUMN resubmits INTEGER NOT NULL DEFAULT 0",
+	schema_v9,
 };
 
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == STORE_SCHEMA_VERSION,
@@ -603,6 +634,8 @@ int store_open(struct store **out, const char *dir, struct bfs_err *err)
 		return rc;
 	}
 	pthread_mutex_init(&st->lock, NULL);
+	pthread_mutex_init(&st->loc_lock, NULL);
+	st->loc = calloc(STORE_LOC_SLOTS, sizeof(*st->loc));
 	if (pthread_key_create(&st->key, conn_destructor)) {
 		free(st);
 		return -ENOMEM;
@@ -639,6 +672,8 @@ void store_free(struct store *st)
 	pthread_mutex_unlock(&st->lock);
 	pthread_key_delete(st->key);
 	pthread_mutex_destroy(&st->lock);
+	pthread_mutex_destroy(&st->loc_lock);
+	free(st->loc);
 	free(st);
 }
 
@@ -3400,12 +3435,48 @@ static void result_from_row(sqlite3_stmt *s, struct store_result *r)
 	r->mtime = sqlite3_column_int64(s, 4);
 }
 
+/*
+ * The columns after RESULT_COLS: the row's place, and whether its part is ready (the rows of
+ * a download still going may yet be dropped).
+ */
+#define RESULT_COLS                                                                     \
+	"SELECT r.id, r.batch_id, r.fname, r.len, b.ended_at, r.part_id, r.doff,"       \
+	" p.results IN ('ready', 'incomplete') FROM results r JOIN batches b ON b.id =" \
+	" r.batch_id LEFT JOIN parts p ON p.id = r.part_id"
+
+static void loc_put(struct store *st, sqlite3_stmt *s)
+{
+	struct store_loc l = {
+		.id = sqlite3_column_int64(s, 0),
+		.part_id = sqlite3_column_int64(s, 5),
+		.doff = sqlite3_column_int64(s, 6),
+		.len = sqlite3_column_int64(s, 3),
+	};
+
+	if (!st->loc || l.doff < 0 || !sqlite3_column_int(s, 7))
+		return;
+	pthread_mutex_lock(&st->loc_lock);
+	st->loc[(uint64_t)l.id % STORE_LOC_SLOTS] = l;
+	pthread_mutex_unlock(&st->loc_lock);
+}
+
+static bool loc_get(struct store *st, int64_t id, struct store_loc *out)
+{
+	if (!st->loc || id <= 0)
+		return false;
+	pthread_mutex_lock(&st->loc_lock);
+	*out = st->loc[(uint64_t)id % STORE_LOC_SLOTS];
+	pthread_mutex_unlock(&st->loc_lock);
+	return out->id == id;
+}
+
 static int result_query_one(struct store_conn *c, sqlite3_stmt *s, struct store_result *out)
 {
 	int rc = sqlite3_step(s);
 
 	if (rc == SQLITE_ROW) {
 		result_from_row(s, out);
+		loc_put(c->st, s);
 		stmt_done(c, s);
 		return 0;
 	}
@@ -3416,9 +3487,7 @@ static int result_query_one(struct store_conn *c, sqlite3_stmt *s, struct store_
 int store_result_by_name(struct store *st, int64_t batch_id, const char *fname,
 			 struct store_result *out)
 {
-	static const char sql[] = "SELECT r.id, r.batch_id, r.fname, r.len, b.ended_at"
-				  " FROM results r JOIN batches b ON b.id = r.batch_id"
-				  " WHERE r.batch_id = ?1 AND r.fname = ?2";
+	static const char sql[] = RESULT_COLS " WHERE r.batch_id = ?1 AND r.fname = ?2";
 	struct store_conn *c = conn_get(st);
 	sqlite3_stmt *s;
 
@@ -3431,9 +3500,7 @@ int store_result_by_name(struct store *st, int64_t batch_id, const char *fname,
 
 int store_result_get(struct store *st, int64_t id, struct store_result *out)
 {
-	static const char sql[] =
-		"SELECT r.id, r.batch_id, r.fname, r.len, b.ended_at"
-		" FROM results r JOIN batches b ON b.id = r.batch_id WHERE r.id = ?1";
+	static const char sql[] = RESULT_COLS " WHERE r.id = ?1";
 	struct store_conn *c = conn_get(st);
 	sqlite3_stmt *s;
 
@@ -3446,9 +3513,8 @@ int store_result_get(struct store *st, int64_t id, struct store_result *out)
 int store_result_list(struct store *st, int64_t batch_id, int64_t after, int limit,
 		      store_result_fn fn, void *ctx)
 {
-	static const char sql[] = "SELECT r.id, r.batch_id, r.fname, r.len, b.ended_at"
-				  " FROM results r JOIN batches b ON b.id = r.batch_id"
-				  " WHERE r.batch_id = ?1 AND r.id > ?2 ORDER BY r.id LIMIT ?3";
+	static const char sql[] =
+		RESULT_COLS " WHERE r.batch_id = ?1 AND r.id > ?2 ORDER BY r.id LIMIT ?3";
 	struct store_conn *c = conn_get(st);
 	struct store_result r;
 	sqlite3_stmt *s;
@@ -3461,6 +3527,7 @@ int store_result_list(struct store *st, int64_t batch_id, int64_t after, int lim
 	sqlite3_bind_int(s, 3, limit);
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
 		result_from_row(s, &r);
+		loc_put(st, s);
 		rc = fn(ctx, &r);
 		if (rc) {
 			stmt_done(c, s);
@@ -3544,12 +3611,16 @@ static long result_copy(struct store_conn *c, int64_t id, int64_t part_id, int64
 
 long store_result_read(struct store *st, int64_t id, int64_t off, size_t size, char *dst)
 {
-	static const char sql[] = "SELECT part_id, doff, len FROM results WHERE id = ?1";
+	static const char sql[] =
+		"SELECT part_id, doff, len FROM results INDEXED BY results_loc WHERE id = ?1";
 	struct store_conn *c = conn_get(st);
 	int64_t part_id, doff, len;
+	struct store_loc l;
 	sqlite3_stmt *s;
 	int rc;
 
+	if (c && loc_get(st, id, &l))
+		return result_copy(c, id, l.part_id, l.doff, l.len, off, size, dst);
 	if (!c || !(s = conn_stmt(c, sql)))
 		return -EIO;
 	sqlite3_bind_int64(s, 1, id);

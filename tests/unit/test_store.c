@@ -204,7 +204,7 @@ static void test_open(void)
 	store_free(st);
 	st = NULL;
 	is_int(db_exec(path, NULL, &version), SQLITE_OK, "the cache is an SQLite database");
-	is_int(version, 8, "schema version 8");
+	is_int(version, 9, "schema version 9");
 
 	chmod(path, 0644);
 	is_int(store_open(&st, dir, &err), 0, "reopen");
@@ -260,7 +260,7 @@ static void test_open(void)
 		ok(!memcmp(buf, "x\n", 2), "byte for byte too");
 	}
 	is_int(db_exec(path, NULL, &version), SQLITE_OK, "read the version");
-	is_int(version, 8, "now schema version 8");
+	is_int(version, 9, "now schema version 9");
 	{
 		struct store_batch ob;
 
