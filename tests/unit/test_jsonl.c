@@ -422,8 +422,8 @@ static const char *const tree_lines[] = {
 	"\"model\":\"gpt\",\"n\":3,\"max_completion_tokens\":9,\"messages\":[{\"role\":"
 	"\"system\",\"content\":\"s\"},{\"role\":\"user\",\"content\":[{\"type\":\"text\","
 	"\"text\":\"cut \\u0000 here\"}]}]}}",
-	"{\"custom_id\":\"v\",\"request\":{\"anthropic_version\":\"vertex-2023-10-16\","
-	"\"messages\":[],\"max_tokens\":1,\"x\":{\"k\":1,\"k\":2}},\"top\":[[[]],{}]}",
+	("{\"custom_id\":\"v\",\"request\":{\"anthropic_version\":\"vertex-2023-10-16\","
+	 "\"messages\":[],\"max_tokens\":1,\"x\":{\"k\":1,\"k\":2}},\"top\":[[[]],{}]}"),
 	"  {\"a\" : [ 1 , { \"b\" : [ 2 ] } ] , \"s\" : \"\\u0041\\u0000b\" }  ",
 	"[1,[2,[3]],{\"a\":{\"b\":{}}}]",
 	"\"a string\"",
