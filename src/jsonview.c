@@ -146,6 +146,16 @@ static bool member_next(struct jv c, size_t *pos, struct jv *key, struct jv *val
 	return true;
 }
 
+/* The value at o.p[i], its end found only when cheap or needed: a container's view may run
+ * on to o's end (every reading of it stops at its own closing bracket), so a lookup never
+ * walks the long text inside the member it wants. */
+static struct jv value_at(struct jv o, size_t i)
+{
+	if (i < o.len && (o.p[i] == '{' || o.p[i] == '['))
+		return (struct jv){o.p + i, o.len - i};
+	return (struct jv){o.p + i, skip_value(o.p, i, o.len) - i};
+}
+
 bool jv_next(struct jv c, size_t *pos, struct jv *out)
 {
 	struct jv key;
@@ -155,17 +165,31 @@ bool jv_next(struct jv c, size_t *pos, struct jv *out)
 
 struct jv jv_get(struct jv o, const char *key)
 {
-	size_t pos = 0, n = strlen(key);
-	struct jv k, v;
+	const char *p = o.p;
+	size_t i = 1, n = strlen(key), k;
+	bool hit;
 
 	if (!jv_is_object(o))
 		return (struct jv){NULL, 0};
-	while (member_next(o, &pos, &k, &v)) {
+	for (;;) {
+		i = skip_blank(p, i, o.len);
+		if (i >= o.len || p[i] != '"')
+			break;
+		k = skip_string(p, i, o.len);
 		/* Plain keys (all real ones) compare as bytes; escaped ones decoded. */
-		if (k.len == n + 2 && !memcmp(k.p + 1, key, n))
-			return v;
-		if (memchr(k.p, '\\', k.len) && jv_str_is(k, key))
-			return v;
+		hit = (k - i == n + 2 && !memcmp(p + i + 1, key, n)) ||
+		      (memchr(p + i, '\\', k - i) && jv_str_is((struct jv){p + i, k - i}, key));
+
+		i = skip_blank(p, k, o.len);
+		if (i >= o.len || p[i] != ':')
+			break;
+		i = skip_blank(p, i + 1, o.len);
+		if (hit)
+			return value_at(o, i);
+		i = skip_blank(p, skip_value(p, i, o.len), o.len);
+		if (i >= o.len || p[i] != ',')
+			break;
+		i++;
 	}
 	return (struct jv){NULL, 0};
 }
@@ -261,6 +285,15 @@ static size_t unescape_one(const char *raw, size_t *i, size_t elen, char *b)
 	b[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
 	b[3] = (char)(0x80 | (cp & 0x3f));
 	return 4;
+}
+
+size_t jv_unescape_next(const char *raw, size_t *i, size_t elen, char *b)
+{
+	if (raw[*i] != '\\') {
+		b[0] = raw[(*i)++];
+		return 1;
+	}
+	return unescape_one(raw, i, elen, b);
 }
 
 size_t jv_unescape(const char *raw, size_t elen, char *out)
