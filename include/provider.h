@@ -235,9 +235,9 @@ void provider_results_init(struct provider_results *r, provider_result_fn fn,
 			   provider_reset_fn reset, void *ctx, provider_retry_fn on_retry,
 			   void *retry_ctx, struct bfs_err *line_err);
 int provider_results_line(void *ctx, const char *line, size_t len, long lineno);
-/* While provider_results_line() delivers line on this thread: its parsed tree (read-only,
- * owned by the delivery); else NULL. */
-const struct cJSON *provider_results_parsed(const char *line);
+/* True while provider_results_line() delivers line on this thread: it passed
+ * jsonscan_line() (result_parse need not scan it again). */
+bool provider_results_checked(const char *line);
 int provider_results_reset(void *ctx);
 void provider_results_next_file(struct provider_results *r);
 /* Drops everything delivered (the caller's reset) before a new pass. 0 or -errno. */

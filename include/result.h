@@ -8,6 +8,7 @@
 #ifndef BATCHFS_RESULT_H
 #define BATCHFS_RESULT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "usage.h"
@@ -24,6 +25,10 @@ struct result_info {
 	enum result_type type;
 	char *text; /* succeeded: every text block joined (malloc'd); NULL when it has none */
 	size_t text_len;
+	/* text_span: the text is exactly one JSON string of the line, whose escaped bytes are
+	 * line[text_at, text_at + text_elen) (the store serves it from there). */
+	bool text_span;
+	size_t text_at, text_elen;
 	struct bfs_usage usage; /* succeeded: the tokens it reports (results = 1) */
 };
 
@@ -32,7 +37,8 @@ const char *result_type_name(enum result_type t);
 
 /*
  * Parsers of one native result line (without terminator) into out, which the caller frees
- * with result_info_release(). 0, or -ENOMEM (a line that is not JSON is RESULT_UNKNOWN, 0).
+ * with result_info_release(). 0, or -ENOMEM (a line that is not JSON is RESULT_UNKNOWN, 0;
+ * so is one jsonscan_line() refuses, unless its delivery checked it: provider.h).
  *  - anthropic (and mock): {"custom_id", "result": {"type", "message": {"model", "content":
  *    [{"type": "text", "text"}...], "usage": {input_tokens, output_tokens,
  *    cache_creation_input_tokens, cache_read_input_tokens}}}}

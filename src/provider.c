@@ -16,6 +16,7 @@
 #include "err.h"
 #include "http.h"
 #include "jsonscan.h"
+#include "jsonview.h"
 #include "provider.h"
 #include "providers/anthropic.h"
 #include "providers/mock.h"
@@ -92,29 +93,40 @@ void provider_results_init(struct provider_results *r, provider_result_fn fn,
 }
 
 /*
- * The result line being delivered on this thread and its parse: the ingest reads each line's
- * outcome, text and usage (result_parse, called from the delivery) from the same tree
- * instead of parsing the line a second time (a results download is CPU-bound on parsing).
+ * The result line being delivered on this thread, checked already: the ingest reads each
+ * line's outcome, text and usage (result_parse, called from the delivery) without scanning
+ * it a second time (a results download is CPU-bound on reading the lines).
  */
-static _Thread_local struct {
-	const char *line;
-	const cJSON *root;
-} lent;
+static _Thread_local const char *checked;
 
-const cJSON *provider_results_parsed(const char *line)
+bool provider_results_checked(const char *line)
 {
-	return line && line == lent.line ? lent.root : NULL;
+	return line && line == checked;
+}
+
+/* The custom_id string id decoded into small (or the heap: *big, to free), or NULL. */
+static const char *id_decode(struct jv id, char *small, size_t size, char **big)
+{
+	size_t elen, n;
+	const char *raw = jv_str_raw(id, &elen);
+	char *out = small;
+
+	*big = NULL;
+	if (elen >= size && !(out = *big = malloc(elen + 1)))
+		return NULL;
+	n = jv_unescape(raw, elen, out);
+	out[n] = '\0'; /* no \u0000 inside: the scan refuses one in the custom_id */
+	return out;
 }
 
 int provider_results_line(void *ctx, const char *line, size_t len, long lineno)
 {
 	struct provider_results *r = ctx;
 	struct jsonscan_error je;
-	const cJSON *id = NULL;
 	long n = r->base_line + lineno; /* numbered on through the files, as downloaded */
-	const char *bad = NULL;
-	char why[96];
-	cJSON *o = NULL;
+	const char *bad = NULL, *id = NULL;
+	char why[96], small[256], *big = NULL;
+	struct jv root, idv;
 	size_t i;
 	int rc;
 
@@ -137,35 +149,35 @@ int provider_results_line(void *ctx, const char *line, size_t len, long lineno)
 	 * The request lines' strict scan: cJSON alone would cut a custom_id at \u0000 (two ids
 	 * equal up to a NUL would become one file) and read the first of two custom_id keys. A
 	 * line that fails is named and skipped: one bad line must not cost the other results.
+	 * A line that passes is read in place (jsonview.h), as cJSON would read it.
 	 */
 	rc = jsonscan_line(line, len, &je);
 	if (rc == -ENOMEM)
 		goto out;
+	root = jv_line(line, len);
 	if (rc) {
 		snprintf(why, sizeof(why), "not strict JSON at column %zu: %s", je.column, je.why);
 		bad = why;
-	} else if (!(o = cJSON_ParseWithLength(line, len))) {
-		rc = -ENOMEM; /* the scan passed: only memory can fail */
-		goto out;
-	} else if (!cJSON_IsObject(o)) {
+	} else if (!jv_is_object(root)) {
 		bad = "not a JSON object";
-	} else if (!cJSON_IsString(id = cJSON_GetObjectItemCaseSensitive(o, "custom_id"))) {
+	} else if (!jv_is_string(idv = jv_get(root, "custom_id"))) {
 		bad = "no custom_id string";
-	} else if (!id->valuestring[0]) {
+	} else if (!(id = id_decode(idv, small, sizeof(small), &big))) {
+		rc = -ENOMEM;
+		goto out;
+	} else if (!id[0]) {
 		bad = "empty custom_id"; /* it could not be a file name (and no request has it) */
 	}
-	/* The parse is lent to result_parse() for the time of the call (provider_results_parsed). */
-	lent.line = line;
-	lent.root = bad ? NULL : o;
-	rc = r->fn(r->ctx, bad ? NULL : id->valuestring, line, len, n, bad);
-	lent.line = NULL;
-	lent.root = NULL;
+	/* Checked: result_parse() need not scan it again (provider_results_checked). */
+	checked = bad ? NULL : line;
+	rc = r->fn(r->ctx, bad ? NULL : id, line, len, n, bad);
+	checked = NULL;
 	if (!rc)
 		r->delivered++; /* bad lines too: a reset must forget them as well */
 out:
 	if (rc)
 		err_set(r->line_err, "cannot keep result line %ld: %s", n, strerror(-rc));
-	cJSON_Delete(o);
+	free(big);
 	return rc;
 }
 

@@ -10,7 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "json.h"
+#include "jsonscan.h"
+#include "jsonview.h"
 #include "provider.h"
 #include "result.h"
 
@@ -37,157 +38,178 @@ void result_info_release(struct result_info *r)
 	free(r->text);
 	r->text = NULL;
 	r->text_len = 0;
+	r->text_span = false;
 }
 
-/* Appends s to out's text (the blocks are joined as the provider returns them). */
-static int text_add(struct result_info *out, const char *s)
+/*
+ * Appends the string s to out's text (the blocks are joined as the provider returns them),
+ * read as cJSON's C string would be: up to a \u0000. The first block's place in the line is
+ * kept (text_at, text_elen): a text that is that one string is served from the line itself.
+ */
+static int text_add(struct result_info *out, const char *line, struct jv s)
 {
-	size_t n = strlen(s);
-	char *t = realloc(out->text, out->text_len + n + 1);
+	size_t elen, n;
+	const char *raw = jv_str_raw(s, &elen);
+	bool first = !out->text;
+	char *t = realloc(out->text, out->text_len + elen + 1);
 
 	if (!t)
 		return -ENOMEM;
-	memcpy(t + out->text_len, s, n + 1);
 	out->text = t;
-	out->text_len += n;
+	n = jv_unescape(raw, elen, t + out->text_len);
+	t[out->text_len + n] = '\0';
+	out->text_span = first && strlen(t) == n;
+	out->text_at = (size_t)(raw - line);
+	out->text_elen = elen;
+	out->text_len += strlen(t + out->text_len);
 	return 0;
 }
 
-static void model_set(struct result_info *out, const cJSON *o)
+static void model_set(struct result_info *out, struct jv o)
 {
-	const char *m = json_str(o, "model");
-
-	if (m)
-		snprintf(out->usage.model, sizeof(out->usage.model), "%s", m);
+	(void)jv_str_copy(jv_get(o, "model"), out->usage.model, sizeof(out->usage.model));
 }
 
 /* An Anthropic message: content[] text blocks, usage. */
-static int message_parse(const cJSON *msg, struct result_info *out)
+static int message_parse(const char *line, struct jv msg, struct result_info *out)
 {
-	const cJSON *content = cJSON_GetObjectItemCaseSensitive(msg, "content"), *blk;
-	const cJSON *u = cJSON_GetObjectItemCaseSensitive(msg, "usage");
+	struct jv content = jv_get(msg, "content"), blk;
+	struct jv u = jv_get(msg, "usage");
+	size_t pos = 0;
 	int rc = 0;
 
-	if (!cJSON_IsObject(msg))
+	if (!jv_is_object(msg))
 		return 0;
 	out->type = RESULT_SUCCEEDED;
 	model_set(out, msg);
-	cJSON_ArrayForEach(blk, content) {
-		const char *type = json_str(blk, "type"), *text = json_str(blk, "text");
+	while (jv_next(content, &pos, &blk)) {
+		struct jv text = jv_get(blk, "text");
 
-		if (type && !strcmp(type, "text") && text && !rc)
-			rc = text_add(out, text);
+		if (jv_str_is(jv_get(blk, "type"), "text") && jv_is_string(text) && !rc)
+			rc = text_add(out, line, text);
 	}
 	out->usage.results = 1;
-	out->usage.input_tokens = (uint64_t)json_count(u, "input_tokens");
-	out->usage.output_tokens = (uint64_t)json_count(u, "output_tokens");
-	out->usage.cache_creation_tokens = (uint64_t)json_count(u, "cache_creation_input_tokens");
-	out->usage.cache_read_tokens = (uint64_t)json_count(u, "cache_read_input_tokens");
+	out->usage.input_tokens = (uint64_t)jv_count(u, "input_tokens");
+	out->usage.output_tokens = (uint64_t)jv_count(u, "output_tokens");
+	out->usage.cache_creation_tokens = (uint64_t)jv_count(u, "cache_creation_input_tokens");
+	out->usage.cache_read_tokens = (uint64_t)jv_count(u, "cache_read_input_tokens");
 	return rc;
 }
 
-/* The line's tree: the one its delivery parsed already (not to be freed: *own false), or a
- * new parse. */
-static const cJSON *line_parse(const char *line, size_t len, struct result_info *out, bool *own)
+/*
+ * The line's value, read in place: a line its delivery checked already is not scanned
+ * again; any other is (the reading is defined on checked JSON only). *root absent: not JSON.
+ */
+static int line_view(const char *line, size_t len, struct result_info *out, struct jv *root)
 {
-	const cJSON *lent = provider_results_parsed(line);
+	struct jsonscan_error e;
+	int rc = 0;
 
 	memset(out, 0, sizeof(*out));
-	*own = !lent;
-	return lent ? lent : cJSON_ParseWithLength(line, len);
+	root->p = NULL;
+	root->len = 0;
+	if (!provider_results_checked(line))
+		rc = jsonscan_line(line, len, &e);
+	if (!rc)
+		*root = jv_line(line, len);
+	return rc == -ENOMEM ? rc : 0;
 }
 
-static void line_done(const cJSON *root, bool own)
+/* The outcome is known; a failure frees what was read. */
+static int line_done(struct result_info *out, int rc)
 {
-	if (own)
-		cJSON_Delete((cJSON *)root);
+	if (rc)
+		result_info_release(out);
+	if (!out->text)
+		out->text_span = false;
+	return rc;
 }
 
 int result_parse_anthropic(const char *line, size_t len, struct result_info *out)
 {
-	bool own;
-	const cJSON *root = line_parse(line, len, out, &own);
-	const cJSON *res = cJSON_GetObjectItemCaseSensitive(root, "result");
-	const char *type = json_str(res, "type");
-	int rc = 0;
+	struct jv root, res, type;
+	int rc = line_view(line, len, out, &root);
 
-	if (!type)
-		;
-	else if (!strcmp(type, "succeeded"))
-		rc = message_parse(cJSON_GetObjectItemCaseSensitive(res, "message"), out);
-	else if (!strcmp(type, "errored"))
-		out->type = RESULT_ERRORED;
-	else if (!strcmp(type, "canceled"))
-		out->type = RESULT_CANCELED;
-	else if (!strcmp(type, "expired"))
-		out->type = RESULT_EXPIRED;
-	line_done(root, own);
 	if (rc)
-		result_info_release(out);
-	return rc;
+		return rc;
+	res = jv_get(root, "result");
+	type = jv_get(res, "type");
+	if (!jv_is_string(type))
+		;
+	else if (jv_str_is(type, "succeeded"))
+		rc = message_parse(line, jv_get(res, "message"), out);
+	else if (jv_str_is(type, "errored"))
+		out->type = RESULT_ERRORED;
+	else if (jv_str_is(type, "canceled"))
+		out->type = RESULT_CANCELED;
+	else if (jv_str_is(type, "expired"))
+		out->type = RESULT_EXPIRED;
+	return line_done(out, rc);
 }
 
 int result_parse_vertex(const char *line, size_t len, struct result_info *out)
 {
-	bool own;
-	const cJSON *root = line_parse(line, len, out, &own);
-	const cJSON *resp = cJSON_GetObjectItemCaseSensitive(root, "response");
-	const cJSON *status = cJSON_GetObjectItemCaseSensitive(root, "status");
-	int rc = 0;
+	struct jv root, resp, status;
+	int rc = line_view(line, len, out, &root);
 
+	if (rc)
+		return rc;
+	resp = jv_get(root, "response");
+	status = jv_get(root, "status");
 	/* Vertex gives a failed request's error as a non-empty "status" and no response. */
-	if (!root)
+	if (!root.p)
 		;
-	else if (cJSON_IsString(status) && status->valuestring[0])
+	else if (jv_str_nonempty(status))
 		out->type = RESULT_ERRORED;
-	else if (cJSON_IsObject(resp))
-		rc = message_parse(resp, out);
+	else if (jv_is_object(resp))
+		rc = message_parse(line, resp, out);
 	else
 		out->type = RESULT_ERRORED;
-	line_done(root, own);
-	if (rc)
-		result_info_release(out);
-	return rc;
+	return line_done(out, rc);
 }
 
 /* OpenAI's body of a 2xx answer: chat completions, or the Responses API. */
-static int openai_body(const cJSON *body, struct result_info *out)
+static int openai_body(const char *line, struct jv body, struct result_info *out)
 {
-	const cJSON *choices = cJSON_GetObjectItemCaseSensitive(body, "choices");
-	const cJSON *output = cJSON_GetObjectItemCaseSensitive(body, "output"), *o, *c;
-	const cJSON *u = cJSON_GetObjectItemCaseSensitive(body, "usage"), *det;
+	struct jv choices = jv_get(body, "choices"), output = jv_get(body, "output"), o, c;
+	struct jv u = jv_get(body, "usage"), det;
 	uint64_t in, cached;
 	int rc = 0;
 
 	out->type = RESULT_SUCCEEDED;
 	model_set(out, body);
-	if (cJSON_IsArray(choices)) {
-		const cJSON *msg =
-			cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(choices, 0), "message");
-		const char *text = json_str(msg, "content");
+	if (jv_is_array(choices)) {
+		size_t pos = 0;
+		struct jv first = {NULL, 0}, text;
 
-		if (text)
-			rc = text_add(out, text);
-		in = (uint64_t)json_count(u, "prompt_tokens");
-		out->usage.output_tokens = (uint64_t)json_count(u, "completion_tokens");
-		det = cJSON_GetObjectItemCaseSensitive(u, "prompt_tokens_details");
+		(void)jv_next(choices, &pos, &first);
+		text = jv_get(jv_get(first, "message"), "content");
+		if (jv_is_string(text))
+			rc = text_add(out, line, text);
+		in = (uint64_t)jv_count(u, "prompt_tokens");
+		out->usage.output_tokens = (uint64_t)jv_count(u, "completion_tokens");
+		det = jv_get(u, "prompt_tokens_details");
 	} else {
-		cJSON_ArrayForEach(o, output) {
-			const cJSON *content = cJSON_GetObjectItemCaseSensitive(o, "content");
+		size_t opos = 0;
 
-			cJSON_ArrayForEach(c, content) {
-				const char *type = json_str(c, "type"), *text = json_str(c, "text");
+		while (jv_next(output, &opos, &o)) {
+			struct jv content = jv_get(o, "content");
+			size_t cpos = 0;
 
-				if (type && !strcmp(type, "output_text") && text && !rc)
-					rc = text_add(out, text);
+			while (jv_next(content, &cpos, &c)) {
+				struct jv text = jv_get(c, "text");
+
+				if (jv_str_is(jv_get(c, "type"), "output_text") &&
+				    jv_is_string(text) && !rc)
+					rc = text_add(out, line, text);
 			}
 		}
-		in = (uint64_t)json_count(u, "input_tokens");
-		out->usage.output_tokens = (uint64_t)json_count(u, "output_tokens");
-		det = cJSON_GetObjectItemCaseSensitive(u, "input_tokens_details");
+		in = (uint64_t)jv_count(u, "input_tokens");
+		out->usage.output_tokens = (uint64_t)jv_count(u, "output_tokens");
+		det = jv_get(u, "input_tokens_details");
 	}
 	/* Cached tokens are part of the prompt's count: priced apart, as cache reads. */
-	cached = (uint64_t)json_count(det, "cached_tokens");
+	cached = (uint64_t)jv_count(det, "cached_tokens");
 	if (cached > in)
 		cached = in;
 	out->usage.results = 1;
@@ -198,27 +220,26 @@ static int openai_body(const cJSON *body, struct result_info *out)
 
 int result_parse_openai(const char *line, size_t len, struct result_info *out)
 {
-	bool own;
-	const cJSON *root = line_parse(line, len, out, &own);
-	const cJSON *resp = cJSON_GetObjectItemCaseSensitive(root, "response");
-	const cJSON *error = cJSON_GetObjectItemCaseSensitive(root, "error");
-	const cJSON *sc = cJSON_GetObjectItemCaseSensitive(resp, "status_code");
-	const char *code = json_str(error, "code");
-	int rc = 0;
+	struct jv root, resp, error, sc, code;
+	double d;
+	int rc = line_view(line, len, out, &root);
 
-	if (!root)
+	if (rc)
+		return rc;
+	resp = jv_get(root, "response");
+	error = jv_get(root, "error");
+	sc = jv_get(resp, "status_code");
+	code = jv_get(error, "code");
+	if (!root.p)
 		;
-	else if (json_is_set(root, "error"))
+	else if (jv_is_set(error))
 		/* The error file's requests that never ran carry these codes. */
-		out->type = code && !strcmp(code, "batch_expired")     ? RESULT_EXPIRED
-			    : code && !strcmp(code, "batch_cancelled") ? RESULT_CANCELED
-								       : RESULT_ERRORED;
-	else if (cJSON_IsNumber(sc) && sc->valuedouble >= 200 && sc->valuedouble < 300)
-		rc = openai_body(cJSON_GetObjectItemCaseSensitive(resp, "body"), out);
+		out->type = jv_str_is(code, "batch_expired")	 ? RESULT_EXPIRED
+			    : jv_str_is(code, "batch_cancelled") ? RESULT_CANCELED
+								 : RESULT_ERRORED;
+	else if (jv_number(sc, &d) && d >= 200 && d < 300)
+		rc = openai_body(line, jv_get(resp, "body"), out);
 	else
 		out->type = RESULT_ERRORED;
-	line_done(root, own);
-	if (rc)
-		result_info_release(out);
-	return rc;
+	return line_done(out, rc);
 }

@@ -22,11 +22,12 @@
 
 #include "err.h"
 #include "escape.h"
+#include "jsonview.h"
 #include "log.h"
 #include "store.h"
 #include "timefmt.h"
 
-#define STORE_SCHEMA_VERSION 9
+#define STORE_SCHEMA_VERSION 10
 #define STORE_STMT_MAX	     128
 
 struct store_conn {
@@ -37,8 +38,11 @@ struct store_conn {
 		sqlite3_stmt *stmt;
 	} stmts[STORE_STMT_MAX];
 	int nstmts;
-	int rfd;		 /* a part's results data file, kept open for reads; -1 */
-	int64_t rfd_part;	 /* whose */
+	int rfd;	  /* a part's results data file, kept open for reads; -1 */
+	int64_t rfd_part; /* whose */
+	/* Where this thread's last read of an escaped text in its line stopped: result id, and
+	 * offsets in its escaped and decoded bytes (a sequential read decodes each byte once). */
+	int64_t tcur_id, tcur_enc, tcur_dec;
 	struct store_conn *next; /* in st->conns, protected by st->lock */
 };
 
@@ -399,6 +403,16 @@ static const char *const schema_v9 =
 	"CREATE INDEX results_loc ON results (id, part_id, doff, len);";
 
 /*
+ * v10: a text that is one JSON string of its result line stays there: tpos is where its escaped
+ * bytes (telen of them) start in the part's data file, tlen its decoded length, and text is
+ * NULL. Written into SQLite, every text went to disk three times (WAL, then the database, a
+ * page each), more than the results themselves; rows of older caches keep their text blob.
+ */
+static const char *const schema_v10 = "ALTER TABLE results ADD COLUMN tpos INTEGER;"
+				      "ALTER TABLE results ADD COLUMN tlen INTEGER;"
+				      "ALTER TABLE results ADD COLUMN telen INTEGER;";
+
+/*
  * The schema steps: migrations[i] brings version i to i + 1 (a new version is one more
  * entry, and STORE_SCHEMA_VERSION with it).
  */
@@ -415,6 +429,7 @@ static const char *const migrations[] = {
 	/* 8: how many times a part that failed before running was sent again (resubmit). */
 	"ALTER TABLE parts ADD COLUMN resubmits INTEGER NOT NULL DEFAULT 0",
 	schema_v9,
+	schema_v10,
 };
 
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == STORE_SCHEMA_VERSION,
@@ -2798,6 +2813,9 @@ struct ingest_info {
 	int32_t type; /* enum result_type; -1: not parsed (rtype NULL) */
 	uint32_t model_len, text_len;
 	uint32_t has_text;
+	uint32_t span;	 /* the text is in the line (tpos, telen): none of its bytes follow */
+	uint32_t telen;	 /* its escaped length there */
+	int64_t tpos;	 /* where in the data file */
 	uint64_t tok[4]; /* input, output, cache creation, cache read */
 };
 
@@ -2810,9 +2828,10 @@ static int ingest_row(struct store_ingest *in, struct store_conn *c, const char 
 				  " custom_id = ?2";
 	static const char sql[] =
 		"INSERT OR IGNORE INTO results (batch_id, part_id, custom_id, fname, line, seq,"
-		" len, doff, off, rtype, text, model, tok_in, tok_out, tok_cw, tok_cr) VALUES (?1,"
-		" ?2, ?3, ?4, x'', coalesce(?5, 4611686018427387904 + (SELECT coalesce(max(id), 0)"
-		" + 1 FROM results)), ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
+		" len, doff, off, rtype, text, model, tok_in, tok_out, tok_cw, tok_cr, tpos, tlen,"
+		" telen) VALUES (?1, ?2, ?3, ?4, x'', coalesce(?5, 4611686018427387904 + (SELECT"
+		" coalesce(max(id), 0) + 1 FROM results)), ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,"
+		" ?15, ?16, ?17, ?18)";
 	char name[ESCAPE_NAME_SIZE + 5], why[INGEST_BAD_WHY];
 	bool known = false, was_ordered = in->ordered;
 	int64_t seq = 0, was_seq = in->last_seq;
@@ -2871,7 +2890,12 @@ static int ingest_row(struct store_ingest *in, struct store_conn *c, const char 
 				  SQLITE_STATIC);
 	else
 		sqlite3_bind_null(s, 9);
-	if (info->has_text && info->text_len)
+	if (info->has_text && info->span) {
+		sqlite3_bind_null(s, 10);
+		sqlite3_bind_int64(s, 16, info->tpos);
+		sqlite3_bind_int64(s, 17, info->text_len);
+		sqlite3_bind_int64(s, 18, info->telen);
+	} else if (info->has_text && info->text_len)
 		sqlite3_bind_blob(s, 10, text, (int)info->text_len, SQLITE_STATIC);
 	else if (info->has_text)
 		sqlite3_bind_zeroblob(s, 10, 0); /* succeeded with no text: a file of "\n" */
@@ -2959,7 +2983,7 @@ static int ingest_chunk_index(struct store_ingest *in, struct store_conn *c,
 		pos += sizeof(info);
 		model = k->buf + pos;
 		text = model + info.model_len;
-		pos += info.model_len + info.text_len;
+		pos += info.model_len + (info.span ? 0 : info.text_len);
 		rc = ingest_row(in, c, id, hdr[0], doff, hdr[1], lineno, &info, model, text);
 	}
 	return txn_end(c, rc);
@@ -3138,6 +3162,10 @@ static int ingest_parse(struct store_ingest *in, const char *line, size_t len,
 	/* Every succeeded result has a text file (a tool call alone, a filtered answer: "\n"). */
 	info->has_text = r->type == RESULT_SUCCEEDED;
 	info->text_len = info->has_text && r->text ? (uint32_t)r->text_len : 0;
+	/* Text that is one string of the line is read from the data file: not copied here. */
+	info->span = info->has_text && r->text && r->text_span && r->text_elen <= UINT32_MAX;
+	info->telen = info->span ? (uint32_t)r->text_elen : 0;
+	info->tpos = info->span ? in->doff + (int64_t)r->text_at : 0;
 	if (r->type == RESULT_SUCCEEDED) {
 		info->tok[0] = r->usage.input_tokens;
 		info->tok[1] = r->usage.output_tokens;
@@ -3163,7 +3191,8 @@ int store_ingest_add(struct store_ingest *in, const char *custom_id, const char 
 	rc = ingest_parse(in, line, len, &r, &info);
 	if (rc)
 		return rc;
-	need = INGEST_REC_HDR + idlen + sizeof(info) + info.model_len + info.text_len;
+	need = INGEST_REC_HDR + idlen + sizeof(info) + info.model_len +
+	       (info.span ? 0 : info.text_len);
 	errno = 0;
 	if (fwrite(line, 1, len, in->data) != len || fputc('\n', in->data) == EOF) {
 		rc = stdio_errno();
@@ -3198,7 +3227,7 @@ int store_ingest_add(struct store_ingest *in, const char *custom_id, const char 
 		at += sizeof(info);
 		memcpy(at, r.usage.model, info.model_len);
 		at += info.model_len;
-		if (info.text_len)
+		if (info.text_len && !info.span)
 			memcpy(at, r.text, info.text_len);
 	}
 	k->used += need;
@@ -3830,15 +3859,17 @@ static void text_from_row(sqlite3_stmt *s, struct store_result *r)
 		memcpy(r->fname + n - 5, ".txt", 5);
 }
 
-#define TEXT_COLS                                                                     \
-	"SELECT r.id, r.batch_id, r.fname, length(r.text), b.ended_at FROM results r" \
+#define TEXT_COLS                                                                        \
+	"SELECT r.id, r.batch_id, r.fname, coalesce(r.tlen, length(r.text)), b.ended_at" \
+	" FROM results r"                                                                \
 	" JOIN batches b ON b.id = r.batch_id"
 
 int store_text_by_name(struct store *st, int64_t batch_id, const char *fname,
 		       struct store_result *out)
 {
 	static const char sql[] = TEXT_COLS " WHERE r.batch_id = ?1 AND r.fname = ?2 AND"
-					    " r.rtype = 'succeeded' AND r.text IS NOT NULL";
+					    " r.rtype = 'succeeded' AND"
+					    " (r.text IS NOT NULL OR r.tpos IS NOT NULL)";
 	struct store_conn *c = conn_get(st);
 	char name[STORE_NAME_MAX];
 	sqlite3_stmt *s;
@@ -3860,7 +3891,7 @@ int store_text_by_name(struct store *st, int64_t batch_id, const char *fname,
 int store_text_get(struct store *st, int64_t id, struct store_result *out)
 {
 	static const char sql[] = TEXT_COLS " WHERE r.id = ?1 AND r.rtype = 'succeeded' AND"
-					    " r.text IS NOT NULL";
+					    " (r.text IS NOT NULL OR r.tpos IS NOT NULL)";
 	struct store_conn *c = conn_get(st);
 	sqlite3_stmt *s;
 	int rc;
@@ -3879,7 +3910,8 @@ int store_text_list(struct store *st, int64_t batch_id, int64_t after, int limit
 		    store_result_fn fn, void *ctx)
 {
 	static const char sql[] = TEXT_COLS " WHERE r.batch_id = ?1 AND r.id > ?2 AND"
-					    " r.rtype = 'succeeded' AND r.text IS NOT NULL"
+					    " r.rtype = 'succeeded' AND"
+					    " (r.text IS NOT NULL OR r.tpos IS NOT NULL)"
 					    " ORDER BY r.id LIMIT ?3";
 	struct store_conn *c = conn_get(st);
 	struct store_result r;
@@ -3901,10 +3933,97 @@ int store_text_list(struct store *st, int64_t batch_id, int64_t after, int limit
 	return rc == SQLITE_DONE ? 0 : -EIO;
 }
 
+/* Escaped text bytes read per pread (+ room for the longest escape, a surrogate pair). */
+#define TEXT_CHUNK 65536
+
+/*
+ * Bytes [off, off + size) of a text kept in its line, then "\n": as they are when the line
+ * holds it unescaped (telen == tlen: every escape is longer than what it stands for), else
+ * decoded from its start, or from where this thread's last read of it stopped.
+ */
+static long text_span_read(struct store_conn *c, int64_t id, int64_t part, int64_t tpos,
+			   int64_t tlen, int64_t telen, int64_t off, size_t size, char *dst)
+{
+	int64_t enc = 0, dec = 0;
+	size_t n = 0;
+	int fd = data_fd(c, part);
+	long rc = 0;
+	char *buf = NULL;
+
+	if (fd < 0)
+		return fd;
+	if (off > tlen)
+		return 0;
+	if (telen == tlen) {
+		n = (size_t)(tlen - off) < size ? (size_t)(tlen - off) : size;
+		rc = n ? pread_full(fd, dst, n, tpos + off) : 0;
+		if (rc < 0)
+			return rc;
+		dec = off + (int64_t)n;
+		goto out;
+	}
+	if (c->tcur_id == id && c->tcur_dec <= off) {
+		enc = c->tcur_enc;
+		dec = c->tcur_dec;
+	}
+	buf = malloc(TEXT_CHUNK);
+	if (!buf) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	while (n < size && dec < tlen && enc < telen) {
+		size_t want =
+			(size_t)(telen - enc) < TEXT_CHUNK ? (size_t)(telen - enc) : TEXT_CHUNK;
+		size_t i = 0, done = 0;
+		bool stop = false;
+
+		rc = pread_full(fd, buf, want, tpos + enc);
+		if (rc < 0)
+			goto out;
+		while (i < want && !stop) {
+			char b[4];
+			size_t k, j, take;
+
+			/* Whole units only: an escape cut by the chunk's end is read again next. */
+			if (buf[i] == '\\' && want - i < 12 && enc + (int64_t)want < telen)
+				break;
+			k = jv_unescape_next(buf, &i, want, b);
+			if (dec + (int64_t)k <= off) {
+				dec += (int64_t)k;
+				done = i;
+				continue;
+			}
+			j = dec < off ? (size_t)(off - dec) : 0;
+			take = k - j < size - n ? k - j : size - n;
+			memcpy(dst + n, b + j, take);
+			n += take;
+			if (j + take < k)
+				break; /* cut by size: the next read starts inside this unit */
+			dec += (int64_t)k;
+			done = i;
+			stop = n == size;
+		}
+		if (!done && !stop)
+			break; /* the bytes do not decode as their row says: never loop */
+		enc += (int64_t)done;
+	}
+	c->tcur_id = id;
+	c->tcur_enc = enc;
+	c->tcur_dec = dec;
+out:
+	free(buf);
+	if (rc < 0)
+		return rc;
+	if (dec == tlen && n < size)
+		dst[n++] = '\n';
+	return (long)n;
+}
+
 long store_text_read(struct store *st, int64_t id, int64_t off, size_t size, char *dst)
 {
-	static const char sql[] = "SELECT text FROM results WHERE id = ?1 AND rtype ="
-				  " 'succeeded' AND text IS NOT NULL";
+	static const char sql[] = "SELECT text, part_id, tpos, tlen, telen FROM results WHERE"
+				  " id = ?1 AND rtype = 'succeeded' AND (text IS NOT NULL OR"
+				  " tpos IS NOT NULL)";
 	struct store_conn *c = conn_get(st);
 	const char *text;
 	int64_t len, k;
@@ -3919,6 +4038,13 @@ long store_text_read(struct store *st, int64_t id, int64_t off, size_t size, cha
 	if (rc != SQLITE_ROW) {
 		stmt_done(c, s);
 		return rc == SQLITE_DONE ? -ENOENT : -EIO;
+	}
+	if (sqlite3_column_type(s, 2) != SQLITE_NULL) {
+		int64_t part = sqlite3_column_int64(s, 1), tpos = sqlite3_column_int64(s, 2);
+		int64_t tlen = sqlite3_column_int64(s, 3), telen = sqlite3_column_int64(s, 4);
+
+		stmt_done(c, s);
+		return text_span_read(c, id, part, tpos, tlen, telen, off, size, dst);
 	}
 	text = sqlite3_column_blob(s, 0);
 	len = sqlite3_column_bytes(s, 0);

@@ -11,6 +11,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,7 @@
 
 #include "err.h"
 #include "log.h"
+#include "result.h"
 #include "store.h"
 #include "tap.h"
 #include "timefmt.h"
@@ -204,7 +206,7 @@ static void test_open(void)
 	store_free(st);
 	st = NULL;
 	is_int(db_exec(path, NULL, &version), SQLITE_OK, "the cache is an SQLite database");
-	is_int(version, 9, "schema version 9");
+	is_int(version, 10, "schema version 10");
 
 	chmod(path, 0644);
 	is_int(store_open(&st, dir, &err), 0, "reopen");
@@ -260,7 +262,7 @@ static void test_open(void)
 		ok(!memcmp(buf, "x\n", 2), "byte for byte too");
 	}
 	is_int(db_exec(path, NULL, &version), SQLITE_OK, "read the version");
-	is_int(version, 9, "now schema version 9");
+	is_int(version, 10, "now schema version 10");
 	{
 		struct store_batch ob;
 
@@ -795,6 +797,102 @@ static void test_ingest_bad(struct store *st)
 	is_int(res.size, 8, "holds the first line of a");
 }
 
+/* Reads all of text/<name> in reads of step bytes; compares with want + "\n". */
+static void text_check(struct store *st, int64_t batch_id, const char *name, const char *want,
+		       size_t wlen, size_t step, const char *what)
+{
+	struct store_result r;
+	char *got = malloc(wlen + 2);
+	size_t n = 0;
+	long k = 1;
+
+	is_int(store_text_by_name(st, batch_id, name, &r), 0, "%s: found", what);
+	is_int(r.size, (int64_t)wlen + 1, "%s: size is the text's + 1", what);
+	while (got && k > 0 && n < wlen + 2) {
+		k = store_text_read(st, r.id, (int64_t)n, step < wlen + 2 - n ? step : wlen + 2 - n,
+				    got + n);
+		n += k > 0 ? (size_t)k : 0;
+	}
+	ok(got && n == wlen + 1 && !memcmp(got, want, wlen) && got[wlen] == '\n',
+	   "%s: read in steps of %zu (%zu bytes)", what, step, n);
+	free(got);
+}
+
+/* Texts kept in their line (plain, escaped, past a read chunk) or in the row (two blocks, a
+ * \u0000), read back in any steps and at any offset. */
+static void test_ingest_text(struct store *st)
+{
+	static const char plain[] = "{\"custom_id\":\"p\",\"result\":{\"type\":\"succeeded\","
+				    "\"message\":{\"content\":[{\"type\":\"text\",\"text\":"
+				    "\"hello\"}]}}}";
+	static const char two[] = "{\"custom_id\":\"t\",\"result\":{\"type\":\"succeeded\","
+				  "\"message\":{\"content\":[{\"type\":\"text\",\"text\":\"one \"},"
+				  "{\"type\":\"text\",\"text\":\"two\"}]}}}";
+	static const char nul[] = "{\"custom_id\":\"z\",\"result\":{\"type\":\"succeeded\","
+				  "\"message\":{\"content\":[{\"type\":\"text\",\"text\":"
+				  "\"ab\\u0000cd\"}]}}}";
+	static const char unit[] = "x\\n\\\"\\\\\\u00e9\\ud83d\\ude00/";
+	static const char unit_dec[] = "x\n\"\\\xc3\xa9\xf0\x9f\x98\x80/";
+	const size_t reps = 9000; /* escaped: over 200 KB, several read chunks */
+	struct provider_batch pb;
+	struct store_ingest *in = NULL;
+	char msg[STORE_INGEST_MSG] = "";
+	int64_t fid = 0, fpart = 0, count = 0, stray = 0;
+	size_t ul = strlen(unit), dl = strlen(unit_dec), ll = 0;
+	char *esc = malloc(reps * ul + 256), *dec = malloc(reps * dl + 1);
+	struct store_result r;
+	char buf[64];
+	bool bad = false;
+
+	if (!esc || !dec) {
+		free(esc);
+		free(dec);
+		return;
+	}
+	ll = (size_t)sprintf(esc, "{\"custom_id\":\"e\",\"result\":{\"type\":\"succeeded\","
+				  "\"message\":{\"content\":[{\"type\":\"text\",\"text\":\"");
+	for (size_t i = 0; i < reps; i++) {
+		memcpy(esc + ll + i * ul, unit, ul);
+		memcpy(dec + i * dl, unit_dec, dl);
+	}
+	ll += reps * ul;
+	ll += (size_t)sprintf(esc + ll, "\"}]}}}");
+	memset(&pb, 0, sizeof(pb));
+	snprintf(pb.id, sizeof(pb.id), "pb-text");
+	pb.state = BATCH_COMPLETED;
+	is_int(store_batch_add_foreign(st, REMOTE, &pb, false, 1, &fid, &fpart), 0,
+	       "a foreign batch for texts");
+	is_int(store_ingest_begin(st, fpart, &in), 0, "ingest_begin");
+	if (in) {
+		store_ingest_set_parse(in, result_parse_anthropic);
+		is_int(store_ingest_add(in, "p", plain, sizeof(plain) - 1, 1), 0, "plain text");
+		is_int(store_ingest_add(in, "e", esc, ll, 2), 0, "escaped text");
+		is_int(store_ingest_add(in, "t", two, sizeof(two) - 1, 3), 0, "two blocks");
+		is_int(store_ingest_add(in, "z", nul, sizeof(nul) - 1, 4), 0, "a \\u0000");
+		is_int(store_ingest_commit(in, &count, &stray, msg), 0, "commit");
+		is_int(count, 4, "four results");
+	}
+	text_check(st, fid, "p.txt", "hello", 5, 4096, "plain");
+	text_check(st, fid, "p.txt", "hello", 5, 1, "plain");
+	text_check(st, fid, "t.txt", "one two", 7, 3, "two blocks (in the row)");
+	text_check(st, fid, "z.txt", "ab", 2, 4096, "cut at \\u0000 as before");
+	text_check(st, fid, "e.txt", dec, reps * dl, 131072, "escaped");
+	text_check(st, fid, "e.txt", dec, reps * dl, 4093, "escaped");
+	text_check(st, fid, "e.txt", dec, reps * dl, 1, "escaped");
+	is_int(store_text_by_name(st, fid, "e.txt", &r), 0, "escaped again");
+	for (size_t off = reps * dl + 1; off-- > 0 && !bad; off = off > 77777 ? off - 77776 : 0) {
+		size_t want = reps * dl - off < 40 ? reps * dl - off : 40;
+		long k = store_text_read(st, r.id, (int64_t)off, 40, buf);
+
+		bad = k != (long)(want + (want < 40)) || memcmp(buf, dec + off, want);
+	}
+	ok(!bad, "escaped: read at offsets going backwards");
+	is_int(store_text_read(st, r.id, 18, 40, buf), 40, "an offset inside an emoji's bytes");
+	ok(!memcmp(buf, dec + 18, 40), "reads the right bytes");
+	free(esc);
+	free(dec);
+}
+
 static void test_resume(struct store *st)
 {
 	static const struct store_part_plan plan = {1, 1, 0, 10, 1, 0};
@@ -966,6 +1064,7 @@ int main(void)
 		test_aggregate(st);
 		test_ingest(st);
 		test_ingest_bad(st);
+		test_ingest_text(st);
 		test_resume(st);
 		test_forget(st);
 		test_resubmit(st);
