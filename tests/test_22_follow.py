@@ -144,6 +144,28 @@ def test_a_writer_that_pauses_holds_nothing_else_up(mock_mount):
     assert checked_as_written(mock_mount, name)
 
 
+def test_a_wrong_line_in_a_file_still_open_holds_nothing_else_up(mock_mount):
+    # The follower stops at a wrong line but the writer goes on (dd seek=, a slow editor): the
+    # custom_ids it recorded before it are committed, not left in an open transaction that
+    # made every other batch's close wait 30 s for the cache and fail ("database is locked").
+    ids = [f"w{i:04d}" for i in range(3000)]
+    body = (lines(ids[:2000]) + '{"custom_id": "bad", "params": {}}\n').encode()
+    name, d = new_batch(mock_mount)
+    fd = os.open(os.path.join(d, "requests.jsonl"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        os.write(fd, body)
+        for _ in range(2):
+            _, other = new_batch(mock_mount)
+            with open(os.path.join(other, "requests.jsonl"), "w") as f:
+                f.write(lines(["o1", "o2"]))
+            wait_state(other, ("in_progress", "ended", "completed"))
+        os.write(fd, lines(ids[2000:]).encode())
+    finally:
+        assert close_errno(fd) == errno.EINVAL
+    s = read_status(d)
+    assert s["state"] == "rejected" and s["error"]["line"] == 2001, s
+
+
 def test_many_writers_at_once_each_get_their_own_file(mock_mount, tmp_path):
     # More writers than there are followers (16): the rest are checked at their close.
     n = 20
