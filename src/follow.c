@@ -86,7 +86,7 @@ static void *follower_main(void *arg)
 	struct store_batch row;
 	const struct remote *r = NULL;
 	char *chunk = malloc(FOLLOW_CHUNK);
-	bool handoff;
+	bool handoff, fed = false; /* fed: custom_ids may wait in an open store transaction */
 	int fd = -1, rc;
 
 	/* What it replaced is gone before this one records anything. */
@@ -118,14 +118,20 @@ static void *follower_main(void *arg)
 		ssize_t n;
 
 		if (f->broken || f->rc || f->done >= f->end) {
-			if (f->in && !f->broken && !f->rc) {
-				/* Idle: hold no store transaction while the writer is slow. */
+			/*
+			 * Idle, or done for good (a write out of sequence, a wrong line): hold no
+			 * store transaction while the writer goes on. Every other write to the
+			 * cache (the close's own) would wait for it, and fail after the busy
+			 * timeout.
+			 */
+			if (fed) {
+				fed = false;
 				pthread_mutex_unlock(&fw->lock);
 				rc = intake_pause(in);
 				pthread_mutex_lock(&fw->lock);
 				if (rc)
 					f->broken = true;
-				if (f->done < f->end || f->stop)
+				if (f->stop || (!f->broken && !f->rc && f->done < f->end))
 					continue;
 			}
 			pthread_cond_wait(&fw->cond, &fw->lock);
@@ -139,6 +145,7 @@ static void *follower_main(void *arg)
 		pthread_mutex_lock(&fw->lock);
 		if (n > 0)
 			f->done += n;
+		fed = true;
 		if (rc == -EINVAL) {
 			f->rc = rc; /* final: whatever follows, this line is wrong */
 			f->err = err;

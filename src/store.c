@@ -145,8 +145,16 @@ static int conn_exec(struct store_conn *c, const char *sql)
 	int rc = sqlite3_exec(c->db, sql, NULL, NULL, &msg);
 
 	if (rc != SQLITE_OK) {
-		log_err("cache: '%.60s' failed: %s", sql, msg ? msg : sqlite3_errstr(rc));
+		sqlite3_stmt *busy = NULL;
+
+		log_err("cache: '%.60s' failed: %s (%d)", sql, msg ? msg : sqlite3_errstr(rc),
+			sqlite3_extended_errcode(c->db));
 		sqlite3_free(msg);
+		/* A statement left stepping keeps a read snapshot open, which no busy wait can
+		 * upgrade to a write once another connection has committed: name it. */
+		while ((busy = sqlite3_next_stmt(c->db, busy)))
+			if (sqlite3_stmt_busy(busy))
+				log_err("cache: statement still active: %.200s", sqlite3_sql(busy));
 	}
 	return store_errno(rc);
 }

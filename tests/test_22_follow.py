@@ -166,6 +166,24 @@ def test_a_wrong_line_in_a_file_still_open_holds_nothing_else_up(mock_mount):
     assert s["state"] == "rejected" and s["error"]["line"] == 2001, s
 
 
+def test_a_write_out_of_sequence_during_the_check_holds_nothing_up(mock_mount):
+    # `dd seek=` right after a large sequential write: the follower is told to stop while it
+    # is still checking what came first. It must not keep the custom_ids it recorded in an
+    # open transaction until the close (which waited 30 s for the cache and failed EBUSY).
+    for round in range(5):
+        ids = [f"s{round}-{i:05d}" for i in range(20000)]
+        body = lines(ids).encode()
+        name, d = new_batch(mock_mount)
+        fd = os.open(os.path.join(d, "requests.jsonl"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        try:
+            os.write(fd, body)
+            os.pwrite(fd, lines(["late"]).encode(), len(body) + 4096)
+        finally:
+            assert close_errno(fd) == errno.EINVAL
+        s = read_status(d)
+        assert s["error"]["line"] == len(ids) + 1 and "NUL" in s["error"]["message"], s
+
+
 def test_many_writers_at_once_each_get_their_own_file(mock_mount, tmp_path):
     # More writers than there are followers (16): the rest are checked at their close.
     n = 20
