@@ -42,9 +42,6 @@ size_t jv_unescape(const char *raw, size_t elen, char *out);
 size_t jv_unescape_next(const char *raw, size_t *i, size_t elen, char *b);
 /* s is a string whose C-string reading (up to a \u0000) equals word. */
 bool jv_str_is(struct jv s, const char *word);
-/* The next decoded unit of raw at *i (1 to 4 bytes into b; 0 for an escape cut by elen);
- * *i moves past it. */
-size_t jv_unescape_next(const char *raw, size_t *i, size_t elen, char *b);
 /* s is a string whose C-string reading is not "". */
 bool jv_str_nonempty(struct jv s);
 /* The C-string reading of string s into out (cut to size - 1 bytes); false for no string. */

@@ -383,15 +383,18 @@ out:
 
 bool jv_number(struct jv v, double *out)
 {
-	char num[64]; /* cJSON reads at most 63 bytes of a number */
-	size_t n;
+	char num[64], *at = num; /* the bytes that follow may not be a terminator strtod knows */
 
 	if (!v.p || !v.len || !(v.p[0] == '-' || (v.p[0] >= '0' && v.p[0] <= '9')))
 		return false;
-	n = v.len < sizeof(num) - 1 ? v.len : sizeof(num) - 1;
-	memcpy(num, v.p, n);
-	num[n] = '\0';
-	*out = strtod(num, NULL);
+	/* All its digits, as cJSON reads them: a longer number is rare enough for a malloc. */
+	if (v.len >= sizeof(num) && !(at = malloc(v.len + 1)))
+		return false;
+	memcpy(at, v.p, v.len);
+	at[v.len] = '\0';
+	*out = strtod(at, NULL);
+	if (at != num)
+		free(at);
 	return true;
 }
 

@@ -2,7 +2,8 @@
 /*
  * libFuzzer: the strict line scan and the per-format request validator, fed as a requests
  * file through the splitter in two chunks. Checks beyond "no crash": what the scan accepts
- * cJSON parses (else batchfs would read a line differently from the scan), an error's column
+ * cJSON parses, and both the validators' shallow tree and jsonview's in-place reads see it as
+ * cJSON does (else batchfs would read a line differently from the scan), an error's column
  * lies inside the line, and a custom_id handed out holds no NUL.
  */
 #include <cjson/cJSON.h>
@@ -51,6 +52,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 		/* The validators' shallow tree reads the line as cJSON does (jsonscan.h). */
 		if (!o || jsonscan_tree(text, size, &t, &e) || tree_diff(t, o, 1))
+			abort();
+		/* And the in-place view the ingest reads result lines with (jsonview.h). */
+		if (view_diff(jv_line(text, size), o))
 			abort();
 		cJSON_Delete(t);
 		cJSON_Delete(o);

@@ -426,6 +426,9 @@ static const char *const tree_lines[] = {
 	 "\"messages\":[],\"max_tokens\":1,\"x\":{\"k\":1,\"k\":2}},\"top\":[[[]],{}]}"),
 	"  {\"a\" : [ 1 , { \"b\" : [ 2 ] } ] , \"s\" : \"\\u0041\\u0000b\" }  ",
 	"[1,[2,[3]],{\"a\":{\"b\":{}}}]",
+	"{\"long\":-44444444444444444444444444444444444444444444444444444444444444444444444444499e-"
+	"3}",
+	"{\"\\u006b\":\"a\\u0000b\",\"e\":\"\",\"z\":\"\\u00e9\\ud83d\\ude00\\\"\\\\/\",\"m\":1}",
 	"\"a string\"",
 	"-12.5e3",
 	"{}",
@@ -451,6 +454,16 @@ static void test_tree(void)
 		}
 		ok(tree_diff(mine, ref, 1) == NULL, "tree %zu reads as cJSON's (%s)", i,
 		   tree_diff(mine, ref, 1) ? tree_diff(mine, ref, 1) : "same");
+		if (i) {
+			const char *o = tree_lines[i - 1];
+
+			ok(view_diff(jv_line(o, strlen(o)), ref) != NULL,
+			   "view %zu: line %zu does not read the same", i, i - 1);
+		}
+		ok(view_diff(jv_line(l, strlen(l)), ref) == NULL, "view %zu reads as cJSON's (%s)",
+		   i,
+		   view_diff(jv_line(l, strlen(l)), ref) ? view_diff(jv_line(l, strlen(l)), ref)
+							 : "same");
 		/* The estimate reads sizes from it: the same figures as from the full tree. */
 		for (size_t k = 0; k < sizeof(provs) / sizeof(provs[0]); k++) {
 			struct price_estimate a, b;
