@@ -2691,6 +2691,19 @@ struct ingest_bad {
  * number in the provider's file, id. */
 #define INGEST_REC_HDR (2 * sizeof(uint32_t) + 2 * sizeof(int64_t))
 
+/*
+ * The usage sums of the rows the indexer keeps, per model, added as each row goes in: the
+ * commit then writes them instead of reading every row of the part back (a lookup of the
+ * table per row, on the way to "ready"). More models than this, or a sum past INT64_MAX
+ * (SQLite's sum() fails there), and the commit sums the rows in SQL as before.
+ */
+#define INGEST_MODELS 8
+
+struct ingest_sum {
+	char model[USAGE_MODEL_MAX];
+	int64_t n, tok[4];
+};
+
 struct ingest_chunk {
 	struct ingest_chunk *next;
 	bool reset; /* first drop the rows indexed so far: the download started over */
@@ -2731,6 +2744,9 @@ struct store_ingest {
 	int64_t stray;
 	char stray_id[80];
 	struct ingest_bad ix_bad; /* repeated custom_ids */
+	struct ingest_sum sums[INGEST_MODELS];
+	int nsums;
+	bool sums_lost; /* the sums above do not cover every row: sum them in SQL */
 };
 
 static void bad_add(struct ingest_bad *bad, int64_t line, const char *why)
@@ -2826,6 +2842,38 @@ struct ingest_info {
 	int64_t tpos;	 /* where in the data file */
 	uint64_t tok[4]; /* input, output, cache creation, cache read */
 };
+
+/* A succeeded row's usage into its model's sums (the row stores the same values). */
+static void ingest_sum_add(struct store_ingest *in, const char *model,
+			   const struct ingest_info *info)
+{
+	struct ingest_sum *u = NULL;
+
+	if (in->sums_lost)
+		return;
+	for (int i = 0; i < in->nsums && !u; i++)
+		if (strlen(in->sums[i].model) == info->model_len &&
+		    !memcmp(in->sums[i].model, model, info->model_len))
+			u = &in->sums[i];
+	if (!u) {
+		if (in->nsums == INGEST_MODELS || info->model_len >= USAGE_MODEL_MAX) {
+			in->sums_lost = true;
+			return;
+		}
+		u = &in->sums[in->nsums++];
+		memset(u, 0, sizeof(*u));
+		memcpy(u->model, model, info->model_len);
+	}
+	u->n++;
+	for (int i = 0; i < 4; i++) {
+		int64_t t = (int64_t)(info->tok[i] & INT64_MAX);
+
+		if (u->tok[i] > INT64_MAX - t)
+			in->sums_lost = true;
+		else
+			u->tok[i] += t;
+	}
+}
 
 /* One index record into SQLite: only the part's own requests (when they are known). */
 static int ingest_row(struct store_ingest *in, struct store_conn *c, const char *custom_id,
@@ -2928,6 +2976,8 @@ static int ingest_row(struct store_ingest *in, struct store_conn *c, const char 
 	}
 	in->run_off += len + 1;
 	in->indexed = true;
+	if (info->type == RESULT_SUCCEEDED)
+		ingest_sum_add(in, model, info);
 	return 0;
 }
 
@@ -2974,6 +3024,8 @@ static int ingest_chunk_index(struct store_ingest *in, struct store_conn *c,
 		in->stray = 0;
 		in->stray_id[0] = '\0';
 		memset(&in->ix_bad, 0, sizeof(in->ix_bad));
+		in->nsums = 0;
+		in->sums_lost = false;
 	}
 	for (size_t i = 0; !rc && i < k->nrecs; i++) {
 		struct ingest_info info;
@@ -3002,6 +3054,15 @@ static void *ingest_indexer(void *arg)
 	struct store_ingest *in = arg;
 	struct store_conn *c = conn_get(in->st); /* closed when this thread ends */
 
+	/*
+	 * This connection's own settings, gone with it. A checkpoint at every 4 MB of WAL (the
+	 * default) ran here every few chunks, and its fsyncs waited for the writeback of the data
+	 * file beside it: the WAL of a whole 100k part now stays until the commit's checkpoint,
+	 * after "ready" (and at most 64 MB of it on larger parts). The page cache holds the
+	 * indexes' right edges and the requests being looked up (2 MB by default: reread).
+	 */
+	if (c)
+		(void)conn_exec(c, "PRAGMA wal_autocheckpoint = 16384; PRAGMA cache_size = -8192");
 	pthread_mutex_lock(&in->lock);
 	if (!c)
 		in->rc = -EIO;
@@ -3303,6 +3364,43 @@ static int data_publish(struct store_ingest *in)
 	return rc;
 }
 
+/* The part's usage sums, per model, as the indexer added them up. */
+static int ingest_usage_sums(struct store_ingest *in)
+{
+	static const char del[] = "DELETE FROM usage WHERE part_id = ?1";
+	static const char add[] =
+		"INSERT INTO usage (part_id, batch_id, model, results, tok_in, tok_out, tok_cw,"
+		" tok_cr) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+	static const char known[] = "UPDATE parts SET usage_known = 1 WHERE id = ?1";
+	sqlite3_stmt *s = conn_stmt(in->c, del);
+	int rc;
+
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, in->part_id);
+	rc = stmt_run(in->c, s);
+	for (int i = 0; !rc && i < in->nsums; i++) {
+		const struct ingest_sum *u = &in->sums[i];
+
+		if (!(s = conn_stmt(in->c, add)))
+			return -EIO;
+		sqlite3_bind_int64(s, 1, in->part_id);
+		sqlite3_bind_int64(s, 2, in->batch_id);
+		sqlite3_bind_text(s, 3, u->model, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 4, u->n);
+		for (int j = 0; j < 4; j++)
+			sqlite3_bind_int64(s, 5 + j, u->tok[j]);
+		rc = stmt_run(in->c, s);
+	}
+	if (!rc && !(s = conn_stmt(in->c, known)))
+		return -EIO;
+	if (!rc) {
+		sqlite3_bind_int64(s, 1, in->part_id);
+		rc = stmt_run(in->c, s);
+	}
+	return rc;
+}
+
 /* The part's usage sums, per model, from the rows it keeps (status never scans them). */
 static int ingest_usage(struct store_ingest *in)
 {
@@ -3316,6 +3414,8 @@ static int ingest_usage(struct store_ingest *in)
 	};
 	int rc = 0;
 
+	if (!in->sums_lost)
+		return ingest_usage_sums(in);
 	for (size_t i = 0; i < sizeof(sqls) / sizeof(sqls[0]) && !rc; i++) {
 		sqlite3_stmt *s = conn_stmt(in->c, sqls[i]);
 
@@ -3349,13 +3449,14 @@ int store_ingest_commit(struct store_ingest *in, int64_t *count, int64_t *stray,
 	int rc;
 
 	rc = ingest_send(in, false);
-	if (ingest_join(in, rc != 0) && !rc)
-		rc = in->rc;
 	/* The bytes are made durable before the transaction: a full disk shows here, and the
-	 * abort then frees them before anything needs room in the database. */
+	 * abort then frees them before anything needs room in the database. The fsync runs while
+	 * the indexer takes the last chunks. */
 	errno = 0;
 	if (!rc && (fflush(in->data) || fsync(fileno(in->data))))
 		rc = stdio_errno();
+	if (ingest_join(in, rc != 0) && !rc)
+		rc = in->rc;
 	if (!rc)
 		rc = txn_begin(in->c);
 	if (rc) {

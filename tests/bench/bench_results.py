@@ -22,7 +22,7 @@ measured in the same run and the ratio against the goal:
 
 Usage (root, for the loop mount and drop_caches):
   BATCHFS_BIN=build/src/batchfs python3 tests/bench/bench_results.py [N] [--per-part K]
-      [--log FILE] [--perf] [--only submit|status]
+      [--log FILE] [--perf] [--only submit|ingest|status]
   (--only status: after the ingest, the status row alone, three rounds)
 """
 import argparse
@@ -131,8 +131,8 @@ def main():
     ap.add_argument("--per-part", type=int, default=100000, help="max_requests of the remote")
     ap.add_argument("--log", help="keep the daemon's timestamped stderr in this file")
     ap.add_argument("--perf", action="store_true", help="perf record the daemon per phase")
-    ap.add_argument("--only", choices=["submit", "status"],
-                    help="submit: stop after it; status: after the ingest, only status")
+    ap.add_argument("--only", choices=["submit", "ingest", "status"],
+                    help="submit, ingest: stop after it; status: after the ingest, only status")
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench: run as root (loop mount, drop_caches)")
@@ -227,6 +227,8 @@ def main():
         print("\ningest", flush=True)
         rows.add("ingest (ready after end)", t_ing, t_dl, 1.5,
                  note=f"(vs curl + fsync {t_dls:.3f}: {t_ing / t_dls:.2f}x)")
+        if a.only == "ingest":
+            return 0
 
         if a.only == "status":
             perf.start("status")

@@ -893,6 +893,81 @@ static void test_ingest_text(struct store *st)
 	free(dec);
 }
 
+/* One succeeded Anthropic result line of model m with the given usage. */
+static size_t usage_line(char *out, size_t size, const char *id, const char *m, int in, int out_t)
+{
+	return (size_t)snprintf(out, size,
+				"{\"custom_id\":\"%s\",\"result\":{\"type\":\"succeeded\","
+				"\"message\":{\"model\":\"%s\",\"content\":[{\"type\":\"text\","
+				"\"text\":\"x\"}],\"usage\":{\"input_tokens\":%d,"
+				"\"output_tokens\":%d}}}}",
+				id, m, in, out_t);
+}
+
+/*
+ * The usage sums the indexer adds up (a few models) and the ones the commit sums in SQL (more
+ * models than it keeps) say the same: repeated custom_ids, errored results and the rows of a
+ * download that started over count for nothing.
+ */
+static void test_ingest_usage(struct store *st, int models, const char *tag)
+{
+	static const char err_line[] = "{\"custom_id\":\"e\",\"result\":{\"type\":\"errored\","
+				       "\"error\":{\"type\":\"error\",\"error\":{\"type\":"
+				       "\"invalid_request_error\",\"message\":\"no\"}}}}";
+	struct provider_batch pb;
+	struct store_ingest *in = NULL;
+	struct bfs_usage u[16];
+	int64_t fid = 0, fpart = 0, count = 0, stray = 0;
+	char line[512], id[32], m[32], msg[STORE_INGEST_MSG] = "";
+	size_t n = 0, len;
+	bool known = false, same = true;
+
+	memset(&pb, 0, sizeof(pb));
+	snprintf(pb.id, sizeof(pb.id), "pb-usage-%s", tag);
+	pb.state = BATCH_COMPLETED;
+	is_int(store_batch_add_foreign(st, REMOTE, &pb, false, 1, &fid, &fpart), 0,
+	       "a foreign batch for usage");
+	is_int(store_ingest_begin(st, fpart, &in), 0, "ingest_begin");
+	if (!in)
+		return;
+	store_ingest_set_parse(in, result_parse_anthropic);
+	/* A first download that is abandoned (more lines than a chunk: some are indexed before it
+	 * is): none of it counts. */
+	for (int i = 0; i < 5000 && same; i++) {
+		snprintf(id, sizeof(id), "gone%d", i);
+		len = usage_line(line, sizeof(line), id, "m-gone", 1000, 1000);
+		same = !store_ingest_add(in, id, line, len, i + 1);
+	}
+	ok(same, "the lines of a first download");
+	is_int(store_ingest_reset(in), 0, "the download starts over");
+	for (int i = 0; i < 3 * models; i++) {
+		snprintf(id, sizeof(id), "r%d", i);
+		snprintf(m, sizeof(m), "m%02d", i % models);
+		len = usage_line(line, sizeof(line), id, m, i + 1, 2 * i + 1);
+		is_int(store_ingest_add(in, id, line, len, i + 1), 0, "a result");
+	}
+	len = usage_line(line, sizeof(line), "r0", "m00", 5000, 5000);
+	is_int(store_ingest_add(in, "r0", line, len, 3 * models + 1), 0, "r0 again");
+	is_int(store_ingest_add(in, "e", err_line, sizeof(err_line) - 1, 3 * models + 2), 0,
+	       "an errored result");
+	is_int(store_ingest_commit(in, &count, &stray, msg), 0, "commit");
+	is_int(count, 3 * models + 1, "every custom_id once");
+	is_int(store_usage_get(st, fid, u, 16, &n, &known), 0, "usage_get");
+	ok(known, "usage known");
+	is_int((long)n, models, "one sum per model");
+	for (size_t k = 0; k < n && same; k++) {
+		int j = atoi(u[k].model + 1), in_t = 0, out_t = 0;
+
+		for (int i = j; i < 3 * models; i += models) {
+			in_t += i + 1;
+			out_t += 2 * i + 1;
+		}
+		same = u[k].results == 3 && u[k].input_tokens == (uint64_t)in_t &&
+		       u[k].output_tokens == (uint64_t)out_t;
+	}
+	ok(same, "the sums of each model");
+}
+
 static void test_resume(struct store *st)
 {
 	static const struct store_part_plan plan = {1, 1, 0, 10, 1, 0};
@@ -1065,6 +1140,8 @@ int main(void)
 		test_ingest(st);
 		test_ingest_bad(st);
 		test_ingest_text(st);
+		test_ingest_usage(st, 3, "few");
+		test_ingest_usage(st, 12, "many");
 		test_resume(st);
 		test_forget(st);
 		test_resubmit(st);
