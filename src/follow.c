@@ -118,14 +118,19 @@ static void *follower_main(void *arg)
 		ssize_t n;
 
 		if (f->broken || f->rc || f->done >= f->end) {
-			if (f->in && !f->broken && !f->rc) {
-				/* Idle: hold no store transaction while the writer is slow. */
+			if (f->in) {
+				/*
+				 * Idle, or of no use any more: hold no store transaction, while the
+				 * writer is slow or until the commit stops this follower. A broken
+				 * one that kept its transaction made the commit's claim wait for
+				 * the database lock and fail with EBUSY.
+				 */
 				pthread_mutex_unlock(&fw->lock);
 				rc = intake_pause(in);
 				pthread_mutex_lock(&fw->lock);
 				if (rc)
 					f->broken = true;
-				if (f->done < f->end || f->stop)
+				if (f->stop || (!f->broken && !f->rc && f->done < f->end))
 					continue;
 			}
 			pthread_cond_wait(&fw->cond, &fw->lock);
