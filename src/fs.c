@@ -356,6 +356,21 @@ static int open_vfile(struct bfs *b, struct tree_node n, struct fuse_file_info *
 	return 0;
 }
 
+/*
+ * A write-only handle of a draft file writes around the kernel's page cache: each write goes
+ * from the writer's buffer straight to the daemon, which keeps the data in the spool anyway.
+ * Through the cache, `cp` of 250 MB copied every byte once more into 250 MB of pages nobody
+ * reads (writes are synchronous without the writeback cache, so the copy was on the writer's
+ * path). The kernel drops cached pages of the range a direct write changes, so readers
+ * through other handles still see the new bytes. Only write-only handles: one that can read
+ * may be mmap'ed shared, which direct I/O refuses.
+ */
+static void draft_io_flags(struct fuse_file_info *fi)
+{
+	if ((fi->flags & O_ACCMODE) == O_WRONLY)
+		fi->direct_io = 1;
+}
+
 static int open_node(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 		     struct fs_handle **out)
 {
@@ -377,6 +392,7 @@ static int open_node(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 		 * point): the kernel may skip the flush round trip of the others. */
 		if ((fi->flags & O_ACCMODE) == O_RDONLY)
 			fi->noflush = 1;
+		draft_io_flags(fi);
 		*out = h;
 		return 0;
 	case TREE_RESULT:
@@ -433,6 +449,7 @@ static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		return;
 	}
 	h->node = tree_node(e.ino);
+	draft_io_flags(fi);
 	fi->fh = (uint64_t)(uintptr_t)h;
 	if (fuse_reply_create(req, &e, fi) == -ENOENT)
 		handle_free(h);

@@ -228,3 +228,33 @@ def test_a_draft_removed_while_written_and_an_unmount_mid_write_leave_nothing(mo
         os.close(fd)
     assert mock_mount.proc.wait(20) == 0, mock_mount.read_log()[-2000:]
     mock_mount.proc = None
+
+
+def test_a_reader_open_while_a_write_only_writer_writes_sees_every_write(mock_mount):
+    # Write-only handles write around the kernel's page cache (docs/design.md, issue 10):
+    # a reader opened before the writes, with pages of the file cached, must still read
+    # what the file holds, and the file what was written.
+    ids = [f"r{i:05d}" for i in range(8000)]
+    body = lines(ids, "y" * 400).encode()  # ~3.8 MB: many pages, several writes
+    name, d = new_batch(mock_mount)
+    p = os.path.join(d, "requests.jsonl")
+    w = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    r = os.open(p, os.O_RDONLY)
+    try:
+        for off in range(0, len(body), 1 << 20):
+            assert os.write(w, body[off:off + (1 << 20)]) == len(body[off:off + (1 << 20)])
+        assert os.fstat(r).st_size == len(body)
+        # A reader through its own handle still reads what was written, from the start.
+        assert os.pread(r, 64, 0) == body[:64]
+        # A change through the writer of a page the reader has cached: the reader sees it.
+        at = body.index(b"y")
+        body = body[:at] + b"z" + body[at + 1:]
+        assert os.pwrite(w, b"z", at) == 1
+        assert os.pread(r, len(body), 0) == body
+    finally:
+        os.close(r)
+    assert close_errno(w) == 0
+    wait_results(d)
+    assert result_ids(d) == ids
+    with open(p, "rb") as f:
+        assert f.read() == body

@@ -9,6 +9,7 @@ measured in the same run and the ratio against the goal:
 
   submit        `cp requests.jsonl` into a batch returns (validated and uploaded)
                 vs `cp` to local disk + `curl -T` upload of the same bytes to the same server
+                (whose /sink counts the requests as a create does: the same work per byte)
   ingest        from cp's return until status says results "ready"
                 vs `curl` download of the same result bytes into one local file (+ fsync:
                 batchfs makes results durable before it says ready; both figures printed)

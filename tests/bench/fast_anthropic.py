@@ -16,7 +16,8 @@ not the test fake (tests/lib/fake_anthropic.py parses every request in Python):
                                     before it: the benchmark writes RESULTS with the lines in
                                     the order of its requests, and batchfs creates the parts of
                                     one file in file order
-  POST /sink                        reads the body and discards it (the curl baseline's upload)
+  POST /sink                        reads the body and counts its requests as a create does, then
+                                    discards it (the curl baseline's upload)
   GET  /file                        RESULTS whole (the curl baseline's download)
 
 Usage: fast_anthropic.py RESULTS   (prints its base url on stdout, then serves until killed)
@@ -135,6 +136,17 @@ def make_handler(state):
                     yield data
                 self.rfile.readline()
 
+        def count_requests(self):
+            """(bytes, occurrences of "custom_id") of the body."""
+            # A key can straddle two chunks: the 20 bytes around a seam hold only
+            # occurrences that cross it (the key is 11 bytes long).
+            key, got, n, tail = b'"custom_id"', 0, 0, b""
+            for c in self.body_chunks():
+                got += len(c)
+                n += (tail + c[:10]).count(key) + c.count(key)
+                tail = c[-10:]
+            return got, n
+
         def reply(self, code, obj):
             body = json.dumps(obj).encode()
             self.send_response(code)
@@ -161,17 +173,13 @@ def make_handler(state):
         def do_POST(self):
             path = self.path.split("?")[0]
             if path == "/sink":
-                got = sum(len(c) for c in self.body_chunks())
-                return self.reply(200, {"received": got})
+                # The same work per byte as a create (the baseline must not be a cheaper
+                # server: counting costs this Python thread about as much as reading).
+                got, n = self.count_requests()
+                return self.reply(200, {"received": got, "requests": n})
             if path == API:
-                # A request can straddle two chunks: count on the seams as well.
-                # A key can straddle two chunks: the 20 bytes around a seam hold only
-                # occurrences that cross it (the key is 11 bytes long).
-                key, n, tail = b'"custom_id"', 0, b""
-                for c in self.body_chunks():
-                    n += (tail + c[:10]).count(key) + c.count(key)
-                    tail = c[-10:]
-                return self.reply(200, view(state.create(n), self.base()))
+                return self.reply(200, view(state.create(self.count_requests()[1]),
+                                            self.base()))
             m = re.fullmatch(API + r"/([^/]+)/cancel", path)
             if m and state.find(m.group(1)):
                 return self.reply(200, view(state.find(m.group(1)), self.base()))
