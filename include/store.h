@@ -368,6 +368,21 @@ long store_result_read(struct store *st, int64_t id, int64_t off, size_t size, c
 /* Copies bytes [off, off+size) of batch_id's results.jsonl into dst; returns the count. */
 long store_results_jsonl_read(struct store *st, int64_t batch_id, int64_t off, size_t size,
 			      char *dst);
+/* Where bytes of a file lie in the store's data files (a reply by splice, not by copy). */
+struct store_span {
+	int fd;	     /* the calling thread's: open until its next store call */
+	int64_t off; /* in fd */
+	size_t len;
+};
+/*
+ * Where bytes [off, off+size) of batch_id's results.jsonl lie: at most max spans into sp
+ * (rows that lie end to end in a part's data file make one span), returns their count (0 at
+ * the end) and *total their bytes, the count store_results_jsonl_read() would copy. -EXDEV
+ * when they cannot be told so (a row of an older cache keeps its bytes in the database, more
+ * than max spans, or too many parts for the thread's open descriptors): copy instead.
+ */
+int store_results_jsonl_spans(struct store *st, int64_t batch_id, int64_t off, size_t size,
+			      struct store_span *sp, int max, size_t *total);
 
 /* What the results say (kept at ingest, schema v7) */
 /*

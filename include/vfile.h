@@ -16,6 +16,7 @@
 struct bfs;
 struct buf;
 struct store_batch;
+struct store_span;
 struct tree_dir;
 struct worker_job;
 
@@ -40,6 +41,10 @@ struct vfile {
 	/* Copies [off, off + size) into dst; returns the count or -errno. NULL: EBADF. */
 	long (*read)(struct bfs *b, int64_t batch_id, struct buf *text, off_t off, size_t size,
 		     char *dst);
+	/* Where [off, off + size) lies in the store's data files, for a reply by splice (see
+	 * store_results_jsonl_spans); NULL, or -EXDEV: read copies. */
+	int (*spans)(struct bfs *b, int64_t batch_id, off_t off, size_t size, struct store_span *sp,
+		     int max, size_t *total);
 	/* Fills job with what the write asks for (the caller queues it and answers when it is
 	 * done); 0 or -errno. NULL: EBADF. */
 	int (*write)(struct bfs *b, int64_t batch_id, const char *data, size_t size,

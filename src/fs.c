@@ -495,6 +495,55 @@ static int read_ready(fuse_req_t req, struct fs_handle *h, size_t size, off_t of
 	return 0;
 }
 
+/*
+ * A file whose bytes lie in the store's data files (results.jsonl): the reply is spliced from there
+ * into the kernel (FUSE_CAP_SPLICE_WRITE), one copy of each byte where a read into a buffer
+ * and its reply make two. 1: not so (a row of an older cache is in the database, or the read
+ * is in too many pieces), copy; 0: answered.
+ */
+#define FS_SPANS 64
+
+static int read_spliced(fuse_req_t req, struct fs_handle *h, size_t size, off_t off)
+{
+	struct store_span sp[FS_SPANS];
+	struct fuse_bufvec *bv;
+	size_t total = 0;
+	int n;
+
+	if (!h->vf || !h->vf->spans)
+		return 1;
+	n = h->vf->spans(fs_ctx(req), h->node.id, off, size, sp, FS_SPANS, &total);
+	if (n == -EXDEV)
+		return 1;
+	if (n <= 0) {
+		if (n < 0)
+			fuse_reply_err(req, -n);
+		else
+			fuse_reply_buf(req, NULL, 0);
+		return 0;
+	}
+	bv = malloc(sizeof(*bv) + (size_t)(n - 1) * sizeof(bv->buf[0]));
+	if (!bv)
+		return 1;
+	*bv = (struct fuse_bufvec)FUSE_BUFVEC_INIT(0);
+	bv->count = (size_t)n;
+	for (int i = 0; i < n; i++) {
+		bv->buf[i] = (struct fuse_buf){
+			.size = sp[i].len,
+			.flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK | FUSE_BUF_FD_RETRY,
+			.fd = sp[i].fd,
+			.pos = sp[i].off,
+		};
+	}
+	/*
+	 * The descriptors are the store's, of this thread, open until its next store call:
+	 * libfuse splices (or, when it cannot, copies) them before fuse_reply_data returns.
+	 */
+	(void)fuse_reply_data(req, bv, 0);
+	free(bv);
+	return 0;
+}
+
 static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
@@ -503,6 +552,8 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 	(void)ino;
 	if (!read_ready(req, fs_handle_of(fi), size, off))
+		return;
+	if (!read_spliced(req, fs_handle_of(fi), size, off))
 		return;
 	dst = malloc(size ? size : 1);
 	n = dst ? read_handle(fs_ctx(req), fs_handle_of(fi), size, off, dst) : -ENOMEM;
@@ -646,6 +697,12 @@ static void fs_init(void *userdata, struct fuse_conn_info *conn)
 		conn->want |= FUSE_CAP_READDIRPLUS;
 	conn->want &= ~(unsigned)FUSE_CAP_READDIRPLUS_AUTO;
 	conn->max_write = TREE_IO_SIZE;
+	/*
+	 * Replies may come from a file descriptor by splice (results.jsonl: read_spliced).
+	 * Not SPLICE_MOVE: it would steal the pages of the store's data files' page cache.
+	 */
+	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
+		conn->want |= FUSE_CAP_SPLICE_WRITE;
 }
 
 static const struct fuse_lowlevel_ops fs_ops = {

@@ -29,6 +29,7 @@
 
 #define STORE_SCHEMA_VERSION 10
 #define STORE_STMT_MAX	     128
+#define STORE_DATA_FDS	     4
 
 struct store_conn {
 	sqlite3 *db;
@@ -38,8 +39,17 @@ struct store_conn {
 		sqlite3_stmt *stmt;
 	} stmts[STORE_STMT_MAX];
 	int nstmts;
-	int rfd;	  /* a part's results data file, kept open for reads; -1 */
-	int64_t rfd_part; /* whose */
+	/*
+	 * Parts' results data files kept open for reads (fd -1: free), least recently used
+	 * replaced: a read spans several parts at their boundaries, and a spliced reply needs
+	 * each of its descriptors open until the reply is sent (store_results_jsonl_spans).
+	 */
+	struct {
+		int fd;
+		int64_t part;
+		uint64_t used;
+	} rf[STORE_DATA_FDS];
+	uint64_t rf_clock;
 	/* Where this thread's last read of an escaped text in its line stopped: result id, and
 	 * offsets in its escaped and decoded bytes (a sequential read decodes each byte once). */
 	int64_t tcur_id, tcur_enc, tcur_dec;
@@ -117,8 +127,9 @@ static void conn_close(struct store_conn *c)
 	for (int i = 0; i < c->nstmts; i++)
 		sqlite3_finalize(c->stmts[i].stmt);
 	sqlite3_close(c->db);
-	if (c->rfd >= 0)
-		close(c->rfd);
+	for (int i = 0; i < STORE_DATA_FDS; i++)
+		if (c->rf[i].fd >= 0)
+			close(c->rf[i].fd);
 	free(c);
 }
 
@@ -174,7 +185,8 @@ static int conn_open(struct store *st, struct store_conn **out)
 	if (!c)
 		return -ENOMEM;
 	c->st = st;
-	c->rfd = -1;
+	for (int i = 0; i < STORE_DATA_FDS; i++)
+		c->rf[i].fd = -1;
 	rc = sqlite3_open_v2(st->path, &c->db,
 			     SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
 			     NULL);
@@ -1231,9 +1243,11 @@ static void unlink_results(struct store_conn *c, int64_t batch_id)
 	while (sqlite3_step(s) == SQLITE_ROW) {
 		int64_t part = sqlite3_column_int64(s, 0);
 
-		if (c->rfd >= 0 && c->rfd_part == part) {
-			close(c->rfd);
-			c->rfd = -1;
+		for (int i = 0; i < STORE_DATA_FDS; i++) {
+			if (c->rf[i].fd >= 0 && c->rf[i].part == part) {
+				close(c->rf[i].fd);
+				c->rf[i].fd = -1;
+			}
 		}
 		if (!results_path(c->st, part, "jsonl", path, sizeof(path)))
 			(void)unlink(path); /* absent when the part had no results */
@@ -3676,20 +3690,32 @@ int store_result_list(struct store *st, int64_t batch_id, int64_t after, int lim
 	return rc == SQLITE_DONE ? 0 : -EIO;
 }
 
-/* The calling connection's descriptor of part_id's data file (one kept open per thread). */
+/*
+ * The calling connection's descriptor of part_id's data file. It stays open until this
+ * connection opens STORE_DATA_FDS other parts' files (least recently used goes first), so
+ * descriptors of up to STORE_DATA_FDS parts taken in one call are all still open after it.
+ */
 static int data_fd(struct store_conn *c, int64_t part_id)
 {
 	char path[PATH_MAX];
+	int v = 0;
 
-	if (c->rfd >= 0 && c->rfd_part == part_id)
-		return c->rfd;
+	for (int i = 0; i < STORE_DATA_FDS; i++) {
+		if (c->rf[i].fd >= 0 && c->rf[i].part == part_id) {
+			c->rf[i].used = ++c->rf_clock;
+			return c->rf[i].fd;
+		}
+		if (c->rf[i].fd < 0 || (c->rf[v].fd >= 0 && c->rf[i].used < c->rf[v].used))
+			v = i;
+	}
 	if (results_path(c->st, part_id, "jsonl", path, sizeof(path)))
 		return -ENAMETOOLONG;
-	if (c->rfd >= 0)
-		close(c->rfd);
-	c->rfd = open(path, O_RDONLY | O_CLOEXEC);
-	c->rfd_part = c->rfd >= 0 ? part_id : 0;
-	return c->rfd >= 0 ? c->rfd : -errno;
+	if (c->rf[v].fd >= 0)
+		close(c->rf[v].fd);
+	c->rf[v].fd = open(path, O_RDONLY | O_CLOEXEC);
+	c->rf[v].part = part_id;
+	c->rf[v].used = ++c->rf_clock;
+	return c->rf[v].fd >= 0 ? c->rf[v].fd : -errno;
 }
 
 static long pread_full(int fd, char *dst, size_t n, int64_t off)
@@ -3853,40 +3879,52 @@ out:
 	return n;
 }
 
-long store_results_jsonl_read(struct store *st, int64_t batch_id, int64_t off, size_t size,
-			      char *dst)
+/* The part whose stretch of batch_id's results.jsonl holds byte at: 1, 0 past the end. */
+static int jsonl_part_at(struct store_conn *c, int64_t batch_id, int64_t at, int64_t *part_id,
+			 int64_t *base)
 {
-	/* The part whose stretch holds byte off: parts follow each other in file order. */
+	/* Parts follow each other in file order. */
 	static const char part[] = "SELECT p.id, p.results_base FROM parts p JOIN batches b ON"
 				   " b.id = p.batch_id WHERE p.batch_id = ?1 AND b.results"
 				   " IN ('ready', 'incomplete') AND p.results IN ('ready',"
 				   " 'incomplete') AND p.results_size > 0 AND"
 				   " p.results_base + p.results_size > ?2 ORDER BY p.idx LIMIT 1";
+	sqlite3_stmt *s = conn_stmt(c, part);
+	int rc;
+
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, batch_id);
+	sqlite3_bind_int64(s, 2, at);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		*part_id = sqlite3_column_int64(s, 0);
+		*base = sqlite3_column_int64(s, 1);
+	}
+	stmt_done(c, s);
+	if (rc == SQLITE_ROW)
+		return 1;
+	return rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+long store_results_jsonl_read(struct store *st, int64_t batch_id, int64_t off, size_t size,
+			      char *dst)
+{
 	struct store_conn *c = conn_get(st);
 	size_t done = 0;
 
 	if (!c)
 		return -EIO;
 	while (done < size) {
-		sqlite3_stmt *s = conn_stmt(c, part);
 		int64_t at = off + (int64_t)done, part_id, base;
+		int rc = jsonl_part_at(c, batch_id, at, &part_id, &base);
 		long n;
-		int rc;
 
-		if (!s)
-			return -EIO;
-		sqlite3_bind_int64(s, 1, batch_id);
-		sqlite3_bind_int64(s, 2, at);
-		rc = sqlite3_step(s);
-		if (rc != SQLITE_ROW) {
-			stmt_done(c, s);
-			if (rc != SQLITE_DONE)
-				return -EIO;
+		if (rc <= 0) {
+			if (rc < 0)
+				return rc;
 			break; /* the end */
 		}
-		part_id = sqlite3_column_int64(s, 0);
-		base = sqlite3_column_int64(s, 1);
-		stmt_done(c, s);
 		n = part_jsonl_read(c, part_id, at - base, size - done, dst + done);
 		if (n < 0)
 			return n;
@@ -3895,6 +3933,111 @@ long store_results_jsonl_read(struct store *st, int64_t batch_id, int64_t off, s
 		done += (size_t)n;
 	}
 	return (long)done;
+}
+
+/*
+ * Appends to sp[*n..max) where bytes [off, off + size) of one part's stretch of results.jsonl
+ * lie in its data file, rows end to end in one span; returns the byte count, -EXDEV when a
+ * row is in a blob or the spans would be more than max.
+ */
+static long part_jsonl_spans(struct store_conn *c, int64_t part_id, int64_t off, size_t size,
+			     struct store_span *sp, int max, int *n)
+{
+	static const char first[] = "SELECT off FROM results WHERE part_id = ?1 AND off <= ?2"
+				    " ORDER BY off DESC LIMIT 1";
+	static const char rows[] = "SELECT off, len, doff FROM results WHERE"
+				   " part_id = ?1 AND off >= ?2 ORDER BY off";
+	sqlite3_stmt *s;
+	int first_span = *n, fd = -1;
+	int64_t start;
+	size_t done = 0;
+	long ret;
+	int rc;
+
+	if (!(s = conn_stmt(c, first)))
+		return -EIO;
+	sqlite3_bind_int64(s, 1, part_id);
+	sqlite3_bind_int64(s, 2, off);
+	rc = sqlite3_step(s);
+	if (rc != SQLITE_ROW) {
+		stmt_done(c, s);
+		return rc == SQLITE_DONE ? 0 : -EIO;
+	}
+	start = sqlite3_column_int64(s, 0);
+	stmt_done(c, s);
+	if (!(s = conn_stmt(c, rows)))
+		return -EIO;
+	sqlite3_bind_int64(s, 1, part_id);
+	sqlite3_bind_int64(s, 2, start);
+	while (done < size && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+		int64_t roff = sqlite3_column_int64(s, 0);
+		int64_t len = sqlite3_column_int64(s, 1);
+		int64_t doff = sqlite3_column_int64(s, 2);
+		int64_t at = off + (int64_t)done - roff;
+		size_t take;
+
+		if (doff < 0) {
+			ret = -EXDEV; /* a row of an older cache: its bytes are in its blob */
+			goto out;
+		}
+		if (at < 0 || at > len) {
+			ret = -EIO; /* rows that do not lie end to end: never a wrong byte */
+			goto out;
+		}
+		take = (size_t)(len + 1 - at) < size - done ? (size_t)(len + 1 - at) : size - done;
+		if (*n > first_span && sp[*n - 1].off + (int64_t)sp[*n - 1].len == doff + at) {
+			sp[*n - 1].len += take; /* continues the span */
+		} else {
+			if (*n == max) {
+				ret = -EXDEV;
+				goto out;
+			}
+			if (fd < 0 && (fd = data_fd(c, part_id)) < 0) {
+				ret = fd;
+				goto out;
+			}
+			sp[*n] = (struct store_span){.fd = fd, .off = doff + at, .len = take};
+			(*n)++;
+		}
+		done += take;
+	}
+	ret = done < size && rc != SQLITE_DONE && rc != SQLITE_ROW ? -EIO : (long)done;
+out:
+	stmt_done(c, s);
+	return ret;
+}
+
+int store_results_jsonl_spans(struct store *st, int64_t batch_id, int64_t off, size_t size,
+			      struct store_span *sp, int max, size_t *total)
+{
+	struct store_conn *c = conn_get(st);
+	size_t done = 0;
+	int n = 0, parts = 0;
+
+	if (!c)
+		return -EIO;
+	while (done < size) {
+		int64_t at = off + (int64_t)done, part_id, base;
+		int rc = jsonl_part_at(c, batch_id, at, &part_id, &base);
+		long k;
+
+		if (rc <= 0) {
+			if (rc < 0)
+				return rc;
+			break; /* the end */
+		}
+		/* Past STORE_DATA_FDS parts, the first ones' descriptors would be closed. */
+		if (++parts > STORE_DATA_FDS)
+			return -EXDEV;
+		k = part_jsonl_spans(c, part_id, at - base, size - done, sp, max, &n);
+		if (k < 0)
+			return (int)k;
+		if (k == 0)
+			break; /* never loop on a part that gives nothing */
+		done += (size_t)k;
+	}
+	*total = done;
+	return n;
 }
 
 /* What the results say (schema v7) */

@@ -413,6 +413,12 @@ static long results_jsonl_read(struct bfs *b, int64_t batch_id, struct buf *text
 	return store_results_jsonl_read(b->store, batch_id, off, size, dst);
 }
 
+static int results_jsonl_spans(struct bfs *b, int64_t batch_id, off_t off, size_t size,
+			       struct store_span *sp, int max, size_t *total)
+{
+	return store_results_jsonl_spans(b->store, batch_id, off, size, sp, max, total);
+}
+
 /* results/ */
 
 static int results_dir_stat(struct bfs *b, const struct store_batch *row, struct stat *st)
@@ -793,6 +799,7 @@ const struct vfile vfile_table[] = {
 		.stat = results_jsonl_stat,
 		.open = results_jsonl_open,
 		.read = results_jsonl_read,
+		.spans = results_jsonl_spans,
 	},
 	{
 		.name = "results",

@@ -165,6 +165,26 @@ static const char *const v1_schema =
 	" 'b.json', 0, 0, 'y');"
 	"PRAGMA user_version = 1;";
 
+/*
+ * Bytes [off, off + size) of results.jsonl as store_results_jsonl_spans() describes them,
+ * read from its spans into dst (at most max spans); the count, or -errno.
+ */
+static long read_spans(struct store *st, int64_t id, int64_t off, size_t size, int max, char *dst)
+{
+	struct store_span sp[16];
+	size_t total = 0, done = 0;
+	int n = store_results_jsonl_spans(st, id, off, size, sp, max, &total);
+
+	for (int i = 0; i < n; i++) {
+		if (pread(sp[i].fd, dst + done, sp[i].len, sp[i].off) != (ssize_t)sp[i].len)
+			return -EIO;
+		done += sp[i].len;
+	}
+	if (n < 0)
+		return n;
+	return done == total && total <= size ? (long)done : -EPROTO;
+}
+
 static int db_exec(const char *path, const char *sql, int *version)
 {
 	sqlite3 *db = NULL;
@@ -260,6 +280,8 @@ static void test_open(void)
 		is_int(store_results_jsonl_read(st, 1, 0, sizeof(buf), buf), 2,
 		       "results.jsonl of the old batch");
 		ok(!memcmp(buf, "x\n", 2), "byte for byte too");
+		is_int(read_spans(st, 1, 0, sizeof(buf), 16, buf), -EXDEV,
+		       "no spans for a row kept in the database: copy instead");
 	}
 	is_int(db_exec(path, NULL, &version), SQLITE_OK, "read the version");
 	is_int(version, 10, "now schema version 10");
@@ -728,6 +750,27 @@ static void test_ingest(struct store *st)
 	}
 	is_int(store_results_jsonl_read(st, id, (int64_t)strlen(want), 10, got), 0,
 	       "a read at the end returns 0");
+	/* The same bytes told as spans of the data files, at every offset and size. */
+	{
+		size_t len = strlen(want);
+		bool same = true;
+
+		for (size_t off = 0; off <= len && same; off++) {
+			for (size_t k = 1; k <= len + 1 - off && same; k++) {
+				memset(got, 0, sizeof(got));
+				n = read_spans(st, id, (int64_t)off, k, 16, got);
+				same = n == (long)(k < len - off ? k : len - off) &&
+				       !memcmp(got, want + off, (size_t)n);
+			}
+		}
+		ok(same, "results.jsonl as spans: every offset and size, byte-exact");
+		is_int(read_spans(st, id, (int64_t)len, 10, 16, got), 0, "no span past the end");
+		/* Both parts came out of order (q2 before q1, q5 before q3): four spans. */
+		is_int(read_spans(st, id, 0, sizeof(got), 3, got), -EXDEV,
+		       "more spans than asked for: -EXDEV (copy instead)");
+		n = read_spans(st, id, 0, sizeof(got), 4, got);
+		ok(n == (long)len && !memcmp(got, want, len), "four spans: the whole file");
+	}
 	is_int(store_result_by_name(st, id, "q3.json", &res), 0, "q3.json");
 	is_int(res.size, (long long)strlen(out[2]) + 1, "its size: line + newline");
 	n = store_result_read(st, res.id, 0, sizeof(got), got);
