@@ -496,9 +496,9 @@ static int read_ready(fuse_req_t req, struct fs_handle *h, size_t size, off_t of
 }
 
 /*
- * A file whose bytes lie in the store's data files (results.jsonl): the reply is spliced from there
- * into the kernel (FUSE_CAP_SPLICE_WRITE), one copy of each byte where a read into a buffer
- * and its reply make two. 1: not so (a row of an older cache is in the database, or the read
+ * A file whose bytes lie in the store's data files (results.jsonl): the reply is spliced from
+ * there into the kernel (FUSE_CAP_SPLICE_WRITE), one copy of each byte where a read into a
+ * buffer and its reply make two. 1: not so (a row of an older cache is in the database, or the read
  * is in too many pieces), copy; 0: answered.
  */
 #define FS_SPANS 64
