@@ -229,6 +229,10 @@ def main():
         rows.add("ingest (ready after end)", t_ing, t_dl, 1.5,
                  note=f"(vs curl + fsync {t_dls:.3f}: {t_ing / t_dls:.2f}x)")
         if a.only == "ingest":
+            hwm = proc_status_kb(daemon.pid, "VmHWM") / 1024
+            print(f"  peak RSS so far {hwm:.1f} MB (VmHWM) "
+                  f"{'PASS' if hwm <= RSS_LIMIT_MB else 'FAIL'} (goal <= {RSS_LIMIT_MB} MB); "
+                  f"WAL peak {mon.peak_wal / 1e6:.1f} MB")
             return 0
 
         if a.only == "status":
