@@ -3800,22 +3800,22 @@ long store_result_read(struct store *st, int64_t id, int64_t off, size_t size, c
 	return result_copy(c, id, part_id, doff, len, off, size, dst);
 }
 
-/* Bytes [off, off + size) of one part's stretch of results.jsonl; returns the count. */
-static long part_jsonl_read(struct store_conn *c, int64_t part_id, int64_t off, size_t size,
-			    char *dst)
+/*
+ * The rows of part_id's stretch of results.jsonl from the one holding byte off, in order:
+ * *out is the stepping statement of (id, off, len, doff) rows, or NULL past the end. The
+ * caller ends it with stmt_done().
+ */
+static int part_rows_from(struct store_conn *c, int64_t part_id, int64_t off, sqlite3_stmt **out)
 {
 	static const char first[] = "SELECT off FROM results WHERE part_id = ?1 AND off <= ?2"
 				    " ORDER BY off DESC LIMIT 1";
 	static const char rows[] = "SELECT id, off, len, doff FROM results WHERE"
 				   " part_id = ?1 AND off >= ?2 ORDER BY off";
 	sqlite3_stmt *s;
-	int64_t start = 0;
-	/* A run of rows that lie end to end in the data file: one pread for all of them. */
-	int64_t run_doff = -1, run_len = 0;
-	size_t done = 0, run_at = 0;
-	long n;
+	int64_t start;
 	int rc;
 
+	*out = NULL;
 	if (!(s = conn_stmt(c, first)))
 		return -EIO;
 	sqlite3_bind_int64(s, 1, part_id);
@@ -3831,6 +3831,23 @@ static long part_jsonl_read(struct store_conn *c, int64_t part_id, int64_t off, 
 		return -EIO;
 	sqlite3_bind_int64(s, 1, part_id);
 	sqlite3_bind_int64(s, 2, start);
+	*out = s;
+	return 0;
+}
+
+/* Bytes [off, off + size) of one part's stretch of results.jsonl; returns the count. */
+static long part_jsonl_read(struct store_conn *c, int64_t part_id, int64_t off, size_t size,
+			    char *dst)
+{
+	sqlite3_stmt *s;
+	/* A run of rows that lie end to end in the data file: one pread for all of them. */
+	int64_t run_doff = -1, run_len = 0;
+	size_t done = 0, run_at = 0;
+	long n;
+	int rc = part_rows_from(c, part_id, off, &s);
+
+	if (rc || !s)
+		return rc;
 	while (done < size && (rc = sqlite3_step(s)) == SQLITE_ROW) {
 		int64_t id = sqlite3_column_int64(s, 0);
 		int64_t roff = sqlite3_column_int64(s, 1);
@@ -3943,36 +3960,18 @@ long store_results_jsonl_read(struct store *st, int64_t batch_id, int64_t off, s
 static long part_jsonl_spans(struct store_conn *c, int64_t part_id, int64_t off, size_t size,
 			     struct store_span *sp, int max, int *n)
 {
-	static const char first[] = "SELECT off FROM results WHERE part_id = ?1 AND off <= ?2"
-				    " ORDER BY off DESC LIMIT 1";
-	static const char rows[] = "SELECT off, len, doff FROM results WHERE"
-				   " part_id = ?1 AND off >= ?2 ORDER BY off";
 	sqlite3_stmt *s;
 	int first_span = *n, fd = -1;
-	int64_t start;
 	size_t done = 0;
 	long ret;
-	int rc;
+	int rc = part_rows_from(c, part_id, off, &s);
 
-	if (!(s = conn_stmt(c, first)))
-		return -EIO;
-	sqlite3_bind_int64(s, 1, part_id);
-	sqlite3_bind_int64(s, 2, off);
-	rc = sqlite3_step(s);
-	if (rc != SQLITE_ROW) {
-		stmt_done(c, s);
-		return rc == SQLITE_DONE ? 0 : -EIO;
-	}
-	start = sqlite3_column_int64(s, 0);
-	stmt_done(c, s);
-	if (!(s = conn_stmt(c, rows)))
-		return -EIO;
-	sqlite3_bind_int64(s, 1, part_id);
-	sqlite3_bind_int64(s, 2, start);
+	if (rc || !s)
+		return rc;
 	while (done < size && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-		int64_t roff = sqlite3_column_int64(s, 0);
-		int64_t len = sqlite3_column_int64(s, 1);
-		int64_t doff = sqlite3_column_int64(s, 2);
+		int64_t roff = sqlite3_column_int64(s, 1);
+		int64_t len = sqlite3_column_int64(s, 2);
+		int64_t doff = sqlite3_column_int64(s, 3);
 		int64_t at = off + (int64_t)done - roff;
 		size_t take;
 
