@@ -3,7 +3,7 @@
 set -eu
 pkgs="meson ninja-build pkg-config gcc libfuse3-dev fuse3 libcurl4-openssl-dev libcjson-dev
 libsqlite3-dev libinih-dev libssl-dev libsystemd-dev python3-pytest python3-pytest-xdist rsync openssl clang-format vim-tiny jq
-bsdutils clang"
+bsdutils clang ed"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

@@ -272,6 +272,29 @@ def test_vim_writes_submits_once_and_removes_its_swap_file(mock_mount, tmp_path)
     assert len(mock_batches(mock_mount)) == 1
 
 
+def test_ed_fixes_a_rejected_file_in_place_and_it_submits_once(mock_mount):
+    # An editor that rewrites the same file (ed: read it all, then open it O_WRONLY|O_TRUNC,
+    # a write-only handle that bypasses the page cache) turns a rejected file into a batch.
+    ed = shutil.which("ed")
+    assert ed, "ed is missing (contrib/deps.sh installs it)"
+    d = new_batch(mock_mount)
+    p = os.path.join(d, "requests.jsonl")
+    good = anthropic_requests(3).splitlines(keepends=True)
+    with pytest.raises(OSError) as e:
+        with open(p, "w") as f:
+            f.write(good[0] + '{"custom_id": "bad"\n' + "".join(good[1:]))
+    assert e.value.errno == errno.EINVAL
+    assert read_status(d)["error"]["line"] == 2
+    r = subprocess.run([ed, "-s", "requests.jsonl"], cwd=d, input="2d\nw\nq\n", text=True,
+                       capture_output=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    with open(p) as f:
+        assert f.read() == "".join(good)
+    s = read_status(d)
+    assert s["error"] is None and s["counts"]["total"] == 3, s
+    assert len(mock_batches(mock_mount)) == 1
+
+
 @pytest.mark.parametrize("tool", [
     "cp -p {src} requests.jsonl",
     "cp -a {src} requests.jsonl",
