@@ -1978,7 +1978,10 @@ int store_part_apply(struct store *st, const struct store_part *p, enum batch_st
 		"UPDATE parts SET pid = ?3, state = ?4, provider_state = ?5, total = ?6,"
 		" processing = ?7, succeeded = ?8, errored = ?9, canceled = ?10, expired = ?11,"
 		" created_at = ?12, ended_at = ?13, expires_at = ?14, ref = ?15, error = ?16,"
-		" error_line = ?17, error_attempt = 0, next_poll_at = ?18, updated_at = ?19,"
+		" error_line = ?17, error_attempt = 0, next_poll_at = CASE WHEN ?18 = 0 AND"
+		" ?20 = 'pending' AND ?4 IN ('completed', 'canceled', 'expired', 'failed') AND"
+		" (SELECT results_wanted FROM batches b WHERE b.id = parts.batch_id) = 1 THEN ?19"
+		" ELSE ?18 END, updated_at = ?19,"
 		" results = CASE WHEN results IN ('ready', 'incomplete') THEN results ELSE ?20 END"
 		" WHERE id = ?1 AND state = ?2 AND (pid = '' OR pid = ?3)";
 	struct store_conn *c;

@@ -1075,6 +1075,45 @@ static void test_forget(struct store *st)
 	       "deletes it)");
 }
 
+/*
+ * A foreign batch looked at while the poller applies the provider's view it read before the
+ * look: the view's "not wanted, nothing due" must not undo the look (its results would never
+ * be fetched, the flake of test_86's batch made elsewhere).
+ */
+static void test_want_race(struct store *st)
+{
+	struct provider_batch pb;
+	struct store_part p;
+	int64_t id, part;
+
+	memset(&pb, 0, sizeof(pb));
+	snprintf(pb.id, sizeof(pb.id), "pb-wanted");
+	pb.state = BATCH_IN_PROGRESS;
+	is_int(store_batch_add_foreign(st, REMOTE, &pb, false, 1, &id, &part), 0,
+	       "a foreign batch, running");
+	is_int(store_part_get(st, part, &p), 0, "its part, as the poller read it");
+	is_int(store_batch_want_results(st, id), 0, "then someone looks inside");
+	p.state = BATCH_COMPLETED;
+	p.results = RESULTS_PENDING;
+	p.next_poll_at = 0; /* what the poller decides from its stale "not wanted" */
+	p.ended_at = 2;
+	is_int(store_part_apply(st, &p, BATCH_IN_PROGRESS), 0, "the poller applies its view");
+	is_int(store_part_get(st, part, &p), 0, "get");
+	ok(p.next_poll_at > 0, "its results are due all the same (next_poll_at %" PRId64 ")",
+	   p.next_poll_at);
+	memset(&pb, 0, sizeof(pb));
+	snprintf(pb.id, sizeof(pb.id), "pb-unwanted");
+	pb.state = BATCH_IN_PROGRESS;
+	is_int(store_batch_add_foreign(st, REMOTE, &pb, false, 1, &id, &part), 0,
+	       "another foreign batch, never looked at");
+	is_int(store_part_get(st, part, &p), 0, "its part");
+	p.state = BATCH_COMPLETED;
+	p.next_poll_at = 0;
+	is_int(store_part_apply(st, &p, BATCH_IN_PROGRESS), 0, "ends");
+	is_int(store_part_get(st, part, &p), 0, "get");
+	is_int(p.next_poll_at, 0, "nothing fetched for a batch nobody looked at");
+}
+
 /* Resubmit (issue 13): parts that failed before running go back to "not sent". */
 static void test_resubmit(struct store *st)
 {
@@ -1187,6 +1226,7 @@ int main(void)
 		test_ingest_usage(st, 12, "many");
 		test_resume(st);
 		test_forget(st);
+		test_want_race(st);
 		test_resubmit(st);
 		test_mark(st);
 		store_free(st);
