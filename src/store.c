@@ -12,6 +12,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +31,7 @@
 #define STORE_SCHEMA_VERSION 10
 #define STORE_STMT_MAX	     128
 #define STORE_DATA_FDS	     4
+#define STORE_CKPT_PAGES     1000 /* SQLite's default wal_autocheckpoint */
 
 struct store_conn {
 	sqlite3 *db;
@@ -50,6 +52,15 @@ struct store_conn {
 		uint64_t used;
 	} rf[STORE_DATA_FDS];
 	uint64_t rf_clock;
+	int ckpt_pages; /* this connection's checkpoint threshold (its WAL hook runs them) */
+	/* Batch rows this connection read last, each valid while st->gen is the one it was read
+	 * at: a reader's lookup, stat and open of a file then query the batch once. */
+	struct {
+		int64_t id;
+		uint64_t gen;
+		struct store_batch row;
+	} rows[4];
+	unsigned rows_next;
 	/* Where this thread's last read of an escaped text in its line stopped: result id, and
 	 * offsets in its escaped and decoded bytes (a sequential read decodes each byte once). */
 	int64_t tcur_id, tcur_enc, tcur_dec;
@@ -77,6 +88,15 @@ struct store {
 	struct store_conn *conns;
 	pthread_mutex_t loc_lock;
 	struct store_loc *loc; /* STORE_LOC_SLOTS, or NULL: every read queries */
+	/*
+	 * The commit generation: counted up by every connection's WAL hook, which SQLite runs
+	 * after each commit has taken place (https://sqlite.org/c3ref/wal_hook.html). One
+	 * daemon per cache (the flock of main.c), so no commit escapes it: what was read at
+	 * generation g is still what the cache holds while gen == g. gen_off: some connection
+	 * is not in WAL mode (no hook runs), so nothing is trusted to it.
+	 */
+	_Atomic uint64_t gen;
+	atomic_bool gen_off;
 };
 
 struct store_reqs {
@@ -177,6 +197,33 @@ static void conn_rollback(struct store_conn *c)
 		(void)conn_exec(c, "ROLLBACK"); /* the caller reports the error that led here */
 }
 
+/*
+ * After each commit on c: the generation moves on, and the WAL is checkpointed past this
+ * connection's threshold, as SQLite's own hook does for PRAGMA wal_autocheckpoint (which
+ * this hook replaces: a PRAGMA wal_autocheckpoint would put SQLite's back).
+ */
+static int conn_wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
+{
+	struct store_conn *c = arg;
+
+	atomic_fetch_add_explicit(&c->st->gen, 1, memory_order_release);
+	if (c->ckpt_pages > 0 && pages >= c->ckpt_pages)
+		(void)sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+	return SQLITE_OK;
+}
+
+static bool conn_is_wal(struct store_conn *c)
+{
+	sqlite3_stmt *s = NULL;
+	bool wal = false;
+
+	if (sqlite3_prepare_v2(c->db, "PRAGMA journal_mode", -1, &s, NULL) == SQLITE_OK &&
+	    sqlite3_step(s) == SQLITE_ROW)
+		wal = !sqlite3_stricmp((const char *)sqlite3_column_text(s, 0), "wal");
+	sqlite3_finalize(s);
+	return wal;
+}
+
 static int conn_open(struct store *st, struct store_conn **out)
 {
 	struct store_conn *c = calloc(1, sizeof(*c));
@@ -203,6 +250,10 @@ static int conn_open(struct store *st, struct store_conn **out)
 		conn_close(c);
 		return rc;
 	}
+	c->ckpt_pages = STORE_CKPT_PAGES;
+	sqlite3_wal_hook(c->db, conn_wal_hook, c); /* replaces SQLite's autocheckpoint hook */
+	if (!conn_is_wal(c))
+		atomic_store(&st->gen_off, true);
 	*out = c;
 	return 0;
 }
@@ -222,6 +273,16 @@ static struct store_conn *conn_get(struct store *st)
 	st->conns = c;
 	pthread_mutex_unlock(&st->lock);
 	return c;
+}
+
+/* The generation a read may be remembered under; 0: not now (off, or inside a transaction,
+ * whose reads may be its own uncommitted writes). */
+static uint64_t conn_gen(struct store_conn *c)
+{
+	if (atomic_load_explicit(&c->st->gen_off, memory_order_relaxed) ||
+	    !sqlite3_get_autocommit(c->db))
+		return 0;
+	return atomic_load_explicit(&c->st->gen, memory_order_acquire);
 }
 
 /* A reset prepared statement for sql (a string literal: cached by its address). */
@@ -643,6 +704,8 @@ int store_open(struct store **out, const char *dir, struct bfs_err *err)
 	st = calloc(1, sizeof(*st));
 	if (!st)
 		return -ENOMEM;
+	atomic_init(&st->gen, 1); /* 0 means "remember nothing" (conn_gen) */
+	atomic_init(&st->gen_off, false);
 	if ((size_t)snprintf(st->path, sizeof(st->path), "%s/cache.db", dir) >= sizeof(st->path) ||
 	    (size_t)snprintf(st->rdir, sizeof(st->rdir), "%s/results", dir) >= sizeof(st->rdir) ||
 	    (size_t)snprintf(st->reserve, sizeof(st->reserve), "%s/reserve", dir) >=
@@ -899,12 +962,31 @@ int store_batch_get(struct store *st, int64_t id, struct store_batch *out)
 {
 	static const char sql[] = "SELECT " BATCH_COLS " FROM batches WHERE id = ?1";
 	struct store_conn *c = conn_get(st);
+	uint64_t gen;
+	unsigned slot;
 	sqlite3_stmt *s;
+	int rc;
 
-	if (!c || !(s = conn_stmt(c, sql)))
+	if (!c)
+		return -EIO;
+	gen = conn_gen(c); /* before the query: a commit during it leaves the row unremembered */
+	for (slot = 0; gen && slot < 4; slot++) {
+		if (c->rows[slot].gen == gen && c->rows[slot].id == id) {
+			*out = c->rows[slot].row;
+			return 0;
+		}
+	}
+	if (!(s = conn_stmt(c, sql)))
 		return -EIO;
 	sqlite3_bind_int64(s, 1, id);
-	return batch_query_one(c, s, out);
+	rc = batch_query_one(c, s, out);
+	if (!rc && gen) {
+		slot = c->rows_next++ % 4;
+		c->rows[slot].id = id;
+		c->rows[slot].gen = gen;
+		c->rows[slot].row = *out;
+	}
+	return rc;
 }
 
 static int batch_get_c(struct store_conn *c, int64_t id, struct store_batch *out)
@@ -3079,7 +3161,9 @@ static void *ingest_indexer(void *arg)
 	 * indexes' right edges and the requests being looked up (2 MB by default: reread).
 	 */
 	if (c)
-		(void)conn_exec(c, "PRAGMA wal_autocheckpoint = 16384; PRAGMA cache_size = -8192");
+		(void)conn_exec(c, "PRAGMA cache_size = -8192");
+	if (c)
+		c->ckpt_pages = 16384; /* its WAL hook checkpoints (conn_wal_hook) */
 	pthread_mutex_lock(&in->lock);
 	if (!c)
 		in->rc = -EIO;
@@ -4373,9 +4457,18 @@ int store_mark_get(struct store *st, struct store_mark *out)
 	static const char sql[] = "PRAGMA data_version";
 	struct store_conn *c = conn_get(st);
 	sqlite3_stmt *s;
+	uint64_t gen;
 	int rc;
 
-	if (!c || !(s = conn_stmt(c, sql)))
+	if (!c)
+		return -EIO;
+	gen = conn_gen(c);
+	if (gen) {
+		out->version = (int64_t)gen;
+		out->changes = -1; /* never a data_version mark's */
+		return 0;
+	}
+	if (!(s = conn_stmt(c, sql)))
 		return -EIO;
 	rc = sqlite3_step(s);
 	if (rc == SQLITE_ROW)

@@ -8,13 +8,18 @@
  * kernel's and libfuse's round trips (lookup, open, read, release). bench_results.py runs the
  * same loop through it and through batchfs; what batchfs adds is the difference.
  *
+ * With FLOOR_LIVE set, its files are served the way batchfs serves `status` instead (a text
+ * that changes between opens): attributes never cached, direct I/O, no page cache, so every
+ * open+read+close pays the kernel's and libfuse's round trips for a live file.
+ *
  * Build: cc -O2 -o floor_fs floor_fs.c $(pkg-config --cflags --libs fuse3)
- * Run:   FLOOR_SOURCE=DIR ./floor_fs -f MOUNTPOINT
+ * Run:   FLOOR_SOURCE=DIR [FLOOR_LIVE=1] ./floor_fs -f MOUNTPOINT
  */
 #define FUSE_USE_VERSION 314
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <stdio.h>
@@ -25,6 +30,7 @@
 
 static int src_fd = -1;
 static const double timeout = 3600.0;
+static bool live; /* FLOOR_LIVE: files served as batchfs serves status */
 
 /* Inode numbers are the source's, shifted so that 1 stays the root. */
 static fuse_ino_t to_fuse(ino_t ino)
@@ -118,7 +124,8 @@ static void fl_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		return;
 	}
 	e.ino = e.attr.st_ino;
-	e.attr_timeout = e.entry_timeout = timeout;
+	e.attr_timeout = live ? 0.0 : timeout;
+	e.entry_timeout = timeout;
 	fuse_reply_entry(req, &e);
 }
 
@@ -142,7 +149,7 @@ static void fl_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	if (rc)
 		fuse_reply_err(req, -rc);
 	else
-		fuse_reply_attr(req, &st, timeout);
+		fuse_reply_attr(req, &st, live ? 0.0 : timeout);
 }
 
 static void fl_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -165,7 +172,8 @@ static void fl_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	fi->fh = (uint64_t)fd;
-	fi->keep_cache = 1;
+	fi->keep_cache = !live;
+	fi->direct_io = live;
 	fi->noflush = 1;
 	fuse_reply_open(req, fi);
 }
@@ -282,6 +290,7 @@ int main(int argc, char *argv[])
 		fprintf(stderr, "usage: FLOOR_SOURCE=DIR %s -f MOUNTPOINT\n", argv[0]);
 		return 2;
 	}
+	live = getenv("FLOOR_LIVE") != NULL;
 	src_fd = open(src, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (src_fd < 0) {
 		perror(src);

@@ -1181,24 +1181,35 @@ static bool marks_equal(const struct store_mark *a, const struct store_mark *b)
 	return a->version == b->version && a->changes == b->changes;
 }
 
-/* The mark the status memo is keyed by moves with every commit, this thread's or another's. */
+/*
+ * The mark the status memo is keyed by moves with every commit, this thread's or another's;
+ * a batch row read again (which a connection remembers while no commit happened) is new.
+ */
 static void test_mark(struct store *st)
 {
 	struct store_mark m0, m1, m2, m3;
 	struct noter n = {.st = st};
+	struct store_batch b;
 	pthread_t t;
 
 	is_int(store_batch_create(st, REMOTE, "marked", timefmt_now_ms(), &n.id), 0, "create");
+	is_int(store_batch_get(st, n.id, &b), 0, "read the row");
+	is_int(store_batch_get(st, n.id, &b), 0, "and again (remembered)");
+	is_str(b.error, "", "no note yet");
 	is_int(store_mark_get(st, &m0), 0, "mark");
 	is_int(store_mark_get(st, &m1), 0, "mark again");
 	ok(marks_equal(&m0, &m1), "no commit: the same mark");
 	is_int(store_batch_note(st, n.id, "from this thread"), 0, "a change on this thread");
 	is_int(store_mark_get(st, &m2), 0, "mark after it");
 	ok(!marks_equal(&m1, &m2), "this thread's commit moves the mark");
+	is_int(store_batch_get(st, n.id, &b), 0, "read the row");
+	is_str(b.error, "from this thread", "this thread's change is in it");
 	ok(!pthread_create(&t, NULL, note_main, &n) && !pthread_join(t, NULL) && !n.rc,
 	   "a change on another thread");
 	is_int(store_mark_get(st, &m3), 0, "mark after it");
 	ok(!marks_equal(&m2, &m3), "another connection's commit moves the mark");
+	is_int(store_batch_get(st, n.id, &b), 0, "read the row");
+	is_str(b.error, "from another thread", "another connection's change is in it");
 }
 
 int main(void)
