@@ -24,8 +24,9 @@ measured in the same run and the ratio against the goal:
 
 Usage (root, for the loop mount and drop_caches):
   BATCHFS_BIN=build/src/batchfs python3 tests/bench/bench_results.py [N] [--per-part K]
-      [--log FILE] [--perf] [--only submit|ingest|status]
-  (--only status: after the ingest, the status row alone, three rounds)
+      [--log FILE] [--perf] [--only submit|ingest|status|jsonl]
+  (--only status: after the ingest, the status row alone, three rounds; --only jsonl: the
+  results.jsonl rows alone, cold three times)
 """
 import argparse
 import contextlib
@@ -156,8 +157,8 @@ def main():
     ap.add_argument("--per-part", type=int, default=100000, help="max_requests of the remote")
     ap.add_argument("--log", help="keep the daemon's timestamped stderr in this file")
     ap.add_argument("--perf", action="store_true", help="perf record the daemon per phase")
-    ap.add_argument("--only", choices=["submit", "ingest", "status"],
-                    help="submit, ingest: stop after it; status: after the ingest, only status")
+    ap.add_argument("--only", choices=["submit", "ingest", "status", "jsonl"],
+                    help="submit, ingest: stop after it; status: after the ingest, only status; jsonl: only results.jsonl")
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench: run as root (loop mount, drop_caches)")
@@ -285,6 +286,12 @@ def main():
         rows.add("cat results.jsonl cold", cold_b, cold_l, 1.5)
         rows.add("cat results.jsonl warm", best(f"cat {rj}"),
                  best(f"cat {local}/results.jsonl"), 1.5)
+        if a.only == "jsonl":
+            for _ in range(2):
+                cold_b = timed(f"cat {rj}", cold=True)
+                cold_l = timed(f"cat {local}/results.jsonl", cold=True)
+                rows.add("cat results.jsonl cold", cold_b, cold_l, 1.5)
+            return 0
         tree = os.path.join(local, "tree")
         sh(f"cp -r {batch}/results {tree}")
         res = os.path.join(batch, "results")
