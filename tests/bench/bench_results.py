@@ -29,6 +29,7 @@ Usage (root, for the loop mount and drop_caches):
 import argparse
 import contextlib
 import json
+import resource
 import os
 import shutil
 import subprocess
@@ -39,7 +40,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
-from bench_parts import (Daemon, Monitor, Perf, cpu_s, describe_lat, make_requests,  # noqa: E402
+from bench_parts import (CLK_TCK, Daemon, Monitor, Perf, cpu_s, describe_lat, make_requests,  # noqa: E402
                          proc_status_kb, sh, start_server, stop_proc, status_latencies)
 from mount import is_mounted, wait_for  # noqa: E402
 
@@ -75,6 +76,18 @@ def timed(cmd, cold=False):
     t = time.perf_counter()
     sh(cmd, stdout=subprocess.DEVNULL)
     return time.perf_counter() - t
+
+
+def proc_cpu(pid):
+    """(user, system) seconds of a process, all its threads."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+
+def child_cpu():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime, r.ru_stime
 
 
 def best(cmd, runs=3):
@@ -213,6 +226,7 @@ def main():
 
         # --- ingest --------------------------------------------------------------------------
         perf.start("ingest")
+        d0 = proc_cpu(daemon.pid)
 
         def ready():
             with open(os.path.join(batch, "status"), "rb") as f:
@@ -222,10 +236,17 @@ def main():
             return st.get("results") == "ready"
         wait_for(ready, 3600, interval=0.01, what="results ready")
         t_ing = time.perf_counter() - t0 - t_sub
+        d1 = proc_cpu(daemon.pid)
         perf.stop("ingest")
+        c0 = child_cpu()
         t_dl = timed(f"curl -sS -f -o {local}/dl.jsonl '{url}/file'")
+        c1 = child_cpu()
         t_dls = timed(f"curl -sS -f -o {local}/dl.jsonl '{url}/file' && sync -d {local}/dl.jsonl")
+        c2 = child_cpu()
         print("\ningest", flush=True)
+        print(f"  CPU user/sys: batchfs {d1[0] - d0[0]:.2f}/{d1[1] - d0[1]:.2f} s, curl "
+              f"{c1[0] - c0[0]:.2f}/{c1[1] - c0[1]:.2f} s, curl + fsync "
+              f"{c2[0] - c1[0]:.2f}/{c2[1] - c1[1]:.2f} s", flush=True)
         rows.add("ingest (ready after end)", t_ing, t_dl, 1.5,
                  note=f"(vs curl + fsync {t_dls:.3f}: {t_ing / t_dls:.2f}x)")
         if a.only == "ingest":
