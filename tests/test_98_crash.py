@@ -4,6 +4,7 @@ are counted), the state right. Each step is reached with the fakes' fault contro
 (tests/lib/fake_server.py): a request the fake never acts on ("stall"), one it acts on but
 never answers ("hold"), a batch still running, a results body cut off mid-stream ("stall_body"
 after a few lines: part of the results already streamed into the cache)."""
+import json
 import os
 import threading
 
@@ -102,3 +103,55 @@ def test_kill_9_at_each_step_then_remount(fake_server, mount_factory, name, step
     assert fam.batches_created() == 1  # none made twice
     with open(os.path.join(d, "id")) as f:
         assert len(f.read().split()) == 1
+
+
+def test_kill_9_mid_download_past_the_data_files_buffer_then_remount(fake_server,
+                                                                       mount_factory):
+    """Results of several MiB, one line longer than the data file's 1 MiB write buffer: the
+    download is cut after 3 MiB (full buffers on disk in the part's .tmp file, written with
+    O_DIRECT where the file system takes it) and the daemon killed. After the remount the part
+    is downloaded again and results.jsonl is byte for byte what the provider sent (in request order): nothing of
+    the killed attempt is left in it, and no tail of a partly filled buffer is lost."""
+    fam = family("anthropic", fake_server, mount_factory, fake_config=FAST["anthropic"])
+    srv, m = fam.srv, fam.m
+    m.expect_log(r"interrupted|cancelled|cannot")
+    d = os.path.join(m.path, "h", "big")
+    os.mkdir(d)
+    # The fake answers with the prompt's words (up to max_tokens of them, 64000 at most).
+    sizes = [150_000] * 20 + [1_500_000] + [150_000] * 7
+    ids = [f"b{i}" for i in range(len(sizes))]
+    lines = []
+    for c, n in zip(ids, sizes):
+        words = " ".join(f"{c}w{j:06d}" + "x" * 30 for j in range(n // 40))
+        lines.append(json.dumps({"custom_id": c, "params": {
+            "model": "claude-test", "max_tokens": 64000,
+            "messages": [{"role": "user", "content": words}]}}))
+    srv.add_fault(method="GET", path=fam.results_path, action="stall_body", after=3 << 20,
+                  seconds=120)
+    Writer(os.path.join(d, "requests.jsonl"), "".join(x + "\n" for x in lines)).run()
+    wait_for(lambda: srv.holding == 1, 30, what="the results download held mid-body")
+    rdir = os.path.join(m.cache, "results")
+
+    def tmp_size():
+        tmps = [f for f in os.listdir(rdir) if f.endswith(".tmp")]
+        return os.path.getsize(os.path.join(rdir, tmps[0])) if tmps else 0
+    wait_for(lambda: tmp_size() >= 2 << 20, 30, what="2 MiB of the data file written")
+    m.kill()
+    srv.clear_faults()
+    m.start()
+
+    wait_for(lambda: read_status(d)["results"] not in ("pending", "downloading"), 60,
+             what="results settled")
+    assert read_status(d)["results"] == "ready"
+    with srv.lock:
+        (b,) = srv.batches.values()
+        served = srv._served(b).splitlines()
+    by_id = {json.loads(x)["custom_id"]: x for x in served}
+    assert sorted(by_id) == sorted(ids)
+    want = b"".join(by_id[c] + b"\n" for c in ids)  # request order, as the provider sent them
+    assert len(want) > 5 << 20 and max(len(x) for x in served) > 1 << 20
+    with open(os.path.join(d, "results.jsonl"), "rb") as f:
+        got = f.read()
+    assert len(got) == len(want) and got == want
+    assert results_of(d) == sorted(f"{c}.json" for c in ids)
+    assert [f for f in os.listdir(rdir) if f.endswith(".tmp")] == []
