@@ -205,6 +205,7 @@ class FakeAnthropic(FakeServer):
             self.batches = {}  # id -> Batch, in creation order
             self.deleted = set()
             self.batches_created = 0
+            self.create_bytes = 0  # create body bytes received, complete or not
             self.clock_offset = 0.0
             self._tl = threading.local()
             self.bearer_tokens = {}  # token -> expiry (time.time())
@@ -491,6 +492,8 @@ class FakeAnthropic(FakeServer):
             if not p:
                 break
             total += len(p)
+            with self.lock:
+                self.create_bytes += len(p)
             if total > cap:  # chunked upload over the cap
                 self._close_unread(req)
                 return self.error(413, "Request exceeds the maximum size")
