@@ -216,3 +216,44 @@ def test_a_server_refusing_the_stream_early_falls_back_to_the_create_at_close(
     assert batch_requests(srv) == expected(ids)
     wait_results(d, timeout=60)
     assert result_count(d) == N
+
+
+def test_stream_upload_off_sends_the_create_at_the_close(fake_server, mount_factory):
+    # A proxy that buffers or refuses chunked bodies: the remote's key turns streaming off.
+    srv = fake_server("anthropic", processing_s=0.5)
+    m = mount_remote(mount_factory, srv, stream_upload="off")
+    ids = [f"n{i:05d}" for i in range(N)]
+    data = body_of(ids)
+    d = new_batch(m)
+    fd = open_requests(d)
+    try:
+        write_pieces(fd, data)
+        assert not creates(srv) and srv.create_bytes == 0  # 11 MB written: nothing sent
+    finally:
+        assert close_errno(fd) == 0
+    assert srv.batches_created == 1 and len(creates(srv)) == 1
+    assert batch_requests(srv) == expected(ids)
+
+
+def test_a_file_of_two_parts_streams_the_first_and_sends_the_second_at_close(
+        fake_server, mount_factory):
+    # 8,000 requests per batch: the first part (~8.7 MB) streams, held at its end while
+    # the file goes on; the second is sent at the close as before.
+    srv = fake_server("anthropic", processing_s=0.5)
+    m = mount_remote(mount_factory, srv, max_requests=8000)
+    ids = [f"p{i:05d}" for i in range(N)]
+    data = body_of(ids)
+    d = new_batch(m)
+    fd = open_requests(d)
+    try:
+        write_pieces(fd, data[:10 << 20])
+        streaming(srv)
+        write_pieces(fd, data[10 << 20:])
+    finally:
+        assert close_errno(fd) == 0
+    assert srv.batches_created == 2 and len(creates(srv)) == 2
+    with srv.lock:
+        made = [[cid for cid, _ in b.requests] for b in srv.batches.values()]
+    assert made == [ids[:8000], ids[8000:]]
+    wait_results(d, timeout=60)
+    assert result_count(d) == N

@@ -70,6 +70,7 @@ struct provider {
 	char *token_cmd;
 	struct remote_conf token_conf;
 	int64_t token_ttl_ms;
+	bool no_stream;		    /* stream_upload = off: every create is sent at the close */
 	pthread_mutex_t token_lock; /* protects token and token_until; taken alone */
 	char *token;		    /* secret, NULL before the first */
 	int64_t token_until;	    /* monotonic ms */
@@ -405,6 +406,7 @@ static int anth_open(struct provider **out, const struct remote_conf *conf, cons
 	const char *base = conf_get(conf, "base_url", NULL);
 	const char *version = conf_get(conf, "anthropic_version", ANTH_VERSION_DEFAULT);
 	const char *beta = conf_get(conf, "anthropic_beta", NULL);
+	const char *stream;
 	struct provider *p = NULL;
 	char *key = NULL;
 	size_t n, scheme = 0;
@@ -442,6 +444,14 @@ static int anth_open(struct provider **out, const struct remote_conf *conf, cons
 	rc = bearer_config(p, conf, err);
 	if (rc)
 		goto fail;
+	stream = conf_get(conf, "stream_upload", "on");
+	if (strcmp(stream, "on") && strcmp(stream, "off")) {
+		err_set(err, "[%s] stream_upload must be on or off, not '%.64s'", conf->name,
+			stream);
+		rc = -EINVAL;
+		goto fail;
+	}
+	p->no_stream = !strcmp(stream, "off");
 	if (p->bearer)
 		goto headers;
 	key = conf_secret(conf, "api_key_env", "api_key_command", "ANTHROPIC_API_KEY", err);
@@ -777,6 +787,10 @@ static int anth_stream_begin(struct provider *p, const char *path, struct provid
 	int rc;
 
 	*out = NULL;
+	if (p->no_stream) {
+		err_set(err, "stream_upload = off");
+		return -ENOTSUP;
+	}
 	if (p->bearer) {
 		/* A refused token is tried again with a new one: a body cannot be sent twice. */
 		err_set(err, "auth = bearer: no streamed create");
@@ -1288,8 +1302,9 @@ out:
 }
 
 static const char *const provider_anthropic_keys[] = {
-	"base_url",	  "api_key_env", "api_key_command", "anthropic_version",
-	"anthropic_beta", "auth",	 "token_ttl",	    NULL,
+	"base_url",	     "api_key_env",    "api_key_command",
+	"anthropic_version", "anthropic_beta", "auth",
+	"token_ttl",	     "stream_upload",  NULL,
 };
 
 /* Request lines */
