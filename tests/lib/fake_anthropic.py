@@ -41,7 +41,8 @@ meanwhile has a batch it never heard of); `create_delay_s` waits before acting a
 create if the client leaves first (nothing is made).
 
 Test surface beyond the base (fake_server.FakeServer): create_batch(requests, age_s) as another
-client would, batches_created (creates ever made, by any client), batch_ids(), batch(id),
+client would, batches_created (creates ever made, by any client), create_bytes (create body
+bytes received, complete bodies or not), batch_ids(), batch(id),
 requests_of(id), result_lines(id), results_served(id), cancel_batch(id), expire(id),
 archive(id), advance(seconds); over HTTP: POST /_control/batches {"requests"}, GET
 /_control/stats, POST /_control/batches/{id}/{cancel,expire,archive}, POST /_control/advance
