@@ -1253,6 +1253,7 @@ static CURLcode transfer(struct conn *c, struct xfer *x)
 		if (x->paused) {
 			/* More body, or a second passed: ask the producer again (it may give up). */
 			x->paused = false;
+			x->moved_ms = timefmt_mono_ms(); /* the wait was the producer's */
 			if (curl_easy_pause(c->easy, CURLPAUSE_CONT) != CURLE_OK) {
 				mc = CURLM_INTERNAL_ERROR;
 				break;
