@@ -21,6 +21,10 @@ struct bfs;
 struct bfs_err;
 struct follow;
 struct intake;
+struct provider_batch;
+struct provider_stream;
+struct provider_submit;
+struct remote;
 
 int follow_init(struct bfs *b);
 /* Stops every follower (at unmount, before the store goes). NULL-safe. */
@@ -42,7 +46,19 @@ void follow_cut(struct bfs *b, int64_t batch_id);
  * came. Any other follower of the batch is stopped and gone.
  */
 int follow_take(struct bfs *b, int64_t batch_id, int64_t file_id, int64_t size, struct intake **out,
-		int64_t *left, struct bfs_err *err);
+		int64_t *left, struct provider_stream **stream, struct bfs_err *err);
+/*
+ * A follower of a file on a remote that streams its creates (provider.h stream_*) starts the
+ * create of the first part once some MiB are checked, and lets it send what it checked; the
+ * body's end is held back. follow_take() hands it over in *stream (else NULL) when the check
+ * followed every write and found no wrong line: what it sent is the file's start. The
+ * commit then ends it with follow_stream_end() (the part's intent recorded before) or
+ * abandons it with follow_stream_abort() (NULL-safe): either frees it.
+ */
+int follow_stream_end(struct bfs *b, const struct remote *r, struct provider_stream *st,
+		      const struct provider_submit *s, struct provider_batch *out,
+		      struct bfs_err *err);
+void follow_stream_abort(struct bfs *b, const struct remote *r, struct provider_stream *st);
 /* Stops and forgets the follower of batch_id, if any (a commit that cannot take it). */
 void follow_drop(struct bfs *b, int64_t batch_id);
 

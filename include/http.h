@@ -11,6 +11,7 @@
 #ifndef BATCHFS_HTTP_H
 #define BATCHFS_HTTP_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -116,6 +117,13 @@ struct http_body {
 	int64_t length; /* exact byte count, or -1 for chunked transfer encoding */
 };
 
+/*
+ * What a live body's read returns when it has nothing yet but is not at its end (see
+ * http_request.live): the transfer waits, without sending, until wake_fd is readable (or a
+ * second has passed), then reads again.
+ */
+#define HTTP_BODY_WAIT (-EINPROGRESS)
+
 /* A body that is a whole file (or a range of one), streamed. */
 struct http_file_body {
 	int fd;
@@ -163,6 +171,17 @@ struct http_request {
 	bool skip_long_lines;	 /* a line over max_line goes to line_fn as NULL (jsonl.h) */
 	int (*reset)(void *ctx); /* called with line_ctx before a retried stream restarts */
 	bool stream;		 /* long download: no total timeout, only the low-speed one */
+	/*
+	 * A body still being produced while it is sent (a create streamed as its file is
+	 * written): body->read may return HTTP_BODY_WAIT, and is asked again when wake_fd (a
+	 * descriptor the producer makes readable when it has more) is readable, and at least
+	 * once a second, so the producer can give up. No low-speed limit or total deadline
+	 * counts the time the body waits for its producer; the rest of the transfer (sending,
+	 * the answer) still has the progress deadline. The body has length -1 (chunked) and
+	 * no rewind: one attempt. An answer that comes while the body waits ends the transfer.
+	 */
+	bool live;
+	int wake_fd;
 
 	/* Optional: told about each retry (attempt number, reason) so status can show it. */
 	void (*on_retry)(void *ctx, int attempt, const char *reason);

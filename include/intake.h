@@ -51,6 +51,13 @@ int intake_pause(struct intake *in);
 /* Bytes fed so far. */
 int64_t intake_fed(const struct intake *in);
 /*
+ * While it is fed: the bytes of the file's start that are whole lines checked so far and
+ * belong to the first part of the plan, sent as they are (what a create streamed while the
+ * file is written may send, provider.h stream_*). -1 once that cannot be said: the check
+ * failed, or a prompt line was translated (the parts are sent from the translated copy).
+ */
+int64_t intake_sendable(const struct intake *in);
+/*
  * The end of the file: the last line, the file-wide checks, the last part; the custom_ids
  * are committed. -EINVAL/-ENODATA: the file is invalid or empty (err says why).
  */

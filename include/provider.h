@@ -21,6 +21,7 @@ struct bfs_err;
 struct http_opts;
 struct remote_conf;
 struct provider;
+struct provider_stream; /* a create sent while its part is written (provider_ops.stream_*) */
 
 #define PROVIDER_ID_MAX	  128 /* a provider's batch id; must be a safe file name */
 #define PROVIDER_WORD_MAX 64
@@ -200,6 +201,33 @@ struct provider_ops {
 	 * batch made elsewhere. Failures are logged, not returned.
 	 */
 	void (*settled)(struct provider *p, const struct provider_batch *b);
+
+	/*
+	 * Optional, all four or none (NULL: the provider does not stream): a create started
+	 * while its part is still being written, so the close has only the last bytes of the
+	 * upload left. The body is made of path's bytes [0, avail) as stream_more() moves
+	 * avail (whole checked lines of the first part, no prompt line among them), and its
+	 * end is held back until stream_end(): a stream that never gets there leaves the server
+	 * an incomplete body, which creates nothing (a crash, an abort, a failure).
+	 *
+	 * stream_begin: starts it on its own thread; 0, or -errno with the reason in err
+	 * (nothing started; -ENOTSUP: this remote does not stream).
+	 */
+	int (*stream_begin)(struct provider *p, const char *path, struct provider_stream **out,
+			    struct bfs_err *err);
+	/* path's bytes [0, avail) are checked and final (avail never moves back). Never blocks.
+	 * false once the stream has failed (it will send nothing more: abort it). */
+	bool (*stream_more)(struct provider_stream *st, int64_t avail);
+	/*
+	 * At the commit, once s's intent is recorded: sends the rest of s (its offset is 0,
+	 * its length at least what was made available) and the body's end, and takes the
+	 * answer as submit() would (the same returns). -ESTALE: the stream failed, or the
+	 * server refused it, before anything could be created: call submit(). Frees st.
+	 */
+	int (*stream_end)(struct provider_stream *st, const struct provider_submit *s,
+			  struct provider_batch *out, struct bfs_err *err);
+	/* Abandons it: the body is never completed, nothing is created. Frees st. */
+	void (*stream_abort)(struct provider_stream *st);
 };
 
 /*

@@ -440,7 +440,7 @@ static enum part_outcome settle_part(struct bfs *b, struct remote *r, const stru
  */
 static enum part_outcome send_part(struct bfs *b, struct remote *r, const struct store_batch *row,
 				   const struct store_part *p0, const char *path,
-				   struct bfs_err *err)
+				   struct provider_stream *stream, struct bfs_err *err)
 {
 	struct retry_ctx rctx = {b, p0->id, "submitting"};
 	struct owned_ctx oc = {b->store, r->conf->name};
@@ -469,6 +469,7 @@ static enum part_outcome send_part(struct bfs *b, struct remote *r, const struct
 				 active, limit, r->conf->name);
 			rc = queue_part(b, r, &p, p.state, why);
 			pthread_mutex_unlock(&r->create_lock);
+			follow_stream_abort(b, r, stream);
 			if (!rc)
 				return PART_QUEUED;
 			err_set(err, "cannot queue the part in the cache: %s", strerror(-rc));
@@ -476,6 +477,7 @@ static enum part_outcome send_part(struct bfs *b, struct remote *r, const struct
 		}
 		if (rc) {
 			pthread_mutex_unlock(&r->create_lock);
+			follow_stream_abort(b, r, stream);
 			err_set(err, "cannot read the cache: %s", strerror(-rc));
 			return PART_FAILED;
 		}
@@ -486,6 +488,7 @@ static enum part_outcome send_part(struct bfs *b, struct remote *r, const struct
 		rc = store_part_intent(b->store, p.id, p.identity, p.intent_at);
 	if (rc) {
 		pthread_mutex_unlock(&r->create_lock);
+		follow_stream_abort(b, r, stream);
 		err_set(err, "cannot record the submission in the cache: %s", strerror(-rc));
 		return PART_FAILED;
 	}
@@ -496,7 +499,20 @@ static enum part_outcome send_part(struct bfs *b, struct remote *r, const struct
 		struct bfs_err ferr = BFS_ERR_INIT;
 
 		err_clear(err);
-		rc = r->ops->submit(r->prov, &s, &pb, note_retry, &rctx, err);
+		rc = -ESTALE;
+		if (stream) {
+			/* The intent is durable: the body's end may go (follow.h). */
+			rc = follow_stream_end(b, r, stream, &s, &pb, err);
+			stream = NULL;
+			if (rc == -ESTALE) {
+				log_info("batch '%s': the create streamed while requests.jsonl was "
+					 "written made nothing (%s); sending part %d now",
+					 row->name, err->msg[0] ? err->msg : "failed", p.idx + 1);
+				err_clear(err);
+			}
+		}
+		if (rc == -ESTALE)
+			rc = r->ops->submit(r->prov, &s, &pb, note_retry, &rctx, err);
 		if (rc != -EAGAIN)
 			break;
 		log_warn("batch '%s': the answer to the creation of part %d was lost; looking for "
@@ -592,7 +608,8 @@ static int load_parts(struct bfs *b, int64_t batch_id, struct part_list *l)
  * after a refusal, the parts not yet sent are failed too ("not submitted"). Returns 0 when
  * every part is at the provider, -EIO otherwise (err says why).
  */
-static int submit_parts(struct bfs *b, struct remote *r, int64_t batch_id, struct bfs_err *err)
+static int submit_parts(struct bfs *b, struct remote *r, int64_t batch_id,
+			struct provider_stream *stream, struct bfs_err *err)
 {
 	struct store_batch row;
 	struct part_list l;
@@ -605,6 +622,7 @@ static int submit_parts(struct bfs *b, struct remote *r, int64_t batch_id, struc
 	if (!rc)
 		rc = load_parts(b, batch_id, &l);
 	if (rc) {
+		follow_stream_abort(b, r, stream);
 		err_set(err, "cannot read the cache: %s", strerror(-rc));
 		return -EIO;
 	}
@@ -667,8 +685,14 @@ static int submit_parts(struct bfs *b, struct remote *r, int64_t batch_id, struc
 			err_set(&perr, "requests.jsonl is gone from the cache");
 			o = PART_FAILED;
 		}
-		if (o == PART_ABSENT)
-			o = send_part(b, r, &row, p, path, &perr);
+		if (o == PART_ABSENT && stream && (p->idx != 0 || p->identity[0] || p->off != 0)) {
+			follow_stream_abort(b, r, stream); /* not the part it streamed */
+			stream = NULL;
+		}
+		if (o == PART_ABSENT) {
+			o = send_part(b, r, &row, p, path, stream, &perr);
+			stream = NULL;
+		}
 		switch (o) {
 		case PART_CREATED:
 			(void)store_part_get(b->store, p->id, p); /* others_sent() sees its id */
@@ -719,6 +743,7 @@ static int submit_parts(struct bfs *b, struct remote *r, int64_t batch_id, struc
 		}
 	}
 	free(l.v);
+	follow_stream_abort(b, r, stream); /* not sent: the part was settled or failed */
 	if (!rc && failed >= 0)
 		rc = -EIO;
 	if (failed >= 0 && !quota && !store_batch_get(b->store, batch_id, &row) &&
@@ -834,11 +859,12 @@ static int commit_cost(struct bfs *b, const struct remote *r, int64_t batch_id,
  * the writes were not one sequential stream, it is done here in one pass.
  */
 static int check_file(struct bfs *b, struct remote *r, int64_t batch_id, int64_t file_id, int fd,
-		      int64_t size, struct intake **out, int64_t *left_out, struct bfs_err *err)
+		      int64_t size, struct intake **out, int64_t *left_out,
+		      struct provider_stream **stream, struct bfs_err *err)
 {
 	struct intake *in = NULL;
 	int64_t left = 0;
-	int rc = follow_take(b, batch_id, file_id, size, &in, &left, err);
+	int rc = follow_take(b, batch_id, file_id, size, &in, &left, stream, err);
 
 	*left_out = in ? left : -1;
 	if (rc == -ENOENT)
@@ -858,6 +884,7 @@ int batch_commit_claimed(struct bfs *b, struct remote *r, int64_t batch_id, int6
 	struct intake_result res;
 	struct store_batch row;
 	struct stat st;
+	struct provider_stream *stream = NULL;
 	int64_t followed;
 	int fd = -1, rc;
 
@@ -882,7 +909,8 @@ int batch_commit_claimed(struct bfs *b, struct remote *r, int64_t batch_id, int6
 		follow_drop(b, batch_id);
 		goto failed;
 	}
-	rc = check_file(b, r, batch_id, file_id, fd, (int64_t)st.st_size, &in, &followed, err);
+	rc = check_file(b, r, batch_id, file_id, fd, (int64_t)st.st_size, &in, &followed, &stream,
+			err);
 	if (followed >= 0)
 		log_info("batch '%s': requests.jsonl checked as it was written (%" PRId64
 			 " of %" PRId64 " bytes left for the close)",
@@ -931,11 +959,16 @@ int batch_commit_claimed(struct bfs *b, struct remote *r, int64_t batch_id, int6
 			 " requests, %" PRIu64 " bytes per batch)",
 			 row.name, res.count, res.nparts, r->limits.max_requests,
 			 r->limits.max_bytes);
+	if (stream && (res.nprompts || !res.nparts || res.parts[0].off != 0)) {
+		follow_stream_abort(b, r, stream); /* the first part is not what it sent */
+		stream = NULL;
+	}
 	intake_free(in);
 	in = NULL;
 	close(fd);
 	fd = -1;
-	rc = submit_parts(b, r, batch_id, err);
+	rc = submit_parts(b, r, batch_id, stream, err);
+	stream = NULL;
 	if (!rc)
 		log_info("batch '%s' submitted", row.name);
 	goto out;
@@ -951,6 +984,7 @@ failed:
 	log_err("%s", err->msg);
 	rc = -EIO;
 out:
+	follow_stream_abort(b, r, stream);
 	intake_free(in);
 	if (fd >= 0)
 		close(fd);
@@ -1007,7 +1041,7 @@ static int resume_commit(struct bfs *b, struct remote *r, int64_t batch_id, stru
 			set_file_mode(b, batch_id, 0644);
 		rc = rc ? rc : -EIO;
 	} else if (!rc) {
-		rc = submit_parts(b, r, batch_id, err);
+		rc = submit_parts(b, r, batch_id, NULL, err);
 	}
 	inflight_release(b, batch_id);
 	return rc;
@@ -1057,7 +1091,7 @@ int batch_resubmit(struct bfs *b, struct remote *r, int64_t batch_id, struct bfs
 	} else {
 		log_info("batch '%s': resubmitting the parts that failed before running", row.name);
 		set_file_mode(b, batch_id, 0444);
-		rc = submit_parts(b, r, batch_id, err);
+		rc = submit_parts(b, r, batch_id, NULL, err);
 	}
 	inflight_release(b, batch_id);
 	return rc;

@@ -10,6 +10,8 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -17,16 +19,25 @@
 #include <unistd.h>
 
 #include "bfs.h"
+#include "conf.h"
 #include "err.h"
 #include "follow.h"
 #include "intake.h"
 #include "log.h"
+#include "provider.h"
 #include "spool.h"
 #include "store.h"
 
 /* Drafts followed at once; a writer beyond them is checked at its close (as before). */
 #define FOLLOW_MAX   16
 #define FOLLOW_CHUNK (256 * 1024)
+/*
+ * A create streamed as the file is written (provider.h stream_*) starts once this much of
+ * it is checked: below, the upload at the close is short anyway. At most FOLLOW_STREAMS of
+ * them at once per mount (each holds a connection and a thread).
+ */
+#define FOLLOW_STREAM_MIN (8 << 20)
+#define FOLLOW_STREAMS	  2
 
 struct follower {
 	struct bfs *b;
@@ -40,6 +51,11 @@ struct follower {
 	int rc;	      /* the check's failure (-EINVAL: the file is invalid) */
 	struct bfs_err err;
 	struct intake *in;
+	const struct remote *r;
+	/* The streamed create of the file's first part, or NULL; only the follower's thread
+	 * touches it while it runs, the commit after the join (handoff). */
+	struct provider_stream *stream;
+	bool no_stream; /* tried, or cannot be: not again for this follower */
 	pthread_t th;
 	struct follower *prev; /* the follower this one replaced: joined before it starts */
 	struct follower *next;
@@ -49,7 +65,8 @@ struct follow {
 	pthread_mutex_t lock;
 	pthread_cond_t cond; /* any change of any follower (few, so one is enough) */
 	struct follower *list;
-	size_t n; /* followers alive, prev chains included */
+	size_t n;     /* followers alive, prev chains included */
+	int nstreams; /* streamed creates alive, those handed to a commit included */
 };
 
 int follow_init(struct bfs *b)
@@ -76,6 +93,73 @@ static void follower_reap(struct follow *fw, struct follower *f)
 	free(f);
 }
 
+/* Abandons a stream (nothing is created) and gives its slot back. */
+static void stream_drop(struct follow *fw, const struct remote *r, struct provider_stream *st)
+{
+	if (!st)
+		return;
+	r->ops->stream_abort(st);
+	pthread_mutex_lock(&fw->lock);
+	fw->nstreams--;
+	pthread_mutex_unlock(&fw->lock);
+}
+
+/*
+ * After a feed, on the follower's thread: starts the streamed create of the first part once
+ * FOLLOW_STREAM_MIN of it is checked, or lets it send what is checked now. A remote that may
+ * queue the part (max_concurrent_jobs) does not stream: the part may not be sent at the close.
+ */
+static void stream_step(struct follower *f, const char *path)
+{
+	struct follow *fw = f->b->follow;
+	const struct remote *r = f->r;
+	int64_t avail = intake_sendable(f->in);
+	struct bfs_err err = BFS_ERR_INIT;
+	bool slot;
+	int rc;
+
+	if (f->no_stream && !f->stream)
+		return;
+	if (avail < 0 || (f->stream && !r->ops->stream_more(f->stream, avail))) {
+		/* A prompt line (the part is sent translated), a wrong line, a failed stream. */
+		stream_drop(fw, r, f->stream);
+		f->stream = NULL;
+		f->no_stream = true;
+		return;
+	}
+	if (f->stream || avail < FOLLOW_STREAM_MIN)
+		return;
+	f->no_stream = true;
+	if (!r->ops->stream_begin ||
+	    conf_get_double(r->conf, "max_concurrent_jobs", r->ops->max_active) > 0)
+		return;
+	pthread_mutex_lock(&fw->lock);
+	slot = fw->nstreams < FOLLOW_STREAMS;
+	if (slot)
+		fw->nstreams++;
+	pthread_mutex_unlock(&fw->lock);
+	if (!slot)
+		return;
+	rc = r->ops->stream_begin(r->prov, path, &f->stream, &err);
+	if (rc) {
+		f->stream = NULL;
+		if (rc != -ENOTSUP)
+			log_debug("batch %" PRId64 ": no streamed create: %s", f->batch_id,
+				  err.msg);
+		pthread_mutex_lock(&fw->lock);
+		fw->nstreams--;
+		pthread_mutex_unlock(&fw->lock);
+		return;
+	}
+	log_debug("batch %" PRId64 ": create streamed as requests.jsonl is written", f->batch_id);
+	f->no_stream = false;
+	if (!r->ops->stream_more(f->stream, avail)) {
+		stream_drop(fw, r, f->stream);
+		f->stream = NULL;
+		f->no_stream = true;
+	}
+}
+
 static void *follower_main(void *arg)
 {
 	struct follower *f = arg;
@@ -86,6 +170,7 @@ static void *follower_main(void *arg)
 	struct store_batch row;
 	const struct remote *r = NULL;
 	char *chunk = malloc(FOLLOW_CHUNK);
+	char path[PATH_MAX];
 	bool handoff, fed = false; /* fed: custom_ids may wait in an open store transaction */
 	int fd = -1, rc;
 
@@ -97,6 +182,8 @@ static void *follower_main(void *arg)
 	rc = chunk ? store_batch_get(b->store, f->batch_id, &row) : -ENOMEM;
 	if (!rc && !(r = bfs_remote(b, row.remote)))
 		rc = -ENOENT;
+	f->r = r;
+	spool_path(&b->spool, f->file_id, path, sizeof(path));
 	if (!rc && (fd = spool_open(&b->spool, f->file_id, O_RDONLY)) < 0)
 		rc = fd;
 	if (!rc)
@@ -117,6 +204,17 @@ static void *follower_main(void *arg)
 		size_t want;
 		ssize_t n;
 
+		if ((f->broken || f->rc) && f->stream) {
+			/* What was streamed may not be the file: the body's end is never sent. */
+			struct provider_stream *st = f->stream;
+
+			f->stream = NULL;
+			f->no_stream = true;
+			pthread_mutex_unlock(&fw->lock);
+			stream_drop(fw, r, st);
+			pthread_mutex_lock(&fw->lock);
+			continue;
+		}
 		if (f->broken || f->rc || f->done >= f->end) {
 			/*
 			 * Idle, or done for good (a write out of sequence, a wrong line): hold no
@@ -142,6 +240,8 @@ static void *follower_main(void *arg)
 		pthread_mutex_unlock(&fw->lock);
 		n = pread(fd, chunk, want, off);
 		rc = n > 0 ? intake_feed(in, chunk, (size_t)n, &err) : n < 0 ? -errno : -EIO;
+		if (!rc)
+			stream_step(f, path);
 		pthread_mutex_lock(&fw->lock);
 		if (n > 0)
 			f->done += n;
@@ -160,6 +260,8 @@ static void *follower_main(void *arg)
 	pthread_mutex_unlock(&fw->lock);
 	/* Stopped: nothing else touches f->in before the join. */
 	if (!handoff) {
+		stream_drop(fw, r, f->stream);
+		f->stream = NULL;
 		intake_free(f->in);
 		f->in = NULL;
 	} else if (intake_pause(in)) {
@@ -291,7 +393,7 @@ static struct follower *unlist(struct follow *fw, int64_t batch_id)
 }
 
 int follow_take(struct bfs *b, int64_t batch_id, int64_t file_id, int64_t size, struct intake **out,
-		int64_t *left, struct bfs_err *err)
+		int64_t *left, struct provider_stream **stream, struct bfs_err *err)
 {
 	struct follow *fw = b->follow;
 	struct follower *f;
@@ -299,6 +401,7 @@ int follow_take(struct bfs *b, int64_t batch_id, int64_t file_id, int64_t size, 
 	int rc = -ENOENT;
 
 	*out = NULL;
+	*stream = NULL;
 	if (!fw || !(f = unlist(fw, batch_id)))
 		return -ENOENT;
 	pthread_mutex_lock(&fw->lock);
@@ -322,6 +425,10 @@ int follow_take(struct bfs *b, int64_t batch_id, int64_t file_id, int64_t size, 
 	} else {
 		intake_free(f->in); /* no transaction is open on it: see follower_main() */
 	}
+	if (ok && !rc)
+		*stream = f->stream; /* it followed every write: what it sent is the file */
+	else
+		stream_drop(fw, f->r, f->stream);
 	pthread_mutex_lock(&fw->lock);
 	fw->n--;
 	pthread_mutex_unlock(&fw->lock);
@@ -367,4 +474,21 @@ void follow_stop(struct bfs *b)
 	pthread_mutex_destroy(&fw->lock);
 	free(fw);
 	b->follow = NULL;
+}
+
+int follow_stream_end(struct bfs *b, const struct remote *r, struct provider_stream *st,
+		      const struct provider_submit *s, struct provider_batch *out,
+		      struct bfs_err *err)
+{
+	int rc = r->ops->stream_end(st, s, out, err);
+
+	pthread_mutex_lock(&b->follow->lock);
+	b->follow->nstreams--;
+	pthread_mutex_unlock(&b->follow->lock);
+	return rc;
+}
+
+void follow_stream_abort(struct bfs *b, const struct remote *r, struct provider_stream *st)
+{
+	stream_drop(b->follow, r, st);
 }

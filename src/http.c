@@ -85,6 +85,9 @@ struct xfer {
 	struct buf errbody; /* non-2xx body, cut at HTTP_ERRBODY_MAX */
 	bool cancelled;	    /* http_abort_all() ended the attempt */
 	bool overdue;	    /* the stream's total deadline ended it */
+	bool paused;	    /* a live body waits for its producer (CURL_READFUNC_PAUSE) */
+	curl_off_t moved;   /* a live body's transfer: bytes both ways at the last progress */
+	int64_t moved_ms;   /* and when (monotonic) */
 	int64_t t0_ms;	    /* when the attempt started (monotonic) */
 	struct jsonl_splitter split;
 	/* headers of the last response (earlier 1xx responses are forgotten) */
@@ -680,6 +683,10 @@ static size_t read_cb(char *dst, size_t size, size_t nitems, void *user)
 	const struct http_body *body = x->rq->body;
 	long k = body->read(body->ctx, dst, size * nitems);
 
+	if (k == HTTP_BODY_WAIT && x->rq->live) {
+		x->paused = true; /* transfer() asks again when the producer has more */
+		return CURL_READFUNC_PAUSE;
+	}
 	if (k < 0) {
 		x->cb_rc = (int)k;
 		err_set(&x->cb_err, "cannot read the request body: %s", strerror((int)-k));
@@ -838,6 +845,22 @@ static int xferinfo_cb(void *user, curl_off_t dltotal, curl_off_t dlnow, curl_of
 	if (http_aborted()) {
 		x->cancelled = true;
 		return 1; /* CURLE_ABORTED_BY_CALLBACK */
+	}
+	if (x->rq->live) {
+		/* curl's low-speed check would count the waits for the producer: ours does not. */
+		curl_off_t moved = dlnow + ulnow;
+		int64_t now = timefmt_mono_ms();
+
+		if (moved != x->moved || x->paused) {
+			x->moved = moved;
+			x->moved_ms = now;
+		} else if (x->opts->low_speed_time_s > 0 &&
+			   now - x->moved_ms > x->opts->low_speed_time_s * 1000) {
+			x->overdue = true;
+			err_set(&x->cb_err, "no progress for %ld s", x->opts->low_speed_time_s);
+			return 1;
+		}
+		return 0;
 	}
 	if (x->rq->stream && x->opts->stream_min_bps > 0) {
 		curl_off_t size = dltotal > dlnow ? dltotal : dlnow;
@@ -1111,13 +1134,14 @@ static int setup(struct http *h, struct xfer *x, struct curl_slist **hl)
 	SET(CURLOPT_NOSIGNAL, 1L);
 	SET(CURLOPT_USERAGENT, HTTP_USER_AGENT);
 	SET(CURLOPT_CONNECTTIMEOUT_MS, h->opts.connect_timeout_ms);
-	SET(CURLOPT_LOW_SPEED_LIMIT, h->opts.low_speed_bps);
-	SET(CURLOPT_LOW_SPEED_TIME, h->opts.low_speed_time_s);
+	/* A live body has its own progress deadline (xferinfo_cb): not while it waits. */
+	SET(CURLOPT_LOW_SPEED_LIMIT, rq->live ? 0L : h->opts.low_speed_bps);
+	SET(CURLOPT_LOW_SPEED_TIME, rq->live ? 0L : h->opts.low_speed_time_s);
 	SET(CURLOPT_NOPROGRESS, 0L);
 	SET(CURLOPT_XFERINFOFUNCTION, xferinfo_cb);
 	SET(CURLOPT_XFERINFODATA, x);
 	/* A results download may take hours; it only has to keep moving. */
-	SET(CURLOPT_TIMEOUT_MS, rq->stream ? 0L : h->opts.total_timeout_ms);
+	SET(CURLOPT_TIMEOUT_MS, rq->stream || rq->live ? 0L : h->opts.total_timeout_ms);
 	SET(CURLOPT_TCP_KEEPALIVE, 1L);
 	/*
 	 * Bodies of hundreds of megabytes go both ways: larger buffers than curl's 16 KiB
@@ -1126,7 +1150,7 @@ static int setup(struct http *h, struct xfer *x, struct curl_slist **hl)
 	 */
 	if (rq->stream)
 		SET(CURLOPT_BUFFERSIZE, (long)HTTP_STREAM_BUFFER);
-	if (body && body->length > (int64_t)HTTP_STREAM_BUFFER)
+	if (body && (rq->live || body->length > (int64_t)HTTP_STREAM_BUFFER))
 		SET(CURLOPT_UPLOAD_BUFFERSIZE, (long)HTTP_STREAM_BUFFER);
 	/*
 	 * libcurl silently sends a request again when a reused connection gave no answer at
@@ -1198,11 +1222,13 @@ nomem:
  */
 static CURLcode transfer(struct conn *c, struct xfer *x)
 {
-	struct curl_waitfd stop = {.fd = http_abort_fd(), .events = CURL_WAIT_POLLIN};
+	struct curl_waitfd fds[2];
+	int stop_fd = http_abort_fd();
 	CURLcode cc = CURLE_FAILED_INIT;
 	CURLMcode mc;
 	CURLMsg *msg;
 	int running = 1, left;
+	unsigned nfds;
 
 	if (curl_multi_add_handle(c->multi, c->easy) != CURLM_OK)
 		return CURLE_OUT_OF_MEMORY;
@@ -1214,9 +1240,25 @@ static CURLcode transfer(struct conn *c, struct xfer *x)
 			x->cancelled = true;
 			break;
 		}
-		mc = curl_multi_poll(c->multi, &stop, stop.fd >= 0 ? 1 : 0, HTTP_POLL_MS, NULL);
+		nfds = 0;
+		if (stop_fd >= 0)
+			fds[nfds++] =
+				(struct curl_waitfd){.fd = stop_fd, .events = CURL_WAIT_POLLIN};
+		if (x->paused && x->rq->wake_fd >= 0) /* only then: the producer drains it */
+			fds[nfds++] = (struct curl_waitfd){.fd = x->rq->wake_fd,
+							   .events = CURL_WAIT_POLLIN};
+		mc = curl_multi_poll(c->multi, fds, nfds, HTTP_POLL_MS, NULL);
 		if (mc != CURLM_OK)
 			break;
+		if (x->paused) {
+			/* More body, or a second passed: ask the producer again (it may give up). */
+			x->paused = false;
+			x->moved_ms = timefmt_mono_ms(); /* the wait was the producer's */
+			if (curl_easy_pause(c->easy, CURLPAUSE_CONT) != CURLE_OK) {
+				mc = CURLM_INTERNAL_ERROR;
+				break;
+			}
+		}
 	}
 	if (x->cancelled) {
 		cc = CURLE_ABORTED_BY_CALLBACK;
@@ -1235,8 +1277,10 @@ static CURLcode transfer(struct conn *c, struct xfer *x)
 static void attempt_reset(struct xfer *x)
 {
 	x->status = 0;
-	x->body_started = x->ok_body = x->delivered = x->overdue = false;
+	x->body_started = x->ok_body = x->delivered = x->overdue = x->paused = false;
 	x->t0_ms = timefmt_mono_ms();
+	x->moved = 0;
+	x->moved_ms = x->t0_ms;
 	x->bytes = 0;
 	x->cb_rc = 0;
 	err_clear(&x->cb_err);

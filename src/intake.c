@@ -435,6 +435,15 @@ int64_t intake_fed(const struct intake *in)
 	return in->fed;
 }
 
+int64_t intake_sendable(const struct intake *in)
+{
+	if (in->failed || in->prompt.nprompts || in->prompt.translated)
+		return -1;
+	if (in->plan.n)
+		return in->plan.parts[0].off == 0 ? in->plan.parts[0].len : -1;
+	return in->plan.part_off == 0 ? in->plan.off : -1;
+}
+
 int intake_finish(struct intake *in, struct bfs_err *err)
 {
 	int rc;

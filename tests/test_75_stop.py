@@ -112,10 +112,11 @@ def test_a_stalled_download_leaves_the_remote_working(fake_server, mount_factory
 
 
 def test_sigterm_while_a_create_upload_is_stalled(fake_server, mount_factory):
-    # The fake reads none of the ~16 MB body, so the upload itself stalls in send().
+    # The fake reads none of the ~16 MB body, so the upload itself stalls in send(). The
+    # create at the close, not one streamed while the file is written (test_23_stream.py).
     srv = fake_server("anthropic", processing_s=0.3)
     section = {"provider": "anthropic", "base_url": srv.url, "api_key_env": KEY_ENV,
-               "poll_interval": "0.2", "list_interval": "0.5"}
+               "poll_interval": "0.2", "list_interval": "0.5", "stream_upload": "off"}
     m = mount_factory({"a": section}, env={KEY_ENV: srv.config["api_key"]})
     m.expect_log(r"cancelled: batchfs is stopping")
     f = srv.add_fault(CREATE, action="stall")

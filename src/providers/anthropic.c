@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "buf.h"
@@ -69,12 +70,17 @@ struct provider {
 	char *token_cmd;
 	struct remote_conf token_conf;
 	int64_t token_ttl_ms;
+	bool no_stream;		    /* stream_upload = off: every create is sent at the close */
 	pthread_mutex_t token_lock; /* protects token and token_until; taken alone */
 	char *token;		    /* secret, NULL before the first */
 	int64_t token_until;	    /* monotonic ms */
 };
 
 /* Helpers */
+
+/* The writer may pause this long while a create streams its part; then the stream gives up
+ * (the create is made at the close, as without it). */
+#define ANTH_STREAM_IDLE_MS (30 * 1000)
 
 /* url = base + ANTH_PATH [+ "/" + id [+ tail]]. Returns 0 or -errno. */
 static int batch_url(const struct provider *p, const char *id, const char *tail, struct buf *url)
@@ -400,6 +406,7 @@ static int anth_open(struct provider **out, const struct remote_conf *conf, cons
 	const char *base = conf_get(conf, "base_url", NULL);
 	const char *version = conf_get(conf, "anthropic_version", ANTH_VERSION_DEFAULT);
 	const char *beta = conf_get(conf, "anthropic_beta", NULL);
+	const char *stream;
 	struct provider *p = NULL;
 	char *key = NULL;
 	size_t n, scheme = 0;
@@ -437,6 +444,14 @@ static int anth_open(struct provider **out, const struct remote_conf *conf, cons
 	rc = bearer_config(p, conf, err);
 	if (rc)
 		goto fail;
+	stream = conf_get(conf, "stream_upload", "on");
+	if (strcmp(stream, "on") && strcmp(stream, "off")) {
+		err_set(err, "[%s] stream_upload must be on or off, not '%.64s'", conf->name,
+			stream);
+		rc = -EINVAL;
+		goto fail;
+	}
+	p->no_stream = !strcmp(stream, "off");
 	if (p->bearer)
 		goto headers;
 	key = conf_secret(conf, "api_key_env", "api_key_command", "ANTHROPIC_API_KEY", err);
@@ -523,6 +538,14 @@ struct spool_body {
 	bool cr;	 /* a '\r' held back: dropped if a '\n' follows */
 	bool comma;	 /* a ',' is owed before this line's first byte */
 	uint64_t lines;	 /* non-blank lines begun */
+	bool hold;	 /* a live body (stream): sp.end is not the part's end yet */
+	/*
+	 * A live body: the file may shrink under it until the commit (a truncate aborts the
+	 * stream, but it may be read first), so a file that ends before sp.end is a failure,
+	 * never the body's end; and the end goes only after exactly want_lines requests.
+	 */
+	bool live;
+	uint64_t want_lines;
 };
 
 static int spool_rewind(void *ctx)
@@ -578,6 +601,11 @@ static long spool_read(void *ctx, char *dst, size_t n)
 		if (sb->sp.in_pos == sb->sp.in_len) {
 			int r;
 
+			if (sb->hold && sb->sp.off >= sb->sp.end)
+				return (long)k; /* the rest is not written (checked) yet */
+			if (sb->sp.eof && sb->live &&
+			    (sb->sp.off < sb->sp.end || sb->lines != sb->want_lines))
+				return -EIO; /* not the part that was checked: never end it */
 			if (sb->sp.eof) {
 				/* A CR still held back here ends the file: trailing space, dropped. */
 				sb->phase = SB_TAIL;
@@ -633,6 +661,239 @@ static long spool_read(void *ctx, char *dst, size_t n)
 		}
 	}
 	return (long)k;
+}
+
+/*
+ * stream_*: the create sent while its part is written (provider.h). The body is the same
+ * spool_body as submit's, its end (sp.end) moved by stream_more() and held back (hold) until
+ * stream_end(); one thread per stream runs the POST, its read callback waiting for more
+ * (HTTP_BODY_WAIT) in between. A body whose end was never sent creates nothing: an abort
+ * or a crash leaves the server an incomplete chunked body.
+ */
+struct provider_stream {
+	struct provider *p;
+	pthread_mutex_t lock; /* protects what follows sb; taken alone */
+	struct spool_body sb; /* the stream thread's only */
+	int wake_fd;	      /* eventfd: made readable by more, end and abort */
+	char *url;
+	pthread_t th;
+	int64_t avail;	     /* bytes of path that may be sent */
+	int64_t more_ms;     /* when avail last moved (monotonic) */
+	bool final;	     /* stream_end(): avail is the part's end */
+	uint64_t want_lines; /* and the part's requests */
+	bool aborted;
+	bool done;     /* the thread's POST is over */
+	bool body_end; /* the body's end was given to curl */
+	long status;   /* of the answer, 0 when none */
+	int rc;	       /* the POST's */
+	struct provider_batch b;
+	struct bfs_err err;
+};
+
+static void stream_wake(struct provider_stream *st)
+{
+	uint64_t one = 1;
+
+	if (write(st->wake_fd, &one, sizeof(one)) < 0) {
+		/* eventfd full (never: 2^64 - 2): it is readable anyway */
+	}
+}
+
+static long stream_read(void *ctx, char *dst, size_t n)
+{
+	struct provider_stream *st = ctx;
+	struct spool_body *sb = &st->sb;
+	uint64_t drain;
+	long k;
+	int rc = 0;
+
+	if (read(st->wake_fd, &drain, sizeof(drain)) < 0) {
+		/* EAGAIN: nothing new was signalled; the state below says what there is */
+	}
+	pthread_mutex_lock(&st->lock);
+	if (st->aborted)
+		rc = -ECANCELED;
+	else if (!st->final && timefmt_mono_ms() - st->more_ms > ANTH_STREAM_IDLE_MS)
+		rc = -ETIMEDOUT;
+	sb->sp.end = st->avail;
+	sb->hold = !st->final;
+	sb->want_lines = st->want_lines;
+	pthread_mutex_unlock(&st->lock);
+	if (rc)
+		return rc; /* curl aborts: the body's end is never sent */
+	k = spool_read(sb, dst, n);
+	if (k == 0 && sb->phase != SB_DONE)
+		return HTTP_BODY_WAIT;
+	if (k == 0) {
+		pthread_mutex_lock(&st->lock);
+		st->body_end = true;
+		pthread_mutex_unlock(&st->lock);
+	}
+	return k;
+}
+
+static void *stream_main(void *arg)
+{
+	struct provider_stream *st = arg;
+	struct http_body body = {stream_read, NULL, st, -1};
+	struct http_request rq = {
+		.method = HTTP_POST,
+		.url = st->url,
+		.headers = st->p->hdr_json,
+		.body = &body,
+		.retry = HTTP_RETRY_CREATE,
+		.live = true,
+		.wake_fd = st->wake_fd,
+	};
+	struct http_response rs = {0};
+	struct bfs_err err = BFS_ERR_INIT;
+	struct provider_batch b;
+	cJSON *root = NULL;
+	int rc;
+
+	rc = provider_call_json(st->p, anth_perform, &rq, ANTH_RESP_MAX, &root, &rs, &err);
+	if (rc == -EBADMSG)
+		rc = -EAGAIN; /* a 2xx: made, but which batch it is cannot be told */
+	else if (!rc && batch_from_json(root, &b, &err))
+		rc = -EAGAIN;
+	cJSON_Delete(root);
+	pthread_mutex_lock(&st->lock);
+	st->rc = rc;
+	st->err = err;
+	st->status = rs.status;
+	if (!rc)
+		st->b = b;
+	st->done = true;
+	pthread_mutex_unlock(&st->lock);
+	return NULL;
+}
+
+static void stream_free(struct provider_stream *st)
+{
+	if (st->sb.sp.fd >= 0)
+		close(st->sb.sp.fd);
+	if (st->wake_fd >= 0)
+		close(st->wake_fd);
+	pthread_mutex_destroy(&st->lock);
+	free(st->url);
+	free(st);
+}
+
+static int anth_stream_begin(struct provider *p, const char *path, struct provider_stream **out,
+			     struct bfs_err *err)
+{
+	struct provider_stream *st;
+	struct buf url = BUF_INIT(ANTH_URL_MAX);
+	int rc;
+
+	*out = NULL;
+	if (p->no_stream) {
+		err_set(err, "stream_upload = off");
+		return -ENOTSUP;
+	}
+	if (p->bearer) {
+		/* A refused token is tried again with a new one: a body cannot be sent twice. */
+		err_set(err, "auth = bearer: no streamed create");
+		return -ENOTSUP;
+	}
+	st = calloc(1, sizeof(*st));
+	if (!st) {
+		err_set(err, "out of memory");
+		return -ENOMEM;
+	}
+	st->p = p;
+	pthread_mutex_init(&st->lock, NULL);
+	st->sb.sp.fd = open(path, O_RDONLY | O_CLOEXEC);
+	st->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	spool_rewind(&st->sb);
+	st->sb.hold = st->sb.live = true;
+	st->more_ms = timefmt_mono_ms();
+	rc = st->sb.sp.fd < 0 || st->wake_fd < 0 ? -errno : batch_url(p, NULL, NULL, &url);
+	if (!rc && !(st->url = strdup(url.data)))
+		rc = -ENOMEM;
+	buf_release(&url);
+	if (!rc && (rc = -pthread_create(&st->th, NULL, stream_main, st)))
+		err_set(err, "cannot start a thread: %s", strerror(-rc));
+	if (rc) {
+		if (!err_is_set(err))
+			err_set(err, "cannot start a streamed create: %s", strerror(-rc));
+		stream_free(st);
+		return rc;
+	}
+	*out = st;
+	return 0;
+}
+
+static bool anth_stream_more(struct provider_stream *st, int64_t avail)
+{
+	bool alive;
+
+	pthread_mutex_lock(&st->lock);
+	if (avail > st->avail) {
+		st->avail = avail;
+		st->more_ms = timefmt_mono_ms();
+	}
+	alive = !st->done;
+	pthread_mutex_unlock(&st->lock);
+	stream_wake(st);
+	return alive;
+}
+
+static void anth_stream_abort(struct provider_stream *st)
+{
+	if (!st)
+		return;
+	pthread_mutex_lock(&st->lock);
+	st->aborted = true;
+	pthread_mutex_unlock(&st->lock);
+	stream_wake(st);
+	pthread_join(st->th, NULL);
+	stream_free(st);
+}
+
+static int anth_stream_end(struct provider_stream *st, const struct provider_submit *s,
+			   struct provider_batch *out, struct bfs_err *err)
+{
+	bool fits;
+	int rc;
+
+	pthread_mutex_lock(&st->lock);
+	fits = s->offset == 0 && s->length >= st->avail && s->nrequests;
+	if (fits) {
+		st->avail = s->length;
+		st->want_lines = s->nrequests;
+		st->final = true;
+	}
+	pthread_mutex_unlock(&st->lock);
+	if (!fits) {
+		anth_stream_abort(st);
+		err_set(err, "the streamed create does not match the part");
+		return -ESTALE;
+	}
+	stream_wake(st);
+	pthread_join(st->th, NULL);
+	rc = st->rc;
+	*err = st->err;
+	if (!st->body_end && !(st->status >= 200 && st->status <= 299)) {
+		/* Its end never left: the server holds an incomplete body and made nothing. */
+		rc = -ESTALE;
+	} else if (rc && rc != -EAGAIN) {
+		/*
+		 * A refusal made nothing either (http.h); submit() sends the part again, from
+		 * the start, with its retries: a refusal of this stream (a proxy's timeout of a
+		 * slow body) is not taken for the part's.
+		 */
+		rc = -ESTALE;
+	}
+	if (!rc) {
+		*out = st->b;
+		log_debug("anthropic: created batch %s (streamed, %" PRIu64 " requests)", out->id,
+			  st->sb.lines);
+	} else if (rc == -EAGAIN) {
+		err_prefix(err, "cannot create batch");
+	}
+	stream_free(st);
+	return rc;
 }
 
 /* First pass: the exact body length and the number of requests, without keeping the body. */
@@ -1041,8 +1302,9 @@ out:
 }
 
 static const char *const provider_anthropic_keys[] = {
-	"base_url",	  "api_key_env", "api_key_command", "anthropic_version",
-	"anthropic_beta", "auth",	 "token_ttl",	    NULL,
+	"base_url",	     "api_key_env",    "api_key_command",
+	"anthropic_version", "anthropic_beta", "auth",
+	"token_ttl",	     "stream_upload",  NULL,
 };
 
 /* Request lines */
@@ -1156,4 +1418,8 @@ const struct provider_ops provider_anthropic_ops = {
 	.cancel = anth_cancel,
 	.results = anth_results,
 	.result_parse = result_parse_anthropic,
+	.stream_begin = anth_stream_begin,
+	.stream_more = anth_stream_more,
+	.stream_end = anth_stream_end,
+	.stream_abort = anth_stream_abort,
 };

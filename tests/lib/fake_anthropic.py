@@ -41,7 +41,8 @@ meanwhile has a batch it never heard of); `create_delay_s` waits before acting a
 create if the client leaves first (nothing is made).
 
 Test surface beyond the base (fake_server.FakeServer): create_batch(requests, age_s) as another
-client would, batches_created (creates ever made, by any client), batch_ids(), batch(id),
+client would, batches_created (creates ever made, by any client), create_bytes (create body
+bytes received, complete bodies or not), batch_ids(), batch(id),
 requests_of(id), result_lines(id), results_served(id), cancel_batch(id), expire(id),
 archive(id), advance(seconds); over HTTP: POST /_control/batches {"requests"}, GET
 /_control/stats, POST /_control/batches/{id}/{cancel,expire,archive}, POST /_control/advance
@@ -205,6 +206,7 @@ class FakeAnthropic(FakeServer):
             self.batches = {}  # id -> Batch, in creation order
             self.deleted = set()
             self.batches_created = 0
+            self.create_bytes = 0  # create body bytes received, complete or not
             self.clock_offset = 0.0
             self._tl = threading.local()
             self.bearer_tokens = {}  # token -> expiry (time.time())
@@ -491,6 +493,8 @@ class FakeAnthropic(FakeServer):
             if not p:
                 break
             total += len(p)
+            with self.lock:
+                self.create_bytes += len(p)
             if total > cap:  # chunked upload over the cap
                 self._close_unread(req)
                 return self.error(413, "Request exceeds the maximum size")

@@ -96,16 +96,28 @@ class Request:
         return data
 
     def _read_chunk(self):
+        # A body whose client left before its last chunk is incomplete, not short: like a
+        # real server, refuse it (the route makes nothing; the base logs "client-gone").
         line = self._h.rfile.readline()
-        size = int(line.split(b";")[0].strip() or b"0", 16)
+        if not line.endswith(b"\n"):
+            raise ConnectionError("client closed the connection mid-body (chunked)")
+        try:
+            size = int(line.split(b";")[0].strip(), 16)
+        except ValueError:
+            raise ConnectionError("bad chunk size line") from None
         if size == 0:
-            while self._h.rfile.readline() not in (b"\r\n", b"\n", b""):
-                pass
+            while True:
+                t = self._h.rfile.readline()
+                if not t.endswith(b"\n"):
+                    raise ConnectionError("client closed the connection in the trailer")
+                if t in (b"\r\n", b"\n"):
+                    break
             self._chunked = False
             self._left = 0
             return b""
         data = self._h.rfile.read(size)
-        self._h.rfile.readline()
+        if len(data) < size or self._h.rfile.readline() not in (b"\r\n", b"\n"):
+            raise ConnectionError("client closed the connection mid-chunk")
         return data
 
     def drain(self):
@@ -159,6 +171,9 @@ class Fault:
                           `size` bytes (default 4 GiB) of zeros, compressed on the fly
                         "redirect": answer `status` (default 302) with Location `location`
                           (the same path on another host if it ends with "/")
+                        "early": read `after` bytes of the body (default 0), then answer
+                          `status` and close, the rest unread (a server refusing a body
+                          while it is sent)
       status, headers, body   for "status" (body defaults to the flavour's error envelope)
       after             bytes sent before a "truncate" cuts the stream (default half)
       seconds           for "delay" (default 1), "stall" and "stall_body" (default 3600)
@@ -172,7 +187,7 @@ class Fault:
         self.action = rule.get("action", "status")
         if self.action not in ("status", "drop_before", "drop_after", "truncate", "delay",
                                "hold", "stall", "stall_body", "trickle", "rewrite", "reset",
-                               "length", "gzip_bomb", "redirect"):
+                               "length", "gzip_bomb", "redirect", "early"):
             raise ValueError(f"unknown fault action {self.action!r}")
         self.status = int(rule.get("status", 302 if self.action == "redirect" else 500))
         self.fn = rule.get("fn")
@@ -434,6 +449,21 @@ class FakeServer:
                     loc = fault.location + (path.lstrip("/") if fault.location.endswith("/")
                                             else "")
                     resp = Response(fault.status, b"", dict(fault.headers, Location=loc))
+                elif fault and fault.action == "early":
+                    got, want = 0, int(fault.after or 0)
+                    try:
+                        while got < want:
+                            piece = req.read(min(65536, want - got))
+                            if not piece:
+                                break
+                            got += len(piece)
+                    except ConnectionError:
+                        pass
+                    req._chunked, req._left = False, 0  # the rest stays unread
+                    h.close_connection = True
+                    body = fault.body if fault.body is not None else \
+                        self.error_body(fault.status, "injected fault")
+                    resp = Response(fault.status, body, dict(fault.headers, Connection="close"))
                 elif fault and fault.action == "status":
                     req.drain()
                     body = fault.body if fault.body is not None else \
