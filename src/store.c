@@ -28,10 +28,16 @@
 #include "store.h"
 #include "timefmt.h"
 
-#define STORE_SCHEMA_VERSION 10
+#define STORE_SCHEMA_VERSION 11
 #define STORE_STMT_MAX	     128
 #define STORE_DATA_FDS	     4
 #define STORE_CKPT_PAGES     1000 /* SQLite's default wal_autocheckpoint */
+
+/*
+ * The results rows of part ?1, found through its batch's (results_list): no index by part
+ * holds them all (results_part_map only the mapped ones, schema v11).
+ */
+#define PART_ROWS "batch_id = (SELECT batch_id FROM parts WHERE id = ?1) AND part_id = ?1"
 
 struct store_conn {
 	sqlite3 *db;
@@ -494,6 +500,27 @@ static const char *const schema_v10 = "ALTER TABLE results ADD COLUMN tpos INTEG
 				      "ALTER TABLE results ADD COLUMN telen INTEGER;";
 
 /*
+ * v11: each result row cost six B-tree inserts at ingest (the table and five indexes), most of
+ * an ingest's CPU. Three go:
+ *  - results_loc: since v10 a row is small (its text stays in the data file), so a read by row
+ *    id reads the row itself.
+ *  - results_name: a name is looked up by the custom_id it escapes (the UNIQUE index), and only
+ *    a cut name (a '~' in it: escape.h) by itself, in results_cut.
+ *  - results_part_map holds only rows whose part needs a map (mapped): a part whose rows came
+ *    in request order, each at its own offset of results.jsonl in the data file (the common
+ *    case), has results.jsonl as its data file's first results_size bytes (jsonl_direct). Rows
+ *    of older caches stay mapped (the default), their parts not direct.
+ */
+static const char *const schema_v11 =
+	"ALTER TABLE parts ADD COLUMN jsonl_direct INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE results ADD COLUMN mapped INTEGER NOT NULL DEFAULT 1;"
+	"DROP INDEX results_loc;"
+	"DROP INDEX results_name;"
+	"CREATE INDEX results_cut ON results (batch_id, fname) WHERE instr(fname, '~') > 0;"
+	"DROP INDEX results_part_map;"
+	"CREATE INDEX results_part_map ON results (part_id, off, len, doff) WHERE mapped;";
+
+/*
  * The schema steps: migrations[i] brings version i to i + 1 (a new version is one more
  * entry, and STORE_SCHEMA_VERSION with it).
  */
@@ -511,6 +538,7 @@ static const char *const migrations[] = {
 	"ALTER TABLE parts ADD COLUMN resubmits INTEGER NOT NULL DEFAULT 0",
 	schema_v9,
 	schema_v10,
+	schema_v11,
 };
 
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == STORE_SCHEMA_VERSION,
@@ -2180,7 +2208,7 @@ static int fetch_failed_once(struct store *st, int64_t id, const char *msg, int6
 		" next_poll_at = CASE WHEN fetch_failures + 1 >= ?6 THEN 0 ELSE"
 		" ?3 + min(?5, ?4 * (1 << min(fetch_failures, 20))) END"
 		" WHERE id = ?1 AND results = 'downloading'";
-	static const char gone[] = "DELETE FROM results WHERE part_id = ?1 AND EXISTS (SELECT 1"
+	static const char gone[] = "DELETE FROM results WHERE " PART_ROWS " AND EXISTS (SELECT 1"
 				   " FROM parts WHERE id = ?1 AND results = 'unavailable')";
 	struct store_conn *c;
 	sqlite3_stmt *s;
@@ -2984,6 +3012,7 @@ struct store_ingest {
 	/* The indexer's own (read by the download thread only after joining it). */
 	bool indexed;	  /* rows may exist for this part */
 	bool ordered;	  /* every row so far came in request order: off is right */
+	bool direct;	  /* and lies at that same offset in the data file (jsonl_direct) */
 	int64_t last_seq; /* of the last row indexed */
 	int64_t run_off;  /* its end in the part's stretch of results.jsonl */
 	int64_t stray;
@@ -3125,9 +3154,9 @@ static int ingest_row(struct store_ingest *in, struct store_conn *c, const char 
 	static const char sql[] =
 		"INSERT OR IGNORE INTO results (batch_id, part_id, custom_id, fname, line, seq,"
 		" len, doff, off, rtype, text, model, tok_in, tok_out, tok_cw, tok_cr, tpos, tlen,"
-		" telen) VALUES (?1, ?2, ?3, ?4, x'', coalesce(?5, 4611686018427387904 + (SELECT"
-		" coalesce(max(id), 0) + 1 FROM results)), ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,"
-		" ?15, ?16, ?17, ?18)";
+		" telen, mapped) VALUES (?1, ?2, ?3, ?4, x'', coalesce(?5, 4611686018427387904 +"
+		" (SELECT coalesce(max(id), 0) + 1 FROM results)), ?6, ?7, ?8, ?9, ?10, ?11, ?12,"
+		" ?13, ?14, ?15, ?16, ?17, ?18, 0)";
 	char name[ESCAPE_NAME_SIZE + 5], why[INGEST_BAD_WHY];
 	bool known = false, was_ordered = in->ordered;
 	int64_t seq = 0, was_seq = in->last_seq;
@@ -3160,13 +3189,15 @@ static int ingest_row(struct store_ingest *in, struct store_conn *c, const char 
 	if (n < 0)
 		return n;
 	memcpy(name + n, ".json", 6);
-	/* In request order, a row's offset in results.jsonl is the sum of those before it; else
-	 * the commit computes them all. */
-	if (in->ordered && known && (!in->indexed || seq > in->last_seq)) {
+	/*
+	 * In request order, a row's offset in results.jsonl is the sum of those before it; else
+	 * the commit computes them all. Rows of unknown ids (only a part without requests has
+	 * them, and then all its rows are) are in arrival order.
+	 */
+	if (known && in->ordered && (!in->indexed || seq > in->last_seq))
 		in->last_seq = seq;
-	} else {
+	else if (known)
 		in->ordered = false;
-	}
 	s = conn_stmt(c, sql);
 	if (!s)
 		return -EIO;
@@ -3214,6 +3245,9 @@ static int ingest_row(struct store_ingest *in, struct store_conn *c, const char 
 		bad_add(&in->ix_bad, lineno, why);
 		return 0;
 	}
+	if (doff != in->run_off)
+		in->direct = false;
+
 	in->run_off += len + 1;
 	in->indexed = true;
 	if (info->type == RESULT_SUCCEEDED)
@@ -3224,7 +3258,7 @@ static int ingest_row(struct store_ingest *in, struct store_conn *c, const char 
 /* The rows of a part that is not ready (a ready part's are never touched again). */
 static int ingest_drop_rows(struct store_conn *c, int64_t part_id)
 {
-	static const char del[] = "DELETE FROM results WHERE part_id = ?1 AND NOT EXISTS"
+	static const char del[] = "DELETE FROM results WHERE " PART_ROWS " AND NOT EXISTS"
 				  " (SELECT 1 FROM parts WHERE id = ?1 AND results IN ('ready',"
 				  " 'incomplete'))";
 	sqlite3_stmt *s = conn_stmt(c, del);
@@ -3259,7 +3293,8 @@ static int ingest_chunk_index(struct store_ingest *in, struct store_conn *c,
 	if (!rc && k->reset) {
 		rc = ingest_drop_rows(c, in->part_id);
 		in->indexed = false;
-		in->ordered = in->has_requests;
+		in->ordered = true;
+		in->direct = true;
 		in->run_off = 0;
 		in->stray = 0;
 		in->stray_id[0] = '\0';
@@ -3422,7 +3457,8 @@ int store_ingest_begin(struct store *st, int64_t part_id, struct store_ingest **
 	in->batch_id = p.batch_id;
 	in->first_line = p.first_line;
 	in->last_line = p.last_line;
-	in->ordered = in->has_requests;
+	in->ordered = true;
+	in->direct = true;
 	pthread_mutex_init(&in->lock, NULL);
 	pthread_cond_init(&in->more, NULL);
 	pthread_cond_init(&in->room, NULL);
@@ -3652,7 +3688,7 @@ static int ingest_usage(struct store_ingest *in)
 		"DELETE FROM usage WHERE part_id = ?1",
 		"INSERT INTO usage (part_id, batch_id, model, results, tok_in, tok_out, tok_cw,"
 		" tok_cr) SELECT ?1, batch_id, model, count(*), sum(tok_in), sum(tok_out),"
-		" sum(tok_cw), sum(tok_cr) FROM results WHERE part_id = ?1 AND rtype = 'succeeded'"
+		" sum(tok_cw), sum(tok_cr) FROM results WHERE " PART_ROWS " AND rtype = 'succeeded'"
 		" GROUP BY batch_id, model",
 		"UPDATE parts SET usage_known = 1 WHERE id = ?1",
 	};
@@ -3676,16 +3712,17 @@ int store_ingest_commit(struct store_ingest *in, int64_t *count, int64_t *stray,
 	static const char mark[] =
 		"UPDATE parts SET results = ?5, results_count = ?2, results_size = ?6,"
 		" error = ?3, error_line = 0, error_attempt = 0, next_poll_at = 0,"
-		" fetch_failures = 0, updated_at = ?4 WHERE id = ?1 AND results NOT IN ('ready',"
-		" 'incomplete')";
+		" fetch_failures = 0, updated_at = ?4, jsonl_direct = ?7 WHERE id = ?1 AND"
+		" results NOT IN ('ready', 'incomplete')";
 	static const char stored[] = "SELECT count(*), coalesce(sum(len + 1), 0) FROM results"
-				     " WHERE part_id = ?1";
+				     " WHERE " PART_ROWS;
 	/* Offsets in the part's stretch of results.jsonl, in request order (unknown ids last,
 	 * in arrival order): only this part's rows. */
 	static const char offs[] =
-		"UPDATE results SET off = x.o FROM (SELECT id, sum(len + 1) OVER (ORDER BY seq ROWS"
-		" UNBOUNDED PRECEDING) - len - 1 AS o FROM results WHERE part_id = ?1) AS x"
-		" WHERE results.id = x.id";
+		"UPDATE results SET off = x.o, mapped = 1 FROM (SELECT id, sum(len + 1) OVER (ORDER"
+		" BY seq ROWS UNBOUNDED PRECEDING) - len - 1 AS o FROM results WHERE " PART_ROWS
+		") AS x WHERE results.id = x.id";
+	static const char map[] = "UPDATE results SET mapped = 1 WHERE " PART_ROWS;
 	int64_t bytes = 0;
 	char msg[STORE_INGEST_MSG] = "";
 	const char *word;
@@ -3716,8 +3753,8 @@ int store_ingest_commit(struct store_ingest *in, int64_t *count, int64_t *stray,
 			 "part were left out (the first: '%.64s')",
 			 msg[0] ? "; " : "", in->stray, in->stray_id);
 	/* What is stored, not what arrived: a repeated custom_id replaced its earlier line. */
-	if (!in->ordered) {
-		if (!(s = conn_stmt(in->c, offs)))
+	if (!in->ordered || !in->direct) {
+		if (!(s = conn_stmt(in->c, in->ordered ? map : offs)))
 			rc = -EIO;
 		if (!rc) {
 			sqlite3_bind_int64(s, 1, in->part_id);
@@ -3750,6 +3787,7 @@ int store_ingest_commit(struct store_ingest *in, int64_t *count, int64_t *stray,
 										 : "ready";
 		sqlite3_bind_text(s, 5, word, -1, SQLITE_STATIC);
 		sqlite3_bind_int64(s, 6, bytes);
+		sqlite3_bind_int(s, 7, in->ordered && in->direct);
 		rc = part_change(in->c, in->part_id, s);
 	}
 	if (!rc)
@@ -3819,10 +3857,11 @@ static void result_from_row(sqlite3_stmt *s, struct store_result *r)
  * The columns after RESULT_COLS: the row's place, and whether its part is ready (the rows of
  * a download still going may yet be dropped).
  */
-#define RESULT_COLS                                                                     \
-	"SELECT r.id, r.batch_id, r.fname, r.len, b.ended_at, r.part_id, r.doff,"       \
-	" p.results IN ('ready', 'incomplete') FROM results r JOIN batches b ON b.id =" \
-	" r.batch_id LEFT JOIN parts p ON p.id = r.part_id"
+#define RESULT_SEL                                                                \
+	"SELECT r.id, r.batch_id, r.fname, r.len, b.ended_at, r.part_id, r.doff," \
+	" p.results IN ('ready', 'incomplete')"
+#define RESULT_JOIN " JOIN batches b ON b.id = r.batch_id LEFT JOIN parts p ON p.id = r.part_id"
+#define RESULT_COLS RESULT_SEL " FROM results r" RESULT_JOIN
 
 static void loc_put(struct store *st, sqlite3_stmt *s)
 {
@@ -3864,18 +3903,59 @@ static int result_query_one(struct store_conn *c, sqlite3_stmt *s, struct store_
 	return rc == SQLITE_DONE ? -ENOENT : -EIO;
 }
 
-int store_result_by_name(struct store *st, int64_t batch_id, const char *fname,
-			 struct store_result *out)
+/*
+ * The statement that finds batch_id's row named fname (an escaped custom_id + ".json"): by
+ * the custom_id it escapes (by_id: the UNIQUE index; the name is checked too), or for a cut
+ * name, which no id can be read from, by the name itself (by_cut: results_cut). id holds the
+ * bound id until the statement is done.
+ */
+static int name_stmt(struct store_conn *c, const char *by_id, const char *by_cut, int64_t batch_id,
+		     const char *fname, char id[ESCAPE_NAME_SIZE], sqlite3_stmt **out)
 {
-	static const char sql[] = RESULT_COLS " WHERE r.batch_id = ?1 AND r.fname = ?2";
-	struct store_conn *c = conn_get(st);
+	char esc[ESCAPE_NAME_SIZE];
+	size_t n = strlen(fname);
 	sqlite3_stmt *s;
+	int k;
 
-	if (!c || !(s = conn_stmt(c, sql)))
+	if (n <= 5 || n - 5 >= sizeof(esc) || strcmp(fname + n - 5, ".json"))
+		return -ENOENT;
+	memcpy(esc, fname, n - 5);
+	esc[n - 5] = '\0';
+	k = unescape_name(esc, id, ESCAPE_NAME_SIZE);
+	if (k < 0 && k != -ENAMETOOLONG)
+		return -ENOENT; /* no name escape_name() makes */
+	if (!(s = conn_stmt(c, k < 0 ? by_cut : by_id)))
 		return -EIO;
 	sqlite3_bind_int64(s, 1, batch_id);
 	sqlite3_bind_text(s, 2, fname, -1, SQLITE_STATIC);
-	return result_query_one(c, s, out);
+	if (k >= 0)
+		sqlite3_bind_blob(s, 3, id, k, SQLITE_STATIC);
+	*out = s;
+	return 0;
+}
+
+/*
+ * (results_cut is a partial index: the instr term lets it serve, and SQLite would rather scan
+ * the covering results_list without being told)
+ */
+#define BY_NAME	 " WHERE r.batch_id = ?1 AND r.custom_id = ?3 AND r.fname = ?2"
+#define CUT_FROM " FROM results r INDEXED BY results_cut"
+#define BY_CUT	 " WHERE r.batch_id = ?1 AND r.fname = ?2 AND instr(r.fname, '~') > 0"
+
+int store_result_by_name(struct store *st, int64_t batch_id, const char *fname,
+			 struct store_result *out)
+{
+	static const char by_id[] = RESULT_COLS BY_NAME;
+	static const char by_cut[] = RESULT_SEL CUT_FROM RESULT_JOIN BY_CUT;
+	struct store_conn *c = conn_get(st);
+	char id[ESCAPE_NAME_SIZE];
+	sqlite3_stmt *s;
+	int rc;
+
+	if (!c)
+		return -EIO;
+	rc = name_stmt(c, by_id, by_cut, batch_id, fname, id, &s);
+	return rc ? rc : result_query_one(c, s, out);
 }
 
 int store_result_get(struct store *st, int64_t id, struct store_result *out)
@@ -4003,8 +4083,7 @@ static long result_copy(struct store_conn *c, int64_t id, int64_t part_id, int64
 
 long store_result_read(struct store *st, int64_t id, int64_t off, size_t size, char *dst)
 {
-	static const char sql[] =
-		"SELECT part_id, doff, len FROM results INDEXED BY results_loc WHERE id = ?1";
+	static const char sql[] = "SELECT part_id, doff, len FROM results WHERE id = ?1";
 	struct store_conn *c = conn_get(st);
 	int64_t part_id, doff, len;
 	struct store_loc l;
@@ -4035,10 +4114,11 @@ long store_result_read(struct store *st, int64_t id, int64_t off, size_t size, c
  */
 static int part_rows_from(struct store_conn *c, int64_t part_id, int64_t off, sqlite3_stmt **out)
 {
+	/* (mapped: the terms that let results_part_map, a partial index, serve) */
 	static const char first[] = "SELECT off FROM results WHERE part_id = ?1 AND off <= ?2"
-				    " ORDER BY off DESC LIMIT 1";
+				    " AND mapped ORDER BY off DESC LIMIT 1";
 	static const char rows[] = "SELECT id, off, len, doff FROM results WHERE"
-				   " part_id = ?1 AND off >= ?2 ORDER BY off";
+				   " part_id = ?1 AND off >= ?2 AND mapped ORDER BY off";
 	sqlite3_stmt *s;
 	int64_t start;
 	int rc;
@@ -4125,11 +4205,16 @@ out:
 }
 
 /* The part whose stretch of batch_id's results.jsonl holds byte at: 1, 0 past the end. */
-static int jsonl_part_at(struct store_conn *c, int64_t batch_id, int64_t at, int64_t *part_id,
-			 int64_t *base)
+struct jsonl_part {
+	int64_t id, base, size;
+	bool direct; /* its stretch is its data file's first size bytes (schema v11) */
+};
+
+static int jsonl_part_at(struct store_conn *c, int64_t batch_id, int64_t at, struct jsonl_part *p)
 {
 	/* Parts follow each other in file order. */
-	static const char part[] = "SELECT p.id, p.results_base FROM parts p JOIN batches b ON"
+	static const char part[] = "SELECT p.id, p.results_base, p.results_size, p.jsonl_direct"
+				   " FROM parts p JOIN batches b ON"
 				   " b.id = p.batch_id WHERE p.batch_id = ?1 AND b.results"
 				   " IN ('ready', 'incomplete') AND p.results IN ('ready',"
 				   " 'incomplete') AND p.results_size > 0 AND"
@@ -4143,13 +4228,51 @@ static int jsonl_part_at(struct store_conn *c, int64_t batch_id, int64_t at, int
 	sqlite3_bind_int64(s, 2, at);
 	rc = sqlite3_step(s);
 	if (rc == SQLITE_ROW) {
-		*part_id = sqlite3_column_int64(s, 0);
-		*base = sqlite3_column_int64(s, 1);
+		p->id = sqlite3_column_int64(s, 0);
+		p->base = sqlite3_column_int64(s, 1);
+		p->size = sqlite3_column_int64(s, 2);
+		p->direct = sqlite3_column_int(s, 3);
 	}
 	stmt_done(c, s);
 	if (rc == SQLITE_ROW)
 		return 1;
 	return rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+/* How many of size bytes from off a direct part's stretch has. */
+static size_t direct_take(const struct jsonl_part *p, int64_t off, size_t size)
+{
+	return off >= p->size ? 0 : (size_t)(p->size - off) < size ? (size_t)(p->size - off) : size;
+}
+
+/* Bytes [off, off + size) of a direct part's stretch: those of its data file. */
+static long direct_read(struct store_conn *c, const struct jsonl_part *p, int64_t off, size_t size,
+			char *dst)
+{
+	size_t take = direct_take(p, off, size);
+	int fd;
+
+	if (!take)
+		return 0;
+	fd = data_fd(c, p->id);
+	return fd < 0 ? fd : pread_full(fd, dst, take, off);
+}
+
+static long direct_spans(struct store_conn *c, const struct jsonl_part *p, int64_t off, size_t size,
+			 struct store_span *sp, int max, int *n)
+{
+	size_t take = direct_take(p, off, size);
+	int fd;
+
+	if (!take)
+		return 0;
+	if (*n == max)
+		return -EXDEV;
+	fd = data_fd(c, p->id);
+	if (fd < 0)
+		return fd;
+	sp[(*n)++] = (struct store_span){.fd = fd, .off = off, .len = take};
+	return (long)take;
 }
 
 long store_results_jsonl_read(struct store *st, int64_t batch_id, int64_t off, size_t size,
@@ -4161,8 +4284,9 @@ long store_results_jsonl_read(struct store *st, int64_t batch_id, int64_t off, s
 	if (!c)
 		return -EIO;
 	while (done < size) {
-		int64_t at = off + (int64_t)done, part_id, base;
-		int rc = jsonl_part_at(c, batch_id, at, &part_id, &base);
+		int64_t at = off + (int64_t)done;
+		struct jsonl_part p;
+		int rc = jsonl_part_at(c, batch_id, at, &p);
 		long n;
 
 		if (rc <= 0) {
@@ -4170,7 +4294,8 @@ long store_results_jsonl_read(struct store *st, int64_t batch_id, int64_t off, s
 				return rc;
 			break; /* the end */
 		}
-		n = part_jsonl_read(c, part_id, at - base, size - done, dst + done);
+		n = p.direct ? direct_read(c, &p, at - p.base, size - done, dst + done)
+			     : part_jsonl_read(c, p.id, at - p.base, size - done, dst + done);
 		if (n < 0)
 			return n;
 		if (n == 0)
@@ -4244,8 +4369,9 @@ int store_results_jsonl_spans(struct store *st, int64_t batch_id, int64_t off, s
 	if (!c)
 		return -EIO;
 	while (done < size) {
-		int64_t at = off + (int64_t)done, part_id, base;
-		int rc = jsonl_part_at(c, batch_id, at, &part_id, &base);
+		int64_t at = off + (int64_t)done;
+		struct jsonl_part p;
+		int rc = jsonl_part_at(c, batch_id, at, &p);
 		long k;
 
 		if (rc <= 0) {
@@ -4256,7 +4382,8 @@ int store_results_jsonl_spans(struct store *st, int64_t batch_id, int64_t off, s
 		/* Past STORE_DATA_FDS parts, the first ones' descriptors would be closed. */
 		if (++parts > STORE_DATA_FDS)
 			return -EXDEV;
-		k = part_jsonl_spans(c, part_id, at - base, size - done, sp, max, &n);
+		k = p.direct ? direct_spans(c, &p, at - p.base, size - done, sp, max, &n)
+			     : part_jsonl_spans(c, p.id, at - p.base, size - done, sp, max, &n);
 		if (k < 0)
 			return (int)k;
 		if (k == 0)
@@ -4338,28 +4465,28 @@ static void text_from_row(sqlite3_stmt *s, struct store_result *r)
 		memcpy(r->fname + n - 5, ".txt", 5);
 }
 
-#define TEXT_COLS                                                                        \
-	"SELECT r.id, r.batch_id, r.fname, coalesce(r.tlen, length(r.text)), b.ended_at" \
-	" FROM results r"                                                                \
-	" JOIN batches b ON b.id = r.batch_id"
+#define TEXT_SEL   "SELECT r.id, r.batch_id, r.fname, coalesce(r.tlen, length(r.text)), b.ended_at"
+#define TEXT_JOIN  " JOIN batches b ON b.id = r.batch_id"
+#define TEXT_COLS  TEXT_SEL " FROM results r" TEXT_JOIN
+#define TEXT_TERMS " AND r.rtype = 'succeeded' AND (r.text IS NOT NULL OR r.tpos IS NOT NULL)"
 
 int store_text_by_name(struct store *st, int64_t batch_id, const char *fname,
 		       struct store_result *out)
 {
-	static const char sql[] = TEXT_COLS " WHERE r.batch_id = ?1 AND r.fname = ?2 AND"
-					    " r.rtype = 'succeeded' AND"
-					    " (r.text IS NOT NULL OR r.tpos IS NOT NULL)";
+	static const char by_id[] = TEXT_COLS BY_NAME TEXT_TERMS;
+	static const char by_cut[] = TEXT_SEL CUT_FROM TEXT_JOIN BY_CUT TEXT_TERMS;
 	struct store_conn *c = conn_get(st);
-	char name[STORE_NAME_MAX];
+	char name[STORE_NAME_MAX], id[ESCAPE_NAME_SIZE];
 	sqlite3_stmt *s;
 	int rc;
 
 	if (text_to_json_name(fname, name, sizeof(name)))
 		return -ENOENT;
-	if (!c || !(s = conn_stmt(c, sql)))
+	if (!c)
 		return -EIO;
-	sqlite3_bind_int64(s, 1, batch_id);
-	sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
+	rc = name_stmt(c, by_id, by_cut, batch_id, name, id, &s);
+	if (rc)
+		return rc;
 	rc = sqlite3_step(s);
 	if (rc == SQLITE_ROW)
 		text_from_row(s, out);

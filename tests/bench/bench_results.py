@@ -37,6 +37,7 @@ import json
 import resource
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -194,9 +195,14 @@ def main():
     ap.add_argument("--per-part", type=int, default=100000, help="max_requests of the remote")
     ap.add_argument("--log", help="keep the daemon's timestamped stderr in this file")
     ap.add_argument("--perf", action="store_true", help="perf record the daemon per phase")
+    ap.add_argument("--hold", action="store_true",
+                    help="after the ingest, keep the mount up for experiments until the file "
+                    "it names is removed")
     ap.add_argument("--only", choices=["submit", "ingest", "status", "jsonl"],
                     help="submit, ingest: stop after it; status: after the ingest, only status; jsonl: only results.jsonl")
     a = ap.parse_args()
+    # kill (as of a --hold) unmounts and removes the work tree as the end of a run does
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("bench: terminated"))
     if os.geteuid() != 0:
         sys.exit("bench: run as root (loop mount, drop_caches)")
     binary = os.path.abspath(os.environ.get("BATCHFS_BIN", os.path.join(
@@ -333,6 +339,12 @@ def main():
                       f"batchfs p99 {p99 / p99f:.2f}x of the floor's", flush=True)
             perf.stop("status")
             return 0
+
+        if a.hold:
+            hold = os.path.join(work, "hold")
+            open(hold, "w").close()
+            print(f"\nholding: batch {batch}, local {local}; rm {hold} to go on", flush=True)
+            wait_for(lambda: not os.path.exists(hold), 1 << 30, interval=0.5, what="hold")
 
         # --- reads ---------------------------------------------------------------------------
         print("\nreads", flush=True)

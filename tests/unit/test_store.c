@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "err.h"
+#include "escape.h"
 #include "log.h"
 #include "result.h"
 #include "store.h"
@@ -159,9 +160,10 @@ static const char *const v1_schema =
 	"INSERT INTO batches (id, remote, name, state) VALUES (2, 'r1', 'draft', 'draft');"
 	"INSERT INTO batches (id, remote, name, pid, state) VALUES (3, 'r1', 'dup', 'pb-old',"
 	" 'in_progress');"
-	"INSERT INTO results (batch_id, custom_id, fname, seq, off, line) VALUES (1, 'a',"
+	/* (batchfs has always bound custom_id as a blob) */
+	"INSERT INTO results (batch_id, custom_id, fname, seq, off, line) VALUES (1, x'61',"
 	" 'a.json', 0, 0, 'x');"
-	"INSERT INTO results (batch_id, custom_id, fname, seq, off, line) VALUES (3, 'b',"
+	"INSERT INTO results (batch_id, custom_id, fname, seq, off, line) VALUES (3, x'62',"
 	" 'b.json', 0, 0, 'y');"
 	"PRAGMA user_version = 1;";
 
@@ -226,7 +228,7 @@ static void test_open(void)
 	store_free(st);
 	st = NULL;
 	is_int(db_exec(path, NULL, &version), SQLITE_OK, "the cache is an SQLite database");
-	is_int(version, 10, "schema version 10");
+	is_int(version, 11, "schema version 11");
 
 	chmod(path, 0644);
 	is_int(store_open(&st, dir, &err), 0, "reopen");
@@ -284,7 +286,7 @@ static void test_open(void)
 		       "no spans for a row kept in the database: copy instead");
 	}
 	is_int(db_exec(path, NULL, &version), SQLITE_OK, "read the version");
-	is_int(version, 10, "now schema version 10");
+	is_int(version, 11, "now schema version 11");
 	{
 		struct store_batch ob;
 
@@ -795,6 +797,119 @@ static void test_ingest(struct store *st)
 	is_int(res.size, (long long)strlen(out[0]) + 1, "q1 kept");
 }
 
+/*
+ * Schema v11: a part whose rows came in request order reads results.jsonl straight from its
+ * data file (one span for the whole stretch), a part in order with a stray line between its
+ * rows, or out of order, through its rows' map; names are found by the id they escape, a cut
+ * one by itself.
+ */
+static void test_ingest_direct(struct store *st)
+{
+	static const struct store_part_plan plans[3] = {
+		{1, 3, 0, 30, 3, 0},
+		{4, 5, 30, 20, 2, 0},
+		{6, 7, 50, 20, 2, 0},
+	};
+	char cut_id[301], cut[ESCAPE_NAME_SIZE + 5], want[4096] = "", got[4096];
+	const char *cids[7] = {"d1", "d 2", NULL, "m1", "m2", "o1", "o2"};
+	const char *order[3][3] = {{"d1", "d 2", NULL}, {"m1", "m2", NULL}, {"o2", "o1", NULL}};
+	struct store_ingest *in = NULL;
+	struct store_reqs *rq = NULL;
+	struct store_result res;
+	struct store_span sp[16];
+	size_t total = 0, first;
+	struct ids ids;
+	int64_t id, count, stray;
+	long dup = 0, n;
+	char msg[512];
+
+	memset(cut_id, 'x', 300);
+	cut_id[300] = '\0';
+	cids[2] = order[0][2] = cut_id;
+	id = make_parts(st, "direct", plans, 3, &ids);
+	ok(id > 0, "batch direct with 3 parts");
+	if (!id)
+		return;
+	is_int(store_reqs_begin(st, id, &rq), 0, "reqs_begin");
+	for (int i = 0; i < 7 && rq; i++)
+		is_int(store_reqs_add(rq, cids[i], strlen(cids[i]), i + 1, &dup), 0, "request %d",
+		       i + 1);
+	if (rq)
+		is_int(store_reqs_end(rq, true), 0, "reqs_end");
+	for (int i = 0; i < 7; i++)
+		snprintf(want + strlen(want), sizeof(want) - strlen(want), "{\"id\":\"%.8s\",%d}\n",
+			 cids[i], i);
+	for (int k = 0; k < 3; k++) {
+		char pid[8];
+
+		snprintf(pid, sizeof(pid), "pd-%d", k);
+		is_int(apply(st, ids.v[k], BATCH_SUBMITTING, pid, BATCH_COMPLETED, NULL), 0,
+		       "part %d completed", k);
+		is_int(store_ingest_begin(st, ids.v[k], &in), 0, "ingest_begin part %d", k);
+		for (int j = 0; j < 3 && in && order[k][j]; j++) {
+			int i = 0;
+			char line[64];
+
+			while (strcmp(cids[i], order[k][j]))
+				i++;
+			snprintf(line, sizeof(line), "{\"id\":\"%.8s\",%d}", cids[i], i);
+			is_int(store_ingest_add(in, cids[i], line, strlen(line), j + 1), 0,
+			       "part %d: %.8s", k, cids[i]);
+			/* a line of another batch between m1 and m2: in order, not in place */
+			if (k == 1 && j == 0)
+				is_int(store_ingest_add(in, "nobody", "{}", 2, 2), 0, "a stray");
+		}
+		if (in)
+			is_int(store_ingest_commit(in, &count, &stray, msg), 0, "commit part %d",
+			       k);
+		in = NULL;
+	}
+	n = store_results_jsonl_read(st, id, 0, sizeof(got), got);
+	ok(n == (long)strlen(want) && !memcmp(got, want, strlen(want)),
+	   "results.jsonl of a direct, a mapped and an out-of-order part, byte-exact");
+	first = (size_t)(strstr(want, "{\"id\":\"m1") - want);
+	n = store_results_jsonl_spans(st, id, 0, sizeof(got), sp, 16, &total);
+	is_int(n, 5, "spans: 1 for the part in order, 2 for each of the others");
+	ok(n == 5 && sp[0].off == 0 && sp[0].len == first && total == strlen(want),
+	   "the first, its whole stretch from its data file's start");
+	{
+		size_t len = strlen(want);
+		bool same = true;
+
+		for (size_t off = 0; off <= len && same; off++) {
+			for (size_t k = 1; k <= len + 1 - off && same; k += 7) {
+				memset(got, 0, sizeof(got));
+				n = read_spans(st, id, (int64_t)off, k, 16, got);
+				same = n == (long)(k < len - off ? k : len - off) &&
+				       !memcmp(got, want + off, (size_t)n);
+				if (same) {
+					n = store_results_jsonl_read(st, id, (int64_t)off, k, got);
+					same = n == (long)(k < len - off ? k : len - off) &&
+					       !memcmp(got, want + off, (size_t)n);
+				}
+			}
+		}
+		ok(same, "spans and reads at every offset, byte-exact");
+	}
+	is_int(store_result_by_name(st, id, "d%202.json", &res), 0, "an escaped name");
+	n = store_result_read(st, res.id, 0, sizeof(got), got);
+	ok(n > 0 && !memcmp(got, "{\"id\":\"d 2\",1}\n", (size_t)n), "reads its line");
+	is_int(store_result_by_name(st, id, "d 2.json", &res), -ENOENT,
+	       "a name escape_name() never makes");
+	is_int(store_result_by_name(st, id, "d%2.json", &res), -ENOENT, "a broken escape");
+	is_int(store_result_by_name(st, id, "d1", &res), -ENOENT, "no .json");
+	n = escape_name(cut_id, strlen(cut_id), cut);
+	ok(n > 0 && strchr(cut, '~'), "a 300-byte id has a cut name");
+	strcat(cut, ".json");
+	is_int(store_result_by_name(st, id, cut, &res), 0, "found by its cut name");
+	n = store_result_read(st, res.id, 0, sizeof(got), got);
+	ok(n > 10 && !memcmp(got, "{\"id\":\"xxxxxxxx\",2}\n", (size_t)n), "its line");
+	cut[strlen(cut) - 6] ^= 1; /* another hash */
+	is_int(store_result_by_name(st, id, cut, &res), -ENOENT, "another cut name: none");
+	is_int(store_result_by_name(st, id, "m2.json", &res), 0, "m2 after the stray");
+	is_int(store_result_by_name(st, id, "nobody.json", &res), -ENOENT, "the stray is not");
+}
+
 /* Bad and repeated result lines: the others are kept, the part is incomplete, each named. */
 static void test_ingest_bad(struct store *st)
 {
@@ -1231,6 +1346,7 @@ int main(void)
 		test_parts_owner(st);
 		test_aggregate(st);
 		test_ingest(st);
+		test_ingest_direct(st);
 		test_ingest_bad(st);
 		test_ingest_text(st);
 		test_ingest_usage(st, 3, "few");
