@@ -510,6 +510,8 @@ static const char *const schema_v10 = "ALTER TABLE results ADD COLUMN tpos INTEG
  *    in request order, each at its own offset of results.jsonl in the data file (the common
  *    case), has results.jsonl as its data file's first results_size bytes (jsonl_direct). Rows
  *    of older caches stay mapped (the default), their parts not direct.
+ * And requests_line carries seq: the ingest reads a part's requests in file order from it
+ * alone, a window at a time, where it looked each result's request up (req_find).
  */
 static const char *const schema_v11 =
 	"ALTER TABLE parts ADD COLUMN jsonl_direct INTEGER NOT NULL DEFAULT 0;"
@@ -518,7 +520,9 @@ static const char *const schema_v11 =
 	"DROP INDEX results_name;"
 	"CREATE INDEX results_cut ON results (batch_id, fname) WHERE instr(fname, '~') > 0;"
 	"DROP INDEX results_part_map;"
-	"CREATE INDEX results_part_map ON results (part_id, off, len, doff) WHERE mapped;";
+	"CREATE INDEX results_part_map ON results (part_id, off, len, doff) WHERE mapped;"
+	"DROP INDEX requests_line;"
+	"CREATE INDEX requests_line ON requests (batch_id, line, seq);";
 
 /*
  * The schema steps: migrations[i] brings version i to i + 1 (a new version is one more
@@ -2793,7 +2797,7 @@ int store_reqs_end(struct store_reqs *r, bool commit)
  */
 #define STORE_RFILE_BUF	  (1 << 20)
 #define INGEST_CHUNK_RECS 4096
-#define INGEST_QUEUE_MAX  4
+#define INGEST_QUEUE_MAX  16
 /* Writeback of the results file starts every this many bytes (see above). */
 #define INGEST_WRITEBACK (8 << 20)
 
@@ -2984,6 +2988,22 @@ static void rfile_close(struct rfile *f)
 	f->buf = NULL;
 }
 
+/* A window of a part's requests in file order (req_find). */
+#define INGEST_REQ_WINDOW 1024
+struct ingest_req {
+	size_t at, len; /* its custom_id in ids */
+	int64_t seq, line;
+};
+
+struct ingest_reqs {
+	struct ingest_req v[INGEST_REQ_WINDOW];
+	int n, pos;
+	bool end;     /* no more after these */
+	int64_t line; /* the last one's line */
+	char *ids;
+	size_t ids_size;
+};
+
 struct store_ingest {
 	struct store *st;
 	struct store_conn *c; /* the download thread's */
@@ -3015,6 +3035,7 @@ struct store_ingest {
 	bool direct;	  /* and lies at that same offset in the data file (jsonl_direct) */
 	int64_t last_seq; /* of the last row indexed */
 	int64_t run_off;  /* its end in the part's stretch of results.jsonl */
+	struct ingest_reqs rw;
 	int64_t stray;
 	char stray_id[80];
 	struct ingest_bad ix_bad; /* repeated custom_ids */
@@ -3144,13 +3165,98 @@ static void ingest_sum_add(struct store_ingest *in, const char *model,
 	}
 }
 
+/* The next INGEST_REQ_WINDOW requests of the part in file order, after those of the last. */
+static int req_window(struct store_ingest *in, struct store_conn *c)
+{
+	static const char sql[] = "SELECT custom_id, seq, line FROM requests WHERE batch_id = ?1"
+				  " AND line > ?2 AND line <= ?3 ORDER BY line LIMIT ?4";
+	struct ingest_reqs *w = &in->rw;
+	sqlite3_stmt *s = conn_stmt(c, sql);
+	size_t used = 0;
+	int rc;
+
+	if (!s)
+		return -EIO;
+	w->n = w->pos = 0;
+	sqlite3_bind_int64(s, 1, in->batch_id);
+	sqlite3_bind_int64(s, 2, w->line);
+	sqlite3_bind_int64(s, 3, in->last_line);
+	sqlite3_bind_int(s, 4, INGEST_REQ_WINDOW);
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		size_t len = (size_t)sqlite3_column_bytes(s, 0);
+		const void *id = sqlite3_column_blob(s, 0);
+
+		if (used + len > w->ids_size) {
+			size_t want = (used + len) * 2;
+			char *p = realloc(w->ids, want);
+
+			if (!p) {
+				stmt_done(c, s);
+				return -ENOMEM;
+			}
+			w->ids = p;
+			w->ids_size = want;
+		}
+		if (len)
+			memcpy(w->ids + used, id, len);
+		w->v[w->n] = (struct ingest_req){used, len, sqlite3_column_int64(s, 1),
+						 sqlite3_column_int64(s, 2)};
+		w->line = w->v[w->n].line;
+		used += len;
+		w->n++;
+	}
+	stmt_done(c, s);
+	if (rc != SQLITE_DONE)
+		return -EIO;
+	w->end = w->n < INGEST_REQ_WINDOW;
+	return 0;
+}
+
+/*
+ * The request of a result: the window's next one when it is that (an answer in request
+ * order, the usual case: no lookup), else looked up. 1: found (*seq, *line), 0: none.
+ */
+static int req_find(struct store_ingest *in, struct store_conn *c, const char *id, size_t idlen,
+		    int64_t *seq, int64_t *line)
+{
+	static const char sql[] = "SELECT seq, line FROM requests WHERE batch_id = ?1 AND"
+				  " custom_id = ?2";
+	struct ingest_reqs *w = &in->rw;
+	sqlite3_stmt *s;
+	int rc;
+
+	if (w->pos == w->n && !w->end && (rc = req_window(in, c)))
+		return rc;
+	if (w->pos < w->n && w->v[w->pos].len == idlen &&
+	    !memcmp(w->ids + w->v[w->pos].at, id, idlen)) {
+		*seq = w->v[w->pos].seq;
+		*line = w->v[w->pos].line;
+		w->pos++;
+		return 1;
+	}
+	if (!(s = conn_stmt(c, sql)))
+		return -EIO;
+	sqlite3_bind_int64(s, 1, in->batch_id);
+	sqlite3_bind_blob(s, 2, id, (int)idlen, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		*seq = sqlite3_column_int64(s, 0);
+		*line = sqlite3_column_int64(s, 1);
+	}
+	stmt_done(c, s);
+	if (rc != SQLITE_ROW)
+		return rc == SQLITE_DONE ? 0 : -EIO;
+	/* Past a result that never came: the window goes on after this one. */
+	while (w->pos < w->n && w->v[w->pos].line <= *line)
+		w->pos++;
+	return 1;
+}
+
 /* One index record into SQLite: only the part's own requests (when they are known). */
 static int ingest_row(struct store_ingest *in, struct store_conn *c, const char *custom_id,
 		      size_t idlen, int64_t doff, int64_t len, int64_t lineno,
 		      const struct ingest_info *info, const char *model, const char *text)
 {
-	static const char req[] = "SELECT seq, line FROM requests WHERE batch_id = ?1 AND"
-				  " custom_id = ?2";
 	static const char sql[] =
 		"INSERT OR IGNORE INTO results (batch_id, part_id, custom_id, fname, line, seq,"
 		" len, doff, off, rtype, text, model, tok_in, tok_out, tok_cw, tok_cr, tpos, tlen,"
@@ -3166,18 +3272,12 @@ static int ingest_row(struct store_ingest *in, struct store_conn *c, const char 
 	if (in->has_requests) {
 		/* A result of another batch never becomes a file here, whatever a provider or an
 		 * adoption got wrong. */
-		s = conn_stmt(c, req);
-		if (!s)
-			return -EIO;
-		sqlite3_bind_int64(s, 1, in->batch_id);
-		sqlite3_bind_blob(s, 2, custom_id, (int)idlen, SQLITE_STATIC);
-		if (sqlite3_step(s) == SQLITE_ROW) {
-			int64_t l = sqlite3_column_int64(s, 1);
+		int64_t l = 0;
 
-			seq = sqlite3_column_int64(s, 0);
-			known = l >= in->first_line && l <= in->last_line;
-		}
-		stmt_done(c, s);
+		rc = req_find(in, c, custom_id, idlen, &seq, &l);
+		if (rc < 0)
+			return rc;
+		known = rc && l >= in->first_line && l <= in->last_line;
 		if (!known) {
 			if (!in->stray++)
 				snprintf(in->stray_id, sizeof(in->stray_id), "%.*s",
@@ -3296,6 +3396,9 @@ static int ingest_chunk_index(struct store_ingest *in, struct store_conn *c,
 		in->ordered = true;
 		in->direct = true;
 		in->run_off = 0;
+		in->rw.n = in->rw.pos = 0;
+		in->rw.end = false;
+		in->rw.line = in->first_line - 1;
 		in->stray = 0;
 		in->stray_id[0] = '\0';
 		memset(&in->ix_bad, 0, sizeof(in->ix_bad));
@@ -3459,6 +3562,7 @@ int store_ingest_begin(struct store *st, int64_t part_id, struct store_ingest **
 	in->last_line = p.last_line;
 	in->ordered = true;
 	in->direct = true;
+	in->rw.line = p.first_line - 1;
 	pthread_mutex_init(&in->lock, NULL);
 	pthread_cond_init(&in->more, NULL);
 	pthread_cond_init(&in->room, NULL);
@@ -3824,6 +3928,7 @@ void store_ingest_abort(struct store_ingest *in)
 		conn_rollback(in->c); /* nothing to do if it fails: the txn is gone */
 	(void)ingest_join(in, true);
 	free(in->cur);
+	free(in->rw.ids);
 	/* The bytes go first: on a full disk they are the room the writes below need. */
 	rfile_close(&in->data);
 	if (!in->published && !results_path(in->st, in->part_id, "tmp", path, sizeof(path)))

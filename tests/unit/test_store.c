@@ -910,6 +910,73 @@ static void test_ingest_direct(struct store *st)
 	is_int(store_result_by_name(st, id, "nobody.json", &res), -ENOENT, "the stray is not");
 }
 
+/*
+ * The ingest finds requests a window at a time in file order (req_find): past the window's
+ * end, past a result that never came, and out of order, every result still finds its own.
+ */
+static void test_ingest_window(struct store *st)
+{
+	enum {
+		N = 2500,
+		GONE = 1500,
+		SWAP = 2000
+	};
+	static const struct store_part_plan plan = {1, N, 0, N * 10, N, 0};
+	struct store_ingest *in = NULL;
+	struct store_reqs *rq = NULL;
+	struct store_result res;
+	struct ids ids;
+	int64_t id, count = 0, stray = -1;
+	char cid[16], line[32], msg[512], *want, *got;
+	size_t wlen = 0;
+	long dup = 0, n;
+	bool added = true;
+
+	want = calloc(N, 32);
+	got = calloc(N, 32);
+	id = make_parts(st, "window", &plan, 1, &ids);
+	ok(id > 0 && want && got, "batch window");
+	if (!id || !want || !got)
+		goto out;
+	is_int(store_reqs_begin(st, id, &rq), 0, "reqs_begin");
+	for (int i = 0; i < N && rq; i++) {
+		snprintf(cid, sizeof(cid), "w%d", i);
+		if (store_reqs_add(rq, cid, strlen(cid), i + 1, &dup))
+			added = false;
+	}
+	ok(added, "%d requests", N);
+	if (rq)
+		is_int(store_reqs_end(rq, true), 0, "reqs_end");
+	is_int(apply(st, ids.v[0], BATCH_SUBMITTING, "pw-0", BATCH_COMPLETED, NULL), 0,
+	       "completed");
+	is_int(store_ingest_begin(st, ids.v[0], &in), 0, "ingest_begin");
+	for (int j = 0; j < N && in; j++) {
+		int i = j == SWAP ? SWAP + 1 : j == SWAP + 1 ? SWAP : j;
+
+		if (i == GONE)
+			continue;
+		snprintf(cid, sizeof(cid), "w%d", i);
+		snprintf(line, sizeof(line), "{\"w\":%d}", i);
+		if (store_ingest_add(in, cid, line, strlen(line), j + 1))
+			added = false;
+	}
+	ok(added, "results in order but for one missing and one pair swapped");
+	if (in)
+		is_int(store_ingest_commit(in, &count, &stray, msg), 0, "commit");
+	is_int(count, N - 1, "every result stored");
+	is_int(stray, 0, "none taken for a stray");
+	for (int i = 0; i < N; i++)
+		if (i != GONE)
+			wlen += (size_t)sprintf(want + wlen, "{\"w\":%d}\n", i);
+	n = store_results_jsonl_read(st, id, 0, (size_t)N * 32, got);
+	ok(n == (long)wlen && !memcmp(got, want, wlen), "results.jsonl in request order");
+	is_int(store_result_by_name(st, id, "w2400.json", &res), 0, "a result past the windows");
+	is_int(store_result_by_name(st, id, "w1500.json", &res), -ENOENT, "the missing one");
+out:
+	free(want);
+	free(got);
+}
+
 /* Bad and repeated result lines: the others are kept, the part is incomplete, each named. */
 static void test_ingest_bad(struct store *st)
 {
@@ -1347,6 +1414,7 @@ int main(void)
 		test_aggregate(st);
 		test_ingest(st);
 		test_ingest_direct(st);
+		test_ingest_window(st);
 		test_ingest_bad(st);
 		test_ingest_text(st);
 		test_ingest_usage(st, 3, "few");
