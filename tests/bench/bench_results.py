@@ -105,6 +105,13 @@ def from_free_memory(source):
         time.sleep(0.5)
 
 
+def machine_busy():
+    """CPU seconds all CPUs spent on anything but idle and iowait so far (/proc/stat)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return (sum(v) - v[3] - v[4]) / CLK_TCK
+
+
 def proc_cpu(pid):
     """(user, system) seconds of a process, all its threads."""
     with open(f"/proc/{pid}/stat") as f:
@@ -270,10 +277,14 @@ def main():
         os.unlink(f"{local}/copy.jsonl")
         sh("sync")
         perf.start("submit")
+        busy0 = machine_busy()
         t0 = time.perf_counter()
         sh(f"cp {reqs} {batch}/requests.jsonl")
         t_sub = time.perf_counter() - t0
+        busy = machine_busy() - busy0
         perf.stop("submit")
+        print(f"  the machine's CPUs were {busy / t_sub / os.cpu_count() * 100:.0f}% busy "
+              f"during the cp ({busy:.2f} CPU-s of {t_sub * os.cpu_count():.2f})", flush=True)
         rows.add("submit (cp returns)", t_sub, t_cp + t_up, 1.5,
                  note=f"(cp {t_cp:.3f} + curl upload {t_up:.3f})")
         if a.only == "submit":
