@@ -353,6 +353,7 @@ void follow_wrote(struct bfs *b, int64_t batch_id, int64_t file_id, off_t off, s
 		free(nf);
 		goto out;
 	}
+	(void)pthread_setname_np(nf->th, "bfs-follow"); /* top -H, perf, the bench */
 	fw->n++;
 	nf->next = fw->list;
 	fw->list = nf;

@@ -282,6 +282,7 @@ int poller_start(struct poller **out, struct bfs *b, struct bfs_err *err)
 			poller_stop(p);
 			return -rc;
 		}
+		(void)pthread_setname_np(t->tid, "bfs-poll"); /* top -H, perf, the bench */
 		t->started = true;
 		p->nthreads++;
 	}

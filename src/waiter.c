@@ -203,6 +203,8 @@ int waiter_start(struct waiter **out, struct bfs *b)
 	pthread_cond_init(&w->cond, &ca);
 	pthread_condattr_destroy(&ca);
 	rc = -pthread_create(&w->thread, NULL, waiter_main, w);
+	if (!rc)
+		(void)pthread_setname_np(w->thread, "bfs-wait"); /* top -H, perf, the bench */
 	if (rc) {
 		pthread_cond_destroy(&w->cond);
 		pthread_mutex_destroy(&w->lock);

@@ -251,6 +251,8 @@ int worker_start(struct worker **out, struct bfs *b, struct bfs_err *err)
 		pthread_cond_init(&q->cond, NULL);
 		w->n = i + 1;
 		rc = -pthread_create(&q->thread, NULL, worker_main, q);
+		if (!rc)
+			(void)pthread_setname_np(q->thread, "bfs-work"); /* top -H, perf */
 		if (rc) {
 			err_set(err, "cannot start the worker of remote '%s': %s", q->r->conf->name,
 				strerror(-rc));

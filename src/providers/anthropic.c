@@ -814,6 +814,8 @@ static int anth_stream_begin(struct provider *p, const char *path, struct provid
 	buf_release(&url);
 	if (!rc && (rc = -pthread_create(&st->th, NULL, stream_main, st)))
 		err_set(err, "cannot start a thread: %s", strerror(-rc));
+	else if (!rc)
+		(void)pthread_setname_np(st->th, "bfs-stream"); /* top -H, perf, the bench */
 	if (rc) {
 		if (!err_is_set(err))
 			err_set(err, "cannot start a streamed create: %s", strerror(-rc));

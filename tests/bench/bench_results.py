@@ -41,6 +41,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -103,6 +104,29 @@ def from_free_memory(source):
         still = still + 1 if now == last else 0
         last = now
         time.sleep(0.5)
+
+
+def thread_cpu(pid):
+    """CPU seconds of each thread of a process by its name (batchfs: FUSE and main threads)."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                st = f.read()
+        except FileNotFoundError:
+            continue  # ended meanwhile
+        name = st[st.index("(") + 1:st.rindex(")")]
+        fields = st.rsplit(")", 1)[1].split()
+        out[tid] = (name, (int(fields[11]) + int(fields[12])) / CLK_TCK)
+    return out
+
+
+def thread_delta(before, after):
+    """(name, CPU seconds) per thread name between two thread_cpu() snapshots, most first."""
+    by = {}
+    for tid, (name, t) in after.items():
+        by[name] = by.get(name, 0) + t - before.get(tid, (name, 0))[1]
+    return sorted(by.items(), key=lambda x: -x[1])
 
 
 def machine_busy():
@@ -277,14 +301,25 @@ def main():
         os.unlink(f"{local}/copy.jsonl")
         sh("sync")
         perf.start("submit")
-        busy0 = machine_busy()
+        busy0, th0 = machine_busy(), thread_cpu(daemon.pid)
+        seen, done = dict(th0), threading.Event()
+
+        def sample():  # threads that end during the cp (the follower) count as last seen
+            while not done.wait(0.02):
+                seen.update(thread_cpu(daemon.pid))
+        sampler = threading.Thread(target=sample)
+        sampler.start()
         t0 = time.perf_counter()
         sh(f"cp {reqs} {batch}/requests.jsonl")
         t_sub = time.perf_counter() - t0
-        busy = machine_busy() - busy0
+        done.set()
+        sampler.join()
+        seen.update(thread_cpu(daemon.pid))
+        busy, th = machine_busy() - busy0, thread_delta(th0, seen)
         perf.stop("submit")
         print(f"  the machine's CPUs were {busy / t_sub / os.cpu_count() * 100:.0f}% busy "
-              f"during the cp ({busy:.2f} CPU-s of {t_sub * os.cpu_count():.2f})", flush=True)
+              f"during the cp ({busy:.2f} CPU-s of {t_sub * os.cpu_count():.2f}); daemon "
+              "threads: " + ", ".join(f"{n} {t:.2f} s" for n, t in th if t > 0), flush=True)
         rows.add("submit (cp returns)", t_sub, t_cp + t_up, 1.5,
                  note=f"(cp {t_cp:.3f} + curl upload {t_up:.3f})")
         if a.only == "submit":
