@@ -233,7 +233,10 @@ def main():
                     help="submit, ingest: stop after it; status: after the ingest, only status; jsonl: only results.jsonl")
     a = ap.parse_args()
     # kill (as of a --hold) unmounts and removes the work tree as the end of a run does
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit("bench: terminated"))
+    # (only in this process: the status readers' forked children are stopped by SIGTERM too)
+    me = os.getpid()
+    signal.signal(signal.SIGTERM,
+                  lambda *_: sys.exit("bench: terminated") if os.getpid() == me else os._exit(1))
     if os.geteuid() != 0:
         sys.exit("bench: run as root (loop mount, drop_caches)")
     binary = os.path.abspath(os.environ.get("BATCHFS_BIN", os.path.join(
