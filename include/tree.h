@@ -16,6 +16,7 @@
 #include <sys/statvfs.h>
 
 struct bfs;
+struct buf;
 
 /*
  * ino = kind << 56 | id << 4 | sub. ids are never-reused AUTOINCREMENT row ids, so a number
@@ -45,16 +46,36 @@ enum tree_kind {
 /* Attribute and entry timeouts (seconds). */
 #define TREE_TIMEOUT_LIVE  0.0 /* things that change behind the kernel's back */
 #define TREE_TIMEOUT_DIR   1.0
-#define TREE_TIMEOUT_FIXED 3600.0 /* results never change */
+#define TREE_TIMEOUT_FIXED 3600.0 /* results (and a version's text) never change */
 
 struct tree_node {
 	enum tree_kind kind;
 	int64_t id;
 	unsigned sub;
+	uint32_t ver; /* a version's inode (below), else 0 */
 };
 
 fuse_ino_t tree_ino(enum tree_kind kind, int64_t id, unsigned sub);
 struct tree_node tree_node(fuse_ino_t ino);
+
+/*
+ * A virtual file whose text changes (status) has one inode number per version of its text,
+ * as if each change were a new file renamed over the old one: a version never changes, so
+ * the kernel may keep its attributes and pages, and the entry (timeout 0) is what moves
+ * between versions. ino = 6 << 56 | id << 24 | ver << 4 | sub, ver being 20 bits of the
+ * text's hash (never 0) and the entry's generation 32 more, so a number taken again by
+ * another text is a new inode to the kernel. tree_node() gives kind TREE_BATCH and ver.
+ * A batch id beyond 32 bits gets the plain number (served live, as before versions).
+ */
+#define TREE_VER_BITS 20
+fuse_ino_t tree_ino_version(int64_t id, unsigned sub, uint64_t hash);
+/* The ver field hash gives (what tree_node(tree_ino_version(id, sub, hash)).ver is). */
+uint32_t tree_ver_of(uint64_t hash);
+/* The hash that names a version of a text. */
+uint64_t tree_text_hash(const char *data, size_t len);
+/* The text and attributes of version ino as a lookup saw them, into out: 0, -ENOENT when
+ * it is no longer kept (tree.c), -ENOMEM. */
+int tree_version_get(struct bfs *b, fuse_ino_t ino, struct buf *out, struct stat *st);
 
 /* Fills the attributes every node shares (owner, links, block size), mode and all three
  * times from mtime_ms. */

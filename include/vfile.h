@@ -33,6 +33,11 @@ struct vfile {
 	bool (*visible)(const struct store_batch *row);
 	/* Size and times (ino and mode are set). */
 	int (*stat)(struct bfs *b, const struct store_batch *row, struct stat *st);
+	/* Instead of stat, for a file with versions (tree.h): the text now (*text, which is out
+	 * or a copy valid until this thread's next call), its tree_text_hash(), size and
+	 * times. */
+	int (*version)(struct bfs *b, const struct store_batch *row, struct stat *st,
+		       struct buf *out, const struct buf **text, uint64_t *hash);
 
 	/* Regular files. open checks fi->flags, takes its snapshot into text and sets fi's
 	 * caching bits; NULL for a directory (open is EISDIR). */

@@ -32,8 +32,12 @@
 struct fs_handle {
 	struct tree_node node;
 	const struct vfile *vf;
-	int fd;			       /* spool data (TREE_FILE), else -1 */
-	struct buf text;	       /* status / id: the snapshot taken at open */
+	int fd;		 /* spool data (TREE_FILE), else -1 */
+	struct buf text; /* status / id: the snapshot taken at open */
+	/* A version's open (tree.h) whose snapshot is that version: its number and
+	 * attributes, for a getattr after the text moved on (fs_getattr). */
+	fuse_ino_t version_ino;
+	struct stat version_st;
 	struct draft_writers writers;  /* TREE_FILE: who wrote through it */
 	struct fs_handle *prev, *next; /* every open handle (see handles_free_all) */
 };
@@ -67,30 +71,39 @@ static fuse_ino_t *push_slot(fuse_ino_t ino)
 	return &pushed[(ino >> 4) % PUSH_SLOTS];
 }
 
+/* Puts data (the whole file) into ino's page cache; the slot remembers it if it took. */
+static void push_pages(fuse_ino_t ino, const char *data, size_t len)
+{
+	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(len);
+
+	bv.buf[0].mem = (void *)(uintptr_t)data;
+	if (!fuse_lowlevel_notify_store(session, ino, 0, &bv, 0))
+		__atomic_store_n(push_slot(ino), ino, __ATOMIC_RELAXED);
+}
+
+static bool push_done(fuse_ino_t ino)
+{
+	return !session || __atomic_load_n(push_slot(ino), __ATOMIC_RELAXED) == ino;
+}
+
 static void push_result(struct bfs *b, fuse_ino_t ino, struct tree_node n)
 {
-	fuse_ino_t *slot = push_slot(ino);
-	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(0);
 	char *buf;
 	long k;
 
-	if (!session || __atomic_load_n(slot, __ATOMIC_RELAXED) == ino)
+	if (push_done(ino))
 		return;
 	buf = malloc(PUSH_MAX);
 	if (!buf)
 		return;
 	k = store_result_read(b->store, n.id, 0, PUSH_MAX, buf);
 	/* A short read is the whole file (results never change once visible). */
-	if (k > 0 && (size_t)k < PUSH_MAX) {
-		bv.buf[0].mem = buf;
-		bv.buf[0].size = (size_t)k;
-		if (!fuse_lowlevel_notify_store(session, ino, 0, &bv, 0))
-			__atomic_store_n(slot, ino, __ATOMIC_RELAXED);
-	} else if (k > 0) {
+	if (k > 0 && (size_t)k < PUSH_MAX)
+		push_pages(ino, buf, (size_t)k);
+	else if (k > 0)
 		/* Too large to push: marked all the same, so that its opens do not read it
 		 * again for nothing until the kernel forgets it. */
-		__atomic_store_n(slot, ino, __ATOMIC_RELAXED);
-	}
+		__atomic_store_n(push_slot(ino), ino, __ATOMIC_RELAXED);
 	free(buf);
 }
 
@@ -247,14 +260,41 @@ static void fs_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
 	fuse_reply_none(req);
 }
 
+/*
+ * The attributes of a version the text has left, from a handle open on it (the getattr of an
+ * fstat carries no handle): its reader still reads that version.
+ */
+static bool handle_version_stat(fuse_ino_t ino, struct fuse_file_info *fi, struct stat *st)
+{
+	struct fs_handle *h = fi ? fs_handle_of(fi) : NULL;
+	bool found = false;
+
+	if (h && h->version_ino == ino) {
+		*st = h->version_st;
+		return true;
+	}
+	pthread_mutex_lock(&handles_lock);
+	for (h = handles; h && !found; h = h->next) {
+		if (h->version_ino == ino) {
+			*st = h->version_st;
+			found = true;
+		}
+	}
+	pthread_mutex_unlock(&handles_lock);
+	return found;
+}
+
 static void fs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct stat st;
 	double timeout;
 	int rc;
 
-	(void)fi;
 	rc = tree_stat(fs_ctx(req), ino, &st, &timeout);
+	if (rc == -ESTALE && handle_version_stat(ino, fi, &st)) {
+		rc = 0;
+		timeout = TREE_TIMEOUT_FIXED;
+	}
 	if (rc)
 		fuse_reply_err(req, -rc);
 	else
@@ -325,8 +365,32 @@ static void fs_statfs(fuse_req_t req, fuse_ino_t ino)
 
 /* Files */
 
+/*
+ * The open of a version (tree.h) gets the text its lookup saw, which the kernel may keep: it
+ * goes into the page cache now, so the reads never reach batchfs, and the handle keeps the
+ * version's attributes. A version no longer kept gets the snapshot of now, read around the
+ * cache (which keeps the version's pages for its other readers).
+ */
+static int open_version(struct bfs *b, fuse_ino_t ino, struct fs_handle *h,
+			struct fuse_file_info *fi)
+{
+	int rc;
+
+	fi->keep_cache = 1;
+	rc = tree_version_get(b, ino, &h->text, &h->version_st);
+	if (rc)
+		return rc == -ENOENT ? 0 : rc;
+	pthread_mutex_lock(&handles_lock); /* handle_version_stat reads it */
+	h->version_ino = ino;
+	pthread_mutex_unlock(&handles_lock);
+	fi->direct_io = 0;
+	if (h->text.len && h->text.len < PUSH_MAX && !push_done(ino))
+		push_pages(ino, h->text.data, h->text.len);
+	return 0;
+}
+
 /* A virtual file of a batch: the table entry's checks and snapshot. */
-static int open_vfile(struct bfs *b, struct tree_node n, struct fuse_file_info *fi,
+static int open_vfile(struct bfs *b, fuse_ino_t ino, struct tree_node n, struct fuse_file_info *fi,
 		      struct fs_handle **out)
 {
 	const struct vfile *v = vfile_by_sub(n.sub);
@@ -348,6 +412,8 @@ static int open_vfile(struct bfs *b, struct tree_node n, struct fuse_file_info *
 		return -ENOMEM;
 	h->vf = v;
 	rc = v->open(b, &row, fi, &h->text);
+	if (!rc && n.ver && v->version)
+		rc = open_version(b, ino, h, fi);
 	if (rc) {
 		handle_free(h);
 		return rc;
@@ -409,7 +475,7 @@ static int open_node(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 		*out = h;
 		return 0;
 	case TREE_BATCH:
-		return open_vfile(fs_ctx(req), n, fi, out);
+		return open_vfile(fs_ctx(req), ino, n, fi, out);
 	default:
 		return -EISDIR;
 	}
@@ -436,7 +502,7 @@ static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	struct fs_handle *h;
 	int rc;
 
-	h = handle_new((struct tree_node){TREE_FILE, 0, 0});
+	h = handle_new((struct tree_node){TREE_FILE, 0, 0, 0});
 	if (!h) {
 		fuse_reply_err(req, ENOMEM);
 		return;

@@ -14,12 +14,17 @@
 #include <unistd.h>
 
 #include "bfs.h"
+#include "buf.h"
 #include "conf.h"
 #include "draft.h"
 #include "poller.h"
 #include "store.h"
 #include "tree.h"
 #include "vfile.h"
+
+/* The kind field of a version's inode number (tree.h); tree_node() reads it as TREE_BATCH. */
+#define TREE_KIND_VERSION 6
+#define TREE_VER_ID_BITS  32
 
 fuse_ino_t tree_ino(enum tree_kind kind, int64_t id, unsigned sub)
 {
@@ -28,15 +33,49 @@ fuse_ino_t tree_ino(enum tree_kind kind, int64_t id, unsigned sub)
 	return ((fuse_ino_t)kind << 56) | ((fuse_ino_t)id << 4) | (fuse_ino_t)sub;
 }
 
+uint32_t tree_ver_of(uint64_t hash)
+{
+	uint32_t ver = (uint32_t)(hash & ((1u << TREE_VER_BITS) - 1));
+
+	return ver ? ver : 1; /* 0 is "not a version" */
+}
+
+fuse_ino_t tree_ino_version(int64_t id, unsigned sub, uint64_t hash)
+{
+	if (id < 0 || (uint64_t)id >> TREE_VER_ID_BITS)
+		return tree_ino(TREE_BATCH, id, sub);
+	return ((fuse_ino_t)TREE_KIND_VERSION << 56) | ((fuse_ino_t)id << (TREE_VER_BITS + 4)) |
+	       ((fuse_ino_t)tree_ver_of(hash) << 4) | (fuse_ino_t)sub;
+}
+
+/* FNV-1a: a version's name need not resist an adversary, only tell texts apart. */
+uint64_t tree_text_hash(const char *data, size_t len)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+
+	for (size_t i = 0; i < len; i++) {
+		h ^= (unsigned char)data[i];
+		h *= 0x100000001b3ull;
+	}
+	return h;
+}
+
 struct tree_node tree_node(fuse_ino_t ino)
 {
-	struct tree_node n;
+	struct tree_node n = {TREE_ROOT, 0, TREE_SUB_DIR, 0};
+	unsigned kind = (unsigned)(ino >> 56);
 
 	if (ino == TREE_ROOT_INO)
-		return (struct tree_node){TREE_ROOT, 0, TREE_SUB_DIR};
-	n.kind = (enum tree_kind)(ino >> 56);
-	n.id = (int64_t)((ino >> 4) & ((1ull << 52) - 1));
+		return n;
 	n.sub = (unsigned)(ino & 0xf);
+	if (kind == TREE_KIND_VERSION) {
+		n.kind = TREE_BATCH;
+		n.ver = (uint32_t)((ino >> 4) & ((1u << TREE_VER_BITS) - 1));
+		n.id = (int64_t)((ino >> (TREE_VER_BITS + 4)) & ((1ull << TREE_VER_ID_BITS) - 1));
+		return n;
+	}
+	n.kind = (enum tree_kind)kind;
+	n.id = (int64_t)((ino >> 4) & ((1ull << 52) - 1));
 	return n;
 }
 
@@ -87,9 +126,149 @@ static int stat_file(struct bfs *b, fuse_ino_t ino, int64_t id, struct stat *st)
 	return 0;
 }
 
+/*
+ * The mount's owner and umask (main.c sets them from -o uid=, gid=, umask=), on every stat
+ * answered. The umask only takes bits away: a mode never shows a permission batchfs refuses.
+ */
+static void tree_stat_finish(const struct bfs *b, struct stat *st)
+{
+	st->st_uid = b->uid;
+	st->st_gid = b->gid;
+	st->st_mode &= ~(mode_t)(b->umask & 07777);
+}
+
+/*
+ * The versions looked up last, text and attributes: an open finds the version its walk found
+ * even when the text moved on in between (as with a file renamed over another, the open gets
+ * the inode the walk found), and a getattr through a file open on an older version still
+ * answers. Bounded: VERSIONS_KEPT texts of at most VERSION_KEPT_MAX bytes; the open of a
+ * version no longer kept gets the text of now (fs.c).
+ */
+#define VERSIONS_KEPT	 32
+#define VERSION_KEPT_MAX (64u << 10)
+
+struct version_kept {
+	const struct bfs *b;
+	fuse_ino_t ino;
+	uint64_t hash;
+	struct stat st; /* before tree_stat_finish */
+	char *text;
+	size_t len;
+};
+
+static struct version_kept kept[VERSIONS_KEPT];
+static unsigned kept_next;
+static pthread_mutex_t kept_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static struct version_kept *kept_find(const struct bfs *b, fuse_ino_t ino)
+{
+	for (int i = 0; i < VERSIONS_KEPT; i++)
+		if (kept[i].ino == ino && kept[i].b == b)
+			return &kept[i];
+	return NULL;
+}
+
+/*
+ * Keeps the version st->st_ino of text. A number taken by another text (20 bits of hash, see
+ * tree.h) names the newer one from now on, here as in the kernel, which replaces an inode
+ * whose generation changed.
+ */
+static void version_keep(const struct bfs *b, const struct stat *st, const struct buf *text,
+			 uint64_t hash)
+{
+	struct version_kept *k;
+	char *copy;
+	bool known;
+
+	if (text->len > VERSION_KEPT_MAX)
+		return;
+	pthread_mutex_lock(&kept_lock);
+	k = kept_find(b, st->st_ino);
+	known = k && k->hash == hash;
+	pthread_mutex_unlock(&kept_lock);
+	if (known)
+		return; /* the common case: looked up again, nothing changed */
+	copy = malloc(text->len ? text->len : 1);
+	if (!copy)
+		return; /* its open will read the text of now */
+	memcpy(copy, text->data, text->len);
+	pthread_mutex_lock(&kept_lock);
+	k = kept_find(b, st->st_ino);
+	if (!k)
+		k = &kept[kept_next++ % VERSIONS_KEPT];
+	free(k->text);
+	*k = (struct version_kept){b, st->st_ino, hash, *st, copy, text->len};
+	pthread_mutex_unlock(&kept_lock);
+}
+
+static bool version_stat_kept(const struct bfs *b, fuse_ino_t ino, struct stat *st)
+{
+	struct version_kept *k;
+
+	pthread_mutex_lock(&kept_lock);
+	k = kept_find(b, ino);
+	if (k)
+		*st = k->st;
+	pthread_mutex_unlock(&kept_lock);
+	return k;
+}
+
+/*
+ * A virtual file with versions (tree.h): the attributes of the text now, under the number of
+ * its version; for the number of an older version, that version's if it is kept, else
+ * -ESTALE (the kernel drops such an entry, and a stat(2) or open(2) walks again). Size and
+ * number come from one rendering, so they always belong together.
+ */
+static int stat_version(struct bfs *b, const struct vfile *v, const struct store_batch *row,
+			fuse_ino_t ino, struct tree_node n, struct stat *st, double *timeout,
+			uint32_t *gen)
+{
+	struct buf out = BUF_INIT(1 << 20); /* as at open: a batch of many parts is long */
+	const struct buf *text;
+	uint64_t hash;
+	fuse_ino_t vino;
+	int rc;
+
+	rc = v->version(b, row, st, &out, &text, &hash);
+	if (rc)
+		goto out;
+	vino = tree_ino_version(n.id, n.sub, hash);
+	*timeout = TREE_TIMEOUT_FIXED; /* a version never changes */
+	if (vino == tree_ino(TREE_BATCH, n.id, n.sub)) {
+		*timeout = TREE_TIMEOUT_LIVE; /* no room for a version: live, as any other */
+	} else if (n.ver && n.ver != tree_ver_of(hash)) {
+		rc = version_stat_kept(b, ino, st) ? 0 : -ESTALE;
+	} else {
+		st->st_ino = vino;
+		*gen = (uint32_t)(hash >> 32);
+		version_keep(b, st, text, hash);
+	}
+out:
+	buf_release(&out);
+	return rc;
+}
+
+int tree_version_get(struct bfs *b, fuse_ino_t ino, struct buf *out, struct stat *st)
+{
+	struct version_kept *k;
+	int rc = -ENOENT;
+
+	pthread_mutex_lock(&kept_lock);
+	k = kept_find(b, ino);
+	if (k) {
+		buf_reset(out); /* out stays as it was when the version is not kept */
+		*st = k->st;
+		rc = buf_add(out, k->text, k->len);
+	}
+	pthread_mutex_unlock(&kept_lock);
+	if (!rc)
+		tree_stat_finish(b, st);
+	return rc;
+}
+
 /* A batch directory, or one of its virtual files. */
 static int stat_batch(struct bfs *b, fuse_ino_t ino, struct tree_node n, struct stat *st,
-		      double *timeout)
+		      double *timeout, uint32_t *gen)
 {
 	const struct vfile *v = NULL;
 	struct store_batch row;
@@ -111,6 +290,10 @@ static int stat_batch(struct bfs *b, fuse_ino_t ino, struct tree_node n, struct 
 	if (!vfile_is_visible(v, &row))
 		return -ENOENT;
 	tree_attr_init(st, ino, v->mode, 0);
+	if (v->version)
+		return stat_version(b, v, &row, ino, n, st, timeout, gen);
+	if (n.ver)
+		return -ENOENT; /* no such version */
 	*timeout = v->timeout;
 	return v->stat(b, &row, st);
 }
@@ -126,7 +309,8 @@ static int link_batch(struct bfs *b, int64_t part_id, struct store_batch *row)
 	return rc ? rc : store_batch_get(b->store, p.batch_id, row);
 }
 
-static int stat_node(struct bfs *b, fuse_ino_t ino, struct stat *st, double *timeout)
+/* gen: the entry's generation (0 but for a version). */
+static int stat_node(struct bfs *b, fuse_ino_t ino, struct stat *st, double *timeout, uint32_t *gen)
 {
 	struct tree_node n = tree_node(ino);
 	struct store_batch row;
@@ -134,6 +318,7 @@ static int stat_node(struct bfs *b, fuse_ino_t ino, struct stat *st, double *tim
 	int rc;
 
 	*timeout = TREE_TIMEOUT_DIR;
+	*gen = 0;
 	switch (n.kind) {
 	case TREE_ROOT:
 		tree_attr_init(st, ino, S_IFDIR | 0755, b->mount_time);
@@ -167,43 +352,52 @@ static int stat_node(struct bfs *b, fuse_ino_t ino, struct stat *st, double *tim
 		*timeout = TREE_TIMEOUT_FIXED;
 		return 0;
 	case TREE_BATCH:
-		return stat_batch(b, ino, n, st, timeout);
+		return stat_batch(b, ino, n, st, timeout, gen);
 	}
 	return -ENOENT;
 }
 
-/*
- * The mount's owner and umask (main.c sets them from -o uid=, gid=, umask=), on every stat
- * answered. The umask only takes bits away: a mode never shows a permission batchfs refuses.
- */
-static void tree_stat_finish(const struct bfs *b, struct stat *st)
+static int stat_finished(struct bfs *b, fuse_ino_t ino, struct stat *st, double *timeout,
+			 uint32_t *gen)
 {
-	st->st_uid = b->uid;
-	st->st_gid = b->gid;
-	st->st_mode &= ~(mode_t)(b->umask & 07777);
-}
-
-int tree_stat(struct bfs *b, fuse_ino_t ino, struct stat *st, double *timeout)
-{
-	int rc = stat_node(b, ino, st, timeout);
+	int rc = stat_node(b, ino, st, timeout, gen);
 
 	if (!rc)
 		tree_stat_finish(b, st);
 	return rc;
 }
 
+int tree_stat(struct bfs *b, fuse_ino_t ino, struct stat *st, double *timeout)
+{
+	uint32_t gen;
+
+	return stat_finished(b, ino, st, timeout, &gen);
+}
+
+/* An entry's number is its attributes' (a version's, where the file has versions). */
+static void entry_fill(struct fuse_entry_param *e, double timeout, uint32_t gen)
+{
+	e->ino = e->attr.st_ino;
+	e->generation = gen;
+	e->attr_timeout = timeout;
+	/* A version's entry is looked up again at each walk: that is where versions move. */
+	if (e->ino >> 56 == TREE_KIND_VERSION)
+		e->entry_timeout = 0;
+	else
+		e->entry_timeout = timeout > 0 ? timeout : TREE_TIMEOUT_DIR;
+}
+
 int tree_entry(struct bfs *b, fuse_ino_t ino, struct fuse_entry_param *e)
 {
 	double timeout;
+	uint32_t gen;
 	int rc;
 
 	memset(e, 0, sizeof(*e));
-	rc = tree_stat(b, ino, &e->attr, &timeout);
+	rc = stat_finished(b, ino, &e->attr, &timeout, &gen);
 	if (rc)
 		return rc;
-	e->ino = ino;
-	e->attr_timeout = timeout;
-	e->entry_timeout = timeout > 0 ? timeout : TREE_TIMEOUT_DIR;
+	entry_fill(e, timeout, gen);
 	return 0;
 }
 
@@ -312,6 +506,7 @@ bool tree_dir_add(struct tree_dir *d, const char *name, fuse_ino_t ino, off_t co
 {
 	struct fuse_entry_param e;
 	double timeout = known_timeout;
+	uint32_t gen = 0;
 	bool dots = !strcmp(name, ".") || !strcmp(name, "..");
 	size_t n;
 
@@ -323,17 +518,15 @@ bool tree_dir_add(struct tree_dir *d, const char *name, fuse_ino_t ino, off_t co
 		e.attr.st_mode = S_IFDIR;
 	} else if (known) {
 		e.attr = *known;
+		e.attr.st_ino = ino;
 		tree_stat_finish(d->b, &e.attr);
-	} else if (tree_stat(d->b, ino, &e.attr, &timeout)) {
+	} else if (stat_finished(d->b, ino, &e.attr, &timeout, &gen)) {
 		return true; /* vanished meanwhile: skip it */
 	}
 	if (d->plus) {
 		/* "." and ".." carry no entry (and so no lookup count) */
-		if (!dots) {
-			e.ino = ino;
-			e.attr_timeout = timeout;
-			e.entry_timeout = timeout > 0 ? timeout : TREE_TIMEOUT_DIR;
-		}
+		if (!dots)
+			entry_fill(&e, timeout, gen);
 		n = fuse_add_direntry_plus(d->req, d->buf + d->len, d->size - d->len, name, &e,
 					   cookie);
 	} else {

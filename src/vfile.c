@@ -153,6 +153,7 @@ struct status_memo {
 	struct store_mark mark;
 	struct store_batch row;
 	struct buf text;
+	uint64_t hash; /* tree_text_hash of text */
 };
 
 struct status_memos {
@@ -216,7 +217,7 @@ static bool status_memo_fits(const struct status_memo *m, const struct store *st
  * under an older mark, never a newer one.
  */
 static int status_text(struct bfs *b, const struct store_batch *row, struct buf *out,
-		       const struct buf **text)
+		       const struct buf **text, uint64_t *hash)
 {
 	struct status_memos *ms = status_memos_get();
 	struct status_memo *m = NULL;
@@ -225,16 +226,18 @@ static int status_text(struct bfs *b, const struct store_batch *row, struct buf 
 
 	*text = out;
 	if (!ms || store_mark_get(b->store, &mark))
-		return status_render(b, row, out);
+		goto render;
 	for (int i = 0; i < STATUS_MEMOS; i++) {
 		if (status_memo_fits(&ms->m[i], b->store, &mark, row)) {
 			*text = &ms->m[i].text;
+			*hash = ms->m[i].hash;
 			return 0;
 		}
 		if (!m && ms->m[i].row.id == row->id)
 			m = &ms->m[i];
 	}
 	rc = status_render(b, row, out);
+	*hash = tree_text_hash(out->data, out->len);
 	if (rc || out->len > STATUS_MEMO_MAX)
 		return rc;
 	if (!m)
@@ -243,37 +246,48 @@ static int status_text(struct bfs *b, const struct store_batch *row, struct buf 
 	m->store = b->store;
 	m->mark = mark;
 	m->row = *row;
+	m->hash = *hash;
 	if (buf_add(&m->text, out->data, out->len))
 		buf_reset(&m->text); /* an empty memo fits nothing */
 	return 0;
+render:
+	rc = status_render(b, row, out);
+	*hash = tree_text_hash(out->data, out->len);
+	return rc;
 }
 
-static int status_stat(struct bfs *b, const struct store_batch *row, struct stat *st)
+/*
+ * status has versions (tree.h): each text its own inode, whose attributes and pages the
+ * kernel keeps, so a `cat status` while nothing changes is a lookup and an open, its read
+ * served from the page cache.
+ */
+static int status_version(struct bfs *b, const struct store_batch *row, struct stat *st,
+			  struct buf *out, const struct buf **text, uint64_t *hash)
 {
-	struct buf out = BUF_INIT(1 << 20); /* as at open: a batch of many parts is long */
-	const struct buf *text;
-	int rc;
+	int rc = status_text(b, row, out, text, hash);
 
-	rc = status_text(b, row, &out, &text);
+	if (rc)
+		return rc;
 	tree_attr_times(st, row->updated_at);
-	st->st_size = (off_t)text->len;
-	buf_release(&out);
-	return rc;
+	st->st_size = (off_t)(*text)->len;
+	st->st_blocks = (blkcnt_t)(((*text)->len + 511) / 512);
+	return 0;
 }
 
 static int status_open(struct bfs *b, const struct store_batch *row, struct fuse_file_info *fi,
 		       struct buf *out)
 {
 	const struct buf *text;
+	uint64_t hash;
 	int rc;
 
 	if (wants_write(fi->flags))
 		return -EACCES;
-	/* One snapshot per open, so a reader never sees half of two states; its size changes
-	 * between opens, so no page cache. */
+	/* One snapshot per open, so a reader never sees half of two states. fs.c lets the
+	 * kernel cache it when it is the text of the version opened. */
 	fi->direct_io = 1;
 	fi->noflush = 1;
-	rc = status_text(b, row, out, &text);
+	rc = status_text(b, row, out, &text, &hash);
 	if (!rc && text != out)
 		rc = buf_add(out, text->data, text->len);
 	return rc;
@@ -760,7 +774,7 @@ const struct vfile vfile_table[] = {
 		.mode = S_IFREG | 0444,
 		.timeout = TREE_TIMEOUT_LIVE,
 		.setattr_refused = SET_CHANGES,
-		.stat = status_stat,
+		.version = status_version,
 		.open = status_open,
 		.read = read_text,
 	},

@@ -2,7 +2,9 @@
 import itertools
 import os
 import shutil
+import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -12,6 +14,9 @@ from fake_server import load_flavour  # noqa: E402
 from mount import Mount, wait_for  # noqa: E402
 
 _counter = itertools.count(1)
+
+# Runs a command as another user (nobody), to see the mount as users other than its owner.
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 
 def unique(prefix="b"):
@@ -86,6 +91,46 @@ def mount_factory(batchfs_bin, tmp_path, request):
         if failed or problems:
             sys.stderr.write(f"\n--- batchfs command: {' '.join(m.cmd)}\n--- log:\n"
                              f"{m.read_log()}\n")
+    if problems:
+        pytest.fail("; ".join(problems))
+
+
+@pytest.fixture
+def shared_dir():
+    """A directory other users can reach (pytest's tmp_path is 0700 and root's)."""
+    d = tempfile.mkdtemp(prefix="bfs-shared-", dir="/tmp")
+    os.chmod(d, 0o755)
+    yield d
+    subprocess.run(["fusermount3", "-uz", os.path.join(d, "m")], stderr=subprocess.DEVNULL)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def shared_mount(batchfs_bin, shared_dir):
+    """shared_mount(*opts) -> a started Mount with one remote 'mock' (1 s batches) in
+    shared_dir, which other users can reach; unmounted afterwards, its log scanned."""
+    mounts = []
+
+    def make(*opts):
+        os.makedirs(os.path.join(shared_dir, "priv"), mode=0o700, exist_ok=True)
+        cfg = os.path.join(shared_dir, "priv", "config")
+        write_config(cfg, {"mock": {"provider": "mock", "mock_delay": "1"}})
+        m = Mount(batchfs_bin, os.path.join(shared_dir, "m"), cfg,
+                  os.path.join(shared_dir, "priv", "cache"),
+                  os.path.join(shared_dir, "priv", "log"), extra_opts=list(opts))
+        mounts.append(m)
+        m.start()
+        return m
+
+    yield make
+    problems = []
+    for m in mounts:
+        try:
+            m.unmount()
+        except Exception as e:  # keep going: every mount must be cleaned up
+            problems.append(f"unmount: {e}")
+            m.cleanup()
+        problems += m.log_problems()
     if problems:
         pytest.fail("; ".join(problems))
 

@@ -7,16 +7,14 @@ import signal
 import socket
 import stat
 import subprocess
-import tempfile
 import threading
 
 import pytest
 
-from conftest import unique, write_config
+from conftest import NOBODY, unique, write_config
 from bfs import anthropic_requests, wait_state
-from mount import Mount, is_mounted, wait_for
+from mount import is_mounted, wait_for
 
-NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 
 def run(cmd, env=None, timeout=30):
@@ -25,41 +23,6 @@ def run(cmd, env=None, timeout=30):
 
 def as_nobody(*cmd):
     return run(NOBODY + list(cmd))
-
-
-@pytest.fixture
-def shared_dir():
-    """A directory other users can reach (pytest's tmp_path is 0700 and root's)."""
-    d = tempfile.mkdtemp(prefix="bfs-shared-", dir="/tmp")
-    os.chmod(d, 0o755)
-    yield d
-    subprocess.run(["fusermount3", "-uz", os.path.join(d, "m")], stderr=subprocess.DEVNULL)
-    shutil.rmtree(d, ignore_errors=True)
-
-
-@pytest.fixture
-def shared_mount(batchfs_bin, shared_dir, request):
-    """shared_mount(*opts) -> a started Mount in shared_dir; unmounted afterwards."""
-    mounts = []
-
-    def make(*opts):
-        os.makedirs(os.path.join(shared_dir, "priv"), mode=0o700, exist_ok=True)
-        cfg = os.path.join(shared_dir, "priv", "config")
-        write_config(cfg, {"mock": {"provider": "mock", "mock_delay": "1"}})
-        m = Mount(batchfs_bin, os.path.join(shared_dir, "m"), cfg,
-                  os.path.join(shared_dir, "priv", "cache"),
-                  os.path.join(shared_dir, "priv", "log"), extra_opts=list(opts))
-        mounts.append(m)
-        m.start()
-        return m
-
-    yield make
-    for m in mounts:
-        try:
-            m.unmount()
-        except Exception:
-            m.cleanup()
-            raise
 
 
 def unmount_background(mp, cache):

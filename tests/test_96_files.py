@@ -17,7 +17,6 @@ from conftest import unique
 from bfs import anthropic_line, read_status, wait_results
 from mount import wait_for
 from test_90_vertex import sa_key  # noqa: F401 (a fixture)
-from test_95_mount import shared_dir, shared_mount  # noqa: F401 (fixtures)
 
 
 def mkbatch(m, body, remote="mock", name=None):

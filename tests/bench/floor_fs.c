@@ -8,12 +8,17 @@
  * kernel's and libfuse's round trips (lookup, open, read, release). bench_results.py runs the
  * same loop through it and through batchfs; what batchfs adds is the difference.
  *
- * With FLOOR_LIVE set, its files are served the way batchfs serves `status` instead (a text
- * that changes between opens): attributes never cached, direct I/O, no page cache, so every
- * open+read+close pays the kernel's and libfuse's round trips for a live file.
+ * With FLOOR_LIVE set, its files are served the way batchfs served `status` before versions (a
+ * text that changes between opens): attributes never cached, direct I/O, no page cache, so
+ * every open+read+close pays the kernel's and libfuse's round trips for a live file.
+ *
+ * With FLOOR_VERSION set, they are served the way batchfs serves a version of `status`
+ * (docs/design.md "status: one inode per version"): entry timeout 0, so every path walk looks
+ * the name up again, attributes and pages kept (keep_cache), so an open+read+close of an
+ * unchanged text is a lookup and an open.
  *
  * Build: cc -O2 -o floor_fs floor_fs.c $(pkg-config --cflags --libs fuse3)
- * Run:   FLOOR_SOURCE=DIR [FLOOR_LIVE=1] ./floor_fs -f MOUNTPOINT
+ * Run:   FLOOR_SOURCE=DIR [FLOOR_LIVE=1 | FLOOR_VERSION=1] ./floor_fs -f MOUNTPOINT
  */
 #define FUSE_USE_VERSION 314
 #define _GNU_SOURCE
@@ -30,7 +35,8 @@
 
 static int src_fd = -1;
 static const double timeout = 3600.0;
-static bool live; /* FLOOR_LIVE: files served as batchfs serves status */
+static bool live;    /* FLOOR_LIVE: files served as batchfs served status before versions */
+static bool version; /* FLOOR_VERSION: as batchfs serves a version of status */
 
 /* Inode numbers are the source's, shifted so that 1 stays the root. */
 static fuse_ino_t to_fuse(ino_t ino)
@@ -125,7 +131,7 @@ static void fl_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	}
 	e.ino = e.attr.st_ino;
 	e.attr_timeout = live ? 0.0 : timeout;
-	e.entry_timeout = timeout;
+	e.entry_timeout = version ? 0.0 : timeout;
 	fuse_reply_entry(req, &e);
 }
 
@@ -291,6 +297,7 @@ int main(int argc, char *argv[])
 		return 2;
 	}
 	live = getenv("FLOOR_LIVE") != NULL;
+	version = getenv("FLOOR_VERSION") != NULL;
 	src_fd = open(src, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (src_fd < 0) {
 		perror(src);
