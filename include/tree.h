@@ -73,8 +73,10 @@ fuse_ino_t tree_ino_version(int64_t id, unsigned sub, uint64_t hash);
 uint32_t tree_ver_of(uint64_t hash);
 /* The hash that names a version of a text. */
 uint64_t tree_text_hash(const char *data, size_t len);
-/* The text and attributes of version ino as a lookup saw them, into out: 0, -ENOENT when
- * it is no longer kept (tree.c), -ENOMEM. */
+/* Whether a text of len bytes is kept for the opens of its version (tree.c). */
+bool tree_version_keepable(size_t len);
+/* Replaces out by the text of version ino as a lookup saw it, and st by its attributes: 0,
+ * -ENOENT when it is not kept (tree.c; out untouched), -ENOMEM. */
 int tree_version_get(struct bfs *b, fuse_ino_t ino, struct buf *out, struct stat *st);
 
 /* Fills the attributes every node shares (owner, links, block size), mode and all three

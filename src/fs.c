@@ -368,18 +368,30 @@ static void fs_statfs(fuse_req_t req, fuse_ino_t ino)
 /*
  * The open of a version (tree.h) gets the text its lookup saw, which the kernel may keep: it
  * goes into the page cache now, so the reads never reach batchfs, and the handle keeps the
- * version's attributes. A version no longer kept gets the snapshot of now, read around the
- * cache (which keeps the version's pages for its other readers).
+ * version's attributes. A version gone from the ring meanwhile (64 versions changed between
+ * the walk and the open) is ESTALE: the kernel walks again, once, and opens the version of
+ * now. A text too long for the ring opens the snapshot of now, read around the cache (which
+ * keeps the version's pages for its other readers); its fstat may then show the size of the
+ * version its walk found.
  */
 static int open_version(struct bfs *b, fuse_ino_t ino, struct fs_handle *h,
 			struct fuse_file_info *fi)
 {
+	double timeout;
 	int rc;
 
 	fi->keep_cache = 1;
 	rc = tree_version_get(b, ino, &h->text, &h->version_st);
-	if (rc)
-		return rc == -ENOENT ? 0 : rc;
+	if (rc == -ENOENT) {
+		/* The snapshot of now is the version when it is still the text the number
+		 * names. */
+		if (tree_ver_of(tree_text_hash(h->text.data, h->text.len)) != h->node.ver ||
+		    tree_stat(b, ino, &h->version_st, &timeout) ||
+		    (size_t)h->version_st.st_size != h->text.len)
+			return tree_version_keepable(h->text.len) ? -ESTALE : 0;
+	} else if (rc) {
+		return rc;
+	}
 	pthread_mutex_lock(&handles_lock); /* handle_version_stat reads it */
 	h->version_ino = ino;
 	pthread_mutex_unlock(&handles_lock);

@@ -2460,8 +2460,10 @@ int store_batch_add_foreign(struct store *st, const char *remote, const struct p
 				      " state = 'submitting' AND identity <> '' LIMIT 1";
 	static const char sql[] = "INSERT INTO batches (remote, name, is_foreign, state,"
 				  " updated_at, dir_mtime) VALUES (?1, ?2, 1, ?3, ?4, ?4)";
+	/* Results gone at the provider are settled from the start: a look at the batch in
+	 * the moment before the poller applies the listing must not fetch them. */
 	static const char part[] = "INSERT INTO parts (batch_id, idx, remote, pid, state,"
-				   " updated_at) VALUES (?1, 0, ?2, ?3, ?4, ?5)";
+				   " updated_at, results) VALUES (?1, 0, ?2, ?3, ?4, ?5, ?6)";
 	static const char owned[] = "SELECT 1 FROM parts WHERE remote = ?1 AND pid = ?2";
 	struct store_conn *c = conn_get(st);
 	char name[PROVIDER_ID_MAX + 2];
@@ -2518,6 +2520,10 @@ int store_batch_add_foreign(struct store *st, const char *remote, const struct p
 		sqlite3_bind_text(s, 3, pb->id, -1, SQLITE_STATIC);
 		sqlite3_bind_text(s, 4, state_name(pb->state), -1, SQLITE_STATIC);
 		sqlite3_bind_int64(s, 5, now);
+		sqlite3_bind_text(s, 6,
+				  results_state_name(pb->results_gone ? RESULTS_UNAVAILABLE
+								      : RESULTS_PENDING),
+				  -1, SQLITE_STATIC);
 		rc = stmt_run(c, s);
 	}
 	if (!rc) {

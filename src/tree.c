@@ -141,11 +141,11 @@ static void tree_stat_finish(const struct bfs *b, struct stat *st)
  * The versions looked up last, text and attributes: an open finds the version its walk found
  * even when the text moved on in between (as with a file renamed over another, the open gets
  * the inode the walk found), and a getattr through a file open on an older version still
- * answers. Bounded: VERSIONS_KEPT texts of at most VERSION_KEPT_MAX bytes; the open of a
- * version no longer kept gets the text of now (fs.c).
+ * answers. Bounded: the last VERSIONS_KEPT versions within VERSIONS_KEPT_BYTES, oldest out
+ * first; a text longer than that is not kept (fs.c serves its open from the text of now).
  */
-#define VERSIONS_KEPT	 32
-#define VERSION_KEPT_MAX (64u << 10)
+#define VERSIONS_KEPT	    64
+#define VERSIONS_KEPT_BYTES (4u << 20)
 
 struct version_kept {
 	const struct bfs *b;
@@ -157,7 +157,8 @@ struct version_kept {
 };
 
 static struct version_kept kept[VERSIONS_KEPT];
-static unsigned kept_next;
+static unsigned kept_next; /* the oldest entry, the next to go */
+static size_t kept_bytes;  /* the texts' lengths, summed */
 static pthread_mutex_t kept_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static struct version_kept *kept_find(const struct bfs *b, fuse_ino_t ino)
@@ -166,6 +167,18 @@ static struct version_kept *kept_find(const struct bfs *b, fuse_ino_t ino)
 		if (kept[i].ino == ino && kept[i].b == b)
 			return &kept[i];
 	return NULL;
+}
+
+static void kept_drop(struct version_kept *k)
+{
+	kept_bytes -= k->len;
+	free(k->text);
+	memset(k, 0, sizeof(*k));
+}
+
+bool tree_version_keepable(size_t len)
+{
+	return len <= VERSIONS_KEPT_BYTES;
 }
 
 /*
@@ -180,7 +193,7 @@ static void version_keep(const struct bfs *b, const struct stat *st, const struc
 	char *copy;
 	bool known;
 
-	if (text->len > VERSION_KEPT_MAX)
+	if (!tree_version_keepable(text->len))
 		return;
 	pthread_mutex_lock(&kept_lock);
 	k = kept_find(b, st->st_ino);
@@ -196,8 +209,11 @@ static void version_keep(const struct bfs *b, const struct stat *st, const struc
 	k = kept_find(b, st->st_ino);
 	if (!k)
 		k = &kept[kept_next++ % VERSIONS_KEPT];
-	free(k->text);
+	kept_drop(k);
+	while (kept_bytes + text->len > VERSIONS_KEPT_BYTES)
+		kept_drop(&kept[kept_next++ % VERSIONS_KEPT]);
 	*k = (struct version_kept){b, st->st_ino, hash, *st, copy, text->len};
+	kept_bytes += text->len;
 	pthread_mutex_unlock(&kept_lock);
 }
 

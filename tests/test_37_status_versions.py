@@ -7,8 +7,10 @@ import json
 import os
 import subprocess
 import threading
+import traceback
 
 from conftest import NOBODY, unique
+from mount import wait_for
 from bfs import anthropic_line
 
 
@@ -128,8 +130,8 @@ def test_readers_during_rapid_changes_each_read_one_whole_text(mock_mount):
                 assert s["state"] in ("draft", "submitting", "rejected"), s["state"]
                 assert fsize == len(text), (fsize, len(text))
                 reads[0] += 1
-        except Exception as e:  # reported by the main thread
-            errors.append(e)
+        except Exception:  # reported by the main thread
+            errors.append(traceback.format_exc())
             stop.set()
 
     readers = [threading.Thread(target=reader) for _ in range(4)]
@@ -151,3 +153,44 @@ def test_readers_during_rapid_changes_each_read_one_whole_text(mock_mount):
         text, ino, size, fino, fsize = snapshot(path)
         assert last in json.loads(text)["error"]["message"] and (size, fino, fsize) == (len(text), ino,
                                                                             len(text))
+
+
+def test_a_status_too_long_to_push_has_versions_too(mount_factory):
+    """A status longer than batchfs pushes into the page cache at open (64 KiB; here 250
+    parts), whose pages the kernel reads and whose fstat after a read asks batchfs again,
+    still has one inode per text: stat, fstat and read agree, and a file held open keeps its
+    text and its size while the parts are cancelled one by one."""
+    m = mount_factory({"mock": {"provider": "mock", "mock_delay": "600", "max_requests": "1"}})
+    d = os.path.join(m.path, "mock", unique())
+    os.mkdir(d)
+    path = os.path.join(d, "status")
+    with open(os.path.join(d, "requests.jsonl"), "w") as f:
+        f.write("".join(anthropic_line(f"r{i}") + "\n" for i in range(250)))
+
+    def running():
+        s = json.loads(open(path, "rb").read())
+        return s["state"] == "in_progress" and all(p["id"] and p["state"] == "in_progress"
+                                                   for p in s["parts"])
+
+    wait_for(running, 60, what="every part created and running")
+    # (a poll may change the text at any time: each read is compared with its own fstat)
+    text, ino, size, fino, fsize = snapshot(path)
+    assert size > 65536 and fsize == len(text)
+    held = os.open(path, os.O_RDONLY)
+    try:
+        text = read_fd(held)
+        ino = os.fstat(held).st_ino
+        assert json.loads(text)["state"] == "in_progress"
+        with open(os.path.join(d, "ctl"), "w") as f:
+            f.write("cancel\n")
+        # the parts are cancelled one by one: each read is one text, which fstat agrees with
+        new, _, _, fino2, fsize2 = snapshot(path)
+        assert new != text and fino2 != ino and fsize2 == len(new)
+        wait_for(lambda: json.loads(open(path, "rb").read())["state"] == "canceled", 60,
+                 what="every part cancelled")
+        new, ino2, size2, fino2, fsize2 = snapshot(path)
+        assert (size2, fino2, fsize2) == (len(new), ino2, len(new)) and ino2 != ino
+        assert read_fd(held) == text
+        assert (os.fstat(held).st_ino, os.fstat(held).st_size) == (ino, len(text))
+    finally:
+        os.close(held)

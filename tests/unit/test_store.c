@@ -1294,6 +1294,19 @@ static void test_want_race(struct store *st)
 	is_int(store_part_apply(st, &p, BATCH_IN_PROGRESS), 0, "ends");
 	is_int(store_part_get(st, part, &p), 0, "get");
 	is_int(p.next_poll_at, 0, "nothing fetched for a batch nobody looked at");
+
+	/* Listed with its results archived: a look before the poller applies the listing
+	 * fetches nothing (it used to: one GET of results answered 404). */
+	memset(&pb, 0, sizeof(pb));
+	snprintf(pb.id, sizeof(pb.id), "pb-archived");
+	pb.state = BATCH_COMPLETED;
+	pb.results_gone = true;
+	is_int(store_batch_add_foreign(st, REMOTE, &pb, false, 1, &id, &part), 0,
+	       "a foreign batch, ended, its results archived");
+	is_int(store_batch_want_results(st, id), 0, "someone looks inside at once");
+	is_int(store_part_get(st, part, &p), 0, "its part");
+	is_int(p.results, RESULTS_UNAVAILABLE, "its results are unavailable from the start");
+	is_int(p.next_poll_at, 0, "and not due");
 }
 
 /* Resubmit (issue 13): parts that failed before running go back to "not sent". */
