@@ -295,15 +295,20 @@ static int status_open(struct bfs *b, const struct store_batch *row, struct fuse
 
 /* id */
 
-static int id_stat(struct bfs *b, const struct store_batch *row, struct stat *st)
+/* id has versions too (tree.h): a line per part as each is created. */
+static int id_version(struct bfs *b, const struct store_batch *row, struct stat *st,
+		      struct buf *out, const struct buf **text, uint64_t *hash)
 {
-	struct buf text = BUF_INIT(1 << 20);
-	int rc = batch_render(b, row, true, &text);
+	int rc = batch_render(b, row, true, out);
 
+	*text = out;
+	if (rc)
+		return rc;
+	*hash = tree_text_hash(out->data, out->len);
 	tree_attr_times(st, row->created_at);
-	st->st_size = (off_t)text.len;
-	buf_release(&text);
-	return rc;
+	st->st_size = (off_t)out->len;
+	st->st_blocks = (blkcnt_t)((out->len + 511) / 512);
+	return 0;
 }
 
 static int id_open(struct bfs *b, const struct store_batch *row, struct fuse_file_info *fi,
@@ -313,7 +318,7 @@ static int id_open(struct bfs *b, const struct store_batch *row, struct fuse_fil
 	if (wants_write(fi->flags))
 		return -EACCES;
 	fi->noflush = 1;
-	fi->direct_io = 1; /* grows as parts are created */
+	fi->direct_io = 1; /* fs.c lets the kernel cache it when it is the version opened */
 	return batch_render(b, row, true, text);
 }
 
@@ -782,10 +787,10 @@ const struct vfile vfile_table[] = {
 		.name = "id",
 		.sub = 2,
 		.mode = S_IFREG | 0444,
-		.timeout = TREE_TIMEOUT_LIVE, /* a line per part as each is created */
+		.timeout = TREE_TIMEOUT_LIVE, /* unused: versions */
 		.setattr_refused = SET_CHANGES,
 		.visible = has_id,
-		.stat = id_stat,
+		.version = id_version,
 		.open = id_open,
 		.read = read_text,
 	},

@@ -1,5 +1,5 @@
-"""status has versions (docs/design.md "status: one inode per version"): each text of a batch's
-status is its own inode, as if every change were a new file renamed over the old one. An open
+"""status and id have versions (docs/design.md "status: one inode per version"): each text
+of a batch's status is its own inode, as if every change were a new file renamed over the old one. An open
 file keeps the text it opened; the next open, stat or `cat` sees the change; what fstat says of
 an open file is what it reads; every user sees the same."""
 import errno
@@ -194,3 +194,45 @@ def test_a_status_too_long_to_push_has_versions_too(mount_factory):
         assert (os.fstat(held).st_ino, os.fstat(held).st_size) == (ino, len(text))
     finally:
         os.close(held)
+
+
+def test_id_has_versions_as_parts_are_created(mount_factory):
+    """id grows a line per part as each is created: read without pause meanwhile, each read
+    is a prefix of the final file, whole lines only, its fstat size the bytes it read."""
+    m = mount_factory({"mock": {"provider": "mock", "mock_delay": "600", "max_requests": "1"}})
+    d = os.path.join(m.path, "mock", unique())
+    os.mkdir(d)
+    path = os.path.join(d, "id")
+    stop = threading.Event()
+    seen, errors = [], []
+
+    def reader():
+        try:
+            while not stop.is_set():
+                try:
+                    text, _, _, fino, fsize = snapshot(path)
+                except FileNotFoundError:
+                    continue  # no part created yet
+                assert fsize == len(text), (fsize, len(text))
+                seen.append((text, fino))
+        except Exception:  # reported by the main thread
+            errors.append(traceback.format_exc())
+
+    t = threading.Thread(target=reader)
+    t.start()
+    try:
+        with open(os.path.join(d, "requests.jsonl"), "w") as f:
+            f.write("".join(anthropic_line(f"r{i}") + "\n" for i in range(40)))
+    finally:
+        stop.set()
+        t.join()
+    assert not errors, errors[0]
+    final, ino, size, fino, fsize = snapshot(path)
+    assert len(final.split()) == 40 and (size, fino, fsize) == (len(final), ino, len(final))
+    assert seen and all(final.startswith(text) and text.endswith(b"\n") for text, _ in seen)
+    # one number per text: the same text always under the same number, a new text a new one
+    by_text = {}
+    for text, num in seen + [(final, ino)]:
+        assert by_text.setdefault(text, num) == num
+    assert len(set(by_text.values())) == len(by_text)
+    assert len(by_text) >= 3, len(by_text)  # the reader saw the file grow
