@@ -1,7 +1,7 @@
-"""status and id have versions (docs/design.md "status: one inode per version"): each text
-of a batch's status is its own inode, as if every change were a new file renamed over the old one. An open
-file keeps the text it opened; the next open, stat or `cat` sees the change; what fstat says of
-an open file is what it reads; every user sees the same."""
+"""status and id have versions (docs/design.md "status: one inode per version"): each text of
+a batch's status is its own inode, as if every change were a new file renamed over the old
+one. An open file keeps the text it opened; the next open, stat or `cat` sees the change; what
+fstat says of an open file is what it reads; every user sees the same."""
 import errno
 import json
 import os
