@@ -2460,10 +2460,14 @@ int store_batch_add_foreign(struct store *st, const char *remote, const struct p
 				      " state = 'submitting' AND identity <> '' LIMIT 1";
 	static const char sql[] = "INSERT INTO batches (remote, name, is_foreign, state,"
 				  " updated_at, dir_mtime) VALUES (?1, ?2, 1, ?3, ?4, ?4)";
-	/* Results gone at the provider are settled from the start: a look at the batch in
-	 * the moment before the poller applies the listing must not fetch them. */
-	static const char part[] = "INSERT INTO parts (batch_id, idx, remote, pid, state,"
-				   " updated_at, results) VALUES (?1, 0, ?2, ?3, ?4, ?5, ?6)";
+	/* The listing's view from the start (counts; results gone at the provider settled):
+	 * a look at the batch in the moment before the poller applies the rest of it must
+	 * neither show no requests nor fetch results that are gone. */
+	static const char part[] =
+		"INSERT INTO parts (batch_id, idx, remote, pid, state,"
+		" updated_at, results, provider_state, total, processing,"
+		" succeeded, errored, canceled, expired)"
+		" VALUES (?1, 0, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
 	static const char owned[] = "SELECT 1 FROM parts WHERE remote = ?1 AND pid = ?2";
 	struct store_conn *c = conn_get(st);
 	char name[PROVIDER_ID_MAX + 2];
@@ -2524,6 +2528,13 @@ int store_batch_add_foreign(struct store *st, const char *remote, const struct p
 				  results_state_name(pb->results_gone ? RESULTS_UNAVAILABLE
 								      : RESULTS_PENDING),
 				  -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 7, pb->provider_state, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 8, pb->counts.total);
+		sqlite3_bind_int64(s, 9, pb->counts.processing);
+		sqlite3_bind_int64(s, 10, pb->counts.succeeded);
+		sqlite3_bind_int64(s, 11, pb->counts.errored);
+		sqlite3_bind_int64(s, 12, pb->counts.canceled);
+		sqlite3_bind_int64(s, 13, pb->counts.expired);
 		rc = stmt_run(c, s);
 	}
 	if (!rc) {

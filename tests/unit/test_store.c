@@ -1265,6 +1265,7 @@ static void test_forget(struct store *st)
 static void test_want_race(struct store *st)
 {
 	struct provider_batch pb;
+	struct store_batch b;
 	struct store_part p;
 	int64_t id, part;
 
@@ -1307,6 +1308,24 @@ static void test_want_race(struct store *st)
 	is_int(store_part_get(st, part, &p), 0, "its part");
 	is_int(p.results, RESULTS_UNAVAILABLE, "its results are unavailable from the start");
 	is_int(p.next_poll_at, 0, "and not due");
+
+	/* Listed running: its counts show before the poller applies the listing. */
+	memset(&pb, 0, sizeof(pb));
+	snprintf(pb.id, sizeof(pb.id), "pb-counted");
+	snprintf(pb.provider_state, sizeof(pb.provider_state), "in_progress");
+	pb.state = BATCH_IN_PROGRESS;
+	pb.counts.total = 7;
+	pb.counts.processing = 5;
+	pb.counts.succeeded = 2;
+	is_int(store_batch_add_foreign(st, REMOTE, &pb, false, 1, &id, &part), 0,
+	       "a foreign batch, running, 7 requests");
+	is_int(store_part_get(st, part, &p), 0, "its part");
+	is_int(p.counts.total, 7, "its total from the start");
+	is_int(p.counts.succeeded, 2, "its succeeded");
+	is_int(p.counts.processing, 5, "its processing");
+	ok(!strcmp(p.provider_state, "in_progress"), "its provider state");
+	is_int(store_batch_get(st, id, &b), 0, "the batch");
+	is_int(b.counts.total, 7, "the batch's total, summed from its part");
 }
 
 /* Resubmit (issue 13): parts that failed before running go back to "not sent". */
